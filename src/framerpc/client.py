@@ -1,0 +1,375 @@
+"""RPCClient: a proxy that looks like the device's own class.
+
+Requests go out on a DEALER socket with an empty delimiter frame (so REP
+and ROUTER servers both answer) and a request id, so that a reply arriving
+after its call timed out is recognised and dropped instead of being
+returned to the next call.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import inspect
+import itertools
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import zmq
+
+from . import protocol, transport
+from .errors import ProtocolError, RemoteError
+from .property import RPCProperty
+from .protocol import Reply, Request, RPCEvents
+from .signal import RPCSignal
+from .signal_receiver import RPCSignalReceiver
+
+__all__ = ["NoResult", "RPCClient"]
+
+_log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=type)
+
+#: Slice (ms) of an unlimited wait, so that close() can interrupt it.
+_WAIT_SLICE_MS = 100
+#: Longest wait (ms) for the server's answer to stop_server().
+_STOP_WAIT_MS = 1000
+#: Longest wait (ms) for the signal subscription handshake.
+_SYNC_WAIT_MS = 2000
+
+
+class NoResult:
+    """The outcome of a remote call that failed; always falsy.
+
+    Parameters
+    ----------
+    error : str
+        What went wrong (for a remote exception: ``"Type: message"``).
+    traceback : str
+        The remote traceback, or "" when there is none.
+    """
+
+    __slots__ = ("error", "traceback")
+
+    def __init__(self, error: str, traceback: str) -> None:
+        self.error = error
+        self.traceback = traceback
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"NoResult({self.error!r})"
+
+
+class RPCClient:
+    """Client side of an :class:`~framerpc.RPCServer`.
+
+    Subclass both an interface and ``RPCClient`` and decorate the subclass
+    with :meth:`register_interface`; the interface's methods, properties
+    and signals then act on the remote server.
+
+    Parameters
+    ----------
+    context : zmq.Context
+        Context for the client's sockets.
+    url : str
+        The server's URL (``tcp://host:port``, ``ipc://...``, ``inproc://...``).
+    timeout : int
+        How long (ms) to wait for the server's inventory.
+
+    Raises
+    ------
+    TimeoutError
+        The server did not answer within ``timeout`` ms.
+
+    Attributes
+    ----------
+    context, url, name
+        The context, the server URL and the server's registry name.
+    socket : zmq.Socket
+        The DEALER socket (use the client's methods, not the socket).
+    _json_methods, _buffer_methods : dict of str to int or None
+        Remote methods and their timeouts (ms), from the inventory.
+    _signals : dict of str to RPCSignal
+        This instance's signals, by name.
+    _properties : list of str
+        Remote property names.
+
+    Notes
+    -----
+    One client may be used from several threads: calls are serialised.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        url: str,
+        timeout: int = 1000,
+        *,
+        options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+    ) -> None:
+        self.context = context
+        self.url = url
+        self.name = ""
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        # A random start keeps ids of a restarted client apart from old ones.
+        self._ids = itertools.count(random.randrange(1 << 30))
+        self._json_methods: dict[str, int | None] = {}
+        self._buffer_methods: dict[str, int | None] = {}
+        self._signals: dict[str, RPCSignal] = {}
+        self._properties: list[str] = []
+        self._signal_receiver: RPCSignalReceiver | None = None
+        self.socket = transport.make_socket(context, zmq.DEALER, options)
+        try:
+            self.socket.connect(url)
+            self._load_inventory(options)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- set-up -----------------------------------------------------------
+    def _load_inventory(self, options: transport.SocketOptions) -> None:
+        reply = self._request(Request(RPCEvents.GET_INVENTORY, next(self._ids)),
+                              self._timeout)
+        inventory = reply.value if reply.ok else None
+        if type(inventory) is not dict:
+            raise ProtocolError(f"server at {self.url} sent no inventory: {reply}")
+        self.name = inventory.get("name", "")
+        self._json_methods = dict(inventory.get("json_methods", {}))
+        self._buffer_methods = dict(inventory.get("buffer_methods", {}))
+        self._properties = list(inventory.get("properties", []))
+        for name in inventory.get("signals", []):
+            local = getattr(self, name, None)
+            self._signals[name] = local if isinstance(local, RPCSignal) else RPCSignal()
+        if self._signals:
+            signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
+            self._signal_receiver = RPCSignalReceiver(
+                self.context, signal_url, self._signals, options=options
+            )
+            self._signal_receiver.start()
+            self._sync_signals()
+
+    def _sync_signals(self) -> None:
+        """Wait until the subscription is live, so no emission is missed."""
+        assert self._signal_receiver is not None
+        token = uuid.uuid4().hex
+        seen = self._signal_receiver.expect_token(token)
+        deadline = time.monotonic() + _SYNC_WAIT_MS / 1000
+        while not seen.is_set() and time.monotonic() < deadline:
+            request = Request(RPCEvents.INIT_SIGNALS_HANDLING, next(self._ids),
+                              name=token)
+            self._request(request, self._timeout)
+            seen.wait(0.02)
+        if not seen.is_set():
+            _log.warning("signal subscription to %s not confirmed", self.url)
+
+    # -- calls ------------------------------------------------------------
+    def execute(self, method_name: str, params: dict) -> tuple[bool, Any]:
+        """Call a remote method.
+
+        Parameters
+        ----------
+        method_name : str
+            The remote method.
+        params : dict
+            ``{"args": [...], "kwargs": {...}}`` (both optional).
+
+        Returns
+        -------
+        tuple
+            ``(True, result)``, where a buffer method's result is
+            ``(buffer, info)``, or ``(False, (error, traceback))``.
+
+        Raises
+        ------
+        TimeoutError
+            No reply within the method's timeout. The client stays usable.
+        TypeError
+            An argument cannot travel on the wire.
+        """
+        if method_name in self._buffer_methods:
+            timeout = self._buffer_methods[method_name]
+        else:
+            timeout = self._json_methods.get(method_name, self._timeout)
+        request = Request(RPCEvents.METHOD_CALL, next(self._ids), method_name,
+                          list(params.get("args", ())), dict(params.get("kwargs", {})))
+        reply = self._request(request, timeout)
+        if not reply.ok:
+            return False, (reply.error, reply.traceback)
+        if reply.info is not None:
+            return True, (reply.value, reply.info)
+        return True, reply.value
+
+    def _call(self, method_name: str, args: tuple, kwargs: dict) -> Any:
+        ok, result = self.execute(method_name, {"args": args, "kwargs": kwargs})
+        return result if ok else NoResult(*result)
+
+    def _get_property(self, name: str) -> Any:
+        reply = self._request(Request(RPCEvents.PROPERTY_GET, next(self._ids),
+                                      name=name), self._timeout)
+        return reply.value if reply.ok else NoResult(reply.error, reply.traceback)
+
+    def _set_property(self, name: str, value: Any) -> None:
+        reply = self._request(Request(RPCEvents.PROPERTY_SET, next(self._ids),
+                                      name=name, value=value), self._timeout)
+        if not reply.ok:
+            raise RemoteError(reply.error, reply.traceback)
+
+    def _request(self, request: Request, timeout: int | None) -> Reply:
+        frames = protocol.encode_request(request)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"client of {self.url} is closed")
+            deadline = None if timeout is None else time.monotonic() + timeout / 1000
+            self._send(frames, deadline)
+            return self._receive(request.request_id, deadline)
+
+    def _send(self, frames: list, deadline: float | None) -> None:
+        sock = self.socket
+        while True:
+            try:
+                sock.send_multipart([b"", *frames], copy=False, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
+                if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
+                    self._check_deadline(deadline, "send to")
+
+    def _receive(self, request_id: int, deadline: float | None) -> Reply:
+        sock = self.socket
+        while True:
+            if not sock.poll(self._wait_ms(deadline), zmq.POLLIN):
+                self._check_deadline(deadline, "reply from")
+                continue
+            frames = sock.recv_multipart(copy=False)
+            if len(frames) < 2 or len(frames[0]) != 0:
+                _log.warning("dropped a reply without delimiter from %s", self.url)
+                continue
+            try:
+                reply = protocol.decode_reply(frames[1:])
+            except ProtocolError as exc:
+                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                continue
+            if reply.request_id == request_id:
+                return reply
+            if reply.request_id == -1:  # the server could not read our id
+                return reply
+            _log.debug("dropped a late reply to request %s", reply.request_id)
+
+    def _wait_ms(self, deadline: float | None) -> int:
+        if self._closed:
+            raise RuntimeError(f"client of {self.url} was closed during a call")
+        if deadline is None:
+            return _WAIT_SLICE_MS
+        remaining = int((deadline - time.monotonic()) * 1000) + 1
+        return max(0, min(remaining, _WAIT_SLICE_MS))
+
+    def _check_deadline(self, deadline: float | None, what: str) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no {what} {self.url} in time")
+
+    # -- lifecycle --------------------------------------------------------
+    def stop_server(self) -> bool:
+        """Ask the server to stop; waits about a second at most.
+
+        Returns
+        -------
+        bool
+            Whether the server acknowledged the request.
+        """
+        try:
+            reply = self._request(Request(RPCEvents.STOP_SERVER, next(self._ids)),
+                                  _STOP_WAIT_MS)
+        except (TimeoutError, RuntimeError) as exc:
+            _log.warning("stop_server: %s", exc)
+            return False
+        return reply.ok
+
+    def close(self) -> None:
+        """Stop the signal receiver and close the socket; idempotent."""
+        self._closed = True
+        receiver, self._signal_receiver = self._signal_receiver, None
+        if receiver is not None:
+            receiver.stop()
+            if receiver.ident is not None:
+                receiver.join(timeout=2)
+        with self._lock:  # wait for a call in flight to notice _closed
+            transport.close_quietly(self.socket)
+
+    def __enter__(self) -> RPCClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+    # -- interface binding ------------------------------------------------
+    @classmethod
+    def register_interface(cls, interface: type) -> Callable[[C], C]:
+        """Class decorator binding ``interface`` to an RPCClient subclass.
+
+        Every public function of the interface becomes a remote call that
+        keeps its name, signature and docstring; every
+        :class:`~framerpc.RPCProperty` becomes a remote property (get
+        returns :class:`NoResult` on a remote error, set raises
+        :class:`~framerpc.errors.RemoteError`); signals stay per instance.
+
+        Raises
+        ------
+        RuntimeError
+            The decorated class does not inherit from both ``interface``
+            and ``RPCClient``.
+        """
+
+        def bind(klass: C) -> C:
+            if not (issubclass(klass, interface) and issubclass(klass, RPCClient)):
+                raise RuntimeError(
+                    f"{klass.__name__} must inherit from both "
+                    f"{interface.__name__} and RPCClient"
+                )
+            for name, attr in _public_members(interface).items():
+                if isinstance(attr, RPCProperty):
+                    setattr(klass, name, _remote_property(name, attr))
+                elif inspect.isfunction(attr):
+                    setattr(klass, name, _remote_method(name, attr))
+            abc.update_abstractmethods(klass)
+            return klass
+
+        return bind
+
+
+def _public_members(interface: type) -> dict[str, Any]:
+    members: dict[str, Any] = {}
+    for klass in reversed(interface.__mro__):
+        if klass in (object, abc.ABC):
+            continue
+        members.update((k, v) for k, v in vars(klass).items() if not k.startswith("_"))
+    return members
+
+
+def _remote_method(name: str, func: Callable) -> Callable:
+    @functools.wraps(func)
+    def remote(self: RPCClient, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
+
+    remote.__isabstractmethod__ = False  # type: ignore[attr-defined]
+    return remote
+
+
+def _remote_property(name: str, prop: RPCProperty) -> RPCProperty:
+    def fget(self: RPCClient) -> Any:
+        return self._get_property(name)
+
+    def fset(self: RPCClient, value: Any) -> None:
+        self._set_property(name, value)
+
+    return RPCProperty(fget, fset, doc=prop.__doc__, notify=prop.notify)

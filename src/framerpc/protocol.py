@@ -1,0 +1,281 @@
+"""Sans-I/O protocol: RPC messages as values, to and from lists of frames.
+
+No sockets here: :func:`encode_request` and friends return the frames to
+send and :func:`decode_request` and friends take the frames received, so
+the protocol can be tested without ZeroMQ.
+
+Header keys of a native message (frame 0, a msgpack map):
+
+=====  ==========  =====================================================
+key    type        meaning
+=====  ==========  =====================================================
+``v``  int         protocol version (:data:`PROTOCOL_VERSION`)
+``e``  str         event, an :class:`RPCEvents` value
+``i``  int         request id, echoed in the reply
+``m``  str         METHOD_CALL: method name
+``a``  list        METHOD_CALL: positional arguments
+``k``  map         METHOD_CALL: keyword arguments
+``p``  str         PROPERTY_GET / PROPERTY_SET: property name;
+                   INIT_SIGNALS_HANDLING: handshake token
+``x``  any         PROPERTY_SET: value; reply: result; signal: args list
+``s``  str         EMIT_SIGNAL: signal name
+``ok`` bool        reply: success
+``er`` str         reply: error text when ``ok`` is false
+``tb`` str         reply: remote traceback when ``ok`` is false
+``in`` map         buffer reply: the info dict (``x`` holds the buffer)
+=====  ==========  =====================================================
+
+Frames after the header carry large buffers and arrays (see
+:mod:`framerpc._framing_py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from . import framing
+from .errors import ProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SYNC_SIGNAL",
+    "RPCEvents",
+    "RegistryEvents",
+    "Request",
+    "Reply",
+    "SignalEmission",
+    "RegistryMessage",
+    "encode_request",
+    "decode_request",
+    "encode_reply",
+    "decode_reply",
+    "encode_signal",
+    "decode_signal",
+    "encode_registry",
+    "decode_registry",
+    "is_legacy_frame",
+]
+
+#: Wire version of the native protocol. Never reuse a number.
+PROTOCOL_VERSION = 1
+#: Signal name of the subscription handshake (no attribute can be named "").
+SYNC_SIGNAL = ""
+
+
+class RPCEvents(StrEnum):
+    """Kinds of request a client sends to an :class:`~framerpc.RPCServer`."""
+
+    GET_INVENTORY = "GET_INVENTORY"
+    INIT_SIGNALS_HANDLING = "INIT_SIGNALS_HANDLING"
+    METHOD_CALL = "METHOD_CALL"
+    PROPERTY_GET = "PROPERTY_GET"
+    PROPERTY_SET = "PROPERTY_SET"
+    STOP_SERVER = "STOP_SERVER"
+    EMIT_SIGNAL = "EMIT_SIGNAL"
+
+
+class RegistryEvents(StrEnum):
+    """Kinds of message exchanged with a :class:`~framerpc.DeviceRegistry`."""
+
+    REGISTER = "REGISTER"
+    UNREGISTER = "UNREGISTER"
+    CHECK_ALIVE = "CHECK_ALIVE"
+    LIST_DEVICES = "LIST_DEVICES"
+    REGISTER_ACK = "REGISTER_ACK"
+    ACK = "ACK"
+    DEVICES = "DEVICES"
+    UNSUPPORTED = "UNSUPPORTED"
+
+
+# Fields each request event must carry, with their wire key and type.
+_REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
+    RPCEvents.GET_INVENTORY: (),
+    RPCEvents.INIT_SIGNALS_HANDLING: (("name", "p", str),),
+    RPCEvents.STOP_SERVER: (),
+    RPCEvents.METHOD_CALL: (("method", "m", str), ("args", "a", list),
+                            ("kwargs", "k", dict)),
+    RPCEvents.PROPERTY_GET: (("name", "p", str),),
+    RPCEvents.PROPERTY_SET: (("name", "p", str), ("value", "x", None)),
+}
+
+
+def is_legacy_frame(frame: bytes | memoryview) -> bool:
+    """Tell whether frame 0 belongs to the older JSON protocol.
+
+    A JSON object starts with ``{`` (0x7b); a msgpack map never does.
+    """
+    return len(frame) > 0 and frame[0] == 0x7B
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request from a client. Fields not used by ``event`` stay empty."""
+
+    event: RPCEvents
+    request_id: int
+    method: str = ""
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    name: str = ""
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        if self.event not in _REQUEST_FIELDS:
+            raise ProtocolError(f"{self.event!r} is not a request event")
+        if type(self.request_id) is not int:
+            raise ProtocolError(f"request id must be an int, got {self.request_id!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one request.
+
+    ``value`` is the result (for a buffer method, the buffer); ``info`` is
+    the info dict of a buffer method's reply and None otherwise.
+    """
+
+    request_id: int
+    ok: bool
+    value: Any = None
+    info: dict | None = None
+    error: str = ""
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEmission:
+    """One emission of a server-side signal, published to subscribers."""
+
+    name: str
+    args: list
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryMessage:
+    """A message to or from the device registry: an event and its payload."""
+
+    event: RegistryEvents
+    payload: dict
+    request_id: int = 0
+
+
+def _decode_header(frames: Sequence, **limits: int) -> dict:
+    header = framing.decode(frames, **limits)
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"unsupported protocol version {version!r} "
+            f"(this side speaks {PROTOCOL_VERSION})"
+        )
+    return header
+
+
+def encode_request(request: Request) -> list:
+    """Frames of ``request``: the header, then any out-of-band buffers."""
+    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "e": request.event.value,
+                              "i": request.request_id}
+    for attr, key, _ in _REQUEST_FIELDS[request.event]:
+        header[key] = getattr(request, attr)
+    return framing.encode(header)
+
+
+def decode_request(frames: Sequence, **limits: int) -> Request:
+    """Parse the frames of a request (after the routing envelope).
+
+    Raises
+    ------
+    ProtocolError
+        The message is malformed; the text says which field is wrong.
+    """
+    header = _decode_header(frames, **limits)
+    try:
+        event = RPCEvents(header.get("e"))
+    except ValueError:
+        raise ProtocolError(f"unknown event {header.get('e')!r}") from None
+    if event not in _REQUEST_FIELDS:
+        raise ProtocolError(f"{event} is not a request event")
+    values = {}
+    for attr, key, kind in _REQUEST_FIELDS[event]:
+        if key not in header:
+            raise ProtocolError(f"{event} request lacks field {key!r} ({attr})")
+        value = header[key]
+        if kind is not None and type(value) is not kind:
+            raise ProtocolError(
+                f"{event} field {attr!r} must be {kind.__name__}, "
+                f"got {type(value).__name__}"
+            )
+        values[attr] = value
+    return Request(event, header.get("i"), **values)
+
+
+def encode_reply(reply: Reply, buffer_reply: bool = False) -> list:
+    """Frames of ``reply``.
+
+    With ``buffer_reply`` the value always travels as its own frame, so the
+    client receives a memoryview (or an array) over the frame whatever its
+    size.
+    """
+    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "i": reply.request_id,
+                              "ok": reply.ok}
+    if reply.ok:
+        header["x"] = framing.OutOfBand(reply.value) if buffer_reply else reply.value
+        if reply.info is not None:
+            header["in"] = reply.info
+    else:
+        header["er"] = reply.error
+        header["tb"] = reply.traceback
+    return framing.encode(header)
+
+
+def decode_reply(frames: Sequence, **limits: int) -> Reply:
+    """Parse the frames of a reply (after the empty delimiter frame)."""
+    header = _decode_header(frames, **limits)
+    request_id, ok = header.get("i"), header.get("ok")
+    if type(request_id) is not int or type(ok) is not bool:
+        raise ProtocolError("reply needs an int request id and a bool 'ok'")
+    if ok:
+        info = header.get("in")
+        if info is not None and type(info) is not dict:
+            raise ProtocolError("buffer reply info must be a map")
+        return Reply(request_id, True, header.get("x"), info)
+    return Reply(request_id, False, error=str(header.get("er", "")),
+                 traceback=str(header.get("tb", "")))
+
+
+def encode_signal(emission: SignalEmission) -> list:
+    """Frames published for one signal emission."""
+    return framing.encode({"v": PROTOCOL_VERSION, "e": RPCEvents.EMIT_SIGNAL.value,
+                           "s": emission.name, "x": emission.args})
+
+
+def decode_signal(frames: Sequence, **limits: int) -> SignalEmission:
+    """Parse a published signal emission."""
+    header = _decode_header(frames, **limits)
+    if header.get("e") != RPCEvents.EMIT_SIGNAL:
+        raise ProtocolError(f"expected a signal emission, got {header.get('e')!r}")
+    name, args = header.get("s"), header.get("x")
+    if type(name) is not str or type(args) is not list:
+        raise ProtocolError("signal emission needs a name and an args list")
+    return SignalEmission(name, args)
+
+
+def encode_registry(message: RegistryMessage) -> list:
+    """Frames of a registry message."""
+    return framing.encode({"v": PROTOCOL_VERSION, "e": message.event.value,
+                           "i": message.request_id, "pl": message.payload})
+
+
+def decode_registry(frames: Sequence, **limits: int) -> RegistryMessage:
+    """Parse a registry message; unknown events raise :class:`ProtocolError`."""
+    header = _decode_header(frames, **limits)
+    try:
+        event = RegistryEvents(header.get("e"))
+    except ValueError:
+        raise ProtocolError(f"unknown registry event {header.get('e')!r}") from None
+    payload, request_id = header.get("pl", {}), header.get("i", 0)
+    if type(payload) is not dict or type(request_id) is not int:
+        raise ProtocolError("registry message needs a payload map and an int id")
+    return RegistryMessage(event, payload, request_id)

@@ -1,0 +1,430 @@
+"""RPCServer: exposes a device's methods, properties and signals.
+
+One thread runs :meth:`RPCServer.serve_forever`: it receives requests on a
+ROUTER socket, dispatches them to the decorated methods and replies with
+the same routing envelope, so REQ and DEALER clients are both served and a
+bad message never breaks the socket's state. Signals go out on a PUB
+socket from whichever thread emits them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import msgpack
+import numpy as np
+import zmq
+
+from . import protocol, transport
+from .errors import ProtocolError
+from .property import RPCProperty
+from .protocol import Reply, Request, RPCEvents, SignalEmission
+from .signal import RPCSignal
+
+__all__ = ["RPCServer"]
+
+_log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Default time (ms) a client waits for a method, as in the older API.
+DEFAULT_METHOD_TIMEOUT = 10000
+#: How often (s) the serve loop wakes with no request, to notice stop().
+_POLL_S = 0.1
+#: Most routing frames before the empty delimiter (REQ through proxies).
+_MAX_ENVELOPE = 8
+
+_BUFFER_TYPES = (bytes, bytearray, memoryview, np.ndarray)
+
+
+def _method_decorator(kind: str, timeout: Any) -> Any:
+    def mark(func: F, timeout: int | None) -> F:
+        func.__rpc_kind__ = kind  # type: ignore[attr-defined]
+        func.__rpc_timeout__ = timeout  # type: ignore[attr-defined]
+        return func
+
+    if callable(timeout):  # used bare: @RPCServer.register_method_json
+        return mark(timeout, DEFAULT_METHOD_TIMEOUT)
+    return functools.partial(mark, timeout=timeout)
+
+
+class RPCServer:
+    """Serve an interface's implementation to :class:`~framerpc.RPCClient` proxies.
+
+    Subclass both the interface and ``RPCServer``, decorate the remotely
+    callable methods with :meth:`register_method_json` or
+    :meth:`register_method_buffer`, then call :meth:`serve_forever`.
+
+    Parameters
+    ----------
+    context : zmq.Context
+        Context for the server's sockets.
+    url : str
+        Where to listen: ``tcp://host:port``, ``tcp://host`` (a free port is
+        picked, see :attr:`port`), ``ipc://path`` or ``inproc://name``.
+    alive_timeout : int
+        Seconds after which a registry forgets this server if it stops
+        checking in (it checks in three times per period while serving).
+    options : SocketOptions, optional
+        Socket tuning (high-water marks, largest accepted message...).
+
+    Attributes
+    ----------
+    context, url, alive_timeout, port
+        As given; ``url`` is the bound endpoint and ``port`` its TCP port
+        (None for ipc:// and inproc://).
+    uuid, name, registry_addr
+        Set by :meth:`register_to_registry` (None, "" and "" before).
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        url: str,
+        alive_timeout: int = 60,
+        *,
+        options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+    ) -> None:
+        self.context = context
+        self.alive_timeout = alive_timeout
+        self.uuid: str | None = None
+        self.name = ""
+        self.registry_addr = ""
+        self._registry_link: Any = None
+        self._json_methods, self._buffer_methods = {}, {}
+        self._rpc_properties: dict[str, RPCProperty] = {}
+        self._signals: dict[str, RPCSignal] = {}
+        self._discover()
+        self._stop = threading.Event()
+        self._serving = threading.Lock()
+        self._dead = False
+        self._signal_lock = threading.Lock()
+        self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
+        self._signal_socket: zmq.Socket | None = None
+        try:
+            self.url, self.port = transport.bind(self._socket, url)
+            self._signal_socket = transport.make_socket(context, zmq.PUB, options)
+            self._signal_url, self._signal_port = transport.bind(
+                self._signal_socket, transport.derive_endpoint(self.url, ".signals")
+            )
+        except Exception:
+            self._close_sockets()
+            raise
+        for name in self._signals:
+            getattr(self, name).connect(functools.partial(self._publish_signal, name))
+
+    # -- decorators -------------------------------------------------------
+    @overload
+    @staticmethod
+    def register_method_json(timeout: F) -> F: ...
+    @overload
+    @staticmethod
+    def register_method_json(
+        timeout: int | None = DEFAULT_METHOD_TIMEOUT,
+    ) -> Callable[[F], F]: ...
+    @staticmethod
+    def register_method_json(timeout: Any = DEFAULT_METHOD_TIMEOUT) -> Any:
+        """Expose a method whose result travels in the message header.
+
+        Usable bare (``@RPCServer.register_method_json``) or called
+        (``@RPCServer.register_method_json(timeout=500)``).
+
+        Parameters
+        ----------
+        timeout : int or None
+            How long (ms) a client waits for the result; None waits
+            without limit.
+        """
+        return _method_decorator("json", timeout)
+
+    @overload
+    @staticmethod
+    def register_method_buffer(timeout: F) -> F: ...
+    @overload
+    @staticmethod
+    def register_method_buffer(
+        timeout: int | None = DEFAULT_METHOD_TIMEOUT,
+    ) -> Callable[[F], F]: ...
+    @staticmethod
+    def register_method_buffer(timeout: Any = DEFAULT_METHOD_TIMEOUT) -> Any:
+        """Expose a method returning ``(buffer, info_dict)``.
+
+        The buffer (bytes, bytearray, memoryview or numpy array) travels as
+        its own frame without a copy; the server must not modify it until
+        the reply is sent. The client receives a read-only memoryview over
+        the received frame (a read-only numpy array when the method
+        returned an array) and the info dict.
+
+        Parameters
+        ----------
+        timeout : int or None
+            How long (ms) a client waits for the result; None waits
+            without limit.
+        """
+        return _method_decorator("buffer", timeout)
+
+    # -- discovery --------------------------------------------------------
+    def _discover(self) -> None:
+        attrs: dict[str, Any] = {}
+        for klass in reversed(type(self).__mro__):
+            attrs.update(vars(klass))
+        for name, attr in attrs.items():
+            kind = getattr(attr, "__rpc_kind__", None)
+            if kind == "json":
+                self._json_methods[name] = attr.__rpc_timeout__
+            elif kind == "buffer":
+                self._buffer_methods[name] = attr.__rpc_timeout__
+            elif isinstance(attr, RPCProperty):
+                self._rpc_properties[name] = attr
+            elif isinstance(attr, RPCSignal):
+                self._signals[name] = attr
+
+    def _inventory(self) -> dict:
+        return {
+            "json_methods": dict(self._json_methods),
+            "buffer_methods": dict(self._buffer_methods),
+            "signals": list(self._signals),
+            "properties": list(self._rpc_properties),
+            "name": self.name,
+            "signal_url": self._signal_url,
+            "signal_port": self._signal_port,
+        }
+
+    # -- registry ---------------------------------------------------------
+    def register_to_registry(
+        self, type_: str, name: str, registry_url: str, overwrite: bool = True
+    ) -> str:
+        """Register this server with a :class:`~framerpc.DeviceRegistry`.
+
+        While :meth:`serve_forever` runs, the server checks in with the
+        registry and registers again if the registry forgot it.
+
+        Parameters
+        ----------
+        type_ : str
+            Device type.
+        name : str
+            Proposed name; the registry may change it to avoid a clash.
+        registry_url : str
+            The registry's URL, e.g. ``tcp://host:5555``.
+        overwrite : bool
+            Take the name from a device already holding it.
+
+        Returns
+        -------
+        str
+            The name the registry accepted.
+
+        Raises
+        ------
+        TimeoutError
+            The registry did not answer.
+        """
+        from .registry import RegistryLink
+
+        link = RegistryLink(
+            self.context, registry_url, type_, name, self.url,
+            self.alive_timeout, overwrite=overwrite,
+        )
+        try:
+            self.name, self.uuid = link.register()
+        except BaseException:
+            link.close()
+            raise
+        if self._registry_link is not None:
+            self._registry_link.close()
+        self._registry_link = link
+        self.registry_addr = registry_url
+        return self.name
+
+    def _unregister(self) -> None:
+        link, self._registry_link = self._registry_link, None
+        if link is not None:
+            try:
+                link.unregister(timeout=500)
+            finally:
+                link.close()
+        self.name, self.uuid, self.registry_addr = "", None, ""
+
+    # -- serving ----------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Serve requests until :meth:`stop_server` or a STOP_SERVER request.
+
+        Closes the sockets and unregisters from the registry on return.
+        """
+        if not self._serving.acquire(blocking=False):
+            raise RuntimeError("serve_forever is already running")
+        sock = self._socket
+        try:
+            if self._dead:
+                raise RuntimeError("the server has been stopped")
+            sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
+            while not self._stop.is_set():
+                try:
+                    frames = sock.recv_multipart(copy=False)
+                except zmq.Again:
+                    frames = None
+                if frames is not None:
+                    self._handle(frames)
+                if self._registry_link is not None:
+                    self._registry_link.tick()
+        finally:
+            self._shutdown()
+            self._serving.release()
+
+    def stop_server(self) -> None:
+        """Stop serving, from any thread; unregisters from the registry.
+
+        Returns at once; :meth:`serve_forever` returns within about 0.1 s.
+        When the server is not serving, its sockets are closed now.
+        """
+        self._stop.set()
+        if self._serving.acquire(blocking=False):
+            try:
+                self._shutdown()
+            finally:
+                self._serving.release()
+
+    def _shutdown(self) -> None:
+        if self._dead:
+            return
+        self._dead = True
+        try:
+            self._unregister()
+        except Exception:
+            _log.exception("could not unregister %s from the registry", self.url)
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        transport.close_quietly(self._socket)
+        with self._signal_lock:
+            transport.close_quietly(self._signal_socket)
+
+    def _handle(self, frames: list) -> None:
+        for split, frame in enumerate(frames[:_MAX_ENVELOPE]):
+            if len(frame) == 0:
+                break
+        else:
+            _log.warning("dropped a message without routing envelope")
+            return
+        envelope, body = frames[: split + 1], frames[split + 1 :]
+        if not body:
+            _log.warning("dropped a message without body")
+            return
+        if protocol.is_legacy_frame(body[0].buffer):
+            self._send(envelope, [b'{"success": false, "error": '
+                                  b'"JSON protocol not supported"}'])
+            return
+        try:
+            request = protocol.decode_request(body)
+        except ProtocolError as exc:
+            _log.warning("malformed request: %s", exc)
+            reply = Reply(_peek_request_id(body[0]), False,
+                          error=f"ProtocolError: {exc}")
+            self._send(envelope, protocol.encode_reply(reply))
+            return
+        frames_out = self._dispatch(request)
+        self._send(envelope, frames_out)
+        if request.event is RPCEvents.STOP_SERVER:
+            self._stop.set()
+
+    def _send(self, envelope: list, frames: list) -> None:
+        try:
+            self._socket.send_multipart(envelope + frames, copy=False)
+        except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
+            _log.warning("could not send a reply: %s", exc)
+
+    def _dispatch(self, request: Request) -> list:
+        rid, event = request.request_id, request.event
+        is_buffer = False
+        try:
+            if event is RPCEvents.METHOD_CALL:
+                is_buffer = request.method in self._buffer_methods
+                value, info = self._call(request)
+            elif event is RPCEvents.PROPERTY_GET:
+                value, info = getattr(self, self._property(request.name)), None
+            elif event is RPCEvents.PROPERTY_SET:
+                setattr(self, self._property(request.name), request.value)
+                value, info = None, None
+            elif event is RPCEvents.GET_INVENTORY:
+                value, info = self._inventory(), None
+            elif event is RPCEvents.INIT_SIGNALS_HANDLING:
+                # Published on the signal socket: the client's receiver sees
+                # its token once its subscription is live (no slow joiner).
+                self._publish_signal(protocol.SYNC_SIGNAL, request.name)
+                value, info = self._inventory(), None
+            else:  # STOP_SERVER
+                value, info = None, None
+            return protocol.encode_reply(Reply(rid, True, value, info), is_buffer)
+        except _NotFound as exc:
+            return protocol.encode_reply(Reply(rid, False, error=str(exc)))
+        except Exception as exc:
+            _log.info("%s %s raised %r", event, request.method or request.name, exc)
+            return protocol.encode_reply(Reply(
+                rid, False, error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            ))
+
+    def _call(self, request: Request) -> tuple[Any, dict | None]:
+        name = request.method
+        if name not in self._json_methods and name not in self._buffer_methods:
+            raise _NotFound(f"Method {name} not implemented")
+        result = getattr(self, name)(*request.args, **request.kwargs)
+        if name in self._json_methods:
+            return result, None
+        if (
+            type(result) is not tuple or len(result) != 2
+            or not isinstance(result[1], dict)
+            or not isinstance(result[0], _BUFFER_TYPES)
+        ):
+            raise TypeError(
+                f"buffer method {name} must return (bytes-like or numpy array, "
+                f"dict), got {_describe(result)}"
+            )
+        return result
+
+    def _property(self, name: str) -> str:
+        if name not in self._rpc_properties:
+            raise _NotFound(f"Property {name} not found")
+        return name
+
+    def _publish_signal(self, name: str, *args: Any) -> None:
+        frames = protocol.encode_signal(SignalEmission(name, list(args)))
+        with self._signal_lock:
+            sock = self._signal_socket
+            if sock is None or sock.closed:
+                return
+            try:
+                sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+            except zmq.Again:  # a slow subscriber's queue is full: PUB drops
+                _log.debug("signal %s dropped by a full queue", name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+
+class _NotFound(LookupError):
+    """An unknown method or property: a plain error reply, no traceback."""
+
+
+def _describe(value: Any) -> str:
+    if type(value) is tuple:
+        return "(" + ", ".join(type(v).__name__ for v in value) + ")"
+    return type(value).__name__
+
+
+def _peek_request_id(head: Any) -> int:
+    """Best-effort request id of a malformed request, so the client's call
+    fails at once instead of timing out; -1 when it cannot be read."""
+    try:
+        header = msgpack.unpackb(head.buffer if hasattr(head, "buffer") else head)
+        rid = header.get("i") if type(header) is dict else None
+    except Exception:
+        return -1
+    return rid if type(rid) is int else -1

@@ -1,0 +1,196 @@
+"""Typed, thread-safe signals whose listeners are called on emit.
+
+An :class:`RPCSignal` declared as a class attribute is a non-data descriptor:
+each instance (server object, client proxy) lazily gets its own signal with
+its own connections, stored in the instance ``__dict__`` under the same name.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from framerpc.typing import coerce_to_generic, is_instance_of_generic, type_name
+
+__all__ = ["RPCSignal", "bound_signal"]
+
+
+def _target(conn: Any) -> Any:
+    """Return the callable behind `conn`, or None if it is a dead weak reference."""
+    return conn() if isinstance(conn, weakref.ref) else conn
+
+
+class RPCSignal:
+    """A signal carrying arguments of declared types to connected callables.
+
+    Parameters
+    ----------
+    *arg_types : Any
+        Annotations of the emitted arguments (classes or typing constructs).
+
+    Attributes
+    ----------
+    arg_types : tuple
+        The declared argument annotations.
+    connections : list
+        Connected callables or weak references (e.g. ``weakref.WeakMethod``),
+        in connection order.
+    name : str or None
+        Attribute name, set by ``__set_name__`` for class attributes.
+
+    Notes
+    -----
+    Accessing the signal on an instance returns that instance's own signal
+    (see :func:`bound_signal`); accessing it on the class returns the
+    class-level signal. Signals not assigned in a class body (no name) and
+    instances without a ``__dict__`` share the class-level signal.
+    """
+
+    def __init__(self, *arg_types: Any) -> None:
+        self.arg_types: tuple[Any, ...] = arg_types
+        self.connections: list[Callable[..., Any]] = []
+        self.name: str | None = None
+        self._lock = threading.Lock()
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> RPCSignal:
+        if obj is None or self.name is None:
+            return self
+        namespace = getattr(obj, "__dict__", None)
+        if not isinstance(namespace, dict):  # __slots__ or a read-only mapping
+            return self
+        signal = namespace.get(self.name)
+        if signal is None:
+            fresh = type(self)(*self.arg_types)
+            fresh.name = self.name
+            # setdefault is atomic, so racing threads all get the same signal.
+            signal = namespace.setdefault(self.name, fresh)
+        return signal
+
+    def connect(self, conn: Callable[..., Any]) -> None:
+        """Connect a callable, or a weak reference to one, to this signal.
+
+        Weak references (``weakref.WeakMethod``, ``weakref.ref``) are stored as
+        given and dereferenced at emit; dead ones are dropped. Connecting a
+        callable equal to an already connected one (directly or through a weak
+        reference) does nothing.
+
+        Raises
+        ------
+        TypeError
+            If `conn` is not callable.
+        """
+        if not callable(conn):
+            raise TypeError(f"cannot connect non-callable {conn!r} to {self!r}")
+        target = _target(conn)
+        with self._lock:
+            if not any(c == conn or _target(c) == target for c in self.connections):
+                self.connections.append(conn)
+
+    def disconnect(self, conn: Callable[..., Any] | None = None) -> None:
+        """Disconnect `conn`, or every connection if `conn` is None.
+
+        A weak reference whose referent equals `conn` also matches.
+
+        Raises
+        ------
+        ValueError
+            If `conn` is not connected.
+        """
+        with self._lock:
+            if conn is None:
+                self.connections.clear()
+                return
+            target = _target(conn)
+            for index, connected in enumerate(self.connections):
+                if connected == conn or (
+                    target is not None and _target(connected) == target
+                ):
+                    del self.connections[index]
+                    return
+        raise ValueError(f"{conn!r} is not connected to {self!r}")
+
+    def emit(self, *args: Any) -> None:
+        """Call every connection, in connection order, with `args`.
+
+        Listener exceptions propagate (later listeners are then not called).
+        Listeners may connect or disconnect during emit; that takes effect
+        from the next emit.
+        """
+        with self._lock:
+            snapshot = list(self.connections)
+        # Dereference up front so dead weak references are pruned even if a
+        # listener raises.
+        targets = [(conn, _target(conn)) for conn in snapshot]
+        dead = [conn for conn, target in targets if target is None]
+        if dead:
+            with self._lock:
+                self.connections[:] = [
+                    c for c in self.connections if not any(c is d for d in dead)
+                ]
+        for _, target in targets:
+            if target is not None:
+                target(*args)
+
+    def validate_args(self, *args: Any, coerce: bool = False) -> tuple[Any, ...]:
+        """Check `args` against `arg_types`, optionally coercing them.
+
+        Parameters
+        ----------
+        *args : Any
+            Candidate emit arguments.
+        coerce : bool, optional
+            Convert mismatching arguments with
+            :func:`~framerpc.typing.coerce_to_generic` instead of failing.
+
+        Returns
+        -------
+        tuple
+            The arguments, coerced where needed.
+
+        Raises
+        ------
+        RuntimeError
+            If the number of arguments is wrong.
+        TypeError
+            If an argument does not match (and cannot be coerced).
+        """
+        label = self.name or "<unnamed>"
+        if len(args) != len(self.arg_types):
+            raise RuntimeError(
+                f"signal {label} expects {len(self.arg_types)} argument(s), "
+                f"got {len(args)}"
+            )
+        result = []
+        for index, (arg, expected) in enumerate(zip(args, self.arg_types, strict=True)):
+            if is_instance_of_generic(arg, expected):
+                result.append(arg)
+            elif coerce:
+                try:
+                    result.append(coerce_to_generic(arg, expected))
+                except TypeError as exc:
+                    raise TypeError(f"signal {label} argument {index}: {exc}") from exc
+            else:
+                raise TypeError(
+                    f"signal {label} argument {index}: expected "
+                    f"{type_name(expected)}, got {type(arg).__qualname__}"
+                )
+        return tuple(result)
+
+    def __repr__(self) -> str:
+        types = ", ".join(type_name(t) for t in self.arg_types)
+        count = len(self.connections)
+        plural = "" if count == 1 else "s"
+        return f"<RPCSignal {self.name or ''}({types}) with {count} connection{plural}>"
+
+
+def bound_signal(signal: RPCSignal, obj: Any) -> RPCSignal:
+    """Return the per-instance signal of `obj` for the class-level `signal`.
+
+    Equivalent to ``signal.__get__(obj, type(obj))``: created on first use.
+    """
+    return signal.__get__(obj, type(obj))

@@ -1,0 +1,87 @@
+"""Shared fixtures: zmq contexts, servers on ephemeral endpoints, cleanup.
+
+Every socket test uses loopback, ipc:// in a temporary folder or inproc://,
+and lets the OS pick TCP ports.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    """A fresh context, terminated at the end (fails loudly if a socket leaks)."""
+    context = zmq.Context()
+    yield context
+    closer = threading.Thread(target=context.term, daemon=True)
+    closer.start()
+    closer.join(timeout=5)
+    assert not closer.is_alive(), "zmq context did not terminate: a socket leaked"
+
+
+@pytest.fixture(params=["tcp", "ipc", "inproc"])
+def url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A server URL on each transport (tcp without port: the OS picks)."""
+    if request.param == "tcp":
+        return "tcp://127.0.0.1"
+    if request.param == "ipc":
+        return f"ipc://{tmp_path}/server.sock"
+    return f"inproc://server-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable]:
+    """Start a server's serve_forever in a thread; stop and join it at the end."""
+    running: list[tuple[object, threading.Thread]] = []
+
+    def start(server):
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in running:
+        server.stop_server()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "serve_forever did not return"
+
+
+def _is_pyzmq_gc(thread: threading.Thread) -> bool:
+    # pyzmq starts one process-wide daemon thread to free zero-copy buffers.
+    return type(thread).__name__ == "GarbageCollectorThread"
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    """Each test must end every thread it started."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        extra = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not _is_pyzmq_gc(t)
+        ]
+        if not extra:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"threads left running: {extra}")
