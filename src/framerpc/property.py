@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from framerpc.signal import RPCSignal, bound_signal
+from .signal import RPCSignal, bound_signal
 
 __all__ = ["RPCProperty"]
 
@@ -70,6 +70,9 @@ class RPCProperty(property):
         auto_notify: bool = False,
     ) -> None:
         super().__init__(fget, fset, fdel, doc)
+        # Set explicitly: for subclasses CPython 3.11 drops an explicit doc and
+        # would otherwise show the RPCProperty class docstring.
+        self.__doc__ = doc if doc is not None else getattr(fget, "__doc__", None)
         # Kept apart from __doc__ so copies re-derive the doc from a new getter.
         self._doc = doc
         self._notifier = notify
@@ -120,7 +123,10 @@ class RPCProperty(property):
         if not self._auto_notify or self._notifier is None:
             super().__set__(obj, value)
             return
-        old = self.fget(obj) if self.fget is not None else _MISSING
+        try:
+            old = self.fget(obj) if self.fget is not None else _MISSING
+        except AttributeError:  # typically the first set, from __init__
+            old = _MISSING
         super().__set__(obj, value)
         new = self.fget(obj) if self.fget is not None else value
         if old is _MISSING or (old is not new and not _equal(old, new)):
