@@ -1,6 +1,6 @@
 """Find the demo camera through the registry and fetch frames.
 
-    python examples/camera_client.py --registry tcp://127.0.0.1:5555
+python examples/camera_client.py --registry tcp://127.0.0.1:5555
 """
 
 import argparse

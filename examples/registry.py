@@ -1,6 +1,6 @@
 """Run a device registry until Ctrl-C.
 
-    python examples/registry.py --port 5555
+python examples/registry.py --port 5555
 """
 
 import argparse

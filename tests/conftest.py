@@ -85,3 +85,62 @@ def no_leftover_threads() -> Iterator[None]:
             return
         time.sleep(0.02)
     pytest.fail(f"threads left running: {extra}")
+
+
+def finishes_within(seconds: float, func: Callable[[], object]) -> object:
+    """Run ``func`` in a thread; fail if it has not returned after ``seconds``.
+
+    A generous bound that only catches a hang, not a speed check. Returns
+    what ``func`` returned and re-raises what it raised.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{func} still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
+
+
+@pytest.fixture
+def camera(ctx: zmq.Context, url: str, serve: Callable):
+    """A serving ``devices.CameraServer`` on each transport of ``url``."""
+    from devices import CameraServer
+
+    return serve(CameraServer(ctx, url))
+
+
+@pytest.fixture
+def tcp_camera(ctx: zmq.Context, serve: Callable):
+    """A serving ``devices.CameraServer`` on loopback TCP (random port)."""
+    from devices import CameraServer
+
+    return serve(CameraServer(ctx, "tcp://127.0.0.1"))
+
+
+@pytest.fixture
+def connect(ctx: zmq.Context) -> Iterator[Callable]:
+    """Make proxies (``devices.CameraProxy`` unless told); all closed at the end.
+
+    ``connect(url, proxy_class=None, **kwargs)`` returns a connected proxy.
+    """
+    from devices import CameraProxy
+
+    proxies = []
+
+    def make(server_url: str, proxy_class: type | None = None, **kwargs):
+        proxy = (proxy_class or CameraProxy)(ctx, server_url, **kwargs)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -13,7 +13,7 @@ LIMIT = framing.INLINE_LIMIT
 
 # (header value, expected number of out-of-band frames)
 CASES = {
-    "scalars": ({"a": [None, True, 1, -2**63, 2**64 - 1, 1.5, "é", b"x"]}, 0),
+    "scalars": ({"a": [None, True, 1, -(2**63), 2**64 - 1, 1.5, "é", b"x"]}, 0),
     "nested": ({"a": {"b": [[1, {"c": (2, 3)}]]}}, 0),
     "int keys": ({1: "one", 2: "two"}, 0),
     "small bytes inline": ({"b": b"x" * (LIMIT - 1)}, 0),
@@ -25,6 +25,9 @@ CASES = {
     "empty array": ({"a": np.zeros((0, 4), np.float32)}, 0),
     "large array": ({"a": np.arange(LIMIT, dtype=np.uint16)}, 1),
     "two large": ({"a": np.ones((64, 64, 3), np.uint8), "b": b"z" * LIMIT}, 2),
+    "datetime64 inline": ({"a": np.arange(3).astype("datetime64[s]")}, 0),
+    "datetime64": ({"a": np.arange(LIMIT).astype("datetime64[ns]")}, 1),
+    "timedelta64 0-d": ({"a": framing.OutOfBand(np.array(np.timedelta64(5, "ms")))}, 1),
     "forced tiny": ({"a": framing.OutOfBand(b"")}, 1),
     "forced array": ({"a": framing.OutOfBand(np.arange(2))}, 1),
 }
@@ -107,8 +110,14 @@ def test_numpy_scalars_become_python_scalars():
 
 @pytest.mark.parametrize(
     "value",
-    [{1, 2}, object(), np.array([object()]), complex(1, 2), {(1, 2): 3},
-     np.zeros(3, dtype=[("x", "i4")])],
+    [
+        {1, 2},
+        object(),
+        np.array([object()]),
+        complex(1, 2),
+        {(1, 2): 3},
+        np.zeros(3, dtype=[("x", "i4")]),
+    ],
     ids=["set", "object", "object array", "complex", "tuple key", "structured"],
 )
 def test_unsupported_values_raise_type_error(value):

@@ -94,8 +94,11 @@ def test_bad_requests_raise_protocol_error(header):
 
 @pytest.mark.parametrize(
     "header",
-    [{"v": 1, "i": "x", "ok": True}, {"v": 1, "i": 1, "ok": 1},
-     {"v": 1, "i": 1, "ok": True, "in": [1]}],
+    [
+        {"v": 1, "i": "x", "ok": True},
+        {"v": 1, "i": 1, "ok": 1},
+        {"v": 1, "i": 1, "ok": True, "in": [1]},
+    ],
 )
 def test_bad_replies_raise_protocol_error(header):
     with pytest.raises(ProtocolError):
@@ -104,9 +107,11 @@ def test_bad_replies_raise_protocol_error(header):
 
 @pytest.mark.parametrize(
     "header",
-    [{"v": 1, "e": "METHOD_CALL", "s": "x", "x": []},
-     {"v": 1, "e": "EMIT_SIGNAL", "s": 1, "x": []},
-     {"v": 1, "e": "EMIT_SIGNAL", "s": "x", "x": 1}],
+    [
+        {"v": 1, "e": "METHOD_CALL", "s": "x", "x": []},
+        {"v": 1, "e": "EMIT_SIGNAL", "s": 1, "x": []},
+        {"v": 1, "e": "EMIT_SIGNAL", "s": "x", "x": 1},
+    ],
 )
 def test_bad_signals_raise_protocol_error(header):
     with pytest.raises(ProtocolError):
@@ -115,8 +120,11 @@ def test_bad_signals_raise_protocol_error(header):
 
 @pytest.mark.parametrize(
     "header",
-    [{"v": 1, "e": "NOPE", "pl": {}}, {"v": 1, "e": "REGISTER", "pl": []},
-     {"v": 1, "e": "REGISTER", "pl": {}, "i": "1"}],
+    [
+        {"v": 1, "e": "NOPE", "pl": {}},
+        {"v": 1, "e": "REGISTER", "pl": []},
+        {"v": 1, "e": "REGISTER", "pl": {}, "i": "1"},
+    ],
 )
 def test_bad_registry_messages_raise_protocol_error(header):
     with pytest.raises(ProtocolError):

@@ -10,8 +10,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _commands(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines()
-            if line.strip().startswith("python -m pip install")]
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip().startswith("python -m pip install")
+    ]
 
 
 @pytest.mark.skipif(not (ROOT / ".ci" / "run").exists(), reason="not a source checkout")

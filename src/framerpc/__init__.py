@@ -1,0 +1,53 @@
+"""framerpc: RPC for instruments and camera rigs over ZeroMQ.
+
+Plain values travel as msgpack, images as zero-copy multipart frames. See
+the README for a tour and ``docs/protocol.md`` for the wire format.
+"""
+
+from .client import NoResult, RPCClient
+from .errors import (
+    FramerpcError,
+    MessageTooLargeError,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+)
+from .property import RPCProperty
+from .protocol import RPCEvents
+from .registry import (
+    AliveCheckState,
+    DeviceRegistry,
+    list_devices,
+    register_device,
+    send_alive_check,
+    unregister_device,
+)
+from .server import RPCServer
+from .signal import RPCSignal
+from .signal_receiver import RPCSignalReceiver
+from .typing import coerce_to_generic, is_instance_of_generic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AliveCheckState",
+    "DeviceRegistry",
+    "FramerpcError",
+    "MessageTooLargeError",
+    "NoResult",
+    "ProtocolError",
+    "RPCClient",
+    "RPCEvents",
+    "RPCProperty",
+    "RPCServer",
+    "RPCSignal",
+    "RPCSignalReceiver",
+    "RemoteError",
+    "SerializationError",
+    "coerce_to_generic",
+    "is_instance_of_generic",
+    "list_devices",
+    "register_device",
+    "send_alive_check",
+    "unregister_device",
+]

@@ -86,6 +86,10 @@ def _array_spec(arr: np.ndarray) -> tuple[np.ndarray, str, list[int]]:
     return np.ascontiguousarray(arr), arr.dtype.str, list(arr.shape)
 
 
+def _raw_bytes(arr: np.ndarray) -> np.ndarray:
+    return arr.reshape(-1).view(np.uint8)
+
+
 def _extract(value: Any, buffers: list, limit: int) -> Any:
     """Return ``value`` with large buffers replaced by frame references."""
     kind = type(value)
@@ -105,7 +109,8 @@ def _extract(value: Any, buffers: list, limit: int) -> Any:
         arr, dtype, shape = _array_spec(value)
         if force or arr.nbytes >= limit:
             payload = msgpack.packb([len(buffers), dtype, shape])
-            buffers.append(arr)
+            # datetime64/timedelta64 arrays lack the buffer interface: send bytes
+            buffers.append(arr if arr.dtype.kind not in "mM" else _raw_bytes(arr))
             return msgpack.ExtType(EXT_ARRAY, payload)
         payload = msgpack.packb([dtype, shape, arr.tobytes()])
         return msgpack.ExtType(EXT_INLINE_ARRAY, payload)
@@ -179,8 +184,7 @@ def _as_view(frame: Any) -> memoryview:
 def _frame_at(frames: Sequence, index: Any, used: set) -> memoryview:
     if type(index) is not int or not 1 <= index < len(frames):
         raise ProtocolError(
-            f"header refers to frame {index!r} but the message has "
-            f"{len(frames)} frames"
+            f"header refers to frame {index!r} but the message has {len(frames)} frames"
         )
     if index in used:
         raise ProtocolError(f"frame {index} is referenced twice")

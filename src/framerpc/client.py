@@ -137,8 +137,9 @@ class RPCClient:
 
     # -- set-up -----------------------------------------------------------
     def _load_inventory(self, options: transport.SocketOptions) -> None:
-        reply = self._request(Request(RPCEvents.GET_INVENTORY, next(self._ids)),
-                              self._timeout)
+        reply = self._request(
+            Request(RPCEvents.GET_INVENTORY, next(self._ids)), self._timeout
+        )
         inventory = reply.value if reply.ok else None
         if type(inventory) is not dict:
             raise ProtocolError(f"server at {self.url} sent no inventory: {reply}")
@@ -164,10 +165,12 @@ class RPCClient:
         seen = self._signal_receiver.expect_token(token)
         deadline = time.monotonic() + _SYNC_WAIT_MS / 1000
         while not seen.is_set() and time.monotonic() < deadline:
-            request = Request(RPCEvents.INIT_SIGNALS_HANDLING, next(self._ids),
-                              name=token)
+            request = Request(
+                RPCEvents.INIT_SIGNALS_HANDLING, next(self._ids), name=token
+            )
             self._request(request, self._timeout)
             seen.wait(0.02)
+        self._signal_receiver.forget_token(token)
         if not seen.is_set():
             _log.warning("signal subscription to %s not confirmed", self.url)
 
@@ -199,8 +202,13 @@ class RPCClient:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
-        request = Request(RPCEvents.METHOD_CALL, next(self._ids), method_name,
-                          list(params.get("args", ())), dict(params.get("kwargs", {})))
+        request = Request(
+            RPCEvents.METHOD_CALL,
+            next(self._ids),
+            method_name,
+            list(params.get("args", ())),
+            dict(params.get("kwargs", {})),
+        )
         reply = self._request(request, timeout)
         if not reply.ok:
             return False, (reply.error, reply.traceback)
@@ -213,13 +221,16 @@ class RPCClient:
         return result if ok else NoResult(*result)
 
     def _get_property(self, name: str) -> Any:
-        reply = self._request(Request(RPCEvents.PROPERTY_GET, next(self._ids),
-                                      name=name), self._timeout)
+        reply = self._request(
+            Request(RPCEvents.PROPERTY_GET, next(self._ids), name=name), self._timeout
+        )
         return reply.value if reply.ok else NoResult(reply.error, reply.traceback)
 
     def _set_property(self, name: str, value: Any) -> None:
-        reply = self._request(Request(RPCEvents.PROPERTY_SET, next(self._ids),
-                                      name=name, value=value), self._timeout)
+        reply = self._request(
+            Request(RPCEvents.PROPERTY_SET, next(self._ids), name=name, value=value),
+            self._timeout,
+        )
         if not reply.ok:
             raise RemoteError(reply.error, reply.traceback)
 
@@ -285,8 +296,9 @@ class RPCClient:
             Whether the server acknowledged the request.
         """
         try:
-            reply = self._request(Request(RPCEvents.STOP_SERVER, next(self._ids)),
-                                  _STOP_WAIT_MS)
+            reply = self._request(
+                Request(RPCEvents.STOP_SERVER, next(self._ids)), _STOP_WAIT_MS
+            )
         except (TimeoutError, RuntimeError) as exc:
             _log.warning("stop_server: %s", exc)
             return False
@@ -298,7 +310,10 @@ class RPCClient:
         receiver, self._signal_receiver = self._signal_receiver, None
         if receiver is not None:
             receiver.stop()
-            if receiver.ident is not None:
+            # A listener may close its own proxy: the receiver cannot join
+            # itself; it ends once the listener returns.
+            own_thread = receiver is threading.current_thread()
+            if receiver.ident is not None and not own_thread:
                 receiver.join(timeout=2)
         with self._lock:  # wait for a call in flight to notice _closed
             transport.close_quietly(self.socket)

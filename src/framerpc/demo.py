@@ -20,8 +20,14 @@ from .registry import DeviceRegistry, list_devices
 from .server import RPCServer
 from .signal import RPCSignal
 
-__all__ = ["FRAME_SHAPES", "Camera", "CameraProxy", "DemoCamera", "fetch_frames",
-           "run_demo"]
+__all__ = [
+    "FRAME_SHAPES",
+    "Camera",
+    "CameraProxy",
+    "DemoCamera",
+    "fetch_frames",
+    "run_demo",
+]
 
 #: Frame kinds the demo camera serves: name -> (shape, dtype).
 FRAME_SHAPES: dict[str, tuple[tuple[int, ...], type]] = {
@@ -45,8 +51,9 @@ class Camera(ABC):
     def frame_count(self) -> int:
         """Return how many frames were grabbed since start."""
 
-    exposure = RPCProperty(doc="Exposure time in microseconds.",
-                           notify=exposure_changed)
+    exposure = RPCProperty(
+        doc="Exposure time in microseconds.", notify=exposure_changed
+    )
 
 
 class DemoCamera(Camera, RPCServer):
@@ -57,9 +64,7 @@ class DemoCamera(Camera, RPCServer):
         self._count = 0
         self._frames = {
             kind: np.ascontiguousarray(
-                np.broadcast_to(
-                    np.arange(shape[1], dtype=dtype)[None, :, None], shape
-                )
+                np.broadcast_to(np.arange(shape[1], dtype=dtype)[None, :, None], shape)
             )
             for kind, (shape, dtype) in FRAME_SHAPES.items()
         }
@@ -82,8 +87,13 @@ class DemoCamera(Camera, RPCServer):
     def _set_exposure(self, value: int) -> None:
         self._exposure = int(value)
 
-    exposure = RPCProperty(_get_exposure, _set_exposure, doc="Exposure (us).",
-                           notify=Camera.exposure_changed, auto_notify=True)
+    exposure = RPCProperty(
+        _get_exposure,
+        _set_exposure,
+        doc="Exposure (us).",
+        notify=Camera.exposure_changed,
+        auto_notify=True,
+    )
 
 
 @RPCClient.register_interface(Camera)
@@ -138,10 +148,14 @@ def run_demo(frames: int = 50, out: Callable[[str], None] = print) -> None:
             for kind, (shape, dtype) in FRAME_SHAPES.items():
                 rate, mbps = fetch_frames(proxy, kind, frames)
                 size = np.prod(shape) * np.dtype(dtype).itemsize / 1e6
-                out(f"{kind:>6} {'x'.join(map(str, shape))} ({size:.2f} MB): "
-                    f"{rate:8.1f} frames/s {mbps:9.1f} MB/s")
-            out(f"frame_ready signals received: {len(seen)}; "
-                f"frames grabbed on the server: {proxy.frame_count()}")
+                out(
+                    f"{kind:>6} {'x'.join(map(str, shape))} ({size:.2f} MB): "
+                    f"{rate:8.1f} frames/s {mbps:9.1f} MB/s"
+                )
+            out(
+                f"frame_ready signals received: {len(seen)}; "
+                f"frames grabbed on the server: {proxy.frame_count()}"
+            )
     finally:
         camera.stop_server()
         if server.ident is not None:

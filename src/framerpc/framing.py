@@ -13,13 +13,13 @@ _log = logging.getLogger(__name__)
 
 if os.environ.get("FRAMERPC_PURE", "") not in ("", "0"):
     from ._framing_py import *  # noqa: F403
-    from ._framing_py import __all__  # noqa: F401
+    from ._framing_py import __all__
 
     IMPLEMENTATION = "pure"
 else:
     try:
         from ._framing import *  # type: ignore[import-not-found]  # noqa: F403
-        from ._framing import __all__  # type: ignore[import-not-found]  # noqa: F401
+        from ._framing import __all__  # type: ignore[import-not-found]
 
         IMPLEMENTATION = "compiled"
     except ImportError as exc:

@@ -95,8 +95,11 @@ _REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
     RPCEvents.GET_INVENTORY: (),
     RPCEvents.INIT_SIGNALS_HANDLING: (("name", "p", str),),
     RPCEvents.STOP_SERVER: (),
-    RPCEvents.METHOD_CALL: (("method", "m", str), ("args", "a", list),
-                            ("kwargs", "k", dict)),
+    RPCEvents.METHOD_CALL: (
+        ("method", "m", str),
+        ("args", "a", list),
+        ("kwargs", "k", dict),
+    ),
     RPCEvents.PROPERTY_GET: (("name", "p", str),),
     RPCEvents.PROPERTY_SET: (("name", "p", str), ("value", "x", None)),
 }
@@ -175,8 +178,11 @@ def _decode_header(frames: Sequence, **limits: int) -> dict:
 
 def encode_request(request: Request) -> list:
     """Frames of ``request``: the header, then any out-of-band buffers."""
-    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "e": request.event.value,
-                              "i": request.request_id}
+    header: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "e": request.event.value,
+        "i": request.request_id,
+    }
     for attr, key, _ in _REQUEST_FIELDS[request.event]:
         header[key] = getattr(request, attr)
     return framing.encode(header)
@@ -218,8 +224,11 @@ def encode_reply(reply: Reply, buffer_reply: bool = False) -> list:
     client receives a memoryview (or an array) over the frame whatever its
     size.
     """
-    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "i": reply.request_id,
-                              "ok": reply.ok}
+    header: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "i": reply.request_id,
+        "ok": reply.ok,
+    }
     if reply.ok:
         header["x"] = framing.OutOfBand(reply.value) if buffer_reply else reply.value
         if reply.info is not None:
@@ -241,14 +250,24 @@ def decode_reply(frames: Sequence, **limits: int) -> Reply:
         if info is not None and type(info) is not dict:
             raise ProtocolError("buffer reply info must be a map")
         return Reply(request_id, True, header.get("x"), info)
-    return Reply(request_id, False, error=str(header.get("er", "")),
-                 traceback=str(header.get("tb", "")))
+    return Reply(
+        request_id,
+        False,
+        error=str(header.get("er", "")),
+        traceback=str(header.get("tb", "")),
+    )
 
 
 def encode_signal(emission: SignalEmission) -> list:
     """Frames published for one signal emission."""
-    return framing.encode({"v": PROTOCOL_VERSION, "e": RPCEvents.EMIT_SIGNAL.value,
-                           "s": emission.name, "x": emission.args})
+    return framing.encode(
+        {
+            "v": PROTOCOL_VERSION,
+            "e": RPCEvents.EMIT_SIGNAL.value,
+            "s": emission.name,
+            "x": emission.args,
+        }
+    )
 
 
 def decode_signal(frames: Sequence, **limits: int) -> SignalEmission:
@@ -264,8 +283,14 @@ def decode_signal(frames: Sequence, **limits: int) -> SignalEmission:
 
 def encode_registry(message: RegistryMessage) -> list:
     """Frames of a registry message."""
-    return framing.encode({"v": PROTOCOL_VERSION, "e": message.event.value,
-                           "i": message.request_id, "pl": message.payload})
+    return framing.encode(
+        {
+            "v": PROTOCOL_VERSION,
+            "e": message.event.value,
+            "i": message.request_id,
+            "pl": message.payload,
+        }
+    )
 
 
 def decode_registry(frames: Sequence, **limits: int) -> RegistryMessage:

@@ -260,13 +260,13 @@ class DeviceRegistry(threading.Thread):
         with self._life_lock:
             self._stop_event.set()
             if not self._running:
-                transport.close_quietly(self._sock)
+                self._close_socket()
 
     def run(self) -> None:
         """Serve requests and prune silent devices until :meth:`stop`."""
         with self._life_lock:
             if self._stop_event.is_set():
-                transport.close_quietly(self._sock)
+                self._close_socket()
                 return
             self._running = True
         _log.info("device registry listening at %s", self.endpoint)
@@ -285,10 +285,22 @@ class DeviceRegistry(threading.Thread):
                     _log.exception("device registry loop error")
                     self._stop_event.wait(self._poll_ms / 1000)
         finally:
-            transport.close_quietly(self._sock)
+            self._close_socket()
             _log.info("device registry at %s stopped", self.endpoint)
 
     # -- socket side ------------------------------------------------------
+    def _close_socket(self) -> None:
+        if self._sock.closed:
+            return
+        # close() frees the address later, in ZeroMQ's I/O thread; unbinding
+        # first frees an inproc name at once (and a TCP port sooner), so a
+        # registry restarted at the same URL can bind.
+        try:
+            self._sock.unbind(self.endpoint)
+        except zmq.ZMQError:
+            pass
+        transport.close_quietly(self._sock)
+
     def _serve_batch(self) -> None:
         for _ in range(_MAX_BATCH):
             try:

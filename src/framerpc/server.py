@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -38,6 +39,14 @@ DEFAULT_METHOD_TIMEOUT = 10000
 _POLL_S = 0.1
 #: Most routing frames before the empty delimiter (REQ through proxies).
 _MAX_ENVELOPE = 8
+#: How long (s) the server keeps serving after answering STOP_SERVER: a
+#: client's DEALER (IMMEDIATE) drops a reply it has not read yet when the
+#: connection closes, so closing at once loses the acknowledgement.
+_STOP_GRACE_S = 0.2
+#: Send high-water mark of the signal socket (messages). Emissions are small
+#: and come in bursts (one per frame); at the RPC mark (100) a burst faster
+#: than the I/O thread forwards it was silently dropped by PUB.
+_SIGNAL_HWM = 10_000
 
 _BUFFER_TYPES = (bytes, bytearray, memoryview, np.ndarray)
 
@@ -101,6 +110,7 @@ class RPCServer:
         self._signals: dict[str, RPCSignal] = {}
         self._discover()
         self._stop = threading.Event()
+        self._stop_at: float | None = None  # set by a STOP_SERVER request
         self._serving = threading.Lock()
         self._dead = False
         self._signal_lock = threading.Lock()
@@ -109,6 +119,7 @@ class RPCServer:
         try:
             self.url, self.port = transport.bind(self._socket, url)
             self._signal_socket = transport.make_socket(context, zmq.PUB, options)
+            self._signal_socket.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
             self._signal_url, self._signal_port = transport.bind(
                 self._signal_socket, transport.derive_endpoint(self.url, ".signals")
             )
@@ -228,8 +239,13 @@ class RPCServer:
         from .registry import RegistryLink
 
         link = RegistryLink(
-            self.context, registry_url, type_, name, self.url,
-            self.alive_timeout, overwrite=overwrite,
+            self.context,
+            registry_url,
+            type_,
+            name,
+            self.url,
+            self.alive_timeout,
+            overwrite=overwrite,
         )
         try:
             self.name, self.uuid = link.register()
@@ -253,7 +269,8 @@ class RPCServer:
 
     # -- serving ----------------------------------------------------------
     def serve_forever(self) -> None:
-        """Serve requests until :meth:`stop_server` or a STOP_SERVER request.
+        """Serve requests until :meth:`stop_server` or a STOP_SERVER request
+        (then for 0.2 s more, so that the client reads the acknowledgement).
 
         Closes the sockets and unregisters from the registry on return.
         """
@@ -261,18 +278,24 @@ class RPCServer:
             raise RuntimeError("serve_forever is already running")
         sock = self._socket
         try:
-            if self._dead:
-                raise RuntimeError("the server has been stopped")
+            if self._dead:  # stop_server() came first: nothing to serve
+                _log.debug("serve_forever called on a stopped server")
+                return
             sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
-            while not self._stop.is_set():
+            while not self._stop.is_set() and (
+                self._stop_at is None or time.monotonic() < self._stop_at
+            ):
                 try:
                     frames = sock.recv_multipart(copy=False)
                 except zmq.Again:
                     frames = None
                 if frames is not None:
                     self._handle(frames)
-                if self._registry_link is not None:
-                    self._registry_link.tick()
+                link = self._registry_link
+                if link is not None:
+                    link.tick()
+                    # the link may have registered again under a new name
+                    self.name, self.uuid = link.name, link.uuid
         finally:
             self._shutdown()
             self._serving.release()
@@ -307,10 +330,11 @@ class RPCServer:
             transport.close_quietly(self._signal_socket)
 
     def _handle(self, frames: list) -> None:
-        for split, frame in enumerate(frames[:_MAX_ENVELOPE]):
-            if len(frame) == 0:
-                break
-        else:
+        split = next(
+            (i for i, frame in enumerate(frames[:_MAX_ENVELOPE]) if len(frame) == 0),
+            None,
+        )
+        if split is None:
             _log.warning("dropped a message without routing envelope")
             return
         envelope, body = frames[: split + 1], frames[split + 1 :]
@@ -318,27 +342,40 @@ class RPCServer:
             _log.warning("dropped a message without body")
             return
         if protocol.is_legacy_frame(body[0].buffer):
-            self._send(envelope, [b'{"success": false, "error": '
-                                  b'"JSON protocol not supported"}'])
+            self._send(
+                envelope,
+                [b'{"success": false, "error": "JSON protocol not supported"}'],
+            )
             return
         try:
             request = protocol.decode_request(body)
         except ProtocolError as exc:
             _log.warning("malformed request: %s", exc)
-            reply = Reply(_peek_request_id(body[0]), False,
-                          error=f"ProtocolError: {exc}")
+            reply = Reply(
+                _peek_request_id(body[0]), False, error=f"ProtocolError: {exc}"
+            )
             self._send(envelope, protocol.encode_reply(reply))
             return
         frames_out = self._dispatch(request)
-        self._send(envelope, frames_out)
-        if request.event is RPCEvents.STOP_SERVER:
-            self._stop.set()
+        self._send(envelope, frames_out, request.request_id)
+        if request.event is RPCEvents.STOP_SERVER and self._stop_at is None:
+            self._stop_at = time.monotonic() + _STOP_GRACE_S
 
-    def _send(self, envelope: list, frames: list) -> None:
+    def _send(
+        self, envelope: list, frames: list, request_id: int | None = None
+    ) -> None:
         try:
             self._socket.send_multipart(envelope + frames, copy=False)
         except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
             _log.warning("could not send a reply: %s", exc)
+        except TypeError as exc:
+            # pyzmq checks every frame before sending any: a frame without
+            # the buffer interface is refused here, before anything is sent.
+            _log.warning("could not send a reply: %s", exc)
+            if request_id is not None:
+                error = f"TypeError: the result cannot be sent: {exc}"
+                reply = Reply(request_id, False, error=error)
+                self._send(envelope, protocol.encode_reply(reply))
 
     def _dispatch(self, request: Request) -> list:
         rid, event = request.request_id, request.event
@@ -366,10 +403,14 @@ class RPCServer:
             return protocol.encode_reply(Reply(rid, False, error=str(exc)))
         except Exception as exc:
             _log.info("%s %s raised %r", event, request.method or request.name, exc)
-            return protocol.encode_reply(Reply(
-                rid, False, error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
-            ))
+            return protocol.encode_reply(
+                Reply(
+                    rid,
+                    False,
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                )
+            )
 
     def _call(self, request: Request) -> tuple[Any, dict | None]:
         name = request.method
@@ -379,7 +420,8 @@ class RPCServer:
         if name in self._json_methods:
             return result, None
         if (
-            type(result) is not tuple or len(result) != 2
+            type(result) is not tuple
+            or len(result) != 2
             or not isinstance(result[1], dict)
             or not isinstance(result[0], _BUFFER_TYPES)
         ):

@@ -121,11 +121,10 @@ class RPCSignal:
         Listeners may connect or disconnect during emit; that takes effect
         from the next emit.
         """
+        # Snapshot, dereferencing up front so dead weak references are pruned
+        # even if a listener raises.
         with self._lock:
-            snapshot = list(self.connections)
-        # Dereference up front so dead weak references are pruned even if a
-        # listener raises.
-        targets = [(conn, _target(conn)) for conn in snapshot]
+            targets = [(conn, _target(conn)) for conn in self.connections]
         dead = [conn for conn, target in targets if target is None]
         if dead:
             with self._lock:

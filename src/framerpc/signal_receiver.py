@@ -59,8 +59,12 @@ class RPCSignalReceiver(threading.Thread):
         self._tokens: dict[str, threading.Event] = {}
         self._tokens_lock = threading.Lock()
         self.socket = transport.make_socket(context, zmq.SUB, options)
-        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
-        self.socket.connect(url)
+        try:
+            self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+            self.socket.connect(url)
+        except BaseException:
+            self.socket.close()
+            raise
 
     def run(self) -> None:
         """Receive and dispatch emissions until :meth:`stop`."""
@@ -86,6 +90,11 @@ class RPCSignalReceiver(threading.Thread):
         if self.ident is None:  # never started: nobody else will close it
             transport.close_quietly(self.socket)
 
+    def forget_token(self, token: str) -> None:
+        """Stop waiting for ``token`` (the handshake is over)."""
+        with self._tokens_lock:
+            self._tokens.pop(token, None)
+
     def expect_token(self, token: str) -> threading.Event:
         """Event set when the handshake ``token`` is received (see client)."""
         with self._tokens_lock:
@@ -99,7 +108,11 @@ class RPCSignalReceiver(threading.Thread):
             name, args = emission.name, emission.args
         if name == protocol.SYNC_SIGNAL:
             if args and type(args[0]) is str:
-                self.expect_token(args[0]).set()
+                # Other clients' tokens arrive too: only ours are awaited.
+                with self._tokens_lock:
+                    seen = self._tokens.get(args[0])
+                if seen is not None:
+                    seen.set()
             return
         signal = self.signals.get(name)
         if signal is None:
@@ -119,7 +132,7 @@ def _decode_json_emission(data: bytes) -> tuple[str, list]:
     """Emission published by a server of the older JSON protocol."""
     try:
         message: Any = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
         raise ProtocolError(f"signal frame is not JSON: {exc}") from exc
     if (
         type(message) is not dict

@@ -1,0 +1,445 @@
+"""Tests for framerpc.client: proxies, calls, values on the wire, timeouts,
+per-proxy signals, thread safety and closing."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import zmq
+from conftest import finishes_within, wait_until
+from devices import (
+    DTYPES,
+    FRAME_4K,
+    Camera,
+    CameraProxy,
+    CameraServer,
+    ExtendedCameraProxy,
+    make_array,
+    make_bytes,
+)
+
+from framerpc.client import NoResult, RPCClient
+from framerpc.errors import SerializationError
+
+# -- the interface / server / proxy pattern ------------------------------------
+
+
+def test_round_trip_on_every_transport(ctx, camera, connect):
+    proxy = connect(camera.url)
+    assert (proxy.context, proxy.url) == (ctx, camera.url)
+    assert proxy.set_exposure(100) is True
+    assert camera.exposure == 100
+    assert proxy.add(1, 2, scale=3) == 9
+    assert proxy.add(a=4) == 4
+
+
+def test_proxy_methods_keep_name_signature_and_docstring():
+    for name in ("set_exposure", "add", "arg_types", "grab"):
+        remote, declared = getattr(CameraProxy, name), getattr(Camera, name)
+        assert remote is not declared
+        assert remote.__name__ == name
+        assert remote.__doc__ == declared.__doc__
+        assert inspect.signature(remote) == inspect.signature(declared)
+
+
+def test_abstract_methods_do_not_prevent_instantiation(tcp_camera, connect):
+    with pytest.raises(TypeError, match="abstract"):
+        Camera()  # the interface itself stays abstract
+    assert not inspect.isabstract(CameraProxy)
+    proxy = connect(tcp_camera.url)
+    assert isinstance(proxy, Camera)
+    assert list(inspect.signature(proxy.add).parameters) == ["a", "b", "scale"]
+
+
+def test_register_interface_requires_the_interface_and_rpcclient():
+    with pytest.raises(RuntimeError, match="Camera"):
+
+        @RPCClient.register_interface(Camera)
+        class MissesInterface(RPCClient):
+            pass
+
+    with pytest.raises(RuntimeError, match="RPCClient"):
+
+        @RPCClient.register_interface(Camera)
+        class MissesClient(Camera):
+            pass
+
+
+# -- execute, NoResult ----------------------------------------------------------
+
+
+def test_execute_returns_success_and_result(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    assert proxy.execute("add", {"args": [1, 2], "kwargs": {"scale": 3}}) == (True, 9)
+    assert proxy.execute("set_exposure", {"args": [7]}) == (True, True)
+    assert proxy.execute("add", {"kwargs": {"a": 2, "b": 2}}) == (True, 4)
+
+
+def test_remote_exception_gives_noresult_and_the_server_keeps_serving(
+    tcp_camera, connect
+):
+    proxy = connect(tcp_camera.url)
+    ok, (error, traceback) = proxy.execute("fail", {"args": ["boom"]})
+    assert ok is False
+    assert "ValueError" in error and "boom" in error
+    assert "fail" in traceback
+    result = proxy.fail("bang")
+    assert isinstance(result, NoResult)
+    assert not result
+    assert "ValueError" in result.error and "bang" in result.error
+    assert "fail" in result.traceback
+    assert proxy.add(1, 1) == 2
+
+
+def test_unknown_method_gives_an_error_naming_it(tcp_camera, connect):
+    proxy = connect(tcp_camera.url, ExtendedCameraProxy)
+    result = proxy.focus(1.5)
+    assert isinstance(result, NoResult) and "focus" in result.error
+    ok, (error, _) = proxy.execute("no_such_method", {"args": []})
+    assert ok is False and "no_such_method" in error
+    assert proxy.add(1, 1) == 2
+
+
+# -- timeouts -----------------------------------------------------------------
+
+
+def test_silent_server_raises_timeout_error(ctx):
+    """A ROUTER that never answers; the ``ctx`` fixture then proves the
+    client closed its socket on the way out."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        with pytest.raises(TimeoutError):
+            RPCClient(ctx, f"tcp://127.0.0.1:{port}", timeout=200)
+        assert router.poll(1000), "the request never reached the silent server"
+    finally:
+        router.close()
+
+
+def test_unreachable_server_raises_timeout_error(ctx, tmp_path):
+    with pytest.raises(TimeoutError):
+        RPCClient(ctx, f"ipc://{tmp_path}/nobody.sock", timeout=200)
+
+
+def test_invalid_url_raises_and_closes_the_socket(ctx):
+    """Closed by the client, not by the garbage collector (ResourceWarning)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(zmq.ZMQError):
+            RPCClient(ctx, "bogus://nowhere")
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def test_method_timeout_then_late_reply_is_discarded(tcp_camera, connect):
+    """``sleep`` has a 100 ms timeout; its late reply must never be returned
+    to the next call."""
+    proxy = connect(tcp_camera.url)
+    with pytest.raises(TimeoutError):
+        proxy.sleep(0.4)
+    assert proxy.echo("next") == "next"
+    with pytest.raises(TimeoutError):
+        proxy.execute("sleep", {"args": [0.3]})
+    assert proxy.add(20, 22) == 42
+
+
+# -- values on the wire ---------------------------------------------------------
+
+_VALUES = [
+    (None, None),
+    (True, True),
+    (False, False),
+    (0, 0),
+    (-7, -7),
+    (2**63 - 1, 2**63 - 1),
+    (1.5, 1.5),
+    (float("inf"), float("inf")),
+    ("", ""),
+    ("texte accentué", "texte accentué"),
+    (b"", b""),
+    (b"\x00\xff" * 10, b"\x00\xff" * 10),
+    (bytearray(b"abc"), b"abc"),
+    ([], []),
+    ([1, "a", None, 2.5], [1, "a", None, 2.5]),
+    ((1, "a"), [1, "a"]),  # tuples arrive as lists, as with JSON
+    ({}, {}),
+    ({"a": 1, "b": [True, None]}, {"a": 1, "b": [True, None]}),
+    ({"outer": [{"inner": (1, (2, 3))}]}, {"outer": [{"inner": [1, [2, 3]]}]}),
+    ({1: "int key"}, {1: "int key"}),
+]
+
+
+def _same(a, b) -> bool:
+    """Equal and of the same types all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_plain_values_round_trip(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    for value, expected in _VALUES:
+        result = proxy.echo(value)
+        assert _same(result, expected), f"{value!r} came back as {result!r}"
+
+
+def test_large_bytes_argument_travels_as_a_read_only_memoryview(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    data = make_bytes(100_000)
+    assert proxy.arg_types(data) == ["memoryview"]
+    result = proxy.echo(data)
+    assert isinstance(result, memoryview) and result.readonly
+    assert result == data
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, object(), 1 + 2j, {"nested": [frozenset()]}, {(1, 2): "tuple key"}],
+    ids=["set", "object", "complex", "nested", "tuple-key"],
+)
+def test_unsupported_values_raise_type_error_before_sending(tcp_camera, connect, value):
+    proxy = connect(tcp_camera.url)
+    with pytest.raises(TypeError) as caught:
+        proxy.echo(value)
+    assert isinstance(caught.value, SerializationError)
+    assert "echo" not in tcp_camera.calls  # nothing reached the server
+    assert proxy.echo("next") == "next"
+
+
+def test_numpy_scalars_arrive_as_python_scalars(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    args = [np.int64(3), np.float32(1.5), np.bool_(True), np.uint8(7), np.float64(2)]
+    assert proxy.arg_types(*args) == ["int", "float", "bool", "int", "float"]
+    assert _same(proxy.echo(args), [3, 1.5, True, 7, 2.0])
+
+
+# -- numpy arrays ---------------------------------------------------------------
+
+# 0-d, empty, small (inline in the header) and 4096+ bytes (own frame).
+_SHAPES = [(), (0,), (3, 0), (7,), (3, 5), (2, 3, 4), (64, 64), (8, 40, 40)]
+
+
+def _check_array(result, expected: np.ndarray) -> None:
+    assert isinstance(result, np.ndarray)
+    assert (result.dtype, result.shape) == (expected.dtype, expected.shape)
+    np.testing.assert_array_equal(result, expected)
+    assert result.flags.writeable is False
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_arrays_round_trip(tcp_camera, connect, dtype):
+    """As argument and result (echo), as a JSON result and as a buffer result."""
+    proxy = connect(tcp_camera.url)
+    for shape in _SHAPES:
+        expected = make_array(shape, dtype)
+        _check_array(proxy.echo(expected), expected)
+        _check_array(proxy.make_array(list(shape), dtype), expected)
+        buffer, info = proxy.grab(list(shape), dtype)
+        _check_array(buffer, expected)
+        assert info == {"shape": list(shape), "dtype": dtype}
+
+
+def test_large_array_round_trip_on_every_transport(camera, connect):
+    proxy = connect(camera.url)
+    frame = make_array(FRAME_4K, "uint8")
+    _check_array(proxy.echo(frame), frame)
+    buffer, info = proxy.grab(list(FRAME_4K), "uint8")
+    _check_array(buffer, frame)
+    assert info == {"shape": list(FRAME_4K), "dtype": "uint8"}
+
+
+@pytest.mark.parametrize(
+    "make_view",
+    [
+        lambda: make_array((256, 64), "uint16").T,  # 32 KiB: its own frame
+        lambda: make_array((256, 64), "float32")[::3, 5:50],
+        lambda: make_array((6, 8), "int32").T,  # small: inline in the header
+        lambda: make_array((5, 5, 2), "complex64")[:, ::2, 1],
+    ],
+    ids=["large-transposed", "large-sliced", "small-transposed", "small-sliced"],
+)
+def test_non_contiguous_array_arrives_equal_and_c_contiguous(
+    tcp_camera, connect, make_view
+):
+    """A non-contiguous view (transposed or sliced) is copied once to C order
+    when sent; it arrives equal, C-contiguous and read-only."""
+    view = make_view()
+    assert not view.flags.c_contiguous
+    result = connect(tcp_camera.url).echo(view)
+    _check_array(result, view)
+    assert result.flags.c_contiguous
+
+
+def test_object_arrays_raise_type_error(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    with pytest.raises(TypeError):
+        proxy.echo(np.array([1, "a", None], dtype=object))
+    with pytest.raises(TypeError):
+        proxy.echo({"frames": [np.empty(3, dtype=object)]})
+    assert "echo" not in tcp_camera.calls
+
+
+# -- buffer results -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 64 * 1024, 25_000_000], ids=["0B", "1B", "64KiB", "25MB"]
+)
+def test_buffer_results_arrive_as_read_only_memoryviews(tcp_camera, connect, size):
+    proxy = connect(tcp_camera.url)
+    expected = make_bytes(size)
+    for kind in ("bytes", "bytearray", "memoryview"):
+        buffer, info = proxy.read_buffer(size, kind)
+        assert isinstance(buffer, memoryview) and buffer.readonly
+        assert buffer.nbytes == size
+        assert buffer == expected
+        assert info == {"size": size, "kind": kind}
+
+
+def test_buffer_result_on_every_transport(camera, connect):
+    proxy = connect(camera.url)
+    ok, (buffer, info) = proxy.execute("read_buffer", {"args": [70_000, "bytes"]})
+    assert ok is True
+    assert isinstance(buffer, memoryview) and buffer.readonly
+    assert buffer == make_bytes(70_000)
+    assert info == {"size": 70_000, "kind": "bytes"}
+
+
+# -- signals ------------------------------------------------------------------
+
+
+def test_each_proxy_has_its_own_signals(tcp_camera, connect):
+    first, second = connect(tcp_camera.url), connect(tcp_camera.url)
+    assert first.frame_ready is not second.frame_ready
+    assert first._signals["frame_ready"] is first.frame_ready
+    got_first, got_second = [], []
+    first.frame_ready.connect(got_first.append)
+    assert second.frame_ready.connections == []
+    assert CameraProxy.frame_ready.connections == []
+    second.frame_ready.connect(got_second.append)
+    assert first.frame_ready.connections == [got_first.append]
+    tcp_camera.frame_ready.emit(1)
+    tcp_camera.frame_ready.emit(2)
+    assert wait_until(lambda: got_first[-1:] == got_second[-1:] == [2])
+    # A shared signal would call both listeners from both receivers: [1, 1, 2, 2].
+    assert got_first == got_second == [1, 2]
+
+
+def test_tuple_signal_argument_arrives_as_a_tuple(camera, connect):
+    proxy = connect(camera.url)
+    received = []
+    proxy.pair_ready.connect(received.append)
+    camera.pair_ready.emit((7, "seven"))
+    assert wait_until(lambda: len(received) == 1)
+    assert received == [(7, "seven")] and type(received[0]) is tuple
+
+
+def test_listener_that_raises_does_not_stop_the_signals(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    received = []
+
+    def listener(value: int) -> None:
+        received.append(value)
+        raise RuntimeError("listener failure")
+
+    proxy.frame_ready.connect(listener)
+    for value in range(3):
+        tcp_camera.frame_ready.emit(value)
+    assert wait_until(lambda: received == [0, 1, 2])
+    assert proxy.echo("alive") == "alive"
+
+
+# -- threads, closing ---------------------------------------------------------
+
+
+def test_one_proxy_used_from_eight_threads(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    results: dict[int, list] = {}
+
+    def worker(index: int) -> None:
+        results[index] = [proxy.echo([index, call]) for call in range(50)]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert results == {i: [[i, call] for call in range(50)] for i in range(8)}
+
+
+def test_close_then_calls_raise_runtime_error(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    proxy.close()
+    proxy.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        proxy.echo(1)
+    with pytest.raises(RuntimeError):
+        proxy.execute("echo", {"args": [1]})
+    with pytest.raises(RuntimeError):
+        proxy.gain  # noqa: B018
+    assert proxy.stop_server() is False
+
+
+def test_context_manager_closes_the_proxy(ctx, tcp_camera):
+    with CameraProxy(ctx, tcp_camera.url) as proxy:
+        assert proxy.echo("inside") == "inside"
+    with pytest.raises(RuntimeError):
+        proxy.echo("outside")
+
+
+def test_close_interrupts_a_call_without_timeout(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    errors = []
+
+    def call() -> None:
+        try:
+            proxy.block()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert wait_until(lambda: "block" in tcp_camera.calls)
+        proxy.close()
+        caller.join(timeout=5)
+        assert not caller.is_alive(), "close() did not interrupt the call"
+        assert len(errors) == 1 and "closed" in str(errors[0])
+    finally:
+        tcp_camera.release.set()
+        caller.join(timeout=5)
+
+
+def test_close_from_a_signal_listener(tcp_camera, connect):
+    """Regression: close() joined the receiver thread from inside it
+    (RuntimeError), so the socket stayed open and the context hung."""
+    proxy = connect(tcp_camera.url)
+    proxy.frame_ready.connect(lambda value: proxy.close())
+    tcp_camera.frame_ready.emit(1)
+    assert wait_until(lambda: proxy.socket.closed)
+    with pytest.raises(RuntimeError):
+        proxy.echo(1)
+
+
+def test_stop_server_with_the_server_gone_returns_false(ctx, connect):
+    server = CameraServer(ctx, "tcp://127.0.0.1")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        proxy = connect(server.url)
+    finally:
+        server.stop_server()
+        thread.join(timeout=5)
+    # Generous bound, only to catch a hang: the documented wait is ~1 s.
+    assert finishes_within(5, proxy.stop_server) is False

@@ -1,0 +1,421 @@
+"""Tests for framerpc.server: binding, decorators, lifecycle, dispatch, signals.
+
+The server is driven through ``devices.CameraProxy`` and, for malformed
+input, through a raw DEALER socket speaking the wire format directly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from conftest import finishes_within, wait_until
+from devices import CameraServer, ExtendedCameraProxy
+
+from framerpc import protocol
+from framerpc.client import NoResult, RPCClient
+from framerpc.errors import RemoteError
+from framerpc.server import RPCServer
+
+# -- binding and attributes --------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1", "tcp://127.0.0.1:*"])
+def test_binds_a_free_port_when_the_url_has_none(ctx, address):
+    first, second = CameraServer(ctx, address), CameraServer(ctx, address)
+    try:
+        for server in (first, second):
+            assert isinstance(server.port, int) and server.port > 0
+            assert server.url == f"tcp://127.0.0.1:{server.port}"
+        assert first.port != second.port
+    finally:
+        first.stop_server()
+        second.stop_server()
+
+
+def test_attributes(ctx, url):
+    server = CameraServer(ctx, url, alive_timeout=5)
+    try:
+        assert server.context is ctx
+        assert server.alive_timeout == 5
+        assert (server.uuid, server.name, server.registry_addr) == (None, "", "")
+        if url.startswith("tcp"):
+            assert server.url == f"{url}:{server.port}"
+        else:
+            assert (server.url, server.port) == (url, None)
+    finally:
+        server.stop_server()
+
+
+def test_alive_timeout_defaults_to_60_s(ctx):
+    server = CameraServer(ctx, "inproc://default-alive-timeout")
+    server.stop_server()
+    assert server.alive_timeout == 60
+
+
+# -- decorators -------------------------------------------------------------
+
+
+def test_decorators_return_the_function_itself():
+    def method(self):
+        return 1
+
+    assert RPCServer.register_method_json(method) is method
+    assert RPCServer.register_method_json(timeout=5)(method) is method
+    assert RPCServer.register_method_buffer(method) is method
+    assert RPCServer.register_method_buffer(timeout=None)(method) is method
+
+
+def test_decorators_bare_and_called_publish_their_timeouts(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    assert proxy._json_methods == {
+        "set_exposure": 10000,  # bare: the default
+        "echo": 10000,
+        "add": 500,
+        "arg_types": None,  # timeout=None: wait without limit
+        "fail": 10000,
+        "sleep": 100,
+        "block": None,
+        "emit_pair": 10000,
+        "make_array": 10000,
+        "unsendable": 10000,
+    }
+    assert proxy._buffer_methods == {
+        "grab": 5000,
+        "read_buffer": None,
+        "echo_buffer": 10000,
+        "bad_buffer": 10000,
+    }
+    assert sorted(proxy._properties) == ["gain", "mode"]
+    assert sorted(proxy._signals) == ["frame_ready", "mode_changed", "pair_ready"]
+
+
+# -- lifecycle --------------------------------------------------------------
+
+
+def test_stop_server_from_another_thread_ends_serve_forever(ctx):
+    server = CameraServer(ctx, "tcp://127.0.0.1")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        RPCClient(ctx, server.url).close()  # answered: the loop is running
+    finally:
+        server.stop_server()
+        thread.join(timeout=5)
+    assert not thread.is_alive(), "serve_forever did not return"
+
+
+def test_stop_server_before_serve_forever_closes_the_sockets(ctx, url):
+    """The ``ctx`` fixture fails if the ROUTER or PUB socket stayed open."""
+    server = CameraServer(ctx, url)
+    server.stop_server()
+    server.stop_server()  # idempotent
+
+
+@pytest.mark.parametrize("client_delay", [0, 0.1], ids=["prompt", "busy-client"])
+def test_client_stop_server_stops_the_server(ctx, connect, monkeypatch, client_delay):
+    """Regression (busy-client): the server closed its socket right after
+    acknowledging STOP_SERVER; a client that had not read the reply yet lost
+    it (its IMMEDIATE DEALER drops unread messages of a closed connection)
+    and stop_server() returned False. The server now serves 0.2 s longer."""
+    server = CameraServer(ctx, "tcp://127.0.0.1")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        proxy = connect(server.url)
+        receive = proxy._receive
+
+        def busy_receive(*args):
+            time.sleep(client_delay)  # the caller is busy (GIL, load) a moment
+            return receive(*args)
+
+        monkeypatch.setattr(proxy, "_receive", busy_receive)
+        assert proxy.stop_server() is True
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "serve_forever did not return"
+    finally:
+        server.stop_server()
+        thread.join(timeout=5)
+
+
+def test_wildcard_host_serves_loopback_clients_with_signals(ctx, serve, connect):
+    server = serve(CameraServer(ctx, "tcp://*"))
+    assert server.url == f"tcp://0.0.0.0:{server.port}"
+    proxy = connect(f"tcp://127.0.0.1:{server.port}")
+    received = []
+    proxy.frame_ready.connect(received.append)
+    assert proxy.echo("hi") == "hi"
+    server.frame_ready.emit(4)
+    assert wait_until(lambda: received == [4])
+
+
+# -- error replies and robustness -------------------------------------------
+
+
+def test_handler_exception_becomes_an_error_reply(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    ok, (error, traceback) = proxy.execute("fail", {"args": ["boom"]})
+    assert ok is False
+    assert error == "ValueError: boom"
+    assert "in fail" in traceback and "raise ValueError(message)" in traceback
+    assert proxy.add(2, 3) == 5  # still serving
+
+
+@pytest.mark.parametrize("kind", ["str", "triple", "no-info", "list"])
+def test_buffer_method_with_a_wrong_result_returns_noresult(tcp_camera, connect, kind):
+    proxy = connect(tcp_camera.url)
+    result = proxy.bad_buffer(kind)
+    assert isinstance(result, NoResult)
+    assert "TypeError" in result.error
+    assert "buffer method bad_buffer must return" in result.error
+    assert proxy.echo("still serving") == "still serving"
+
+
+@pytest.mark.parametrize(("kind", "type_name"), [("set", "set"), ("object", "object")])
+def test_json_method_with_an_unsendable_result_returns_noresult(
+    tcp_camera, connect, kind, type_name
+):
+    proxy = connect(tcp_camera.url)
+    result = proxy.unsendable(kind)
+    assert isinstance(result, NoResult)
+    assert "SerializationError" in result.error and type_name in result.error
+    assert proxy.echo("still serving") == "still serving"
+
+
+def test_datetime_array_result_travels(tcp_camera, connect):
+    """Regression: a datetime64 array passed the framing layer but pyzmq
+    refused its frame (no buffer interface), which killed serve_forever.
+    Such arrays now travel as their raw bytes with their dtype."""
+    proxy = connect(tcp_camera.url)
+    frame, info = proxy.bad_buffer("datetime")
+    assert frame.dtype == np.dtype("datetime64[s]") and frame.shape == (1024,)
+    assert info == {}
+
+
+def test_reply_frame_pyzmq_refuses_becomes_an_error(tcp_camera, connect, monkeypatch):
+    """Any frame pyzmq refuses to send gives an error reply, not a dead server."""
+    encode_reply = protocol.encode_reply
+
+    def poisoned(reply, buffer_reply=False):
+        frames = encode_reply(reply, buffer_reply)
+        return [*frames[:-1], object()] if reply.value == "poison" else frames
+
+    proxy = connect(tcp_camera.url)
+    monkeypatch.setattr(protocol, "encode_reply", poisoned)
+    result = proxy.echo("poison")
+    assert isinstance(result, NoResult)
+    assert "TypeError" in result.error and "cannot be sent" in result.error
+    assert proxy.echo("still serving") == "still serving"
+
+
+def _header(**fields) -> bytes:
+    return msgpack.packb(fields)
+
+
+_BAD_REQUESTS = {
+    "garbage bytes": ([b"\xc1 garbage"], -1, "not valid msgpack"),
+    "msgpack list": ([msgpack.packb([1, 2, 3])], -1, "header must be a map"),
+    "wrong version": ([_header(v=99, e="GET_INVENTORY", i=7)], 7, "version 99"),
+    "unknown event": ([_header(v=1, e="DANCE", i=8)], 8, "unknown event"),
+    "missing fields": ([_header(v=1, e="METHOD_CALL", i=9, m="echo")], 9, "lacks"),
+    "wrong field type": (
+        [_header(v=1, e="METHOD_CALL", i=10, m="echo", a="x", k={})],
+        10,
+        "must be list",
+    ),
+    "non-int id": ([_header(v=1, e="GET_INVENTORY", i="x")], -1, "request id"),
+    "dangling frame": (
+        [
+            _header(
+                v=1,
+                e="PROPERTY_SET",
+                i=11,
+                p="gain",
+                x=msgpack.ExtType(1, msgpack.packb(3)),
+            )
+        ],
+        11,
+        "refers to frame 3",
+    ),
+    "unreferenced frame": (
+        [_header(v=1, e="GET_INVENTORY", i=12), b"extra"],
+        12,
+        "buffer frames",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_REQUESTS))
+def test_malformed_request_gets_an_error_reply(ctx, tcp_camera, connect, case):
+    frames, request_id, message = _BAD_REQUESTS[case]
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(tcp_camera.url)
+        dealer.send_multipart([b"", *frames])
+        assert dealer.poll(5000), "no reply to a malformed request"
+        delimiter, *body = dealer.recv_multipart()
+    finally:
+        dealer.close()
+    assert delimiter == b""
+    reply = protocol.decode_reply(body)
+    assert (reply.ok, reply.request_id) == (False, request_id)
+    assert "ProtocolError" in reply.error and message in reply.error
+    assert connect(tcp_camera.url).echo("still serving") == "still serving"
+
+
+def test_message_without_envelope_or_body_is_dropped(ctx, tcp_camera):
+    inventory = protocol.Request(protocol.RPCEvents.GET_INVENTORY, 1)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(tcp_camera.url)
+        dealer.send_multipart([b"no delimiter"])
+        dealer.send_multipart([b""])  # delimiter, then nothing
+        dealer.send_multipart([b"", *protocol.encode_request(inventory)])
+        assert dealer.poll(5000), "the server stopped answering"
+        delimiter, *body = dealer.recv_multipart()
+    finally:
+        dealer.close()
+    reply = protocol.decode_reply(body)
+    assert (delimiter, reply.request_id, reply.ok) == (b"", 1, True)  # first reply
+
+
+# -- properties ---------------------------------------------------------------
+
+
+def test_property_get_and_set_on_every_transport(camera, connect):
+    proxy = connect(camera.url)
+    assert (proxy.gain, proxy.mode) == (1, "normal")
+    proxy.gain = 5
+    proxy.mode = "hdr"
+    assert (camera.gain, camera.mode) == (5, "hdr")
+    assert (proxy.gain, proxy.mode) == (5, "hdr")
+
+
+def test_property_setter_error_raises_remote_error(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    with pytest.raises(RemoteError) as caught:
+        proxy.gain = -1
+    assert isinstance(caught.value, RuntimeError)
+    assert caught.value.error == "ValueError: gain must be >= 0, got -1"
+    assert "in gain" in caught.value.traceback
+    assert proxy.gain == 1
+
+
+def test_unknown_property_get_and_set_fail(tcp_camera, connect):
+    proxy = connect(tcp_camera.url, ExtendedCameraProxy)
+    with pytest.raises(RemoteError, match="Property zoom not found"):
+        proxy.zoom = 2
+    result = proxy.zoom
+    assert isinstance(result, NoResult) and "zoom" in result.error
+    assert proxy.gain == 1
+
+
+def test_auto_notify_property_set_reaches_every_client(tcp_camera, connect):
+    proxies = [connect(tcp_camera.url) for _ in range(3)]
+    received: list[list[str]] = [[] for _ in proxies]
+    for proxy, values in zip(proxies, received, strict=True):
+        proxy.mode_changed.connect(values.append)
+    proxies[0].mode = "hdr"
+    assert wait_until(lambda: received == [["hdr"]] * 3)
+    proxies[1].mode = "hdr"  # same value: no emission
+    proxies[2].mode = "fast"
+    # One publisher, in-order delivery: a second "hdr" would come before "fast".
+    assert wait_until(lambda: received == [["hdr", "fast"]] * 3)
+
+
+# -- signals ------------------------------------------------------------------
+
+
+def test_emissions_reach_every_client_in_order(camera, connect):
+    """A burst of emissions, far beyond the sockets' RPC high-water mark."""
+    count = 1000
+    proxies = [connect(camera.url) for _ in range(3)]
+    received: list[list[int]] = [[] for _ in proxies]
+    for proxy, values in zip(proxies, received, strict=True):
+        proxy.frame_ready.connect(values.append)
+    for index in range(count):
+        camera.frame_ready.emit(index)
+    expected = list(range(count))
+    assert wait_until(lambda: all(len(v) >= count for v in received), timeout=10)
+    assert received == [expected] * 3
+
+
+def test_emission_from_a_handler_reaches_the_client(tcp_camera, connect):
+    proxy = connect(tcp_camera.url)
+    received = []
+    proxy.pair_ready.connect(received.append)
+    assert proxy.emit_pair(3, "x") is None
+    assert wait_until(lambda: received == [(3, "x")])
+
+
+def test_emission_after_stop_is_ignored(ctx):
+    server = CameraServer(ctx, "inproc://emit-after-stop")
+    server.stop_server()
+    finishes_within(5, lambda: server.frame_ready.emit(1))
+
+
+def test_closing_one_client_leaves_the_others_working(tcp_camera, connect):
+    first, second = connect(tcp_camera.url), connect(tcp_camera.url)
+    first.close()
+    assert second.echo(1) == 1
+
+
+def test_serve_forever_after_stop_returns_at_once(ctx):
+    server = CameraServer(ctx, "inproc://served-after-stop")
+    server.stop_server()
+    finishes_within(5, server.serve_forever)
+
+
+# -- registry ---------------------------------------------------------------
+
+
+def _registry(ctx, name):
+    from framerpc.registry import DeviceRegistry
+
+    registry = DeviceRegistry(ctx, f"inproc://{name}")
+    registry.start()
+    return registry
+
+
+def test_registered_server_checks_in_and_unregisters_on_stop(ctx, serve):
+    registry = _registry(ctx, "server-checks-in")
+    try:
+        server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=0.3)
+        assert server.register_to_registry("camera", "cam", registry.url) == "cam"
+        assert server.registry_addr == registry.url and server.uuid
+        serve(server)
+        time.sleep(1.0)  # more than three alive periods: only check-ins keep it
+        assert registry.get_devices() == {"cam": ("camera", server.url)}
+        server.stop_server()
+        assert wait_until(lambda: registry.get_devices() == {})
+        assert (server.name, server.uuid, server.registry_addr) == ("", None, "")
+    finally:
+        registry.stop()
+        registry.join(timeout=5)
+
+
+def test_server_name_follows_a_re_registration(ctx, serve):
+    from framerpc.registry import register_device
+
+    first = _registry(ctx, "server-re-registers")
+    server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=0.3)
+    server.register_to_registry("camera", "cam", first.url)
+    first.stop()
+    first.join(timeout=5)
+    second = _registry(ctx, "server-re-registers")
+    try:
+        # someone else took the name while the registry was away
+        register_device(ctx, second.url, "camera", "tcp://10.0.0.9:1", "cam")
+        serve(server)
+        assert wait_until(lambda: server.name == "cam-1")
+        assert second.get_devices()["cam-1"] == ("camera", server.url)
+    finally:
+        server.stop_server()
+        second.stop()
+        second.join(timeout=5)
