@@ -1,19 +1,21 @@
-"""Build script: metadata lives in pyproject.toml; this file only adds the
-compiled framing layer (ext/) when its source is present."""
+"""Build script: metadata lives in pyproject.toml; this file adds the
+compiled framing layer ``framerpc._framing`` from ext/.
 
-from pathlib import Path
+``FRAMERPC_PURE=1`` at build time skips it (a pure install needs no
+compiler); a failed compilation is fatal, so a broken build never ships
+silently as pure Python.
+"""
 
-from setuptools import setup
+import os
+
+from setuptools import Extension, setup
 
 ext_modules = []
-if Path("ext/_framing.pyx").exists():
-    import numpy
+if os.environ.get("FRAMERPC_PURE", "") in ("", "0"):
     from Cython.Build import cythonize
-    from setuptools import Extension
 
     ext_modules = cythonize(
-        [Extension("framerpc._framing", ["ext/_framing.pyx"],
-                   include_dirs=[numpy.get_include()])],
+        [Extension("framerpc._framing", ["ext/_framing.pyx"])],
         compiler_directives={"language_level": 3},
     )
 

@@ -88,3 +88,42 @@ def test_close_quietly_is_idempotent(ctx):
     transport.close_quietly(sock)
     transport.close_quietly(None)
     assert sock.closed
+
+
+def test_send_and_recv_frames_round_trip(ctx):
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://frames")
+        b.connect("inproc://frames")
+        big = bytearray(100_000)
+        transport.send_frames(a, [b"", b"head", big])
+        frames = transport.recv_frames(b)
+        assert [len(f) for f in frames] == [0, 4, 100_000]
+        assert all(isinstance(f, zmq.Frame) for f in frames)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_send_frames_refuses_a_bad_frame_before_sending_any(ctx):
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://bad-frames")
+        b.connect("inproc://bad-frames")
+        with pytest.raises(TypeError, match="frame 1"):
+            transport.send_frames(a, [b"first", object()])
+        transport.send_frames(a, [b"whole"])
+        assert [f.bytes for f in transport.recv_frames(b)] == [b"whole"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_recv_frames_raises_again_without_message(ctx):
+    sock = ctx.socket(zmq.PAIR)
+    try:
+        sock.bind("inproc://empty")
+        with pytest.raises(zmq.Again):
+            transport.recv_frames(sock, zmq.NOBLOCK)
+    finally:
+        sock.close()

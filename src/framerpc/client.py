@@ -128,6 +128,7 @@ class RPCClient:
         self._properties: list[str] = []
         self._signal_receiver: RPCSignalReceiver | None = None
         self.socket = transport.make_socket(context, zmq.DEALER, options)
+        self._rcvtimeo = -1
         try:
             self.socket.connect(url)
             self._load_inventory(options)
@@ -245,9 +246,10 @@ class RPCClient:
 
     def _send(self, frames: list, deadline: float | None) -> None:
         sock = self.socket
+        message = [b"", *frames]
         while True:
             try:
-                sock.send_multipart([b"", *frames], copy=False, flags=zmq.NOBLOCK)
+                transport.send_frames(sock, message, zmq.NOBLOCK)
                 return
             except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
                 if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
@@ -256,10 +258,15 @@ class RPCClient:
     def _receive(self, request_id: int, deadline: float | None) -> Reply:
         sock = self.socket
         while True:
-            if not sock.poll(self._wait_ms(deadline), zmq.POLLIN):
+            wait = self._wait_ms(deadline)
+            if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
+                sock.setsockopt(zmq.RCVTIMEO, wait)
+                self._rcvtimeo = wait
+            try:
+                frames = transport.recv_frames(sock)
+            except zmq.Again:
                 self._check_deadline(deadline, "reply from")
                 continue
-            frames = sock.recv_multipart(copy=False)
             if len(frames) < 2 or len(frames[0]) != 0:
                 _log.warning("dropped a reply without delimiter from %s", self.url)
                 continue

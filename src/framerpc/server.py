@@ -286,7 +286,7 @@ class RPCServer:
                 self._stop_at is None or time.monotonic() < self._stop_at
             ):
                 try:
-                    frames = sock.recv_multipart(copy=False)
+                    frames = transport.recv_frames(sock)
                 except zmq.Again:
                     frames = None
                 if frames is not None:
@@ -365,7 +365,7 @@ class RPCServer:
         self, envelope: list, frames: list, request_id: int | None = None
     ) -> None:
         try:
-            self._socket.send_multipart(envelope + frames, copy=False)
+            transport.send_frames(self._socket, envelope + frames)
         except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
             _log.warning("could not send a reply: %s", exc)
         except TypeError as exc:
@@ -443,7 +443,7 @@ class RPCServer:
             if sock is None or sock.closed:
                 return
             try:
-                sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+                transport.send_frames(sock, frames, zmq.NOBLOCK)
             except zmq.Again:  # a slow subscriber's queue is full: PUB drops
                 _log.debug("signal %s dropped by a full queue", name)
 

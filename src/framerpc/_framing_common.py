@@ -1,0 +1,193 @@
+"""What both framing engines share: wire ids, limits, the out-of-band
+marker, and the rare paths (arrays, bytes-like values, ext references).
+
+The engines (``_framing_py`` and the compiled ``_framing``) only differ in
+the hot loops over containers and scalars; everything here exists once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .errors import MessageTooLargeError, ProtocolError, SerializationError
+
+# Wire ids: never change them; bump protocol.PROTOCOL_VERSION instead.
+EXT_BUFFER = 1
+EXT_ARRAY = 2
+EXT_INLINE_ARRAY = 3
+
+#: Bytes-like values and arrays smaller than this (bytes) stay inside the
+#: header: below it, one more frame costs more than copying into msgpack.
+INLINE_LIMIT = 4096
+#: Default limits of ``decode``, checked before anything is allocated.
+MAX_FRAMES = 1024
+MAX_HEADER_SIZE = 16 * 1024 * 1024
+_MAX_NDIM = 32
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class OutOfBand:
+    """Marks a value that must travel as its own frame whatever its size.
+
+    Buffer-method replies use it so that the client always receives a
+    memoryview (or array) over the frame, even for 0 bytes.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _array_spec(arr: np.ndarray) -> tuple[np.ndarray, str, list[int]]:
+    if arr.dtype.hasobject or arr.dtype.fields is not None:
+        raise SerializationError(
+            f"numpy arrays of dtype {arr.dtype} cannot be sent: only plain "
+            "numeric, bool, bytes and unicode dtypes travel on the wire"
+        )
+    # Non-contiguous input is copied once here; contiguous input is not.
+    return np.ascontiguousarray(arr), arr.dtype.str, list(arr.shape)
+
+
+def check_key(key: Any) -> Any:
+    """Return a dict key that msgpack can carry, else raise."""
+    if isinstance(key, (str, int, float, bytes)) or key is None:
+        return key
+    raise SerializationError(
+        f"dict keys of type {type(key).__qualname__} cannot be sent"
+    )
+
+
+def encode_leaf(value: Any, buffers: list, limit: int, walk: Callable) -> Any:
+    """Encode anything that is not a plain dict, list, tuple or scalar.
+
+    ``walk`` is the calling engine's container walker, used for subclasses
+    of list, tuple and dict. Large buffers are appended to ``buffers`` and
+    replaced by an ExtType reference.
+    """
+    force = type(value) is OutOfBand
+    if force:
+        value = value.value
+    if isinstance(value, np.ndarray):
+        arr, dtype, shape = _array_spec(value)
+        if force or arr.nbytes >= limit:
+            payload = msgpack.packb([len(buffers), dtype, shape])
+            # datetime64/timedelta64 arrays lack the buffer interface: send bytes
+            kind = arr.dtype.kind
+            buffers.append(arr if kind not in "mM" else arr.reshape(-1).view(np.uint8))
+            return msgpack.ExtType(EXT_ARRAY, payload)
+        payload = msgpack.packb([dtype, shape, arr.tobytes()])
+        return msgpack.ExtType(EXT_INLINE_ARRAY, payload)
+    if isinstance(value, _BYTES_LIKE):
+        if force or len(value) >= limit:
+            if isinstance(value, memoryview) and not value.c_contiguous:
+                value = value.tobytes()
+            buffers.append(value)
+            return msgpack.ExtType(EXT_BUFFER, msgpack.packb(len(buffers) - 1))
+        return value if type(value) is bytes else bytes(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        # numpy scalars (e.g. ``arr.max()``) become the Python scalar they hold
+        return value.item()
+    if force:
+        raise SerializationError(
+            f"only bytes-like values and arrays travel out of band, "
+            f"got {type(value).__qualname__}"
+        )
+    if isinstance(value, (str, int, float)) or value is None:  # subclasses, enums
+        return value
+    if isinstance(value, (list, tuple)):
+        return walk(list(value), buffers, limit)
+    if isinstance(value, dict):
+        return walk(dict(value), buffers, limit)
+    kind = type(value)
+    raise SerializationError(
+        f"values of type {kind.__module__}.{kind.__qualname__} cannot be sent: "
+        "use None, bool, int, float, str, bytes, list, tuple, dict or a numpy array"
+    )
+
+
+def header_view(frames: Sequence, max_frames: int, max_header: int) -> Any:
+    """Check the limits of a received message; return its header buffer."""
+    if not frames:
+        raise ProtocolError("empty message")
+    if len(frames) > max_frames:
+        raise MessageTooLargeError(
+            f"message has {len(frames)} frames, the limit is {max_frames}"
+        )
+    head = frames[0]
+    if type(head) is not bytes:
+        head = memoryview(head)
+    if len(head) > max_header:
+        raise MessageTooLargeError(
+            f"header of {len(head)} bytes exceeds the limit of {max_header}"
+        )
+    return head
+
+
+def _frame_at(frames: Sequence, index: Any, used: set) -> memoryview:
+    if type(index) is not int or not 1 <= index < len(frames):
+        raise ProtocolError(
+            f"header refers to frame {index!r} but the message has {len(frames)} frames"
+        )
+    if index in used:
+        raise ProtocolError(f"frame {index} is referenced twice")
+    used.add(index)
+    return memoryview(frames[index]).toreadonly()
+
+
+def _decode_array(dtype_str: Any, shape: Any, view: memoryview) -> np.ndarray:
+    if type(dtype_str) is not str or type(shape) is not list:
+        raise ProtocolError("array reference needs a dtype string and a shape list")
+    if len(shape) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+        raise ProtocolError(f"invalid array shape {shape!r}")
+    try:
+        dtype = np.dtype(dtype_str)
+    except TypeError as exc:
+        raise ProtocolError(f"invalid array dtype {dtype_str!r}") from exc
+    if dtype.hasobject or dtype.fields is not None:
+        raise ProtocolError(f"array dtype {dtype_str!r} is not allowed")
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * dtype.itemsize != view.nbytes:
+        raise ProtocolError(
+            f"array of dtype {dtype_str} and shape {shape} needs "
+            f"{count * dtype.itemsize} bytes, its frame has {view.nbytes}"
+        )
+    return np.frombuffer(view, dtype=dtype).reshape(shape)
+
+
+def resolve_ext(code: int, data: bytes, frames: Sequence, used: set) -> Any:
+    """Turn one ExtType of a received header into the value it stands for."""
+    try:
+        spec = msgpack.unpackb(data)
+    except Exception as exc:
+        raise ProtocolError(f"malformed ext payload (code {code})") from exc
+    if code == EXT_BUFFER:
+        return _frame_at(frames, spec, used)
+    if code == EXT_ARRAY:
+        if type(spec) is not list or len(spec) != 3:
+            raise ProtocolError("array reference must be [frame, dtype, shape]")
+        return _decode_array(spec[1], spec[2], _frame_at(frames, spec[0], used))
+    if code == EXT_INLINE_ARRAY:
+        if type(spec) is not list or len(spec) != 3 or type(spec[2]) is not bytes:
+            raise ProtocolError("inline array must be [dtype, shape, bytes]")
+        return _decode_array(spec[0], spec[1], memoryview(spec[2]))
+    raise ProtocolError(f"unknown ext code {code}")
+
+
+def check_decoded(header: Any, frames: Sequence, used: set) -> dict:
+    """Final checks of a decoded header: a map that used every frame."""
+    if type(header) is not dict:
+        raise ProtocolError(f"header must be a map, got {type(header).__name__}")
+    if len(used) != len(frames) - 1:
+        raise ProtocolError(
+            f"message has {len(frames) - 1} buffer frames but the header "
+            f"refers to {len(used)}"
+        )
+    return header
