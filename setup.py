@@ -1,5 +1,6 @@
 """Build script: metadata lives in pyproject.toml; this file adds the
-compiled framing layer ``framerpc._framing`` from ext/.
+compiled framing layer ``framerpc._framing`` and the compiled message I/O
+``framerpc._zmqio`` from ext/.
 
 ``FRAMERPC_PURE=1`` at build time skips it (a pure install needs no
 compiler); a failed compilation is fatal, so a broken build never ships
@@ -15,7 +16,10 @@ if os.environ.get("FRAMERPC_PURE", "") in ("", "0"):
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        [Extension("framerpc._framing", ["ext/_framing.pyx"])],
+        [
+            Extension("framerpc._framing", ["ext/_framing.pyx"]),
+            Extension("framerpc._zmqio", ["ext/_zmqio.pyx"], libraries=["dl"]),
+        ],
         compiler_directives={"language_level": 3},
     )
 

@@ -99,7 +99,9 @@ def test_send_and_recv_frames_round_trip(ctx):
         transport.send_frames(a, [b"", b"head", big])
         frames = transport.recv_frames(b)
         assert [len(f) for f in frames] == [0, 4, 100_000]
-        assert all(isinstance(f, zmq.Frame) for f in frames)
+        assert frames[1].bytes == b"head" and frames[1].buffer.tobytes() == b"head"
+        assert [f.more for f in frames] == [True, True, False]
+        assert frames[2].buffer.nbytes == 100_000
     finally:
         a.close()
         b.close()
@@ -117,6 +119,12 @@ def test_send_frames_refuses_a_bad_frame_before_sending_any(ctx):
     finally:
         a.close()
         b.close()
+
+
+def test_io_implementation_follows_the_framing_choice():
+    if transport.framing.IMPLEMENTATION == "pure":
+        assert transport.IO_IMPLEMENTATION == "pure"
+    assert transport.IO_IMPLEMENTATION in ("compiled", "pure")
 
 
 def test_recv_frames_raises_again_without_message(ctx):

@@ -105,6 +105,10 @@ _REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
 }
 
 
+# Wire name -> event, for a dict lookup instead of an enum call per request.
+_REQUEST_EVENTS = {event.value: event for event in _REQUEST_FIELDS}
+
+
 def is_legacy_frame(frame: bytes | memoryview) -> bool:
     """Tell whether frame 0 belongs to the older JSON protocol.
 
@@ -165,8 +169,8 @@ class RegistryMessage:
     request_id: int = 0
 
 
-def _decode_header(frames: Sequence, **limits: int) -> dict:
-    header = framing.decode(frames, **limits)
+def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
+    header = framing.decode(frames, max_frames, max_header)
     version = header.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -188,7 +192,11 @@ def encode_request(request: Request) -> list:
     return framing.encode(header)
 
 
-def decode_request(frames: Sequence, **limits: int) -> Request:
+def decode_request(
+    frames: Sequence,
+    max_frames: int = framing.MAX_FRAMES,
+    max_header: int = framing.MAX_HEADER_SIZE,
+) -> Request:
     """Parse the frames of a request (after the routing envelope).
 
     Raises
@@ -196,13 +204,10 @@ def decode_request(frames: Sequence, **limits: int) -> Request:
     ProtocolError
         The message is malformed; the text says which field is wrong.
     """
-    header = _decode_header(frames, **limits)
-    try:
-        event = RPCEvents(header.get("e"))
-    except ValueError:
-        raise ProtocolError(f"unknown event {header.get('e')!r}") from None
-    if event not in _REQUEST_FIELDS:
-        raise ProtocolError(f"{event} is not a request event")
+    header = _decode_header(frames, max_frames, max_header)
+    event = _REQUEST_EVENTS.get(header.get("e"))  # type: ignore[arg-type]
+    if event is None:
+        raise ProtocolError(f"unknown request event {header.get('e')!r}")
     values = {}
     for attr, key, kind in _REQUEST_FIELDS[event]:
         if key not in header:
@@ -239,9 +244,13 @@ def encode_reply(reply: Reply, buffer_reply: bool = False) -> list:
     return framing.encode(header)
 
 
-def decode_reply(frames: Sequence, **limits: int) -> Reply:
+def decode_reply(
+    frames: Sequence,
+    max_frames: int = framing.MAX_FRAMES,
+    max_header: int = framing.MAX_HEADER_SIZE,
+) -> Reply:
     """Parse the frames of a reply (after the empty delimiter frame)."""
-    header = _decode_header(frames, **limits)
+    header = _decode_header(frames, max_frames, max_header)
     request_id, ok = header.get("i"), header.get("ok")
     if type(request_id) is not int or type(ok) is not bool:
         raise ProtocolError("reply needs an int request id and a bool 'ok'")
@@ -270,9 +279,13 @@ def encode_signal(emission: SignalEmission) -> list:
     )
 
 
-def decode_signal(frames: Sequence, **limits: int) -> SignalEmission:
+def decode_signal(
+    frames: Sequence,
+    max_frames: int = framing.MAX_FRAMES,
+    max_header: int = framing.MAX_HEADER_SIZE,
+) -> SignalEmission:
     """Parse a published signal emission."""
-    header = _decode_header(frames, **limits)
+    header = _decode_header(frames, max_frames, max_header)
     if header.get("e") != RPCEvents.EMIT_SIGNAL:
         raise ProtocolError(f"expected a signal emission, got {header.get('e')!r}")
     name, args = header.get("s"), header.get("x")
@@ -293,9 +306,13 @@ def encode_registry(message: RegistryMessage) -> list:
     )
 
 
-def decode_registry(frames: Sequence, **limits: int) -> RegistryMessage:
+def decode_registry(
+    frames: Sequence,
+    max_frames: int = framing.MAX_FRAMES,
+    max_header: int = framing.MAX_HEADER_SIZE,
+) -> RegistryMessage:
     """Parse a registry message; unknown events raise :class:`ProtocolError`."""
-    header = _decode_header(frames, **limits)
+    header = _decode_header(frames, max_frames, max_header)
     try:
         event = RegistryEvents(header.get("e"))
     except ValueError:

@@ -6,10 +6,15 @@ loops that touches sockets; it knows nothing about methods or messages.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 import zmq
+
+from . import framing
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "SocketOptions",
@@ -22,6 +27,7 @@ __all__ = [
     "close_quietly",
     "send_frames",
     "recv_frames",
+    "IO_IMPLEMENTATION",
 ]
 
 # Plain ints: pyzmq's enum flags cost an enum operation per frame sent.
@@ -210,3 +216,15 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
         frame = recv(0, copy=False)
         frames.append(frame)
     return frames
+
+
+#: Which message I/O is live: "compiled" (framerpc._zmqio, libzmq called
+#: directly) or "pure" (the loops above). Follows framing.IMPLEMENTATION.
+IO_IMPLEMENTATION = "pure"
+if framing.IMPLEMENTATION == "compiled":
+    try:
+        from ._zmqio import recv_frames, send_frames  # type: ignore[no-redef]
+
+        IO_IMPLEMENTATION = "compiled"
+    except ImportError as exc:
+        _log.debug("compiled message I/O unavailable, using pure Python: %s", exc)

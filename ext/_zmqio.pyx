@@ -1,0 +1,222 @@
+# cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
+"""Compiled message I/O: ``send_frames`` / ``recv_frames`` of
+``framerpc.transport`` calling libzmq directly.
+
+pyzmq's Python-level wrappers cost a few microseconds per frame, several
+times what libzmq itself needs for a small RPC message. This module calls
+``zmq_send`` / ``zmq_msg_recv`` on the socket's own handle
+(``Socket.underlying``) with the GIL released. It does not link against
+libzmq: the functions are looked up in the libzmq that pyzmq already
+loaded (``dlopen`` of pyzmq's backend with ``RTLD_NOLOAD``, then
+``dlsym``), so both always use the same library. If they cannot be found
+the import fails and transport.py keeps its pure-Python loops.
+
+Frames of ``ZERO_COPY_MIN`` bytes or more are still sent through pyzmq's
+``send(copy=False)``, which owns the machinery that keeps a Python buffer
+alive until libzmq has sent it. Received frames are :class:`Frame`
+objects that own their message: no copy, freed when the last view goes.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release
+from cpython.buffer cimport PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+
+import zmq
+import zmq.backend.cython._zmq as _backend
+
+__all__ = ["Frame", "send_frames", "recv_frames", "ZERO_COPY_MIN"]
+
+cdef extern from "dlfcn.h" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    char *dlerror()
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+cdef extern from "errno.h":
+    int EAGAIN
+    int EINTR
+
+# libzmq's message: 64 opaque bytes, pointer-aligned (zmq.h).
+ctypedef struct zmq_msg_t:
+    void *_opaque[8]
+
+ctypedef int (*msg_init_t)(zmq_msg_t *) noexcept nogil
+ctypedef int (*msg_recv_t)(zmq_msg_t *, void *, int) noexcept nogil
+ctypedef int (*msg_close_t)(zmq_msg_t *) noexcept nogil
+ctypedef void *(*msg_data_t)(zmq_msg_t *) noexcept nogil
+ctypedef size_t (*msg_size_t)(const zmq_msg_t *) noexcept nogil
+ctypedef int (*msg_more_t)(const zmq_msg_t *) noexcept nogil
+ctypedef int (*send_t)(void *, const void *, size_t, int) noexcept nogil
+ctypedef int (*errno_t)() noexcept nogil
+
+cdef msg_init_t z_msg_init
+cdef msg_recv_t z_msg_recv
+cdef msg_close_t z_msg_close
+cdef msg_data_t z_msg_data
+cdef msg_size_t z_msg_size
+cdef msg_more_t z_msg_more
+cdef send_t z_send
+cdef errno_t z_errno
+
+cdef int SNDMORE = zmq.SNDMORE
+#: Frames of at least this many bytes are sent without a copy (pyzmq's
+#: own copy threshold: below it, copying is cheaper than tracking a buffer).
+ZERO_COPY_MIN = zmq.COPY_THRESHOLD
+cdef Py_ssize_t _zero_copy_min = ZERO_COPY_MIN
+
+
+cdef void *_symbol(void *lib, const char *name) except NULL:
+    cdef void *found = dlsym(lib, name)
+    if found == NULL:
+        raise ImportError(f"libzmq symbol {name.decode()} not found")
+    return found
+
+
+cdef _load():
+    global z_msg_init, z_msg_recv, z_msg_close, z_msg_data, z_msg_size
+    global z_msg_more, z_send, z_errno
+    path = _backend.__file__.encode()
+    cdef void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
+    if lib == NULL:
+        raise ImportError(f"cannot reach pyzmq's libzmq: {dlerror().decode()}")
+    z_msg_init = <msg_init_t>_symbol(lib, b"zmq_msg_init")
+    z_msg_recv = <msg_recv_t>_symbol(lib, b"zmq_msg_recv")
+    z_msg_close = <msg_close_t>_symbol(lib, b"zmq_msg_close")
+    z_msg_data = <msg_data_t>_symbol(lib, b"zmq_msg_data")
+    z_msg_size = <msg_size_t>_symbol(lib, b"zmq_msg_size")
+    z_msg_more = <msg_more_t>_symbol(lib, b"zmq_msg_more")
+    z_send = <send_t>_symbol(lib, b"zmq_send")
+    z_errno = <errno_t>_symbol(lib, b"zmq_errno")
+
+
+_load()
+
+
+cdef void *_handle(sock) except NULL:
+    cdef size_t address = sock.underlying
+    if address == 0:
+        raise zmq.ZMQError(zmq.ENOTSOCK)
+    return <void *>address
+
+
+cdef class Frame:
+    """One received message part; owns its libzmq message (no copy).
+
+    Supports the buffer protocol; ``buffer`` (a memoryview), ``bytes`` (a
+    copy) and ``more`` mirror :class:`zmq.Frame`.
+    """
+
+    cdef zmq_msg_t msg
+    cdef bint _open
+    cdef readonly bint more
+
+    def __cinit__(self):
+        z_msg_init(&self.msg)
+        self._open = True
+
+    def __dealloc__(self):
+        if self._open:
+            z_msg_close(&self.msg)
+
+    def __len__(self):
+        return z_msg_size(&self.msg)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, z_msg_data(&self.msg),
+                          z_msg_size(&self.msg), 0, flags)
+
+    @property
+    def buffer(self):
+        return memoryview(self)
+
+    @property
+    def bytes(self):
+        return PyBytes_FromStringAndSize(<char *>z_msg_data(&self.msg),
+                                         z_msg_size(&self.msg))
+
+    def __repr__(self):
+        return f"<framerpc Frame {z_msg_size(&self.msg)} B>"
+
+
+cdef _raise_zmq(int error):
+    if error == EAGAIN:
+        raise zmq.Again()
+    raise zmq.ZMQError(error)
+
+
+cdef int _send_copy(void *handle, const void *data, size_t size, int flags) except -1:
+    cdef int rc, error
+    while True:
+        with nogil:
+            rc = z_send(handle, data, size, flags)
+            error = z_errno() if rc < 0 else 0
+        if rc >= 0:
+            return 0
+        if error == EINTR:
+            PyErr_CheckSignals()
+            continue
+        _raise_zmq(error)
+
+
+def send_frames(sock, list frames, int flags=0):
+    """Send ``frames`` as one multipart message (see transport.send_frames)."""
+    cdef Py_ssize_t index, last = len(frames) - 1
+    cdef int part_flags
+    cdef Py_buffer view
+    cdef Frame frame
+    cdef void *handle = _handle(sock)
+    for index in range(last + 1):
+        item = frames[index]
+        if type(item) is not bytes and type(item) is not Frame:
+            try:
+                memoryview(item)
+            except TypeError:
+                raise TypeError(f"frame {index} ({type(item).__name__}) does not "
+                                "support the buffer protocol") from None
+    for index in range(last + 1):
+        part_flags = (SNDMORE if index < last else 0) | (flags if index == 0 else 0)
+        item = frames[index]
+        if type(item) is bytes:
+            _send_copy(handle, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item),
+                       part_flags)
+        elif type(item) is Frame:
+            frame = <Frame>item
+            _send_copy(handle, z_msg_data(&frame.msg), z_msg_size(&frame.msg),
+                       part_flags)
+        else:
+            PyObject_GetBuffer(item, &view, PyBUF_SIMPLE)
+            try:
+                if view.len < _zero_copy_min:
+                    _send_copy(handle, view.buf, view.len, part_flags)
+                else:
+                    sock.send(item, part_flags, copy=False)
+            finally:
+                PyBuffer_Release(&view)
+
+
+def recv_frames(sock, int flags=0):
+    """Receive one multipart message as a list of :class:`Frame`."""
+    cdef void *handle = _handle(sock)
+    cdef list frames = []
+    cdef Frame frame
+    cdef int rc, error
+    while True:
+        frame = Frame.__new__(Frame)
+        while True:
+            with nogil:
+                rc = z_msg_recv(&frame.msg, handle, flags)
+                error = z_errno() if rc < 0 else 0
+            if rc >= 0:
+                break
+            if error == EINTR:
+                PyErr_CheckSignals()
+                continue
+            _raise_zmq(error)
+        frame.more = z_msg_more(&frame.msg)
+        frames.append(frame)
+        if not frame.more:
+            return frames
+        flags = 0
