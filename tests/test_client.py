@@ -225,7 +225,8 @@ def test_numpy_scalars_arrive_as_python_scalars(tcp_camera, connect):
 
 # -- numpy arrays ---------------------------------------------------------------
 
-# 0-d, empty, small (inline in the header) and 4096+ bytes (own frame).
+# 0-d, empty, small (inline in the header) and, for wide dtypes, beyond
+# framing.INLINE_LIMIT (own frame).
 _SHAPES = [(), (0,), (3, 0), (7,), (3, 5), (2, 3, 4), (64, 64), (8, 40, 40)]
 
 

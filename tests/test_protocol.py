@@ -34,7 +34,7 @@ def test_request_round_trip(request_):
 
 
 def test_request_with_array_argument():
-    frame = np.arange(12000, dtype=np.uint16).reshape(40, 300)
+    frame = np.arange(40000, dtype=np.uint16).reshape(40, 1000)
     request = Request(RPCEvents.METHOD_CALL, 9, "show", [frame], {})
     frames = protocol.encode_request(request)
     assert len(frames) == 2 and frames[1] is frame

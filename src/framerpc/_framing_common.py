@@ -21,8 +21,11 @@ EXT_ARRAY = 2
 EXT_INLINE_ARRAY = 3
 
 #: Bytes-like values and arrays smaller than this (bytes) stay inside the
-#: header: below it, one more frame costs more than copying into msgpack.
-INLINE_LIMIT = 4096
+#: header. Measured (encode + send + receive + decode over inproc, both
+#: engines): inline is cheaper up to 16 KiB (compiled 2.6 us vs 3.7 us out
+#: of band), the two cross near 32 KiB, and at 64 KiB out of band wins
+#: (4.7 us vs 7.5 us). pyzmq's own copy threshold is 64 KiB.
+INLINE_LIMIT = 32 * 1024
 #: Default limits of ``decode``, checked before anything is allocated.
 MAX_FRAMES = 1024
 MAX_HEADER_SIZE = 16 * 1024 * 1024

@@ -207,7 +207,7 @@ def decode_request(
     header = _decode_header(frames, max_frames, max_header)
     event = _REQUEST_EVENTS.get(header.get("e"))  # type: ignore[arg-type]
     if event is None:
-        raise ProtocolError(f"unknown request event {header.get('e')!r}")
+        raise ProtocolError(f"unknown event {header.get('e')!r} for a request")
     values = {}
     for attr, key, kind in _REQUEST_FIELDS[event]:
         if key not in header:
