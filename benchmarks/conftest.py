@@ -18,8 +18,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import _peers
 import pytest
+
+from framerpc.bench import _peers
 
 RESULTS = pytest.StashKey[dict]()
 IMPLEMENTATIONS = pytest.StashKey[dict]()

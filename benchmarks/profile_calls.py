@@ -24,14 +24,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
-_SRC = _HERE.parent / "src"
+_SRC = Path(__file__).resolve().parent.parent / "src"
 if importlib.util.find_spec("framerpc") is None and (_SRC / "framerpc").is_dir():
-    sys.path.insert(0, str(_SRC))
+    sys.path.insert(0, str(_SRC))  # a source checkout without install
 
-import _peers  # noqa: E402
+from framerpc.bench import _peers  # noqa: E402
 
 __all__ = ["main"]
 

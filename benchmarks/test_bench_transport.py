@@ -14,9 +14,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import _peers
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
+
+from framerpc.bench import _peers
 
 SYSTEMS = ("raw", "framerpc")
 
