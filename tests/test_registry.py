@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 import zmq
+from conftest import wait_until
 
 from framerpc import framing, protocol, registry
 from framerpc.protocol import RegistryEvents, RegistryMessage
@@ -23,16 +24,6 @@ from framerpc.registry import (
     send_alive_check,
     unregister_device,
 )
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 3.0) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
 
 
 def inproc_url() -> str:
