@@ -26,6 +26,7 @@ from framerpc._framing_common import (
     check_key,
     encode_leaf,
     header_view,
+    pack_header,
     resolve_ext,
 )
 from framerpc.errors import ProtocolError
@@ -42,7 +43,7 @@ __all__ = [
     "decode",
 ]
 
-cdef object _packb = msgpack.packb
+cdef object _pack_header = pack_header
 cdef object _unpackb = msgpack.unpackb
 cdef object _check_key = check_key
 cdef object _encode_leaf = encode_leaf
@@ -102,7 +103,7 @@ def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
     """
     cdef list buffers = [None]
     packed = _walk(header, buffers, limit)
-    buffers[0] = _packb(packed)
+    buffers[0] = _pack_header(packed)
     return buffers
 
 

@@ -114,6 +114,15 @@ def encode_leaf(value: Any, buffers: list, limit: int, walk: Callable) -> Any:
     )
 
 
+def pack_header(packed: dict) -> bytes:
+    """msgpack bytes of a walked header; unpackable values raise
+    :class:`SerializationError` (a lone surrogate, an int beyond 64 bits)."""
+    try:
+        return msgpack.packb(packed)
+    except (UnicodeEncodeError, OverflowError, ValueError) as exc:
+        raise SerializationError(f"a value cannot be sent: {exc}") from exc
+
+
 def header_view(frames: Sequence, max_frames: int, max_header: int) -> Any:
     """Check the limits of a received message; return its header buffer."""
     if not frames:

@@ -44,6 +44,7 @@ from ._framing_common import (
     check_key,
     encode_leaf,
     header_view,
+    pack_header,
     resolve_ext,
 )
 from .errors import ProtocolError
@@ -115,7 +116,7 @@ def encode(header: dict, limit: int = INLINE_LIMIT) -> list:
     """
     buffers: list = [None]
     packed = _walk(header, buffers, limit)
-    buffers[0] = msgpack.packb(packed)
+    buffers[0] = pack_header(packed)
     return buffers
 
 

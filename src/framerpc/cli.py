@@ -1,4 +1,4 @@
-"""The ``framerpc`` command: demo, registry and device listing."""
+"""The ``framerpc`` command: demo, registry, device listing and CURVE keys."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
+    from . import sdnotify
     from .registry import DeviceRegistry
 
     context = zmq.Context()
@@ -31,11 +32,24 @@ def _registry(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     registry.start()
     print(f"registry listening at {registry.url} (Ctrl-C stops it)", flush=True)
-    stopped.wait()
+    # Under systemd (Type=notify, WatchdogSec=): ready now, then a watchdog
+    # kept alive only while the registry thread runs. A no-op otherwise.
+    sdnotify.ready()
+    watchdog = sdnotify.Watchdog()
+    # Wake at a quarter of the interval so no half-interval tick is missed.
+    wake_s = watchdog.period / 2 if watchdog.period is not None else None
+    status = 0
+    while not stopped.wait(wake_s if watchdog.enabled else None):
+        if not registry.is_alive():
+            print("error: the registry thread ended", file=sys.stderr)
+            status = 1
+            break
+        watchdog.tick()
+    sdnotify.stopping()
     registry.stop()
     registry.join(timeout=5)
     context.term()
-    return 0
+    return status
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -51,6 +65,25 @@ def _list(args: argparse.Namespace) -> int:
         context.destroy(linger=0)
     for name, (device_type, address) in sorted(devices.items()):
         print(f"{name}\t{device_type}\t{address}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from .security import generate_keys
+
+    try:
+        public_file, secret_file = generate_keys(
+            args.directory, args.name, overwrite=args.force
+        )
+    except (FileExistsError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"public key: {public_file}")
+    print(f"secret key: {secret_file}")
+    print(
+        f"give {public_file.name} to the peers that must trust this key; "
+        f"keep {secret_file.name} private"
+    )
     return 0
 
 
@@ -72,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("registry_url", help="e.g. tcp://127.0.0.1:5555")
     listing.add_argument("--timeout", type=int, default=1000, help="ms")
     listing.set_defaults(run=_list)
+
+    keys = commands.add_parser(
+        "keys", help="write a CURVE key pair (NAME.key, NAME.key_secret)"
+    )
+    keys.add_argument("directory", help="folder for the key files (created)")
+    keys.add_argument("--name", default="framerpc", help="file base name")
+    keys.add_argument("--force", action="store_true", help="replace existing keys")
+    keys.set_defaults(run=_keys)
     return parser
 
 

@@ -172,7 +172,8 @@ class RegistryMessage:
 def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
     header = framing.decode(frames, max_frames, max_header)
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    # type first: comparing an array (or True, 1.0) to an int is no check
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(
             f"unsupported protocol version {version!r} "
             f"(this side speaks {PROTOCOL_VERSION})"
@@ -205,7 +206,8 @@ def decode_request(
         The message is malformed; the text says which field is wrong.
     """
     header = _decode_header(frames, max_frames, max_header)
-    event = _REQUEST_EVENTS.get(header.get("e"))  # type: ignore[arg-type]
+    name = header.get("e")
+    event = _REQUEST_EVENTS.get(name) if type(name) is str else None
     if event is None:
         raise ProtocolError(f"unknown event {header.get('e')!r} for a request")
     values = {}
@@ -286,7 +288,8 @@ def decode_signal(
 ) -> SignalEmission:
     """Parse a published signal emission."""
     header = _decode_header(frames, max_frames, max_header)
-    if header.get("e") != RPCEvents.EMIT_SIGNAL:
+    name = header.get("e")
+    if type(name) is not str or name != RPCEvents.EMIT_SIGNAL:
         raise ProtocolError(f"expected a signal emission, got {header.get('e')!r}")
     name, args = header.get("s"), header.get("x")
     if type(name) is not str or type(args) is not list:
@@ -314,7 +317,8 @@ def decode_registry(
     """Parse a registry message; unknown events raise :class:`ProtocolError`."""
     header = _decode_header(frames, max_frames, max_header)
     try:
-        event = RegistryEvents(header.get("e"))
+        name = header.get("e")
+        event = RegistryEvents(name if type(name) is str else "")
     except ValueError:
         raise ProtocolError(f"unknown registry event {header.get('e')!r}") from None
     payload, request_id = header.get("pl", {}), header.get("i", 0)
