@@ -213,3 +213,12 @@ def test_registry_command_notifies_systemd():
                 messages.append(notify.recv(64))
         assert messages[-1:] == [b"STOPPING=1"]
         assert set(messages[:-1]) <= {b"WATCHDOG=1"}
+
+
+def test_bench_hands_its_arguments_to_the_runner(capsys):
+    from framerpc.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    assert "framerpc bench" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The ``framerpc`` command: demo, registry, device listing and CURVE keys."""
+"""The ``framerpc`` command: demo, registry, device listing, CURVE keys, bench."""
 
 from __future__ import annotations
 
@@ -113,11 +113,23 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--name", default="framerpc", help="file base name")
     keys.add_argument("--force", action="store_true", help="replace existing keys")
     keys.set_defaults(run=_keys)
+
+    # Listed for --help; main() hands its arguments to the runner untouched.
+    commands.add_parser(
+        "bench",
+        help="framerpc vs raw pyzmq side by side (bench --help)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``framerpc`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from .bench.run import main as bench
+
+        return bench(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     return args.run(args)
