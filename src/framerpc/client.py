@@ -4,6 +4,13 @@ Requests go out on a DEALER socket with an empty delimiter frame (so REP
 and ROUTER servers both answer) and a request id, so that a reply arriving
 after its call timed out is recognised and dropped instead of being
 returned to the next call.
+
+The client also speaks the older JSON protocol (:mod:`framerpc.legacy`) to
+servers in the field. By default it asks for the inventory in JSON, which
+both kinds of server answer; a framerpc server marks its answer, and the
+client then goes on natively. JSON messages carry no request id, so after a
+timeout the legacy mode replaces its socket: a late reply goes to the old
+socket and can never be returned to the next call.
 """
 
 from __future__ import annotations
@@ -18,11 +25,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import zmq
 
-from . import protocol, transport
+from . import legacy, protocol, transport
 from .errors import ProtocolError, RemoteError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents
@@ -41,6 +48,10 @@ _WAIT_SLICE_MS = 100
 _STOP_WAIT_MS = 1000
 #: Longest wait (ms) for the signal subscription handshake.
 _SYNC_WAIT_MS = 2000
+#: Values of the ``protocol`` argument of :class:`RPCClient`.
+_PROTOCOLS = ("auto", "native", "legacy")
+
+ProtocolChoice = Literal["auto", "native", "legacy"]
 
 
 class NoResult:
@@ -82,11 +93,21 @@ class RPCClient:
         The server's URL (``tcp://host:port``, ``ipc://...``, ``inproc://...``).
     timeout : int
         How long (ms) to wait for the server's inventory.
+    protocol : {"auto", "native", "legacy"}
+        Wire protocol. ``"auto"`` asks for the inventory in JSON, which
+        framerpc and older servers both answer, and then speaks framerpc's
+        native protocol to a framerpc server of the same protocol version
+        and the older JSON protocol to anything else. ``"native"`` and
+        ``"legacy"`` skip the detection.
+    options : SocketOptions, optional
+        Socket tuning.
 
     Raises
     ------
     TimeoutError
         The server did not answer within ``timeout`` ms.
+    ValueError
+        ``protocol`` is not one of the three choices.
 
     Attributes
     ----------
@@ -100,10 +121,18 @@ class RPCClient:
         This instance's signals, by name.
     _properties : list of str
         Remote property names.
+    _protocol : str
+        The protocol in use: ``"native"`` or ``"legacy"``.
 
     Notes
     -----
     One client may be used from several threads: calls are serialised.
+
+    With the older protocol, values travel as JSON (tuples arrive as lists,
+    bytes and arrays cannot be arguments), a buffer method's result arrives
+    as ``(read-only memoryview, info)`` and signals are received on the TCP
+    port the server gives (tcp:// URLs only). As with the older client,
+    an emission right after connecting may be missed.
     """
 
     def __init__(
@@ -112,8 +141,13 @@ class RPCClient:
         url: str,
         timeout: int = 1000,
         *,
+        protocol: ProtocolChoice = "auto",
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
     ) -> None:
+        if protocol not in _PROTOCOLS:
+            raise ValueError(
+                f"protocol must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}"
+            )
         self.context = context
         self.url = url
         self.name = ""
@@ -127,23 +161,31 @@ class RPCClient:
         self._signals: dict[str, RPCSignal] = {}
         self._properties: list[str] = []
         self._signal_receiver: RPCSignalReceiver | None = None
-        self.socket = transport.make_socket(context, zmq.DEALER, options)
+        self._options = options
+        # The inventory request of "auto" is JSON: start in legacy mode.
+        self._protocol = "native" if protocol == "native" else "legacy"
+        self.socket = self._make_socket()
         self._rcvtimeo = -1
         try:
             self.socket.connect(url)
-            self._load_inventory(options)
+            self._load_inventory(protocol == "auto")
         except BaseException:
             self.close()
             raise
 
     # -- set-up -----------------------------------------------------------
-    def _load_inventory(self, options: transport.SocketOptions) -> None:
+    def _load_inventory(self, detect: bool) -> None:
         reply = self._request(
             Request(RPCEvents.GET_INVENTORY, next(self._ids)), self._timeout
         )
         inventory = reply.value if reply.ok else None
         if type(inventory) is not dict:
             raise ProtocolError(f"server at {self.url} sent no inventory: {reply}")
+        if detect and legacy.is_framerpc_inventory(inventory):
+            self._protocol = "native"
+            with self._lock:
+                self._reset_socket()  # with the native socket options
+        _log.debug("speaking the %s protocol to %s", self._protocol, self.url)
         self.name = inventory.get("name", "")
         self._json_methods = dict(inventory.get("json_methods", {}))
         self._buffer_methods = dict(inventory.get("buffer_methods", {}))
@@ -151,13 +193,43 @@ class RPCClient:
         for name in inventory.get("signals", []):
             local = getattr(self, name, None)
             self._signals[name] = local if isinstance(local, RPCSignal) else RPCSignal()
-        if self._signals:
-            signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
-            self._signal_receiver = RPCSignalReceiver(
-                self.context, signal_url, self._signals, options=options
+        if not self._signals:
+            return
+        if self._protocol == "legacy":
+            self._start_legacy_signals()
+            return
+        signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
+        self._signal_receiver = RPCSignalReceiver(
+            self.context, signal_url, self._signals, options=self._options
+        )
+        self._signal_receiver.start()
+        self._sync_signals()
+
+    def _start_legacy_signals(self) -> None:
+        """Subscribe to an older server's JSON signals (tcp:// only)."""
+        reply = self._request(
+            Request(RPCEvents.INIT_SIGNALS_HANDLING, 0), self._timeout
+        )
+        kind, host, _ = transport.parse_url(self.url)
+        port = reply.value
+        if not reply.ok or kind != "tcp" or type(port) is not int:
+            _log.warning(
+                "no signals from %s: %s", self.url, reply.error or f"port {port!r}"
             )
-            self._signal_receiver.start()
-            self._sync_signals()
+            return
+        receiver = RPCSignalReceiver(
+            self.context,
+            f"tcp://{host}:{port}",
+            self._signals,
+            options=self._options,
+            confirm_connection=True,
+        )
+        self._signal_receiver = receiver
+        # No handshake exists in the older protocol: waiting for the
+        # connection narrows the window in which an emission is missed.
+        if not receiver.wait_connected(_SYNC_WAIT_MS):
+            _log.warning("signal connection to %s not confirmed", self.url)
+        receiver.start()
 
     def _sync_signals(self) -> None:
         """Wait until the subscription is live, so no emission is missed."""
@@ -199,7 +271,8 @@ class RPCClient:
         TypeError
             An argument cannot travel on the wire.
         """
-        if method_name in self._buffer_methods:
+        is_buffer = method_name in self._buffer_methods
+        if is_buffer:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
@@ -210,7 +283,7 @@ class RPCClient:
             list(params.get("args", ())),
             dict(params.get("kwargs", {})),
         )
-        reply = self._request(request, timeout)
+        reply = self._request(request, timeout, is_buffer)
         if not reply.ok:
             return False, (reply.error, reply.traceback)
         if reply.info is not None:
@@ -235,7 +308,11 @@ class RPCClient:
         if not reply.ok:
             raise RemoteError(reply.error, reply.traceback)
 
-    def _request(self, request: Request, timeout: int | None) -> Reply:
+    def _request(
+        self, request: Request, timeout: int | None, buffer_method: bool = False
+    ) -> Reply:
+        if self._protocol == "legacy":
+            return self._legacy_request(request, timeout, buffer_method)
         frames = protocol.encode_request(request)
         with self._lock:
             if self._closed:
@@ -243,6 +320,62 @@ class RPCClient:
             deadline = None if timeout is None else time.monotonic() + timeout / 1000
             self._send(frames, deadline)
             return self._receive(request.request_id, deadline)
+
+    def _legacy_request(
+        self, request: Request, timeout: int | None, buffer_method: bool
+    ) -> Reply:
+        """One JSON exchange; a malformed reply becomes a failed Reply."""
+        frame = legacy.encode_request(request)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"client of {self.url} is closed")
+            deadline = None if timeout is None else time.monotonic() + timeout / 1000
+            try:
+                self._send([frame], deadline)
+                frames = self._receive_legacy(deadline)
+            except TimeoutError:
+                # No request id: a late reply must land on a dead socket.
+                self._reset_socket()
+                raise
+        try:
+            return legacy.decode_reply(request, frames, buffer_method)
+        except ProtocolError as exc:
+            _log.warning("malformed JSON reply from %s: %s", self.url, exc)
+            return Reply(0, False, error=f"ProtocolError: {exc}")
+
+    def _receive_legacy(self, deadline: float | None) -> list:
+        sock = self.socket
+        while True:
+            wait = self._wait_ms(deadline)
+            if wait != self._rcvtimeo:
+                sock.setsockopt(zmq.RCVTIMEO, wait)
+                self._rcvtimeo = wait
+            try:
+                frames = transport.recv_frames(sock)
+            except zmq.Again:
+                self._check_deadline(deadline, "reply from")
+                continue
+            if len(frames) >= 2 and len(frames[0]) == 0:
+                return frames[1:]
+            _log.warning("dropped a reply without delimiter from %s", self.url)
+
+    def _make_socket(self) -> zmq.Socket:
+        sock = transport.make_socket(self.context, zmq.DEALER, self._options)
+        if self._protocol == "legacy":
+            # Like the older REQ client: with IMMEDIATE a reply not read yet
+            # is lost when the server closes the connection right after it
+            # (STOP_SERVER). Queuing for a server that is down does no harm
+            # here: a request that times out is dropped with its socket.
+            sock.setsockopt(zmq.IMMEDIATE, 0)
+        return sock
+
+    def _reset_socket(self) -> None:
+        """Replace the socket, dropping what it holds (caller holds the lock)."""
+        self.socket.setsockopt(zmq.LINGER, 0)
+        transport.close_quietly(self.socket)
+        self.socket = self._make_socket()
+        self._rcvtimeo = -1
+        self.socket.connect(self.url)
 
     def _send(self, frames: list, deadline: float | None) -> None:
         sock = self.socket

@@ -6,10 +6,17 @@ checking in. The module helpers (:func:`register_device` and friends) are
 the client side, and :class:`RegistryLink` keeps one server registered
 from inside its serve loop without ever blocking it.
 
-Only the native msgpack messages of :mod:`framerpc.protocol` travel here;
-the request logic lives in :meth:`DeviceRegistry._handle_request`, which
-takes and returns plain ``(event, payload)`` pairs so that a JSON front-end
-for the older protocol can reuse it.
+The registry answers both the native msgpack messages of
+:mod:`framerpc.protocol` and the JSON messages of the older protocol
+(:mod:`framerpc.legacy`), told apart by frame 0; the request logic lives
+once in :meth:`DeviceRegistry._handle_request`, which takes and returns
+plain ``(event, payload)`` pairs.
+
+The helpers and :class:`RegistryLink` send JSON, which framerpc and older
+registries both understand: a device works with either registry without
+configuration, and an older registry is never sent msgpack it cannot parse.
+JSON messages carry no request id, so each request uses a socket of its own
+(helpers) or one request is in flight per socket (link).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ import enum
 import itertools
 import logging
 import math
-import random
 import threading
 import time
 import uuid as uuid_mod
@@ -30,7 +36,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from . import protocol, transport
+from . import legacy, protocol, transport
 from .errors import ProtocolError
 from .protocol import RegistryEvents, RegistryMessage
 
@@ -61,6 +67,16 @@ _REGISTRY_OPTIONS = dataclasses.replace(
     transport.DEFAULT_OPTIONS, max_message_size=1 << 20
 )
 _WILDCARD_HOSTS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
+#: Requests answered in JSON: the older protocol's three, and LIST_DEVICES so
+#: that list_devices() gets a clean UNSUPPORTED from an older registry.
+_JSON_REQUESTS = frozenset(
+    {
+        RegistryEvents.REGISTER,
+        RegistryEvents.UNREGISTER,
+        RegistryEvents.CHECK_ALIVE,
+        RegistryEvents.LIST_DEVICES,
+    }
+)
 
 DeviceCallback = Callable[[str, str, str], Any]
 
@@ -317,6 +333,9 @@ class DeviceRegistry(threading.Thread):
             _log.warning("dropped a registry message without routing envelope")
             return
         envelope, body = split
+        if body and protocol.is_legacy_frame(body[0]):
+            self._process_json(envelope, body)
+            return
         try:
             message = protocol.decode_registry(body)
         except ProtocolError as exc:
@@ -339,6 +358,36 @@ class DeviceRegistry(threading.Thread):
             self._sock.send_multipart(
                 envelope + protocol.encode_registry(reply), zmq.NOBLOCK
             )
+        except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
+            _log.warning("could not send a registry reply: %s", exc)
+
+    def _process_json(self, envelope: list, body: list) -> None:
+        """Answer a JSON message as the older protocol's table says (plus
+        LIST_DEVICES); unknown events get exactly ``{"req_event": E}``."""
+        reply_event: RegistryEvents = RegistryEvents.UNSUPPORTED
+        try:
+            message = legacy.decode_registry(body)
+        except ProtocolError as exc:
+            _log.warning("malformed JSON registry message: %s", exc)
+            reply_payload: dict = {"req_event": legacy.peek_event(body[0])}
+        else:
+            event = message.event
+            if event not in _JSON_REQUESTS:
+                _log.warning("unsupported JSON registry event %s", event)
+                reply_payload = {"req_event": str(event)}
+            else:
+                try:
+                    reply_event, reply_payload = self._handle_request(
+                        event, message.payload
+                    )
+                except Exception as exc:
+                    _log.exception("registry failed on %s", event)
+                    reply_event, reply_payload = _unsupported(
+                        event, f"internal error: {type(exc).__name__}: {exc}"
+                    )
+        reply = legacy.encode_registry(RegistryMessage(reply_event, reply_payload))
+        try:
+            self._sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
             _log.warning("could not send a registry reply: %s", exc)
 
@@ -462,9 +511,6 @@ class DeviceRegistry(threading.Thread):
 
 
 # -- client side ------------------------------------------------------------
-# Request ids only need to differ between requests in flight; a random start
-# keeps two processes (or a restarted one) from reusing each other's ids.
-_request_ids = itertools.count(random.randrange(1, 1 << 30))
 
 
 def _close_now(sock: zmq.Socket | None) -> None:
@@ -474,9 +520,10 @@ def _close_now(sock: zmq.Socket | None) -> None:
         transport.close_quietly(sock)
 
 
-def _reply_body(frames: list) -> list:
+def _decode_reply(frames: list) -> RegistryMessage:
+    """The JSON registry reply in ``frames`` (envelope, if any, dropped)."""
     split = _split_envelope(frames)
-    return split[1] if split is not None else frames
+    return legacy.decode_registry(split[1] if split is not None else frames)
 
 
 def _exchange(
@@ -486,7 +533,10 @@ def _exchange(
     payload: dict,
     timeout: float,
 ) -> RegistryMessage:
-    """Send one request on a short-lived DEALER socket and return the reply.
+    """Send one JSON request on a short-lived DEALER socket; return the reply.
+
+    A fresh socket per request stands in for request ids: the first reply
+    it receives answers this request.
 
     Raises
     ------
@@ -501,8 +551,7 @@ def _exchange(
     def remaining_ms() -> int:
         return max(0, int((deadline - time.monotonic()) * 1000))
 
-    request_id = next(_request_ids)
-    frames = protocol.encode_registry(RegistryMessage(event, payload, request_id))
+    frame = legacy.encode_registry(RegistryMessage(event, payload))
     sock = transport.make_socket(context, zmq.DEALER)
     try:
         sock.connect(registry_url)
@@ -511,12 +560,9 @@ def _exchange(
         if not sock.poll(remaining_ms(), zmq.POLLOUT):
             raise TimeoutError(f"registry at {registry_url} is unreachable")
         # The empty delimiter makes REP and ROUTER registries both answer.
-        sock.send_multipart([b"", *frames], zmq.NOBLOCK)
-        while sock.poll(remaining_ms(), zmq.POLLIN):
-            reply = protocol.decode_registry(_reply_body(sock.recv_multipart()))
-            if reply.request_id == request_id:
-                return reply
-            _log.debug("ignored a registry reply to request %d", reply.request_id)
+        sock.send_multipart([b"", frame], zmq.NOBLOCK)
+        if sock.poll(remaining_ms(), zmq.POLLIN):
+            return _decode_reply(sock.recv_multipart())
         raise TimeoutError(
             f"registry at {registry_url} did not answer {event} within {timeout} ms"
         )
@@ -674,8 +720,16 @@ class RegistryLink:
     never blocks: it checks in every ``alive_timeout / 3`` seconds on a
     long-lived DEALER socket and reads answers without waiting. A registry
     that forgot the device (it restarted) gets a new REGISTER under the
-    current name; one that stays silent for 3 check-ins is reported gone
-    and the socket is recreated, and check-ins go on until it is back.
+    current name; one that stays silent for 3 check-ins is reported gone,
+    and check-ins go on until it is back.
+
+    Messages are JSON, understood by framerpc and older registries alike.
+    They carry no request id, so one request at most is in flight per
+    socket: the socket of an unanswered request is replaced before the
+    next one, and a late answer can never be taken for the next request's.
+    The first check-in comes within a third of the older registries'
+    default 20 s deadline, since they may ignore ``alive_timeout`` in
+    REGISTER.
 
     Parameters
     ----------
@@ -720,8 +774,9 @@ class RegistryLink:
         self.uuid: str | None = None
         self.interval = max(self.alive_timeout / 3, _MIN_INTERVAL)
         self._sock: zmq.Socket | None = None
-        self._pending: int | None = None  # id of the request awaiting a reply
+        self._pending: RegistryEvents | None = None  # request awaiting a reply
         self._outbox: list | None = None  # its frames, until the socket takes them
+        self._sent_at = 0.0  # when the socket took them
         self._unanswered = 0
         self._next_check = 0.0
         self._closed = False
@@ -747,7 +802,7 @@ class RegistryLink:
             timeout=timeout,
         )
         self._pending, self._outbox, self._unanswered = None, None, 0
-        self._next_check = time.monotonic() + self.interval
+        self._next_check = time.monotonic() + self._first_check_delay()
         return self.name, self.uuid
 
     def tick(self, now: float | None = None) -> None:
@@ -767,6 +822,8 @@ class RegistryLink:
             self._flush()
             if now < self._next_check:
                 return
+            if self._pending is not None and now - self._sent_at < self.interval:
+                return  # it went out late (connecting): give it its full time
             self._next_check = now + self.interval
             if self._pending is not None:
                 self._count_unanswered()
@@ -816,9 +873,9 @@ class RegistryLink:
         self._sock = None
 
     def _send(self, event: RegistryEvents, payload: dict) -> None:
-        self._pending = next(_request_ids)
-        message = RegistryMessage(event, payload, self._pending)
-        self._outbox = [b"", *protocol.encode_registry(message)]
+        self._pending = event
+        message = RegistryMessage(event, payload)
+        self._outbox = [b"", legacy.encode_registry(message)]
         self._flush()
 
     def _flush(self) -> None:
@@ -830,8 +887,10 @@ class RegistryLink:
         except zmq.Again:
             return  # not connected yet (IMMEDIATE): retried next tick
         self._outbox = None
+        self._sent_at = time.monotonic()
 
     def _count_unanswered(self) -> None:
+        sent = self._outbox is None
         self._pending, self._outbox = None, None
         self._unanswered += 1
         if self._unanswered == _MAX_UNANSWERED:
@@ -840,8 +899,11 @@ class RegistryLink:
                 self.registry_url,
                 self._unanswered,
             )
-        # Not at every turn: a fresh socket needs time to connect.
-        if self._unanswered % _MAX_UNANSWERED == 0:
+        # A request that went out may still be answered: only a new socket
+        # cannot receive that late answer. One never sent (not connected)
+        # needs none, but now and then a fresh socket reconnects where the
+        # transport would not (inproc); not every time, as connecting takes time.
+        if sent or self._unanswered % _MAX_UNANSWERED == 0:
             self._reset_socket()
 
     def _read_replies(self) -> None:
@@ -849,18 +911,21 @@ class RegistryLink:
         while sock is not None and sock.poll(0, zmq.POLLIN):
             frames = sock.recv_multipart(zmq.NOBLOCK)
             try:
-                reply = protocol.decode_registry(_reply_body(frames))
+                reply = _decode_reply(frames)
             except ProtocolError as exc:
                 _log.warning("malformed reply from the registry: %s", exc)
                 continue
-            if self._pending is None or reply.request_id != self._pending:
-                _log.debug("ignored a stale registry reply (%d)", reply.request_id)
+            if self._pending is None:
+                _log.debug("ignored an unexpected registry reply (%s)", reply.event)
                 continue
             self._pending = None
             if self._unanswered >= _MAX_UNANSWERED:
                 _log.info("registry at %s answers again", self.registry_url)
             self._unanswered = 0
             self._on_reply(reply)
+
+    def _first_check_delay(self) -> float:
+        return min(self.interval, DEFAULT_ALIVE_TIMEOUT / 3)
 
     def _on_reply(self, reply: RegistryMessage) -> None:
         payload = reply.payload
@@ -887,6 +952,9 @@ class RegistryLink:
                 else:
                     _log.info("registered again as %r", name)
                 self.name, self.uuid = name, device_uuid
+                self._next_check = min(
+                    self._next_check, time.monotonic() + self._first_check_delay()
+                )
             else:
                 _log.warning("malformed REGISTER_ACK: %r", payload)
         elif reply.event is RegistryEvents.UNSUPPORTED:

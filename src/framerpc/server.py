@@ -5,6 +5,12 @@ ROUTER socket, dispatches them to the decorated methods and replies with
 the same routing envelope, so REQ and DEALER clients are both served and a
 bad message never breaks the socket's state. Signals go out on a PUB
 socket from whichever thread emits them.
+
+Clients of the older JSON protocol (see :mod:`framerpc.legacy`) are served
+on the same socket: a frame 0 starting with ``{`` takes the JSON branch.
+Their signals go out as JSON on a second PUB socket, bound at the first
+JSON INIT_SIGNALS_HANDLING: native subscribers never see JSON (nor pay for
+encoding it) and older subscribers never see msgpack.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import msgpack
 import numpy as np
 import zmq
 
-from . import protocol, transport
-from .errors import ProtocolError
+from . import legacy, protocol, transport
+from .errors import ProtocolError, SerializationError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents, SignalEmission
 from .signal import RPCSignal
@@ -101,6 +107,7 @@ class RPCServer:
     ) -> None:
         self.context = context
         self.alive_timeout = alive_timeout
+        self._options = options
         self.uuid: str | None = None
         self.name = ""
         self.registry_addr = ""
@@ -116,6 +123,9 @@ class RPCServer:
         self._signal_lock = threading.Lock()
         self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
         self._signal_socket: zmq.Socket | None = None
+        # JSON signals for older clients: bound on their first request.
+        self._legacy_signal_socket: zmq.Socket | None = None
+        self._legacy_signal_port: int | None = None
         try:
             self.url, self.port = transport.bind(self._socket, url)
             self._signal_socket = transport.make_socket(context, zmq.PUB, options)
@@ -328,6 +338,7 @@ class RPCServer:
         transport.close_quietly(self._socket)
         with self._signal_lock:
             transport.close_quietly(self._signal_socket)
+            transport.close_quietly(self._legacy_signal_socket)
 
     def _handle(self, frames: list) -> None:
         split = next(
@@ -342,10 +353,7 @@ class RPCServer:
             _log.warning("dropped a message without body")
             return
         if protocol.is_legacy_frame(body[0].buffer):
-            self._send(
-                envelope,
-                [b'{"success": false, "error": "JSON protocol not supported"}'],
-            )
+            self._handle_legacy(envelope, body)
             return
         try:
             request = protocol.decode_request(body)
@@ -377,7 +385,79 @@ class RPCServer:
                 reply = Reply(request_id, False, error=error)
                 self._send(envelope, protocol.encode_reply(reply))
 
+    def _handle_legacy(self, envelope: list, body: list) -> None:
+        """Answer a request of the older JSON protocol, as its tables say."""
+        try:
+            request = legacy.decode_request(body)
+        except ProtocolError as exc:
+            _log.warning("malformed JSON request: %s", exc)
+            self._send(envelope, legacy.encode_error(f"ProtocolError: {exc}"))
+            return
+        event = request.event
+        if event is RPCEvents.GET_INVENTORY:
+            frames = legacy.encode_inventory(self._inventory())
+        elif event is RPCEvents.INIT_SIGNALS_HANDLING:
+            try:
+                frames = legacy.encode_signal_port(self._start_legacy_signals())
+            except _NoSignalPort as exc:
+                frames = legacy.encode_error(str(exc))
+        elif (
+            event is RPCEvents.METHOD_CALL
+            and request.method not in self._json_methods
+            and request.method not in self._buffer_methods
+        ):
+            frames = legacy.method_not_implemented(request.method)
+        else:
+            reply, is_buffer = self._execute(request)
+            frames = legacy.encode_reply(event, reply, is_buffer)
+        self._send(envelope, frames)
+        if event is RPCEvents.STOP_SERVER and self._stop_at is None:
+            self._stop_at = time.monotonic() + _STOP_GRACE_S
+
+    def _start_legacy_signals(self) -> int:
+        """TCP port of the JSON signal socket, bound at the first call.
+
+        Raises
+        ------
+        _NoSignalPort
+            The server is not on TCP (the older protocol describes the
+            signal socket by a port only) or the port cannot be bound.
+        """
+        with self._signal_lock:
+            if self._legacy_signal_port is not None:
+                return self._legacy_signal_port
+            if self._signal_port is None:
+                raise _NoSignalPort(
+                    f"signals of a server at {self.url} have no TCP port; "
+                    "connect with framerpc's native protocol"
+                )
+            sock = transport.make_socket(self.context, zmq.PUB, self._options)
+            sock.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
+            try:
+                _, port = transport.bind(sock, transport.derive_endpoint(self.url, ""))
+            except zmq.ZMQError as exc:
+                transport.close_quietly(sock)
+                _log.warning("cannot bind the JSON signal socket: %s", exc)
+                raise _NoSignalPort(f"cannot bind a signal socket: {exc}") from exc
+            self._legacy_signal_socket, self._legacy_signal_port = sock, port
+            return port
+
     def _dispatch(self, request: Request) -> list:
+        reply, is_buffer = self._execute(request)
+        try:
+            return protocol.encode_reply(reply, is_buffer)
+        except Exception as exc:  # a result msgpack cannot carry
+            _log.info("%s %s: %r", request.event, request.method or request.name, exc)
+            failed = Reply(
+                request.request_id,
+                False,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
+            return protocol.encode_reply(failed)
+
+    def _execute(self, request: Request) -> tuple[Reply, bool]:
+        """Run ``request``; returns the reply and whether it is a buffer's."""
         rid, event = request.request_id, request.event
         is_buffer = False
         try:
@@ -398,19 +478,18 @@ class RPCServer:
                 value, info = self._inventory(), None
             else:  # STOP_SERVER
                 value, info = None, None
-            return protocol.encode_reply(Reply(rid, True, value, info), is_buffer)
+            return Reply(rid, True, value, info), is_buffer
         except _NotFound as exc:
-            return protocol.encode_reply(Reply(rid, False, error=str(exc)))
+            return Reply(rid, False, error=str(exc)), False
         except Exception as exc:
             _log.info("%s %s raised %r", event, request.method or request.name, exc)
-            return protocol.encode_reply(
-                Reply(
-                    rid,
-                    False,
-                    error=f"{type(exc).__name__}: {exc}",
-                    traceback=traceback.format_exc(),
-                )
+            reply = Reply(
+                rid,
+                False,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
             )
+            return reply, False
 
     def _call(self, request: Request) -> tuple[Any, dict | None]:
         name = request.method
@@ -446,6 +525,10 @@ class RPCServer:
                 transport.send_frames(sock, frames, zmq.NOBLOCK)
             except zmq.Again:  # a slow subscriber's queue is full: PUB drops
                 _log.debug("signal %s dropped by a full queue", name)
+            # None until an older client asks for signals: no JSON cost before.
+            legacy_sock = self._legacy_signal_socket
+            if legacy_sock is not None and name:
+                _publish_json_signal(legacy_sock, name, args)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
@@ -453,6 +536,23 @@ class RPCServer:
 
 class _NotFound(LookupError):
     """An unknown method or property: a plain error reply, no traceback."""
+
+
+class _NoSignalPort(RuntimeError):
+    """JSON signals cannot be offered; the message says why."""
+
+
+def _publish_json_signal(sock: zmq.Socket, name: str, args: tuple) -> None:
+    """Publish one emission to older subscribers (caller holds the lock)."""
+    try:
+        frame = legacy.encode_signal(SignalEmission(name, list(args)))
+    except SerializationError as exc:
+        _log.warning("signal %s not sent to JSON subscribers: %s", name, exc)
+        return
+    try:
+        sock.send(frame, zmq.NOBLOCK)
+    except zmq.Again:
+        _log.debug("JSON signal %s dropped by a full queue", name)
 
 
 def _describe(value: Any) -> str:

@@ -3,15 +3,15 @@ local :class:`~framerpc.RPCSignal` emissions."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
-from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from . import protocol, transport
+from . import legacy, protocol, transport
 from .errors import ProtocolError
 from .signal import RPCSignal
 
@@ -33,6 +33,11 @@ class RPCSignalReceiver(threading.Thread):
         The server's signal endpoint (``signal_url`` of its inventory).
     signals : dict of str to RPCSignal
         Local signals to emit, by remote signal name.
+    options : SocketOptions, optional
+        Socket tuning.
+    confirm_connection : bool
+        Watch the connection so that :meth:`wait_connected` can tell when
+        it is up (for publishers without the native handshake).
 
     Notes
     -----
@@ -40,7 +45,8 @@ class RPCSignalReceiver(threading.Thread):
     not stop the receiver. Arguments are checked against the signal's
     types with coercion, so a ``tuple[int, str]`` argument that travelled as
     a list arrives as a tuple; arguments that fail the check are logged and
-    emitted as received.
+    emitted as received. Native (msgpack) and older JSON emissions are
+    both understood.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class RPCSignalReceiver(threading.Thread):
         signals: Mapping[str, RPCSignal],
         *,
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+        confirm_connection: bool = False,
     ) -> None:
         super().__init__(name=f"RPCSignalReceiver({url})", daemon=True)
         self.context = context
@@ -59,10 +66,16 @@ class RPCSignalReceiver(threading.Thread):
         self._tokens: dict[str, threading.Event] = {}
         self._tokens_lock = threading.Lock()
         self.socket = transport.make_socket(context, zmq.SUB, options)
+        self._monitor: zmq.Socket | None = None
         try:
             self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+            if confirm_connection:  # before connect(), not to miss the event
+                self._monitor = self.socket.get_monitor_socket(
+                    zmq.EVENT_HANDSHAKE_SUCCEEDED
+                )
             self.socket.connect(url)
         except BaseException:
+            self._close_monitor()
             self.socket.close()
             raise
 
@@ -82,13 +95,55 @@ class RPCSignalReceiver(threading.Thread):
             if not self._stop_flag.is_set():
                 _log.error("signal receiver for %s failed: %s", self.url, exc)
         finally:
+            self._close_monitor()  # confirm_connection without wait_connected
             transport.close_quietly(sock)
 
     def stop(self) -> None:
         """Ask the thread to stop; it closes its socket within 0.1 s."""
         self._stop_flag.set()
         if self.ident is None:  # never started: nobody else will close it
+            self._close_monitor()
             transport.close_quietly(self.socket)
+
+    def wait_connected(self, timeout_ms: int) -> bool:
+        """Before :meth:`start`: wait until the publisher connection is up.
+
+        Needs ``confirm_connection=True``; for publishers without the native
+        handshake. The subscription is sent right after the connection
+        handshake, so an emission published once this returned True is
+        received but for a race of about a network round trip.
+
+        Returns
+        -------
+        bool
+            Whether the connection handshake completed within ``timeout_ms``.
+
+        Raises
+        ------
+        RuntimeError
+            The receiver was started or made without ``confirm_connection``.
+        """
+        if self._monitor is None or self.ident is not None:
+            raise RuntimeError("wait_connected needs confirm_connection, before start")
+        deadline = time.monotonic() + timeout_ms / 1000
+        try:
+            while True:
+                wait = int((deadline - time.monotonic()) * 1000)
+                if wait <= 0 or not self._monitor.poll(wait):
+                    return False
+                event = recv_monitor_message(self._monitor)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return True
+        finally:
+            self._close_monitor()
+
+    def _close_monitor(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            # Called only by the thread that owns the SUB socket: the maker
+            # before start(), else the receiver thread.
+            self.socket.disable_monitor()
+            transport.close_quietly(monitor)
 
     def forget_token(self, token: str) -> None:
         """Stop waiting for ``token`` (the handshake is over)."""
@@ -102,10 +157,10 @@ class RPCSignalReceiver(threading.Thread):
 
     def _dispatch(self, frames: list) -> None:
         if protocol.is_legacy_frame(frames[0].buffer):
-            name, args = _decode_json_emission(frames[0].bytes)
+            emission = legacy.decode_signal(frames[0])
         else:
             emission = protocol.decode_signal(frames)
-            name, args = emission.name, emission.args
+        name, args = emission.name, emission.args
         if name == protocol.SYNC_SIGNAL:
             if args and type(args[0]) is str:
                 # Other clients' tokens arrive too: only ours are awaited.
@@ -126,19 +181,3 @@ class RPCSignalReceiver(threading.Thread):
             signal.emit(*args)
         except Exception:
             _log.exception("a listener of signal %s raised", name)
-
-
-def _decode_json_emission(data: bytes) -> tuple[str, list]:
-    """Emission published by a server of the older JSON protocol."""
-    try:
-        message: Any = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
-        raise ProtocolError(f"signal frame is not JSON: {exc}") from exc
-    if (
-        type(message) is not dict
-        or message.get("event") != protocol.RPCEvents.EMIT_SIGNAL
-        or type(message.get("signal")) is not str
-        or type(message.get("args", [])) is not list
-    ):
-        raise ProtocolError("JSON signal message needs event, signal and args")
-    return message["signal"], message.get("args", [])
