@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import inspect
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -444,3 +445,56 @@ def test_stop_server_with_the_server_gone_returns_false(ctx, connect):
         thread.join(timeout=5)
     # Generous bound, only to catch a hang: the documented wait is ~1 s.
     assert finishes_within(5, proxy.stop_server) is False
+
+
+# -- server restarts ------------------------------------------------------------
+
+
+def _bind_again(ctx, url: str) -> CameraServer:
+    """A new server on the URL of one that just stopped (the OS may need a
+    moment to release the port)."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return CameraServer(ctx, url)
+        except zmq.ZMQError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ipc"])
+def test_proxy_follows_a_server_restarted_on_the_same_url(ctx, connect, tmp_path, kind):
+    """Calls reach the new server, and signals too: it bound a new signal
+    socket, which the proxy's receiver finds through a fresh inventory."""
+    address = "tcp://127.0.0.1" if kind == "tcp" else f"ipc://{tmp_path}/cam.sock"
+    first = CameraServer(ctx, address)
+    thread = threading.Thread(target=first.serve_forever, daemon=True)
+    thread.start()
+    proxy = connect(first.url)
+    got: list = []
+    proxy.frame_ready.connect(got.append)
+    first.stop_server()
+    thread.join(timeout=5)
+
+    second = _bind_again(ctx, first.url)
+    thread = threading.Thread(target=second.serve_forever, daemon=True)
+    thread.start()
+    try:
+
+        def answers() -> bool:
+            try:
+                return proxy.echo("back") == "back"
+            except TimeoutError:
+                return False
+
+        assert wait_until(answers, timeout=10)
+
+        def delivered() -> bool:
+            second.frame_ready.emit(42)
+            return 42 in got
+
+        assert wait_until(delivered, timeout=10)
+    finally:
+        second.stop_server()
+        thread.join(timeout=5)

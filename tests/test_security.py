@@ -4,6 +4,7 @@ the shared ZAP authenticator deciding which clients a ROUTER or PUB answers.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import stat
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from conftest import wait_until
 
 from framerpc import security
 from framerpc.security import (
@@ -388,3 +390,63 @@ def test_settings_are_frozen_and_hide_the_secret(keys):
         settings.secret_key = b"x" * 40  # type: ignore[misc]
     assert settings.secret_key.decode() not in repr(settings)
     assert "hidden" in repr(settings)
+
+
+# -- wired into servers, clients, signals and the registry -------------------------
+
+
+def _secured(settings: Security):
+    from framerpc.transport import DEFAULT_OPTIONS
+
+    return dataclasses.replace(DEFAULT_OPTIONS, security=settings)
+
+
+def test_rpc_server_accepts_an_allowed_client_and_its_signals(ctx, keys, serve):
+    from devices import CameraProxy, CameraServer
+
+    server = serve(
+        CameraServer(ctx, "tcp://127.0.0.1", options=_secured(keys.server()))
+    )
+    options = _secured(keys.for_client(keys.alice_secret))
+    with CameraProxy(ctx, server.url, options=options) as proxy:
+        assert proxy.echo("secret") == "secret"
+        got: list = []
+        proxy.frame_ready.connect(got.append)
+        server.frame_ready.emit(7)
+        assert wait_until(lambda: got == [7])
+
+
+@pytest.mark.parametrize("who", ["stranger", "no keys"])
+def test_rpc_server_refuses_other_clients(ctx, keys, serve, who):
+    from devices import CameraProxy, CameraServer
+
+    server = serve(
+        CameraServer(ctx, "tcp://127.0.0.1", options=_secured(keys.server()))
+    )
+    options = (
+        _secured(keys.for_client(keys.mallory_secret)) if who == "stranger" else None
+    )
+    kwargs = {"options": options} if options else {}
+    with pytest.raises(TimeoutError):
+        CameraProxy(ctx, server.url, timeout=REFUSED_WAIT_MS, **kwargs)
+
+
+def test_registry_and_its_helpers_accept_the_same_settings(ctx, keys):
+    from framerpc.registry import DeviceRegistry, list_devices, register_device
+
+    registry = DeviceRegistry(ctx, "127.0.0.1", port=None, security=keys.server())
+    registry.start()
+    try:
+        alice = keys.for_client(keys.alice_secret)
+        accepted = register_device(
+            ctx, registry.url, "camera", "tcp://127.0.0.1:1", "cam", security=alice
+        )
+        assert accepted[0] == "cam"
+        assert list_devices(ctx, registry.url, security=alice) == {
+            "cam": ("camera", "tcp://127.0.0.1:1")
+        }
+        with pytest.raises(TimeoutError):
+            list_devices(ctx, registry.url, timeout=REFUSED_WAIT_MS)
+    finally:
+        registry.stop()
+        registry.join(timeout=5)

@@ -419,3 +419,25 @@ def test_server_name_follows_a_re_registration(ctx, serve):
         server.stop_server()
         second.stop()
         second.join(timeout=5)
+
+
+def test_server_notifies_systemd_when_run_under_it(ctx, serve, tmp_path, monkeypatch):
+    import os
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify")
+    listener.bind(path)
+    listener.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # 0.2 s: a ping every 0.1 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    try:
+        server = serve(CameraServer(ctx, "inproc://under-systemd"))
+        seen = [listener.recv(64) for _ in range(3)]
+        assert seen[0] == b"READY=1" and seen[1:] == [b"WATCHDOG=1"] * 2
+        server.stop_server()
+        while listener.recv(64) != b"STOPPING=1":
+            pass
+    finally:
+        listener.close()

@@ -186,10 +186,7 @@ class RPCClient:
             with self._lock:
                 self._reset_socket()  # with the native socket options
         _log.debug("speaking the %s protocol to %s", self._protocol, self.url)
-        self.name = inventory.get("name", "")
-        self._json_methods = dict(inventory.get("json_methods", {}))
-        self._buffer_methods = dict(inventory.get("buffer_methods", {}))
-        self._properties = list(inventory.get("properties", []))
+        self._apply_inventory(inventory)
         for name in inventory.get("signals", []):
             local = getattr(self, name, None)
             self._signals[name] = local if isinstance(local, RPCSignal) else RPCSignal()
@@ -199,11 +196,45 @@ class RPCClient:
             self._start_legacy_signals()
             return
         signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
+        # A restarted server binds a new signal port: the receiver watches
+        # our connection and follows (inproc servers cannot restart apart).
+        monitor = None
+        if not self.url.startswith("inproc://"):
+            monitor = self.socket.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            )
         self._signal_receiver = RPCSignalReceiver(
-            self.context, signal_url, self._signals, options=self._options
+            self.context,
+            signal_url,
+            self._signals,
+            options=self._options,
+            server_monitor=monitor,
+            on_reconnect=self._reload_inventory,
         )
         self._signal_receiver.start()
         self._sync_signals()
+
+    def _reload_inventory(self) -> str | None:
+        """After a server restart: read its inventory again; return the
+        URL of its (new) signal socket, or None when it does not answer."""
+        try:
+            reply = self._request(
+                Request(RPCEvents.GET_INVENTORY, next(self._ids)), self._timeout
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            _log.warning("inventory of restarted %s: %s", self.url, exc)
+            return None
+        inventory = reply.value if reply.ok else None
+        if type(inventory) is not dict or "signal_url" not in inventory:
+            return None
+        self._apply_inventory(inventory)
+        return transport.connect_url_for(self.url, inventory["signal_url"])
+
+    def _apply_inventory(self, inventory: dict) -> None:
+        self.name = inventory.get("name", "")
+        self._json_methods = dict(inventory.get("json_methods", {}))
+        self._buffer_methods = dict(inventory.get("buffer_methods", {}))
+        self._properties = list(inventory.get("properties", []))
 
     def _start_legacy_signals(self) -> None:
         """Subscribe to an older server's JSON signals (tcp:// only)."""

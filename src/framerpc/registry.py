@@ -39,6 +39,7 @@ import zmq
 from . import legacy, protocol, transport
 from .errors import ProtocolError
 from .protocol import RegistryEvents, RegistryMessage
+from .security import Security
 
 __all__ = [
     "AliveCheckState",
@@ -213,6 +214,7 @@ class DeviceRegistry(threading.Thread):
         *,
         default_alive_timeout: float = DEFAULT_ALIVE_TIMEOUT,
         poll_interval: float = 0.1,
+        security: Security | None = None,
     ) -> None:
         super().__init__(name="framerpc-registry", daemon=True)
         self.context = context
@@ -225,9 +227,8 @@ class DeviceRegistry(threading.Thread):
             bind_url = f"tcp://{addr}:{port}"
         self._default_alive_timeout = float(default_alive_timeout)
         self._poll_ms = max(1, int(min(poll_interval, 0.1) * 1000))
-        self._sock = transport.make_socket(
-            context, zmq.ROUTER, _REGISTRY_OPTIONS, server=True
-        )
+        options = dataclasses.replace(_REGISTRY_OPTIONS, security=security)
+        self._sock = transport.make_socket(context, zmq.ROUTER, options, server=True)
         try:
             self.endpoint, self.port = transport.bind(self._sock, bind_url)
         except BaseException:
@@ -526,12 +527,19 @@ def _decode_reply(frames: list) -> RegistryMessage:
     return legacy.decode_registry(split[1] if split is not None else frames)
 
 
+def _client_options(security: Security | None) -> transport.SocketOptions:
+    if security is None:
+        return transport.DEFAULT_OPTIONS
+    return dataclasses.replace(transport.DEFAULT_OPTIONS, security=security)
+
+
 def _exchange(
     context: zmq.Context,
     registry_url: str,
     event: RegistryEvents,
     payload: dict,
     timeout: float,
+    security: Security | None = None,
 ) -> RegistryMessage:
     """Send one JSON request on a short-lived DEALER socket; return the reply.
 
@@ -552,7 +560,7 @@ def _exchange(
         return max(0, int((deadline - time.monotonic()) * 1000))
 
     frame = legacy.encode_registry(RegistryMessage(event, payload))
-    sock = transport.make_socket(context, zmq.DEALER)
+    sock = transport.make_socket(context, zmq.DEALER, _client_options(security))
     try:
         sock.connect(registry_url)
         # IMMEDIATE is set: a DEALER is writable only once connected, so an
@@ -600,6 +608,8 @@ def register_device(
     overwrite: bool = True,
     alive_timeout: float = 20,
     timeout: float = 1000,
+    *,
+    security: Security | None = None,
 ) -> tuple[str, str]:
     """Register a device with the registry at ``registry_url``.
 
@@ -639,7 +649,9 @@ def register_device(
         "overwrite": overwrite,
         "alive_timeout": alive_timeout,
     }
-    reply = _exchange(context, registry_url, RegistryEvents.REGISTER, payload, timeout)
+    reply = _exchange(
+        context, registry_url, RegistryEvents.REGISTER, payload, timeout, security
+    )
     body = _expect(reply, RegistryEvents.REGISTER_ACK)
     accepted, device_uuid = body.get("name"), body.get("uuid")
     if type(accepted) is not str or type(device_uuid) is not str:
@@ -648,7 +660,12 @@ def register_device(
 
 
 def unregister_device(
-    context: zmq.Context, registry_url: str, uuid: str, timeout: float = 1000
+    context: zmq.Context,
+    registry_url: str,
+    uuid: str,
+    timeout: float = 1000,
+    *,
+    security: Security | None = None,
 ) -> bool:
     """Remove the device ``uuid``; False when the registry did not know it.
 
@@ -660,7 +677,12 @@ def unregister_device(
         The registry refused the request (UNSUPPORTED).
     """
     reply = _exchange(
-        context, registry_url, RegistryEvents.UNREGISTER, {"uuid": uuid}, timeout
+        context,
+        registry_url,
+        RegistryEvents.UNREGISTER,
+        {"uuid": uuid},
+        timeout,
+        security,
     )
     return _ack_success(reply)
 
@@ -671,6 +693,8 @@ def send_alive_check(
     uuid: str,
     alive_timeout: float = 20,
     timeout: float = 1000,
+    *,
+    security: Security | None = None,
 ) -> AliveCheckState:
     """Check in for device ``uuid``: its deadline moves to now + ``alive_timeout``.
 
@@ -683,7 +707,12 @@ def send_alive_check(
     payload = {"uuid": uuid, "alive_timeout": alive_timeout}
     try:
         reply = _exchange(
-            context, registry_url, RegistryEvents.CHECK_ALIVE, payload, timeout
+            context,
+            registry_url,
+            RegistryEvents.CHECK_ALIVE,
+            payload,
+            timeout,
+            security,
         )
     except TimeoutError:
         return AliveCheckState.unreachable
@@ -691,7 +720,11 @@ def send_alive_check(
 
 
 def list_devices(
-    context: zmq.Context, registry_url: str, timeout: float = 1000
+    context: zmq.Context,
+    registry_url: str,
+    timeout: float = 1000,
+    *,
+    security: Security | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Return the registry's ``{name: (device_type, address)}``.
 
@@ -700,7 +733,9 @@ def list_devices(
     TimeoutError
         The registry did not answer within ``timeout`` ms.
     """
-    reply = _exchange(context, registry_url, RegistryEvents.LIST_DEVICES, {}, timeout)
+    reply = _exchange(
+        context, registry_url, RegistryEvents.LIST_DEVICES, {}, timeout, security
+    )
     devices = _expect(reply, RegistryEvents.DEVICES).get("devices")
     if type(devices) is not dict:
         raise ProtocolError("DEVICES needs a 'devices' map")
@@ -763,8 +798,11 @@ class RegistryLink:
         address: str,
         alive_timeout: float,
         overwrite: bool = True,
+        *,
+        security: Security | None = None,
     ) -> None:
         self.context = context
+        self.security = security
         self.registry_url = registry_url
         self.device_type = device_type
         self.name = name
@@ -800,6 +838,7 @@ class RegistryLink:
             overwrite=self.overwrite,
             alive_timeout=self.alive_timeout,
             timeout=timeout,
+            security=self.security,
         )
         self._pending, self._outbox, self._unanswered = None, None, 0
         self._next_check = time.monotonic() + self._first_check_delay()
@@ -847,7 +886,11 @@ class RegistryLink:
             return False
         try:
             return unregister_device(
-                self.context, self.registry_url, device_uuid, timeout=timeout
+                self.context,
+                self.registry_url,
+                device_uuid,
+                timeout=timeout,
+                security=self.security,
             )
         except (TimeoutError, RuntimeError, ProtocolError, zmq.ZMQError) as exc:
             _log.warning("could not unregister %r: %s", self.name, exc)
@@ -862,7 +905,8 @@ class RegistryLink:
     # -- internals ----------------------------------------------------------
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
-            self._sock = transport.make_socket(self.context, zmq.DEALER)
+            options = _client_options(self.security)
+            self._sock = transport.make_socket(self.context, zmq.DEALER, options)
             self._sock.connect(self.registry_url)
         return self._sock
 

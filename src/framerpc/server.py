@@ -27,7 +27,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from . import legacy, protocol, transport
+from . import legacy, protocol, sdnotify, transport
 from .errors import ProtocolError, SerializationError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents, SignalEmission
@@ -118,6 +118,8 @@ class RPCServer:
         self._discover()
         self._stop = threading.Event()
         self._stop_at: float | None = None  # set by a STOP_SERVER request
+        # systemd's watchdog when run under it (NOTIFY_SOCKET), else no-op
+        self._watchdog = sdnotify.Watchdog()
         self._serving = threading.Lock()
         self._dead = False
         self._signal_lock = threading.Lock()
@@ -128,7 +130,9 @@ class RPCServer:
         self._legacy_signal_port: int | None = None
         try:
             self.url, self.port = transport.bind(self._socket, url)
-            self._signal_socket = transport.make_socket(context, zmq.PUB, options)
+            self._signal_socket = transport.make_socket(
+                context, zmq.PUB, options, server=True
+            )
             self._signal_socket.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
             self._signal_url, self._signal_port = transport.bind(
                 self._signal_socket, transport.derive_endpoint(self.url, ".signals")
@@ -256,6 +260,7 @@ class RPCServer:
             self.url,
             self.alive_timeout,
             overwrite=overwrite,
+            security=self._options.security,
         )
         try:
             self.name, self.uuid = link.register()
@@ -292,6 +297,7 @@ class RPCServer:
                 _log.debug("serve_forever called on a stopped server")
                 return
             sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
+            sdnotify.ready()
             while not self._stop.is_set() and (
                 self._stop_at is None or time.monotonic() < self._stop_at
             ):
@@ -300,7 +306,11 @@ class RPCServer:
                 except zmq.Again:
                     frames = None
                 if frames is not None:
-                    self._handle(frames)
+                    try:
+                        self._handle(frames)
+                    except Exception:  # a bug here must not end serving
+                        _log.exception("unexpected error while handling a message")
+                self._watchdog.tick()
                 link = self._registry_link
                 if link is not None:
                     link.tick()
@@ -327,6 +337,7 @@ class RPCServer:
         if self._dead:
             return
         self._dead = True
+        sdnotify.stopping()
         try:
             self._unregister()
         except Exception:
@@ -431,7 +442,9 @@ class RPCServer:
                     f"signals of a server at {self.url} have no TCP port; "
                     "connect with framerpc's native protocol"
                 )
-            sock = transport.make_socket(self.context, zmq.PUB, self._options)
+            sock = transport.make_socket(
+                self.context, zmq.PUB, self._options, server=True
+            )
             sock.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
             try:
                 _, port = transport.bind(sock, transport.derive_endpoint(self.url, ""))

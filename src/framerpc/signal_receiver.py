@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -38,6 +38,12 @@ class RPCSignalReceiver(threading.Thread):
     confirm_connection : bool
         Watch the connection so that :meth:`wait_connected` can tell when
         it is up (for publishers without the native handshake).
+    server_monitor : zmq.Socket, optional
+        Monitor socket of the client's request socket (disconnect and
+        handshake events), owned by this thread from :meth:`start` on.
+    on_reconnect : callable, optional
+        Called in this thread when the server came back after a disconnect
+        (a restart); returns the signal URL to use from now on, or None.
 
     Notes
     -----
@@ -57,6 +63,8 @@ class RPCSignalReceiver(threading.Thread):
         *,
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
         confirm_connection: bool = False,
+        server_monitor: zmq.Socket | None = None,
+        on_reconnect: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(name=f"RPCSignalReceiver({url})", daemon=True)
         self.context = context
@@ -65,6 +73,9 @@ class RPCSignalReceiver(threading.Thread):
         self._stop_flag = threading.Event()
         self._tokens: dict[str, threading.Event] = {}
         self._tokens_lock = threading.Lock()
+        self._server_monitor = server_monitor
+        self._on_reconnect = on_reconnect
+        self._server_lost = False
         self.socket = transport.make_socket(context, zmq.SUB, options)
         self._monitor: zmq.Socket | None = None
         try:
@@ -76,26 +87,36 @@ class RPCSignalReceiver(threading.Thread):
             self.socket.connect(url)
         except BaseException:
             self._close_monitor()
-            self.socket.close()
+            transport.close_quietly(self.socket)
             raise
 
     def run(self) -> None:
         """Receive and dispatch emissions until :meth:`stop`."""
         sock = self.socket
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if self._server_monitor is not None:
+            poller.register(self._server_monitor, zmq.POLLIN)
         try:
             while not self._stop_flag.is_set():
-                if not sock.poll(_POLL_MS):
+                ready = dict(poller.poll(_POLL_MS))
+                if self._server_monitor in ready:
+                    self._watch_server()
+                if sock not in ready:
                     continue
                 frames = sock.recv_multipart(copy=False)
                 try:
                     self._dispatch(frames)
                 except ProtocolError as exc:
                     _log.warning("ignored a malformed signal message: %s", exc)
+                except Exception:  # a bug here must not silence the signals
+                    _log.exception("ignored a signal message that failed")
         except zmq.ZMQError as exc:
             if not self._stop_flag.is_set():
                 _log.error("signal receiver for %s failed: %s", self.url, exc)
         finally:
             self._close_monitor()  # confirm_connection without wait_connected
+            transport.close_quietly(self._server_monitor)
             transport.close_quietly(sock)
 
     def stop(self) -> None:
@@ -103,7 +124,30 @@ class RPCSignalReceiver(threading.Thread):
         self._stop_flag.set()
         if self.ident is None:  # never started: nobody else will close it
             self._close_monitor()
+            transport.close_quietly(self._server_monitor)
             transport.close_quietly(self.socket)
+
+    def _watch_server(self) -> None:
+        """Follow a restarted server: a new process binds a new signal port."""
+        assert self._server_monitor is not None
+        event = recv_monitor_message(self._server_monitor)["event"]
+        if event == zmq.EVENT_DISCONNECTED:
+            self._server_lost = True
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self._server_lost:
+            self._server_lost = False
+            try:
+                url = self._on_reconnect() if self._on_reconnect else None
+            except Exception:
+                _log.exception("could not follow the restart of %s", self.url)
+                return
+            if url and url != self.url:
+                _log.info("server restarted: signals now from %s", url)
+                try:
+                    self.socket.disconnect(self.url)
+                except zmq.ZMQError:
+                    pass  # not connected any more
+                self.socket.connect(url)
+                self.url = url
 
     def wait_connected(self, timeout_ms: int) -> bool:
         """Before :meth:`start`: wait until the publisher connection is up.

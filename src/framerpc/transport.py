@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from dataclasses import dataclass
 
 import zmq
 
-from . import framing
+from . import framing, security
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class SocketOptions:
     max_message_size : int
         Largest inbound frame the server accepts (bytes, -1 for no
         limit); a bad peer cannot make it allocate beyond this.
+    security : Security or None
+        Opt-in CURVE (see :mod:`framerpc.security`): bound sockets (server,
+        signals, registry) use it as server, connecting sockets as client
+        of ``security.server_public_key``. None: plain sockets.
     """
 
     linger_ms: int = 200
@@ -68,6 +73,7 @@ class SocketOptions:
     tcp_keepalive_idle_s: int = 60
     tcp_keepalive_intvl_s: int = 10
     max_message_size: int = 1 << 30
+    security: security.Security | None = None
 
 
 DEFAULT_OPTIONS = SocketOptions()
@@ -115,6 +121,17 @@ def make_socket(
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, options.tcp_keepalive_intvl_s)
     if server:
         sock.setsockopt(zmq.MAXMSGSIZE, options.max_message_size)
+    if options.security is not None:
+        try:
+            if server:
+                lease = security.apply_server(sock, options.security)
+                if lease is not None:
+                    _leases[sock] = lease
+            else:
+                security.apply_client(sock, options.security)
+        except BaseException:
+            sock.close(linger=0)
+            raise
     if kind == zmq.DEALER:
         # Queue requests only on completed connections: a call to a server
         # that is down times out instead of being delivered much later.
@@ -165,13 +182,22 @@ def connect_url_for(server_url: str, endpoint: str) -> str:
     return endpoint
 
 
+# Authenticator leases of secured bound sockets, released when they close.
+_leases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def close_quietly(sock: zmq.Socket | None) -> None:
-    """Close ``sock`` if it is open; never raises."""
-    if sock is not None and not sock.closed:
+    """Close ``sock`` if it is open (and its CURVE lease); never raises."""
+    if sock is None:
+        return
+    if not sock.closed:
         try:
             sock.close()
         except zmq.ZMQError:
             pass
+    lease = _leases.pop(sock, None)
+    if lease is not None:
+        lease.close()
 
 
 def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
