@@ -352,23 +352,28 @@ class RPCServer:
             transport.close_quietly(self._legacy_signal_socket)
 
     def _handle(self, frames: list) -> None:
-        split = next(
-            (i for i, frame in enumerate(frames[:_MAX_ENVELOPE]) if len(frame) == 0),
-            None,
-        )
-        if split is None:
-            _log.warning("dropped a message without routing envelope")
-            return
+        # [identity, b"", ...] from a DEALER or REQ peer is the common case
+        if len(frames) > 2 and len(frames[1]) == 0:
+            split = 1
+        else:
+            split = next(
+                (i for i, f in enumerate(frames[:_MAX_ENVELOPE]) if len(f) == 0), None
+            )
+            if split is None:
+                _log.warning("dropped a message without routing envelope")
+                return
         envelope, body = frames[: split + 1], frames[split + 1 :]
         if not body:
             _log.warning("dropped a message without body")
             return
-        if protocol.is_legacy_frame(body[0].buffer):
-            self._handle_legacy(envelope, body)
-            return
         try:
             request = protocol.decode_request(body)
         except ProtocolError as exc:
+            # JSON never parses as msgpack (``{`` is an int followed by
+            # extra data): testing for it here keeps it off the hot path.
+            if protocol.is_legacy_frame(body[0].buffer):
+                self._handle_legacy(envelope, body)
+                return
             _log.warning("malformed request: %s", exc)
             reply = Reply(
                 _peek_request_id(body[0]), False, error=f"ProtocolError: {exc}"
