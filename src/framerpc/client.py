@@ -363,7 +363,7 @@ class RPCClient:
             deadline = None if timeout is None else time.monotonic() + timeout / 1000
             try:
                 self._send([frame], deadline)
-                frames = self._receive_legacy(deadline)
+                frames = self._receive_body(deadline)
             except TimeoutError:
                 # No request id: a late reply must land on a dead socket.
                 self._reset_socket()
@@ -374,11 +374,12 @@ class RPCClient:
             _log.warning("malformed JSON reply from %s: %s", self.url, exc)
             return Reply(0, False, error=f"ProtocolError: {exc}")
 
-    def _receive_legacy(self, deadline: float | None) -> list:
+    def _receive_body(self, deadline: float | None) -> list:
+        """Frames of the next reply after its empty delimiter."""
         sock = self.socket
         while True:
             wait = self._wait_ms(deadline)
-            if wait != self._rcvtimeo:
+            if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
                 sock.setsockopt(zmq.RCVTIMEO, wait)
                 self._rcvtimeo = wait
             try:
@@ -420,22 +421,10 @@ class RPCClient:
                     self._check_deadline(deadline, "send to")
 
     def _receive(self, request_id: int, deadline: float | None) -> Reply:
-        sock = self.socket
         while True:
-            wait = self._wait_ms(deadline)
-            if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
-                sock.setsockopt(zmq.RCVTIMEO, wait)
-                self._rcvtimeo = wait
+            body = self._receive_body(deadline)
             try:
-                frames = transport.recv_frames(sock)
-            except zmq.Again:
-                self._check_deadline(deadline, "reply from")
-                continue
-            if len(frames) < 2 or len(frames[0]) != 0:
-                _log.warning("dropped a reply without delimiter from %s", self.url)
-                continue
-            try:
-                reply = protocol.decode_reply(frames[1:])
+                reply = protocol.decode_reply(body)
             except ProtocolError as exc:
                 _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
                 continue
