@@ -441,3 +441,19 @@ def test_server_notifies_systemd_when_run_under_it(ctx, serve, tmp_path, monkeyp
             pass
     finally:
         listener.close()
+
+
+def test_server_keeps_serving_after_a_client_vanishes_mid_call(
+    ctx, tcp_camera, connect
+):
+    """The reply to a client that closed during the call goes to a routing
+    id that no longer exists: ROUTER drops it and the loop goes on."""
+    raw = ctx.socket(zmq.DEALER)
+    raw.connect(tcp_camera.url)
+    request = protocol.Request(protocol.RPCEvents.METHOD_CALL, 1, "block", [], {})
+    raw.send_multipart([b"", *protocol.encode_request(request)])
+    assert wait_until(lambda: tcp_camera.calls.count("block") == 1)
+    raw.close(linger=0)  # gone while its handler runs
+    tcp_camera.release.set()
+    proxy = connect(tcp_camera.url)
+    assert proxy.echo("still here") == "still here"
