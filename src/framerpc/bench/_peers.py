@@ -273,8 +273,18 @@ def _watch(conn: Connection, on_stop: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-def _serve_rep(sock: zmq.Socket, frames: dict[bytes, np.ndarray], stop: Any) -> None:
-    """REP loop of the raw baseline: a frame for its name, else echo."""
+def _send_raw(sock: zmq.Socket, request: bytes, frame: np.ndarray) -> None:
+    sock.send(frame, copy=False)
+
+
+def _send_imagezmq(sock: Any, request: bytes, frame: np.ndarray) -> None:
+    sock.send_array(frame, request.decode(), copy=False)  # imageZMQ's wire format
+
+
+def _serve_rep(
+    sock: Any, frames: dict[bytes, np.ndarray], stop: Any, send_frame: Any = _send_raw
+) -> None:
+    """REP loop of the baselines: a frame for its name, else echo."""
     sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
     while not stop.is_set():
         try:
@@ -285,22 +295,7 @@ def _serve_rep(sock: zmq.Socket, frames: dict[bytes, np.ndarray], stop: Any) -> 
         if frame is None:
             sock.send(request)
         else:
-            sock.send(frame, copy=False)
-
-
-def _serve_imagezmq(sock: Any, frames: dict[bytes, np.ndarray], stop: Any) -> None:
-    """REP loop speaking imageZMQ's wire format (``send_array``)."""
-    sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
-    while not stop.is_set():
-        try:
-            request = sock.recv()
-        except zmq.Again:
-            continue
-        frame = frames.get(request)
-        if frame is None:
-            sock.send(request)
-        else:
-            sock.send_array(frame, request.decode(), copy=False)
+            send_frame(sock, request, frame)
 
 
 def serve(
@@ -349,9 +344,9 @@ def serve(
         conn.send(("ready", bound, _implementation(system)))
         _watch(conn, stop.set)
         by_name = {name.encode(): frame for name, frame in frames.items()}
-        loop = _serve_imagezmq if system == "imagezmq" else _serve_rep
+        send_frame = _send_imagezmq if system == "imagezmq" else _send_raw
         with profiled(profile, profile_cpu):
-            loop(sock, by_name, stop)
+            _serve_rep(sock, by_name, stop, send_frame)
         sock.close()
         context.term()
     except Exception as exc:
