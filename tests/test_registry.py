@@ -440,7 +440,7 @@ def test_stop_is_prompt_and_idempotent(ctx):
     reg.stop()
     reg.join(timeout=2)
     assert not reg.is_alive()
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 1.0  # issue: stop within a second
     assert reg._sock.closed
 
 
@@ -480,7 +480,9 @@ def test_link_register_tick_and_unregister(ctx, reg):
         while time.monotonic() < end:
             started = time.monotonic()
             link.tick()
-            assert time.monotonic() - started < 0.1, "tick must not block"
+            # a blocking tick would wait for a reply (>= 1 s); 0.5 s leaves
+            # room for a loaded 2-core CI machine
+            assert time.monotonic() - started < 0.5, "tick must not block"
             assert "dev" in reg.get_devices()
             time.sleep(0.02)
         assert link.unregister() is True
