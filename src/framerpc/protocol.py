@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgpack
+
 from . import framing
 from .errors import ProtocolError
 
@@ -57,6 +59,7 @@ __all__ = [
     "encode_registry",
     "decode_registry",
     "is_legacy_frame",
+    "peek_header",
 ]
 
 #: Wire version of the native protocol. Never reuse a number.
@@ -179,6 +182,17 @@ def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
             f"(this side speaks {PROTOCOL_VERSION})"
         )
     return header
+
+
+def peek_header(frame: Any) -> dict:
+    """Best-effort header of a message that failed to decode, so that an
+    error reply can carry its event and request id; {} when unreadable.
+    Out-of-band references stay unresolved ExtType values."""
+    try:
+        header = msgpack.unpackb(memoryview(frame), strict_map_key=False)
+    except Exception:
+        return {}
+    return header if type(header) is dict else {}
 
 
 def encode_request(request: Request) -> list:

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import zmq
 
 from . import legacy, protocol, transport
@@ -141,21 +140,6 @@ def _split_envelope(frames: list) -> tuple[list, list] | None:
         if len(frame) == 0:
             return frames[: index + 1], frames[index + 1 :]
     return None
-
-
-def _peek_header(frame: bytes) -> tuple[Any, int]:
-    """Best-effort event and request id of a message that failed to decode."""
-    try:
-        header = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except Exception:
-        return None, 0
-    if type(header) is not dict:
-        return None, 0
-    event, request_id = header.get("e"), header.get("i")
-    return (
-        event if isinstance(event, str) else None,
-        request_id if type(request_id) is int else 0,
-    )
 
 
 def _connect_url(endpoint: str) -> str:
@@ -340,7 +324,10 @@ class DeviceRegistry(threading.Thread):
         try:
             message = protocol.decode_registry(body)
         except ProtocolError as exc:
-            event, request_id = _peek_header(body[0]) if body else (None, 0)
+            header = protocol.peek_header(body[0]) if body else {}
+            event, request_id = header.get("e"), header.get("i")
+            event = event if isinstance(event, str) else None
+            request_id = request_id if type(request_id) is int else 0
             _log.warning("malformed registry message: %s", exc)
             reply_event, reply_payload = _unsupported(event, str(exc))
         else:
