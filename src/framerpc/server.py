@@ -23,7 +23,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-import msgpack
 import numpy as np
 import zmq
 
@@ -375,14 +374,20 @@ class RPCServer:
                 self._handle_legacy(envelope, body)
                 return
             _log.warning("malformed request: %s", exc)
+            # the id lets the client's call fail at once instead of timing out
+            rid = protocol.peek_header(body[0]).get("i")
             reply = Reply(
-                _peek_request_id(body[0]), False, error=f"ProtocolError: {exc}"
+                rid if type(rid) is int else -1, False, error=f"ProtocolError: {exc}"
             )
             self._send(envelope, protocol.encode_reply(reply))
             return
         frames_out = self._dispatch(request)
         self._send(envelope, frames_out, request.request_id)
-        if request.event is RPCEvents.STOP_SERVER and self._stop_at is None:
+        self._after_reply(request.event)
+
+    def _after_reply(self, event: RPCEvents) -> None:
+        # after STOP_SERVER, serve _STOP_GRACE_S more (see its comment)
+        if event is RPCEvents.STOP_SERVER and self._stop_at is None:
             self._stop_at = time.monotonic() + _STOP_GRACE_S
 
     def _send(
@@ -427,8 +432,7 @@ class RPCServer:
             reply, is_buffer = self._execute(request)
             frames = legacy.encode_reply(event, reply, is_buffer)
         self._send(envelope, frames)
-        if event is RPCEvents.STOP_SERVER and self._stop_at is None:
-            self._stop_at = time.monotonic() + _STOP_GRACE_S
+        self._after_reply(event)
 
     def _start_legacy_signals(self) -> int:
         """TCP port of the JSON signal socket, bound at the first call.
@@ -465,14 +469,7 @@ class RPCServer:
         try:
             return protocol.encode_reply(reply, is_buffer)
         except Exception as exc:  # a result msgpack cannot carry
-            _log.info("%s %s: %r", request.event, request.method or request.name, exc)
-            failed = Reply(
-                request.request_id,
-                False,
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
-            )
-            return protocol.encode_reply(failed)
+            return protocol.encode_reply(_failure(request, exc))
 
     def _execute(self, request: Request) -> tuple[Reply, bool]:
         """Run ``request``; returns the reply and whether it is a buffer's."""
@@ -500,14 +497,7 @@ class RPCServer:
         except _NotFound as exc:
             return Reply(rid, False, error=str(exc)), False
         except Exception as exc:
-            _log.info("%s %s raised %r", event, request.method or request.name, exc)
-            reply = Reply(
-                rid,
-                False,
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
-            )
-            return reply, False
+            return _failure(request, exc), False
 
     def _call(self, request: Request) -> tuple[Any, dict | None]:
         name = request.method
@@ -552,6 +542,18 @@ class RPCServer:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
 
 
+def _failure(request: Request, exc: Exception) -> Reply:
+    """Error reply for ``exc``, raised while serving ``request`` (call it
+    from the ``except`` block: it takes the traceback being handled)."""
+    _log.info("%s %s failed: %r", request.event, request.method or request.name, exc)
+    return Reply(
+        request.request_id,
+        False,
+        error=f"{type(exc).__name__}: {exc}",
+        traceback=traceback.format_exc(),
+    )
+
+
 class _NotFound(LookupError):
     """An unknown method or property: a plain error reply, no traceback."""
 
@@ -577,14 +579,3 @@ def _describe(value: Any) -> str:
     if type(value) is tuple:
         return "(" + ", ".join(type(v).__name__ for v in value) + ")"
     return type(value).__name__
-
-
-def _peek_request_id(head: Any) -> int:
-    """Best-effort request id of a malformed request, so the client's call
-    fails at once instead of timing out; -1 when it cannot be read."""
-    try:
-        header = msgpack.unpackb(head.buffer if hasattr(head, "buffer") else head)
-        rid = header.get("i") if type(header) is dict else None
-    except Exception:
-        return -1
-    return rid if type(rid) is int else -1
