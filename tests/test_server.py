@@ -198,14 +198,14 @@ def test_datetime_array_result_travels(tcp_camera, connect):
 
 def test_reply_frame_pyzmq_refuses_becomes_an_error(tcp_camera, connect, monkeypatch):
     """Any frame pyzmq refuses to send gives an error reply, not a dead server."""
-    encode_reply = protocol.encode_reply
+    encode_result = protocol.encode_result
 
-    def poisoned(reply, buffer_reply=False):
-        frames = encode_reply(reply, buffer_reply)
-        return [*frames[:-1], object()] if reply.value == "poison" else frames
+    def poisoned(request_id, value, info=None, buffer_reply=False):
+        frames = encode_result(request_id, value, info, buffer_reply)
+        return [*frames[:-1], object()] if value == "poison" else frames
 
     proxy = connect(tcp_camera.url)
-    monkeypatch.setattr(protocol, "encode_reply", poisoned)
+    monkeypatch.setattr(protocol, "encode_result", poisoned)
     result = proxy.echo("poison")
     assert isinstance(result, NoResult)
     assert "TypeError" in result.error and "cannot be sent" in result.error

@@ -350,7 +350,7 @@ class RPCClient:
                 raise RuntimeError(f"client of {self.url} is closed")
             deadline = None if timeout is None else time.monotonic() + timeout / 1000
             self._send(frames, deadline)
-            return self._receive(request.request_id, deadline)
+            return self._receive(request.request_id, deadline, _first_wait(timeout))
 
     def _legacy_request(
         self, request: Request, timeout: int | None, buffer_method: bool
@@ -363,7 +363,7 @@ class RPCClient:
             deadline = None if timeout is None else time.monotonic() + timeout / 1000
             try:
                 self._send([frame], deadline)
-                frames = self._receive_body(deadline)
+                frames = self._receive_body(deadline, _first_wait(timeout))
             except TimeoutError:
                 # No request id: a late reply must land on a dead socket.
                 self._reset_socket()
@@ -374,11 +374,11 @@ class RPCClient:
             _log.warning("malformed JSON reply from %s: %s", self.url, exc)
             return Reply(0, False, error=f"ProtocolError: {exc}")
 
-    def _receive_body(self, deadline: float | None) -> list:
-        """Frames of the next reply after its empty delimiter."""
+    def _receive_body(self, deadline: float | None, wait: int) -> list:
+        """Frames of the next reply after its empty delimiter; the first
+        receive waits ``wait`` ms (see :func:`_first_wait`)."""
         sock = self.socket
         while True:
-            wait = self._wait_ms(deadline)
             if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
                 sock.setsockopt(zmq.RCVTIMEO, wait)
                 self._rcvtimeo = wait
@@ -386,10 +386,12 @@ class RPCClient:
                 frames = transport.recv_frames(sock)
             except zmq.Again:
                 self._check_deadline(deadline, "reply from")
+                wait = self._wait_ms(deadline)
                 continue
             if len(frames) >= 2 and len(frames[0]) == 0:
                 return frames[1:]
             _log.warning("dropped a reply without delimiter from %s", self.url)
+            wait = self._wait_ms(deadline)
 
     def _make_socket(self) -> zmq.Socket:
         sock = transport.make_socket(self.context, zmq.DEALER, self._options)
@@ -420,19 +422,20 @@ class RPCClient:
                 if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
                     self._check_deadline(deadline, "send to")
 
-    def _receive(self, request_id: int, deadline: float | None) -> Reply:
+    def _receive(self, request_id: int, deadline: float | None, wait: int) -> Reply:
         while True:
-            body = self._receive_body(deadline)
+            body = self._receive_body(deadline, wait)
             try:
                 reply = protocol.decode_reply(body)
             except ProtocolError as exc:
                 _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
-                continue
-            if reply.request_id == request_id:
-                return reply
-            if reply.request_id == -1:  # the server could not read our id
-                return reply
-            _log.debug("dropped a late reply to request %s", reply.request_id)
+            else:
+                if reply.request_id == request_id:
+                    return reply
+                if reply.request_id == -1:  # the server could not read our id
+                    return reply
+                _log.debug("dropped a late reply to request %s", reply.request_id)
+            wait = self._wait_ms(deadline)
 
     def _wait_ms(self, deadline: float | None) -> int:
         if self._closed:
@@ -520,6 +523,12 @@ class RPCClient:
             return klass
 
         return bind
+
+
+def _first_wait(timeout: int | None) -> int:
+    """First receive wait (ms) of a call of ``timeout`` ms: computed from
+    the timeout, the clock was read when the call started."""
+    return _WAIT_SLICE_MS if timeout is None else max(0, min(timeout, _WAIT_SLICE_MS))
 
 
 def _public_members(interface: type) -> dict[str, Any]:

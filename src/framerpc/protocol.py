@@ -51,8 +51,10 @@ __all__ = [
     "SignalEmission",
     "RegistryMessage",
     "encode_request",
+    "encode_call",
     "decode_request",
     "encode_reply",
+    "encode_result",
     "decode_reply",
     "encode_signal",
     "decode_signal",
@@ -120,7 +122,10 @@ def is_legacy_frame(frame: bytes | memoryview) -> bool:
     return len(frame) > 0 and frame[0] == 0x7B
 
 
-@dataclass(frozen=True, slots=True)
+# Request and Reply are not frozen: a frozen dataclass sets each field
+# through object.__setattr__, which made building them a measurable part
+# of an echo call (0.8 us against 0.2 us). Treat them as values all the same.
+@dataclass(slots=True)
 class Request:
     """One request from a client. Fields not used by ``event`` stay empty."""
 
@@ -139,7 +144,7 @@ class Request:
             raise ProtocolError(f"request id must be an int, got {self.request_id!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """The answer to one request.
 
@@ -197,14 +202,33 @@ def peek_header(frame: Any) -> dict:
 
 def encode_request(request: Request) -> list:
     """Frames of ``request``: the header, then any out-of-band buffers."""
+    event = request.event
+    if event is RPCEvents.METHOD_CALL:  # the hot path: no field loop
+        return encode_call(
+            request.request_id, request.method, request.args, request.kwargs
+        )
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
-        "e": request.event.value,
+        "e": event.value,
         "i": request.request_id,
     }
-    for attr, key, _ in _REQUEST_FIELDS[request.event]:
+    for attr, key, _ in _REQUEST_FIELDS[event]:
         header[key] = getattr(request, attr)
     return framing.encode(header)
+
+
+def encode_call(request_id: int, method: str, args: list, kwargs: dict) -> list:
+    """Frames of a METHOD_CALL request; same bytes as :func:`encode_request`."""
+    return framing.encode(
+        {
+            "v": PROTOCOL_VERSION,
+            "e": "METHOD_CALL",
+            "i": request_id,
+            "m": method,
+            "a": args,
+            "k": kwargs,
+        }
+    )
 
 
 def decode_request(
@@ -224,6 +248,10 @@ def decode_request(
     event = _REQUEST_EVENTS.get(name) if type(name) is str else None
     if event is None:
         raise ProtocolError(f"unknown event {header.get('e')!r} for a request")
+    if event is RPCEvents.METHOD_CALL:  # the hot path: checks written out
+        method, args, kwargs = header.get("m"), header.get("a"), header.get("k")
+        if type(method) is str and type(args) is list and type(kwargs) is dict:
+            return Request(event, header.get("i"), method, args, kwargs)
     values = {}
     for attr, key, kind in _REQUEST_FIELDS[event]:
         if key not in header:
@@ -245,19 +273,32 @@ def encode_reply(reply: Reply, buffer_reply: bool = False) -> list:
     client receives a memoryview (or an array) over the frame whatever its
     size.
     """
-    header: dict[str, Any] = {
-        "v": PROTOCOL_VERSION,
-        "i": reply.request_id,
-        "ok": reply.ok,
-    }
     if reply.ok:
-        header["x"] = framing.OutOfBand(reply.value) if buffer_reply else reply.value
-        if reply.info is not None:
-            header["in"] = reply.info
-    else:
-        header["er"] = reply.error
-        header["tb"] = reply.traceback
-    return framing.encode(header)
+        return encode_result(reply.request_id, reply.value, reply.info, buffer_reply)
+    return framing.encode(
+        {
+            "v": PROTOCOL_VERSION,
+            "i": reply.request_id,
+            "ok": False,
+            "er": reply.error,
+            "tb": reply.traceback,
+        }
+    )
+
+
+def encode_result(
+    request_id: int, value: Any, info: dict | None = None, buffer_reply: bool = False
+) -> list:
+    """Frames of a successful reply; same bytes as :func:`encode_reply`."""
+    if buffer_reply:
+        value = framing.OutOfBand(value)
+    if info is None:
+        return framing.encode(
+            {"v": PROTOCOL_VERSION, "i": request_id, "ok": True, "x": value}
+        )
+    return framing.encode(
+        {"v": PROTOCOL_VERSION, "i": request_id, "ok": True, "x": value, "in": info}
+    )
 
 
 def decode_reply(

@@ -381,13 +381,13 @@ class RPCServer:
             )
             self._send(envelope, protocol.encode_reply(reply))
             return
-        frames_out = self._dispatch(request)
-        self._send(envelope, frames_out, request.request_id)
-        self._after_reply(request.event)
+        self._send(envelope, self._dispatch(request), request.request_id)
+        if request.event is RPCEvents.STOP_SERVER:
+            self._stop_after_grace()
 
-    def _after_reply(self, event: RPCEvents) -> None:
+    def _stop_after_grace(self) -> None:
         # after STOP_SERVER, serve _STOP_GRACE_S more (see its comment)
-        if event is RPCEvents.STOP_SERVER and self._stop_at is None:
+        if self._stop_at is None:
             self._stop_at = time.monotonic() + _STOP_GRACE_S
 
     def _send(
@@ -432,7 +432,8 @@ class RPCServer:
             reply, is_buffer = self._execute(request)
             frames = legacy.encode_reply(event, reply, is_buffer)
         self._send(envelope, frames)
-        self._after_reply(event)
+        if event is RPCEvents.STOP_SERVER:
+            self._stop_after_grace()
 
     def _start_legacy_signals(self) -> int:
         """TCP port of the JSON signal socket, bound at the first call.
@@ -465,10 +466,21 @@ class RPCServer:
             return port
 
     def _dispatch(self, request: Request) -> list:
-        reply, is_buffer = self._execute(request)
+        """Frames of the reply to a native request."""
         try:
+            if request.event is RPCEvents.METHOD_CALL:  # the hot path: no Reply
+                value, info = self._call(request)
+                # only a buffer method has an info dict
+                return protocol.encode_result(
+                    request.request_id, value, info, info is not None
+                )
+            reply, is_buffer = self._execute(request)
             return protocol.encode_reply(reply, is_buffer)
-        except Exception as exc:  # a result msgpack cannot carry
+        except _NotFound as exc:
+            return protocol.encode_reply(
+                Reply(request.request_id, False, error=str(exc))
+            )
+        except Exception as exc:  # a failing method or a result msgpack cannot carry
             return protocol.encode_reply(_failure(request, exc))
 
     def _execute(self, request: Request) -> tuple[Reply, bool]:
