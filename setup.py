@@ -13,11 +13,17 @@ from setuptools import Extension, setup
 
 ext_modules = []
 if os.environ.get("FRAMERPC_PURE", "") in ("", "0"):
+    import numpy
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
         [
-            Extension("framerpc._framing", ["ext/_framing.pyx"]),
+            Extension(
+                "framerpc._framing",
+                ["ext/_framing.pyx"],
+                include_dirs=[numpy.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            ),
             Extension("framerpc._zmqio", ["ext/_zmqio.pyx"], libraries=["dl"]),
         ],
         compiler_directives={"language_level": 3},

@@ -1,16 +1,25 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 """Compiled framing: same functions and behaviour as ``framerpc._framing_py``.
 
-Only the hot loops live here (walking the header's containers and
-scalars, the decode driver); the rare paths (arrays, bytes-like values,
-ext references, limits) are the shared ones of ``framerpc._framing_common``.
+Compiled here: the hot loops (walking the header's containers and
+scalars, the decode driver) and the common frame references of a received
+header (a buffer or an array in its own frame), which are read without
+msgpack and become numpy arrays through numpy's C API. Anything unusual
+in a reference, and the other rare paths (bytes-like values to encode,
+inline arrays, limits), go to the shared code of
+``framerpc._framing_common``, so errors are the same in both engines.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
+
+cimport numpy as cnp
+from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
+from libc.stdint cimport SIZE_MAX
 
 import msgpack
 
@@ -48,6 +57,15 @@ cdef object _unpackb = msgpack.unpackb
 cdef object _check_key = check_key
 cdef object _encode_leaf = encode_leaf
 cdef object _resolve_ext = resolve_ext
+
+cdef extern from "numpy/arrayobject.h":
+    # declared here: numpy's Cython declarations leave it commented out
+    object PyArray_NewFromDescr(PyTypeObject *subtype, cnp.dtype descr, int nd,
+                                cnp.npy_intp *dims, cnp.npy_intp *strides,
+                                void *data, int flags, PyObject *obj)
+
+cnp.import_array()
+cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray
 
 
 cdef inline bint _is_scalar(object value):
@@ -107,6 +125,101 @@ def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
     return buffers
 
 
+# Received dtypes the shared path has checked, by their wire string:
+# np.dtype(str) parses the string on every call. Bounded: a peer sending
+# ever new dtype strings must not grow it.
+cdef dict _dtypes = {}
+cdef Py_ssize_t _MAX_CACHED_DTYPES = 64
+# Arrays of more dimensions take the shared path (which allows 32).
+DEF _FAST_NDIM = 8
+
+
+cdef inline Py_ssize_t _read_uint(const unsigned char *p, Py_ssize_t n,
+                                  Py_ssize_t *pos) noexcept:
+    """A msgpack unsigned int of up to 32 bits at pos (advanced), or -1."""
+    cdef Py_ssize_t i = pos[0]
+    cdef unsigned char tag
+    if i >= n:
+        return -1
+    tag = p[i]
+    if tag <= 0x7F:
+        pos[0] = i + 1
+        return tag
+    if tag == 0xCC and i + 1 < n:
+        pos[0] = i + 2
+        return p[i + 1]
+    if tag == 0xCD and i + 2 < n:
+        pos[0] = i + 3
+        return (p[i + 1] << 8) | p[i + 2]
+    if tag == 0xCE and i + 4 < n:
+        pos[0] = i + 5
+        return ((<Py_ssize_t>p[i + 1] << 24) | (p[i + 2] << 16)
+                | (p[i + 3] << 8) | p[i + 4])
+    return -1
+
+
+cdef object _take_frame(object frames, Py_ssize_t index, set used):
+    """Read-only memoryview of frame ``index``, marked used; None when the
+    shared path must judge the reference (out of range or used twice)."""
+    if index < 1 or index >= len(frames) or index in used:
+        return None
+    used.add(index)
+    return PyMemoryView_FromObject(frames[index]).toreadonly()
+
+
+cdef object _array_ext(bytes data, object frames, set used):
+    """EXT_ARRAY ``[frame, dtype, shape]`` in its usual form, as a read-only
+    array over the frame (no copy); None for anything else."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 1, index, length, ndim, i
+    cdef Py_ssize_t count = 1, dim
+    cdef cnp.npy_intp dims[_FAST_NDIM]
+    cdef cnp.dtype dtype
+    if n < 1 or p[0] != 0x93:  # fixarray of 3
+        return None
+    index = _read_uint(p, n, &pos)
+    if index < 0 or pos >= n or not 0xA0 <= p[pos] <= 0xBF:  # fixstr dtype
+        return None
+    length = p[pos] & 0x1F
+    if pos + 1 + length >= n:
+        return None
+    cached = _dtypes.get(PyBytes_FromStringAndSize(<char *>p + pos + 1, length))
+    if cached is None:  # first sight: the shared path checks it
+        return None
+    dtype = <cnp.dtype>cached
+    pos += 1 + length
+    if not 0x90 <= p[pos] <= 0x90 + _FAST_NDIM:  # fixarray shape
+        return None
+    ndim = p[pos] & 0x0F
+    pos += 1
+    for i in range(ndim):
+        dim = _read_uint(p, n, &pos)
+        if dim < 0 or (dim != 0 and count > (<Py_ssize_t>(SIZE_MAX >> 1)) // dim):
+            return None
+        dims[i] = dim
+        count *= dim
+    if pos != n or index < 1 or index >= len(frames) or index in used:
+        return None
+    frame = frames[index]
+    if count * dtype.itemsize != len(memoryview(frame)):
+        return None
+    view = _take_frame(frames, index, used)
+    cnp.Py_INCREF(dtype)  # PyArray_NewFromDescr steals it
+    arr = PyArray_NewFromDescr(
+        _ndarray_type, dtype, <int>ndim, dims, NULL,
+        PyMemoryView_GET_BUFFER(view).buf, 0, NULL)  # flags 0: read-only
+    cnp.Py_INCREF(view)  # PyArray_SetBaseObject steals it: the view keeps
+    cnp.PyArray_SetBaseObject(<cnp.ndarray>arr, view)  # the frame alive
+    return arr
+
+
+cdef _remember_dtype(bytes data, object arr):
+    if len(_dtypes) >= _MAX_CACHED_DTYPES:
+        return
+    spec = _unpackb(data)
+    _dtypes[(<str>spec[1]).encode()] = arr.dtype
+
+
 cdef class _ExtResolver:
     """The ext_hook of one decode: resolves references into its frames."""
 
@@ -117,7 +230,20 @@ cdef class _ExtResolver:
         self.frames = frames
         self.used = set()
 
-    def __call__(self, int code, data):
+    def __call__(self, int code, bytes data):
+        cdef const unsigned char *p
+        if code == EXT_ARRAY:
+            arr = _array_ext(data, self.frames, self.used)
+            if arr is None:
+                arr = _resolve_ext(code, data, self.frames, self.used)
+                _remember_dtype(data, arr)
+            return arr
+        if code == EXT_BUFFER and PyBytes_GET_SIZE(data) == 1:
+            p = <const unsigned char *>PyBytes_AS_STRING(data)
+            if p[0] <= 0x7F:  # a positive fixint: the frame index
+                view = _take_frame(self.frames, p[0], self.used)
+                if view is not None:
+                    return view
         return _resolve_ext(code, data, self.frames, self.used)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -107,3 +108,69 @@ def test_same_serialization_errors(value):
     for engine in (pure, compiled):
         with pytest.raises(SerializationError):
             engine.encode({"v": value})
+
+
+def _shares_frame(arr: np.ndarray, frame: bytes) -> bool:
+    return np.shares_memory(arr, np.frombuffer(frame, dtype=np.uint8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([*DTYPES, "<M8[s]", "S3", "<U2"]),
+    st.lists(st.integers(0, 5), max_size=10),
+)
+def test_identical_arrays_over_frames(dtype, shape):
+    """Out-of-band arrays (the compiled engine reads the usual references
+    itself, and caches dtypes) decode the same, without a copy."""
+    arr = np.zeros(shape, dtype=dtype)
+    frames = [_as_bytes(f) for f in pure.encode({"x": arr}, limit=0)]
+    for _ in range(2):  # the second decode finds the dtype cached
+        got = [engine.decode(frames)["x"] for engine in (pure, compiled)]
+        for out in got:
+            assert out.dtype == arr.dtype and out.shape == arr.shape
+            assert not out.flags.writeable
+            assert out.size == 0 or _shares_frame(out, frames[1])
+        np.testing.assert_array_equal(got[0], got[1])
+
+
+def _ext_header(code: int, spec) -> bytes:
+    return msgpack.packb({"x": msgpack.ExtType(code, msgpack.packb(spec))})
+
+
+_FRAME_12 = bytes(12)
+BAD_REFERENCES = {
+    "size mismatch": ([_ext_header(2, [1, "<u2", [5]]), _FRAME_12]),
+    "frame 0": ([_ext_header(2, [0, "<u2", [6]]), _FRAME_12]),
+    "frame out of range": ([_ext_header(2, [2, "<u2", [6]]), _FRAME_12]),
+    "frame twice": (
+        [
+            msgpack.packb(
+                {
+                    "x": msgpack.ExtType(2, msgpack.packb([1, "<u2", [6]])),
+                    "y": msgpack.ExtType(1, msgpack.packb(1)),
+                }
+            ),
+            _FRAME_12,
+        ]
+    ),
+    "overflowing shape": ([_ext_header(2, [1, "<u2", [2**32 - 1] * 8]), _FRAME_12]),
+    "object dtype": ([_ext_header(2, [1, "O", [1]]), bytes(8)]),
+    "unknown dtype": ([_ext_header(2, [1, "<zz", [6]]), _FRAME_12]),
+    "negative dimension": ([_ext_header(2, [1, "<u2", [-6]]), _FRAME_12]),
+    "too many dimensions": ([_ext_header(2, [1, "<u2", [1] * 33]), bytes(2)]),
+    "buffer out of range": ([_ext_header(1, 3), _FRAME_12]),
+    "buffer frame 0": ([_ext_header(1, 0), _FRAME_12]),
+}
+
+
+@pytest.mark.parametrize("frames", BAD_REFERENCES.values(), ids=BAD_REFERENCES)
+def test_identical_errors_on_bad_references(frames):
+    # prime the compiled engine's dtype cache, so its own reader runs
+    good = [_ext_header(2, [1, "<u2", [6]]), _FRAME_12]
+    compiled.decode(good)
+    messages = []
+    for engine in (pure, compiled):
+        with pytest.raises(ProtocolError) as info:
+            engine.decode(frames)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
