@@ -20,6 +20,9 @@ from cpython.ref cimport Py_INCREF
 cimport numpy as cnp
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from libc.stdint cimport SIZE_MAX
+from libc.string cimport memcpy
+
+import threading
 
 import msgpack
 
@@ -53,10 +56,27 @@ __all__ = [
 ]
 
 cdef object _pack_header = pack_header
+# One Packer per thread: msgpack.packb builds a Packer (and its buffer)
+# per call. Packing a walked header runs no Python code, so a thread's
+# Packer is never re-entered.
+cdef object _local = threading.local()
+
+
+cdef bytes _pack(object packed):
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer()
+    try:
+        return packer.pack(packed)
+    except Exception:
+        packer.reset()
+        return _pack_header(packed)  # raises the shared SerializationError
 cdef object _unpackb = msgpack.unpackb
 cdef object _check_key = check_key
 cdef object _encode_leaf = encode_leaf
 cdef object _resolve_ext = resolve_ext
+cdef object _ExtType = msgpack.ExtType
 
 cdef extern from "numpy/arrayobject.h":
     # declared here: numpy's Cython declarations leave it commented out
@@ -107,7 +127,73 @@ cdef object _walk(object value, list buffers, Py_ssize_t limit):
         return value
     if kind is bytes and PyBytes_GET_SIZE(value) < limit:
         return value
+    if kind is OutOfBand:
+        ref = _array_reference((<object>value).value, buffers, 0)
+    elif kind is cnp.ndarray:
+        ref = _array_reference(value, buffers, limit)
+    else:
+        ref = None
+    if ref is not None:
+        return ref
     return _encode_leaf(value, buffers, limit, _walk_py)
+
+
+cdef inline Py_ssize_t _write_uint(unsigned char *out, Py_ssize_t pos,
+                                   Py_ssize_t value) noexcept:
+    """msgpack's shortest form of 0 <= value < 2**32 at out[pos:]; new pos."""
+    if value <= 0x7F:
+        out[pos] = <unsigned char>value
+        return pos + 1
+    if value <= 0xFF:
+        out[pos] = 0xCC
+        out[pos + 1] = <unsigned char>value
+        return pos + 2
+    if value <= 0xFFFF:
+        out[pos] = 0xCD
+        out[pos + 1] = <unsigned char>(value >> 8)
+        out[pos + 2] = <unsigned char>value
+        return pos + 3
+    out[pos] = 0xCE
+    out[pos + 1] = <unsigned char>(value >> 24)
+    out[pos + 2] = <unsigned char>(value >> 16)
+    out[pos + 3] = <unsigned char>(value >> 8)
+    out[pos + 4] = <unsigned char>value
+    return pos + 5
+
+
+cdef object _array_reference(object value, list buffers, Py_ssize_t limit):
+    """EXT_ARRAY reference to a C-contiguous numeric array of ``limit``
+    bytes or more, appended to ``buffers`` as is: the bytes msgpack would
+    write for ``[frame, dtype, shape]``. None: the shared path decides."""
+    cdef cnp.ndarray arr
+    cdef unsigned char payload[5 + 1 + 31 + 1 + 5 * 8 + 1]
+    cdef Py_ssize_t pos = 1, i, ndim, dim
+    cdef bytes dtype_str
+    if type(value) is not cnp.ndarray:
+        return None
+    arr = <cnp.ndarray>value
+    ndim = cnp.PyArray_NDIM(arr)
+    if (ndim > 8 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or cnp.PyArray_NBYTES(arr) < limit
+            or arr.dtype.kind not in "biufc"):
+        return None
+    dtype_str = arr.dtype.str.encode()
+    if len(dtype_str) > 31 or len(buffers) > 0xFFFFFFFF:
+        return None
+    for i in range(ndim):
+        if cnp.PyArray_DIM(arr, i) > 0xFFFFFFFF:
+            return None
+    payload[0] = 0x93  # fixarray of 3
+    pos = _write_uint(payload, pos, len(buffers))
+    payload[pos] = 0xA0 | len(dtype_str)  # fixstr
+    memcpy(payload + pos + 1, <char *>dtype_str, len(dtype_str))
+    pos += 1 + len(dtype_str)
+    payload[pos] = 0x90 | ndim  # fixarray
+    pos += 1
+    for i in range(ndim):
+        pos = _write_uint(payload, pos, cnp.PyArray_DIM(arr, i))
+    buffers.append(arr)
+    return _ExtType(EXT_ARRAY, PyBytes_FromStringAndSize(<char *>payload, pos))
 
 
 def _walk_py(value, list buffers, Py_ssize_t limit):
@@ -121,7 +207,7 @@ def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
     """
     cdef list buffers = [None]
     packed = _walk(header, buffers, limit)
-    buffers[0] = _pack_header(packed)
+    buffers[0] = _pack(packed)
     return buffers
 
 
@@ -131,7 +217,7 @@ def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
 cdef dict _dtypes = {}
 cdef Py_ssize_t _MAX_CACHED_DTYPES = 64
 # Arrays of more dimensions take the shared path (which allows 32).
-DEF _FAST_NDIM = 8
+cdef enum: _FAST_NDIM = 8
 
 
 cdef inline Py_ssize_t _read_uint(const unsigned char *p, Py_ssize_t n,
@@ -253,7 +339,14 @@ def decode(frames, Py_ssize_t max_frames=MAX_FRAMES,
 
     See ``framerpc._framing_py.decode``: same arguments, result and errors.
     """
-    head = header_view(frames, max_frames, max_header)
+    if type(frames) is list and 0 < len(frames) <= max_frames:
+        head = frames[0]
+        if type(head) is not bytes:
+            head = PyMemoryView_FromObject(head)
+        if len(head) > max_header:
+            head = header_view(frames, max_frames, max_header)  # raises
+    else:
+        head = header_view(frames, max_frames, max_header)
     cdef _ExtResolver resolver = _ExtResolver(frames)
     try:
         header = _unpackb(head, strict_map_key=False, ext_hook=resolver)
@@ -261,4 +354,6 @@ def decode(frames, Py_ssize_t max_frames=MAX_FRAMES,
         raise
     except Exception as exc:
         raise ProtocolError(f"header is not valid msgpack: {exc}") from exc
-    return check_decoded(header, frames, resolver.used)
+    if type(header) is dict and len(resolver.used) == len(frames) - 1:
+        return header
+    return check_decoded(header, frames, resolver.used)  # raises

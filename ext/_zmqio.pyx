@@ -23,10 +23,21 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+import logging
+
 import zmq
 import zmq.backend.cython._zmq as _backend
 
-__all__ = ["Frame", "send_frames", "recv_frames", "ZERO_COPY_MIN"]
+from framerpc.errors import ProtocolError
+
+__all__ = ["Channel", "Frame", "send_frames", "recv_frames", "ZERO_COPY_MIN"]
+
+# the pure Channel's logger: the same records whichever engine runs
+_log = logging.getLogger("framerpc.transport")
+#: See framerpc.transport.WAIT_SLICE_MS.
+cdef enum: WAIT_SLICE_MS = 100
 
 cdef extern from "dlfcn.h" nogil:
     void *dlopen(const char *filename, int flags)
@@ -51,6 +62,7 @@ ctypedef size_t (*msg_size_t)(const zmq_msg_t *) noexcept nogil
 ctypedef int (*msg_more_t)(const zmq_msg_t *) noexcept nogil
 ctypedef int (*send_t)(void *, const void *, size_t, int) noexcept nogil
 ctypedef int (*errno_t)() noexcept nogil
+ctypedef int (*setsockopt_t)(void *, int, const void *, size_t) noexcept nogil
 
 cdef msg_init_t z_msg_init
 cdef msg_recv_t z_msg_recv
@@ -60,8 +72,11 @@ cdef msg_size_t z_msg_size
 cdef msg_more_t z_msg_more
 cdef send_t z_send
 cdef errno_t z_errno
+cdef setsockopt_t z_setsockopt
 
 cdef int SNDMORE = zmq.SNDMORE
+cdef int _NOBLOCK = zmq.NOBLOCK
+cdef int ZMQ_RCVTIMEO = zmq.RCVTIMEO
 #: Frames of at least this many bytes are sent without a copy (pyzmq's
 #: own copy threshold: below it, copying is cheaper than tracking a buffer).
 ZERO_COPY_MIN = zmq.COPY_THRESHOLD
@@ -77,7 +92,7 @@ cdef void *_symbol(void *lib, const char *name) except NULL:
 
 cdef _load():
     global z_msg_init, z_msg_recv, z_msg_close, z_msg_data, z_msg_size
-    global z_msg_more, z_send, z_errno
+    global z_msg_more, z_send, z_errno, z_setsockopt
     path = _backend.__file__.encode()
     cdef void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
     if lib == NULL:
@@ -90,6 +105,7 @@ cdef _load():
     z_msg_more = <msg_more_t>_symbol(lib, b"zmq_msg_more")
     z_send = <send_t>_symbol(lib, b"zmq_send")
     z_errno = <errno_t>_symbol(lib, b"zmq_errno")
+    z_setsockopt = <setsockopt_t>_symbol(lib, b"zmq_setsockopt")
 
 
 _load()
@@ -197,12 +213,12 @@ def send_frames(sock, list frames, int flags=0):
                 PyBuffer_Release(&view)
 
 
-def recv_frames(sock, int flags=0):
-    """Receive one multipart message as a list of :class:`Frame`."""
-    cdef void *handle = _handle(sock)
-    cdef list frames = []
+cdef int _recv_message(void *handle, list frames, int flags) except -1:
+    """Append one multipart message's frames; returns 1 on EAGAIN (nothing
+    received), 0 otherwise."""
     cdef Frame frame
     cdef int rc, error
+    cdef bint first = True
     while True:
         frame = Frame.__new__(Frame)
         while True:
@@ -214,9 +230,130 @@ def recv_frames(sock, int flags=0):
             if error == EINTR:
                 PyErr_CheckSignals()
                 continue
+            if error == EAGAIN and first:
+                return 1
             _raise_zmq(error)
         frame.more = z_msg_more(&frame.msg)
         frames.append(frame)
         if not frame.more:
-            return frames
+            return 0
         flags = 0
+        first = False
+
+
+def recv_frames(sock, int flags=0):
+    """Receive one multipart message as a list of :class:`Frame`."""
+    cdef list frames = []
+    if _recv_message(_handle(sock), frames, flags):
+        raise zmq.Again()
+    return frames
+
+
+cdef double _monotonic():
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)  # what time.monotonic() reads
+    return now.tv_sec + now.tv_nsec * 1e-9
+
+
+cdef class Channel:
+    """Compiled twin of ``framerpc.transport.Channel`` (see there): the
+    whole exchange of a call in one C call, without Python frames."""
+
+    cdef public object sock
+    cdef public str url
+    cdef public object decode_reply
+    cdef public bint closed
+    cdef int _rcvtimeo
+
+    def __init__(self, sock, str url, decode_reply):
+        self.sock = sock
+        self.url = url
+        self.decode_reply = decode_reply
+        self.closed = False
+        self._rcvtimeo = -1
+
+    def reset(self, sock):
+        """Use ``sock`` from now on (after replacing a stuck socket)."""
+        self.sock = sock
+        self._rcvtimeo = -1
+
+    def request(self, list frames, request_id, timeout):
+        """Send ``frames``; return the decoded reply to ``request_id``."""
+        cdef double deadline = _deadline(timeout)
+        self._send(frames, deadline)
+        cdef int wait = _first_wait(timeout)
+        while True:
+            body = self._receive_body(deadline, wait)
+            try:
+                reply = self.decode_reply(body)
+            except ProtocolError as exc:
+                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+            else:
+                reply_id = reply.request_id
+                if reply_id == request_id or reply_id == -1:
+                    return reply
+                _log.debug("dropped a late reply to request %s", reply_id)
+            wait = self._wait_ms(deadline)
+
+    def exchange(self, list frames, timeout):
+        """Send ``frames``; return the frames of the next reply."""
+        cdef double deadline = _deadline(timeout)
+        self._send(frames, deadline)
+        return self._receive_body(deadline, _first_wait(timeout))
+
+    cdef _send(self, list frames, double deadline):
+        cdef list message = [b""]
+        message.extend(frames)
+        while True:
+            try:
+                send_frames(self.sock, message, _NOBLOCK)
+                return
+            except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
+                if not self.sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
+                    self._check_deadline(deadline, "send to")
+
+    cdef list _receive_body(self, double deadline, int wait):
+        cdef void *handle = _handle(self.sock)
+        cdef list frames
+        while True:
+            if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
+                if z_setsockopt(handle, ZMQ_RCVTIMEO, &wait, sizeof(int)) != 0:
+                    _raise_zmq(z_errno())
+                self._rcvtimeo = wait
+            frames = []
+            if _recv_message(handle, frames, 0):
+                self._check_deadline(deadline, "reply from")
+                wait = self._wait_ms(deadline)
+                continue
+            if len(frames) >= 2 and len(<Frame>frames[0]) == 0:
+                del frames[0]
+                return frames
+            _log.warning("dropped a reply without delimiter from %s", self.url)
+            wait = self._wait_ms(deadline)
+
+    cdef int _wait_ms(self, double deadline) except -1:
+        cdef long remaining
+        if self.closed:
+            raise RuntimeError(f"client of {self.url} was closed during a call")
+        if deadline < 0:
+            return WAIT_SLICE_MS
+        remaining = <long>((deadline - _monotonic()) * 1000) + 1
+        return max(0, min(remaining, WAIT_SLICE_MS))
+
+    cdef _check_deadline(self, double deadline, str what):
+        if deadline >= 0 and _monotonic() >= deadline:
+            raise TimeoutError(f"no {what} {self.url} in time")
+
+
+cdef double _deadline(timeout) except? -2:
+    """Monotonic deadline of ``timeout`` ms; -1 for none (None)."""
+    if timeout is None:
+        return -1
+    return _monotonic() + <double>timeout / 1000
+
+
+cdef int _first_wait(timeout) except -1:
+    # from the timeout: the clock was read for the deadline a moment ago
+    if timeout is None:
+        return WAIT_SLICE_MS
+    return max(0, min(<long>timeout, WAIT_SLICE_MS))

@@ -16,9 +16,10 @@ import zmq
 from conftest import finishes_within, wait_until
 from devices import CameraServer, ExtendedCameraProxy
 
-from framerpc import protocol
+from framerpc import protocol, transport
 from framerpc.client import NoResult, RPCClient
 from framerpc.errors import RemoteError
+from framerpc.protocol import Request, RPCEvents
 from framerpc.server import RPCServer
 
 # -- binding and attributes --------------------------------------------------
@@ -117,7 +118,7 @@ def test_stop_server_before_serve_forever_closes_the_sockets(ctx, url):
 
 
 @pytest.mark.parametrize("client_delay", [0, 0.1], ids=["prompt", "busy-client"])
-def test_client_stop_server_stops_the_server(ctx, connect, monkeypatch, client_delay):
+def test_client_stop_server_stops_the_server(ctx, connect, client_delay):
     """Regression (busy-client): the server closed its socket right after
     acknowledging STOP_SERVER; a client that had not read the reply yet lost
     it (its IMMEDIATE DEALER drops unread messages of a closed connection)
@@ -126,15 +127,24 @@ def test_client_stop_server_stops_the_server(ctx, connect, monkeypatch, client_d
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     try:
-        proxy = connect(server.url)
-        receive = proxy._receive
-
-        def busy_receive(*args):
-            time.sleep(client_delay)  # the caller is busy (GIL, load) a moment
-            return receive(*args)
-
-        monkeypatch.setattr(proxy, "_receive", busy_receive)
-        assert proxy.stop_server() is True
+        if client_delay == 0:
+            assert connect(server.url).stop_server() is True
+        else:
+            # a client's socket (IMMEDIATE DEALER), busy (GIL, load) a
+            # moment between sending STOP_SERVER and reading the reply
+            sock = transport.make_socket(ctx, zmq.DEALER)
+            try:
+                sock.connect(server.url)
+                request = Request(RPCEvents.STOP_SERVER, 1)
+                transport.send_frames(sock, [b"", *protocol.encode_request(request)])
+                time.sleep(client_delay)
+                # poll() makes libzmq process the socket's pending commands
+                # (a closed connection) before the read, as it would later
+                assert sock.poll(2000), "the acknowledgement was lost"
+                reply = protocol.decode_reply(transport.recv_frames(sock)[1:])
+            finally:
+                sock.close(linger=0)
+            assert reply.ok and reply.request_id == 1
         thread.join(timeout=5)
         assert not thread.is_alive(), "serve_forever did not return"
     finally:

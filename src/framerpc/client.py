@@ -32,7 +32,7 @@ import zmq
 from . import legacy, protocol, transport
 from .errors import ProtocolError, RemoteError
 from .property import RPCProperty
-from .protocol import Reply, Request, RPCEvents
+from .protocol import Reply, Request, RPCEvents, decode_reply
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
 
@@ -42,8 +42,6 @@ _log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=type)
 
-#: Slice (ms) of an unlimited wait, so that close() can interrupt it.
-_WAIT_SLICE_MS = 100
 #: Longest wait (ms) for the server's answer to stop_server().
 _STOP_WAIT_MS = 1000
 #: Longest wait (ms) for the signal subscription handshake.
@@ -165,7 +163,8 @@ class RPCClient:
         # The inventory request of "auto" is JSON: start in legacy mode.
         self._protocol = "native" if protocol == "native" else "legacy"
         self.socket = self._make_socket()
-        self._rcvtimeo = -1
+        # (the ``protocol`` argument hides the module here)
+        self._channel = transport.Channel(self.socket, url, decode_reply)
         try:
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
@@ -307,14 +306,14 @@ class RPCClient:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
-        request = Request(
-            RPCEvents.METHOD_CALL,
-            next(self._ids),
-            method_name,
-            list(params.get("args", ())),
-            dict(params.get("kwargs", {})),
-        )
-        reply = self._request(request, timeout, is_buffer)
+        args, kwargs = list(params.get("args", ())), dict(params.get("kwargs", {}))
+        if self._protocol == "native":  # the hot path: no Request object
+            request_id = next(self._ids)
+            frames = protocol.encode_call(request_id, method_name, args, kwargs)
+            reply = self._exchange(frames, request_id, timeout)
+        else:
+            request = Request(RPCEvents.METHOD_CALL, 0, method_name, args, kwargs)
+            reply = self._legacy_request(request, timeout, is_buffer)
         if not reply.ok:
             return False, (reply.error, reply.traceback)
         if reply.info is not None:
@@ -339,18 +338,17 @@ class RPCClient:
         if not reply.ok:
             raise RemoteError(reply.error, reply.traceback)
 
-    def _request(
-        self, request: Request, timeout: int | None, buffer_method: bool = False
-    ) -> Reply:
+    def _request(self, request: Request, timeout: int | None) -> Reply:
         if self._protocol == "legacy":
-            return self._legacy_request(request, timeout, buffer_method)
+            return self._legacy_request(request, timeout, False)
         frames = protocol.encode_request(request)
+        return self._exchange(frames, request.request_id, timeout)
+
+    def _exchange(self, frames: list, request_id: int, timeout: int | None) -> Reply:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
-            deadline = None if timeout is None else time.monotonic() + timeout / 1000
-            self._send(frames, deadline)
-            return self._receive(request.request_id, deadline, _first_wait(timeout))
+            return self._channel.request(frames, request_id, timeout)
 
     def _legacy_request(
         self, request: Request, timeout: int | None, buffer_method: bool
@@ -360,10 +358,8 @@ class RPCClient:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
-            deadline = None if timeout is None else time.monotonic() + timeout / 1000
             try:
-                self._send([frame], deadline)
-                frames = self._receive_body(deadline, _first_wait(timeout))
+                frames = self._channel.exchange([frame], timeout)
             except TimeoutError:
                 # No request id: a late reply must land on a dead socket.
                 self._reset_socket()
@@ -373,25 +369,6 @@ class RPCClient:
         except ProtocolError as exc:
             _log.warning("malformed JSON reply from %s: %s", self.url, exc)
             return Reply(0, False, error=f"ProtocolError: {exc}")
-
-    def _receive_body(self, deadline: float | None, wait: int) -> list:
-        """Frames of the next reply after its empty delimiter; the first
-        receive waits ``wait`` ms (see :func:`_first_wait`)."""
-        sock = self.socket
-        while True:
-            if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
-                sock.setsockopt(zmq.RCVTIMEO, wait)
-                self._rcvtimeo = wait
-            try:
-                frames = transport.recv_frames(sock)
-            except zmq.Again:
-                self._check_deadline(deadline, "reply from")
-                wait = self._wait_ms(deadline)
-                continue
-            if len(frames) >= 2 and len(frames[0]) == 0:
-                return frames[1:]
-            _log.warning("dropped a reply without delimiter from %s", self.url)
-            wait = self._wait_ms(deadline)
 
     def _make_socket(self) -> zmq.Socket:
         sock = transport.make_socket(self.context, zmq.DEALER, self._options)
@@ -408,46 +385,8 @@ class RPCClient:
         self.socket.setsockopt(zmq.LINGER, 0)
         transport.close_quietly(self.socket)
         self.socket = self._make_socket()
-        self._rcvtimeo = -1
+        self._channel.reset(self.socket)
         self.socket.connect(self.url)
-
-    def _send(self, frames: list, deadline: float | None) -> None:
-        sock = self.socket
-        message = [b"", *frames]
-        while True:
-            try:
-                transport.send_frames(sock, message, zmq.NOBLOCK)
-                return
-            except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
-                if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
-                    self._check_deadline(deadline, "send to")
-
-    def _receive(self, request_id: int, deadline: float | None, wait: int) -> Reply:
-        while True:
-            body = self._receive_body(deadline, wait)
-            try:
-                reply = protocol.decode_reply(body)
-            except ProtocolError as exc:
-                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
-            else:
-                if reply.request_id == request_id:
-                    return reply
-                if reply.request_id == -1:  # the server could not read our id
-                    return reply
-                _log.debug("dropped a late reply to request %s", reply.request_id)
-            wait = self._wait_ms(deadline)
-
-    def _wait_ms(self, deadline: float | None) -> int:
-        if self._closed:
-            raise RuntimeError(f"client of {self.url} was closed during a call")
-        if deadline is None:
-            return _WAIT_SLICE_MS
-        remaining = int((deadline - time.monotonic()) * 1000) + 1
-        return max(0, min(remaining, _WAIT_SLICE_MS))
-
-    def _check_deadline(self, deadline: float | None, what: str) -> None:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"no {what} {self.url} in time")
 
     # -- lifecycle --------------------------------------------------------
     def stop_server(self) -> bool:
@@ -470,6 +409,7 @@ class RPCClient:
     def close(self) -> None:
         """Stop the signal receiver and close the socket; idempotent."""
         self._closed = True
+        self._channel.closed = True  # a call in flight raises RuntimeError
         receiver, self._signal_receiver = self._signal_receiver, None
         if receiver is not None:
             receiver.stop()
@@ -523,12 +463,6 @@ class RPCClient:
             return klass
 
         return bind
-
-
-def _first_wait(timeout: int | None) -> int:
-    """First receive wait (ms) of a call of ``timeout`` ms: computed from
-    the timeout, the clock was read when the call started."""
-    return _WAIT_SLICE_MS if timeout is None else max(0, min(timeout, _WAIT_SLICE_MS))
 
 
 def _public_members(interface: type) -> dict[str, Any]:
