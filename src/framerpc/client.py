@@ -301,28 +301,33 @@ class RPCClient:
         TypeError
             An argument cannot travel on the wire.
         """
+        result = self._call(
+            method_name, params.get("args", ()), dict(params.get("kwargs", {}))
+        )
+        if type(result) is NoResult:
+            return False, (result.error, result.traceback)
+        return True, result
+
+    def _call(self, method_name: str, args: tuple | list, kwargs: dict) -> Any:
+        """A proxy method's call: the result, ``(buffer, info)`` for a buffer
+        method, or a :class:`NoResult` when the remote side failed."""
         is_buffer = method_name in self._buffer_methods
         if is_buffer:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
-        args, kwargs = list(params.get("args", ())), dict(params.get("kwargs", {}))
         if self._protocol == "native":  # the hot path: no Request object
             request_id = next(self._ids)
-            frames = protocol.encode_call(request_id, method_name, args, kwargs)
+            frames = protocol.encode_call(request_id, method_name, list(args), kwargs)
             reply = self._exchange(frames, request_id, timeout)
         else:
-            request = Request(RPCEvents.METHOD_CALL, 0, method_name, args, kwargs)
+            request = Request(RPCEvents.METHOD_CALL, 0, method_name, list(args), kwargs)
             reply = self._legacy_request(request, timeout, is_buffer)
         if not reply.ok:
-            return False, (reply.error, reply.traceback)
+            return NoResult(reply.error, reply.traceback)
         if reply.info is not None:
-            return True, (reply.value, reply.info)
-        return True, reply.value
-
-    def _call(self, method_name: str, args: tuple, kwargs: dict) -> Any:
-        ok, result = self.execute(method_name, {"args": args, "kwargs": kwargs})
-        return result if ok else NoResult(*result)
+            return reply.value, reply.info
+        return reply.value
 
     def _get_property(self, name: str) -> Any:
         reply = self._request(

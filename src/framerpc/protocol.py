@@ -182,11 +182,15 @@ def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
     version = header.get("v")
     # type first: comparing an array (or True, 1.0) to an int is no check
     if type(version) is not int or version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"unsupported protocol version {version!r} "
-            f"(this side speaks {PROTOCOL_VERSION})"
-        )
+        raise _version_error(version)
     return header
+
+
+def _version_error(version: Any) -> ProtocolError:
+    return ProtocolError(
+        f"unsupported protocol version {version!r} "
+        f"(this side speaks {PROTOCOL_VERSION})"
+    )
 
 
 def peek_header(frame: Any) -> dict:
@@ -243,7 +247,11 @@ def decode_request(
     ProtocolError
         The message is malformed; the text says which field is wrong.
     """
-    header = _decode_header(frames, max_frames, max_header)
+    # _decode_header written out: a call less on the server's hot path
+    header = framing.decode(frames, max_frames, max_header)
+    version = header.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise _version_error(version)
     name = header.get("e")
     event = _REQUEST_EVENTS.get(name) if type(name) is str else None
     if event is None:
@@ -307,7 +315,11 @@ def decode_reply(
     max_header: int = framing.MAX_HEADER_SIZE,
 ) -> Reply:
     """Parse the frames of a reply (after the empty delimiter frame)."""
-    header = _decode_header(frames, max_frames, max_header)
+    # _decode_header written out: a call less on the client's hot path
+    header = framing.decode(frames, max_frames, max_header)
+    version = header.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise _version_error(version)
     request_id, ok = header.get("i"), header.get("ok")
     if type(request_id) is not int or type(ok) is not bool:
         raise ProtocolError("reply needs an int request id and a bool 'ok'")

@@ -381,7 +381,11 @@ class RPCServer:
             )
             self._send(envelope, protocol.encode_reply(reply))
             return
-        self._send(envelope, self._dispatch(request), request.request_id)
+        frames_out = self._dispatch(request)
+        try:  # _send written out: a call less on the hot path
+            transport.send_frames(self._socket, envelope + frames_out)
+        except (zmq.ZMQError, TypeError) as exc:
+            self._send_failed(envelope, exc, request.request_id)
         if request.event is RPCEvents.STOP_SERVER:
             self._stop_after_grace()
 
@@ -395,16 +399,20 @@ class RPCServer:
     ) -> None:
         try:
             transport.send_frames(self._socket, envelope + frames)
-        except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
-            _log.warning("could not send a reply: %s", exc)
-        except TypeError as exc:
-            # pyzmq checks every frame before sending any: a frame without
-            # the buffer interface is refused here, before anything is sent.
-            _log.warning("could not send a reply: %s", exc)
-            if request_id is not None:
-                error = f"TypeError: the result cannot be sent: {exc}"
-                reply = Reply(request_id, False, error=error)
-                self._send(envelope, protocol.encode_reply(reply))
+        except (zmq.ZMQError, TypeError) as exc:
+            self._send_failed(envelope, exc, request_id)
+
+    def _send_failed(
+        self, envelope: list, exc: Exception, request_id: int | None
+    ) -> None:
+        _log.warning("could not send a reply: %s", exc)
+        # A ZMQError (peer gone, queue full) drops the reply. A TypeError
+        # comes before anything is sent (every frame is checked first): a
+        # frame without the buffer interface; the caller gets an error.
+        if isinstance(exc, TypeError) and request_id is not None:
+            error = f"TypeError: the result cannot be sent: {exc}"
+            reply = Reply(request_id, False, error=error)
+            self._send(envelope, protocol.encode_reply(reply))
 
     def _handle_legacy(self, envelope: list, body: list) -> None:
         """Answer a request of the older JSON protocol, as its tables say."""
