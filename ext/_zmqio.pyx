@@ -1,6 +1,7 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
-"""Compiled message I/O: ``send_frames`` / ``recv_frames`` of
-``framerpc.transport`` calling libzmq directly.
+"""Compiled message I/O, the twin of ``framerpc._zmqio_py``: ``send_frames``
+/ ``recv_frames`` calling libzmq directly, and the client's
+:class:`Channel` and the server's :class:`Responder` built on them.
 
 pyzmq's Python-level wrappers cost a few microseconds per frame, several
 times what libzmq itself needs for a small RPC message. This module calls
@@ -30,9 +31,25 @@ import logging
 import zmq
 import zmq.backend.cython._zmq as _backend
 
+from framerpc._zmqio_py import BUFFER_TYPES
 from framerpc.errors import ProtocolError
+from framerpc.framing import OutOfBand, decode, encode
+from framerpc.protocol import PROTOCOL_VERSION
 
-__all__ = ["Channel", "Frame", "send_frames", "recv_frames", "ZERO_COPY_MIN"]
+__all__ = [
+    "Channel",
+    "Frame",
+    "Responder",
+    "send_frames",
+    "recv_frames",
+    "ZERO_COPY_MIN",
+]
+
+cdef object _decode = decode
+cdef object _encode = encode
+cdef object _OutOfBand = OutOfBand
+cdef tuple _BUFFER_TYPES = BUFFER_TYPES
+cdef object _PROTOCOL_VERSION = PROTOCOL_VERSION
 
 # the pure Channel's logger: the same records whichever engine runs
 _log = logging.getLogger("framerpc.transport")
@@ -357,3 +374,66 @@ cdef int _first_wait(timeout) except -1:
     if timeout is None:
         return WAIT_SLICE_MS
     return max(0, min(<long>timeout, WAIT_SLICE_MS))
+
+
+cdef class Responder:
+    """Compiled twin of ``framerpc._zmqio_py.Responder`` (see there): the
+    common request answered from one C call, the method's own frame aside."""
+
+    cdef public object sock, target, json_methods, buffer_methods
+    cdef public object check_buffer_result, failed, send_failed
+
+    def __init__(self, sock, target, dict json_methods, dict buffer_methods,
+                 check_buffer_result, failed, send_failed):
+        self.sock = sock
+        self.target = target
+        self.json_methods = json_methods
+        self.buffer_methods = buffer_methods
+        self.check_buffer_result = check_buffer_result
+        self.failed = failed
+        self.send_failed = send_failed
+
+    def handle(self, list frames):
+        """Answer ``frames`` if it is the common request; see the class."""
+        cdef dict header
+        cdef bint is_json
+        cdef list out, message
+        if len(frames) < 3 or len(frames[1]) != 0:
+            return False
+        try:
+            header = _decode(frames[2:])
+        except Exception:  # the general path says what is wrong
+            return False
+        version, event, request_id = header.get("v"), header.get("e"), header.get("i")
+        name, args, kwargs = header.get("m"), header.get("a"), header.get("k")
+        # the checks of protocol.decode_request, for this one event
+        if (type(version) is not int or version != _PROTOCOL_VERSION
+                or type(event) is not str or event != "METHOD_CALL"
+                or type(request_id) is not int or type(name) is not str
+                or type(args) is not list or type(kwargs) is not dict):
+            return False
+        is_json = name in <dict>self.json_methods
+        if not is_json and name not in <dict>self.buffer_methods:
+            return False
+        try:
+            result = getattr(self.target, name)(*args, **kwargs)
+            # the headers of protocol.encode_result
+            if is_json:
+                out = _encode({"v": _PROTOCOL_VERSION, "i": request_id,
+                               "ok": True, "x": result})
+            else:
+                if (type(result) is not tuple or len(result) != 2
+                        or not isinstance(result[1], dict)
+                        or not isinstance(result[0], _BUFFER_TYPES)):
+                    self.check_buffer_result(name, result)
+                out = _encode({"v": _PROTOCOL_VERSION, "i": request_id, "ok": True,
+                               "x": _OutOfBand(result[0]), "in": result[1]})
+        except Exception as exc:  # a failing method or a result msgpack refuses
+            out = self.failed(request_id, name, exc)
+        message = frames[:2]
+        message.extend(out)
+        try:
+            send_frames(self.sock, message)
+        except (zmq.ZMQError, TypeError) as exc:
+            self.send_failed(frames[:2], exc, request_id)
+        return True

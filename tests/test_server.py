@@ -207,7 +207,8 @@ def test_datetime_array_result_travels(tcp_camera, connect):
 
 
 def test_reply_frame_pyzmq_refuses_becomes_an_error(tcp_camera, connect, monkeypatch):
-    """Any frame pyzmq refuses to send gives an error reply, not a dead server."""
+    """Any frame pyzmq refuses to send gives an error reply, not a dead server
+    (the general path; test_transport checks the Responder's)."""
     encode_result = protocol.encode_result
 
     def poisoned(request_id, value, info=None, buffer_reply=False):
@@ -215,8 +216,9 @@ def test_reply_frame_pyzmq_refuses_becomes_an_error(tcp_camera, connect, monkeyp
         return [*frames[:-1], object()] if value == "poison" else frames
 
     proxy = connect(tcp_camera.url)
+    proxy.mode = "poison"
     monkeypatch.setattr(protocol, "encode_result", poisoned)
-    result = proxy.echo("poison")
+    result = proxy.mode  # a property: the general path, which encodes here
     assert isinstance(result, NoResult)
     assert "TypeError" in result.error and "cannot be sent" in result.error
     assert proxy.echo("still serving") == "still serving"

@@ -23,7 +23,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-import numpy as np
 import zmq
 
 from . import legacy, protocol, sdnotify, transport
@@ -52,8 +51,6 @@ _STOP_GRACE_S = 0.2
 #: and come in bursts (one per frame); at the RPC mark (100) a burst faster
 #: than the I/O thread forwards it was silently dropped by PUB.
 _SIGNAL_HWM = 10_000
-
-_BUFFER_TYPES = (bytes, bytearray, memoryview, np.ndarray)
 
 
 def _method_decorator(kind: str, timeout: Any) -> Any:
@@ -141,6 +138,16 @@ class RPCServer:
             raise
         for name in self._signals:
             getattr(self, name).connect(functools.partial(self._publish_signal, name))
+        # answers plain method calls; _handle takes everything else
+        self._responder = transport.Responder(
+            self._socket,
+            self,
+            self._json_methods,
+            self._buffer_methods,
+            _check_buffer_result,
+            self._method_failed,
+            self._send_failed,
+        )
 
     # -- decorators -------------------------------------------------------
     @overload
@@ -296,6 +303,7 @@ class RPCServer:
                 _log.debug("serve_forever called on a stopped server")
                 return
             sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
+            respond = self._responder.handle
             sdnotify.ready()
             while not self._stop.is_set() and (
                 self._stop_at is None or time.monotonic() < self._stop_at
@@ -306,7 +314,8 @@ class RPCServer:
                     frames = None
                 if frames is not None:
                     try:
-                        self._handle(frames)
+                        if not respond(frames):
+                            self._handle(frames)
                     except Exception:  # a bug here must not end serving
                         _log.exception("unexpected error while handling a message")
                 self._watchdog.tick()
@@ -526,17 +535,14 @@ class RPCServer:
         result = getattr(self, name)(*request.args, **request.kwargs)
         if name in self._json_methods:
             return result, None
-        if (
-            type(result) is not tuple
-            or len(result) != 2
-            or not isinstance(result[1], dict)
-            or not isinstance(result[0], _BUFFER_TYPES)
-        ):
-            raise TypeError(
-                f"buffer method {name} must return (bytes-like or numpy array, "
-                f"dict), got {_describe(result)}"
-            )
+        _check_buffer_result(name, result)
         return result
+
+    def _method_failed(self, request_id: int, name: str, exc: Exception) -> list:
+        """Error reply frames of method ``name`` that raised ``exc`` (for the
+        Responder, from its ``except`` block)."""
+        request = Request(RPCEvents.METHOD_CALL, request_id, name)
+        return protocol.encode_reply(_failure(request, exc))
 
     def _property(self, name: str) -> str:
         if name not in self._rpc_properties:
@@ -560,6 +566,21 @@ class RPCServer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+
+def _check_buffer_result(name: str, result: Any) -> None:
+    """Raise the TypeError of a buffer method's result that is not
+    ``(bytes-like or numpy array, dict)``."""
+    if (
+        type(result) is not tuple
+        or len(result) != 2
+        or not isinstance(result[1], dict)
+        or not isinstance(result[0], transport.BUFFER_TYPES)
+    ):
+        raise TypeError(
+            f"buffer method {name} must return (bytes-like or numpy array, "
+            f"dict), got {_describe(result)}"
+        )
 
 
 def _failure(request: Request, exc: Exception) -> Reply:

@@ -1,0 +1,320 @@
+"""Pure-Python message I/O: the twin of the compiled ``framerpc._zmqio``.
+
+``send_frames`` / ``recv_frames`` move one multipart message; a
+:class:`Channel` is a client's side of its calls and a :class:`Responder`
+a server's side of the common one. ``framerpc.transport`` picks this
+module or the compiled one (same names, same behaviour; the parity tests
+in tests/test_zmqio_parity.py run both).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from . import framing
+from .errors import ProtocolError
+from .protocol import PROTOCOL_VERSION
+
+__all__ = [
+    "BUFFER_TYPES",
+    "WAIT_SLICE_MS",
+    "Channel",
+    "Responder",
+    "recv_frames",
+    "send_frames",
+]
+
+# the transport module's logger, whichever twin runs
+_log = logging.getLogger("framerpc.transport")
+
+# Plain ints: pyzmq's enum flags cost an enum operation per frame sent.
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
+    """Send ``frames`` as one multipart message, large ones without a copy.
+
+    Cheaper than ``send_multipart`` for the few frames of an RPC message.
+    With ``flags=zmq.NOBLOCK``, :class:`zmq.Again` means nothing was sent:
+    once the first frame is queued, the rest of the message follows.
+
+    Ownership: pyzmq keeps a reference to each buffer of 64 KiB or more
+    until libzmq has sent it; smaller frames are copied.
+    """
+    for index, frame in enumerate(frames):
+        # Check the whole message first: a frame refused halfway would leave
+        # a partial multipart message queued on the socket.
+        if type(frame) is not bytes and type(frame) is not zmq.Frame:
+            try:
+                memoryview(frame)
+            except TypeError:
+                raise TypeError(
+                    f"frame {index} ({type(frame).__name__}) does not support "
+                    "the buffer protocol"
+                ) from None
+    last = len(frames) - 1
+    send = sock.send
+    for index, frame in enumerate(frames):
+        send(frame, (_SNDMORE if index < last else 0) | flags, copy=False)
+        flags = 0
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
+    """Receive one multipart message as a list of :class:`zmq.Frame`.
+
+    Frames are not copied; a memoryview of a frame keeps it alive. Raises
+    :class:`zmq.Again` when ``RCVTIMEO`` passes or with ``zmq.NOBLOCK``
+    and no message.
+    """
+    recv = sock.recv
+    frame = recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = recv(0, copy=False)
+        frames.append(frame)
+    return frames
+
+
+#: What a buffer method may return as its buffer (``Responder`` checks it).
+BUFFER_TYPES = (bytes, bytearray, memoryview, np.ndarray)
+
+#: Longest single wait (ms) of a :class:`Channel`: how soon a call notices
+#: that another thread closed its client.
+WAIT_SLICE_MS = 100
+
+
+class Channel:
+    """Request/reply exchanges on one DEALER socket, one at a time.
+
+    A request goes out behind an empty delimiter frame (what a REQ socket
+    adds, so REP and ROUTER servers both answer); the reply that carries its
+    id comes back. Replies without delimiter, malformed or late ones are
+    dropped and logged. Waits last at most :data:`WAIT_SLICE_MS`, so that
+    setting :attr:`closed` from another thread ends a call.
+
+    Parameters
+    ----------
+    sock : zmq.Socket
+        A connected DEALER socket.
+    url : str
+        The peer's URL, for messages.
+    decode_reply : callable
+        ``frames -> reply``: the reply's ``request_id`` attribute is
+        matched; :class:`~framerpc.errors.ProtocolError` drops the reply.
+
+    Attributes
+    ----------
+    sock : zmq.Socket
+        Replace it with :meth:`reset`.
+    closed : bool
+        Set it to make a call in progress raise RuntimeError.
+    """
+
+    def __init__(self, sock: zmq.Socket, url: str, decode_reply: Callable) -> None:
+        self.sock = sock
+        self.url = url
+        self.decode_reply = decode_reply
+        self.closed = False
+        self._rcvtimeo = -1
+
+    def reset(self, sock: zmq.Socket) -> None:
+        """Use ``sock`` from now on (after replacing a stuck socket)."""
+        self.sock = sock
+        self._rcvtimeo = -1
+
+    def request(self, frames: list, request_id: int, timeout: int | None) -> Any:
+        """Send ``frames``; return the decoded reply to ``request_id``.
+
+        A reply with id -1 (the server could not read the request's id) is
+        returned too.
+
+        Raises
+        ------
+        TimeoutError
+            No reply within ``timeout`` ms (None: wait for ever).
+        RuntimeError
+            :attr:`closed` was set.
+        """
+        deadline = _deadline(timeout)
+        self._send(frames, deadline)
+        wait = _first_wait(timeout)
+        while True:
+            body = self._receive_body(deadline, wait)
+            try:
+                reply = self.decode_reply(body)
+            except ProtocolError as exc:
+                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+            else:
+                if reply.request_id == request_id or reply.request_id == -1:
+                    return reply
+                _log.debug("dropped a late reply to request %s", reply.request_id)
+            wait = self._wait_ms(deadline)
+
+    def exchange(self, frames: list, timeout: int | None) -> list:
+        """Send ``frames``; return the frames of the next reply (after its
+        delimiter), whichever request it answers. Raises as :meth:`request`.
+        """
+        deadline = _deadline(timeout)
+        self._send(frames, deadline)
+        return self._receive_body(deadline, _first_wait(timeout))
+
+    def _send(self, frames: list, deadline: float | None) -> None:
+        sock = self.sock
+        message = [b"", *frames]
+        while True:
+            try:
+                send_frames(sock, message, _NOBLOCK)
+                return
+            except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
+                if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
+                    self._check_deadline(deadline, "send to")
+
+    def _receive_body(self, deadline: float | None, wait: int) -> list:
+        sock = self.sock
+        while True:
+            if wait != self._rcvtimeo:  # a blocking recv is cheaper than poll()
+                sock.setsockopt(zmq.RCVTIMEO, wait)
+                self._rcvtimeo = wait
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                self._check_deadline(deadline, "reply from")
+                wait = self._wait_ms(deadline)
+                continue
+            if len(frames) >= 2 and len(frames[0]) == 0:
+                return frames[1:]
+            _log.warning("dropped a reply without delimiter from %s", self.url)
+            wait = self._wait_ms(deadline)
+
+    def _wait_ms(self, deadline: float | None) -> int:
+        if self.closed:
+            raise RuntimeError(f"client of {self.url} was closed during a call")
+        if deadline is None:
+            return WAIT_SLICE_MS
+        remaining = int((deadline - time.monotonic()) * 1000) + 1
+        return max(0, min(remaining, WAIT_SLICE_MS))
+
+    def _check_deadline(self, deadline: float | None, what: str) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no {what} {self.url} in time")
+
+
+class Responder:
+    """Answers the common request on a server's ROUTER socket, whole.
+
+    The common request is a native METHOD_CALL of a known method from a
+    peer whose envelope is one identity frame (a DEALER or a REQ socket).
+    :meth:`handle` answers it (runs the method, encodes and sends the
+    reply) and returns True; for anything else it returns False before
+    acting, and the server's general path takes the message.
+
+    Parameters
+    ----------
+    sock : zmq.Socket
+        The server's ROUTER socket.
+    target : object
+        Whose methods are called (the server).
+    json_methods, buffer_methods : dict
+        The callable methods by name (read at each call: the server's own).
+    check_buffer_result : callable
+        ``(name, result)``: raises the TypeError of a buffer method's
+        result that is not ``(bytes-like or array, dict)``.
+    failed : callable
+        ``(request_id, name, exc) -> frames`` of the error reply, called
+        while ``exc`` is being handled (it may read the traceback).
+    send_failed : callable
+        ``(envelope, exc, request_id)``: a reply could not be sent.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        target: object,
+        json_methods: dict,
+        buffer_methods: dict,
+        check_buffer_result: Callable,
+        failed: Callable,
+        send_failed: Callable,
+    ) -> None:
+        self.sock = sock
+        self.target = target
+        self.json_methods = json_methods
+        self.buffer_methods = buffer_methods
+        self.check_buffer_result = check_buffer_result
+        self.failed = failed
+        self.send_failed = send_failed
+
+    def handle(self, frames: list) -> bool:
+        """Answer ``frames`` if it is the common request; see the class."""
+        if len(frames) < 3 or len(frames[1]) != 0:
+            return False
+        try:
+            header = framing.decode(frames[2:])
+        except Exception:  # the general path says what is wrong
+            return False
+        version, event, request_id = header.get("v"), header.get("e"), header.get("i")
+        name, args, kwargs = header.get("m"), header.get("a"), header.get("k")
+        # the checks of protocol.decode_request, for this one event; types
+        # first: comparing an array to a str or int is no check
+        if (
+            type(version) is not int
+            or version != PROTOCOL_VERSION
+            or type(event) is not str
+            or event != "METHOD_CALL"
+            or type(request_id) is not int
+            or type(name) is not str
+            or type(args) is not list
+            or type(kwargs) is not dict
+        ):
+            return False
+        is_json = name in self.json_methods
+        if not is_json and name not in self.buffer_methods:
+            return False
+        try:
+            result = getattr(self.target, name)(*args, **kwargs)
+            # the headers of protocol.encode_result
+            if is_json:
+                out = framing.encode(
+                    {"v": PROTOCOL_VERSION, "i": request_id, "ok": True, "x": result}
+                )
+            else:
+                if (
+                    type(result) is not tuple
+                    or len(result) != 2
+                    or not isinstance(result[1], dict)
+                    or not isinstance(result[0], BUFFER_TYPES)
+                ):
+                    self.check_buffer_result(name, result)
+                out = framing.encode(
+                    {
+                        "v": PROTOCOL_VERSION,
+                        "i": request_id,
+                        "ok": True,
+                        "x": framing.OutOfBand(result[0]),
+                        "in": result[1],
+                    }
+                )
+        except Exception as exc:  # a failing method or a result msgpack refuses
+            out = self.failed(request_id, name, exc)
+        envelope = frames[:2]
+        try:
+            send_frames(self.sock, envelope + out)
+        except (zmq.ZMQError, TypeError) as exc:
+            self.send_failed(envelope, exc, request_id)
+        return True
+
+
+def _deadline(timeout: int | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout / 1000
+
+
+def _first_wait(timeout: int | None) -> int:
+    # from the timeout: the clock was read for the deadline a moment ago
+    return WAIT_SLICE_MS if timeout is None else max(0, min(timeout, WAIT_SLICE_MS))
