@@ -60,8 +60,9 @@ ECHO_TEXT = "abcdefghij"
 #: Systems under test; "framerpc-pure" is framerpc with ``FRAMERPC_PURE=1``.
 SYSTEMS = ("raw", "framerpc", "framerpc-pure", "imagezmq")
 
-#: Largest acceptable framerpc/raw ratio of the median latency, per workload.
-TARGETS = {"echo": 2.0, "24.9MB": 1.25}
+#: Largest acceptable framerpc/raw ratio of the median latency, per workload
+#: (compiled layer, samples pooled over several pairs, not pinned).
+TARGETS = {"echo": 1.3, "64KiB": 1.2, "1MiB": 1.10, "5.76MB": 1.05, "24.9MB": 1.05}
 
 #: How long (s) a peer may take to start, and a server to stop.
 START_TIMEOUT_S = 60.0
