@@ -17,6 +17,7 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 
+cimport cython
 cimport numpy as cnp
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
 from libc.stdint cimport SIZE_MAX
@@ -56,22 +57,33 @@ __all__ = [
 ]
 
 cdef object _pack_header = pack_header
+# Arrays of more dimensions take the shared path (which allows 32).
+cdef enum: _FAST_NDIM = 8
 # One Packer per thread: msgpack.packb builds a Packer (and its buffer)
 # per call. Packing a walked header runs no Python code, so a thread's
 # Packer is never re-entered.
 cdef object _local = threading.local()
 
 
+# A Packer's buffer grows to its largest header and never shrinks: one
+# that packed a header larger than this is dropped, not kept per thread.
+cdef Py_ssize_t _KEEP_PACKER_BELOW = 64 * 1024
+
+
 cdef bytes _pack(object packed):
+    cdef bytes out
     try:
         packer = _local.packer
     except AttributeError:
-        packer = _local.packer = msgpack.Packer()
+        packer = _local.packer = msgpack.Packer(buf_size=4096)
     try:
-        return packer.pack(packed)
+        out = packer.pack(packed)
     except Exception:
-        packer.reset()
+        del _local.packer  # its buffer may hold a partial header
         return _pack_header(packed)  # raises the shared SerializationError
+    if PyBytes_GET_SIZE(out) >= _KEEP_PACKER_BELOW:
+        del _local.packer
+    return out
 cdef object _unpackb = msgpack.unpackb
 cdef object _check_key = check_key
 cdef object _encode_leaf = encode_leaf
@@ -94,6 +106,7 @@ cdef inline bint _is_scalar(object value):
             or value is None)
 
 
+@cython.boundscheck(True)  # value[i]: a list may shrink under a callback
 cdef object _walk(object value, list buffers, Py_ssize_t limit):
     cdef type kind = type(value)
     cdef dict out
@@ -166,14 +179,14 @@ cdef object _array_reference(object value, list buffers, Py_ssize_t limit):
     bytes or more, appended to ``buffers`` as is: the bytes msgpack would
     write for ``[frame, dtype, shape]``. None: the shared path decides."""
     cdef cnp.ndarray arr
-    cdef unsigned char payload[5 + 1 + 31 + 1 + 5 * 8 + 1]
-    cdef Py_ssize_t pos = 1, i, ndim, dim
+    cdef unsigned char payload[5 + 1 + 31 + 1 + 5 * _FAST_NDIM + 1]
+    cdef Py_ssize_t pos = 1, i, ndim
     cdef bytes dtype_str
     if type(value) is not cnp.ndarray:
         return None
     arr = <cnp.ndarray>value
     ndim = cnp.PyArray_NDIM(arr)
-    if (ndim > 8 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+    if (ndim > _FAST_NDIM or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
             or cnp.PyArray_NBYTES(arr) < limit
             or arr.dtype.kind not in "biufc"):
         return None
@@ -216,8 +229,6 @@ def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
 # ever new dtype strings must not grow it.
 cdef dict _dtypes = {}
 cdef Py_ssize_t _MAX_CACHED_DTYPES = 64
-# Arrays of more dimensions take the shared path (which allows 32).
-cdef enum: _FAST_NDIM = 8
 
 
 cdef inline Py_ssize_t _read_uint(const unsigned char *p, Py_ssize_t n,
@@ -286,10 +297,14 @@ cdef object _array_ext(bytes data, object frames, set used):
         count *= dim
     if pos != n or index < 1 or index >= len(frames) or index in used:
         return None
-    frame = frames[index]
-    if count * dtype.itemsize != len(memoryview(frame)):
+    view = PyMemoryView_FromObject(frames[index])
+    # in bytes, not items, and contiguous: as the shared path checks
+    if (not view.c_contiguous
+            or dtype.itemsize and count > (<Py_ssize_t>(SIZE_MAX >> 1)) // dtype.itemsize
+            or count * dtype.itemsize != view.nbytes):
         return None
-    view = _take_frame(frames, index, used)
+    used.add(index)
+    view = view.toreadonly()
     cnp.Py_INCREF(dtype)  # PyArray_NewFromDescr steals it
     arr = PyArray_NewFromDescr(
         _ndarray_type, dtype, <int>ndim, dims, NULL,

@@ -10,7 +10,7 @@ times what libzmq itself needs for a small RPC message. This module calls
 libzmq: the functions are looked up in the libzmq that pyzmq already
 loaded (``dlopen`` of pyzmq's backend with ``RTLD_NOLOAD``, then
 ``dlsym``), so both always use the same library. If they cannot be found
-the import fails and transport.py keeps its pure-Python loops.
+the import fails and transport.py uses the pure twin, ``_zmqio_py``.
 
 Frames of ``ZERO_COPY_MIN`` bytes or more are still sent through pyzmq's
 ``send(copy=False)``, which owns the machinery that keeps a Python buffer
@@ -31,10 +31,11 @@ import logging
 import zmq
 import zmq.backend.cython._zmq as _backend
 
+from framerpc import _zmqio_py
 from framerpc._zmqio_py import BUFFER_TYPES
 from framerpc.errors import ProtocolError
 from framerpc.framing import OutOfBand, decode, encode
-from framerpc.protocol import PROTOCOL_VERSION
+from framerpc.protocol import PROTOCOL_VERSION, Reply, decode_reply
 
 __all__ = [
     "Channel",
@@ -50,11 +51,12 @@ cdef object _encode = encode
 cdef object _OutOfBand = OutOfBand
 cdef tuple _BUFFER_TYPES = BUFFER_TYPES
 cdef object _PROTOCOL_VERSION = PROTOCOL_VERSION
+cdef object _Reply = Reply
+cdef object _decode_reply = decode_reply
 
 # the pure Channel's logger: the same records whichever engine runs
 _log = logging.getLogger("framerpc.transport")
-#: See framerpc.transport.WAIT_SLICE_MS.
-cdef enum: WAIT_SLICE_MS = 100
+cdef int WAIT_SLICE_MS = _zmqio_py.WAIT_SLICE_MS
 
 cdef extern from "dlfcn.h" nogil:
     void *dlopen(const char *filename, int flags)
@@ -195,7 +197,7 @@ cdef int _send_copy(void *handle, const void *data, size_t size, int flags) exce
 
 
 def send_frames(sock, list frames, int flags=0):
-    """Send ``frames`` as one multipart message (see transport.send_frames)."""
+    """Send ``frames`` as one multipart message (see ``_zmqio_py``)."""
     cdef Py_ssize_t index, last = len(frames) - 1
     cdef int part_flags
     cdef Py_buffer view
@@ -266,6 +268,26 @@ def recv_frames(sock, int flags=0):
     return frames
 
 
+cdef object _decode_reply_fast(list body):
+    """protocol.decode_reply with its checks in C; anything they refuse goes
+    to protocol.decode_reply itself, which raises the same ProtocolError."""
+    cdef dict header
+    try:
+        header = _decode(body)
+    except Exception:
+        return _decode_reply(body)  # raises
+    version, request_id, ok = header.get("v"), header.get("i"), header.get("ok")
+    if (type(version) is not int or version != _PROTOCOL_VERSION
+            or type(request_id) is not int or type(ok) is not bool):
+        return _decode_reply(body)
+    if ok:
+        info = header.get("in")
+        if info is not None and type(info) is not dict:
+            return _decode_reply(body)
+        return _Reply(request_id, True, header.get("x"), info)
+    return _decode_reply(body)  # a failure: not the hot path
+
+
 cdef double _monotonic():
     cdef timespec now
     clock_gettime(CLOCK_MONOTONIC, &now)  # what time.monotonic() reads
@@ -273,19 +295,17 @@ cdef double _monotonic():
 
 
 cdef class Channel:
-    """Compiled twin of ``framerpc.transport.Channel`` (see there): the
+    """Compiled twin of ``framerpc._zmqio_py.Channel`` (see there): the
     whole exchange of a call in one C call, without Python frames."""
 
     cdef public object sock
     cdef public str url
-    cdef public object decode_reply
     cdef public bint closed
     cdef int _rcvtimeo
 
-    def __init__(self, sock, str url, decode_reply):
+    def __init__(self, sock, str url):
         self.sock = sock
         self.url = url
-        self.decode_reply = decode_reply
         self.closed = False
         self._rcvtimeo = -1
 
@@ -294,15 +314,22 @@ cdef class Channel:
         self.sock = sock
         self._rcvtimeo = -1
 
+    def call(self, request_id, method, list args, dict kwargs, timeout):
+        """A METHOD_CALL request and its reply (see :meth:`request`)."""
+        # the header of protocol.encode_call
+        frames = _encode({"v": _PROTOCOL_VERSION, "e": "METHOD_CALL",
+                          "i": request_id, "m": method, "a": args, "k": kwargs})
+        return self.request(frames, request_id, timeout)
+
     def request(self, list frames, request_id, timeout):
-        """Send ``frames``; return the decoded reply to ``request_id``."""
+        """Send the request ``frames``; return the reply to ``request_id``."""
         cdef double deadline = _deadline(timeout)
         self._send(frames, deadline)
         cdef int wait = _first_wait(timeout)
         while True:
             body = self._receive_body(deadline, wait)
             try:
-                reply = self.decode_reply(body)
+                reply = _decode_reply_fast(body)
             except ProtocolError as exc:
                 _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
             else:
@@ -397,7 +424,7 @@ cdef class Responder:
         """Answer ``frames`` if it is the common request; see the class."""
         cdef dict header
         cdef bint is_json
-        cdef list out, message
+        cdef list message
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
@@ -430,8 +457,7 @@ cdef class Responder:
                                "x": _OutOfBand(result[0]), "in": result[1]})
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
-        message = frames[:2]
-        message.extend(out)
+        message = frames[:2] + out
         try:
             send_frames(self.sock, message)
         except (zmq.ZMQError, TypeError) as exc:

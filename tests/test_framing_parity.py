@@ -7,6 +7,7 @@ it, so there the comparison always runs.
 from __future__ import annotations
 
 import importlib
+import threading
 
 import msgpack
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from framerpc import _framing_py as pure
+from framerpc._framing_common import OutOfBand
 from framerpc.errors import ProtocolError, SerializationError
 
 try:
@@ -174,3 +176,65 @@ def test_identical_errors_on_bad_references(frames):
             engine.decode(frames)
         messages.append(str(info.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((4, 2), np.uint8),  # an item is not a byte
+        memoryview(bytes(range(8)))[::2],  # strided
+        memoryview(bytes(range(4)))[::-1],  # backwards
+        memoryview(np.zeros((2, 4), np.uint16)),
+    ],
+    ids=["2-d array", "strided view", "reversed view", "2-d view"],
+)
+def test_identical_outcomes_on_frames_that_are_not_bytes(frame):
+    """The compiled reader measures frames in bytes and needs them
+    contiguous, as the shared path does."""
+    compiled.decode([_ext_header(2, [1, "|u1", [4]]), bytes(4)])  # cache |u1
+    frames = [_ext_header(2, [1, "|u1", [4]]), frame]
+    outcomes = []
+    for engine in (pure, compiled):
+        try:
+            outcomes.append(("ok", engine.decode(frames)["x"].tobytes()))
+        except ProtocolError as exc:
+            outcomes.append(("error", str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 200), (0, 70000), (0, 2**32 - 1), (0, 2**32), (1,) * 8, (1,) * 9]
+)
+def test_identical_references_for_large_dimensions(shape):
+    """Every msgpack int width of the hand-written reference."""
+    header = {"x": OutOfBand(np.zeros(shape, np.uint8))}
+    assert pure.encode(header)[0] == compiled.encode(header)[0]
+
+
+def test_identical_references_past_frame_127():
+    header = {"x": [np.zeros(1, np.uint8) for _ in range(300)]}
+    frames_pure, frames_compiled = pure.encode(header, 0), compiled.encode(header, 0)
+    assert frames_pure[0] == frames_compiled[0]
+    assert len(compiled.decode(frames_compiled)["x"]) == 300
+
+
+def test_a_failed_pack_leaves_the_thread_s_packer_usable():
+    with pytest.raises(SerializationError):
+        compiled.encode({"x": "\ud800"})  # a lone surrogate
+    assert compiled.encode({"x": "ok"}) == pure.encode({"x": "ok"})
+
+
+def test_threads_encode_side_by_side():
+    headers = [{"n": n, "s": "x" * n} for n in range(300)]
+    expected = [pure.encode(h)[0] for h in headers]
+    results: dict[int, list] = {}
+
+    def run(key):
+        results[key] = [compiled.encode(h)[0] for h in headers]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(results[k] == expected for k in range(4))

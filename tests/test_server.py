@@ -208,7 +208,7 @@ def test_datetime_array_result_travels(tcp_camera, connect):
 
 def test_reply_frame_pyzmq_refuses_becomes_an_error(tcp_camera, connect, monkeypatch):
     """Any frame pyzmq refuses to send gives an error reply, not a dead server
-    (the general path; test_transport checks the Responder's)."""
+    (the general path; test_zmqio_parity checks the Responder's)."""
     encode_result = protocol.encode_result
 
     def poisoned(request_id, value, info=None, buffer_reply=False):

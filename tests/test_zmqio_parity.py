@@ -20,6 +20,7 @@ import pytest
 import zmq
 
 from framerpc import _zmqio_py, protocol
+from framerpc.errors import ProtocolError
 from framerpc.protocol import Reply, Request, RPCEvents
 
 try:
@@ -40,9 +41,13 @@ _ids = itertools.count(1)
 
 
 class Target:
-    """What a Responder calls."""
+    """What a Responder calls; ``calls`` counts the echo calls."""
+
+    def __init__(self):
+        self.calls = 0
 
     def echo(self, value):
+        self.calls += 1
         return value
 
     def grab(self, size):
@@ -91,7 +96,38 @@ MESSAGES = {
         protocol.encode_request(Request(RPCEvents.PROPERTY_GET, 9, name="echo")),
         False,
     ),
-    "wrong version": ([msgpack.packb({"v": 2, "e": "METHOD_CALL", "i": 1})], False),
+    "wrong version": (
+        [
+            msgpack.packb(
+                {"v": 2, "e": "METHOD_CALL", "i": 1, "m": "echo", "a": [1], "k": {}}
+            )
+        ],
+        False,
+    ),
+    "version is True": (
+        [
+            msgpack.packb(
+                {"v": True, "e": "METHOD_CALL", "i": 1, "m": "echo", "a": [1], "k": {}}
+            )
+        ],
+        False,
+    ),
+    "method is a list": (
+        [
+            msgpack.packb(
+                {"v": 1, "e": "METHOD_CALL", "i": 1, "m": ["echo"], "a": [1], "k": {}}
+            )
+        ],
+        False,
+    ),
+    "kwargs is a list": (
+        [
+            msgpack.packb(
+                {"v": 1, "e": "METHOD_CALL", "i": 1, "m": "echo", "a": [1], "k": []}
+            )
+        ],
+        False,
+    ),
     "event is an array": (
         [msgpack.packb({"v": 1, "e": [1, 2], "i": 1, "m": "echo", "a": [], "k": {}})],
         False,
@@ -135,9 +171,10 @@ def _answer(engine, router, dealer, body):
     """What ``engine``'s Responder does with ``body``: (handled, reply frames
     as bytes or None, send_failed calls)."""
     send_failures = []
+    target = Target()
     responder = engine.Responder(
         router,
-        Target(),
+        target,
         {"echo": 1000, "fail": 1000, "unsendable": 1000},
         {"grab": 1000, "bad_buffer": 1000},
         _check_buffer_result,
@@ -147,6 +184,8 @@ def _answer(engine, router, dealer, body):
     dealer.send_multipart([b"", *body])
     frames = engine.recv_frames(router)
     handled = responder.handle(frames)
+    if not handled:
+        assert target.calls == 0, "declined after calling the method"
     reply = None
     if handled and not send_failures:
         reply = [bytes(f) for f in dealer.recv_multipart(copy=False)]
@@ -174,6 +213,15 @@ def test_responders_answer_alike(pair, name):
         assert errors[0] == errors[1]
     else:
         assert pure[1:] == compiled[1:]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_responder_declines_a_longer_envelope(engine, ctx, pair):
+    """A REQ behind a proxy adds routing frames: the general path's case."""
+    router, _ = pair
+    responder = engine.Responder(router, Target(), {"echo": None}, {}, None, None, None)
+    frames = [b"peer", b"proxy", b"", *_call(1, "echo", 1)]
+    assert responder.handle(frames) is False
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -222,7 +270,7 @@ def _serve_replies(router, replies):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_channel_drops_late_malformed_and_undelimited_replies(engine, pair, caplog):
     router, dealer = pair
-    channel = engine.Channel(dealer, "inproc://test", protocol.decode_reply)
+    channel = engine.Channel(dealer, "inproc://test")
     thread = _serve_replies(
         router,
         [
@@ -243,7 +291,7 @@ def test_channel_drops_late_malformed_and_undelimited_replies(engine, pair, capl
 @pytest.mark.parametrize("engine", ENGINES)
 def test_channel_returns_a_reply_to_an_unreadable_request(engine, pair):
     router, dealer = pair
-    channel = engine.Channel(dealer, "inproc://test", protocol.decode_reply)
+    channel = engine.Channel(dealer, "inproc://test")
     failure = Reply(-1, False, error="ProtocolError: unreadable")
     thread = _serve_replies(router, [protocol.encode_reply(failure)])
     reply = channel.request(_call(42, "echo"), 42, 2000)
@@ -254,7 +302,7 @@ def test_channel_returns_a_reply_to_an_unreadable_request(engine, pair):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_channel_times_out_and_stops_when_closed(engine, pair):
     _, dealer = pair
-    channel = engine.Channel(dealer, "inproc://nobody", protocol.decode_reply)
+    channel = engine.Channel(dealer, "inproc://nobody")
     with pytest.raises(TimeoutError, match="no reply from inproc://nobody in time"):
         channel.request(_call(43, "echo"), 43, 50)
     threading.Timer(0.05, setattr, (channel, "closed", True)).start()
@@ -265,22 +313,57 @@ def test_channel_times_out_and_stops_when_closed(engine, pair):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_channel_exchange_returns_any_next_reply(engine, pair):
     router, dealer = pair
-    channel = engine.Channel(dealer, "inproc://test", protocol.decode_reply)
+    channel = engine.Channel(dealer, "inproc://test")
     thread = _serve_replies(router, [[b"{}"]])
     assert [bytes(f) for f in channel.exchange([b'{"x": 1}'], 2000)] == [b"{}"]
     thread.join()
 
 
-def test_channel_decoder_errors_other_than_protocol_ones_propagate(pair):
-    """Only a ProtocolError drops a reply: a bug in the decoder surfaces."""
+BAD_REPLIES = {
+    "wrong version": {"v": 2, "i": 50, "ok": True, "x": 1},
+    "id is a str": {"v": 1, "i": "50", "ok": True, "x": 1},
+    "ok is an int": {"v": 1, "i": 50, "ok": 1, "x": 1},
+    "info is a list": {"v": 1, "i": 50, "ok": True, "x": b"", "in": [1]},
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("bad", BAD_REPLIES, ids=BAD_REPLIES)
+def test_channel_drops_bad_replies_with_the_protocol_s_words(engine, bad, pair, caplog):
+    """The compiled Channel checks replies itself: it must refuse what
+    protocol.decode_reply refuses, with its words."""
     router, dealer = pair
-    for engine in (_zmqio_py, _compiled) if _compiled else (_zmqio_py,):
+    header = BAD_REPLIES[bad]
+    with pytest.raises(ProtocolError) as expected:
+        protocol.decode_reply([msgpack.packb(header)])
+    channel = engine.Channel(dealer, "inproc://test")
+    thread = _serve_replies(
+        router, [[msgpack.packb(header)], protocol.encode_result(50, "good")]
+    )
+    with caplog.at_level(logging.WARNING, logger="framerpc.transport"):
+        reply = channel.request(_call(50, "echo"), 50, 2000)
+    thread.join()
+    assert reply.value == "good"
+    assert f"dropped a malformed reply from inproc://test: {expected.value}" in (
+        caplog.text
+    )
 
-        def decode(frames):
-            raise KeyError("a bug in the decoder")
 
-        channel = engine.Channel(dealer, "inproc://test", decode)
-        thread = _serve_replies(router, [protocol.encode_result(45, 1)])
-        with pytest.raises(KeyError):
-            channel.request(_call(45, "echo"), 45, 2000)
-        thread.join()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_channel_call_sends_encode_call_and_returns_failures(engine, pair):
+    router, dealer = pair
+    channel = engine.Channel(dealer, "inproc://test")
+    failure = Reply(51, False, error="ValueError: no", traceback="Traceback...")
+    seen = []
+
+    def run():
+        frames = router.recv_multipart()
+        seen.append(frames[2:])
+        router.send_multipart([frames[0], b"", *protocol.encode_reply(failure)])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    reply = channel.call(51, "echo", [1, "x"], {"k": 2.5}, 2000)
+    thread.join()
+    assert seen == [protocol.encode_call(51, "echo", [1, "x"], {"k": 2.5})]
+    assert reply == failure

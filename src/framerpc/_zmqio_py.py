@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import zmq
 
-from . import framing
+from . import framing, protocol
 from .errors import ProtocolError
-from .protocol import PROTOCOL_VERSION
+from .protocol import PROTOCOL_VERSION, Reply
 
 __all__ = [
     "BUFFER_TYPES",
@@ -94,10 +93,11 @@ class Channel:
     """Request/reply exchanges on one DEALER socket, one at a time.
 
     A request goes out behind an empty delimiter frame (what a REQ socket
-    adds, so REP and ROUTER servers both answer); the reply that carries its
-    id comes back. Replies without delimiter, malformed or late ones are
-    dropped and logged. Waits last at most :data:`WAIT_SLICE_MS`, so that
-    setting :attr:`closed` from another thread ends a call.
+    adds, so REP and ROUTER servers both answer); the native reply that
+    carries its id comes back as a :class:`~framerpc.protocol.Reply`.
+    Replies without delimiter, malformed or late ones are dropped and
+    logged. Waits last at most :data:`WAIT_SLICE_MS`, so that setting
+    :attr:`closed` from another thread ends a call.
 
     Parameters
     ----------
@@ -105,9 +105,6 @@ class Channel:
         A connected DEALER socket.
     url : str
         The peer's URL, for messages.
-    decode_reply : callable
-        ``frames -> reply``: the reply's ``request_id`` attribute is
-        matched; :class:`~framerpc.errors.ProtocolError` drops the reply.
 
     Attributes
     ----------
@@ -117,10 +114,9 @@ class Channel:
         Set it to make a call in progress raise RuntimeError.
     """
 
-    def __init__(self, sock: zmq.Socket, url: str, decode_reply: Callable) -> None:
+    def __init__(self, sock: zmq.Socket, url: str) -> None:
         self.sock = sock
         self.url = url
-        self.decode_reply = decode_reply
         self.closed = False
         self._rcvtimeo = -1
 
@@ -129,8 +125,20 @@ class Channel:
         self.sock = sock
         self._rcvtimeo = -1
 
-    def request(self, frames: list, request_id: int, timeout: int | None) -> Any:
-        """Send ``frames``; return the decoded reply to ``request_id``.
+    def call(
+        self,
+        request_id: int,
+        method: str,
+        args: list,
+        kwargs: dict,
+        timeout: int | None,
+    ) -> Reply:
+        """A METHOD_CALL request and its reply (see :meth:`request`)."""
+        frames = protocol.encode_call(request_id, method, args, kwargs)
+        return self.request(frames, request_id, timeout)
+
+    def request(self, frames: list, request_id: int, timeout: int | None) -> Reply:
+        """Send the request ``frames``; return the reply to ``request_id``.
 
         A reply with id -1 (the server could not read the request's id) is
         returned too.
@@ -148,7 +156,7 @@ class Channel:
         while True:
             body = self._receive_body(deadline, wait)
             try:
-                reply = self.decode_reply(body)
+                reply = protocol.decode_reply(body)
             except ProtocolError as exc:
                 _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
             else:
@@ -304,8 +312,9 @@ class Responder:
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         envelope = frames[:2]
+        message = envelope + out
         try:
-            send_frames(self.sock, envelope + out)
+            send_frames(self.sock, message)
         except (zmq.ZMQError, TypeError) as exc:
             self.send_failed(envelope, exc, request_id)
         return True

@@ -32,7 +32,7 @@ import zmq
 from . import legacy, protocol, transport
 from .errors import ProtocolError, RemoteError
 from .property import RPCProperty
-from .protocol import Reply, Request, RPCEvents, decode_reply
+from .protocol import Reply, Request, RPCEvents
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
 
@@ -163,8 +163,7 @@ class RPCClient:
         # The inventory request of "auto" is JSON: start in legacy mode.
         self._protocol = "native" if protocol == "native" else "legacy"
         self.socket = self._make_socket()
-        # (the ``protocol`` argument hides the module here)
-        self._channel = transport.Channel(self.socket, url, decode_reply)
+        self._channel = transport.Channel(self.socket, url)
         try:
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
@@ -316,10 +315,13 @@ class RPCClient:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
-        if self._protocol == "native":  # the hot path: no Request object
-            request_id = next(self._ids)
-            frames = protocol.encode_call(request_id, method_name, list(args), kwargs)
-            reply = self._exchange(frames, request_id, timeout)
+        if self._protocol == "native":  # the hot path: one call into the Channel
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError(f"client of {self.url} is closed")
+                reply = self._channel.call(
+                    next(self._ids), method_name, list(args), kwargs, timeout
+                )
         else:
             request = Request(RPCEvents.METHOD_CALL, 0, method_name, list(args), kwargs)
             reply = self._legacy_request(request, timeout, is_buffer)

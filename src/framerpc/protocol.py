@@ -206,17 +206,12 @@ def peek_header(frame: Any) -> dict:
 
 def encode_request(request: Request) -> list:
     """Frames of ``request``: the header, then any out-of-band buffers."""
-    event = request.event
-    if event is RPCEvents.METHOD_CALL:  # the hot path: no field loop
-        return encode_call(
-            request.request_id, request.method, request.args, request.kwargs
-        )
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
-        "e": event.value,
+        "e": request.event.value,
         "i": request.request_id,
     }
-    for attr, key, _ in _REQUEST_FIELDS[event]:
+    for attr, key, _ in _REQUEST_FIELDS[request.event]:
         header[key] = getattr(request, attr)
     return framing.encode(header)
 
@@ -247,19 +242,11 @@ def decode_request(
     ProtocolError
         The message is malformed; the text says which field is wrong.
     """
-    # _decode_header written out: a call less on the server's hot path
-    header = framing.decode(frames, max_frames, max_header)
-    version = header.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:
-        raise _version_error(version)
+    header = _decode_header(frames, max_frames, max_header)
     name = header.get("e")
     event = _REQUEST_EVENTS.get(name) if type(name) is str else None
     if event is None:
         raise ProtocolError(f"unknown event {header.get('e')!r} for a request")
-    if event is RPCEvents.METHOD_CALL:  # the hot path: checks written out
-        method, args, kwargs = header.get("m"), header.get("a"), header.get("k")
-        if type(method) is str and type(args) is list and type(kwargs) is dict:
-            return Request(event, header.get("i"), method, args, kwargs)
     values = {}
     for attr, key, kind in _REQUEST_FIELDS[event]:
         if key not in header:
@@ -315,7 +302,7 @@ def decode_reply(
     max_header: int = framing.MAX_HEADER_SIZE,
 ) -> Reply:
     """Parse the frames of a reply (after the empty delimiter frame)."""
-    # _decode_header written out: a call less on the client's hot path
+    # _decode_header written out: a call less for the pure Channel
     header = framing.decode(frames, max_frames, max_header)
     version = header.get("v")
     if type(version) is not int or version != PROTOCOL_VERSION:

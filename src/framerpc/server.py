@@ -390,11 +390,7 @@ class RPCServer:
             )
             self._send(envelope, protocol.encode_reply(reply))
             return
-        frames_out = self._dispatch(request)
-        try:  # _send written out: a call less on the hot path
-            transport.send_frames(self._socket, envelope + frames_out)
-        except (zmq.ZMQError, TypeError) as exc:
-            self._send_failed(envelope, exc, request.request_id)
+        self._send(envelope, self._dispatch(request), request.request_id)
         if request.event is RPCEvents.STOP_SERVER:
             self._stop_after_grace()
 
@@ -483,21 +479,12 @@ class RPCServer:
             return port
 
     def _dispatch(self, request: Request) -> list:
-        """Frames of the reply to a native request."""
+        """Frames of the reply to a native request (the Responder answers
+        the plain method calls before this)."""
+        reply, is_buffer = self._execute(request)
         try:
-            if request.event is RPCEvents.METHOD_CALL:  # the hot path: no Reply
-                value, info = self._call(request)
-                # only a buffer method has an info dict
-                return protocol.encode_result(
-                    request.request_id, value, info, info is not None
-                )
-            reply, is_buffer = self._execute(request)
             return protocol.encode_reply(reply, is_buffer)
-        except _NotFound as exc:
-            return protocol.encode_reply(
-                Reply(request.request_id, False, error=str(exc))
-            )
-        except Exception as exc:  # a failing method or a result msgpack cannot carry
+        except Exception as exc:  # a result msgpack cannot carry
             return protocol.encode_reply(_failure(request, exc))
 
     def _execute(self, request: Request) -> tuple[Reply, bool]:
