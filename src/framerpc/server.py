@@ -112,7 +112,7 @@ class RPCServer:
         self._rpc_properties: dict[str, RPCProperty] = {}
         self._signals: dict[str, RPCSignal] = {}
         self._discover()
-        self._stop = threading.Event()
+        self._stopping = False  # set by stop_server(), from any thread
         self._stop_at: float | None = None  # set by a STOP_SERVER request
         # systemd's watchdog when run under it (NOTIFY_SOCKET), else no-op
         self._watchdog = sdnotify.Watchdog()
@@ -305,7 +305,10 @@ class RPCServer:
             sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
             respond = self._responder.handle
             sdnotify.ready()
-            while not self._stop.is_set() and (
+            # the systemd watchdog: a tick per message only when it is on
+            watchdog = self._watchdog if self._watchdog.enabled else None
+            # a plain attribute: Event.is_set() is a Python call per message
+            while not self._stopping and (
                 self._stop_at is None or time.monotonic() < self._stop_at
             ):
                 try:
@@ -318,7 +321,8 @@ class RPCServer:
                             self._handle(frames)
                     except Exception:  # a bug here must not end serving
                         _log.exception("unexpected error while handling a message")
-                self._watchdog.tick()
+                if watchdog is not None:
+                    watchdog.tick()
                 link = self._registry_link
                 if link is not None:
                     link.tick()
@@ -334,7 +338,7 @@ class RPCServer:
         Returns at once; :meth:`serve_forever` returns within about 0.1 s.
         When the server is not serving, its sockets are closed now.
         """
-        self._stop.set()
+        self._stopping = True
         if self._serving.acquire(blocking=False):
             try:
                 self._shutdown()
