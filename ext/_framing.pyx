@@ -57,14 +57,28 @@ __all__ = [
 ]
 
 cdef object _pack_header = pack_header
+cdef object _unpackb = msgpack.unpackb
+cdef object _check_key = check_key
+cdef object _encode_leaf = encode_leaf
+cdef object _resolve_ext = resolve_ext
+cdef object _ExtType = msgpack.ExtType
+
+cdef extern from "numpy/arrayobject.h":
+    # declared here: numpy's Cython declarations leave it commented out
+    object PyArray_NewFromDescr(PyTypeObject *subtype, cnp.dtype descr, int nd,
+                                cnp.npy_intp *dims, cnp.npy_intp *strides,
+                                void *data, int flags, PyObject *obj)
+
+cnp.import_array()
+cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray
+
 # Arrays of more dimensions take the shared path (which allows 32).
 cdef enum: _FAST_NDIM = 8
+
 # One Packer per thread: msgpack.packb builds a Packer (and its buffer)
 # per call. Packing a walked header runs no Python code, so a thread's
 # Packer is never re-entered.
 cdef object _local = threading.local()
-
-
 # A Packer's buffer grows to its largest header and never shrinks: one
 # that packed a header larger than this is dropped, not kept per thread.
 cdef Py_ssize_t _KEEP_PACKER_BELOW = 64 * 1024
@@ -84,20 +98,6 @@ cdef bytes _pack(object packed):
     if PyBytes_GET_SIZE(out) >= _KEEP_PACKER_BELOW:
         del _local.packer
     return out
-cdef object _unpackb = msgpack.unpackb
-cdef object _check_key = check_key
-cdef object _encode_leaf = encode_leaf
-cdef object _resolve_ext = resolve_ext
-cdef object _ExtType = msgpack.ExtType
-
-cdef extern from "numpy/arrayobject.h":
-    # declared here: numpy's Cython declarations leave it commented out
-    object PyArray_NewFromDescr(PyTypeObject *subtype, cnp.dtype descr, int nd,
-                                cnp.npy_intp *dims, cnp.npy_intp *strides,
-                                void *data, int flags, PyObject *obj)
-
-cnp.import_array()
-cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray
 
 
 cdef inline bint _is_scalar(object value):

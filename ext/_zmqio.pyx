@@ -449,6 +449,7 @@ cdef class Responder:
                 out = _encode({"v": _PROTOCOL_VERSION, "i": request_id,
                                "ok": True, "x": result})
             else:
+                # check_buffer_result's test, written out: it is a Python call
                 if (type(result) is not tuple or len(result) != 2
                         or not isinstance(result[1], dict)
                         or not isinstance(result[0], _BUFFER_TYPES)):

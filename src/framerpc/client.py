@@ -349,13 +349,10 @@ class RPCClient:
         if self._protocol == "legacy":
             return self._legacy_request(request, timeout, False)
         frames = protocol.encode_request(request)
-        return self._exchange(frames, request.request_id, timeout)
-
-    def _exchange(self, frames: list, request_id: int, timeout: int | None) -> Reply:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
-            return self._channel.request(frames, request_id, timeout)
+            return self._channel.request(frames, request.request_id, timeout)
 
     def _legacy_request(
         self, request: Request, timeout: int | None, buffer_method: bool

@@ -182,15 +182,11 @@ def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
     version = header.get("v")
     # type first: comparing an array (or True, 1.0) to an int is no check
     if type(version) is not int or version != PROTOCOL_VERSION:
-        raise _version_error(version)
+        raise ProtocolError(
+            f"unsupported protocol version {version!r} "
+            f"(this side speaks {PROTOCOL_VERSION})"
+        )
     return header
-
-
-def _version_error(version: Any) -> ProtocolError:
-    return ProtocolError(
-        f"unsupported protocol version {version!r} "
-        f"(this side speaks {PROTOCOL_VERSION})"
-    )
 
 
 def peek_header(frame: Any) -> dict:
@@ -302,11 +298,7 @@ def decode_reply(
     max_header: int = framing.MAX_HEADER_SIZE,
 ) -> Reply:
     """Parse the frames of a reply (after the empty delimiter frame)."""
-    # _decode_header written out: a call less for the pure Channel
-    header = framing.decode(frames, max_frames, max_header)
-    version = header.get("v")
-    if type(version) is not int or version != PROTOCOL_VERSION:
-        raise _version_error(version)
+    header = _decode_header(frames, max_frames, max_header)
     request_id, ok = header.get("i"), header.get("ok")
     if type(request_id) is not int or type(ok) is not bool:
         raise ProtocolError("reply needs an int request id and a bool 'ok'")

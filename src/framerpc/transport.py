@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import zmq
 
 from . import framing, security
-from ._zmqio_py import BUFFER_TYPES, WAIT_SLICE_MS
+from ._zmqio_py import BUFFER_TYPES
 
 _log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ __all__ = [
     "Channel",
     "Responder",
     "BUFFER_TYPES",
-    "WAIT_SLICE_MS",
     "IO_IMPLEMENTATION",
 ]
 
