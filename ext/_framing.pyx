@@ -174,6 +174,11 @@ cdef inline Py_ssize_t _write_uint(unsigned char *out, Py_ssize_t pos,
     return pos + 5
 
 
+# The dtype of the last array sent and its wire string: a device sends
+# frames of one dtype, and numpy formats dtype.str anew on every call.
+cdef tuple _last_sent_dtype = (None, None)
+
+
 cdef object _array_reference(object value, list buffers, Py_ssize_t limit):
     """EXT_ARRAY reference to a C-contiguous numeric array of ``limit``
     bytes or more, appended to ``buffers`` as is: the bytes msgpack would
@@ -182,16 +187,26 @@ cdef object _array_reference(object value, list buffers, Py_ssize_t limit):
     cdef unsigned char payload[5 + 1 + 31 + 1 + 5 * _FAST_NDIM + 1]
     cdef Py_ssize_t pos = 1, i, ndim
     cdef bytes dtype_str
+    global _last_sent_dtype
     if type(value) is not cnp.ndarray:
         return None
     arr = <cnp.ndarray>value
     ndim = cnp.PyArray_NDIM(arr)
     if (ndim > _FAST_NDIM or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
-            or cnp.PyArray_NBYTES(arr) < limit
-            or arr.dtype.kind not in "biufc"):
+            or cnp.PyArray_NBYTES(arr) < limit):
         return None
-    dtype_str = arr.dtype.str.encode()
-    if len(dtype_str) > 31 or len(buffers) > 0xFFFFFFFF:
+    dtype = arr.dtype
+    last = _last_sent_dtype  # one read: another thread may replace it
+    if (<tuple>last)[0] is dtype:
+        dtype_str = (<tuple>last)[1]
+    else:
+        if dtype.kind not in "biufc":
+            return None
+        dtype_str = dtype.str.encode()  # formatted anew by numpy on each call
+        if len(dtype_str) > 31:
+            return None
+        _last_sent_dtype = (dtype, dtype_str)
+    if len(buffers) > 0xFFFFFFFF:
         return None
     for i in range(ndim):
         if cnp.PyArray_DIM(arr, i) > 0xFFFFFFFF:
