@@ -12,10 +12,16 @@ loaded (``dlopen`` of pyzmq's backend with ``RTLD_NOLOAD``, then
 ``dlsym``), so both always use the same library. If they cannot be found
 the import fails and transport.py uses the pure twin, ``_zmqio_py``.
 
-Frames of ``ZERO_COPY_MIN`` bytes or more are still sent through pyzmq's
-``send(copy=False)``, which owns the machinery that keeps a Python buffer
-alive until libzmq has sent it. Received frames are :class:`Frame`
-objects that own their message: no copy, freed when the last view goes.
+Frames of ``ZERO_COPY_MIN`` bytes or more are lent to libzmq without a
+copy (``zmq_msg_init_data``). libzmq calls the free function from its I/O
+thread, where the GIL is not held, so it only marks the loan returned;
+the buffer itself is released by the next ``send_frames`` or receive of
+any socket in the process (a server's loop receives at least every
+100 ms). pyzmq's ``send(copy=False)`` instead wakes a garbage-collector
+thread for each frame, which takes the GIL: on a 2-core machine that
+thread costs more than the rest of the reply. Received frames are
+:class:`Frame` objects that own their message: no copy, freed when the
+last view goes.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release
@@ -23,6 +29,7 @@ from cpython.buffer cimport PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from libc.stdlib cimport free, malloc
 
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -43,6 +50,7 @@ __all__ = [
     "Responder",
     "send_frames",
     "recv_frames",
+    "release_returned_buffers",
     "ZERO_COPY_MIN",
 ]
 
@@ -82,6 +90,10 @@ ctypedef int (*msg_more_t)(const zmq_msg_t *) noexcept nogil
 ctypedef int (*send_t)(void *, const void *, size_t, int) noexcept nogil
 ctypedef int (*errno_t)() noexcept nogil
 ctypedef int (*setsockopt_t)(void *, int, const void *, size_t) noexcept nogil
+ctypedef void (*free_fn_t)(void *, void *) noexcept nogil
+ctypedef int (*msg_init_data_t)(zmq_msg_t *, void *, size_t, free_fn_t,
+                                void *) noexcept nogil
+ctypedef int (*msg_send_t)(zmq_msg_t *, void *, int) noexcept nogil
 
 cdef msg_init_t z_msg_init
 cdef msg_recv_t z_msg_recv
@@ -92,12 +104,14 @@ cdef msg_more_t z_msg_more
 cdef send_t z_send
 cdef errno_t z_errno
 cdef setsockopt_t z_setsockopt
+cdef msg_init_data_t z_msg_init_data
+cdef msg_send_t z_msg_send
 
 cdef int SNDMORE = zmq.SNDMORE
 cdef int _NOBLOCK = zmq.NOBLOCK
 cdef int ZMQ_RCVTIMEO = zmq.RCVTIMEO
 #: Frames of at least this many bytes are sent without a copy (pyzmq's
-#: own copy threshold: below it, copying is cheaper than tracking a buffer).
+#: own copy threshold: below it, copying is cheaper than lending a buffer).
 ZERO_COPY_MIN = zmq.COPY_THRESHOLD
 cdef Py_ssize_t _zero_copy_min = ZERO_COPY_MIN
 
@@ -111,7 +125,7 @@ cdef void *_symbol(void *lib, const char *name) except NULL:
 
 cdef _load():
     global z_msg_init, z_msg_recv, z_msg_close, z_msg_data, z_msg_size
-    global z_msg_more, z_send, z_errno, z_setsockopt
+    global z_msg_more, z_send, z_errno, z_setsockopt, z_msg_init_data, z_msg_send
     path = _backend.__file__.encode()
     cdef void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
     if lib == NULL:
@@ -125,6 +139,8 @@ cdef _load():
     z_send = <send_t>_symbol(lib, b"zmq_send")
     z_errno = <errno_t>_symbol(lib, b"zmq_errno")
     z_setsockopt = <setsockopt_t>_symbol(lib, b"zmq_setsockopt")
+    z_msg_init_data = <msg_init_data_t>_symbol(lib, b"zmq_msg_init_data")
+    z_msg_send = <msg_send_t>_symbol(lib, b"zmq_msg_send")
 
 
 _load()
@@ -196,40 +212,171 @@ cdef int _send_copy(void *handle, const void *data, size_t size, int flags) exce
         _raise_zmq(error)
 
 
-def send_frames(sock, list frames, int flags=0):
-    """Send ``frames`` as one multipart message (see ``_zmqio_py``)."""
-    cdef Py_ssize_t index, last = len(frames) - 1
+# -- buffers lent to libzmq -------------------------------------------------
+cdef extern from *:
+    """
+    /* The flag is set by libzmq's I/O thread and read under the GIL. */
+    static inline void framerpc_mark_returned(int *flag) {
+        __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
+    }
+    static inline int framerpc_is_returned(int *flag) {
+        return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+    }
+    /* Cython types Py_buffer.obj as an object: these leave it untouched. */
+    static inline void framerpc_forget_view(Py_buffer *view) { view->obj = NULL; }
+    static inline int framerpc_view_held(Py_buffer *view) { return view->obj != NULL; }
+    """
+    void _mark_returned "framerpc_mark_returned"(int *flag) noexcept nogil
+    int _is_returned "framerpc_is_returned"(int *flag) noexcept nogil
+    void _forget_view "framerpc_forget_view"(Py_buffer *view) noexcept nogil
+    bint _view_held "framerpc_view_held"(Py_buffer *view) noexcept nogil
+
+
+ctypedef struct _Loan:
+    Py_buffer view  # holds the exporter until the loan is released
+    int returned
+    _Loan *next
+
+# Loans not yet released, touched only with the GIL held.
+cdef _Loan *_loans = NULL
+
+
+cdef void _loan_returned(void *data, void *hint) noexcept nogil:
+    # libzmq is done with the buffer; no GIL here, so only mark it
+    _mark_returned(&(<_Loan *>hint).returned)
+
+
+cdef void _release_returned() noexcept:
+    """Release the buffers libzmq has given back."""
+    global _loans
+    cdef _Loan *item = _loans
+    cdef _Loan *following
+    cdef _Loan *kept = NULL
+    cdef _Loan *done = NULL
+    while item != NULL:
+        following = item.next
+        if _is_returned(&item.returned):
+            item.next = done
+            done = item
+        else:
+            item.next = kept
+            kept = item
+        item = following
+    _loans = kept
+    # Releasing may run Python code (a last reference going), which may send
+    # again: the list is consistent before the first release.
+    while done != NULL:
+        following = done.next
+        PyBuffer_Release(&done.view)
+        free(done)
+        done = following
+
+
+def release_returned_buffers():
+    """Release now the sent buffers libzmq has given back (every send and
+    receive does it; see the module docstring)."""
+    _release_returned()
+
+
+cdef int _send_lent(void *handle, Py_buffer *view, int flags) except -1:
+    """Send ``view`` without a copy; the loan takes over the view."""
+    global _loans
+    cdef zmq_msg_t msg
+    cdef int rc, error
+    cdef _Loan *loan = <_Loan *>malloc(sizeof(_Loan))
+    if loan == NULL:
+        raise MemoryError()
+    loan.returned = 0
+    if z_msg_init_data(&msg, view.buf, view.len, _loan_returned, loan) != 0:
+        free(loan)
+        _raise_zmq(z_errno())
+    loan.view = view[0]
+    _forget_view(view)  # the loan releases it now
+    loan.next = _loans
+    _loans = loan
+    while True:
+        with nogil:
+            rc = z_msg_send(&msg, handle, flags)
+            error = z_errno() if rc < 0 else 0
+        if rc >= 0:
+            return 0
+        if error == EINTR:
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                z_msg_close(&msg)
+                raise
+            continue
+        z_msg_close(&msg)  # not sent: libzmq returns the loan at once
+        _raise_zmq(error)
+
+
+cdef int _acquire(object item, Py_ssize_t index, Py_buffer *view) except -1:
+    try:
+        PyObject_GetBuffer(item, view, PyBUF_SIMPLE)
+    except TypeError:
+        _forget_view(view)
+        raise TypeError(f"frame {index} ({type(item).__name__}) does not support "
+                        "the buffer protocol") from None
+    except (BufferError, ValueError):  # numpy says ValueError
+        _forget_view(view)
+        raise BufferError(f"frame {index} ({type(item).__name__}) is not "
+                          "C-contiguous") from None
+    return 0
+
+
+cdef enum:
+    _STACK_VIEWS = 8  # frames whose views fit on the stack
+
+
+cdef int _send_frames(sock, list frames, int flags) except -1:
+    cdef Py_ssize_t index, count = len(frames)
     cdef int part_flags
-    cdef Py_buffer view
+    cdef Py_buffer stack_views[_STACK_VIEWS]
+    cdef Py_buffer *views = stack_views
     cdef Frame frame
     cdef void *handle = _handle(sock)
-    for index in range(last + 1):
-        item = frames[index]
-        if type(item) is not bytes and type(item) is not Frame:
-            try:
-                memoryview(item)
-            except TypeError:
-                raise TypeError(f"frame {index} ({type(item).__name__}) does not "
-                                "support the buffer protocol") from None
-    for index in range(last + 1):
-        part_flags = (SNDMORE if index < last else 0) | (flags if index == 0 else 0)
-        item = frames[index]
-        if type(item) is bytes:
-            _send_copy(handle, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item),
-                       part_flags)
-        elif type(item) is Frame:
-            frame = <Frame>item
-            _send_copy(handle, z_msg_data(&frame.msg), z_msg_size(&frame.msg),
-                       part_flags)
-        else:
-            PyObject_GetBuffer(item, &view, PyBUF_SIMPLE)
-            try:
-                if view.len < _zero_copy_min:
-                    _send_copy(handle, view.buf, view.len, part_flags)
-                else:
-                    sock.send(item, part_flags, copy=False)
-            finally:
-                PyBuffer_Release(&view)
+    if _loans != NULL:
+        _release_returned()
+    if count > _STACK_VIEWS:
+        views = <Py_buffer *>malloc(count * sizeof(Py_buffer))
+        if views == NULL:
+            raise MemoryError()
+    for index in range(count):
+        _forget_view(&views[index])
+    try:
+        # Every buffer first: a frame refused halfway would leave a partial
+        # multipart message queued on the socket.
+        for index in range(count):
+            item = frames[index]
+            if type(item) is not bytes and type(item) is not Frame:
+                _acquire(item, index, &views[index])
+        for index in range(count):
+            part_flags = (SNDMORE if index < count - 1 else 0) | (flags if index == 0 else 0)
+            item = frames[index]
+            if type(item) is bytes:
+                _send_copy(handle, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item),
+                           part_flags)
+            elif type(item) is Frame:
+                frame = <Frame>item
+                _send_copy(handle, z_msg_data(&frame.msg), z_msg_size(&frame.msg),
+                           part_flags)
+            elif views[index].len < _zero_copy_min:
+                _send_copy(handle, views[index].buf, views[index].len, part_flags)
+            else:
+                _send_lent(handle, &views[index], part_flags)
+    finally:
+        for index in range(count):
+            if _view_held(&views[index]):
+                PyBuffer_Release(&views[index])
+        if views != stack_views:
+            free(views)
+    return 0
+
+
+def send_frames(sock, list frames, int flags=0):
+    """Send ``frames`` as one multipart message (see ``_zmqio_py``)."""
+    _send_frames(sock, frames, flags)
 
 
 cdef int _recv_message(void *handle, list frames, int flags) except -1:
@@ -238,6 +385,8 @@ cdef int _recv_message(void *handle, list frames, int flags) except -1:
     cdef Frame frame
     cdef int rc, error
     cdef bint first = True
+    if _loans != NULL:
+        _release_returned()
     while True:
         frame = Frame.__new__(Frame)
         while True:
@@ -350,7 +499,7 @@ cdef class Channel:
         message.extend(frames)
         while True:
             try:
-                send_frames(self.sock, message, _NOBLOCK)
+                _send_frames(self.sock, message, _NOBLOCK)
                 return
             except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
                 if not self.sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
@@ -460,7 +609,7 @@ cdef class Responder:
             out = self.failed(request_id, name, exc)
         message = frames[:2] + out
         try:
-            send_frames(self.sock, message)
+            _send_frames(self.sock, message, 0)
         except (zmq.ZMQError, TypeError) as exc:
             self.send_failed(frames[:2], exc, request_id)
         return True

@@ -13,6 +13,8 @@ import importlib
 import itertools
 import logging
 import threading
+import time
+import weakref
 
 import msgpack
 import numpy as np
@@ -364,3 +366,77 @@ def test_channel_call_sends_encode_call_and_returns_failures(engine, pair):
     thread.join()
     assert seen == [protocol.encode_call(51, "echo", [1, "x"], {"k": 2.5})]
     assert reply == failure
+
+
+def _given_back(engine, ref, timeout=5.0):
+    """Whether the object behind ``ref`` is freed within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while ref() is not None:
+        if time.monotonic() > deadline:
+            return False
+        engine.release_returned_buffers()
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("url", ["inproc://lend", "tcp://127.0.0.1"])
+def test_send_frames_lends_a_large_buffer_until_it_is_sent(engine, ctx, url):
+    """A frame past the copy threshold goes out without a copy: the sender's
+    buffer must stay alive while libzmq (or an inproc peer) holds it, and be
+    freed once it is given back."""
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        for sock in (a, b):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, WAIT_MS)
+        a.bind(url if url.startswith("inproc") else url + ":*")
+        b.connect(a.getsockopt_string(zmq.LAST_ENDPOINT))
+        big = np.arange(300_000, dtype=np.uint32)
+        expected = big.copy()
+        ref = weakref.ref(big)
+        engine.send_frames(a, [b"head", big])
+        del big
+        engine.release_returned_buffers()
+        frames = engine.recv_frames(b)
+        engine.release_returned_buffers()
+        # an inproc peer reads the sender's own memory: still lent
+        received = np.frombuffer(frames[1], dtype=np.uint32)
+        assert np.array_equal(received, expected)
+        del received, frames
+        assert _given_back(engine, ref)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_send_frames_gives_back_a_buffer_it_could_not_send(engine, ctx):
+    lonely = ctx.socket(zmq.DEALER)  # no peer: a NOBLOCK send is refused
+    try:
+        lonely.setsockopt(zmq.LINGER, 0)
+        big = np.zeros(1 << 20, dtype=np.uint8)
+        ref = weakref.ref(big)
+        with pytest.raises(zmq.Again):
+            engine.send_frames(lonely, [big, b"tail"], zmq.NOBLOCK)
+        del big
+        assert _given_back(engine, ref)
+    finally:
+        lonely.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    "bad",
+    [np.arange(200_000, dtype=np.uint16)[::2], np.zeros((300, 300)).T, object()],
+    ids=["strided", "fortran", "no-buffer"],
+)
+def test_send_frames_refuses_a_bad_frame_before_sending_any(engine, pair, bad):
+    """A frame refused halfway would leave a partial message queued: the
+    next message would arrive glued to its first frames."""
+    router, dealer = pair
+    error = TypeError if type(bad) is object else BufferError
+    with pytest.raises(error, match="frame 2"):
+        engine.send_frames(dealer, [b"", b"first", bad])
+    engine.send_frames(dealer, [b"", b"whole"])
+    assert [bytes(f) for f in router.recv_multipart(copy=False)[1:]] == [b"", b"whole"]

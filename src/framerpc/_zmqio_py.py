@@ -26,6 +26,7 @@ __all__ = [
     "Channel",
     "Responder",
     "recv_frames",
+    "release_returned_buffers",
     "send_frames",
 ]
 
@@ -44,25 +45,45 @@ def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
     With ``flags=zmq.NOBLOCK``, :class:`zmq.Again` means nothing was sent:
     once the first frame is queued, the rest of the message follows.
 
-    Ownership: pyzmq keeps a reference to each buffer of 64 KiB or more
-    until libzmq has sent it; smaller frames are copied.
+    Raises
+    ------
+    TypeError
+        A frame does not support the buffer protocol.
+    BufferError
+        A frame is not one C-contiguous buffer.
+
+    Both are raised before anything is sent. Ownership: pyzmq keeps a
+    reference to each buffer of 64 KiB or more until libzmq has sent it;
+    smaller frames are copied.
     """
     for index, frame in enumerate(frames):
         # Check the whole message first: a frame refused halfway would leave
         # a partial multipart message queued on the socket.
         if type(frame) is not bytes and type(frame) is not zmq.Frame:
             try:
-                memoryview(frame)
+                view = memoryview(frame)
             except TypeError:
                 raise TypeError(
                     f"frame {index} ({type(frame).__name__}) does not support "
                     "the buffer protocol"
                 ) from None
+            if not view.c_contiguous:
+                raise BufferError(
+                    f"frame {index} ({type(frame).__name__}) is not C-contiguous"
+                )
     last = len(frames) - 1
     send = sock.send
     for index, frame in enumerate(frames):
         send(frame, (_SNDMORE if index < last else 0) | flags, copy=False)
         flags = 0
+
+
+def release_returned_buffers() -> None:
+    """Nothing to do here: pyzmq's collector thread releases sent buffers.
+
+    The compiled twin releases them on its next send or receive; this is
+    its way to do so at once.
+    """
 
 
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:

@@ -29,6 +29,7 @@ __all__ = [
     "close_quietly",
     "send_frames",
     "recv_frames",
+    "release_returned_buffers",
     "Channel",
     "Responder",
     "BUFFER_TYPES",
@@ -209,6 +210,7 @@ if framing.IMPLEMENTATION == "compiled":
             Channel,
             Responder,
             recv_frames,
+            release_returned_buffers,
             send_frames,
         )
 
@@ -220,5 +222,6 @@ if IO_IMPLEMENTATION == "pure":
         Channel,
         Responder,
         recv_frames,
+        release_returned_buffers,
         send_frames,
     )
