@@ -1,26 +1,32 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 """Compiled framing: same functions and behaviour as ``framerpc._framing_py``.
 
-Compiled here: the hot loops (walking the header's containers and
-scalars, the decode driver) and the common frame references of a received
-header (a buffer or an array in its own frame), which are read without
-msgpack and become numpy arrays through numpy's C API. Anything unusual
-in a reference, and the other rare paths (bytes-like values to encode,
-inline arrays, limits), go to the shared code of
-``framerpc._framing_common``, so errors are the same in both engines.
+Compiled here: a msgpack writer and reader of their own for small headers
+of common values (a call or a reply: the hot path), the general path's hot
+loops (walking the header's containers and scalars, the decode driver),
+and the common frame references of a received header (a buffer or an
+array in its own frame), which are read without msgpack and become numpy
+arrays through numpy's C API. Anything unusual in a header or a
+reference, and the other rare paths (bytes-like values to encode, inline
+arrays, limits), go to msgpack and the shared code of
+``framerpc._framing_common``, so results and errors are the same in both
+engines.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 
 cimport cython
 cimport numpy as cnp
 from cpython.memoryview cimport PyMemoryView_FromObject, PyMemoryView_GET_BUFFER
-from libc.stdint cimport SIZE_MAX
+from libc.stdint cimport SIZE_MAX, uint32_t
 from libc.string cimport memcpy
 
 import threading
@@ -181,8 +187,17 @@ cdef tuple _last_sent_dtype = (None, None)
 
 cdef object _array_reference(object value, list buffers, Py_ssize_t limit):
     """EXT_ARRAY reference to a C-contiguous numeric array of ``limit``
-    bytes or more, appended to ``buffers`` as is: the bytes msgpack would
-    write for ``[frame, dtype, shape]``. None: the shared path decides."""
+    bytes or more, appended to ``buffers``; None: the shared path decides."""
+    payload = _array_payload(value, buffers, limit)
+    if payload is None:
+        return None
+    return _ExtType(EXT_ARRAY, payload)
+
+
+cdef bytes _array_payload(object value, list buffers, Py_ssize_t limit):
+    """The payload of ``_array_reference``: the bytes msgpack would write
+    for ``[frame, dtype, shape]``, the array appended to ``buffers`` as is.
+    None: the shared path decides."""
     cdef cnp.ndarray arr
     cdef unsigned char payload[5 + 1 + 31 + 1 + 5 * _FAST_NDIM + 1]
     cdef Py_ssize_t pos = 1, i, ndim
@@ -221,11 +236,264 @@ cdef object _array_reference(object value, list buffers, Py_ssize_t limit):
     for i in range(ndim):
         pos = _write_uint(payload, pos, cnp.PyArray_DIM(arr, i))
     buffers.append(arr)
-    return _ExtType(EXT_ARRAY, PyBytes_FromStringAndSize(<char *>payload, pos))
+    return PyBytes_FromStringAndSize(<char *>payload, pos)
 
 
 def _walk_py(value, list buffers, Py_ssize_t limit):
     return _walk(value, buffers, limit)
+
+
+# -- small headers, written without msgpack -------------------------------
+# A call or a reply header is a few dozen bytes. msgpack's Packer, fed by
+# _walk's copy of the header, costs several times what writing the bytes
+# costs. _put writes the common values (exact builtin types, arrays and
+# buffers in their own frame) in msgpack's own encoding, byte for byte
+# (tests/test_framing_parity.py); on anything else, or past
+# _SMALL_HEADER bytes, encode starts again on the general path.
+cdef enum:
+    _SMALL_HEADER = 1024
+    _MAX_DEPTH = 32
+    _PUT_OK = 0
+    _PUT_OTHER = 1  # not written: take the general path
+
+
+cdef inline void _put_be(unsigned char *out, Py_ssize_t pos,
+                         unsigned long long value, int size) noexcept:
+    cdef int i
+    for i in range(size):
+        out[pos + i] = <unsigned char>(value >> (8 * (size - 1 - i)))
+
+
+cdef inline int _put_sized(unsigned char *out, Py_ssize_t *pos, Py_ssize_t size,
+                           unsigned char fix, Py_ssize_t fix_max,
+                           unsigned char tag8, unsigned char tag16,
+                           unsigned char tag32, Py_ssize_t extra) noexcept:
+    """The header of a str, bin, array or map of ``size`` (msgpack's
+    shortest); ``extra`` bytes must fit after it. tag8 0: no 8-bit form."""
+    cdef Py_ssize_t at = pos[0]
+    if size < 0 or size > 0xFFFFFFFF or at + 5 + extra > _SMALL_HEADER:
+        return _PUT_OTHER
+    if size <= fix_max:
+        out[at] = fix | <unsigned char>size
+        pos[0] = at + 1
+    elif tag8 and size <= 0xFF:
+        out[at] = tag8
+        out[at + 1] = <unsigned char>size
+        pos[0] = at + 2
+    elif size <= 0xFFFF:
+        out[at] = tag16
+        _put_be(out, at + 1, size, 2)
+        pos[0] = at + 3
+    else:
+        out[at] = tag32
+        _put_be(out, at + 1, size, 4)
+        pos[0] = at + 5
+    return _PUT_OK
+
+
+cdef int _put_ext(unsigned char *out, Py_ssize_t *pos, int code,
+                  const char *data, Py_ssize_t size) noexcept:
+    cdef Py_ssize_t at = pos[0]
+    if at + 6 + size > _SMALL_HEADER:
+        return _PUT_OTHER
+    if size == 1:  # fixext 1, 2, 4, 8, 16
+        out[at] = 0xD4
+        at += 1
+    elif size == 2:
+        out[at] = 0xD5
+        at += 1
+    elif size == 4:
+        out[at] = 0xD6
+        at += 1
+    elif size == 8:
+        out[at] = 0xD7
+        at += 1
+    elif size == 16:
+        out[at] = 0xD8
+        at += 1
+    elif size <= 0xFF:
+        out[at] = 0xC7
+        out[at + 1] = <unsigned char>size
+        at += 2
+    elif size <= 0xFFFF:
+        out[at] = 0xC8
+        _put_be(out, at + 1, size, 2)
+        at += 3
+    else:
+        out[at] = 0xC9
+        _put_be(out, at + 1, size, 4)
+        at += 5
+    out[at] = <unsigned char>code
+    memcpy(out + at + 1, data, size)
+    pos[0] = at + 1 + size
+    return _PUT_OK
+
+
+cdef int _put_frame_ref(unsigned char *out, Py_ssize_t *pos, object value,
+                        list buffers) except -1:
+    """EXT_BUFFER: ``value`` in its own frame, its index as a msgpack uint."""
+    cdef unsigned char index[5]
+    cdef Py_ssize_t size
+    if len(buffers) > 0xFFFFFFFF:
+        return _PUT_OTHER
+    size = _write_uint(index, 0, len(buffers))
+    if _put_ext(out, pos, EXT_BUFFER, <char *>index, size) != _PUT_OK:
+        return _PUT_OTHER
+    buffers.append(value)
+    return _PUT_OK
+
+
+cdef int _put_int(unsigned char *out, Py_ssize_t *pos, object value) except -1:
+    cdef int overflow = 0
+    cdef long long number = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef unsigned long long unsigned_number
+    cdef Py_ssize_t at = pos[0]
+    if at + 9 > _SMALL_HEADER:
+        return _PUT_OTHER
+    if overflow < 0:
+        return _PUT_OTHER  # below -2**63: msgpack refuses it, in its words
+    if overflow > 0:
+        unsigned_number = PyLong_AsUnsignedLongLong(value)  # may raise: caught
+        out[at] = 0xCF
+        _put_be(out, at + 1, unsigned_number, 8)
+        pos[0] = at + 9
+    elif number < 0:  # msgpack's shortest signed form
+        if number >= -32:
+            out[at] = <unsigned char>(number & 0xFF)
+            pos[0] = at + 1
+        elif number >= -0x80:
+            out[at] = 0xD0
+            _put_be(out, at + 1, <unsigned long long>number, 1)
+            pos[0] = at + 2
+        elif number >= -0x8000:
+            out[at] = 0xD1
+            _put_be(out, at + 1, <unsigned long long>number, 2)
+            pos[0] = at + 3
+        elif number >= -0x80000000:
+            out[at] = 0xD2
+            _put_be(out, at + 1, <unsigned long long>number, 4)
+            pos[0] = at + 5
+        else:
+            out[at] = 0xD3
+            _put_be(out, at + 1, <unsigned long long>number, 8)
+            pos[0] = at + 9
+    elif number <= 0x7F:  # and its shortest unsigned form
+        out[at] = <unsigned char>number
+        pos[0] = at + 1
+    elif number <= 0xFF:
+        out[at] = 0xCC
+        out[at + 1] = <unsigned char>number
+        pos[0] = at + 2
+    elif number <= 0xFFFF:
+        out[at] = 0xCD
+        _put_be(out, at + 1, number, 2)
+        pos[0] = at + 3
+    elif number <= 0xFFFFFFFF:
+        out[at] = 0xCE
+        _put_be(out, at + 1, number, 4)
+        pos[0] = at + 5
+    else:
+        out[at] = 0xCF
+        _put_be(out, at + 1, number, 8)
+        pos[0] = at + 9
+    return _PUT_OK
+
+
+cdef int _put(unsigned char *out, Py_ssize_t *pos, object value, list buffers,
+              Py_ssize_t limit, int depth) except -1:
+    """Write ``value`` at out[pos] as the general path would pack it."""
+    cdef type kind = type(value)
+    cdef Py_ssize_t at = pos[0], size, i, count
+    cdef const char *data
+    cdef double number
+    cdef unsigned long long bits
+    cdef PyObject *key_ptr
+    cdef PyObject *item_ptr
+    cdef Py_ssize_t dict_pos = 0
+    if depth > _MAX_DEPTH:
+        return _PUT_OTHER
+    if value is None or kind is bool:
+        if at + 1 > _SMALL_HEADER:
+            return _PUT_OTHER
+        out[at] = 0xC0 if value is None else (0xC3 if value is True else 0xC2)
+        pos[0] = at + 1
+        return _PUT_OK
+    if kind is int:
+        return _put_int(out, pos, value)
+    if kind is float:
+        if at + 9 > _SMALL_HEADER:
+            return _PUT_OTHER
+        number = value
+        memcpy(&bits, &number, 8)
+        out[at] = 0xCB
+        _put_be(out, at + 1, bits, 8)
+        pos[0] = at + 9
+        return _PUT_OK
+    if kind is str:
+        data = PyUnicode_AsUTF8AndSize(value, &size)  # a lone surrogate raises
+        if _put_sized(out, pos, size, 0xA0, 31, 0xD9, 0xDA, 0xDB, size) != _PUT_OK:
+            return _PUT_OTHER
+        memcpy(out + pos[0], data, size)
+        pos[0] += size
+        return _PUT_OK
+    if kind is bytes:
+        size = PyBytes_GET_SIZE(value)
+        if size >= limit:
+            return _put_frame_ref(out, pos, value, buffers)
+        if _put_sized(out, pos, size, 0, -1, 0xC4, 0xC5, 0xC6, size) != _PUT_OK:
+            return _PUT_OTHER
+        memcpy(out + pos[0], PyBytes_AS_STRING(value), size)
+        pos[0] += size
+        return _PUT_OK
+    if kind is list or kind is tuple:
+        count = len(value)
+        if _put_sized(out, pos, count, 0x90, 15, 0, 0xDC, 0xDD, count) != _PUT_OK:
+            return _PUT_OTHER
+        for i in range(count):
+            if _put(out, pos, (<list>value)[i] if kind is list else (<tuple>value)[i],
+                    buffers, limit, depth + 1) != _PUT_OK:
+                return _PUT_OTHER
+        return _PUT_OK
+    if kind is dict:
+        count = len(<dict>value)
+        if _put_sized(out, pos, count, 0x80, 15, 0, 0xDE, 0xDF, 2 * count) != _PUT_OK:
+            return _PUT_OTHER
+        i = 0
+        while PyDict_Next(value, &dict_pos, &key_ptr, &item_ptr):
+            key = <object>key_ptr
+            if type(key) is not str and type(key) is not int:
+                return _PUT_OTHER  # the general path checks it
+            if (_put(out, pos, key, buffers, limit, depth + 1) != _PUT_OK
+                    or _put(out, pos, <object>item_ptr, buffers, limit,
+                            depth + 1) != _PUT_OK):
+                return _PUT_OTHER
+            i += 1
+        return _PUT_OK if i == count else _PUT_OTHER
+    if kind is cnp.ndarray or kind is OutOfBand:
+        inner = (<object>value).value if kind is OutOfBand else value
+        if type(inner) is cnp.ndarray:
+            payload = _array_payload(inner, buffers, 0 if kind is OutOfBand else limit)
+            if payload is None:
+                return _PUT_OTHER
+            return _put_ext(out, pos, EXT_ARRAY, PyBytes_AS_STRING(payload),
+                            PyBytes_GET_SIZE(payload))
+        if kind is OutOfBand and (type(inner) is bytes or type(inner) is bytearray):
+            return _put_frame_ref(out, pos, inner, buffers)
+    return _PUT_OTHER
+
+
+cdef list _encode_small(dict header, Py_ssize_t limit):
+    """encode() of a small header of common values; None otherwise."""
+    cdef unsigned char out[_SMALL_HEADER]
+    cdef Py_ssize_t pos = 0
+    cdef list buffers = [None]
+    try:
+        if _put(out, &pos, header, buffers, limit, 0) != _PUT_OK:
+            return None
+    except (UnicodeEncodeError, OverflowError):
+        return None  # the general path raises its SerializationError
+    buffers[0] = PyBytes_FromStringAndSize(<char *>out, pos)
+    return buffers
 
 
 def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
@@ -233,7 +501,10 @@ def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
 
     See ``framerpc._framing_py.encode``: same arguments, result and errors.
     """
-    cdef list buffers = [None]
+    cdef list buffers = _encode_small(header, limit)
+    if buffers is not None:
+        return buffers
+    buffers = [None]
     packed = _walk(header, buffers, limit)
     buffers[0] = _pack(packed)
     return buffers
@@ -279,11 +550,11 @@ cdef object _take_frame(object frames, Py_ssize_t index, set used):
     return PyMemoryView_FromObject(frames[index]).toreadonly()
 
 
-cdef object _array_ext(bytes data, object frames, set used):
-    """EXT_ARRAY ``[frame, dtype, shape]`` in its usual form, as a read-only
-    array over the frame (no copy); None for anything else."""
-    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 1, index, length, ndim, i
+cdef object _array_ext(const unsigned char *p, Py_ssize_t n, object frames,
+                       set used):
+    """EXT_ARRAY ``[frame, dtype, shape]`` (its payload, p[:n]) in its usual
+    form, as a read-only array over the frame (no copy); None otherwise."""
+    cdef Py_ssize_t pos = 1, index, length, ndim, i
     cdef Py_ssize_t count = 1, dim
     cdef cnp.npy_intp dims[_FAST_NDIM]
     cdef cnp.dtype dtype
@@ -349,7 +620,8 @@ cdef class _ExtResolver:
     def __call__(self, int code, bytes data):
         cdef const unsigned char *p
         if code == EXT_ARRAY:
-            arr = _array_ext(data, self.frames, self.used)
+            arr = _array_ext(<const unsigned char *>PyBytes_AS_STRING(data),
+                             PyBytes_GET_SIZE(data), self.frames, self.used)
             if arr is None:
                 arr = _resolve_ext(code, data, self.frames, self.used)
                 _remember_dtype(data, arr)
@@ -363,6 +635,186 @@ cdef class _ExtResolver:
         return _resolve_ext(code, data, self.frames, self.used)
 
 
+# -- small headers, read without msgpack ----------------------------------
+# The reading twin of _put: _get reads the common msgpack values into the
+# objects msgpack.unpackb would build; anything else (and an unusual frame
+# reference, bad UTF-8, trailing bytes...) sends decode to the general
+# path, which then gives the result or the error. Every read is checked
+# against the end of the header first.
+cdef object _NOT_SMALL = object()  # _get's "take the general path"
+cdef Py_ssize_t _SMALL_READ = 64 * 1024  # larger headers: msgpack at once
+
+
+cdef inline unsigned long long _get_be(const unsigned char *p, int size) noexcept:
+    cdef unsigned long long value = 0
+    cdef int i
+    for i in range(size):
+        value = (value << 8) | p[i]
+    return value
+
+
+cdef enum _Sized:
+    _STR, _BIN, _EXT, _ARRAY, _MAP
+
+
+cdef object _get(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos,
+                 object frames, set used, int depth):
+    cdef Py_ssize_t at = pos[0], size = 0
+    cdef unsigned char tag
+    cdef int width = 0, code
+    cdef _Sized kind
+    cdef unsigned long long bits
+    cdef uint32_t bits32
+    cdef float single
+    cdef double double_value
+    if at >= n or depth > _MAX_DEPTH:
+        return _NOT_SMALL
+    tag = p[at]
+    at += 1
+    # values without a size
+    if tag <= 0x7F or tag >= 0xE0:  # positive and negative fixint
+        pos[0] = at
+        return <long><signed char>tag if tag >= 0xE0 else <long>tag
+    if tag == 0xC0:
+        pos[0] = at
+        return None
+    if tag == 0xC2 or tag == 0xC3:
+        pos[0] = at
+        return tag == 0xC3
+    if tag == 0xCA or tag == 0xCB:  # float 32, 64
+        width = 4 if tag == 0xCA else 8
+        if width > n - at:
+            return _NOT_SMALL
+        bits = _get_be(p + at, width)
+        pos[0] = at + width
+        if width == 4:
+            bits32 = <uint32_t>bits
+            memcpy(&single, &bits32, 4)
+            return <double>single
+        memcpy(&double_value, &bits, 8)
+        return double_value
+    if 0xCC <= tag <= 0xD3:  # uint, then int, of 1, 2, 4, 8 bytes
+        width = 1 << ((tag - 0xCC) & 3)
+        if width > n - at:
+            return _NOT_SMALL
+        bits = _get_be(p + at, width)
+        pos[0] = at + width
+        if tag <= 0xCF:
+            return bits
+        if width == 1:
+            return <long><signed char>bits
+        if width == 2:
+            return <long><short>bits
+        if width == 4:
+            return <long><int>bits
+        return <long long>bits
+    # sized values: the size in the tag, or in the next 1, 2 or 4 bytes
+    if tag <= 0x8F:
+        kind, size = _MAP, tag & 0x0F
+    elif tag <= 0x9F:
+        kind, size = _ARRAY, tag & 0x0F
+    elif tag <= 0xBF:
+        kind, size = _STR, tag & 0x1F
+    elif 0xD4 <= tag <= 0xD8:  # fixext 1, 2, 4, 8, 16
+        kind, size = _EXT, 1 << (tag - 0xD4)
+    else:
+        if 0xC4 <= tag <= 0xC6:
+            kind, width = _BIN, 1 << (tag - 0xC4)
+        elif 0xC7 <= tag <= 0xC9:
+            kind, width = _EXT, 1 << (tag - 0xC7)
+        elif 0xD9 <= tag <= 0xDB:
+            kind, width = _STR, 1 << (tag - 0xD9)
+        elif tag == 0xDC or tag == 0xDD:
+            kind, width = _ARRAY, 2 if tag == 0xDC else 4
+        elif tag == 0xDE or tag == 0xDF:
+            kind, width = _MAP, 2 if tag == 0xDE else 4
+        else:  # 0xC1: never used
+            return _NOT_SMALL
+        if width > n - at:
+            return _NOT_SMALL
+        size = <Py_ssize_t>_get_be(p + at, width)
+        at += width
+    if kind == _STR:
+        if size > n - at:
+            return _NOT_SMALL
+        pos[0] = at + size
+        return PyUnicode_DecodeUTF8(<const char *>p + at, size, NULL)  # bad: raises
+    if kind == _BIN:
+        if size > n - at:
+            return _NOT_SMALL
+        pos[0] = at + size
+        return PyBytes_FromStringAndSize(<const char *>p + at, size)
+    if kind == _EXT:  # a type byte, then the payload: a frame reference
+        if size >= n - at:
+            return _NOT_SMALL
+        code = <signed char>p[at]
+        at += 1
+        pos[0] = at + size
+        if code == EXT_ARRAY:
+            value = _array_ext(p + at, size, frames, used)
+        elif code == EXT_BUFFER and size == 1 and p[at] <= 0x7F:
+            value = _take_frame(frames, p[at], used)
+        else:
+            value = None
+        return _NOT_SMALL if value is None else value
+    pos[0] = at
+    if kind == _ARRAY:
+        return _get_array(p, n, pos, size, frames, used, depth)
+    return _get_map(p, n, pos, size, frames, used, depth)
+
+
+cdef object _get_array(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos,
+                       Py_ssize_t count, object frames, set used, int depth):
+    cdef Py_ssize_t i
+    cdef list items
+    if count > n - pos[0]:  # an item takes a byte at least
+        return _NOT_SMALL
+    items = PyList_New(count)  # a slot left empty is fine to free
+    for i in range(count):
+        item = _get(p, n, pos, frames, used, depth + 1)
+        if item is _NOT_SMALL:
+            return _NOT_SMALL
+        Py_INCREF(item)
+        PyList_SET_ITEM(items, i, item)
+    return items
+
+
+cdef object _get_map(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos,
+                     Py_ssize_t count, object frames, set used, int depth):
+    cdef Py_ssize_t i
+    cdef dict mapping = {}
+    if count > (n - pos[0]) // 2:  # a key and a value take two bytes at least
+        return _NOT_SMALL
+    for i in range(count):
+        key = _get(p, n, pos, frames, used, depth + 1)
+        if type(key) is not str and type(key) is not int:
+            return _NOT_SMALL  # other keys: the general path
+        item = _get(p, n, pos, frames, used, depth + 1)
+        if item is _NOT_SMALL:
+            return _NOT_SMALL
+        PyDict_SetItem(mapping, key, item)
+    return mapping
+
+
+cdef object _decode_small(object head, object frames, Py_ssize_t max_header):
+    """decode() of a small header of common values; None otherwise."""
+    cdef Py_buffer view
+    cdef Py_ssize_t pos = 0
+    cdef set used = set()
+    PyObject_GetBuffer(head, &view, PyBUF_SIMPLE)
+    try:
+        if view.len > max_header or view.len > _SMALL_READ:
+            return None
+        header = _get(<const unsigned char *>view.buf, view.len, &pos, frames,
+                      used, 0)
+        if (type(header) is dict and pos == view.len
+                and len(used) == len(frames) - 1):
+            return header
+        return None
+    finally:
+        PyBuffer_Release(&view)
+
+
 def decode(frames, Py_ssize_t max_frames=MAX_FRAMES,
            Py_ssize_t max_header=MAX_HEADER_SIZE):
     """Turn the frames of one message back into its header dict.
@@ -371,6 +823,12 @@ def decode(frames, Py_ssize_t max_frames=MAX_FRAMES,
     """
     if type(frames) is list and 0 < len(frames) <= max_frames:
         head = frames[0]
+        try:
+            header = _decode_small(head, frames, max_header)
+        except Exception:  # bad UTF-8, no simple buffer...: the general path
+            header = None  # gives the result or words the error
+        if header is not None:
+            return header
         if type(head) is not bytes:
             head = PyMemoryView_FromObject(head)
         if len(head) > max_header:
