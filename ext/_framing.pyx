@@ -296,20 +296,8 @@ cdef int _put_ext(unsigned char *out, Py_ssize_t *pos, int code,
     cdef Py_ssize_t at = pos[0]
     if at + 6 + size > _SMALL_HEADER:
         return _PUT_OTHER
-    if size == 1:  # fixext 1, 2, 4, 8, 16
-        out[at] = 0xD4
-        at += 1
-    elif size == 2:
-        out[at] = 0xD5
-        at += 1
-    elif size == 4:
-        out[at] = 0xD6
-        at += 1
-    elif size == 8:
-        out[at] = 0xD7
-        at += 1
-    elif size == 16:
-        out[at] = 0xD8
+    if size in (1, 2, 4, 8, 16):  # fixext 1 (0xD4) to fixext 16 (0xD8)
+        out[at] = 0xD4 + (size > 1) + (size > 2) + (size > 4) + (size > 8)
         at += 1
     elif size <= 0xFF:
         out[at] = 0xC7
