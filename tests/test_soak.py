@@ -14,6 +14,7 @@ Bounded: 10 x ``FRAMERPC_SOAK_CALLS`` calls (300 by default), well under
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import sys
@@ -167,12 +168,19 @@ def test_soak(record_property):
 
 
 def test_rss_reading_sees_an_allocation():
-    """The RSS probe the soak test relies on does move with memory use."""
+    """The RSS probe the soak test relies on does move with memory use.
+
+    Fresh anonymous pages, not a bytearray: malloc may serve 64 MiB from
+    pages an earlier test left resident, and RSS would not move.
+    """
     before = rss_bytes(os.getpid())
-    block = bytearray(64 * 1024 * 1024)
-    block[::4096] = b"\1" * len(block[::4096])  # touch every page
-    assert rss_bytes(os.getpid()) - before > 32 * 1024 * 1024
-    del block
+    block = mmap.mmap(-1, 64 * 1024 * 1024)
+    try:
+        for offset in range(0, len(block), mmap.PAGESIZE):  # touch every page
+            block[offset] = 1
+        assert rss_bytes(os.getpid()) - before > 32 * 1024 * 1024
+    finally:
+        block.close()
 
 
 if __name__ == "__main__":  # pragma: no cover - a longer soak by hand
