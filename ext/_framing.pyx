@@ -19,7 +19,8 @@ from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBuffer_Release
+from cpython.buffer cimport PyObject_GetBuffer
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 
@@ -32,6 +33,7 @@ from libc.string cimport memcpy
 import threading
 
 import msgpack
+import numpy as np
 
 from framerpc._framing_common import (
     EXT_ARRAY,
@@ -68,6 +70,7 @@ cdef object _check_key = check_key
 cdef object _encode_leaf = encode_leaf
 cdef object _resolve_ext = resolve_ext
 cdef object _ExtType = msgpack.ExtType
+cdef object _np_dtype = np.dtype
 
 cdef extern from "numpy/arrayobject.h":
     # declared here: numpy's Cython declarations leave it commented out
@@ -112,8 +115,24 @@ cdef inline bint _is_scalar(object value):
             or value is None)
 
 
-@cython.boundscheck(True)  # value[i]: a list may shrink under a callback
+cdef extern from "Python.h":
+    int Py_EnterRecursiveCall(const char *where) except *  # nonzero (1) on failure
+    void Py_LeaveRecursiveCall()
+
+
 cdef object _walk(object value, list buffers, Py_ssize_t limit):
+    # The interpreter's own depth limit: a C recursion has none, and a
+    # header nested 200000 deep must raise RecursionError, as the pure
+    # engine does, not overflow the C stack.
+    Py_EnterRecursiveCall(" while encoding a header")
+    try:
+        return _walk_value(value, buffers, limit)
+    finally:
+        Py_LeaveRecursiveCall()
+
+
+@cython.boundscheck(True)  # value[i]: a list may shrink under a callback
+cdef object _walk_value(object value, list buffers, Py_ssize_t limit):
     cdef type kind = type(value)
     cdef dict out
     cdef list items
@@ -387,6 +406,7 @@ cdef int _put_int(unsigned char *out, Py_ssize_t *pos, object value) except -1:
     return _PUT_OK
 
 
+@cython.boundscheck(True)  # (<list>value)[i]: a list may shrink under a __del__
 cdef int _put(unsigned char *out, Py_ssize_t *pos, object value, list buffers,
               Py_ssize_t limit, int depth) except -1:
     """Write ``value`` at out[pos] as the general path would pack it."""
@@ -438,8 +458,11 @@ cdef int _put(unsigned char *out, Py_ssize_t *pos, object value, list buffers,
         if _put_sized(out, pos, count, 0x90, 15, 0, 0xDC, 0xDD, count) != _PUT_OK:
             return _PUT_OTHER
         for i in range(count):
-            if _put(out, pos, (<list>value)[i] if kind is list else (<tuple>value)[i],
-                    buffers, limit, depth + 1) != _PUT_OK:
+            if i >= len(value):  # shrunk by a __del__ (see below)
+                return _PUT_OTHER
+            # owned: writing an array may free a dtype, and run its __del__
+            item = (<list>value)[i] if kind is list else (<tuple>value)[i]
+            if _put(out, pos, item, buffers, limit, depth + 1) != _PUT_OK:
                 return _PUT_OTHER
         return _PUT_OK
     if kind is dict:
@@ -449,11 +472,11 @@ cdef int _put(unsigned char *out, Py_ssize_t *pos, object value, list buffers,
         i = 0
         while PyDict_Next(value, &dict_pos, &key_ptr, &item_ptr):
             key = <object>key_ptr
+            item = <object>item_ptr  # owned, as above
             if type(key) is not str and type(key) is not int:
                 return _PUT_OTHER  # the general path checks it
             if (_put(out, pos, key, buffers, limit, depth + 1) != _PUT_OK
-                    or _put(out, pos, <object>item_ptr, buffers, limit,
-                            depth + 1) != _PUT_OK):
+                    or _put(out, pos, item, buffers, limit, depth + 1) != _PUT_OK):
                 return _PUT_OTHER
             i += 1
         return _PUT_OK if i == count else _PUT_OTHER
@@ -484,14 +507,16 @@ cdef list _encode_small(dict header, Py_ssize_t limit):
     return buffers
 
 
-def encode(dict header, Py_ssize_t limit=INLINE_LIMIT):
+def encode(header, Py_ssize_t limit=INLINE_LIMIT):
     """Turn a header dict into the frames of one message.
 
     See ``framerpc._framing_py.encode``: same arguments, result and errors.
     """
-    cdef list buffers = _encode_small(header, limit)
-    if buffers is not None:
-        return buffers
+    cdef list buffers = None
+    if type(header) is dict:
+        buffers = _encode_small(header, limit)
+        if buffers is not None:
+            return buffers
     buffers = [None]
     packed = _walk(header, buffers, limit)
     buffers[0] = _pack(packed)
@@ -592,7 +617,10 @@ cdef _remember_dtype(bytes data, object arr):
     if len(_dtypes) >= _MAX_CACHED_DTYPES:
         return
     spec = _unpackb(data)
-    _dtypes[(<str>spec[1]).encode()] = arr.dtype
+    # Only a string that names the array's own dtype: "(2,)<i4" decodes to
+    # int32 arrays with one more dimension, and must not read as int32.
+    if _np_dtype(spec[1]) == arr.dtype:
+        _dtypes[(<str>spec[1]).encode()] = arr.dtype
 
 
 cdef class _ExtResolver:
@@ -789,9 +817,10 @@ cdef object _decode_small(object head, object frames, Py_ssize_t max_header):
     cdef Py_buffer view
     cdef Py_ssize_t pos = 0
     cdef set used = set()
-    PyObject_GetBuffer(head, &view, PyBUF_SIMPLE)
+    # C-contiguous, with its item size: msgpack refuses multi-byte items
+    PyObject_GetBuffer(head, &view, PyBUF_ND | PyBUF_FORMAT)
     try:
-        if view.len > max_header or view.len > _SMALL_READ:
+        if view.itemsize != 1 or view.len > max_header or view.len > _SMALL_READ:
             return None
         header = _get(<const unsigned char *>view.buf, view.len, &pos, frames,
                       used, 0)

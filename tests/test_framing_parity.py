@@ -368,3 +368,79 @@ def wire_messages(draw):
 @given(wire_messages())
 def test_identical_outcomes_on_arbitrary_and_damaged_msgpack(frames):
     assert _decoded(compiled, frames) == _decoded(pure, frames)
+
+
+# -- found by review: each of these failed on the build before its fix ------
+def _run_isolated(code: str) -> str:
+    """Run ``code`` in a fresh interpreter: a crash must fail one test only."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_identical_outcomes_on_a_header_of_multi_byte_items():
+    # msgpack refuses a header whose items are not bytes; so must the reader
+    for head in (
+        memoryview(b"\x81\xa1a\x01").cast("I"),
+        np.frombuffer(b"\x81\xa1a\x01", "<u2"),
+    ):
+        assert _decoded(compiled, [head]) == _decoded(pure, [head])
+
+
+def test_a_subarray_dtype_does_not_teach_the_reader_its_base():
+    """ "(2,)<i4" decodes to int32 arrays of one more dimension: once seen,
+    it must not make a later message read as plain int32."""
+    spec = msgpack.packb([1, "(2,)<i4", [0]])
+    first = [msgpack.packb({"a": msgpack.ExtType(2, spec)}), b""]
+    assert _decoded(compiled, first) == _decoded(pure, first)
+    spec = msgpack.packb([1, "(2,)<i4", [2]])
+    second = [msgpack.packb({"a": msgpack.ExtType(2, spec)}), b"\1\0\0\0\2\0\0\0"]
+    assert _decoded(compiled, second) == _decoded(pure, second)
+
+
+def test_a_dict_subclass_header_encodes_alike():
+    from collections import OrderedDict
+
+    header = OrderedDict(a=1, b=[2.5, "x"])
+    assert _encoded(compiled, header, LIMIT) == _encoded(pure, header, LIMIT)
+
+
+def test_deep_nesting_raises_recursion_error_instead_of_crashing():
+    out = _run_isolated(
+        "from framerpc import _framing as c\n"
+        "v = []\n"
+        "for _ in range(200_000): v = [v]\n"
+        "try:\n"
+        "    c.encode({'x': v})\n"
+        "except RecursionError:\n"
+        "    print('RecursionError')\n"
+    )
+    assert out.strip() == "RecursionError"
+
+
+def test_a_list_emptied_by_a_finalizer_while_it_is_written():
+    """Writing an array may free the last array dtype sent, and run Python
+    code (here a __del__ in the dtype's metadata) that empties the list
+    being written: the writer must notice, not read past the list."""
+    out = _run_isolated(
+        "import numpy as np\n"
+        "from framerpc import _framing as c, _framing_py as p\n"
+        "items = []\n"
+        "class Emptier:\n"
+        "    def __del__(self):\n"
+        "        items.clear()\n"
+        "dtype = np.dtype('<i4', metadata={'k': Emptier()})\n"
+        "c.encode({'x': np.zeros(10_000, dtype=dtype)})\n"
+        "del dtype\n"
+        "items.extend([np.zeros(10_000, '<f8'), *range(100)])\n"
+        "frames = c.encode({'l': items})\n"
+        "again = p.encode({'l': items})\n"
+        "assert [bytes(f) for f in frames] == [bytes(f) for f in again]\n"
+        "print(len(items))\n"
+    )
+    assert out.strip() == "0"
