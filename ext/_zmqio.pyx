@@ -179,8 +179,9 @@ cdef class Frame:
         return z_msg_size(&self.msg)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
+        # read-only: over inproc the memory may be a sender's lent bytes
         PyBuffer_FillInfo(view, self, z_msg_data(&self.msg),
-                          z_msg_size(&self.msg), 0, flags)
+                          z_msg_size(&self.msg), 1, flags)
 
     @property
     def buffer(self):
@@ -308,23 +309,29 @@ cdef int _send_lent(void *handle, Py_buffer *view, int flags) except -1:
                 PyErr_CheckSignals()
             except BaseException:
                 z_msg_close(&msg)
+                _release_returned()
                 raise
             continue
         z_msg_close(&msg)  # not sent: libzmq returns the loan at once
+        _release_returned()
         _raise_zmq(error)
 
 
 cdef int _acquire(object item, Py_ssize_t index, Py_buffer *view) except -1:
     try:
         PyObject_GetBuffer(item, view, PyBUF_SIMPLE)
-    except TypeError:
+    except Exception:
         _forget_view(view)
-        raise TypeError(f"frame {index} ({type(item).__name__}) does not support "
-                        "the buffer protocol") from None
-    except (BufferError, ValueError):  # numpy says ValueError
-        _forget_view(view)
-        raise BufferError(f"frame {index} ({type(item).__name__}) is not "
-                          "C-contiguous") from None
+        # the pure twin's checks, for its errors word for word
+        try:
+            whole = memoryview(item)
+        except TypeError:
+            raise TypeError(f"frame {index} ({type(item).__name__}) does not "
+                            "support the buffer protocol") from None
+        if not whole.c_contiguous:
+            raise BufferError(f"frame {index} ({type(item).__name__}) is not "
+                              "C-contiguous") from None
+        raise
     return 0
 
 
@@ -333,14 +340,19 @@ cdef enum:
 
 
 cdef int _send_frames(sock, list frames, int flags) except -1:
-    cdef Py_ssize_t index, count = len(frames)
+    cdef Py_ssize_t index, count
     cdef int part_flags
     cdef Py_buffer stack_views[_STACK_VIEWS]
     cdef Py_buffer *views = stack_views
     cdef Frame frame
+    cdef tuple items
     cdef void *handle = _handle(sock)
     if _loans != NULL:
         _release_returned()
+    # A snapshot: releasing, and each send (the GIL is let go), may run
+    # Python code that changes the list.
+    items = tuple(frames)
+    count = len(items)
     if count > _STACK_VIEWS:
         views = <Py_buffer *>malloc(count * sizeof(Py_buffer))
         if views == NULL:
@@ -351,12 +363,12 @@ cdef int _send_frames(sock, list frames, int flags) except -1:
         # Every buffer first: a frame refused halfway would leave a partial
         # multipart message queued on the socket.
         for index in range(count):
-            item = frames[index]
+            item = items[index]
             if type(item) is not bytes and type(item) is not Frame:
                 _acquire(item, index, &views[index])
         for index in range(count):
             part_flags = (SNDMORE if index < count - 1 else 0) | (flags if index == 0 else 0)
-            item = frames[index]
+            item = items[index]
             if type(item) is bytes:
                 _send_copy(handle, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item),
                            part_flags)

@@ -441,3 +441,54 @@ def test_send_frames_refuses_a_bad_frame_before_sending_any(engine, pair, bad):
         engine.send_frames(dealer, [b"", b"first", bad])
     engine.send_frames(dealer, [b"", b"whole"])
     assert [bytes(f) for f in router.recv_multipart(copy=False)[1:]] == [b"", b"whole"]
+
+
+@pytest.mark.skipif(_compiled is None, reason="compiled message I/O not built")
+def test_send_frames_survives_a_finalizer_that_empties_the_list():
+    """Releasing a returned loan may run Python code (the last reference to
+    a buffer going) that changes the list about to be sent: the compiled
+    send must work on what the list holds then, not read past its end."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, zmq\n"
+        "from framerpc import _zmqio as io\n"
+        "frames = [b'a', b'b', b'c']\n"
+        "class Owner(bytearray):\n"
+        "    def __del__(self):\n"
+        "        frames.clear()\n"
+        "ctx = zmq.Context()\n"
+        "a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)\n"
+        "a.bind('inproc://f'); b.connect('inproc://f')\n"
+        "io.send_frames(a, [np.frombuffer(Owner(100_000), np.uint8)])\n"
+        "del io.recv_frames(b)[:]\n"  # received and dropped: the loan is returned
+        "io.send_frames(a, frames)\n"  # releases it first: Owner.__del__ runs
+        "io.send_frames(a, [b'after'])\n"
+        "print([bytes(f) for f in io.recv_frames(b)])\n"
+        "a.close(); b.close(); ctx.term()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[b'after']"
+
+
+@pytest.mark.skipif(_compiled is None, reason="compiled message I/O not built")
+def test_received_frames_are_read_only(ctx):
+    """Over inproc a received frame may be the sender's own lent bytes."""
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://read-only")
+        b.connect("inproc://read-only")
+        sent = b"s" * 100_000
+        _compiled.send_frames(a, [sent])
+        frame = _compiled.recv_frames(b)[0]
+        assert memoryview(frame).readonly
+        with pytest.raises(TypeError):
+            memoryview(frame)[0] = 0
+        assert sent == b"s" * 100_000
+    finally:
+        a.close()
+        b.close()
