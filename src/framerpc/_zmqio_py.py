@@ -309,21 +309,12 @@ class Responder:
             return False
         try:
             result = getattr(self.target, name)(*args, **kwargs)
-            # the headers of protocol.encode_result
             if is_json:
-                out = framing.encode(
-                    {"v": PROTOCOL_VERSION, "i": request_id, "ok": True, "x": result}
-                )
+                out = protocol.encode_result(request_id, result)
             else:
                 self.check_buffer_result(name, result)
-                out = framing.encode(
-                    {
-                        "v": PROTOCOL_VERSION,
-                        "i": request_id,
-                        "ok": True,
-                        "x": framing.OutOfBand(result[0]),
-                        "in": result[1],
-                    }
+                out = protocol.encode_result(
+                    request_id, result[0], result[1], buffer_reply=True
                 )
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
