@@ -2,17 +2,33 @@
 compiled framing layer ``framerpc._framing`` and the compiled message I/O
 ``framerpc._zmqio`` from ext/.
 
-``FRAMERPC_PURE=1`` at build time skips it (a pure install needs no
+``FRAMERPC_PURE=1`` (or true/yes/on) at build time skips it (a pure install needs no
 compiler); a failed compilation is fatal, so a broken build never ships
 silently as pure Python.
 """
 
+import importlib.util
 import os
+import pathlib
 
 from setuptools import Extension, setup
 
+# The same true/false spellings as at run time (framerpc._env, loaded by
+# path: framerpc itself is not importable before it is built).
+_spec = importlib.util.spec_from_file_location(
+    "_framerpc_env", pathlib.Path(__file__).parent / "src" / "framerpc" / "_env.py"
+)
+_env = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_env)
+_pure = _env.parse_flag(os.environ.get("FRAMERPC_PURE"))
+if _pure is None:
+    raise SystemExit(
+        f"FRAMERPC_PURE={os.environ['FRAMERPC_PURE']!r} is not understood: use "
+        "1/true/yes/on to skip the compiled layer, 0/false/no/off or empty to build it"
+    )
+
 ext_modules = []
-if os.environ.get("FRAMERPC_PURE", "") in ("", "0"):
+if not _pure:
     import numpy
     from Cython.Build import cythonize
 

@@ -142,6 +142,7 @@ class RPCClient:
         protocol: ProtocolChoice = "auto",
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
     ) -> None:
+        transport.check_url(url, for_bind=False)
         if protocol not in _PROTOCOLS:
             raise ValueError(
                 f"protocol must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}"

@@ -1,17 +1,19 @@
 """Chooses the framing engine: compiled ``framerpc._framing`` or the twin.
 
-Set ``FRAMERPC_PURE=1`` to force the pure-Python twin. ``IMPLEMENTATION``
-tells which one is live (``"compiled"`` or ``"pure"``).
+Set ``FRAMERPC_PURE=1`` (or true/yes/on, any case) to force the
+pure-Python twin; empty, 0, false, no and off keep the compiled engine.
+``IMPLEMENTATION`` tells which one is live (``"compiled"`` or ``"pure"``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+
+from ._env import env_flag
 
 _log = logging.getLogger(__name__)
 
-if os.environ.get("FRAMERPC_PURE", "") not in ("", "0"):
+if env_flag("FRAMERPC_PURE"):
     from ._framing_py import *  # noqa: F403
     from ._framing_py import __all__
 

@@ -209,6 +209,7 @@ class DeviceRegistry(threading.Thread):
             bind_url = f"tcp://{addr}"
         else:
             bind_url = f"tcp://{addr}:{port}"
+        transport.check_url(bind_url, for_bind=True)
         self._default_alive_timeout = float(default_alive_timeout)
         self._poll_ms = max(1, int(min(poll_interval, 0.1) * 1000))
         options = dataclasses.replace(_REGISTRY_OPTIONS, security=security)
@@ -541,6 +542,7 @@ def _exchange(
     ProtocolError
         The reply is malformed.
     """
+    transport.check_url(registry_url, for_bind=False)
     deadline = time.monotonic() + timeout / 1000
 
     def remaining_ms() -> int:
@@ -788,6 +790,7 @@ class RegistryLink:
         *,
         security: Security | None = None,
     ) -> None:
+        transport.check_url(registry_url, for_bind=False)
         self.context = context
         self.security = security
         self.registry_url = registry_url

@@ -101,6 +101,7 @@ class RPCServer:
         *,
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
     ) -> None:
+        transport.check_url(url, for_bind=True)
         self.context = context
         self.alive_timeout = alive_timeout
         self._options = options

@@ -1,0 +1,51 @@
+"""Boolean environment variables (``FRAMERPC_PURE``), read one way everywhere.
+
+Self-contained (standard library only): ``setup.py`` loads this file by
+path at build time, before framerpc or its dependencies are importable.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+__all__ = ["TRUE_WORDS", "FALSE_WORDS", "parse_flag", "env_flag"]
+
+#: Accepted spellings, compared case-insensitively after stripping blanks.
+TRUE_WORDS = ("1", "true", "yes", "on")
+#: An empty or unset variable is false too.
+FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
+def parse_flag(value: str | None) -> bool | None:
+    """``value`` as a bool: None (unset) and ``FALSE_WORDS`` are False,
+    ``TRUE_WORDS`` True; anything else gives None (not understood)."""
+    if value is None:
+        return False
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to a true spelling.
+
+    An unrecognised value counts as false (the default) with a
+    ``RuntimeWarning`` naming the accepted spellings: importing framerpc
+    must not fail over a typo, nor silently take it for "yes".
+    """
+    value = os.environ.get(name)
+    flag = parse_flag(value)
+    if flag is None:
+        warnings.warn(
+            f"{name}={value!r} is not understood, taken as false; use one of "
+            f"{'/'.join(TRUE_WORDS)} or {'/'.join(w for w in FALSE_WORDS if w)} "
+            "(or leave it empty)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return flag
