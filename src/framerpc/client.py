@@ -234,6 +234,11 @@ class RPCClient:
         self._json_methods = dict(inventory.get("json_methods", {}))
         self._buffer_methods = dict(inventory.get("buffer_methods", {}))
         self._properties = list(inventory.get("properties", []))
+        # optional fields (framerpc servers, native inventory only)
+        extra = {key: value for key, value in inventory.items() if type(value) is dict}
+        self._signatures: dict[str, str] = extra.get("signatures", {})
+        self._docs: dict[str, str] = extra.get("docs", {})
+        self._signal_types: dict[str, list[str]] = extra.get("signal_types", {})
 
     def _start_legacy_signals(self) -> None:
         """Subscribe to an older server's JSON signals (tcp:// only)."""

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, overload
 import zmq
 
 from . import legacy, protocol, sdnotify, transport
+from ._describe import inventory_fields
 from .errors import ProtocolError, SerializationError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents, SignalEmission
@@ -215,6 +216,10 @@ class RPCServer:
                 self._rpc_properties[name] = attr
             elif isinstance(attr, RPCSignal):
                 self._signals[name] = attr
+        # optional inventory fields: signatures, docstrings, signal types
+        names = [*self._json_methods, *self._buffer_methods, *self._rpc_properties]
+        members = {name: attrs[name] for name in [*names, *self._signals]}
+        self._described = inventory_fields(members, type(self))
 
     def _inventory(self) -> dict:
         return {
@@ -225,6 +230,7 @@ class RPCServer:
             "name": self.name,
             "signal_url": self._signal_url,
             "signal_port": self._signal_port,
+            **self._described,
         }
 
     # -- registry ---------------------------------------------------------
