@@ -1,17 +1,50 @@
-"""The ``framerpc`` command: demo, registry, device listing, CURVE keys, bench."""
+"""The ``framerpc`` command: demo, registry, device listing, CURVE keys, bench,
+and a device from the shell (inspect, call, get, set, watch).
+
+A user error (bad URL, busy port, unreachable registry or device, unknown
+device or member, timeout) prints one ``error:`` line and exits 1;
+``--verbose`` adds the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 
 import zmq
 
+from .cli_device import CommandError, add_commands
+from .errors import FramerpcError
+
 __all__ = ["main"]
+
+#: What a user's mistake or an absent peer raises: one line, no traceback.
+_USER_ERRORS = (
+    CommandError,
+    FramerpcError,
+    ValueError,
+    TimeoutError,
+    RuntimeError,
+    OSError,
+    zmq.ZMQError,
+)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("framerpc")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        from . import __version__
+
+        return __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -26,12 +59,24 @@ def _registry(args: argparse.Namespace) -> int:
     from .registry import DeviceRegistry
 
     context = zmq.Context()
-    registry = DeviceRegistry(context, args.addr, port=args.port)
+    try:
+        registry = DeviceRegistry(context, args.addr, port=args.port)
+    except zmq.ZMQError as exc:
+        context.term()
+        where = args.addr if "://" in args.addr else f"tcp://{args.addr}:{args.port}"
+        raise CommandError(
+            f"cannot bind a registry at {where}: {zmq.strerror(exc.errno)} "
+            "(another registry running? choose another --port)"
+        ) from None
+    except BaseException:
+        context.term()
+        raise
     stopped = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     registry.start()
-    print(f"registry listening at {registry.url} (Ctrl-C stops it)", flush=True)
+    for line in _bound_lines(registry.endpoint, registry.url, registry.port):
+        print(line, flush=True)
     # Under systemd (Type=notify, WatchdogSec=): ready now, then a watchdog
     # kept alive only while the registry thread runs. A no-op otherwise.
     sdnotify.ready()
@@ -50,6 +95,18 @@ def _registry(args: argparse.Namespace) -> int:
     registry.join(timeout=5)
     context.term()
     return status
+
+
+def _bound_lines(endpoint: str, url: str, port: int | None) -> list[str]:
+    """What ``framerpc registry`` prints: the address really bound, and
+    where to connect when that is a wildcard (every interface)."""
+    lines = [f"registry listening at {endpoint} (Ctrl-C stops it)"]
+    if url != endpoint:
+        lines.append(
+            f"hint: that is every interface; connect to {url} on this machine, "
+            f"tcp://{socket.gethostname()}:{port} from others"
+        )
+    return lines
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -88,8 +145,13 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framerpc", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="framerpc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug lines")
+    parser.add_argument("--version", action="version", version=f"framerpc {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="registry + camera + client on loopback")
@@ -114,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("--force", action="store_true", help="replace existing keys")
     keys.set_defaults(run=_keys)
 
+    add_commands(commands)
+
     # Listed for --help; main() hands its arguments to the runner untouched.
     commands.add_parser(
         "bench",
@@ -132,7 +196,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    return args.run(args)
+    try:
+        status: int = args.run(args)
+    except _USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
+        text = str(exc).strip().splitlines()
+        print(f"error: {text[0] if text else type(exc).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
 
 
 if __name__ == "__main__":
