@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -363,6 +365,7 @@ def test_entry_point_calls_and_reports_errors(stage):
         env=env,
     )
     assert (done.returncode, json.loads(done.stdout)) == (0, [7, 1]), done.stderr
+    assert done.stderr == ""
     done = subprocess.run(
         [script, "list", "127.0.0.1:5555"],
         capture_output=True,
@@ -381,3 +384,28 @@ def test_parse_value_prefers_json():
     assert cli_device.parse_value("'x'") == "x"
     with pytest.raises(cli_device.CommandError, match="quotes"):
         cli_device.parse_value("x")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses SIGINT")
+def test_watch_runs_until_ctrl_c(stage):
+    stage.start_ticking()
+    process = subprocess.Popen(
+        [_entry_point(), "watch", stage.url, "tick"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=PROCESS_WAIT_S), "no emission shown"
+        assert process.stdout.readline().startswith("tick\t")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=PROCESS_WAIT_S) == 0
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=PROCESS_WAIT_S)
+        process.stdout.close()
+        process.stderr.close()

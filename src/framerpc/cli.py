@@ -65,7 +65,7 @@ def _registry(args: argparse.Namespace) -> int:
         context.term()
         where = args.addr if "://" in args.addr else f"tcp://{args.addr}:{args.port}"
         raise CommandError(
-            f"cannot bind a registry at {where}: {zmq.strerror(exc.errno)} "
+            f"cannot bind a registry at {where}: {zmq.strerror(exc.errno or 0)} "
             "(another registry running? choose another --port)"
         ) from None
     except BaseException:

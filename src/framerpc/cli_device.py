@@ -31,6 +31,7 @@ from . import transport
 from .client import NoResult, RPCClient
 from .errors import RemoteError
 from .protocol import Request, RPCEvents
+from .signal import RPCSignal
 
 __all__ = ["CommandError", "DEFAULT_REGISTRY", "add_commands", "parse_value"]
 
@@ -187,7 +188,7 @@ def connected(args: argparse.Namespace) -> Iterator[RPCClient]:
     try:
         url = resolve(context, args.device, args.registry, args.timeout)
         try:
-            client = RPCClient(context, url, timeout=args.timeout)
+            client = GenericClient(context, url, timeout=args.timeout)
         except TimeoutError:
             raise CommandError(
                 f"no device answers at {url} within {args.timeout} ms"
@@ -198,6 +199,27 @@ def connected(args: argparse.Namespace) -> Iterator[RPCClient]:
             client.close()
     finally:
         context.destroy(linger=0)
+
+
+class _AnySignal(RPCSignal):
+    """A signal of a device known only by its inventory: no declared
+    argument types, so its arguments are shown as they arrive (instead of
+    a warning about each emission)."""
+
+    def validate_args(self, *args: Any, coerce: bool = False) -> tuple[Any, ...]:
+        return args
+
+
+class GenericClient(RPCClient):
+    """An :class:`RPCClient` without interface class, for the commands."""
+
+    def _apply_inventory(self, inventory: dict) -> None:
+        super()._apply_inventory(inventory)
+        # Found by the client's getattr(self, name) when it makes the
+        # proxy's signals; a name the client itself uses is left alone.
+        for name in inventory.get("signals", []):
+            if isinstance(name, str) and not hasattr(self, name):
+                setattr(self, name, _AnySignal())
 
 
 def _check_name(client: RPCClient, name: str, kind: str, names: list[str]) -> None:
@@ -275,6 +297,7 @@ def _call(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot send the arguments: {exc}") from None
         if type(result) is NoResult:
             raise _failed(args.method, result)
+        array: np.ndarray | None
         if args.method in client._buffer_methods:
             buffer, info = result
             array = as_array(buffer)
