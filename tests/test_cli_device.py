@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import zmq
 from legacy_peers import LegacyServer
 
 from framerpc import cli, cli_device
+from framerpc.client import RPCClient
 from framerpc.property import RPCProperty
 from framerpc.registry import DeviceRegistry
 from framerpc.server import RPCServer
@@ -409,3 +411,44 @@ def test_watch_runs_until_ctrl_c(stage):
             process.wait(timeout=PROCESS_WAIT_S)
         process.stdout.close()
         process.stderr.close()
+
+
+# -- descriptions in the inventory -------------------------------------------------
+
+
+class Shutter(ABC):
+    """The interface declares the types and the docs."""
+
+    opened = RPCSignal(bool, "list[int]")
+
+    @abstractmethod
+    def open(self, ms: int = 10) -> bool:
+        """Open the shutter for ``ms`` milliseconds.
+
+        More text.
+        """
+
+
+class ShutterServer(Shutter, RPCServer):
+    @RPCServer.register_method_json
+    def open(self, ms=10):  # overrides without repeating types or docs
+        return True
+
+    @RPCServer.register_method_json
+    def plain(self, a, *rest, b=None, **options):
+        return a
+
+
+def test_the_native_inventory_describes_members(ctx, serve):
+    server = serve(ShutterServer(ctx, "inproc://shutter-describe"))
+    with RPCClient(ctx, server.url, protocol="native") as client:
+        assert client._signatures == {
+            "open": "(ms: int = 10) -> bool",
+            "plain": "(a, *rest, b=None, **options)",
+        }
+        assert client._docs == {"open": "Open the shutter for ``ms`` milliseconds."}
+        assert client._signal_types == {"opened": ["bool", "list[int]"]}
+    # the JSON inventory (what "auto" reads) carries none of them
+    with RPCClient(ctx, server.url) as client:
+        assert client._protocol == "native"
+        assert (client._signatures, client._docs, client._signal_types) == ({}, {}, {})

@@ -81,6 +81,19 @@ def first_doc_line(obj: Any, name: str = "", owner: type | None = None) -> str:
     return inspect.cleandoc(doc).split("\n", 1)[0].strip()
 
 
+def _annotated(func: Any, name: str, owner: type | None) -> Any:
+    """``func``, or the nearest definition of ``name`` in ``owner``'s bases
+    that has annotations when ``func`` has none: a server often overrides
+    the interface's typed method without repeating the types."""
+    if getattr(func, "__annotations__", None) or owner is None:
+        return func
+    for klass in owner.__mro__:
+        candidate = vars(klass).get(name)
+        if inspect.isfunction(candidate) and candidate.__annotations__:
+            return candidate
+    return func
+
+
 def inventory_fields(
     members: Mapping[str, Any], owner: type | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -100,10 +113,12 @@ def inventory_fields(
     signal_types: dict[str, list[str]] = {}
     for name, member in members.items():
         if isinstance(member, RPCSignal):
-            signal_types[name] = [type_name(t) for t in member.arg_types]
+            signal_types[name] = [
+                t if isinstance(t, str) else type_name(t) for t in member.arg_types
+            ]
             continue
         if not isinstance(member, RPCProperty):
-            signatures[name] = signature_text(member)
+            signatures[name] = signature_text(_annotated(member, name, owner))
         try:
             doc = first_doc_line(member, name, owner)
         except Exception as exc:  # a description must never stop a server
