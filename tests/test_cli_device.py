@@ -187,6 +187,18 @@ def test_a_name_is_looked_up_in_the_registry(stage, registry, capsys):
     assert (status, json.loads(out)) == (0, [3, False])
 
 
+def test_a_wildcard_address_is_reached_where_the_registry_is(stage, registry, capsys):
+    # a server bound on every interface registers tcp://0.0.0.0:PORT
+    from framerpc.registry import register_device
+
+    register_device(
+        registry.context, registry.url, "stage", f"tcp://0.0.0.0:{stage.port}", "wild"
+    )
+    status, out, err = run(capsys, "inspect", "wild", "--registry", registry.url)
+    assert status == 0, err
+    assert out.splitlines()[0].endswith(f"at tcp://127.0.0.1:{stage.port} (native)")
+
+
 # -- call --------------------------------------------------------------------------
 
 

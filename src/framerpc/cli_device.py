@@ -177,7 +177,9 @@ def resolve(context: zmq.Context, target: str, registry: str, timeout: int) -> s
     kind, host, port = transport.parse_url(url)
     if kind == "tcp" and host in _WILDCARD_HOSTS:
         # bound on all interfaces: reachable where the registry is
-        url = f"tcp://{transport.parse_url(registry)[1]}:{port}"
+        registry_kind, registry_host, _ = transport.parse_url(registry)
+        near = registry_host if registry_kind == "tcp" else "127.0.0.1"
+        url = f"tcp://{near}:{port}"
     return url
 
 

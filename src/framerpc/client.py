@@ -105,7 +105,8 @@ class RPCClient:
     TimeoutError
         The server did not answer within ``timeout`` ms.
     ValueError
-        ``protocol`` is not one of the three choices.
+        ``protocol`` is not one of the three choices, or ``url`` is
+        malformed (:func:`framerpc.transport.check_url`).
 
     Attributes
     ----------
