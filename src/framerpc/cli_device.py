@@ -382,11 +382,13 @@ def add_commands(commands: Any) -> None:
     device.add_argument("device", help="device URL or registered name")
     device.add_argument(
         "--registry",
+        metavar="URL",
         default=DEFAULT_REGISTRY,
         help=f"registry for a device name (default {DEFAULT_REGISTRY})",
     )
     device.add_argument(
         "--timeout",
+        metavar="MS",
         type=int,
         default=DEFAULT_TIMEOUT_MS,
         help=f"ms to wait for the registry and the device (default "
@@ -403,17 +405,17 @@ def add_commands(commands: Any) -> None:
     call = commands.add_parser(
         "call", parents=[device], help="call a method, print the result as JSON"
     )
-    call.add_argument("method")
+    call.add_argument("method", help="name of the remote method")
     call.add_argument("args", nargs="*", help="JSON or Python literals; key=VALUE")
     call.add_argument("--save", metavar="FILE", help="write the array/buffer as .npy")
     call.set_defaults(run=_call)
 
     get = commands.add_parser("get", parents=[device], help="print a property")
-    get.add_argument("property")
+    get.add_argument("property", help="property name")
     get.set_defaults(run=_get)
 
     set_ = commands.add_parser("set", parents=[device], help="set a property")
-    set_.add_argument("property")
+    set_.add_argument("property", help="property name")
     set_.add_argument("value", help="JSON or a Python literal")
     set_.set_defaults(run=_set)
 
@@ -421,6 +423,8 @@ def add_commands(commands: Any) -> None:
         "watch", parents=[device], help="print signal emissions until Ctrl-C"
     )
     watch.add_argument("signals", nargs="*", help="signals to show (default: all)")
-    watch.add_argument("--count", type=int, help="stop after N emissions")
-    watch.add_argument("--duration", type=float, help="stop after S seconds")
+    watch.add_argument("--count", metavar="N", type=int, help="stop after N emissions")
+    watch.add_argument(
+        "--duration", metavar="S", type=float, help="stop after S seconds"
+    )
     watch.set_defaults(run=_watch)
