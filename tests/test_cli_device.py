@@ -321,6 +321,8 @@ def test_user_errors_print_one_line_and_exit_1(stage, registry, capsys, tmp_path
         (["get", url, "colour"], ["colour", "speed"]),
         (["set", url, "colour", "1"], ["colour"]),
         (["watch", url, "bang"], ["bang", "tick"]),
+        (["watch", url, "--count", "0"], ["--count"]),
+        (["get", url, "speed", "--timeout", "-1"], ["--timeout"]),
         (["call", url, "move", "far"], ["far", "quotes"]),
         (["call", url, "move", "{1, 2}"], ["cannot send", "set"]),
         (["call", url, "fail"], ["RuntimeError: motor jammed"]),

@@ -186,6 +186,8 @@ def resolve(context: zmq.Context, target: str, registry: str, timeout: int) -> s
 @contextlib.contextmanager
 def connected(args: argparse.Namespace) -> Iterator[RPCClient]:
     """A generic proxy of ``args.device``, closed (with its context) after."""
+    if args.timeout <= 0:
+        raise CommandError(f"--timeout must be positive (ms), got {args.timeout}")
     context = zmq.Context()
     try:
         url = resolve(context, args.device, args.registry, args.timeout)
@@ -341,6 +343,8 @@ def _set(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise CommandError(f"--count must be 1 or more, got {args.count}")
     with connected(args) as client:
         names = args.signals or sorted(client._signals)
         for name in names:
