@@ -422,9 +422,10 @@ class DeviceDirectory:
         """
         if now is None:
             now = self.clock()
-        heap, removed = self._expiry, 0
-        while heap and heap[0][0] < now:
-            _, ticket, device = heapq.heappop(heap)
+        removed = 0
+        # self._expiry, not a local: a removal may rebuild the heap.
+        while self._expiry and self._expiry[0][0] < now:
+            _, ticket, device = heapq.heappop(self._expiry)
             if device.ticket != ticket or self._by_uuid.get(device.uuid) is not device:
                 continue  # stale: the device left, or has a newer item
             if device.deadline < now:
@@ -475,8 +476,12 @@ class DeviceDirectory:
     def _schedule(self, device: _Device) -> None:
         device.scheduled, device.ticket = device.deadline, next(self._tickets)
         heapq.heappush(self._expiry, (device.deadline, device.ticket, device))
+        self._compact()
+
+    def _compact(self) -> None:
         if len(self._expiry) > 2 * len(self._by_uuid) + 64:
-            # Mostly stale items (devices gone): rebuild, O(n) once per n.
+            # Mostly stale items (devices gone): rebuild, O(n) once per n
+            # stale items, so O(1) amortised.
             self._expiry = [(d.scheduled, d.ticket, d) for d in self._by_uuid.values()]
             heapq.heapify(self._expiry)
 
@@ -488,6 +493,7 @@ class DeviceDirectory:
         if not same_address:
             del self._by_address[device.address]
         self._name_freed(device.name)
+        self._compact()
         _log.info(
             "removed %s %r at %s", device.device_type, device.name, device.address
         )
@@ -837,7 +843,7 @@ class DeviceRegistry(threading.Thread):
 
         Never raises for a bad request: it answers UNSUPPORTED with the reason.
         """
-        handlers = {
+        handlers: dict[str, Callable[[dict, str | None], tuple]] = {
             RegistryEvents.REGISTER: self._on_register,
             RegistryEvents.UNREGISTER: self._on_unregister,
             RegistryEvents.CHECK_ALIVE: self._on_check_alive,
