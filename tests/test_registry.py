@@ -1,4 +1,9 @@
-"""Tests of framerpc.registry: the DeviceRegistry thread, helpers and link."""
+"""Tests of framerpc.registry: the DeviceRegistry thread, helpers and link.
+
+No test depends on a wall-clock deadline being met: registries and links
+run on a :class:`ManualClock` moved by hand, waits poll a condition with
+generous bounds, and "nothing arrived" is shown with a sentinel request.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,13 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import finishes_within, wait_until
 
-from framerpc import framing, protocol, registry
+from framerpc import framing, protocol, registry, security
 from framerpc.protocol import RegistryEvents, RegistryMessage
 from framerpc.registry import (
     AliveCheckState,
+    DeviceDirectory,
     DeviceRegistry,
     RegistryLink,
     list_devices,
@@ -25,9 +31,32 @@ from framerpc.registry import (
     unregister_device,
 )
 
+#: Ceiling of every wait: only catches a hang, never a speed check (s).
+WAIT = 30.0
+
 
 def inproc_url() -> str:
     return f"inproc://registry-{uuid.uuid4().hex}"
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told (thread-safe enough:
+    one float attribute, read and replaced atomically)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def sentinel_list(ctx: zmq.Context, reg: DeviceRegistry) -> dict:
+    """LIST_DEVICES: once answered, the registry has handled every earlier
+    message and pruned up to its clock's current time."""
+    return list_devices(ctx, reg.url, timeout=WAIT * 1000)
 
 
 @pytest.fixture
@@ -37,6 +66,7 @@ def start_registry(ctx: zmq.Context) -> Iterator[Callable[..., DeviceRegistry]]:
 
     def start(addr: str = "tcp://127.0.0.1", **kwargs) -> DeviceRegistry:
         kwargs.setdefault("poll_interval", 0.02)
+        kwargs.setdefault("clock", ManualClock())
         reg = DeviceRegistry(ctx, addr, **kwargs)
         reg.start()
         started.append(reg)
@@ -157,10 +187,10 @@ def test_alive_check_ok_and_unknown(ctx, reg):
 
 
 def test_alive_check_unreachable_when_nobody_listens(ctx):
-    start = time.monotonic()
-    state = send_alive_check(ctx, inproc_url(), "x", timeout=150)
+    state = finishes_within(
+        WAIT, lambda: send_alive_check(ctx, inproc_url(), "x", timeout=150)
+    )
     assert state is AliveCheckState.unreachable
-    assert time.monotonic() - start < 1.0
 
 
 def test_helpers_time_out_on_a_silent_peer(ctx):
@@ -169,43 +199,47 @@ def test_helpers_time_out_on_a_silent_peer(ctx):
     try:
         port = silent.bind_to_random_port("tcp://127.0.0.1")
         url = f"tcp://127.0.0.1:{port}"
-        start = time.monotonic()
         state = send_alive_check(ctx, url, "x", timeout=150)
         assert state is AliveCheckState.unreachable
-        assert silent.poll(1000), "the check should have been delivered"
+        assert silent.poll(int(WAIT * 1000)), "the check should have been delivered"
         with pytest.raises(TimeoutError):
             register_device(ctx, url, "cam", "tcp://h:1", timeout=150)
         with pytest.raises(TimeoutError):
             unregister_device(ctx, url, "x", timeout=150)
         with pytest.raises(TimeoutError):
             list_devices(ctx, url, timeout=150)
-        assert time.monotonic() - start < 2.0
     finally:
         silent.close()
 
 
-def test_alive_check_extends_deadline(ctx, reg):
+def test_alive_check_extends_deadline(ctx, start_registry):
+    clock = ManualClock()
+    reg = start_registry(clock=clock)
     _, dev_uuid = register_device(ctx, reg.url, "cam", "tcp://h:1", alive_timeout=0.3)
-    end = time.monotonic() + 0.8
-    while time.monotonic() < end:
+    for _ in range(5):  # 1 s in all, three times the alive timeout
+        clock.advance(0.2)
         assert send_alive_check(ctx, reg.url, dev_uuid, alive_timeout=0.3).name == "ok"
-        time.sleep(0.05)
-    assert "cam-0" in reg.get_devices()
+    assert reg.get_entry("cam-0").deadline == pytest.approx(clock.now + 0.3)
+    assert "cam-0" in sentinel_list(ctx, reg)
 
 
-def test_deadline_prunes_and_fires_removed(ctx, reg):
+def test_deadline_prunes_and_fires_removed(ctx, start_registry):
+    clock = ManualClock()
+    reg = start_registry(clock=clock)
     removed = Recorder()
     reg.add_device_removed_callback(removed)
-    start = time.monotonic()
     register_device(ctx, reg.url, "cam", "tcp://h:1", "dev", alive_timeout=0.3)
-    assert "dev" in reg.get_devices()
-    assert wait_until(lambda: not reg.get_devices())
-    assert time.monotonic() - start >= 0.25
-    assert wait_until(lambda: removed.calls == [("cam", "tcp://h:1", "dev")])
+    clock.advance(0.29)
+    assert "dev" in sentinel_list(ctx, reg)
+    assert removed.calls == []
+    clock.advance(0.02)
+    assert wait_until(lambda: not reg.get_devices(), WAIT)
+    assert wait_until(lambda: removed.calls == [("cam", "tcp://h:1", "dev")], WAIT)
 
 
 def test_default_alive_timeout_applies(ctx, start_registry):
-    reg = start_registry(default_alive_timeout=0.2)
+    clock = ManualClock()
+    reg = start_registry(default_alive_timeout=0.2, clock=clock)
     reply = raw_exchange(
         ctx,
         reg.url,
@@ -220,7 +254,11 @@ def test_default_alive_timeout_applies(ctx, start_registry):
         ],
     )
     assert reply.event is RegistryEvents.REGISTER_ACK
-    assert wait_until(lambda: not reg.get_devices(), timeout=2)
+    assert reg.get_entry("dev").alive_timeout == 0.2
+    clock.advance(0.19)
+    assert "dev" in sentinel_list(ctx, reg)
+    clock.advance(0.02)
+    assert wait_until(lambda: not reg.get_devices(), WAIT)
 
 
 def test_added_callback_args(ctx, reg):
@@ -371,8 +409,21 @@ def test_malformed_message_gets_unsupported(
 
 
 def test_message_without_envelope_is_dropped(ctx, reg):
-    message = RegistryMessage(RegistryEvents.LIST_DEVICES, {}, 1)
-    assert raw_exchange(ctx, reg.url, protocol.encode_registry(message), 0.2) is None
+    # The sentinel, sent after on the same socket, is answered first: the
+    # message without envelope got no reply.
+    dropped = RegistryMessage(RegistryEvents.LIST_DEVICES, {}, 1)
+    sentinel = RegistryMessage(RegistryEvents.LIST_DEVICES, {}, 2)
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(reg.url)
+        sock.send_multipart(protocol.encode_registry(dropped))
+        sock.send_multipart([b"", *protocol.encode_registry(sentinel)])
+        assert sock.poll(int(WAIT * 1000))
+        reply = protocol.decode_registry(sock.recv_multipart()[1:])
+    finally:
+        sock.close()
+    assert reply.request_id == 2
     assert list_devices(ctx, reg.url) == {}
 
 
@@ -434,13 +485,11 @@ def test_busy_port_raises_in_constructor(ctx, reg):
 def test_stop_is_prompt_and_idempotent(ctx):
     reg = DeviceRegistry(ctx, inproc_url(), poll_interval=0.1)
     reg.start()
-    assert wait_until(reg.is_alive)
-    start = time.monotonic()
+    assert wait_until(reg.is_alive, WAIT)
     reg.stop()
     reg.stop()
-    reg.join(timeout=2)
+    reg.join(timeout=WAIT)
     assert not reg.is_alive()
-    assert time.monotonic() - start < 1.0  # issue: stop within a second
     assert reg._sock.closed
 
 
@@ -463,28 +512,34 @@ def test_stop_before_start_closes_socket(ctx):
 # -- RegistryLink -------------------------------------------------------------
 
 
-def tick_for(link: RegistryLink, seconds: float, step: float = 0.02) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        link.tick()
-        time.sleep(step)
+def checked_in_since(reg: DeviceRegistry, name: str, now: float) -> bool:
+    """Whether ``name`` checked in (or registered) at registry time >= ``now``."""
+    entry = reg.get_entry(name)
+    return entry is not None and entry.deadline >= now + entry.alive_timeout
 
 
-def test_link_register_tick_and_unregister(ctx, reg):
-    link = RegistryLink(ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3)
+def ticking(link: RegistryLink, condition: Callable[[], object]) -> Callable:
+    """A condition for wait_until that ticks ``link`` before each check."""
+    return lambda: link.tick() or condition()
+
+
+def test_link_register_tick_and_unregister(ctx, start_registry):
+    clock, link_clock = ManualClock(), ManualClock()
+    reg = start_registry(clock=clock)
+    link = RegistryLink(
+        ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3, clock=link_clock
+    )
     try:
         assert link.register() == ("dev", link.uuid)
         assert link.registry_url == reg.url
         # Check-ins keep the device listed well past its 0.3 s deadline.
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            started = time.monotonic()
-            link.tick()
-            # a blocking tick would wait for a reply (>= 1 s); 0.5 s leaves
-            # room for a loaded 2-core CI machine
-            assert time.monotonic() - started < 0.5, "tick must not block"
-            assert "dev" in reg.get_devices()
-            time.sleep(0.02)
+        for _ in range(5):
+            clock.advance(0.2)
+            link_clock.advance(0.2)  # > the 0.1 s interval: a check-in is due
+            assert wait_until(
+                ticking(link, lambda: checked_in_since(reg, "dev", clock.now)), WAIT
+            )
+        assert "dev" in sentinel_list(ctx, reg)
         assert link.unregister() is True
         assert link.uuid is None
         assert reg.get_devices() == {}
@@ -494,48 +549,78 @@ def test_link_register_tick_and_unregister(ctx, reg):
         link.close()
 
 
-def test_link_without_ticks_is_pruned(ctx, reg):
+def test_link_tick_sends_without_waiting_for_the_answer(ctx):
+    silent = ctx.socket(zmq.ROUTER)  # takes the check-in, never answers
+    silent.setsockopt(zmq.LINGER, 0)
+    link_clock = ManualClock()
+    try:
+        port = silent.bind_to_random_port("tcp://127.0.0.1")
+        url = f"tcp://127.0.0.1:{port}"
+        link = RegistryLink(ctx, url, "cam", "dev", "tcp://h:1", 0.3, clock=link_clock)
+        link.uuid = "registered-before"
+        try:
+            link_clock.advance(1.0)
+            # Once connected, the check-in leaves and tick returns with the
+            # answer still pending: it never waited for it.
+            assert wait_until(ticking(link, lambda: silent.poll(0)), WAIT)
+            assert link._pending is RegistryEvents.CHECK_ALIVE
+            finishes_within(WAIT, link.tick)
+            assert link._pending is RegistryEvents.CHECK_ALIVE
+        finally:
+            link.close()
+    finally:
+        silent.close()
+
+
+def test_link_without_ticks_is_pruned(ctx, start_registry):
+    clock = ManualClock()
+    reg = start_registry(clock=clock)
     link = RegistryLink(ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3)
     try:
         link.register()
-        tick_for(link, 0.2)
-        assert wait_until(lambda: not reg.get_devices(), timeout=2)
+        clock.advance(0.31)
+        assert wait_until(lambda: not reg.get_devices(), WAIT)
     finally:
         link.close()
 
 
 def test_link_reregisters_when_forgotten(ctx, reg):
-    link = RegistryLink(ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3)
+    link_clock = ManualClock()
+    link = RegistryLink(
+        ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3, clock=link_clock
+    )
     try:
         _, old_uuid = link.register()
         # Simulate a registry that lost the device (pruned, or restarted).
         assert unregister_device(ctx, reg.url, old_uuid)
+        link_clock.advance(0.2)
         # The registry lists the device before the link reads the ACK.
-        assert wait_until(lambda: link.tick() or link.uuid != old_uuid)
+        assert wait_until(ticking(link, lambda: link.uuid != old_uuid), WAIT)
         assert link.name == "dev"
         assert "dev" in reg.get_devices()
-        assert wait_until(
-            lambda: (
-                link.tick()
-                or send_alive_check(ctx, reg.url, link.uuid, 0.3, timeout=200)
-                is AliveCheckState.ok
-            )
-        )
+        assert send_alive_check(ctx, reg.url, link.uuid) is AliveCheckState.ok
     finally:
         link.close()
 
 
 def test_link_reports_registry_gone(ctx, start_registry, caplog):
     reg = start_registry(inproc_url())
-    link = RegistryLink(ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.15)
+    link_clock = ManualClock()
+    link = RegistryLink(
+        ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.15, clock=link_clock
+    )
     try:
         link.register()
         reg.stop()
-        reg.join(timeout=2)
+        reg.join(timeout=WAIT)
+
+        def later_tick() -> bool:
+            link_clock.advance(link.interval)
+            link.tick()
+            return "seems gone" in caplog.text
+
         with caplog.at_level(logging.WARNING, logger="framerpc.registry"):
-            assert wait_until(
-                lambda: link.tick() or "seems gone" in caplog.text, timeout=2
-            )
+            assert wait_until(later_tick, WAIT)
     finally:
         link.close()
     link.tick()  # a closed link does nothing
@@ -545,23 +630,21 @@ def test_link_unregister_never_raises_on_silence(ctx):
     link = RegistryLink(ctx, inproc_url(), "cam", "dev", "tcp://h:1", 1.0)
     link.uuid = "known-before"
     try:
-        start = time.monotonic()
-        assert link.unregister(timeout=100) is False
-        assert time.monotonic() - start < 1.0
+        assert finishes_within(WAIT, lambda: link.unregister(timeout=100)) is False
     finally:
         link.close()
 
 
-def start_again(start_registry, url: str) -> DeviceRegistry:
+def start_again(start_registry, url: str, **kwargs) -> DeviceRegistry:
     """Start a registry at ``url``, which a stopped one held a moment ago.
 
     ZeroMQ releases a TCP port in its I/O thread after close(), so the
     port may stay busy for a few milliseconds after join().
     """
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + WAIT
     while True:
         try:
-            return start_registry(url)
+            return start_registry(url, **kwargs)
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
                 raise
@@ -571,24 +654,38 @@ def start_again(start_registry, url: str) -> DeviceRegistry:
 @pytest.mark.parametrize("kind", ["tcp", "inproc"])
 def test_link_reregisters_after_registry_restart(ctx, start_registry, kind):
     first = start_registry("tcp://127.0.0.1" if kind == "tcp" else inproc_url())
-    link = RegistryLink(ctx, first.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3)
+    link_clock = ManualClock()
+    link = RegistryLink(
+        ctx, first.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3, clock=link_clock
+    )
+
+    def later_tick(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            link_clock.advance(link.interval)
+            link.tick()
+            return condition()
+
+        return check
+
     try:
         _, old_uuid = link.register()
-        tick_for(link, 0.15)
+        link_clock.advance(0.2)
+        assert wait_until(
+            ticking(link, lambda: link._pending is None and link._sock is not None),
+            WAIT,
+        )
         first.stop()
-        first.join(timeout=2)
+        first.join(timeout=WAIT)
         assert not first.is_alive()
         bind = f"tcp://127.0.0.1:{first.port}" if kind == "tcp" else first.url
         second = start_again(start_registry, bind)
         assert second.get_devices() == {}
         assert wait_until(
-            lambda: (
-                link.tick() or second.get_devices() == {"dev": ("cam", "tcp://h:1")}
-            ),
-            timeout=4,
+            later_tick(lambda: second.get_devices() == {"dev": ("cam", "tcp://h:1")}),
+            WAIT,
         )
+        assert wait_until(ticking(link, lambda: link.uuid != old_uuid), WAIT)
         assert link.name == "dev"
-        assert wait_until(lambda: link.tick() or link.uuid != old_uuid)
     finally:
         link.close()
 
@@ -610,3 +707,295 @@ def test_helpers_close_their_sockets(ctx, reg, monkeypatch):
     unregister_device(ctx, reg.url, dev_uuid)
     assert len(made) == 5
     assert all(sock.closed for sock in made)
+
+
+# -- DeviceDirectory: rules, caps and cost, without sockets --------------------
+
+
+def directory(**kwargs) -> tuple[DeviceDirectory, ManualClock]:
+    clock = ManualClock()
+    return DeviceDirectory(clock=clock, **kwargs), clock
+
+
+def test_directory_naming_reuses_the_smallest_free_index():
+    table, _ = directory()
+    uuids = [table.register("cam", f"tcp://h:{i}")[1] for i in range(4)]
+    assert list(table.devices()) == ["cam-0", "cam-1", "cam-2", "cam-3"]
+    assert table.unregister(uuids[2]) and table.unregister(uuids[1])
+    assert table.register("cam", "tcp://h:8")[0] == "cam-1"
+    assert table.register("cam", "tcp://h:9")[0] == "cam-2"
+    assert table.register("cam", "tcp://h:10")[0] == "cam-4"
+    # a name taken by hand is skipped, and reused once free
+    _, manual = table.register("cam", "tcp://h:11", "cam-5")
+    assert table.register("cam", "tcp://h:12")[0] == "cam-6"
+    assert table.unregister(manual)
+    assert table.register("cam", "tcp://h:13")[0] == "cam-5"
+    # collisions count from 1 and share the names with the type's sequence
+    assert table.register("x", "tcp://h:20", "cam")[0] == "cam"
+    assert table.register("x", "tcp://h:21", "cam")[0] == "cam-7"
+
+
+def test_directory_expiry_and_check_ins():
+    removed: list[str] = []
+    table, clock = directory(on_removed=lambda entry: removed.append(entry.name))
+    _, keep = table.register("cam", "tcp://h:1", "keep", alive_timeout=1.0)
+    _, lose = table.register("cam", "tcp://h:2", "lose", alive_timeout=1.0)
+    clock.advance(0.9)
+    assert table.check_in(keep) and table.prune() == 0
+    clock.advance(0.2)  # past lose's deadline, not keep's
+    assert table.prune() == 1 and removed == ["lose"]
+    assert not table.check_in(lose)
+    # a shorter timeout in a check-in brings the deadline forward
+    assert table.check_in(keep, alive_timeout=0.1)
+    clock.advance(0.11)
+    assert table.prune() == 1 and removed == ["lose", "keep"]
+    assert table.devices() == {}
+    # an expired name is free again
+    assert table.register("cam", "tcp://h:3", "keep")[0] == "keep"
+
+
+def test_directory_caps():
+    table, _ = directory(max_devices=2, max_alive_timeout=5.0, default_alive_timeout=5)
+    table.register("cam", "tcp://h:1", "a")
+    table.register("cam", "tcp://h:2", "b")
+    with pytest.raises(ValueError, match="full"):
+        table.register("cam", "tcp://h:3", "c")
+    # replacing an entry (same address, or overwrite) is allowed when full
+    assert table.register("cam", "tcp://h:1", "a2")[0] == "a2"
+    assert table.register("cam", "tcp://h:9", "b", overwrite=True)[0] == "b"
+    assert table.devices() == {"a2": ("cam", "tcp://h:1"), "b": ("cam", "tcp://h:9")}
+    with pytest.raises(ValueError, match="max_alive_timeout"):
+        table.register("cam", "tcp://h:1", alive_timeout=5.5)
+    _, dev_uuid = table.register("cam", "tcp://h:1", alive_timeout=5.0)
+    with pytest.raises(ValueError, match="at most 5 s"):
+        table.check_in(dev_uuid, alive_timeout=6.0)
+    with pytest.raises(ValueError, match="default_alive_timeout"):
+        DeviceDirectory(default_alive_timeout=30, max_alive_timeout=10)
+    with pytest.raises(ValueError, match="max_devices"):
+        DeviceDirectory(max_devices=0)
+
+
+def test_directory_owners():
+    table, clock = directory()
+    alice, mallory = "alice-key", "mallory-key"
+    name, token = table.register("cam", "tcp://alice:1", "cam", owner=alice)
+    assert name == "cam" and table.entry("cam").owner == alice
+    # another owner: no takeover, no eviction, no check-in, no unregister
+    assert table.register("x", "tcp://m:1", "cam", True, owner=mallory)[0] == "cam-1"
+    assert table.register("x", "tcp://alice:1", "evil", owner=mallory)[0] == "evil"
+    assert not table.unregister(token, owner=mallory)
+    assert not table.check_in(token, owner=mallory)
+    assert not table.unregister(token)  # no owner is not alice either
+    assert table.devices()["cam"] == ("cam", "tcp://alice:1")
+    # the same owner, restarted: same address takes the entry back at once
+    _, token2 = table.register("cam", "tcp://alice:1", "cam", False, owner=alice)
+    assert table.entry("cam").address == "tcp://alice:1" and token2 != token
+    assert not table.check_in(token, owner=alice)  # the old token is gone
+    assert table.entry("evil").address == "tcp://alice:1"  # mallory's own entry
+    # ... or another address with overwrite
+    assert table.register("cam", "tcp://alice:2", "cam", True, owner=alice)[0] == "cam"
+    assert table.devices()["cam"] == ("cam", "tcp://alice:2")
+    # once alice's entry expired, anyone may take the name
+    clock.advance(DeviceDirectory().default_alive_timeout + 1)
+    assert table.register("x", "tcp://m:2", "cam", owner=mallory)[0] == "cam"
+    assert table.entry("cam").owner == mallory
+
+
+class CountingDict(dict):
+    """A dict that counts whole-table walks and membership tests."""
+
+    walks = 0
+    lookups = 0
+
+    def __iter__(self):
+        CountingDict.walks += 1
+        return super().__iter__()
+
+    def values(self):
+        CountingDict.walks += 1
+        return super().values()
+
+    def items(self):
+        CountingDict.walks += 1
+        return super().items()
+
+    def keys(self):
+        CountingDict.walks += 1
+        return super().keys()
+
+    def __contains__(self, key):
+        CountingDict.lookups += 1
+        return super().__contains__(key)
+
+
+def test_requests_do_not_walk_the_table(monkeypatch):
+    """REGISTER, CHECK_ALIVE, UNREGISTER and pruning touch a few entries,
+    never all of them: O(1) or O(log n) each, whatever the table's size."""
+    table, clock = directory(max_devices=5000)
+    table._by_uuid = CountingDict()
+    table._by_name = CountingDict()
+    table._by_address = CountingDict()
+    monkeypatch.setattr(CountingDict, "walks", 0)
+    monkeypatch.setattr(CountingDict, "lookups", 0)
+    n = 3000
+    # unnamed devices of one type: the old code tried type-0, type-1... each time
+    tokens = [table.register("cam", f"tcp://h:{i}")[1] for i in range(n)]
+    named = [table.register("cam", f"tcp://n:{i}", "dev")[1] for i in range(n // 3)]
+    for i, token in enumerate(tokens):
+        clock.advance(0.001)
+        assert table.check_in(token, alive_timeout=10.0 if i % 2 else 5.0)
+    for token in tokens[::2] + named[::2]:
+        assert table.unregister(token)
+    clock.advance(7.0)  # the 5 s entries left expire
+    assert table.prune() == 0
+    requests = n + n // 3 + n + (n + n // 3 + 1) // 2 + 1
+    # the only walks are the heap's rare rebuilds: O(n) once per n removals
+    assert CountingDict.walks * n <= 2 * requests
+    assert CountingDict.lookups <= 3 * requests  # a few per request, not n
+    # stale heap items are dropped, so the heap stays proportional to the table
+    assert len(table._expiry) <= 2 * len(table) + 64
+    assert len(table) == n // 2 + n // 3 - (n // 3 + 1) // 2
+
+
+def test_expiry_costs_only_what_is_due():
+    table, clock = directory(max_devices=50_000)
+    for i in range(20_000):
+        table.register("cam", f"tcp://h:{i}", alive_timeout=1.0 + i % 7)
+    pops = 0
+    real_pop = registry.heapq.heappop
+
+    def counting_pop(heap):
+        nonlocal pops
+        pops += 1
+        return real_pop(heap)
+
+    registry.heapq.heappop = counting_pop
+    try:
+        for _ in range(100):
+            clock.advance(0.001)
+            assert table.prune() == 0
+        assert pops == 0  # nothing due: nothing looked at
+        clock.advance(1.0)  # the 1 s group is due
+        assert table.prune() == len(range(0, 20_000, 7))
+        assert pops == len(range(0, 20_000, 7))
+    finally:
+        registry.heapq.heappop = real_pop
+
+
+def test_registry_caps_are_error_replies(ctx, start_registry):
+    reg = start_registry(max_devices=2, max_alive_timeout=5.0, default_alive_timeout=5)
+    _, first = register_device(ctx, reg.url, "cam", "tcp://h:1", "a", alive_timeout=5)
+    register_device(ctx, reg.url, "cam", "tcp://h:2", "b", alive_timeout=5)
+    with pytest.raises(RuntimeError, match="full"):
+        register_device(ctx, reg.url, "cam", "tcp://h:3", "c", alive_timeout=5)
+    with pytest.raises(RuntimeError, match="max_alive_timeout"):
+        register_device(ctx, reg.url, "cam", "tcp://h:1", "a", alive_timeout=60)
+    with pytest.raises(RuntimeError, match="max_alive_timeout"):
+        send_alive_check(ctx, reg.url, first, alive_timeout=60)
+    assert send_alive_check(ctx, reg.url, first, alive_timeout=5) is AliveCheckState.ok
+    assert list_devices(ctx, reg.url) == {
+        "a": ("cam", "tcp://h:1"),
+        "b": ("cam", "tcp://h:2"),
+    }
+    with pytest.raises(ValueError, match="default_alive_timeout"):
+        DeviceRegistry(ctx, inproc_url(), default_alive_timeout=700)
+
+
+# -- owners under CURVE ---------------------------------------------------------
+
+curve = pytest.mark.skipif(
+    not security.curve_available(), reason="libzmq was built without CURVE"
+)
+
+
+class Keys:
+    """Key pairs of a test: the registry, alice (the victim), mallory."""
+
+    def __init__(self, root) -> None:
+        self.allowed = root / "allowed"
+        self.allowed.mkdir()
+        _, self.server_secret = security.generate_keys(root / "server", "srv")
+        self.server_public = root / "server" / "srv.key"
+        self.alice = self._client(root, "alice")
+        self.mallory = self._client(root, "mallory")
+
+    def _client(self, root, name: str) -> security.Security:
+        public, secret = security.generate_keys(root / name, name)
+        (self.allowed / public.name).write_bytes(public.read_bytes())
+        return security.Security.from_files(
+            secret, server_public_file=self.server_public
+        )
+
+    def server(self, folder: bool) -> security.Security:
+        return security.Security.from_files(
+            self.server_secret, allowed_clients_dir=self.allowed if folder else None
+        )
+
+
+@curve
+@pytest.mark.parametrize("folder", [False, True], ids=["any-key", "allowed-keys"])
+def test_another_key_can_neither_overwrite_nor_evict(
+    ctx, start_registry, tmp_path, folder
+):
+    keys = Keys(tmp_path)
+    clock = ManualClock()
+    reg = start_registry(security=keys.server(folder), clock=clock)
+    removed = Recorder()
+    reg.add_device_removed_callback(removed)
+    alice, mallory = keys.alice, keys.mallory
+
+    def register(who, address, name, overwrite=False, **kwargs):
+        return register_device(
+            ctx, reg.url, "camera", address, name, overwrite, security=who, **kwargs
+        )
+
+    name, token = register(alice, "tcp://alice:1", "cam", alive_timeout=10)
+    assert name == "cam"
+    assert reg.get_entry("cam").owner == alice.public_key.decode()
+    # hijack attempts from mallory
+    assert register(mallory, "tcp://mallory:1", "cam", overwrite=True)[0] == "cam-1"
+    assert register(mallory, "tcp://alice:1", "x", overwrite=True)[0] == "x"
+    assert not unregister_device(ctx, reg.url, token, security=mallory)
+    assert (
+        send_alive_check(ctx, reg.url, token, security=mallory)
+        is AliveCheckState.unknown
+    )
+    devices = list_devices(ctx, reg.url, security=mallory)
+    assert devices["cam"] == ("camera", "tcp://alice:1")
+    assert removed.calls == []
+    # alice, restarted with the same key, takes her entry back at once
+    name, token2 = register(alice, "tcp://alice:1", "cam")
+    assert (name, reg.get_devices()["cam"]) == ("cam", ("camera", "tcp://alice:1"))
+    assert removed.calls == [("camera", "tcp://alice:1", "cam")]
+    assert send_alive_check(ctx, reg.url, token2, security=alice).name == "ok"
+    assert not unregister_device(ctx, reg.url, token, security=alice)  # old token
+    # once her entry expired, its name is free for anyone
+    clock.advance(21.0)
+    assert wait_until(lambda: "cam" not in reg.get_devices(), WAIT)
+    assert register(mallory, "tcp://mallory:2", "cam")[0] == "cam"
+    assert reg.get_entry("cam").owner == mallory.public_key.decode()
+
+
+@curve
+def test_a_secured_link_takes_its_entry_back_after_a_restart(
+    ctx, start_registry, tmp_path
+):
+    keys = Keys(tmp_path)
+    reg = start_registry(security=keys.server(False))
+    first = RegistryLink(
+        ctx, reg.url, "cam", "cam", "tcp://h:1", 5.0, security=keys.alice
+    )
+    second = RegistryLink(
+        ctx, reg.url, "cam", "cam", "tcp://h:1", 5.0, security=keys.alice
+    )
+    try:
+        _, old_uuid = first.register()
+        first.close()  # killed: never unregisters
+        assert second.register()[0] == "cam"
+        assert second.uuid != old_uuid
+        assert list(reg.get_devices()) == ["cam"]
+        assert second.unregister() is True
+        assert reg.get_devices() == {}
+    finally:
+        first.close()
+        second.close()

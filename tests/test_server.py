@@ -396,17 +396,37 @@ def _registry(ctx, name):
 
 
 def test_registered_server_checks_in_and_unregisters_on_stop(ctx, serve):
-    registry = _registry(ctx, "server-checks-in")
+    from framerpc.registry import DeviceRegistry
+
+    class Clock:  # the registry's time, moved by hand: no deadline is real
+        now = 1000.0
+
+    registry = DeviceRegistry(ctx, "inproc://server-checks-in", clock=lambda: Clock.now)
+    registry.start()
     try:
         server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=0.3)
         assert server.register_to_registry("camera", "cam", registry.url) == "cam"
         assert server.registry_addr == registry.url and server.uuid
         serve(server)
-        time.sleep(1.0)  # more than three alive periods: only check-ins keep it
+        for _ in range(5):  # 1 s of registry time: only check-ins keep it
+            Clock.now += 0.2
+
+            def checked_in() -> bool:
+                entry = registry.get_entry("cam")
+                assert entry is not None, "pruned: a check-in was missed"
+                return entry.deadline >= Clock.now + 0.3
+
+            assert wait_until(checked_in, 30)
         assert registry.get_devices() == {"cam": ("camera", server.url)}
         server.stop_server()
-        assert wait_until(lambda: registry.get_devices() == {})
-        assert (server.name, server.uuid, server.registry_addr) == ("", None, "")
+        assert wait_until(lambda: registry.get_devices() == {}, 30)
+        # stop_server() returns at once: the serve thread resets these after
+        # the registry's answer to its UNREGISTER, a moment after the
+        # registry forgot the device (asserting at once was the flake).
+        assert wait_until(
+            lambda: (server.name, server.uuid, server.registry_addr) == ("", None, ""),
+            30,
+        )
     finally:
         registry.stop()
         registry.join(timeout=5)

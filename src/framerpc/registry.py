@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import heapq
 import itertools
 import logging
 import math
@@ -38,11 +39,13 @@ import zmq
 from . import legacy, protocol, transport
 from .errors import ProtocolError
 from .protocol import RegistryEvents, RegistryMessage
-from .security import Security
+from .security import ClientKeys, Security, peer_key
 
 __all__ = [
     "AliveCheckState",
+    "DeviceDirectory",
     "DeviceRegistry",
+    "RegistryEntry",
     "RegistryLink",
     "list_devices",
     "register_device",
@@ -54,6 +57,14 @@ _log = logging.getLogger(__name__)
 
 #: Seconds a device stays listed without checking in, as in the older API.
 DEFAULT_ALIVE_TIMEOUT = 20.0
+#: Most entries of a registry, unless its ``max_devices`` says otherwise: a
+#: flood of registrations cannot grow it without bound (an entry with its
+#: indexes takes about 1 KB).
+DEFAULT_MAX_DEVICES = 10_000
+#: Longest ``alive_timeout`` a registry accepts unless its
+#: ``max_alive_timeout`` says otherwise: a silent device is forgotten at
+#: the latest 10 minutes after its last check-in.
+DEFAULT_MAX_ALIVE_TIMEOUT = 600.0
 #: Most routing frames before the empty delimiter (REQ through proxies).
 _MAX_ENVELOPE = 8
 #: Most messages handled in a row before the loop checks stop and deadlines.
@@ -89,16 +100,7 @@ class AliveCheckState(enum.Enum):
     unreachable = "unreachable"
 
 
-@dataclass(slots=True)
-class _Device:
-    device_type: str
-    address: str
-    name: str
-    alive_timeout: float
-    deadline: float
-
-
-class _BadRequest(Exception):
+class _BadRequest(ValueError):
     """A request payload lacks a field or has one of the wrong type."""
 
 
@@ -120,10 +122,11 @@ def _field(
     return value
 
 
-def _timeout_field(payload: dict, default: float) -> float:
+def _timeout_field(payload: dict) -> float | None:
+    """The request's ``alive_timeout``; None when it does not say."""
     value = _field(payload, "alive_timeout", (int, float, type(None)), None)
     if value is None:
-        return default
+        return None
     if not math.isfinite(value) or value <= 0:
         raise _BadRequest(f"field 'alive_timeout' must be positive, got {value!r}")
     return float(value)
@@ -150,11 +153,407 @@ def _connect_url(endpoint: str) -> str:
     return f"tcp://{_WILDCARD_HOSTS[host]}:{port}"
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    """A snapshot of one entry of a registry (its token left out).
+
+    Attributes
+    ----------
+    name, device_type, address : str
+        As registered (the name as accepted).
+    owner : str or None
+        Under CURVE, the Z85 public key of the client that registered it;
+        None for a registry without security.
+    alive_timeout : float
+        Seconds the entry stays without a check-in.
+    deadline : float
+        Clock time after which the entry is removed, unless checked in.
+    """
+
+    name: str
+    device_type: str
+    address: str
+    owner: str | None
+    alive_timeout: float
+    deadline: float
+
+
+@dataclass(slots=True, eq=False)
+class _Device:
+    device_type: str
+    address: str
+    name: str
+    alive_timeout: float
+    deadline: float
+    uuid: str
+    owner: str | None
+    # Expiry heap: the deadline and ticket of this device's live heap item.
+    scheduled: float = 0.0
+    ticket: int = -1
+
+
+class _NameSequence:
+    """The names ``base-i``, ``i >= start``, handed out smallest free first.
+
+    ``next`` is the lowest index never examined; ``freed`` a heap of indices
+    below it whose names were freed (some may be taken again since: checked
+    when popped).
+    """
+
+    __slots__ = ("freed", "next", "queued", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.next = start
+        self.freed: list[int] = []
+        self.queued: set[int] = set()
+
+
+def _split_index(name: str) -> tuple[str, int] | None:
+    """``("cam", 3)`` for ``"cam-3"``; None unless the tail is a plain index."""
+    base, sep, tail = name.rpartition("-")
+    if not sep or not tail.isdigit() or (tail != "0" and tail[0] == "0"):
+        return None
+    return base, int(tail)
+
+
+class DeviceDirectory:
+    """The registry's table of devices, without sockets or threads.
+
+    Every request costs O(1) or O(log n) (amortised) in the number n of
+    entries: entries are indexed by token (uuid), name and address, and
+    deadlines sit in a heap, so nothing scans the table except
+    :meth:`devices`, whose cost is that of its own output.
+
+    Ownership: each entry records the ``owner`` given at registration (the
+    client's CURVE key, or None without security). Only a request with the
+    same owner can replace the entry (same address, or ``overwrite``),
+    check in for it or unregister it. With every owner None, as in a
+    registry without security, these are the older protocol's rules.
+
+    Not thread-safe: one thread calls it (:class:`DeviceRegistry` guards it
+    with its lock).
+
+    Parameters
+    ----------
+    default_alive_timeout : float
+        Seconds an entry stays without a check-in when its request does
+        not say.
+    max_devices : int
+        Most entries; a REGISTER that would add one more is refused.
+    max_alive_timeout : float
+        Longest ``alive_timeout`` accepted; longer ones are refused.
+    clock : callable
+        Returns the current time in seconds (monotonic); injectable so
+        that tests move time by hand.
+    on_added, on_removed : callable, optional
+        Called with each :class:`RegistryEntry` added or removed (removal
+        covers unregistering, expiry and replacement).
+
+    Raises
+    ------
+    ValueError
+        A limit is not positive, or the default timeout exceeds the cap.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_alive_timeout: float = DEFAULT_ALIVE_TIMEOUT,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        max_alive_timeout: float = DEFAULT_MAX_ALIVE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        on_added: Callable[[RegistryEntry], Any] | None = None,
+        on_removed: Callable[[RegistryEntry], Any] | None = None,
+    ) -> None:
+        if type(max_devices) is not int or max_devices < 1:
+            raise ValueError(f"max_devices must be a positive int, got {max_devices!r}")
+        if not (0 < max_alive_timeout < math.inf):
+            raise ValueError(
+                f"max_alive_timeout must be positive, got {max_alive_timeout!r}"
+            )
+        if not (0 < default_alive_timeout <= max_alive_timeout):
+            raise ValueError(
+                f"default_alive_timeout must be in (0, {max_alive_timeout}], "
+                f"got {default_alive_timeout!r}"
+            )
+        self.default_alive_timeout = float(default_alive_timeout)
+        self.max_devices = max_devices
+        self.max_alive_timeout = float(max_alive_timeout)
+        self.clock = clock
+        self._on_added = on_added
+        self._on_removed = on_removed
+        self._by_uuid: dict[str, _Device] = {}  # insertion order: listing order
+        self._by_name: dict[str, _Device] = {}
+        # address -> uuid -> device: several owners may share an address
+        self._by_address: dict[str, dict[str, _Device]] = {}
+        self._expiry: list[tuple[float, int, _Device]] = []
+        self._tickets = itertools.count()
+        self._sequences: dict[tuple[str, int], _NameSequence] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_uuid)
+
+    # -- requests -----------------------------------------------------------
+    def register(
+        self,
+        device_type: str,
+        address: str,
+        name: str = "",
+        overwrite: bool = False,
+        alive_timeout: float | None = None,
+        owner: str | None = None,
+    ) -> tuple[str, str]:
+        """Add a device; returns ``(accepted_name, uuid)``.
+
+        Entries of ``owner`` at ``address`` are replaced (a device that
+        restarted). An empty ``name`` becomes ``<device_type>-N``; a name
+        held by another entry becomes ``name-N``, unless ``overwrite`` and
+        the holder has the same owner, which is then removed. Entries of
+        other owners are never touched.
+
+        Raises
+        ------
+        ValueError
+            ``alive_timeout`` is over the cap, or the directory is full.
+        """
+        timeout = self._check_timeout(alive_timeout)
+        now = self.clock()
+        self.prune(now)
+        same_address = [
+            d for d in self._by_address.get(address, {}).values() if d.owner == owner
+        ]
+        holder = self._by_name.get(name) if name else None
+        take_name = (
+            holder is not None
+            and overwrite
+            and holder.owner == owner
+            and holder.address != address
+        )
+        if len(self) - len(same_address) - take_name >= self.max_devices:
+            raise _BadRequest(
+                f"the registry is full ({self.max_devices} devices, its max_devices)"
+            )
+        for old in same_address:
+            _log.info("%s re-registers; replacing %r", address, old.name)
+            self._remove(old)
+        if not name:
+            name = self._free_name(device_type, 0)
+        elif name in self._by_name:
+            holder = self._by_name[name]
+            if take_name:
+                _log.info("%s takes the name %r over", address, name)
+                self._remove(holder)
+            else:
+                if overwrite:
+                    _log.warning(
+                        "%s may not take %r: another client key registered it",
+                        address,
+                        name,
+                    )
+                name = self._free_name(name, 1)
+        device = _Device(
+            device_type,
+            address,
+            name,
+            timeout,
+            now + timeout,
+            uuid_mod.uuid4().hex,
+            owner,
+        )
+        self._by_uuid[device.uuid] = device
+        self._by_name[name] = device
+        self._by_address.setdefault(address, {})[device.uuid] = device
+        self._schedule(device)
+        _log.info("registered %s %r at %s", device_type, name, address)
+        if self._on_added is not None:
+            self._on_added(self._entry(device))
+        return name, device.uuid
+
+    def unregister(self, device_uuid: str, owner: str | None = None) -> bool:
+        """Remove the entry ``device_uuid``; False if unknown or not ``owner``'s."""
+        device = self._owned(device_uuid, owner, "unregister")
+        if device is None:
+            return False
+        self._remove(device)
+        return True
+
+    def check_in(
+        self,
+        device_uuid: str,
+        alive_timeout: float | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Move the entry's deadline to now + ``alive_timeout`` (default: the
+        entry's own); False if unknown or not ``owner``'s.
+
+        Raises
+        ------
+        ValueError
+            ``alive_timeout`` is over the cap.
+        """
+        if alive_timeout is not None:
+            self._check_timeout(alive_timeout)
+        now = self.clock()
+        self.prune(now)
+        device = self._owned(device_uuid, owner, "check in for")
+        if device is None:
+            return False
+        if alive_timeout is not None:
+            device.alive_timeout = float(alive_timeout)
+        device.deadline = now + device.alive_timeout
+        if device.deadline < device.scheduled:
+            self._schedule(device)  # earlier than its heap item: a new item
+        return True
+
+    def devices(self) -> dict[str, tuple[str, str]]:
+        """``{name: (device_type, address)}``, in registration order."""
+        return {d.name: (d.device_type, d.address) for d in self._by_uuid.values()}
+
+    def entry(self, name: str) -> RegistryEntry | None:
+        """The entry named ``name``, or None."""
+        device = self._by_name.get(name)
+        return None if device is None else self._entry(device)
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove the entries whose deadline passed; returns how many.
+
+        Costs O(log n) per heap item due, nothing when none is.
+        """
+        if now is None:
+            now = self.clock()
+        removed = 0
+        # self._expiry, not a local: a removal may rebuild the heap.
+        while self._expiry and self._expiry[0][0] < now:
+            _, ticket, device = heapq.heappop(self._expiry)
+            if device.ticket != ticket or self._by_uuid.get(device.uuid) is not device:
+                continue  # stale: the device left, or has a newer item
+            if device.deadline < now:
+                _log.info("device %s missed its deadline", device.name)
+                self._remove(device)
+                removed += 1
+            else:
+                self._schedule(device)  # checked in since: due later
+        return removed
+
+    # -- internals ----------------------------------------------------------
+    def _check_timeout(self, alive_timeout: float | None) -> float:
+        if alive_timeout is None:
+            return self.default_alive_timeout
+        if not (0 < alive_timeout < math.inf):
+            raise _BadRequest(
+                f"field 'alive_timeout' must be positive, got {alive_timeout!r}"
+            )
+        if alive_timeout > self.max_alive_timeout:
+            raise _BadRequest(
+                f"field 'alive_timeout' must be at most {self.max_alive_timeout:g} s "
+                f"(the registry's max_alive_timeout), got {alive_timeout!r}"
+            )
+        return float(alive_timeout)
+
+    def _owned(self, device_uuid: str, owner: str | None, what: str) -> _Device | None:
+        device = self._by_uuid.get(device_uuid)
+        if device is None:
+            _log.debug("request for unknown uuid %s", device_uuid)
+            return None
+        if device.owner != owner:
+            # Answered like an unknown token: the reply tells nothing.
+            _log.warning("a client key may not %s %r: not its owner", what, device.name)
+            return None
+        return device
+
+    @staticmethod
+    def _entry(device: _Device) -> RegistryEntry:
+        return RegistryEntry(
+            device.name,
+            device.device_type,
+            device.address,
+            device.owner,
+            device.alive_timeout,
+            device.deadline,
+        )
+
+    def _schedule(self, device: _Device) -> None:
+        device.scheduled, device.ticket = device.deadline, next(self._tickets)
+        heapq.heappush(self._expiry, (device.deadline, device.ticket, device))
+        self._compact()
+
+    def _compact(self) -> None:
+        if len(self._expiry) > 2 * len(self._by_uuid) + 64:
+            # Mostly stale items (devices gone): rebuild, O(n) once per n
+            # stale items, so O(1) amortised.
+            self._expiry = [(d.scheduled, d.ticket, d) for d in self._by_uuid.values()]
+            heapq.heapify(self._expiry)
+
+    def _remove(self, device: _Device) -> None:
+        del self._by_uuid[device.uuid]
+        del self._by_name[device.name]
+        same_address = self._by_address[device.address]
+        del same_address[device.uuid]
+        if not same_address:
+            del self._by_address[device.address]
+        self._name_freed(device.name)
+        self._compact()
+        _log.info(
+            "removed %s %r at %s", device.device_type, device.name, device.address
+        )
+        if self._on_removed is not None:
+            self._on_removed(self._entry(device))
+
+    def _free_name(self, base: str, start: int) -> str:
+        """The free name ``base-i`` with the smallest ``i >= start``."""
+        sequence = self._sequences.get((base, start))
+        if sequence is None:
+            sequence = self._sequences[(base, start)] = _NameSequence(start)
+        while sequence.freed:
+            index = heapq.heappop(sequence.freed)
+            sequence.queued.discard(index)
+            if f"{base}-{index}" not in self._by_name:
+                return f"{base}-{index}"
+        # Each index is passed over once: amortised O(1) per name.
+        while f"{base}-{sequence.next}" in self._by_name:
+            sequence.next += 1
+        sequence.next += 1
+        return f"{base}-{sequence.next - 1}"
+
+    def _name_freed(self, name: str) -> None:
+        split = _split_index(name)
+        if split is None:
+            return
+        base, index = split
+        for start in (0, 1):
+            sequence = self._sequences.get((base, start))
+            if sequence is None or not start <= index < sequence.next:
+                continue
+            if index not in sequence.queued:
+                sequence.queued.add(index)
+                heapq.heappush(sequence.freed, index)
+            if len(sequence.queued) == sequence.next - start:
+                del self._sequences[(base, start)]  # all free: start afresh
+
+
 class DeviceRegistry(threading.Thread):
     """Directory of the devices on a network, served from its own thread.
 
     The socket is bound in the constructor, so a busy port raises here and
-    :attr:`port` is known before :meth:`start`.
+    :attr:`port` is known before :meth:`start`. The table itself is a
+    :class:`DeviceDirectory`: every request costs O(1) or O(log n).
+
+    Names have owners. A registration returns a token (its uuid) and only
+    that token unregisters or checks in for the entry. With ``security``
+    (CURVE), the entry also belongs to the client key that registered it:
+    only that key can check in for it, unregister it, or replace it (by
+    registering the same address again, or the same name with
+    ``overwrite``); a device restarted with the same key takes its entry
+    back at once. Another key, allowed or not, can neither evict nor
+    overwrite it: asking for a held name gets it the next free one
+    (``name-1``...), as any name collision does, and registering a held
+    address adds an entry of its own beside the holder's. Check-ins and
+    unregistrations for another key's entry are answered ``success:
+    false``, as for an unknown token. An entry that expired frees its name.
+    Without ``security`` the older protocol's rules hold (same address
+    replaces, ``overwrite`` takes a name): such a registry trusts its
+    network.
 
     Parameters
     ----------
@@ -172,6 +571,18 @@ class DeviceRegistry(threading.Thread):
     poll_interval : float
         Longest wait (s) for a message before the loop checks deadlines
         and :meth:`stop`; capped at 0.1.
+    security : Security, optional
+        CURVE settings of the registry socket; entries are then owned by
+        client keys (see above).
+    max_devices : int
+        Most entries (default 10,000); a REGISTER beyond gets an error
+        reply (UNSUPPORTED).
+    max_alive_timeout : float
+        Longest ``alive_timeout`` accepted (default 600 s); a REGISTER or
+        CHECK_ALIVE asking for more gets an error reply.
+    clock : callable
+        Monotonic time in seconds used for deadlines (default
+        :func:`time.monotonic`); tests pass a clock they move by hand.
 
     Attributes
     ----------
@@ -187,7 +598,8 @@ class DeviceRegistry(threading.Thread):
     zmq.ZMQError
         The address cannot be bound (e.g. the port is taken).
     ValueError
-        ``addr`` is a URL of an unsupported transport.
+        ``addr`` is a URL of an unsupported transport, or a limit is not
+        positive.
     """
 
     def __init__(
@@ -199,6 +611,9 @@ class DeviceRegistry(threading.Thread):
         default_alive_timeout: float = DEFAULT_ALIVE_TIMEOUT,
         poll_interval: float = 0.1,
         security: Security | None = None,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        max_alive_timeout: float = DEFAULT_MAX_ALIVE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="framerpc-registry", daemon=True)
         self.context = context
@@ -210,19 +625,42 @@ class DeviceRegistry(threading.Thread):
         else:
             bind_url = f"tcp://{addr}:{port}"
         transport.check_url(bind_url, for_bind=True)
-        self._default_alive_timeout = float(default_alive_timeout)
+        self._clock = clock
+        # Callbacks are collected during a request and fired after it,
+        # outside the lock (a callback may call get_devices()).
+        self._events: list[tuple[bool, RegistryEntry]] = []
+        self._directory = DeviceDirectory(
+            default_alive_timeout=default_alive_timeout,
+            max_devices=max_devices,
+            max_alive_timeout=max_alive_timeout,
+            clock=clock,
+            on_added=lambda entry: self._events.append((True, entry)),
+            on_removed=lambda entry: self._events.append((False, entry)),
+        )
         self._poll_ms = max(1, int(min(poll_interval, 0.1) * 1000))
+        self._secured = security is not None
+        # Under CURVE the owner of an entry is the client key, which libzmq
+        # reports (as the User-Id) only when a ZAP handler runs.
+        self._keys_lease: ClientKeys | None = None
+        if security is not None and security.allowed_clients_dir is None:
+            self._keys_lease = ClientKeys(context)
         options = dataclasses.replace(_REGISTRY_OPTIONS, security=security)
-        self._sock = transport.make_socket(context, zmq.ROUTER, options, server=True)
+        try:
+            self._sock = transport.make_socket(
+                context, zmq.ROUTER, options, server=True
+            )
+        except BaseException:
+            self._release_keys()
+            raise
         try:
             self.endpoint, self.port = transport.bind(self._sock, bind_url)
         except BaseException:
             transport.close_quietly(self._sock)
+            self._release_keys()
             raise
         self.url = _connect_url(self.endpoint)
-        # uuid -> device; written only by the registry thread, under the lock
-        # so that get_devices() from other threads sees a consistent view.
-        self._devices: dict[str, _Device] = {}
+        # The directory is changed only by the registry thread, under the
+        # lock, so that get_devices() from other threads sees a consistent view.
         self._lock = threading.Lock()
         self._added_callbacks: list[DeviceCallback] = []
         self._removed_callbacks: list[DeviceCallback] = []
@@ -235,7 +673,12 @@ class DeviceRegistry(threading.Thread):
     def get_devices(self) -> dict[str, tuple[str, str]]:
         """Return ``{name: (device_type, address)}``: a copy, from any thread."""
         with self._lock:
-            return {d.name: (d.device_type, d.address) for d in self._devices.values()}
+            return self._directory.devices()
+
+    def get_entry(self, name: str) -> RegistryEntry | None:
+        """The entry named ``name`` (owner, deadline...), or None; any thread."""
+        with self._lock:
+            return self._directory.entry(name)
 
     def add_new_device_callback(self, callback: DeviceCallback) -> None:
         """Call ``callback(device_type, address, name)`` for each new device.
@@ -277,7 +720,7 @@ class DeviceRegistry(threading.Thread):
                 try:
                     if self._sock.poll(self._poll_ms, zmq.POLLIN):
                         self._serve_batch()
-                    self._prune(time.monotonic())
+                    self._prune()
                 except zmq.ContextTerminated:
                     _log.warning("registry context terminated; stopping")
                     break
@@ -291,6 +734,10 @@ class DeviceRegistry(threading.Thread):
             _log.info("device registry at %s stopped", self.endpoint)
 
     # -- socket side ------------------------------------------------------
+    def _release_keys(self) -> None:
+        if self._keys_lease is not None:
+            self._keys_lease.close()
+
     def _close_socket(self) -> None:
         if self._sock.closed:
             return
@@ -302,17 +749,25 @@ class DeviceRegistry(threading.Thread):
         except zmq.ZMQError:
             pass
         transport.close_quietly(self._sock)
+        self._release_keys()
 
     def _serve_batch(self) -> None:
         for _ in range(_MAX_BATCH):
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                # Frames (copy=False) carry the sender's CURVE key (User-Id).
+                received = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._prune(time.monotonic())
-            self._process(frames)
+            owner = peer_key(received[0]) if self._secured else None
+            self._prune()
+            self._process([frame.bytes for frame in received], owner)
 
-    def _process(self, frames: list) -> None:
+    def _prune(self) -> None:
+        with self._lock:
+            self._directory.prune()
+        self._fire_events()
+
+    def _process(self, frames: list, owner: str | None = None) -> None:
         """Answer one received message (routing envelope included)."""
         split = _split_envelope(frames)
         if split is None:
@@ -320,7 +775,7 @@ class DeviceRegistry(threading.Thread):
             return
         envelope, body = split
         if body and protocol.is_legacy_frame(body[0]):
-            self._process_json(envelope, body)
+            self._process_json(envelope, body, owner)
             return
         try:
             message = protocol.decode_registry(body)
@@ -335,7 +790,7 @@ class DeviceRegistry(threading.Thread):
             request_id = message.request_id
             try:
                 reply_event, reply_payload = self._handle_request(
-                    message.event, message.payload
+                    message.event, message.payload, owner
                 )
             except Exception as exc:
                 _log.exception("registry failed on %s", message.event)
@@ -350,7 +805,7 @@ class DeviceRegistry(threading.Thread):
         except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
             _log.warning("could not send a registry reply: %s", exc)
 
-    def _process_json(self, envelope: list, body: list) -> None:
+    def _process_json(self, envelope: list, body: list, owner: str | None) -> None:
         """Answer a JSON message as the older protocol's table says (plus
         LIST_DEVICES); unknown events get exactly ``{"req_event": E}``."""
         reply_event: RegistryEvents = RegistryEvents.UNSUPPORTED
@@ -367,7 +822,7 @@ class DeviceRegistry(threading.Thread):
             else:
                 try:
                     reply_event, reply_payload = self._handle_request(
-                        event, message.payload
+                        event, message.payload, owner
                     )
                 except Exception as exc:
                     _log.exception("registry failed on %s", event)
@@ -381,12 +836,15 @@ class DeviceRegistry(threading.Thread):
             _log.warning("could not send a registry reply: %s", exc)
 
     # -- request logic (no sockets) ---------------------------------------
-    def _handle_request(self, event: str, payload: dict) -> tuple[RegistryEvents, dict]:
-        """Apply one request and return its reply as ``(event, payload)``.
+    def _handle_request(
+        self, event: str, payload: dict, owner: str | None = None
+    ) -> tuple[RegistryEvents, dict]:
+        """Apply one request from ``owner`` and return its reply as
+        ``(event, payload)``.
 
         Never raises for a bad request: it answers UNSUPPORTED with the reason.
         """
-        handlers = {
+        handlers: dict[str, Callable[[dict, str | None], tuple]] = {
             RegistryEvents.REGISTER: self._on_register,
             RegistryEvents.UNREGISTER: self._on_unregister,
             RegistryEvents.CHECK_ALIVE: self._on_check_alive,
@@ -398,105 +856,67 @@ class DeviceRegistry(threading.Thread):
             return _unsupported(event, f"{event!s} is not a registry request")
         if type(payload) is not dict:
             return _unsupported(event, "payload must be a map")
+        if self._secured and owner is None and handler != self._on_list_devices:
+            # Fail closed: without the key nobody could own the entry.
+            return _unsupported(event, f"{event!s}: the client's CURVE key is unknown")
         try:
-            return handler(payload)
+            with self._lock:
+                return handler(payload, owner)
         except _BadRequest as exc:
             _log.warning("bad %s request: %s", event, exc)
             return _unsupported(event, f"{event!s}: {exc}")
+        finally:
+            self._fire_events()
 
-    def _on_register(self, payload: dict) -> tuple[RegistryEvents, dict]:
-        device_type = _field(payload, "device_type", (str,))
-        address = _field(payload, "addr", (str,))
-        name = _field(payload, "name", (str,), "")
-        overwrite = _field(payload, "overwrite", (bool,), False)
-        alive_timeout = _timeout_field(payload, self._default_alive_timeout)
-        # A device that restarts comes back from the same address: its old
-        # entry goes first, so that it can keep its name.
-        for old_uuid, old in list(self._devices.items()):
-            if old.address == address:
-                _log.info("%s re-registers; replacing %r", address, old.name)
-                self._remove(old_uuid)
-        taken = {d.name: u for u, d in self._devices.items()}
-        if not name:
-            name = next(
-                f"{device_type}-{i}"
-                for i in itertools.count()
-                if f"{device_type}-{i}" not in taken
-            )
-        elif name in taken:
-            if overwrite:
-                _log.info("%s takes the name %r over", address, name)
-                self._remove(taken[name])
-            else:
-                name = next(
-                    f"{name}-{i}"
-                    for i in itertools.count(1)
-                    if f"{name}-{i}" not in taken
-                )
-        device_uuid = uuid_mod.uuid4().hex
-        device = _Device(
-            device_type, address, name, alive_timeout, time.monotonic() + alive_timeout
+    def _on_register(
+        self, payload: dict, owner: str | None
+    ) -> tuple[RegistryEvents, dict]:
+        name, device_uuid = self._directory.register(
+            _field(payload, "device_type", (str,)),
+            _field(payload, "addr", (str,)),
+            _field(payload, "name", (str,), ""),
+            _field(payload, "overwrite", (bool,), False),
+            _timeout_field(payload),
+            owner,
         )
-        with self._lock:
-            self._devices[device_uuid] = device
-            callbacks = list(self._added_callbacks)
-        _log.info("registered %s %r at %s", device_type, name, address)
-        self._fire(callbacks, device)
         return RegistryEvents.REGISTER_ACK, {"name": name, "uuid": device_uuid}
 
-    def _on_unregister(self, payload: dict) -> tuple[RegistryEvents, dict]:
-        device_uuid = _field(payload, "uuid", (str,))
-        success = self._remove(device_uuid)
+    def _on_unregister(
+        self, payload: dict, owner: str | None
+    ) -> tuple[RegistryEvents, dict]:
+        success = self._directory.unregister(_field(payload, "uuid", (str,)), owner)
         return RegistryEvents.ACK, {"req_event": "UNREGISTER", "success": success}
 
-    def _on_check_alive(self, payload: dict) -> tuple[RegistryEvents, dict]:
+    def _on_check_alive(
+        self, payload: dict, owner: str | None
+    ) -> tuple[RegistryEvents, dict]:
         device_uuid = _field(payload, "uuid", (str,))
-        device = self._devices.get(device_uuid)
         # Without a timeout in the check, keep the one given at registration.
-        default = device.alive_timeout if device else self._default_alive_timeout
-        alive_timeout = _timeout_field(payload, default)
-        if device is not None:
-            device.alive_timeout = alive_timeout
-            device.deadline = time.monotonic() + alive_timeout
-        else:
-            _log.debug("alive check from unknown uuid %s", device_uuid)
-        return RegistryEvents.ACK, {
-            "req_event": "CHECK_ALIVE",
-            "success": device is not None,
-        }
+        success = self._directory.check_in(device_uuid, _timeout_field(payload), owner)
+        return RegistryEvents.ACK, {"req_event": "CHECK_ALIVE", "success": success}
 
-    def _on_list_devices(self, payload: dict) -> tuple[RegistryEvents, dict]:
+    def _on_list_devices(
+        self, payload: dict, owner: str | None
+    ) -> tuple[RegistryEvents, dict]:
         devices = {
             name: [device_type, address]
-            for name, (device_type, address) in self.get_devices().items()
+            for name, (device_type, address) in self._directory.devices().items()
         }
         return RegistryEvents.DEVICES, {"devices": devices}
 
-    def _remove(self, device_uuid: str) -> bool:
+    def _fire_events(self) -> None:
+        """Run the callbacks of the entries added and removed (registry thread)."""
+        if not self._events:
+            return
+        events, self._events = self._events, []
         with self._lock:
-            device = self._devices.pop(device_uuid, None)
-            callbacks = list(self._removed_callbacks)
-        if device is None:
-            return False
-        _log.info(
-            "removed %s %r at %s", device.device_type, device.name, device.address
-        )
-        self._fire(callbacks, device)
-        return True
-
-    def _prune(self, now: float) -> None:
-        expired = [u for u, d in self._devices.items() if d.deadline < now]
-        for device_uuid in expired:
-            _log.info("device %s missed its deadline", self._devices[device_uuid].name)
-            self._remove(device_uuid)
-
-    @staticmethod
-    def _fire(callbacks: list[DeviceCallback], device: _Device) -> None:
-        for callback in callbacks:
-            try:
-                callback(device.device_type, device.address, device.name)
-            except Exception:
-                _log.exception("registry callback %r failed", callback)
+            added, removed = list(self._added_callbacks), list(self._removed_callbacks)
+        for is_added, entry in events:
+            for callback in added if is_added else removed:
+                try:
+                    callback(entry.device_type, entry.address, entry.name)
+                except Exception:
+                    _log.exception("registry callback %r failed", callback)
 
 
 # -- client side ------------------------------------------------------------
@@ -767,6 +1187,12 @@ class RegistryLink:
         Seconds the registry keeps the device without a check-in.
     overwrite : bool
         For the first registration: take the name from its holder.
+    security : Security, optional
+        CURVE settings of the link's sockets (this device's key pair and the
+        registry's public key).
+    clock : callable
+        Monotonic time in seconds that schedules the check-ins (default
+        :func:`time.monotonic`); tests pass a clock they move by hand.
 
     Attributes
     ----------
@@ -789,9 +1215,11 @@ class RegistryLink:
         overwrite: bool = True,
         *,
         security: Security | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         transport.check_url(registry_url, for_bind=False)
         self.context = context
+        self._clock = clock
         self.security = security
         self.registry_url = registry_url
         self.device_type = device_type
@@ -831,7 +1259,7 @@ class RegistryLink:
             security=self.security,
         )
         self._pending, self._outbox, self._unanswered = None, None, 0
-        self._next_check = time.monotonic() + self._first_check_delay()
+        self._next_check = self._clock() + self._first_check_delay()
         return self.name, self.uuid
 
     def tick(self, now: float | None = None) -> None:
@@ -840,12 +1268,12 @@ class RegistryLink:
         Parameters
         ----------
         now : float, optional
-            ``time.monotonic()`` of the caller, to save a call.
+            The link's clock read by the caller, to save a call.
         """
         if self._closed or self.uuid is None:
             return
         if now is None:
-            now = time.monotonic()
+            now = self._clock()
         try:
             self._read_replies()
             self._flush()
@@ -921,7 +1349,7 @@ class RegistryLink:
         except zmq.Again:
             return  # not connected yet (IMMEDIATE): retried next tick
         self._outbox = None
-        self._sent_at = time.monotonic()
+        self._sent_at = self._clock()
 
     def _count_unanswered(self) -> None:
         sent = self._outbox is None
@@ -987,7 +1415,7 @@ class RegistryLink:
                     _log.info("registered again as %r", name)
                 self.name, self.uuid = name, device_uuid
                 self._next_check = min(
-                    self._next_check, time.monotonic() + self._first_check_delay()
+                    self._next_check, self._clock() + self._first_check_delay()
                 )
             else:
                 _log.warning("malformed REGISTER_ACK: %r", payload)

@@ -41,12 +41,14 @@ from zmq.utils import z85
 
 __all__ = [
     "Authenticator",
+    "ClientKeys",
     "Security",
     "apply_client",
     "apply_server",
     "curve_available",
     "generate_keys",
     "load_public_key",
+    "peer_key",
 ]
 
 _log = logging.getLogger(__name__)
@@ -483,3 +485,64 @@ def apply_client(
     socket.setsockopt(zmq.CURVE_SERVERKEY, _key(server_key, "server_public_key"))
     socket.setsockopt(zmq.CURVE_PUBLICKEY, security.public_key)
     socket.setsockopt(zmq.CURVE_SECRETKEY, security.secret_key)
+
+
+class ClientKeys:
+    """A lease that makes libzmq report the CURVE key of every client.
+
+    libzmq tells who sent a message (the ``User-Id`` read by
+    :func:`peer_key`) only when a ZAP handler runs in the context. An
+    :class:`Authenticator` starts one; this lease keeps it running for
+    secured sockets without an allowed-clients folder, which still accept
+    any client key (the handler allows sockets without a ZAP domain).
+    Close it after the sockets that need it, before terminating the context.
+
+    Parameters
+    ----------
+    context : zmq.Context
+        The context of the secured sockets.
+
+    Raises
+    ------
+    RuntimeError
+        libzmq lacks CURVE support.
+    zmq.ZMQError
+        Another ZAP handler already serves this context.
+    """
+
+    def __init__(self, context: zmq.Context) -> None:
+        _require_curve()
+        self.context = context
+        self._closed = False
+        with _entries_lock:
+            entry = _entries.get(id(context))
+            if entry is None:
+                entry = _entries[id(context)] = _ContextEntry(context)
+            entry.leases += 1
+        self._entry = entry
+
+    def close(self) -> None:
+        """Release the lease (idempotent); the last one stops the handler."""
+        with _entries_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._entry.leases -= 1
+            if self._entry.leases == 0:
+                del _entries[id(self.context)]
+                self._entry.handler.stop()
+
+
+def peer_key(frame: zmq.Frame) -> str | None:
+    """The Z85 CURVE public key of the client that sent ``frame``.
+
+    ``frame`` must come from a ``recv(copy=False)`` on a CURVE server
+    socket of a context where a ZAP handler runs (an :class:`Authenticator`
+    or :class:`ClientKeys` lease): the handler names each client by its key
+    (its ZAP User-Id). None when no handler authenticated the sender.
+    """
+    try:
+        user_id = frame.get("User-Id")
+    except zmq.ZMQError:  # EINVAL: the connection has no such property
+        return None
+    return user_id if isinstance(user_id, str) and user_id else None
