@@ -35,6 +35,17 @@ settings.load_profile("framerpc")
 install_hypothesis_printers()
 
 
+def pytest_report_header() -> str:
+    """Name the live engine at the top of a run (FRAMERPC_PURE selects it)."""
+    import framerpc.framing as framing
+    import framerpc.transport as transport
+
+    return (
+        f"framerpc engine: framing {framing.IMPLEMENTATION}, "
+        f"I/O {transport.IO_IMPLEMENTATION}"
+    )
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
     """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
