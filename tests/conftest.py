@@ -46,8 +46,12 @@ def pytest_report_header() -> str:
     )
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
+def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass.
+
+    The default is a ceiling that only catches a hang: on a loaded machine
+    a few seconds can pass before a thread runs.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
