@@ -13,10 +13,45 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
+from hypothesis import HealthCheck, settings
+from short_repr import install_hypothesis_printers
+
+# Property tests on a loaded 2-core machine: no per-example deadline (a
+# slow example is not a bug), nothing written into the checkout, one short
+# report per failure (no reproduction blob, long values summarised). Each
+# test sets its own max_examples, sized to run in a few seconds there.
+# Built on the profile hypothesis loaded (its "ci" one when CI is set, which
+# also derandomizes).
+settings.register_profile(
+    "framerpc",
+    parent=settings.default,
+    deadline=None,
+    database=None,
+    print_blob=False,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("framerpc")
+install_hypothesis_printers()
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass."""
+def pytest_report_header() -> str:
+    """Name the live engine at the top of a run (FRAMERPC_PURE selects it)."""
+    import framerpc.framing as framing
+    import framerpc.transport as transport
+
+    return (
+        f"framerpc engine: framing {framing.IMPLEMENTATION}, "
+        f"I/O {transport.IO_IMPLEMENTATION}"
+    )
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass.
+
+    The default is a ceiling that only catches a hang: on a loaded machine
+    a few seconds can pass before a thread runs.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

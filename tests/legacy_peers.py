@@ -376,6 +376,26 @@ class LegacyClient:
             received.append(self.sub.recv_multipart())
         return received
 
+    def emissions_until(
+        self, last: Callable[[list[bytes]], bool], timeout_ms: int = 20_000
+    ) -> list[list[bytes]]:
+        """Messages received on the signal socket up to the first for which
+        ``last`` is true (a sentinel emitted after the ones a test checks).
+
+        Raises
+        ------
+        AssertionError
+            No such message within ``timeout_ms`` (a ceiling for a hang).
+        """
+        assert self.sub is not None
+        received: list[list[bytes]] = []
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not received or not last(received[-1]):
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            assert self.sub.poll(left), f"no sentinel after {len(received)} messages"
+            received.append(self.sub.recv_multipart())
+        return received
+
     def close(self) -> None:
         self.sock.close()
         if self.sub is not None:

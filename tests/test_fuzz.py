@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from short_repr import assert_same
 
 from framerpc import framing, protocol
 from framerpc.errors import ProtocolError, SerializationError
@@ -44,10 +45,13 @@ HARNESS_COMMAND = [sys.executable, str(HARNESS), f"-runs={HARNESS_RUNS}"]
 #: Generous bound (s) for the harness run: catches a hang only.
 HARNESS_TIMEOUT_S = 300
 
+# A few seconds per test on a loaded 2-core machine. Failures compare
+# through assert_same, whose message summarises long values.
 FUZZ = settings(
     max_examples=300,
     deadline=None,
     database=None,  # nothing written into the checkout
+    print_blob=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 ROUND_TRIP = settings(FUZZ, max_examples=200)
@@ -272,7 +276,7 @@ def _wire(frames: list) -> list[bytes]:
 @given(st.dictionaries(st.text(max_size=4), payload_values, max_size=5))
 def test_framing_round_trip(header):
     decoded = framing.decode(_wire(framing.encode(header)))
-    assert normalise(decoded) == normalise(header)
+    assert_same(normalise(decoded), normalise(header), "decoded, sent")
 
 
 @ROUND_TRIP
@@ -290,8 +294,8 @@ def test_request_round_trip(rid, method, args, kwargs):
         rid,
         method,
     )
-    assert normalise(decoded.args) == normalise(args)
-    assert normalise(decoded.kwargs) == normalise(kwargs)
+    assert_same(normalise(decoded.args), normalise(args), "args")
+    assert_same(normalise(decoded.kwargs), normalise(kwargs), "kwargs")
 
 
 @ROUND_TRIP
@@ -304,13 +308,13 @@ def test_request_round_trip(rid, method, args, kwargs):
 def test_reply_round_trip(rid, value, buffer, info):
     plain = protocol.decode_reply(_wire(protocol.encode_reply(Reply(rid, True, value))))
     assert (plain.request_id, plain.ok) == (rid, True)
-    assert normalise(plain.value) == normalise(value)
+    assert_same(normalise(plain.value), normalise(value), "value")
     frames = protocol.encode_reply(Reply(rid, True, buffer, info), buffer_reply=True)
     decoded = protocol.decode_reply(_wire(frames))
     # a buffer reply's value always has its own frame: a view, never a copy
     assert isinstance(decoded.value, (memoryview, np.ndarray))
-    assert normalise(decoded.value) == normalise(buffer)
-    assert normalise(decoded.info) == normalise(info)
+    assert_same(normalise(decoded.value), normalise(buffer), "buffer")
+    assert_same(normalise(decoded.info), normalise(info), "info")
 
 
 @ROUND_TRIP
@@ -326,12 +330,12 @@ def test_signal_and_registry_round_trip(name, args, event, payload, rid):
         _wire(protocol.encode_signal(SignalEmission(name, args)))
     )
     assert emission.name == name
-    assert normalise(emission.args) == normalise(args)
+    assert_same(normalise(emission.args), normalise(args), "signal args")
     message = protocol.decode_registry(
         _wire(protocol.encode_registry(RegistryMessage(event, payload, rid)))
     )
     assert (message.event, message.request_id) == (event, rid)
-    assert normalise(message.payload) == normalise(payload)
+    assert_same(normalise(message.payload), normalise(payload), "payload")
 
 
 @pytest.mark.parametrize("value", ["\ud800", 2**64, -(2**63) - 1])
@@ -351,7 +355,8 @@ def test_fuzz_harness_runs_a_fixed_number_of_inputs():
         text=True,
         timeout=HARNESS_TIMEOUT_S,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    # the tail: where the crash and its input are, a few KB at most
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert f"{HARNESS_RUNS} inputs, no crash" in result.stdout
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import finishes_within, wait_until
 from devices import CameraServer, make_array, make_bytes
 from legacy_peers import LegacyClient, LegacyRegistry, LegacyServer
 
@@ -646,7 +647,8 @@ def test_signals_init_row_and_json_emissions(tcp_camera, legacy_client):
         b'"blocking": false}'
     ]
     tcp_camera.pair_ready.emit((3, "three"))
-    (frames,) = [m for m in client.emissions(500) if b"pair_ready" in m[0]]
+    received = client.emissions_until(lambda m: b"pair_ready" in m[0])
+    (frames,) = [m for m in received if b"pair_ready" in m[0]]
     assert json.loads(frames[0])["args"] == [[3, "three"]]
 
 
@@ -656,7 +658,9 @@ def test_property_notify_reaches_older_clients(tcp_camera, legacy_client):
     _until_received(client, lambda: tcp_camera.frame_ready.emit(0))
     set_mode = {"event": "PROPERTY_SET", "property": "mode", "value": "hdr"}
     assert client.request(set_mode) == {"success": True}
-    messages = [json.loads(m[0]) for m in client.emissions(500)]
+    tcp_camera.frame_ready.emit(-1)  # sentinel: a second notify would be before it
+    received = client.emissions_until(lambda m: b"[-1]" in m[0])
+    messages = [json.loads(m[0]) for m in received]
     assert [m["args"] for m in messages if m["signal"] == "mode_changed"] == [["hdr"]]
 
 
@@ -675,11 +679,11 @@ def test_native_clients_receive_each_emission_once(tcp_camera, connect, legacy_c
     received = _until_received(client, emit_probe)
     for value in range(20):
         tcp_camera.frame_ready.emit(value)
-    assert wait_until(lambda: native[-1:] == [19])
-    time.sleep(0.2)  # a duplicate would arrive by now
+    tcp_camera.frame_ready.emit(-2)  # sentinel: duplicates would come before it
+    assert wait_until(lambda: native[-1:] == [-2])
     # Subscribed (with handshake) before the first emission: every one, once.
-    assert native == attempts + list(range(20))
-    received += client.emissions(500)
+    assert native == [*attempts, *range(20), -2]
+    received += client.emissions_until(lambda m: b"[-2]" in m[0])
     # The older client sees JSON only: no msgpack frame, no handshake.
     assert all(len(m) == 1 and m[0].startswith(b"{") for m in received)
     args = [json.loads(m[0])["args"][0] for m in received]
@@ -723,7 +727,8 @@ def test_argument_json_cannot_carry_skips_only_older_subscribers(
     tcp_camera.frame_ready.emit(5)
     assert wait_until(lambda: any(type(v) is int and v == 5 for v in native))
     assert any(isinstance(v, np.ndarray) for v in native)
-    args = [json.loads(m[0])["args"] for m in client.emissions(500)]
+    received = client.emissions_until(lambda m: b'"args": [5]' in m[0])
+    args = [json.loads(m[0])["args"] for m in received]
     assert args[-1] == [5] and all(a == [0] or a == [5] for a in args)
     assert "not sent to JSON subscribers" in caplog.text
 
@@ -1013,18 +1018,21 @@ def test_wait_connected(ctx):
 
 
 def test_wait_connected_times_out_without_publisher(ctx):
-    probe = ctx.socket(zmq.PUB)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close()  # a port nobody listens on any more
-    receiver = RPCSignalReceiver(
-        ctx, f"tcp://127.0.0.1:{port}", {}, confirm_connection=True
-    )
-    start = time.monotonic()
-    assert receiver.wait_connected(200) is False
-    assert time.monotonic() - start < 2
-    receiver.start()  # a started receiver closes everything when stopped
-    receiver.stop()
-    receiver.join(timeout=5)
+    # A port held by a listener that never speaks ZeroMQ: the handshake
+    # cannot complete. (A port closed again could be taken meanwhile by a
+    # publisher of another process, and the handshake would succeed.)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        receiver = RPCSignalReceiver(
+            ctx, f"tcp://127.0.0.1:{port}", {}, confirm_connection=True
+        )
+        try:
+            # a generous ceiling: it only catches a wait that ignores its timeout
+            assert finishes_within(20, lambda: receiver.wait_connected(200)) is False
+        finally:
+            receiver.start()  # a started receiver closes everything when stopped
+            receiver.stop()
+            receiver.join(timeout=5)
     assert not receiver.is_alive()
 
 

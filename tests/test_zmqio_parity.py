@@ -368,7 +368,7 @@ def test_channel_call_sends_encode_call_and_returns_failures(engine, pair):
     assert reply == failure
 
 
-def _given_back(engine, ref, timeout=5.0):
+def _given_back(engine, ref, timeout=20.0):
     """Whether the object behind ``ref`` is freed within ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while ref() is not None:
