@@ -19,7 +19,7 @@ from cpython.dict cimport PyDict_Next, PyDict_SetItem
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBuffer_Release
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_SIMPLE, PyBuffer_Release
 from cpython.buffer cimport PyObject_GetBuffer
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
@@ -40,8 +40,12 @@ from framerpc._framing_common import (
     EXT_BUFFER,
     EXT_INLINE_ARRAY,
     INLINE_LIMIT,
+    EXT_COST,
+    MAX_DEPTH,
     MAX_FRAMES,
     MAX_HEADER_SIZE,
+    MAX_OBJECTS,
+    SCAN_ABOVE,
     OutOfBand,
     check_decoded,
     check_key,
@@ -49,6 +53,9 @@ from framerpc._framing_common import (
     header_view,
     pack_header,
     resolve_ext,
+    too_deep,
+    too_many_objects,
+    unpackb_large,
 )
 from framerpc.errors import ProtocolError
 
@@ -59,6 +66,8 @@ __all__ = [
     "INLINE_LIMIT",
     "MAX_FRAMES",
     "MAX_HEADER_SIZE",
+    "MAX_OBJECTS",
+    "MAX_DEPTH",
     "OutOfBand",
     "encode",
     "decode",
@@ -66,6 +75,7 @@ __all__ = [
 
 cdef object _pack_header = pack_header
 cdef object _unpackb = msgpack.unpackb
+cdef object _unpackb_large = unpackb_large
 cdef object _check_key = check_key
 cdef object _encode_leaf = encode_leaf
 cdef object _resolve_ext = resolve_ext
@@ -832,8 +842,108 @@ cdef object _decode_small(object head, object frames, Py_ssize_t max_header):
         PyBuffer_Release(&view)
 
 
+# -- limits of a large header, checked before msgpack builds anything ------
+# A linear walk over the msgpack bytes that counts objects and measures
+# nesting without creating any: msgpack.unpackb would build one Python
+# object per byte of a header of empty lists (70 bytes of memory each).
+cdef Py_ssize_t _scan_above = SCAN_ABOVE
+cdef Py_ssize_t _ext_cost = EXT_COST
+cdef enum:
+    _SCAN_STACK = 1024  # msgpack's own nesting limit: deeper fails there
+
+
+cdef int _scan(const unsigned char *p, Py_ssize_t n, Py_ssize_t max_objects,
+               Py_ssize_t max_depth) except -1:
+    """Raise MessageTooLargeError if the header at p[:n] holds more than
+    ``max_objects`` objects or nests deeper than ``max_depth``, with the
+    pure engine's counts (bounded_unpackb); 0 otherwise. A malformed header
+    ends the scan: msgpack then says what is wrong."""
+    cdef Py_ssize_t left[_SCAN_STACK + 1]  # items still due per open container
+    cdef Py_ssize_t pos = 0, objects = 0, size, items, width
+    cdef Py_ssize_t depth = 0
+    cdef unsigned char tag
+    while pos < n:
+        tag = p[pos]
+        pos += 1
+        items = -1  # not a container
+        size = 0  # bytes of payload to skip
+        if tag <= 0x7F or tag >= 0xE0 or 0xC0 <= tag <= 0xC3:
+            pass  # fixint, nil, bool (0xC1 fails in msgpack)
+        elif tag <= 0x8F:
+            items = 2 * (tag & 0x0F)
+        elif tag <= 0x9F:
+            items = tag & 0x0F
+        elif tag <= 0xBF:
+            size = tag & 0x1F
+        elif tag == 0xCA or tag == 0xCB:
+            size = 4 if tag == 0xCA else 8
+        elif 0xCC <= tag <= 0xD3:
+            size = 1 << ((tag - 0xCC) & 3)
+        elif 0xD4 <= tag <= 0xD8:  # fixext: a type byte and the payload
+            objects += _ext_cost - 1
+            size = 1 + (1 << (tag - 0xD4))
+        else:
+            if 0xC4 <= tag <= 0xC6:  # bin 8, 16, 32
+                width = 1 << (tag - 0xC4)
+            elif 0xC7 <= tag <= 0xC9:  # ext 8, 16, 32
+                width = 1 << (tag - 0xC7)
+                objects += _ext_cost - 1
+            elif 0xD9 <= tag <= 0xDB:  # str 8, 16, 32
+                width = 1 << (tag - 0xD9)
+            else:  # array 16, 32 (0xDC, 0xDD), map 16, 32 (0xDE, 0xDF)
+                width = 2 if tag == 0xDC or tag == 0xDE else 4
+            if width > n - pos:
+                return 0
+            size = <Py_ssize_t>_get_be(p + pos, <int>width)
+            pos += width
+            if tag >= 0xDC:
+                items = size if tag <= 0xDD else 2 * size
+                size = 0
+            elif 0xC7 <= tag <= 0xC9:
+                size += 1  # the type byte
+        objects += 1
+        if objects > max_objects:
+            raise too_many_objects(max_objects)
+        if items >= 0:  # a container, at depth + 1
+            if depth + 1 > max_depth:
+                raise too_deep(max_depth)
+            if items > max_objects - objects:  # declared: refused at once
+                raise too_many_objects(max_objects)
+            if items > 0:
+                if depth >= _SCAN_STACK:
+                    return 0  # msgpack refuses this nesting itself
+                depth += 1
+                left[depth] = items
+                continue
+        else:
+            if size > n - pos:
+                return 0
+            pos += size
+        # a value is complete: close every container it completes
+        while depth > 0:
+            left[depth] -= 1
+            if left[depth] > 0:
+                break
+            depth -= 1
+        if depth == 0:
+            return 0  # the header is read (trailing bytes: msgpack says so)
+    return 0
+
+
+cdef int _scan_header(object head, Py_ssize_t max_objects,
+                      Py_ssize_t max_depth) except -1:
+    cdef Py_buffer view
+    PyObject_GetBuffer(head, &view, PyBUF_SIMPLE)
+    try:
+        _scan(<const unsigned char *>view.buf, view.len, max_objects, max_depth)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
 def decode(frames, Py_ssize_t max_frames=MAX_FRAMES,
-           Py_ssize_t max_header=MAX_HEADER_SIZE):
+           Py_ssize_t max_header=MAX_HEADER_SIZE,
+           Py_ssize_t max_objects=MAX_OBJECTS, Py_ssize_t max_depth=MAX_DEPTH):
     """Turn the frames of one message back into its header dict.
 
     See ``framerpc._framing_py.decode``: same arguments, result and errors.
@@ -853,8 +963,14 @@ def decode(frames, Py_ssize_t max_frames=MAX_FRAMES,
     else:
         head = header_view(frames, max_frames, max_header)
     cdef _ExtResolver resolver = _ExtResolver(frames)
+    cdef bint large = len(head) > _scan_above
+    if large:
+        _scan_header(head, max_objects, max_depth)
     try:
-        header = _unpackb(head, strict_map_key=False, ext_hook=resolver)
+        if large:
+            header = _unpackb_large(head, ext_hook=resolver)
+        else:
+            header = _unpackb(head, strict_map_key=False, ext_hook=resolver)
     except ProtocolError:
         raise
     except Exception as exc:

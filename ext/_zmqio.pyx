@@ -12,8 +12,10 @@ loaded (``dlopen`` of pyzmq's backend with ``RTLD_NOLOAD``, then
 ``dlsym``), so both always use the same library. If they cannot be found
 the import fails and transport.py uses the pure twin, ``_zmqio_py``.
 
-Frames of ``ZERO_COPY_MIN`` (16 KiB) or more are lent to libzmq without a
-copy (``zmq_msg_init_data``). libzmq calls the free function from its I/O
+Frames of ``ZERO_COPY_MIN`` (16 KiB) or more, of any buffer type
+(``bytes`` included: it is immutable), are lent to libzmq without a copy
+(``zmq_msg_init_data``); the loan holds a reference to the object until
+libzmq gives the buffer back. libzmq calls the free function from its I/O
 thread, where the GIL is not held, so it only marks the loan returned;
 the buffer itself is released by the next ``send_frames`` or receive of
 any socket in the process (a server's loop receives at least every
@@ -364,12 +366,16 @@ cdef int _send_frames(sock, list frames, int flags) except -1:
         # multipart message queued on the socket.
         for index in range(count):
             item = items[index]
-            if type(item) is not bytes and type(item) is not Frame:
+            if type(item) is bytes:
+                # immutable: a large one is lent like any other buffer
+                if PyBytes_GET_SIZE(item) >= _zero_copy_min:
+                    _acquire(item, index, &views[index])
+            elif type(item) is not Frame:
                 _acquire(item, index, &views[index])
         for index in range(count):
             part_flags = (SNDMORE if index < count - 1 else 0) | (flags if index == 0 else 0)
             item = items[index]
-            if type(item) is bytes:
+            if type(item) is bytes and not _view_held(&views[index]):
                 _send_copy(handle, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item),
                            part_flags)
             elif type(item) is Frame:
@@ -572,10 +578,12 @@ cdef class Responder:
     common request answered from one C call, the method's own frame aside."""
 
     cdef public object sock, target, json_methods, buffer_methods
-    cdef public object check_buffer_result, failed, send_failed
+    cdef public object check_buffer_result, failed, send_failed, fallback
+    cdef public tuple limits
 
     def __init__(self, sock, target, dict json_methods, dict buffer_methods,
-                 check_buffer_result, failed, send_failed):
+                 check_buffer_result, failed, send_failed, fallback=None,
+                 limits=None):
         self.sock = sock
         self.target = target
         self.json_methods = json_methods
@@ -583,6 +591,8 @@ cdef class Responder:
         self.check_buffer_result = check_buffer_result
         self.failed = failed
         self.send_failed = send_failed
+        self.fallback = fallback
+        self.limits = tuple(limits) if limits is not None else ()
 
     def handle(self, list frames):
         """Answer ``frames`` if it is the common request; see the class."""
@@ -592,20 +602,26 @@ cdef class Responder:
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
-            header = _decode(frames[2:])
-        except Exception:  # the general path says what is wrong
-            return False
+            header = _decode(frames[2:], *self.limits)
+        except Exception as exc:  # the general path says what is wrong
+            if self.fallback is None:
+                return False
+            self.fallback(frames[:2], frames[2:], exc)
+            return True
         version, event, request_id = header.get("v"), header.get("e"), header.get("i")
         name, args, kwargs = header.get("m"), header.get("a"), header.get("k")
         # the checks of protocol.decode_request, for this one event
         if (type(version) is not int or version != _PROTOCOL_VERSION
                 or type(event) is not str or event != "METHOD_CALL"
                 or type(request_id) is not int or type(name) is not str
-                or type(args) is not list or type(kwargs) is not dict):
-            return False
+                or type(args) is not list or type(kwargs) is not dict
+                or (name not in <dict>self.json_methods
+                    and name not in <dict>self.buffer_methods)):
+            if self.fallback is None:
+                return False
+            self.fallback(frames[:2], frames[2:], header)
+            return True
         is_json = name in <dict>self.json_methods
-        if not is_json and name not in <dict>self.buffer_methods:
-            return False
         try:
             result = getattr(self.target, name)(*args, **kwargs)
             # the headers of protocol.encode_result

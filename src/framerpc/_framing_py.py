@@ -37,9 +37,13 @@ from ._framing_common import (
     EXT_BUFFER,
     EXT_INLINE_ARRAY,
     INLINE_LIMIT,
+    MAX_DEPTH,
     MAX_FRAMES,
     MAX_HEADER_SIZE,
+    MAX_OBJECTS,
+    SCAN_ABOVE,
     OutOfBand,
+    bounded_unpackb,
     check_decoded,
     check_key,
     encode_leaf,
@@ -56,6 +60,8 @@ __all__ = [
     "INLINE_LIMIT",
     "MAX_FRAMES",
     "MAX_HEADER_SIZE",
+    "MAX_OBJECTS",
+    "MAX_DEPTH",
     "OutOfBand",
     "encode",
     "decode",
@@ -121,7 +127,11 @@ def encode(header: dict, limit: int = INLINE_LIMIT) -> list:
 
 
 def decode(
-    frames: Sequence, max_frames: int = MAX_FRAMES, max_header: int = MAX_HEADER_SIZE
+    frames: Sequence,
+    max_frames: int = MAX_FRAMES,
+    max_header: int = MAX_HEADER_SIZE,
+    max_objects: int = MAX_OBJECTS,
+    max_depth: int = MAX_DEPTH,
 ) -> dict:
     """Turn the frames of one message back into its header dict.
 
@@ -130,7 +140,14 @@ def decode(
     frames : sequence of buffer-like
         ``[header, *buffers]`` as received (zmq Frames, bytes, memoryviews).
     max_frames, max_header : int
-        Limits checked before decoding anything.
+        Limits checked before decoding anything: a larger header is refused
+        without being read.
+    max_objects, max_depth : int
+        Limits on a header of more than ``SCAN_ABOVE`` (64 KiB) bytes: how
+        many objects it may hold (values, keys and containers count one,
+        ext references 16) and how deep its containers may nest (the
+        header map is at depth 1). Decoding stops as soon as one is
+        exceeded, so a message costs work in proportion to its size.
 
     Returns
     -------
@@ -144,7 +161,8 @@ def decode(
         Not msgpack, not a map, a bad or dangling reference, an array whose
         dtype and shape do not match its frame, or an unreferenced frame.
     MessageTooLargeError
-        More frames or a larger header than the limits allow.
+        More frames, a larger header, more objects or deeper nesting than
+        the limits allow.
     """
     head = header_view(frames, max_frames, max_header)
     used: set = set()
@@ -153,7 +171,10 @@ def decode(
         return resolve_ext(code, data, frames, used)
 
     try:
-        header = msgpack.unpackb(head, strict_map_key=False, ext_hook=ext_hook)
+        if len(head) > SCAN_ABOVE:
+            header = bounded_unpackb(head, ext_hook, max_objects, max_depth)
+        else:
+            header = msgpack.unpackb(head, strict_map_key=False, ext_hook=ext_hook)
     except ProtocolError:
         raise
     except Exception as exc:

@@ -242,7 +242,10 @@ class Responder:
     The common request is a native METHOD_CALL of a known method from a
     peer whose envelope is one identity frame (a DEALER or a REQ socket).
     :meth:`handle` answers it (runs the method, encodes and sends the
-    reply) and returns True; for anything else it returns False before
+    reply) and returns True. For any other message with that envelope it
+    passes what decoding gave (the header, or the exception raised) to
+    ``fallback`` and returns True, so the header is decoded once; without
+    a ``fallback``, or with another envelope, it returns False before
     acting, and the server's general path takes the message.
 
     Parameters
@@ -261,6 +264,12 @@ class Responder:
         while ``exc`` is being handled (it may read the traceback).
     send_failed : callable
         ``(envelope, exc, request_id)``: a reply could not be sent.
+    fallback : callable, optional
+        ``(envelope, body, decoded)``: takes the messages not answered here;
+        ``decoded`` is the header dict or the exception decoding raised.
+    limits : tuple, optional
+        ``(max_frames, max_header, max_objects, max_depth)`` for
+        :func:`framerpc.framing.decode`; its defaults when None.
     """
 
     def __init__(
@@ -272,6 +281,8 @@ class Responder:
         check_buffer_result: Callable,
         failed: Callable,
         send_failed: Callable,
+        fallback: Callable | None = None,
+        limits: tuple | None = None,
     ) -> None:
         self.sock = sock
         self.target = target
@@ -280,15 +291,20 @@ class Responder:
         self.check_buffer_result = check_buffer_result
         self.failed = failed
         self.send_failed = send_failed
+        self.fallback = fallback
+        self.limits = tuple(limits) if limits is not None else ()
 
     def handle(self, frames: list) -> bool:
         """Answer ``frames`` if it is the common request; see the class."""
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
-            header = framing.decode(frames[2:])
-        except Exception:  # the general path says what is wrong
-            return False
+            header = framing.decode(frames[2:], *self.limits)
+        except Exception as exc:  # the general path says what is wrong
+            if self.fallback is None:
+                return False
+            self.fallback(frames[:2], frames[2:], exc)
+            return True
         version, event, request_id = header.get("v"), header.get("e"), header.get("i")
         name, args, kwargs = header.get("m"), header.get("a"), header.get("k")
         # the checks of protocol.decode_request, for this one event; types
@@ -302,11 +318,13 @@ class Responder:
             or type(name) is not str
             or type(args) is not list
             or type(kwargs) is not dict
+            or (name not in self.json_methods and name not in self.buffer_methods)
         ):
-            return False
+            if self.fallback is None:
+                return False
+            self.fallback(frames[:2], frames[2:], header)
+            return True
         is_json = name in self.json_methods
-        if not is_json and name not in self.buffer_methods:
-            return False
         try:
             result = getattr(self.target, name)(*args, **kwargs)
             if is_json:

@@ -31,12 +31,12 @@ Frames after the header carry large buffers and arrays (see
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import msgpack
 
 from . import framing
 from .errors import ProtocolError
@@ -62,6 +62,8 @@ __all__ = [
     "decode_registry",
     "is_legacy_frame",
     "peek_header",
+    "peek_request_id",
+    "request_from_header",
 ]
 
 #: Wire version of the native protocol. Never reuse a number.
@@ -177,8 +179,19 @@ class RegistryMessage:
     request_id: int = 0
 
 
-def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
-    header = framing.decode(frames, max_frames, max_header)
+def _decode_header(
+    frames: Sequence,
+    max_frames: int,
+    max_header: int,
+    max_objects: int = framing.MAX_OBJECTS,
+    max_depth: int = framing.MAX_DEPTH,
+) -> dict:
+    return _check_version(
+        framing.decode(frames, max_frames, max_header, max_objects, max_depth)
+    )
+
+
+def _check_version(header: dict) -> dict:
     version = header.get("v")
     # type first: comparing an array (or True, 1.0) to an int is no check
     if type(version) is not int or version != PROTOCOL_VERSION:
@@ -189,15 +202,108 @@ def _decode_header(frames: Sequence, max_frames: int, max_header: int) -> dict:
     return header
 
 
+#: How many leading entries of a header :func:`peek_header` reads at most.
+_PEEK_ENTRIES = 8
+
+
 def peek_header(frame: Any) -> dict:
     """Best-effort header of a message that failed to decode, so that an
     error reply can carry its event and request id; {} when unreadable.
-    Out-of-band references stay unresolved ExtType values."""
+
+    Bounded work whatever the frame holds, no decoding of the rest: reads
+    at most 8 leading entries and stops at the first whose value is a
+    list or a map. Values that are nil, bools, numbers and strings of up
+    to 255 bytes are kept; bytes, ext values and longer strings are
+    skipped. Headers written by framerpc start with ``v``, ``e`` and ``i``.
+    """
     try:
-        header = msgpack.unpackb(memoryview(frame), strict_map_key=False)
-    except Exception:
+        view = memoryview(frame).cast("B")
+    except (TypeError, ValueError):
         return {}
-    return header if type(header) is dict else {}
+    end = len(view)
+    if end == 0:
+        return {}
+    tag = view[0]
+    if 0x80 <= tag <= 0x8F:
+        count, pos = tag & 0x0F, 1
+    elif tag == 0xDE and end >= 3:
+        count, pos = int.from_bytes(view[1:3], "big"), 3
+    elif tag == 0xDF and end >= 5:
+        count, pos = int.from_bytes(view[1:5], "big"), 5
+    else:
+        return {}
+    header: dict = {}
+    for _ in range(min(count, _PEEK_ENTRIES)):
+        key, pos = _peek_scalar(view, pos, end)
+        if key is _NOT_SCALAR:
+            break
+        value, pos = _peek_scalar(view, pos, end)
+        if value is _NOT_SCALAR:
+            break
+        if type(key) is str and value is not _SKIPPED:
+            header[key] = value
+    return header
+
+
+_NOT_SCALAR = object()  # a list, a map or bad bytes: the peek stops
+_SKIPPED = object()  # a scalar read past, not kept
+
+
+def _peek_scalar(view: memoryview, pos: int, end: int) -> tuple[Any, int]:
+    """The msgpack scalar at ``view[pos]`` (or ``_SKIPPED``) and the
+    position after it; ``_NOT_SCALAR`` for a container or bad bytes."""
+    if pos >= end:
+        return _NOT_SCALAR, pos
+    tag = view[pos]
+    if tag <= 0x7F:
+        return tag, pos + 1
+    if tag >= 0xE0:
+        return tag - 0x100, pos + 1
+    if tag == 0xC0:
+        return None, pos + 1
+    if tag in (0xC2, 0xC3):
+        return tag == 0xC3, pos + 1
+    if tag in (0xCA, 0xCB):  # float 32, 64
+        width = 4 if tag == 0xCA else 8
+        if pos + 1 + width > end:
+            return _NOT_SCALAR, pos
+        raw = bytes(view[pos + 1 : pos + 1 + width])
+        return struct.unpack(">f" if width == 4 else ">d", raw)[0], pos + 1 + width
+    if 0xCC <= tag <= 0xD3:  # uint 8..64, then int 8..64
+        width = 1 << ((tag - 0xCC) & 3)
+        if pos + 1 + width > end:
+            return _NOT_SCALAR, pos
+        raw = view[pos + 1 : pos + 1 + width]
+        return int.from_bytes(raw, "big", signed=tag >= 0xD0), pos + 1 + width
+    if 0xD4 <= tag <= 0xD8:  # fixext: a type byte and 1..16 bytes
+        return _SKIPPED, pos + 2 + (1 << (tag - 0xD4))
+    if 0xA0 <= tag <= 0xBF:
+        size, start = tag & 0x1F, pos + 1
+    elif tag in (0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xD9, 0xDA, 0xDB):
+        width = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xC7: 1, 0xC8: 2, 0xC9: 4}.get(tag)
+        if width is None:
+            width = 1 << (tag - 0xD9)
+        if pos + 1 + width > end:
+            return _NOT_SCALAR, pos
+        size = int.from_bytes(view[pos + 1 : pos + 1 + width], "big")
+        start = pos + 1 + width + (1 if 0xC7 <= tag <= 0xC9 else 0)  # ext type
+    else:
+        return _NOT_SCALAR, pos
+    if start + size > end:
+        return _NOT_SCALAR, pos
+    if tag > 0xBF and tag < 0xD9 or size > 255:  # bytes, ext, a long str
+        return _SKIPPED, start + size
+    try:
+        return bytes(view[start : start + size]).decode(), start + size
+    except UnicodeDecodeError:
+        return _SKIPPED, start + size
+
+
+def peek_request_id(frame: Any) -> int:
+    """The request id of a header that failed to decode, read by
+    :func:`peek_header` (bounded work); -1 when it cannot be read."""
+    rid = peek_header(frame).get("i")
+    return rid if type(rid) is int else -1
 
 
 def encode_request(request: Request) -> list:
@@ -230,15 +336,35 @@ def decode_request(
     frames: Sequence,
     max_frames: int = framing.MAX_FRAMES,
     max_header: int = framing.MAX_HEADER_SIZE,
+    max_objects: int = framing.MAX_OBJECTS,
+    max_depth: int = framing.MAX_DEPTH,
 ) -> Request:
     """Parse the frames of a request (after the routing envelope).
+
+    The limits are those of :func:`framerpc.framing.decode`.
 
     Raises
     ------
     ProtocolError
         The message is malformed; the text says which field is wrong.
+    MessageTooLargeError
+        The message exceeds a limit (a subclass of ProtocolError).
     """
-    header = _decode_header(frames, max_frames, max_header)
+    return request_from_header(
+        framing.decode(frames, max_frames, max_header, max_objects, max_depth)
+    )
+
+
+def request_from_header(header: dict) -> Request:
+    """The request in a decoded header (see :func:`decode_request`), for a
+    caller that decoded the frames already: the header is decoded once.
+
+    Raises
+    ------
+    ProtocolError
+        A wrong version or a missing or mistyped field.
+    """
+    _check_version(header)
     name = header.get("e")
     event = _REQUEST_EVENTS.get(name) if type(name) is str else None
     if event is None:

@@ -25,8 +25,9 @@ from typing import Any, TypeVar, overload
 
 import zmq
 
-from . import legacy, protocol, sdnotify, transport
+from . import framing, legacy, protocol, sdnotify, transport
 from ._describe import inventory_fields
+from ._ratelog import RateLimitedLog
 from .errors import ProtocolError, SerializationError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents, SignalEmission
@@ -140,7 +141,17 @@ class RPCServer:
             raise
         for name in self._signals:
             getattr(self, name).connect(functools.partial(self._publish_signal, name))
-        # answers plain method calls; _handle takes everything else
+        # the bounds of one received message (see SocketOptions)
+        self._limits = (
+            framing.MAX_FRAMES,
+            options.max_header_size,
+            options.max_objects,
+            options.max_depth,
+        )
+        # a flood of bad requests must not flood the log
+        self._refusals = RateLimitedLog(_log)
+        # answers plain method calls; _handle_body takes everything else
+        # with the same envelope, _handle the other envelopes
         self._responder = transport.Responder(
             self._socket,
             self,
@@ -149,6 +160,8 @@ class RPCServer:
             _check_buffer_result,
             self._method_failed,
             self._send_failed,
+            fallback=self._handle_body,
+            limits=self._limits,
         )
 
     # -- decorators -------------------------------------------------------
@@ -386,19 +399,32 @@ class RPCServer:
             _log.warning("dropped a message without body")
             return
         try:
-            request = protocol.decode_request(body)
+            decoded: Any = framing.decode(body, *self._limits)
+        except ProtocolError as exc:
+            decoded = exc
+        self._handle_body(envelope, body, decoded)
+
+    def _handle_body(self, envelope: list, body: list, decoded: Any) -> None:
+        """Answer a request whose header was decoded once: ``decoded`` is
+        the header dict or the exception decoding raised (the Responder's
+        fallback, and the end of :meth:`_handle`)."""
+        try:
+            if isinstance(decoded, Exception):
+                raise decoded
+            request = protocol.request_from_header(decoded)
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.
             if protocol.is_legacy_frame(body[0].buffer):
                 self._handle_legacy(envelope, body)
                 return
-            _log.warning("malformed request: %s", exc)
-            # the id lets the client's call fail at once instead of timing out
-            rid = protocol.peek_header(body[0]).get("i")
-            reply = Reply(
-                rid if type(rid) is int else -1, False, error=f"ProtocolError: {exc}"
-            )
+            self._refusals.warning("malformed request: %s", exc)
+            # the id lets the client's call fail at once instead of timing
+            # out; read from the decoded header, or peeked (bounded work)
+            rid = decoded.get("i") if type(decoded) is dict else None
+            if type(rid) is not int:
+                rid = protocol.peek_request_id(body[0])
+            reply = Reply(rid, False, error=f"ProtocolError: {exc}")
             self._send(envelope, protocol.encode_reply(reply))
             return
         self._send(envelope, self._dispatch(request), request.request_id)
@@ -433,9 +459,9 @@ class RPCServer:
     def _handle_legacy(self, envelope: list, body: list) -> None:
         """Answer a request of the older JSON protocol, as its tables say."""
         try:
-            request = legacy.decode_request(body)
+            request = legacy.decode_request(body, *self._limits[1:])
         except ProtocolError as exc:
-            _log.warning("malformed JSON request: %s", exc)
+            self._refusals.warning("malformed JSON request: %s", exc)
             self._send(envelope, legacy.encode_error(f"ProtocolError: {exc}"))
             return
         event = request.event

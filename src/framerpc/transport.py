@@ -63,6 +63,23 @@ class SocketOptions:
     max_message_size : int
         Largest inbound frame the server accepts (bytes, -1 for no
         limit); a bad peer cannot make it allocate beyond this.
+    max_header_size : int
+        Largest request header (frame 0, msgpack or the older protocol's
+        JSON) a server reads, in bytes; a larger one is refused unread.
+        Large values travel in frames of their own, so headers are small;
+        16 MiB leaves room for long strings and lists.
+    max_objects : int
+        Most objects (values, keys, containers; an array or buffer
+        reference counts 16) in a request header of more than 64 KiB.
+        Decoding builds one Python object per item, 70 bytes for an
+        empty list of 1 byte: the default bounds the worst 16 MiB header
+        to about 0.3 s of CPU and 70 MB (measured by
+        benchmarks/bench_hostile.py).
+    max_depth : int
+        Deepest nesting of containers in a request header of more than
+        64 KiB (the header map is at depth 1): 100 leaves a received value
+        nested that deep well inside Python's recursion limit when the
+        server walks or echoes it.
     security : Security or None
         Opt-in CURVE (see :mod:`framerpc.security`): bound sockets (server,
         signals, registry) use it as server, connecting sockets as client
@@ -77,6 +94,9 @@ class SocketOptions:
     tcp_keepalive_intvl_s: int = 10
     max_message_size: int = 1 << 30
     security: security.Security | None = None
+    max_header_size: int = framing.MAX_HEADER_SIZE
+    max_objects: int = framing.MAX_OBJECTS
+    max_depth: int = framing.MAX_DEPTH
 
 
 DEFAULT_OPTIONS = SocketOptions()

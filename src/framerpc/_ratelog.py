@@ -1,0 +1,49 @@
+"""A warning that a flood of bad messages cannot turn into a flood of log
+lines: at most one record per interval, telling how many it stands for."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+__all__ = ["RateLimitedLog"]
+
+
+class RateLimitedLog:
+    """Log warnings at most once per ``interval`` seconds.
+
+    The first warning is logged at once; those that follow within the
+    interval are only counted, and the next one logged after it says how
+    many were left out. Thread-safe.
+
+    Parameters
+    ----------
+    logger : logging.Logger
+        Where the records go.
+    interval : float
+        Shortest time (s) between two records.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next = 0.0  # monotonic time of the next record allowed
+        self._skipped = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        """Log ``message % args`` as a warning, unless one was logged less
+        than ``interval`` seconds ago (then count it)."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._skipped += 1
+                return
+            skipped, self._skipped = self._skipped, 0
+            self._next = now + self.interval
+        if skipped:
+            message += " (and %d more not logged in the last %.1f s)"
+            args = (*args, skipped, self.interval)
+        self.logger.warning(message, *args)
