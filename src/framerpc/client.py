@@ -334,7 +334,8 @@ class RPCClient:
                     next(self._ids), method_name, list(args), kwargs, remaining
                 )
             except TimeoutError as exc:
-                raise self._no_reply(exc, method_name, timeout, started) from None
+                what = repr(method_name)
+                raise self._no_reply(exc, what, timeout, started) from None
             finally:
                 self._lock.release()
         else:
@@ -406,6 +407,7 @@ class RPCClient:
     ) -> int | None:
         """Take the proxy's lock within the call's ``timeout`` (ms, from
         ``started``); return the time left for the call itself (ms).
+        ``what`` names the call: a method name or a :func:`_describe`.
 
         Raises
         ------
@@ -423,6 +425,8 @@ class RPCClient:
             if remaining > 0:
                 return remaining
             lock.release()
+        if what.isidentifier():  # a method name from _call
+            what = repr(what)
         raise TimeoutError(
             f"no reply to {what} from {self.url} within {timeout / 1000:g} s "
             "(waited for other calls on this proxy)"
@@ -554,7 +558,7 @@ def _describe(request: Request) -> str:
         return repr(request.method)
     if request.event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
         return f"property {request.name!r}"
-    return str(request.event)
+    return f"the {request.event} request"
 
 
 def _public_members(interface: type) -> dict[str, Any]:
