@@ -471,13 +471,17 @@ cdef class Channel:
     cdef public object sock
     cdef public str url
     cdef public bint closed
+    cdef public object watch
     cdef int _rcvtimeo
+    cdef object _mark
 
     def __init__(self, sock, str url):
         self.sock = sock
         self.url = url
         self.closed = False
+        self.watch = None
         self._rcvtimeo = -1
+        self._mark = 0
 
     def reset(self, sock):
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -494,6 +498,8 @@ cdef class Channel:
     def request(self, list frames, request_id, timeout):
         """Send the request ``frames``; return the reply to ``request_id``."""
         cdef double deadline = _deadline(timeout)
+        if self.watch is not None:
+            self._mark = self.watch.mark()
         self._send(frames, deadline)
         cdef int wait = _first_wait(timeout)
         while True:
@@ -512,6 +518,8 @@ cdef class Channel:
     def exchange(self, list frames, timeout):
         """Send ``frames``; return the frames of the next reply."""
         cdef double deadline = _deadline(timeout)
+        if self.watch is not None:
+            self._mark = self.watch.mark()
         self._send(frames, deadline)
         return self._receive_body(deadline, _first_wait(timeout))
 
@@ -525,6 +533,9 @@ cdef class Channel:
             except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
                 if not self.sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
                     self._check_deadline(deadline, "send to")
+                    if self.watch is not None:  # nothing is out: "down too long"
+                        self.watch.check(self._mark, False)
+                        self._mark = self.watch.losses
 
     cdef list _receive_body(self, double deadline, int wait):
         cdef void *handle = _handle(self.sock)
@@ -537,6 +548,8 @@ cdef class Channel:
             frames = []
             if _recv_message(handle, frames, 0):
                 self._check_deadline(deadline, "reply from")
+                if self.watch is not None:
+                    self.watch.check(self._mark, True)
                 wait = self._wait_ms(deadline)
                 continue
             if len(frames) >= 2 and len(<Frame>frames[0]) == 0:

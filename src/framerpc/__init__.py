@@ -8,6 +8,7 @@ from .client import NoResult, RPCClient
 from .errors import (
     FramerpcError,
     MessageTooLargeError,
+    PeerLostError,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -35,6 +36,7 @@ __all__ = [
     "FramerpcError",
     "MessageTooLargeError",
     "NoResult",
+    "PeerLostError",
     "ProtocolError",
     "RPCClient",
     "RPCEvents",

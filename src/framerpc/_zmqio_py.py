@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import zmq
@@ -119,7 +120,8 @@ class Channel:
     carries its id comes back as a :class:`~framerpc.protocol.Reply`.
     Replies without delimiter, malformed or late ones are dropped and
     logged. Waits last at most :data:`WAIT_SLICE_MS`, so that setting
-    :attr:`closed` from another thread ends a call.
+    :attr:`closed` from another thread ends a call, and so that a lost
+    server is noticed (see :attr:`watch`).
 
     Parameters
     ----------
@@ -134,13 +136,20 @@ class Channel:
         Replace it with :meth:`reset`.
     closed : bool
         Set it to make a call in progress raise RuntimeError.
+    watch : PeerWatch or None
+        The socket's :class:`~framerpc._peerwatch.PeerWatch`: marked before
+        each request, checked at each wait slice that passes without a
+        reply, so that a call whose server went away raises
+        :class:`~framerpc.errors.PeerLostError`. None: no such check.
     """
 
     def __init__(self, sock: zmq.Socket, url: str) -> None:
         self.sock = sock
         self.url = url
         self.closed = False
+        self.watch: Any = None
         self._rcvtimeo = -1
+        self._mark = 0
 
     def reset(self, sock: zmq.Socket) -> None:
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -169,10 +178,14 @@ class Channel:
         ------
         TimeoutError
             No reply within ``timeout`` ms (None: wait for ever).
+        PeerLostError
+            The server went away (see :attr:`watch`).
         RuntimeError
             :attr:`closed` was set.
         """
         deadline = _deadline(timeout)
+        if self.watch is not None:
+            self._mark = self.watch.mark()
         self._send(frames, deadline)
         wait = _first_wait(timeout)
         while True:
@@ -192,6 +205,8 @@ class Channel:
         delimiter), whichever request it answers. Raises as :meth:`request`.
         """
         deadline = _deadline(timeout)
+        if self.watch is not None:
+            self._mark = self.watch.mark()
         self._send(frames, deadline)
         return self._receive_body(deadline, _first_wait(timeout))
 
@@ -205,6 +220,10 @@ class Channel:
             except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
                 if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
                     self._check_deadline(deadline, "send to")
+                    watch = self.watch
+                    if watch is not None:  # nothing is out: only "down too long"
+                        watch.check(self._mark, False)
+                        self._mark = watch.losses
 
     def _receive_body(self, deadline: float | None, wait: int) -> list:
         sock = self.sock
@@ -216,6 +235,8 @@ class Channel:
                 frames = recv_frames(sock)
             except zmq.Again:
                 self._check_deadline(deadline, "reply from")
+                if self.watch is not None:
+                    self.watch.check(self._mark, True)
                 wait = self._wait_ms(deadline)
                 continue
             if len(frames) >= 2 and len(frames[0]) == 0:

@@ -30,7 +30,8 @@ from typing import Any, Literal, TypeVar
 import zmq
 
 from . import legacy, protocol, transport
-from .errors import ProtocolError, RemoteError
+from ._peerwatch import PeerWatch
+from .errors import PeerLostError, ProtocolError, RemoteError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents
 from .signal import RPCSignal
@@ -125,7 +126,18 @@ class RPCClient:
 
     Notes
     -----
-    One client may be used from several threads: calls are serialised.
+    One client may be used from several threads: calls are serialised, and
+    a call's timeout includes the time it waits for another thread's call.
+
+    A call in flight whose server goes away (killed, restarted, host gone)
+    raises :class:`~framerpc.errors.PeerLostError`, a ``ConnectionError``
+    that is also a ``TimeoutError``, even for a method registered with
+    ``timeout=None``: a killed server at once (its kernel closes the
+    connection), a vanished or frozen one within the heartbeat bound
+    (``options.dead_peer_ms``, 4 s by default; see
+    :class:`~framerpc.transport.SocketOptions`). A call made while the
+    server has been unreachable for that long raises it too. The proxy
+    reconnects by itself when the server is back.
 
     With the older protocol, values travel as JSON (tuples arrive as lists,
     bytes and arrays cannot be arguments), a buffer method's result arrives
@@ -166,7 +178,9 @@ class RPCClient:
         self._protocol = "native" if protocol == "native" else "legacy"
         self.socket = self._make_socket()
         self._channel = transport.Channel(self.socket, url)
+        self._watch: PeerWatch | None = None
         try:
+            self._watch_socket()
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
         except BaseException:
@@ -198,17 +212,12 @@ class RPCClient:
         signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
         # A restarted server binds a new signal port: the receiver watches
         # our connection and follows (inproc servers cannot restart apart).
-        monitor = None
-        if not self.url.startswith("inproc://"):
-            monitor = self.socket.get_monitor_socket(
-                zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            )
         self._signal_receiver = RPCSignalReceiver(
             self.context,
             signal_url,
             self._signals,
             options=self._options,
-            server_monitor=monitor,
+            server_watch=self._watch,
             on_reconnect=self._reload_inventory,
         )
         self._signal_receiver.start()
@@ -323,12 +332,19 @@ class RPCClient:
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
         if self._protocol == "native":  # the hot path: one call into the Channel
-            with self._lock:
+            started = time.monotonic()
+            remaining = self._lock_within(timeout, started, method_name)
+            try:
                 if self._closed:
                     raise RuntimeError(f"client of {self.url} is closed")
                 reply = self._channel.call(
-                    next(self._ids), method_name, list(args), kwargs, timeout
+                    next(self._ids), method_name, list(args), kwargs, remaining
                 )
+            except TimeoutError as exc:
+                what = repr(method_name)
+                raise self._no_reply(exc, what, timeout, started) from None
+            finally:
+                self._lock.release()
         else:
             request = Request(RPCEvents.METHOD_CALL, 0, method_name, list(args), kwargs)
             reply = self._legacy_request(request, timeout, is_buffer)
@@ -356,30 +372,92 @@ class RPCClient:
         if self._protocol == "legacy":
             return self._legacy_request(request, timeout, False)
         frames = protocol.encode_request(request)
-        with self._lock:
+        what = _describe(request)
+        started = time.monotonic()
+        remaining = self._lock_within(timeout, started, what)
+        try:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
-            return self._channel.request(frames, request.request_id, timeout)
+            return self._channel.request(frames, request.request_id, remaining)
+        except TimeoutError as exc:
+            raise self._no_reply(exc, what, timeout, started) from None
+        finally:
+            self._lock.release()
 
     def _legacy_request(
         self, request: Request, timeout: int | None, buffer_method: bool
     ) -> Reply:
         """One JSON exchange; a malformed reply becomes a failed Reply."""
         frame = legacy.encode_request(request)
-        with self._lock:
+        what = _describe(request)
+        started = time.monotonic()
+        remaining = self._lock_within(timeout, started, what)
+        try:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
             try:
-                frames = self._channel.exchange([frame], timeout)
-            except TimeoutError:
+                frames = self._channel.exchange([frame], remaining)
+            except TimeoutError as exc:  # PeerLostError too
                 # No request id: a late reply must land on a dead socket.
                 self._reset_socket()
-                raise
+                raise self._no_reply(exc, what, timeout, started) from None
+        finally:
+            self._lock.release()
         try:
             return legacy.decode_reply(request, frames, buffer_method)
         except ProtocolError as exc:
             _log.warning("malformed JSON reply from %s: %s", self.url, exc)
             return Reply(0, False, error=f"ProtocolError: {exc}")
+
+    def _lock_within(
+        self, timeout: int | None, started: float, what: str
+    ) -> int | None:
+        """Take the proxy's lock within the call's ``timeout`` (ms, from
+        ``started``); return the time left for the call itself (ms).
+        ``what`` names the call: a method name or a :func:`_describe`.
+
+        Raises
+        ------
+        TimeoutError
+            Other calls held the lock for the whole timeout.
+        """
+        lock = self._lock
+        if timeout is None:
+            lock.acquire()
+            return None
+        if lock.acquire(False):  # not shared right now: no clock read
+            return timeout
+        if lock.acquire(timeout=timeout / 1000):
+            remaining = timeout - int((time.monotonic() - started) * 1000)
+            if remaining > 0:
+                return remaining
+            lock.release()
+        if what.isidentifier():  # a method name from _call
+            what = repr(what)
+        raise TimeoutError(
+            f"no reply to {what} from {self.url} within {timeout / 1000:g} s "
+            "(waited for other calls on this proxy)"
+        )
+
+    def _no_reply(
+        self, exc: TimeoutError, what: str, timeout: int | None, started: float
+    ) -> TimeoutError:
+        """The error of a call without reply, naming the call and the wait."""
+        waited = time.monotonic() - started
+        if isinstance(exc, PeerLostError):
+            return PeerLostError(f"no reply to {what} after {waited:.1f} s: {exc}")
+        detail = " (not connected)" if str(exc).startswith("no send") else ""
+        limit = waited if timeout is None else timeout / 1000
+        return TimeoutError(
+            f"no reply to {what} from {self.url} within {limit:g} s{detail}"
+        )
+
+    def _watch_socket(self) -> None:
+        """Watch the new socket's connection (before it connects)."""
+        if self.url.startswith("inproc://"):
+            return  # an inproc server cannot go away on its own
+        self._watch = PeerWatch(self.socket, self.url, self._options.dead_peer_ms)
+        self._channel.watch = self._watch
 
     def _make_socket(self) -> zmq.Socket:
         sock = transport.make_socket(self.context, zmq.DEALER, self._options)
@@ -394,9 +472,12 @@ class RPCClient:
     def _reset_socket(self) -> None:
         """Replace the socket, dropping what it holds (caller holds the lock)."""
         self.socket.setsockopt(zmq.LINGER, 0)
+        if self._watch is not None:
+            self._watch.close()
         transport.close_quietly(self.socket)
         self.socket = self._make_socket()
         self._channel.reset(self.socket)
+        self._watch_socket()
         self.socket.connect(self.url)
 
     # -- lifecycle --------------------------------------------------------
@@ -430,6 +511,8 @@ class RPCClient:
             if receiver.ident is not None and not own_thread:
                 receiver.join(timeout=2)
         with self._lock:  # wait for a call in flight to notice _closed
+            if self._watch is not None:
+                self._watch.close()
             transport.close_quietly(self.socket)
 
     def __enter__(self) -> RPCClient:
@@ -474,6 +557,15 @@ class RPCClient:
             return klass
 
         return bind
+
+
+def _describe(request: Request) -> str:
+    """How a timeout names ``request``: ``'grab'``, ``property 'gain'``..."""
+    if request.method:
+        return repr(request.method)
+    if request.event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
+        return f"property {request.name!r}"
+    return f"the {request.event} request"
 
 
 def _public_members(interface: type) -> dict[str, Any]:

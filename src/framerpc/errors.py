@@ -8,6 +8,7 @@ __all__ = [
     "MessageTooLargeError",
     "SerializationError",
     "RemoteError",
+    "PeerLostError",
 ]
 
 
@@ -35,3 +36,14 @@ class RemoteError(FramerpcError, RuntimeError):
         super().__init__(error)
         self.error = error
         self.traceback = traceback
+
+
+class PeerLostError(FramerpcError, ConnectionError, TimeoutError):
+    """The server of a call in flight went away (killed, host gone, restarted),
+    or has been unreachable for longer than the dead-peer bound: its reply
+    will never come.
+
+    A :class:`ConnectionError`; also a :class:`TimeoutError`, so that code
+    written for the documented "no reply in time" keeps catching it. The
+    proxy stays usable and reconnects when the server comes back.
+    """

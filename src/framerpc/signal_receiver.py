@@ -12,6 +12,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import legacy, protocol, transport
+from ._peerwatch import PeerWatch
 from .errors import ProtocolError
 from .signal import RPCSignal
 
@@ -41,6 +42,10 @@ class RPCSignalReceiver(threading.Thread):
     server_monitor : zmq.Socket, optional
         Monitor socket of the client's request socket (disconnect and
         handshake events), owned by this thread from :meth:`start` on.
+    server_watch : PeerWatch, optional
+        The :class:`~framerpc._peerwatch.PeerWatch` of the client's request
+        socket, instead of ``server_monitor``: drained every 100 ms to
+        notice a restart. Its owner closes it.
     on_reconnect : callable, optional
         Called in this thread when the server came back after a disconnect
         (a restart); returns the signal URL to use from now on, or None.
@@ -64,6 +69,7 @@ class RPCSignalReceiver(threading.Thread):
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
         confirm_connection: bool = False,
         server_monitor: zmq.Socket | None = None,
+        server_watch: PeerWatch | None = None,
         on_reconnect: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(name=f"RPCSignalReceiver({url})", daemon=True)
@@ -74,6 +80,8 @@ class RPCSignalReceiver(threading.Thread):
         self._tokens: dict[str, threading.Event] = {}
         self._tokens_lock = threading.Lock()
         self._server_monitor = server_monitor
+        self._server_watch = server_watch
+        self._watch_losses = server_watch.losses if server_watch else 0
         self._on_reconnect = on_reconnect
         self._server_lost = False
         self.socket = transport.make_socket(context, zmq.SUB, options)
@@ -97,11 +105,17 @@ class RPCSignalReceiver(threading.Thread):
         poller.register(sock, zmq.POLLIN)
         if self._server_monitor is not None:
             poller.register(self._server_monitor, zmq.POLLIN)
+        next_watch = 0.0
         try:
             while not self._stop_flag.is_set():
                 ready = dict(poller.poll(_POLL_MS))
                 if self._server_monitor in ready:
                     self._watch_server()
+                if self._server_watch is not None:
+                    now = time.monotonic()
+                    if now >= next_watch:
+                        next_watch = now + _POLL_MS / 1000
+                        self._follow_watch()
                 if sock not in ready:
                     continue
                 frames = sock.recv_multipart(copy=False)
@@ -134,20 +148,34 @@ class RPCSignalReceiver(threading.Thread):
         if event == zmq.EVENT_DISCONNECTED:
             self._server_lost = True
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self._server_lost:
-            self._server_lost = False
+            self._on_server_back()
+
+    def _follow_watch(self) -> None:
+        """The ``server_watch`` twin of :meth:`_watch_server`."""
+        watch = self._server_watch
+        assert watch is not None
+        watch.drain()
+        if watch.losses != self._watch_losses:
+            self._server_lost = True
+        if self._server_lost and watch.up:
+            self._watch_losses = watch.losses
+            self._on_server_back()
+
+    def _on_server_back(self) -> None:
+        self._server_lost = False
+        try:
+            url = self._on_reconnect() if self._on_reconnect else None
+        except Exception:
+            _log.exception("could not follow the restart of %s", self.url)
+            return
+        if url and url != self.url:
+            _log.info("server restarted: signals now from %s", url)
             try:
-                url = self._on_reconnect() if self._on_reconnect else None
-            except Exception:
-                _log.exception("could not follow the restart of %s", self.url)
-                return
-            if url and url != self.url:
-                _log.info("server restarted: signals now from %s", url)
-                try:
-                    self.socket.disconnect(self.url)
-                except zmq.ZMQError:
-                    pass  # not connected any more
-                self.socket.connect(url)
-                self.url = url
+                self.socket.disconnect(self.url)
+            except zmq.ZMQError:
+                pass  # not connected any more
+            self.socket.connect(url)
+            self.url = url
 
     def wait_connected(self, timeout_ms: int) -> bool:
         """Before :meth:`start`: wait until the publisher connection is up.

@@ -60,6 +60,23 @@ class SocketOptions:
     tcp_keepalive_idle_s, tcp_keepalive_intvl_s : int
         TCP keepalive (s), so that a peer that vanished is noticed and a
         NAT or Wi-Fi access point does not silently drop an idle link.
+    heartbeat_ivl_ms, heartbeat_timeout_ms, heartbeat_ttl_ms : int
+        ZeroMQ heartbeats (ZMTP PING/PONG, libzmq >= 4.2) on every tcp://
+        and ipc:// connection, client and server side. Every
+        ``heartbeat_ivl_ms`` a socket sends a PING; when nothing at all
+        arrives within ``heartbeat_timeout_ms`` after it, libzmq closes the
+        connection (and reconnects, for a connecting socket).
+        ``heartbeat_ttl_ms`` travels in the PING and tells the peer to close
+        the connection after that long without traffic from us (a multiple
+        of 100 ms, at least 100). PINGs are answered by libzmq's I/O thread:
+        a server busy in a long method stays alive. So a peer that vanished
+        (host off, cable out, process frozen) is noticed within about
+        ``heartbeat_ivl_ms + heartbeat_timeout_ms`` (4 s by default); a
+        killed process is noticed at once (its kernel closes the
+        connection). A call in flight then raises
+        :class:`~framerpc.errors.PeerLostError`, whatever its timeout.
+        ``heartbeat_ivl_ms=0`` turns heartbeats off (for peers older than
+        libzmq 4.2), and with it the dead-peer bound of calls.
     max_message_size : int
         Largest inbound frame the server accepts (bytes, -1 for no
         limit); a bad peer cannot make it allocate beyond this.
@@ -92,11 +109,22 @@ class SocketOptions:
     reconnect_ivl_max_ms: int = 2000
     tcp_keepalive_idle_s: int = 60
     tcp_keepalive_intvl_s: int = 10
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    heartbeat_ttl_ms: int = 3000
     max_message_size: int = 1 << 30
     security: security.Security | None = None
     max_header_size: int = framing.MAX_HEADER_SIZE
     max_objects: int = framing.MAX_OBJECTS
     max_depth: int = framing.MAX_DEPTH
+
+    @property
+    def dead_peer_ms(self) -> int | None:
+        """How long (ms) a vanished peer may go unnoticed: a heartbeat
+        interval plus its timeout; None when heartbeats are off."""
+        if self.heartbeat_ivl_ms <= 0:
+            return None
+        return self.heartbeat_ivl_ms + self.heartbeat_timeout_ms
 
 
 DEFAULT_OPTIONS = SocketOptions()
@@ -203,7 +231,14 @@ def make_socket(
     *,
     server: bool = False,
 ) -> zmq.Socket:
-    """Create a socket of type ``kind`` with framerpc's tuned options."""
+    """Create a socket of type ``kind`` with framerpc's tuned options.
+
+    Raises
+    ------
+    ValueError
+        A heartbeat option is out of libzmq's range.
+    """
+    _check_heartbeat(options)
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, options.linger_ms)
     sock.setsockopt(zmq.SNDHWM, options.hwm)
@@ -213,6 +248,10 @@ def make_socket(
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, options.tcp_keepalive_idle_s)
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, options.tcp_keepalive_intvl_s)
+    if options.heartbeat_ivl_ms > 0:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, options.heartbeat_ttl_ms)
     if server:
         sock.setsockopt(zmq.MAXMSGSIZE, options.max_message_size)
     if options.security is not None:
@@ -231,6 +270,24 @@ def make_socket(
         # that is down times out instead of being delivered much later.
         sock.setsockopt(zmq.IMMEDIATE, 1)
     return sock
+
+
+def _check_heartbeat(options: SocketOptions) -> None:
+    ivl, timeout, ttl = (
+        options.heartbeat_ivl_ms,
+        options.heartbeat_timeout_ms,
+        options.heartbeat_ttl_ms,
+    )
+    if ivl < 0 or timeout < 0 or not 0 <= ttl <= _MAX_HEARTBEAT_TTL_MS:
+        raise ValueError(
+            "heartbeat options must be >= 0 ms (heartbeat_ttl_ms at most "
+            f"{_MAX_HEARTBEAT_TTL_MS}), got heartbeat_ivl_ms={ivl}, "
+            f"heartbeat_timeout_ms={timeout}, heartbeat_ttl_ms={ttl}"
+        )
+
+
+#: libzmq's largest ZMQ_HEARTBEAT_TTL: 2**16 - 1 deciseconds.
+_MAX_HEARTBEAT_TTL_MS = 6553599
 
 
 def bind(sock: zmq.Socket, url: str) -> tuple[str, int | None]:

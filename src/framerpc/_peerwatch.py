@@ -1,0 +1,157 @@
+"""PeerWatch: whether the server of a client's DEALER socket is still there.
+
+A call in flight has no other way to learn that its server went away: the
+request is gone with the connection, and the DEALER just waits. libzmq
+reports connections on a monitor socket (``zmq_socket_monitor``): the
+ZMTP handshake of each new connection (``EVENT_HANDSHAKE_SUCCEEDED``) and
+the end of each (``EVENT_DISCONNECTED``: the peer closed it, its kernel
+did because it was killed, or the heartbeat timed out). A PeerWatch counts
+them.
+
+Nobody reads the monitor in the background. The client's
+:class:`~framerpc.transport.Channel` drains it once before each request
+(so that an old disconnect is not blamed on the new request), and again
+each time a wait slice (100 ms) passes without a reply; the signal
+receiver, when there is one, drains it every 100 ms too, to follow a
+server restart. Draining takes one ``ZMQ_EVENTS`` check while no event is
+queued. A lock keeps the monitor socket to one thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+import uuid
+
+import zmq
+
+from .errors import PeerLostError
+
+__all__ = ["PeerWatch"]
+
+_log = logging.getLogger(__name__)
+
+_EVENTS = int(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
+_HANDSHAKE_SUCCEEDED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+_POLLIN = int(zmq.POLLIN)
+_EVENTS_OPT = int(zmq.EVENTS)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class PeerWatch:
+    """Connection events of one connecting socket (see the module).
+
+    Create it before ``sock.connect()`` so that no event is missed, in the
+    thread that owns ``sock``; :meth:`close` it in that thread, before
+    ``sock`` closes.
+
+    Parameters
+    ----------
+    sock : zmq.Socket
+        The client's DEALER socket (not yet connected).
+    url : str
+        The server's URL, for messages.
+    dead_peer_ms : int or None
+        How long a call may wait for a server that is not connected before
+        :meth:`check` gives up (None: as long as the call's own timeout).
+
+    Attributes
+    ----------
+    losses : int
+        Connections lost so far.
+    up : bool
+        Whether a connection is up (as of the last drain).
+    down_since : float or None
+        ``time.monotonic()`` of the drain that saw the connection go down;
+        None while it is up or before it was ever up.
+    """
+
+    def __init__(self, sock: zmq.Socket, url: str, dead_peer_ms: int | None) -> None:
+        self.url = url
+        self.dead_peer_ms = dead_peer_ms
+        self.losses = 0
+        self.up = False
+        self.down_since: float | None = None
+        self._lock = threading.Lock()
+        self._sock = sock
+        address = f"inproc://framerpc-peerwatch-{uuid.uuid4().hex}"
+        sock.monitor(address, _EVENTS)
+        self._monitor: zmq.Socket | None = sock.context.socket(zmq.PAIR)
+        try:
+            self._monitor.connect(address)
+        except BaseException:
+            self.close()
+            raise
+
+    def drain(self) -> None:
+        """Read the events queued on the monitor (never waits for one)."""
+        with self._lock:
+            monitor = self._monitor
+            if monitor is None:
+                return
+            while monitor.getsockopt(_EVENTS_OPT) & _POLLIN:
+                frames = monitor.recv_multipart(_NOBLOCK)
+                if len(frames) != 2 or len(frames[0]) != 6:
+                    continue  # not a monitor event: cannot happen on this PAIR
+                event = struct.unpack("=hi", frames[0])[0]
+                if event == _DISCONNECTED:
+                    self.losses += 1
+                    self.up = False
+                    self.down_since = time.monotonic()
+                    _log.debug("connection to %s lost", self.url)
+                elif event == _HANDSHAKE_SUCCEEDED:
+                    self.up = True
+                    self.down_since = None
+
+    def mark(self) -> int:
+        """Drain, then return the loss count: call right before sending."""
+        self.drain()
+        return self.losses
+
+    def check(self, mark: int, sent: bool) -> None:
+        """Drain; raise if the call that took ``mark`` cannot be answered.
+
+        Parameters
+        ----------
+        mark : int
+            What :meth:`mark` returned before the request was sent.
+        sent : bool
+            Whether the request went out (False while waiting to send).
+
+        Raises
+        ------
+        PeerLostError
+            A connection was lost since ``mark`` while the request was out,
+            or the server has been unreachable for ``dead_peer_ms``.
+        """
+        self.drain()
+        if sent and self.losses != mark:
+            raise PeerLostError(
+                f"lost the connection to {self.url} while waiting for a reply"
+            )
+        down_since = self.down_since
+        if (
+            self.dead_peer_ms is not None
+            and down_since is not None
+            and time.monotonic() - down_since >= self.dead_peer_ms / 1000
+        ):
+            raise PeerLostError(
+                f"{self.url} unreachable for "
+                f"{time.monotonic() - down_since:.1f} s"
+            )
+
+    def close(self) -> None:
+        """Stop monitoring and close the monitor socket; idempotent."""
+        with self._lock:
+            monitor, self._monitor = self._monitor, None
+            if monitor is None:
+                return
+            if not self._sock.closed:
+                try:
+                    self._sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+            monitor.close(linger=0)

@@ -1,0 +1,391 @@
+"""Dead peers are noticed (issue 11): heartbeats, PeerLostError for a call in
+flight whose server was killed or froze, even without timeout, and a call's
+timeout that includes its wait for the proxy's lock.
+
+Servers run in child processes (tests/dead_peer_device.py) so that they can
+be killed (SIGKILL) or frozen (SIGSTOP); the child uses the engine of this
+run (FRAMERPC_PURE is inherited). Time bounds here only catch hangs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+from conftest import wait_until
+from dead_peer_device import ProbeProxy, heartbeat_options
+
+from framerpc import PeerLostError, _zmqio_py, protocol
+from framerpc._peerwatch import PeerWatch
+from framerpc.transport import DEFAULT_OPTIONS, SocketOptions, make_socket
+
+try:
+    _compiled = importlib.import_module("framerpc._zmqio")
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled = None
+
+ENGINES = [
+    pytest.param(_zmqio_py, id="pure"),
+    pytest.param(
+        _compiled,
+        id="compiled",
+        marks=pytest.mark.skipif(_compiled is None, reason="not built"),
+    ),
+]
+
+DEVICE = Path(__file__).with_name("dead_peer_device.py")
+#: Fast heartbeats of most tests: a frozen peer is noticed within ~1.2 s.
+FAST_IVL_MS, FAST_TIMEOUT_MS = 200, 1000
+FAST = heartbeat_options(FAST_IVL_MS, FAST_TIMEOUT_MS)
+#: Bound (s) that only catches a hang: far above every expected time.
+HANG_BOUND_S = 10.0
+
+
+class Child:
+    """A ProbeServer in a child process."""
+
+    def __init__(self, url: str, ivl_ms: int, timeout_ms: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(DEVICE), url, str(ivl_ms), str(timeout_ms)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url:
+            self.kill()
+            raise AssertionError("the child server did not start")
+
+    def wait_for_line(self, expected: str) -> None:
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == expected
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=HANG_BOUND_S)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def child() -> Iterator[Callable[..., Child]]:
+    """Start child servers: ``child(url, ivl_ms=..., timeout_ms=...)``;
+    all killed at the end."""
+    started: list[Child] = []
+
+    def start(url: str, ivl_ms: int = FAST_IVL_MS, timeout_ms: int = FAST_TIMEOUT_MS):
+        server = Child(url, ivl_ms, timeout_ms)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "tcp":
+        return "tcp://127.0.0.1"
+    return f"ipc://{tmp_path}/probe.sock"
+
+
+def _restart(child: Callable[..., Child], url: str, **kwargs: int) -> Child:
+    """A new child server on the URL of one just killed (the OS may need a
+    moment to release the port)."""
+    deadline = time.monotonic() + HANG_BOUND_S
+    while True:
+        try:
+            return child(url, **kwargs)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _call_in_thread(func: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    """Run ``func`` in a thread; the dict gets its outcome and end time."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _answers(proxy: ProbeProxy) -> bool:
+    try:
+        return proxy.echo("back") == "back"
+    except TimeoutError:  # PeerLostError is one too
+        return False
+
+
+# -- options ----------------------------------------------------------------------
+
+
+def test_heartbeat_options_reach_the_socket(ctx):
+    options = SocketOptions(
+        heartbeat_ivl_ms=700, heartbeat_timeout_ms=2100, heartbeat_ttl_ms=3500
+    )
+    sock = make_socket(ctx, zmq.DEALER, options)
+    try:
+        assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 700
+        assert sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 2100
+        assert sock.getsockopt(zmq.HEARTBEAT_TTL) == 3500
+    finally:
+        sock.close()
+    assert options.dead_peer_ms == 2800
+    assert DEFAULT_OPTIONS.dead_peer_ms is not None
+    assert DEFAULT_OPTIONS.dead_peer_ms <= 5000
+    assert SocketOptions(heartbeat_ivl_ms=0).dead_peer_ms is None
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("heartbeat_ivl_ms", -1),
+        ("heartbeat_timeout_ms", -5),
+        ("heartbeat_ttl_ms", 1 << 24),
+    ],
+)
+def test_bad_heartbeat_options_are_refused_with_their_name(ctx, field, value):
+    with pytest.raises(ValueError, match=field):
+        make_socket(ctx, zmq.DEALER, SocketOptions(**{field: value}))
+
+
+# -- the Channel and its PeerWatch, in process, both engines --------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_channel_call_fails_when_its_server_goes_away(ctx, engine):
+    """A request the server received but will never answer: closing the
+    server's socket ends the connection, and the call without timeout
+    raises PeerLostError instead of waiting for ever."""
+    router = make_socket(ctx, zmq.ROUTER, server=True)
+    router.bind("tcp://127.0.0.1:*")
+    url = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    dealer = make_socket(ctx, zmq.DEALER)
+    watch = PeerWatch(dealer, url, DEFAULT_OPTIONS.dead_peer_ms)
+    channel = engine.Channel(dealer, url)
+    channel.watch = watch
+    try:
+        dealer.connect(url)
+        frames = protocol.encode_call(7, "echo", [], {})
+        thread, outcome = _call_in_thread(lambda: channel.request(frames, 7, None))
+        assert router.poll(HANG_BOUND_S * 1000), "the request never arrived"
+        router.recv_multipart()
+        router.close(linger=0)
+        thread.join(HANG_BOUND_S)
+        assert not thread.is_alive(), "the call outlived its server"
+        assert isinstance(outcome.get("error"), PeerLostError), outcome
+        assert watch.losses == 1 and not watch.up
+    finally:
+        router.close(linger=0)
+        watch.close()
+        dealer.close(linger=0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_channel_ignores_a_disconnect_from_before_its_request(ctx, engine):
+    """A server that went away and came back between two calls costs the
+    next call nothing: the old disconnect is read before the request."""
+    router = make_socket(ctx, zmq.ROUTER, server=True)
+    router.bind("tcp://127.0.0.1:*")
+    url = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    dealer = make_socket(ctx, zmq.DEALER)
+    watch = PeerWatch(dealer, url, DEFAULT_OPTIONS.dead_peer_ms)
+    channel = engine.Channel(dealer, url)
+    channel.watch = watch
+    second = None
+    try:
+        dealer.connect(url)
+        assert wait_until(lambda: (watch.drain(), watch.up)[1], HANG_BOUND_S)
+        router.close(linger=0)
+        assert wait_until(lambda: (watch.drain(), not watch.up)[1], HANG_BOUND_S)
+        second = make_socket(ctx, zmq.ROUTER, server=True)
+        second.bind(url)
+        # the events of the reconnection stay queued until the next call
+        deadline = time.monotonic() + HANG_BOUND_S
+        while not dealer.poll(10, zmq.POLLOUT):
+            assert time.monotonic() < deadline, "no reconnection"
+        frames = protocol.encode_call(8, "echo", [], {})
+        thread, outcome = _call_in_thread(lambda: channel.request(frames, 8, None))
+        # answer only after a few wait slices, each of which checks the watch
+        assert second.poll(HANG_BOUND_S * 1000)
+        envelope = second.recv_multipart()[:2]
+        time.sleep(0.35)
+        second.send_multipart(envelope + protocol.encode_result(8, "ok"))
+        thread.join(HANG_BOUND_S)
+        assert not thread.is_alive()
+        assert "error" not in outcome, outcome
+        assert outcome["value"].value == "ok"
+    finally:
+        router.close(linger=0)
+        if second is not None:
+            second.close(linger=0)
+        watch.close()
+        dealer.close(linger=0)
+
+
+# -- a server in a child process --------------------------------------------------
+
+
+def test_killed_server_fails_an_in_flight_call_without_timeout(ctx, child, address):
+    server = child(address)
+    with ProbeProxy(ctx, server.url, options=FAST) as proxy:
+        thread, outcome = _call_in_thread(proxy.hang)
+        server.wait_for_line("hanging")
+        # A server busy in a long method answers heartbeats (libzmq's I/O
+        # thread does): the call outlives twice the dead-peer bound.
+        time.sleep(2 * FAST.dead_peer_ms / 1000)
+        assert thread.is_alive(), f"a busy server was declared dead: {outcome}"
+        killed = time.monotonic()
+        server.kill()
+        thread.join(HANG_BOUND_S)
+        assert not thread.is_alive(), "the call outlived its server"
+        error = outcome.get("error")
+        assert isinstance(error, PeerLostError), outcome
+        assert isinstance(error, ConnectionError) and isinstance(error, TimeoutError)
+        assert "'hang'" in str(error) and server.url in str(error)
+        assert outcome["ended"] - killed < HANG_BOUND_S
+
+
+def _frozen_server_is_noticed(ctx, server: Child, options: SocketOptions) -> float:
+    with ProbeProxy(ctx, server.url, options=options) as proxy:
+        thread, outcome = _call_in_thread(proxy.hang)
+        server.wait_for_line("hanging")
+        frozen = time.monotonic()
+        server.process.send_signal(signal.SIGSTOP)  # the kernel keeps TCP up
+        try:
+            thread.join(options.dead_peer_ms / 1000 + HANG_BOUND_S)
+            assert not thread.is_alive(), "a frozen server went unnoticed"
+        finally:
+            server.kill()  # SIGKILL ends a stopped process too
+        assert isinstance(outcome.get("error"), PeerLostError), outcome
+        return outcome["ended"] - frozen
+
+
+def test_frozen_server_is_noticed_by_heartbeats(ctx, child, address):
+    server = child(address)
+    noticed = _frozen_server_is_noticed(ctx, server, FAST)
+    assert noticed < FAST.dead_peer_ms / 1000 + HANG_BOUND_S
+
+
+def test_frozen_server_is_noticed_with_the_default_heartbeats(ctx, child):
+    server = child("tcp://127.0.0.1", 0, 0)  # server with default options too
+    noticed = _frozen_server_is_noticed(ctx, server, DEFAULT_OPTIONS)
+    assert noticed < DEFAULT_OPTIONS.dead_peer_ms / 1000 + HANG_BOUND_S
+
+
+def test_call_to_a_server_down_too_long_fails_instead_of_waiting(ctx, child, address):
+    """With the server gone, even a call without timeout gives up after the
+    dead-peer bound; the proxy works again once the server is back."""
+    server = child(address)
+    with ProbeProxy(ctx, server.url, options=FAST) as proxy:
+        assert proxy.echo(1) == 1
+        server.kill()
+        thread, outcome = _call_in_thread(proxy.hang)
+        thread.join(FAST.dead_peer_ms / 1000 + HANG_BOUND_S)
+        assert not thread.is_alive(), "a call to a dead server waits for ever"
+        assert isinstance(outcome.get("error"), PeerLostError), outcome
+        assert "unreachable" in str(outcome["error"])
+        _restart(child, server.url)
+        assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
+
+
+def test_sixteen_threads_on_a_dead_server_fail_within_their_own_timeout(
+    ctx, child, address
+):
+    """Each call's 1 s timeout includes its wait for the proxy's lock (it was
+    16 s for the 16th thread); the proxy works again after a restart."""
+    server = child(address)
+    with ProbeProxy(ctx, server.url, options=FAST) as proxy:
+        assert proxy.echo(1) == 1
+        server.kill()
+        barrier = threading.Barrier(16)
+        results: list[tuple[float, BaseException | None]] = []
+        results_lock = threading.Lock()
+
+        def caller() -> None:
+            barrier.wait()
+            started = time.monotonic()
+            error: BaseException | None = None
+            try:
+                proxy.echo("x")
+            except BaseException as exc:
+                error = exc
+            with results_lock:
+                results.append((time.monotonic() - started, error))
+
+        threads = [threading.Thread(target=caller) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(results) == 16
+        for elapsed, error in results:
+            assert isinstance(error, TimeoutError), error
+            assert "'echo'" in str(error) and server.url in str(error)
+            assert elapsed < 1.0 + 3.0, f"a call failed after {elapsed:.1f} s"
+        _restart(child, server.url)
+        assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
+        assert proxy.echo("again") == "again"
+
+
+def test_timeout_names_the_method_the_url_and_the_wait(ctx, child):
+    server = child("tcp://127.0.0.1")
+    with ProbeProxy(ctx, server.url) as proxy:  # default options: bound 4 s
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(TimeoutError) as caught:
+                proxy.echo(1)  # 1 s timeout, shorter than the dead-peer bound
+        finally:
+            server.kill()
+    message = str(caught.value)
+    assert f"no reply to 'echo' from {server.url} within 1 s" in message
+
+
+def test_a_call_waiting_for_the_lock_says_so(ctx, child):
+    server = child("tcp://127.0.0.1")
+    with ProbeProxy(ctx, server.url) as proxy:
+        thread, outcome = _call_in_thread(proxy.hang)
+        server.wait_for_line("hanging")
+        try:
+            with pytest.raises(TimeoutError, match="waited for other calls"):
+                proxy.echo(1)
+        finally:
+            server.kill()
+            thread.join(HANG_BOUND_S)
+        assert isinstance(outcome.get("error"), PeerLostError)
+
+
+def test_legacy_mode_call_fails_when_its_server_is_killed(ctx, child):
+    """The JSON protocol's exchange is watched too (and its socket replaced,
+    as after a timeout)."""
+    server = child("tcp://127.0.0.1")
+    with ProbeProxy(ctx, server.url, protocol="legacy", options=FAST) as proxy:
+        assert proxy._protocol == "legacy"
+        thread, outcome = _call_in_thread(proxy.hang)
+        server.wait_for_line("hanging")
+        server.kill()
+        thread.join(HANG_BOUND_S)
+        assert not thread.is_alive(), "the call outlived its server"
+        assert isinstance(outcome.get("error"), PeerLostError), outcome
+        _restart(child, server.url)
+        assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
