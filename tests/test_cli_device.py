@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,6 @@ import zmq
 from legacy_peers import LegacyServer
 
 from framerpc import cli, cli_device
-from framerpc.client import RPCClient
 from framerpc.property import RPCProperty
 from framerpc.registry import DeviceRegistry
 from framerpc.server import RPCServer
@@ -61,6 +59,10 @@ class Stage(RPCServer):
         if value <= 0:
             raise ValueError(f"speed must be positive, got {value}")
         self._speed = value
+
+    @RPCProperty
+    def temperature(self) -> float:
+        raise RuntimeError("no sensor")
 
     @RPCServer.register_method_json
     def move(self, mm: float, *, relative: bool = False) -> list:
@@ -157,6 +159,9 @@ def test_inspect_shows_signatures_docs_values_and_signal_types(stage, capsys):
     assert lines.index("buffer methods:") < snap
     assert lines[lines.index("properties:") + 1] == "  speed = 2.5"
     assert lines[lines.index("properties:") + 2] == "      Speed in mm/s, positive."
+    # a getter that fails shows its error, and the rest is still shown
+    failing = lines[lines.index("properties:") + 3]
+    assert failing == "  temperature = <RuntimeError: no sensor>"
     signals = lines[lines.index("signals:") + 1 :]
     assert signals == ["  moved(float, str)", "  tick(int)"]
 
@@ -319,6 +324,7 @@ def test_user_errors_print_one_line_and_exit_1(stage, registry, capsys, tmp_path
         (["inspect", nobody, "--timeout", "200"], [nobody, "no device answers"]),
         (["call", url, "teleport"], ["teleport", "move"]),
         (["get", url, "colour"], ["colour", "speed"]),
+        (["get", url, "temperature"], ["reading temperature failed", "no sensor"]),
         (["set", url, "colour", "1"], ["colour"]),
         (["watch", url, "bang"], ["bang", "tick"]),
         (["watch", url, "--count", "0"], ["--count"]),
@@ -393,6 +399,20 @@ def test_entry_point_calls_and_reports_errors(stage):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: bad URL")
 
 
+def test_results_the_json_module_cannot_show():
+    big = np.zeros((40, 40), np.uint8)
+    shown = cli_device.jsonable(
+        {1: np.float32(0.5), "b": b"\x01\xff", "a": np.arange(3), "big": big}
+    )
+    assert shown == {
+        "1": 0.5,
+        "b": {"bytes": 2, "hex": "01ff"},
+        "a": [0, 1, 2],
+        "big": {"array": cli_device.summarize(big)},
+    }
+    assert shown["big"]["array"]["crc32"] == f"{zlib.crc32(big.tobytes()):08x}"
+
+
 def test_parse_value_prefers_json():
     assert cli_device.parse_value("true") is True
     assert cli_device.parse_value("True") is True
@@ -426,43 +446,3 @@ def test_watch_runs_until_ctrl_c(stage):
         process.stdout.close()
         process.stderr.close()
 
-
-# -- descriptions in the inventory -------------------------------------------------
-
-
-class Shutter(ABC):
-    """The interface declares the types and the docs."""
-
-    opened = RPCSignal(bool, "list[int]")
-
-    @abstractmethod
-    def open(self, ms: int = 10) -> bool:
-        """Open the shutter for ``ms`` milliseconds.
-
-        More text.
-        """
-
-
-class ShutterServer(Shutter, RPCServer):
-    @RPCServer.register_method_json
-    def open(self, ms=10):  # overrides without repeating types or docs
-        return True
-
-    @RPCServer.register_method_json
-    def plain(self, a, *rest, b=None, **options):
-        return a
-
-
-def test_the_native_inventory_describes_members(ctx, serve):
-    server = serve(ShutterServer(ctx, "inproc://shutter-describe"))
-    with RPCClient(ctx, server.url, protocol="native") as client:
-        assert client._signatures == {
-            "open": "(ms: int = 10) -> bool",
-            "plain": "(a, *rest, b=None, **options)",
-        }
-        assert client._docs == {"open": "Open the shutter for ``ms`` milliseconds."}
-        assert client._signal_types == {"opened": ["bool", "list[int]"]}
-    # the JSON inventory (what "auto" reads) carries none of them
-    with RPCClient(ctx, server.url) as client:
-        assert client._protocol == "native"
-        assert (client._signatures, client._docs, client._signal_types) == ({}, {}, {})
