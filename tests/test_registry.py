@@ -7,6 +7,7 @@ generous bounds, and "nothing arrived" is shown with a sentinel request.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 import zmq
 from conftest import finishes_within, wait_until
 
-from framerpc import framing, protocol, registry, security
+from framerpc import framing, protocol, security, transport
 from framerpc.protocol import RegistryEvents, RegistryMessage
 from framerpc.registry import (
     AliveCheckState,
@@ -692,14 +693,14 @@ def test_link_reregisters_after_registry_restart(ctx, start_registry, kind):
 
 def test_helpers_close_their_sockets(ctx, reg, monkeypatch):
     made: list[zmq.Socket] = []
-    real_make_socket = registry.transport.make_socket
+    real_make_socket = transport.make_socket
 
     def recording(*args, **kwargs):
         sock = real_make_socket(*args, **kwargs)
         made.append(sock)
         return sock
 
-    monkeypatch.setattr(registry.transport, "make_socket", recording)
+    monkeypatch.setattr(transport, "make_socket", recording)
     _, dev_uuid = register_device(ctx, reg.url, "cam", "tcp://h:1", "dev")
     send_alive_check(ctx, reg.url, dev_uuid)
     send_alive_check(ctx, inproc_url(), dev_uuid, timeout=50)
@@ -857,29 +858,26 @@ def test_requests_do_not_walk_the_table(monkeypatch):
     assert len(table) == n // 2 + n // 3 - (n // 3 + 1) // 2
 
 
-def test_expiry_costs_only_what_is_due():
+def test_expiry_costs_only_what_is_due(monkeypatch):
     table, clock = directory(max_devices=50_000)
     for i in range(20_000):
         table.register("cam", f"tcp://h:{i}", alive_timeout=1.0 + i % 7)
     pops = 0
-    real_pop = registry.heapq.heappop
+    real_pop = heapq.heappop
 
     def counting_pop(heap):
         nonlocal pops
         pops += 1
         return real_pop(heap)
 
-    registry.heapq.heappop = counting_pop
-    try:
-        for _ in range(100):
-            clock.advance(0.001)
-            assert table.prune() == 0
-        assert pops == 0  # nothing due: nothing looked at
-        clock.advance(1.0)  # the 1 s group is due
-        assert table.prune() == len(range(0, 20_000, 7))
-        assert pops == len(range(0, 20_000, 7))
-    finally:
-        registry.heapq.heappop = real_pop
+    monkeypatch.setattr(heapq, "heappop", counting_pop)
+    for _ in range(100):
+        clock.advance(0.001)
+        assert table.prune() == 0
+    assert pops == 0  # nothing due: nothing looked at
+    clock.advance(1.0)  # the 1 s group is due
+    assert table.prune() == len(range(0, 20_000, 7))
+    assert pops == len(range(0, 20_000, 7))
 
 
 def test_registry_caps_are_error_replies(ctx, start_registry):
