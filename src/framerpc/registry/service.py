@@ -407,11 +407,7 @@ class DeviceRegistry(threading.Thread):
     def _on_list_devices(
         self, payload: dict, owner: str | None
     ) -> tuple[RegistryEvents, dict]:
-        devices = {
-            name: [device_type, address]
-            for name, (device_type, address) in self._directory.devices().items()
-        }
-        return RegistryEvents.DEVICES, {"devices": devices}
+        return RegistryEvents.DEVICES, {"devices": self._directory.listing()}
 
     def _fire_events(self) -> None:
         """Run the callbacks of the entries added and removed (registry thread)."""
