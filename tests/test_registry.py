@@ -802,6 +802,22 @@ def test_directory_owners():
     assert table.entry("cam").owner == mallory
 
 
+def test_directory_many_owners_at_one_address():
+    # Under CURVE anyone may make keys: each gets its own entry at a shared
+    # address, and replacing one touches only that owner's entry.
+    table, _ = directory()
+    tokens = {
+        f"key-{i}": table.register("cam", "tcp://shared:1", "cam", owner=f"key-{i}")[1]
+        for i in range(500)
+    }
+    assert len(table) == 500 and table.entry("cam").owner == "key-0"
+    _, new_token = table.register("cam", "tcp://shared:1", "x", owner="key-7")
+    assert len(table) == 500 and table.entry("x").owner == "key-7"
+    assert not table.check_in(tokens["key-7"], owner="key-7")
+    assert table.check_in(new_token, owner="key-7")
+    assert all(table.check_in(tokens[f"key-{i}"], owner=f"key-{i}") for i in (0, 499))
+
+
 class CountingDict(dict):
     """A dict that counts whole-table walks and membership tests."""
 

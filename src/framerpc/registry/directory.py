@@ -161,8 +161,9 @@ class DeviceDirectory:
         self._on_removed = on_removed
         self._by_uuid: dict[str, _Device] = {}  # insertion order: listing order
         self._by_name: dict[str, _Device] = {}
-        # address -> uuid -> device: several owners may share an address
-        self._by_address: dict[str, dict[str, _Device]] = {}
+        # (address, owner) -> device: one entry per owner and address (a new
+        # one replaces it), while owners never see each other's entries.
+        self._by_address: dict[tuple[str, str | None], _Device] = {}
         self._expiry: list[tuple[float, int, _Device]] = []
         self._tickets = itertools.count()
         self._sequences: dict[tuple[str, int], _NameSequence] = {}
@@ -196,23 +197,21 @@ class DeviceDirectory:
         timeout = self._check_timeout(alive_timeout)
         now = self.clock()
         self.prune(now)
-        same_address = [
-            d for d in self._by_address.get(address, {}).values() if d.owner == owner
-        ]
+        same_address = self._by_address.get((address, owner))
         holder = self._by_name.get(name) if name else None
         take_name = (
             holder is not None
             and overwrite
             and holder.owner == owner
-            and holder.address != address
+            and holder is not same_address
         )
-        if len(self) - len(same_address) - take_name >= self.max_devices:
+        if len(self) - (same_address is not None) - take_name >= self.max_devices:
             raise _BadRequest(
                 f"the registry is full ({self.max_devices} devices, its max_devices)"
             )
-        for old in same_address:
-            _log.info("%s re-registers; replacing %r", address, old.name)
-            self._remove(old)
+        if same_address is not None:
+            _log.info("%s re-registers; replacing %r", address, same_address.name)
+            self._remove(same_address)
         if not name:
             name = self._free_name(device_type, 0)
         elif name in self._by_name:
@@ -239,7 +238,7 @@ class DeviceDirectory:
         )
         self._by_uuid[device.uuid] = device
         self._by_name[name] = device
-        self._by_address.setdefault(address, {})[device.uuid] = device
+        self._by_address[(address, owner)] = device
         self._schedule(device)
         _log.info("registered %s %r at %s", device_type, name, address)
         if self._on_added is not None:
@@ -369,10 +368,7 @@ class DeviceDirectory:
     def _remove(self, device: _Device) -> None:
         del self._by_uuid[device.uuid]
         del self._by_name[device.name]
-        same_address = self._by_address[device.address]
-        del same_address[device.uuid]
-        if not same_address:
-            del self._by_address[device.address]
+        del self._by_address[(device.address, device.owner)]
         self._name_freed(device.name)
         self._compact()
         _log.info(
