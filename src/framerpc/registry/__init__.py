@@ -17,6 +17,11 @@ registries both understand: a device works with either registry without
 configuration, and an older registry is never sent msgpack it cannot parse.
 JSON messages carry no request id, so each request uses a socket of its own
 (helpers) or one request is in flight per socket (link).
+
+The package is split by job: :mod:`.directory` (the table, without sockets,
+on an injected clock), :mod:`.service` (the registry thread), :mod:`.client`
+(the helpers) and :mod:`.link` (the keep-alive link). Import from the
+package: the module layout is not part of the API.
 """
 
 from __future__ import annotations
