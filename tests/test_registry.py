@@ -1013,3 +1013,21 @@ def test_a_secured_link_takes_its_entry_back_after_a_restart(
     finally:
         first.close()
         second.close()
+
+
+@curve
+def test_a_secured_registry_refuses_requests_of_an_unknown_key(ctx, tmp_path):
+    # Fail closed: should libzmq not report the sender's key, nobody owns
+    # the entry, so nothing is changed (LIST_DEVICES still answers).
+    keys = Keys(tmp_path)
+    reg = DeviceRegistry(ctx, inproc_url(), security=keys.server(False))
+    try:
+        payload = {"device_type": "cam", "addr": "tcp://h:1", "name": "cam"}
+        event, reply = reg._handle_request("REGISTER", payload)
+        assert event is RegistryEvents.UNSUPPORTED and "CURVE key" in reply["error"]
+        event, _ = reg._handle_request("REGISTER", payload, "some-key")
+        assert event is RegistryEvents.REGISTER_ACK
+        event, reply = reg._handle_request("LIST_DEVICES", {})
+        assert reply == {"devices": {"cam": ["cam", "tcp://h:1"]}}
+    finally:
+        reg.stop()
