@@ -7,6 +7,7 @@ generous bounds, and "nothing arrived" is shown with a sentinel request.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 import zmq
 from conftest import finishes_within, wait_until
 
-from framerpc import framing, protocol, registry, security
+from framerpc import framing, protocol, security, transport
 from framerpc.protocol import RegistryEvents, RegistryMessage
 from framerpc.registry import (
     AliveCheckState,
@@ -692,14 +693,14 @@ def test_link_reregisters_after_registry_restart(ctx, start_registry, kind):
 
 def test_helpers_close_their_sockets(ctx, reg, monkeypatch):
     made: list[zmq.Socket] = []
-    real_make_socket = registry.transport.make_socket
+    real_make_socket = transport.make_socket
 
     def recording(*args, **kwargs):
         sock = real_make_socket(*args, **kwargs)
         made.append(sock)
         return sock
 
-    monkeypatch.setattr(registry.transport, "make_socket", recording)
+    monkeypatch.setattr(transport, "make_socket", recording)
     _, dev_uuid = register_device(ctx, reg.url, "cam", "tcp://h:1", "dev")
     send_alive_check(ctx, reg.url, dev_uuid)
     send_alive_check(ctx, inproc_url(), dev_uuid, timeout=50)
@@ -801,6 +802,22 @@ def test_directory_owners():
     assert table.entry("cam").owner == mallory
 
 
+def test_directory_many_owners_at_one_address():
+    # Under CURVE anyone may make keys: each gets its own entry at a shared
+    # address, and replacing one touches only that owner's entry.
+    table, _ = directory()
+    tokens = {
+        f"key-{i}": table.register("cam", "tcp://shared:1", "cam", owner=f"key-{i}")[1]
+        for i in range(500)
+    }
+    assert len(table) == 500 and table.entry("cam").owner == "key-0"
+    _, new_token = table.register("cam", "tcp://shared:1", "x", owner="key-7")
+    assert len(table) == 500 and table.entry("x").owner == "key-7"
+    assert not table.check_in(tokens["key-7"], owner="key-7")
+    assert table.check_in(new_token, owner="key-7")
+    assert all(table.check_in(tokens[f"key-{i}"], owner=f"key-{i}") for i in (0, 499))
+
+
 class CountingDict(dict):
     """A dict that counts whole-table walks and membership tests."""
 
@@ -857,29 +874,26 @@ def test_requests_do_not_walk_the_table(monkeypatch):
     assert len(table) == n // 2 + n // 3 - (n // 3 + 1) // 2
 
 
-def test_expiry_costs_only_what_is_due():
+def test_expiry_costs_only_what_is_due(monkeypatch):
     table, clock = directory(max_devices=50_000)
     for i in range(20_000):
         table.register("cam", f"tcp://h:{i}", alive_timeout=1.0 + i % 7)
     pops = 0
-    real_pop = registry.heapq.heappop
+    real_pop = heapq.heappop
 
     def counting_pop(heap):
         nonlocal pops
         pops += 1
         return real_pop(heap)
 
-    registry.heapq.heappop = counting_pop
-    try:
-        for _ in range(100):
-            clock.advance(0.001)
-            assert table.prune() == 0
-        assert pops == 0  # nothing due: nothing looked at
-        clock.advance(1.0)  # the 1 s group is due
-        assert table.prune() == len(range(0, 20_000, 7))
-        assert pops == len(range(0, 20_000, 7))
-    finally:
-        registry.heapq.heappop = real_pop
+    monkeypatch.setattr(heapq, "heappop", counting_pop)
+    for _ in range(100):
+        clock.advance(0.001)
+        assert table.prune() == 0
+    assert pops == 0  # nothing due: nothing looked at
+    clock.advance(1.0)  # the 1 s group is due
+    assert table.prune() == len(range(0, 20_000, 7))
+    assert pops == len(range(0, 20_000, 7))
 
 
 def test_registry_caps_are_error_replies(ctx, start_registry):
@@ -999,3 +1013,21 @@ def test_a_secured_link_takes_its_entry_back_after_a_restart(
     finally:
         first.close()
         second.close()
+
+
+@curve
+def test_a_secured_registry_refuses_requests_of_an_unknown_key(ctx, tmp_path):
+    # Fail closed: should libzmq not report the sender's key, nobody owns
+    # the entry, so nothing is changed (LIST_DEVICES still answers).
+    keys = Keys(tmp_path)
+    reg = DeviceRegistry(ctx, inproc_url(), security=keys.server(False))
+    try:
+        payload = {"device_type": "cam", "addr": "tcp://h:1", "name": "cam"}
+        event, reply = reg._handle_request("REGISTER", payload)
+        assert event is RegistryEvents.UNSUPPORTED and "CURVE key" in reply["error"]
+        event, _ = reg._handle_request("REGISTER", payload, "some-key")
+        assert event is RegistryEvents.REGISTER_ACK
+        event, reply = reg._handle_request("LIST_DEVICES", {})
+        assert reply == {"devices": {"cam": ["cam", "tcp://h:1"]}}
+    finally:
+        reg.stop()
