@@ -7,6 +7,8 @@ checks need nothing beyond the package itself.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,26 @@ def test_every_page_in_the_nav_exists():
     assert "reference.md" in pages and "protocol.md" in pages
     missing = [p for p in pages if not (ROOT / "docs" / p).is_file()]
     assert not missing, missing
+
+
+def test_the_quick_start_example_runs_as_written(tmp_path):
+    """The quick start's program, run in a fresh interpreter: it prints what
+    its comments say and exits 0 (no thread left, the context terminated)."""
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert blocks, "no python block in docs/quickstart.md"
+    script = tmp_path / "quickstart.py"
+    script.write_text(blocks[0])
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "True"
+    assert lines[1].startswith("(1200, 800, 3) uint16 {")
+    assert lines[2] == "hdr"
+    assert done.stderr == ""
