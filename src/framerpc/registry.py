@@ -1,18 +1,18 @@
 """Device registry: a directory of running devices, and the calls to use it.
 
-:class:`DeviceRegistry` is a thread that keeps ``name -> (device_type,
+``DeviceRegistry`` is a thread that keeps ``name -> (device_type,
 address)`` for the devices that registered and forgets those that stop
-checking in. The module helpers (:func:`register_device` and friends) are
-the client side, and :class:`RegistryLink` keeps one server registered
+checking in. The module helpers (``register_device`` and friends) are
+the client side, and ``RegistryLink`` keeps one server registered
 from inside its serve loop without ever blocking it.
 
 The registry answers both the native msgpack messages of
-:mod:`framerpc.protocol` and the JSON messages of the older protocol
-(:mod:`framerpc.legacy`), told apart by frame 0; the request logic lives
-once in :meth:`DeviceRegistry._handle_request`, which takes and returns
+``framerpc.protocol`` and the JSON messages of the older protocol
+(``framerpc.legacy``), told apart by frame 0; the request logic lives
+once in ``DeviceRegistry._handle_request``, which takes and returns
 plain ``(event, payload)`` pairs.
 
-The helpers and :class:`RegistryLink` send JSON, which framerpc and older
+The helpers and ``RegistryLink`` send JSON, which framerpc and older
 registries both understand: a device works with either registry without
 configuration, and an older registry is never sent msgpack it cannot parse.
 JSON messages carry no request id, so each request uses a socket of its own
@@ -82,7 +82,7 @@ DeviceCallback = Callable[[str, str, str], Any]
 
 
 class AliveCheckState(enum.Enum):
-    """Outcome of :func:`send_alive_check`."""
+    """Outcome of ``send_alive_check``."""
 
     ok = "ok"
     unknown = "unknown"
@@ -154,7 +154,7 @@ class DeviceRegistry(threading.Thread):
     """Directory of the devices on a network, served from its own thread.
 
     The socket is bound in the constructor, so a busy port raises here and
-    :attr:`port` is known before :meth:`start`.
+    ``port`` is known before ``start``.
 
     Parameters
     ----------
@@ -171,7 +171,7 @@ class DeviceRegistry(threading.Thread):
         messages do not say.
     poll_interval : float
         Longest wait (s) for a message before the loop checks deadlines
-        and :meth:`stop`; capped at 0.1.
+        and ``stop``; capped at 0.1.
 
     Attributes
     ----------
@@ -254,7 +254,7 @@ class DeviceRegistry(threading.Thread):
             self._removed_callbacks.append(callback)
 
     def stop(self) -> None:
-        """Ask the loop to stop; returns at once (then :meth:`join`).
+        """Ask the loop to stop; returns at once (then ``join``).
 
         Safe to call twice. A registry never started closes its socket now.
         """
@@ -264,7 +264,7 @@ class DeviceRegistry(threading.Thread):
                 self._close_socket()
 
     def run(self) -> None:
-        """Serve requests and prune silent devices until :meth:`stop`."""
+        """Serve requests and prune silent devices until ``stop``."""
         with self._life_lock:
             if self._stop_event.is_set():
                 self._close_socket()
@@ -738,7 +738,7 @@ def list_devices(
 class RegistryLink:
     """Keeps one server registered, from inside its single-threaded loop.
 
-    :meth:`register` blocks once; then :meth:`tick`, called every loop turn,
+    ``register`` blocks once; then ``tick``, called every loop turn,
     never blocks: it checks in every ``alive_timeout / 3`` seconds on a
     long-lived DEALER socket and reads answers without waiting. A registry
     that forgot the device (it restarted) gets a new REGISTER under the

@@ -1,5 +1,5 @@
 """RPCSignalReceiver: a thread that turns a server's published signals into
-local :class:`~framerpc.RPCSignal` emissions."""
+local ``RPCSignal`` emissions."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ class RPCSignalReceiver(threading.Thread):
     options : SocketOptions, optional
         Socket tuning.
     confirm_connection : bool
-        Watch the connection so that :meth:`wait_connected` can tell when
+        Watch the connection so that ``wait_connected`` can tell when
         it is up (for publishers without the native handshake).
     server_monitor : zmq.Socket, optional
         Monitor socket of the client's request socket (disconnect and
-        handshake events), owned by this thread from :meth:`start` on.
+        handshake events), owned by this thread from ``start`` on.
     on_reconnect : callable, optional
         Called in this thread when the server came back after a disconnect
         (a restart); returns the signal URL to use from now on, or None.
@@ -91,7 +91,7 @@ class RPCSignalReceiver(threading.Thread):
             raise
 
     def run(self) -> None:
-        """Receive and dispatch emissions until :meth:`stop`."""
+        """Receive and dispatch emissions until ``stop``."""
         sock = self.socket
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -150,7 +150,7 @@ class RPCSignalReceiver(threading.Thread):
                 self.url = url
 
     def wait_connected(self, timeout_ms: int) -> bool:
-        """Before :meth:`start`: wait until the publisher connection is up.
+        """Before ``start``: wait until the publisher connection is up.
 
         Needs ``confirm_connection=True``; for publishers without the native
         handshake. The subscription is sent right after the connection

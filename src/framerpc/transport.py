@@ -62,7 +62,7 @@ class SocketOptions:
         Largest inbound frame the server accepts (bytes, -1 for no
         limit); a bad peer cannot make it allocate beyond this.
     security : Security or None
-        Opt-in CURVE (see :mod:`framerpc.security`): bound sockets (server,
+        Opt-in CURVE (see ``framerpc.security``): bound sockets (server,
         signals, registry) use it as server, connecting sockets as client
         of ``security.server_public_key``. None: plain sockets.
     """
