@@ -1,7 +1,7 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 """Compiled message I/O, the twin of ``framerpc._zmqio_py``: ``send_frames``
 / ``recv_frames`` calling libzmq directly, and the client's
-:class:`Channel` and the server's :class:`Responder` built on them.
+``Channel`` and the server's ``Responder`` built on them.
 
 pyzmq's Python-level wrappers cost a few microseconds per frame, several
 times what libzmq itself needs for a small RPC message. This module calls
@@ -22,7 +22,7 @@ any socket in the process (a server's loop receives at least every
 100 ms). pyzmq's ``send(copy=False)`` instead wakes a garbage-collector
 thread for each frame, which takes the GIL: on a 2-core machine that
 thread costs more than the rest of the reply. Received frames are
-:class:`Frame` objects that own their message: no copy, freed when the
+``Frame`` objects that own their message: no copy, freed when the
 last view goes.
 """
 
@@ -162,7 +162,7 @@ cdef class Frame:
     """One received message part; owns its libzmq message (no copy).
 
     Supports the buffer protocol; ``buffer`` (a memoryview), ``bytes`` (a
-    copy) and ``more`` mirror :class:`zmq.Frame`.
+    copy) and ``more`` mirror ``zmq.Frame``.
     """
 
     cdef zmq_msg_t msg
@@ -431,7 +431,7 @@ cdef int _recv_message(void *handle, list frames, int flags) except -1:
 
 
 def recv_frames(sock, int flags=0):
-    """Receive one multipart message as a list of :class:`Frame`."""
+    """Receive one multipart message as a list of ``Frame``."""
     cdef list frames = []
     if _recv_message(_handle(sock), frames, flags):
         raise zmq.Again()
@@ -489,7 +489,7 @@ cdef class Channel:
         self._rcvtimeo = -1
 
     def call(self, request_id, method, list args, dict kwargs, timeout):
-        """A METHOD_CALL request and its reply (see :meth:`request`)."""
+        """A METHOD_CALL request and its reply (see ``request``)."""
         # the header of protocol.encode_call
         frames = _encode({"v": _PROTOCOL_VERSION, "e": "METHOD_CALL",
                           "i": request_id, "m": method, "a": args, "k": kwargs})

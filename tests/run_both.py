@@ -57,7 +57,16 @@ def run(engine: str, pure: str | None, args: list[str], folder: Path) -> tuple:
     report = folder / f"{engine}.xml"
     print(f"\n--- run_both: the {engine} engine: python -m pytest {' '.join(args)}")
     sys.stdout.flush()
-    command = [sys.executable, "-m", "pytest", *args, f"--junitxml={report}"]
+    # xunit1: the JUnit flavour in which tests may still record_property
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *args,
+        f"--junitxml={report}",
+        "-o",
+        "junit_family=xunit1",
+    ]
     status = subprocess.call(command, env=env)
     return status, _counts(report)
 

@@ -135,7 +135,7 @@ def encode_leaf(value: Any, buffers: list, limit: int, walk: Callable) -> Any:
 
 def pack_header(packed: dict) -> bytes:
     """msgpack bytes of a walked header; unpackable values raise
-    :class:`SerializationError` (a lone surrogate, an int beyond 64 bits)."""
+    ``SerializationError`` (a lone surrogate, an int beyond 64 bits)."""
     try:
         return msgpack.packb(packed)
     except (UnicodeEncodeError, OverflowError, ValueError) as exc:

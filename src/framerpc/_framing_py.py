@@ -104,7 +104,7 @@ def encode(header: dict, limit: int = INLINE_LIMIT) -> list:
     ----------
     header : dict
         The message header. Values may nest lists, tuples, dicts, bytes-like
-        objects, numpy arrays and :class:`OutOfBand` markers.
+        objects, numpy arrays and ``OutOfBand`` markers.
     limit : int
         Bytes-like values and arrays of at least this many bytes travel as
         their own frame (zero-copy); smaller ones are copied into the header.

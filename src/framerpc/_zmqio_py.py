@@ -1,7 +1,7 @@
 """Pure-Python message I/O: the twin of the compiled ``framerpc._zmqio``.
 
 ``send_frames`` / ``recv_frames`` move one multipart message; a
-:class:`Channel` is a client's side of its calls and a :class:`Responder`
+``Channel`` is a client's side of its calls and a ``Responder``
 a server's side of the common one. ``framerpc.transport`` picks this
 module or the compiled one (same names, same behaviour; the parity tests
 in tests/test_zmqio_parity.py run both).
@@ -43,7 +43,7 @@ def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
     """Send ``frames`` as one multipart message, large ones without a copy.
 
     Cheaper than ``send_multipart`` for the few frames of an RPC message.
-    With ``flags=zmq.NOBLOCK``, :class:`zmq.Again` means nothing was sent:
+    With ``flags=zmq.NOBLOCK``, ``zmq.Again`` means nothing was sent:
     once the first frame is queued, the rest of the message follows.
 
     Raises
@@ -88,10 +88,10 @@ def release_returned_buffers() -> None:
 
 
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
-    """Receive one multipart message as a list of :class:`zmq.Frame`.
+    """Receive one multipart message as a list of ``zmq.Frame``.
 
     Frames are not copied; a memoryview of a frame keeps it alive. Raises
-    :class:`zmq.Again` when ``RCVTIMEO`` passes or with ``zmq.NOBLOCK``
+    ``zmq.Again`` when ``RCVTIMEO`` passes or with ``zmq.NOBLOCK``
     and no message.
     """
     recv = sock.recv
@@ -117,7 +117,7 @@ class Channel:
 
     A request goes out behind an empty delimiter frame (what a REQ socket
     adds, so REP and ROUTER servers both answer); the native reply that
-    carries its id comes back as a :class:`~framerpc.protocol.Reply`.
+    carries its id comes back as a ``Reply``.
     Replies without delimiter, malformed or late ones are dropped and
     logged. Waits last at most :data:`WAIT_SLICE_MS`, so that setting
     :attr:`closed` from another thread ends a call, and so that a lost
@@ -133,7 +133,7 @@ class Channel:
     Attributes
     ----------
     sock : zmq.Socket
-        Replace it with :meth:`reset`.
+        Replace it with ``reset``.
     closed : bool
         Set it to make a call in progress raise RuntimeError.
     watch : PeerWatch or None
@@ -164,7 +164,7 @@ class Channel:
         kwargs: dict,
         timeout: int | None,
     ) -> Reply:
-        """A METHOD_CALL request and its reply (see :meth:`request`)."""
+        """A METHOD_CALL request and its reply (see ``request``)."""
         frames = protocol.encode_call(request_id, method, args, kwargs)
         return self.request(frames, request_id, timeout)
 
@@ -181,7 +181,7 @@ class Channel:
         PeerLostError
             The server went away (see :attr:`watch`).
         RuntimeError
-            :attr:`closed` was set.
+            ``closed`` was set.
         """
         deadline = _deadline(timeout)
         if self.watch is not None:
@@ -202,7 +202,7 @@ class Channel:
 
     def exchange(self, frames: list, timeout: int | None) -> list:
         """Send ``frames``; return the frames of the next reply (after its
-        delimiter), whichever request it answers. Raises as :meth:`request`.
+        delimiter), whichever request it answers. Raises as ``request``.
         """
         deadline = _deadline(timeout)
         if self.watch is not None:

@@ -5,7 +5,7 @@ and ROUTER servers both answer) and a request id, so that a reply arriving
 after its call timed out is recognised and dropped instead of being
 returned to the next call.
 
-The client also speaks the older JSON protocol (:mod:`framerpc.legacy`) to
+The client also speaks the older JSON protocol (``framerpc.legacy``) to
 servers in the field. By default it asks for the inventory in JSON, which
 both kinds of server answer; a framerpc server marks its answer, and the
 client then goes on natively. JSON messages carry no request id, so after a
@@ -78,10 +78,10 @@ class NoResult:
 
 
 class RPCClient:
-    """Client side of an :class:`~framerpc.RPCServer`.
+    """Client side of an ``RPCServer``.
 
     Subclass both an interface and ``RPCClient`` and decorate the subclass
-    with :meth:`register_interface`; the interface's methods, properties
+    with ``register_interface``; the interface's methods, properties
     and signals then act on the remote server.
 
     Parameters
@@ -325,7 +325,7 @@ class RPCClient:
 
     def _call(self, method_name: str, args: tuple | list, kwargs: dict) -> Any:
         """A proxy method's call: the result, ``(buffer, info)`` for a buffer
-        method, or a :class:`NoResult` when the remote side failed."""
+        method, or a ``NoResult`` when the remote side failed."""
         is_buffer = method_name in self._buffer_methods
         if is_buffer:
             timeout = self._buffer_methods[method_name]
@@ -531,9 +531,9 @@ class RPCClient:
 
         Every public function of the interface becomes a remote call that
         keeps its name, signature and docstring; every
-        :class:`~framerpc.RPCProperty` becomes a remote property (get
-        returns :class:`NoResult` on a remote error, set raises
-        :class:`~framerpc.errors.RemoteError`); signals stay per instance.
+        ``RPCProperty`` becomes a remote property (get
+        returns ``NoResult`` on a remote error, set raises
+        ``RemoteError``); signals stay per instance.
 
         Raises
         ------

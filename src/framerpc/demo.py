@@ -1,5 +1,5 @@
 """The demo camera: an interface, a server producing frames, a proxy, and
-:func:`run_demo`, which wires a registry, a camera and a client on loopback.
+``run_demo``, which wires a registry, a camera and a client on loopback.
 
 The examples/ scripts and ``framerpc demo`` both use this module.
 """
@@ -98,7 +98,7 @@ class DemoCamera(Camera, RPCServer):
 
 @RPCClient.register_interface(Camera)
 class CameraProxy(Camera, RPCClient):
-    """Client-side camera: calls travel to a :class:`DemoCamera`."""
+    """Client-side camera: calls travel to a ``DemoCamera``."""
 
 
 def fetch_frames(camera: CameraProxy, kind: str, count: int) -> tuple[float, float]:

@@ -2,16 +2,16 @@
 
 Devices in the field speak plain JSON objects, one per ZeroMQ frame (see
 ``legacy-protocol.md``). This module maps those objects to and from
-framerpc's own message values (:class:`~framerpc.protocol.Request`,
-:class:`~framerpc.protocol.Reply`, :class:`~framerpc.protocol.SignalEmission`,
-:class:`~framerpc.protocol.RegistryMessage`), so that the server, client
+framerpc's own message values (``Request``,
+``Reply``, ``SignalEmission``,
+``RegistryMessage``), so that the server, client
 and registry loops only add a small branch. No sockets here.
 
 RPC requests (a JSON object with ``"event"``; no request ids, 0 stands in)
 and their replies:
 
 * GET_INVENTORY -> ``{json_methods, buffer_methods, signals, properties,
-  name}``; a framerpc server adds ``framerpc`` (:data:`MARKER`) and
+  name}``; a framerpc server adds ``framerpc`` (``MARKER``) and
   ``signal_url``.
 * INIT_SIGNALS_HANDLING -> ``{"success": true, "signal_port": P}``.
 * METHOD_CALL ``{method, params: {args, kwargs}}`` -> ``{"success": true,
@@ -28,7 +28,7 @@ implemented"}``. A signal emission is one frame ``{"event": "EMIT_SIGNAL",
 Values: JSON carries None, bool, int, float, str, list and dict. As with
 the older implementation, tuples become lists and dict keys strings; numpy
 numbers become plain numbers; bytes, arrays and other objects raise
-:class:`~framerpc.errors.SerializationError` naming the type.
+``SerializationError`` naming the type.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def encode_signal_port(port: int) -> list:
 def encode_inventory(inventory: dict) -> list:
     """JSON reply to GET_INVENTORY from a framerpc server's native inventory.
 
-    Keeps the older keys, adds :data:`MARKER` and the native ``signal_url``
+    Keeps the older keys, adds ``MARKER`` and the native ``signal_url``
     (so an auto-detecting framerpc client needs no second request), and
     leaves ``signal_port`` out: the older protocol's signal port is the one
     INIT_SIGNALS_HANDLING returns.
@@ -349,8 +349,8 @@ def encode_reply(event: RPCEvents, reply: Reply, buffer_reply: bool = False) -> 
     event : RPCEvents
         The request's event: it decides the reply's shape.
     reply : Reply
-        The outcome; for GET_INVENTORY use :func:`encode_inventory`, for
-        INIT_SIGNALS_HANDLING :func:`encode_signal_port`.
+        The outcome; for GET_INVENTORY use ``encode_inventory``, for
+        INIT_SIGNALS_HANDLING ``encode_signal_port``.
     buffer_reply : bool
         A buffer method's success: ``[info JSON, raw bytes]``.
 
@@ -511,7 +511,7 @@ def decode_registry(frames: Sequence) -> RegistryMessage:
     ------
     ProtocolError
         Not one JSON object, an unknown event or a payload that is not an
-        object (:func:`peek_event` still tells the event).
+        object (``peek_event`` still tells the event).
     """
     if len(frames) != 1:
         raise ProtocolError(f"a JSON registry message is one frame, got {len(frames)}")

@@ -1,4 +1,4 @@
-"""A ``property`` that can announce its changes through an :class:`RPCSignal`."""
+"""A ``property`` that can announce its changes through an ``RPCSignal``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class RPCProperty(property):
     Parameters
     ----------
     fget, fset, fdel : callable, optional
-        Getter, setter and deleter, as for :class:`property`.
+        Getter, setter and deleter, as for ``property``.
     doc : str, optional
         Docstring; defaults to the getter's docstring.
     notify : RPCSignal, optional

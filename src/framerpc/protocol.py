@@ -1,7 +1,7 @@
 """Sans-I/O protocol: RPC messages as values, to and from lists of frames.
 
-No sockets here: :func:`encode_request` and friends return the frames to
-send and :func:`decode_request` and friends take the frames received, so
+No sockets here: ``encode_request`` and friends return the frames to
+send and ``decode_request`` and friends take the frames received, so
 the protocol can be tested without ZeroMQ.
 
 Header keys of a native message (frame 0, a msgpack map):
@@ -9,8 +9,8 @@ Header keys of a native message (frame 0, a msgpack map):
 =====  ==========  =====================================================
 key    type        meaning
 =====  ==========  =====================================================
-``v``  int         protocol version (:data:`PROTOCOL_VERSION`)
-``e``  str         event, an :class:`RPCEvents` value
+``v``  int         protocol version (``PROTOCOL_VERSION``)
+``e``  str         event, an ``RPCEvents`` value
 ``i``  int         request id, echoed in the reply
 ``m``  str         METHOD_CALL: method name
 ``a``  list        METHOD_CALL: positional arguments
@@ -26,7 +26,7 @@ key    type        meaning
 =====  ==========  =====================================================
 
 Frames after the header carry large buffers and arrays (see
-:mod:`framerpc._framing_py`).
+``framerpc._framing_py``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ SYNC_SIGNAL = ""
 
 
 class RPCEvents(StrEnum):
-    """Kinds of request a client sends to an :class:`~framerpc.RPCServer`."""
+    """Kinds of request a client sends to an ``RPCServer``."""
 
     GET_INVENTORY = "GET_INVENTORY"
     INIT_SIGNALS_HANDLING = "INIT_SIGNALS_HANDLING"
@@ -85,7 +85,7 @@ class RPCEvents(StrEnum):
 
 
 class RegistryEvents(StrEnum):
-    """Kinds of message exchanged with a :class:`~framerpc.DeviceRegistry`."""
+    """Kinds of message exchanged with a ``DeviceRegistry``."""
 
     REGISTER = "REGISTER"
     UNREGISTER = "UNREGISTER"
@@ -319,7 +319,7 @@ def encode_request(request: Request) -> list:
 
 
 def encode_call(request_id: int, method: str, args: list, kwargs: dict) -> list:
-    """Frames of a METHOD_CALL request; same bytes as :func:`encode_request`."""
+    """Frames of a METHOD_CALL request; same bytes as ``encode_request``."""
     return framing.encode(
         {
             "v": PROTOCOL_VERSION,
@@ -406,7 +406,7 @@ def encode_reply(reply: Reply, buffer_reply: bool = False) -> list:
 def encode_result(
     request_id: int, value: Any, info: dict | None = None, buffer_reply: bool = False
 ) -> list:
-    """Frames of a successful reply; same bytes as :func:`encode_reply`."""
+    """Frames of a successful reply; same bytes as ``encode_reply``."""
     if buffer_reply:
         value = framing.OutOfBand(value)
     if info is None:
@@ -486,7 +486,7 @@ def decode_registry(
     max_frames: int = framing.MAX_FRAMES,
     max_header: int = framing.MAX_HEADER_SIZE,
 ) -> RegistryMessage:
-    """Parse a registry message; unknown events raise :class:`ProtocolError`."""
+    """Parse a registry message; unknown events raise ``ProtocolError``."""
     header = _decode_header(frames, max_frames, max_header)
     try:
         name = header.get("e")

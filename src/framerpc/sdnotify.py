@@ -12,7 +12,7 @@ so a server calls these functions unconditionally. Socket errors are
 logged at debug level and never raised: a broken notification channel must
 not stop a device from serving.
 
-A serve loop uses :class:`Watchdog`::
+A serve loop uses ``Watchdog``::
 
     watchdog = Watchdog()          # reads the environment once
     ready()
@@ -145,21 +145,21 @@ class Watchdog:
     ----------
     interval : float, optional
         Watchdog interval (s). By default the one systemd set
-        (:func:`watchdog_interval`); without it the watchdog is disabled.
+        (``watchdog_interval``); without it the watchdog is disabled.
     clock : callable
         Monotonic clock in seconds (tests pass a fake one).
 
     Attributes
     ----------
     enabled : bool
-        Whether :meth:`tick` sends anything: ``NOTIFY_SOCKET`` was set when
+        Whether ``tick`` sends anything: ``NOTIFY_SOCKET`` was set when
         the object was made and an interval is known.
     period : float or None
         Seconds between two notifications (half the interval).
 
     Notes
     -----
-    The environment is read once, here. Call :meth:`tick` every loop turn
+    The environment is read once, here. Call ``tick`` every loop turn
     of the thread whose liveness the watchdog should prove: if that loop
     hangs (a handler never returns), notifications stop and systemd
     restarts the service. Choose ``WatchdogSec=`` longer than the slowest

@@ -1,26 +1,26 @@
 """Opt-in CURVE encryption and client authentication, through ``zmq.auth``.
 
-Without a :class:`Security` object nothing here runs and sockets behave as
+Without a ``Security`` object nothing here runs and sockets behave as
 before. With one:
 
 * a server socket (ROUTER, and the signal PUB) gets the server's key pair
-  through :func:`apply_server`; when the settings name an
+  through ``apply_server``; when the settings name an
   ``allowed_clients_dir``, only clients whose public key file (``*.key``)
   is in that folder complete the handshake, the others get no answer;
 * a client socket (DEALER, SUB, the registry helpers' DEALER) gets its own
-  key pair and the server's public key through :func:`apply_client`.
+  key pair and the server's public key through ``apply_client``.
 
 Keys are the Z85 text of ``zmq.curve_keypair()``, stored in the files
 ``zmq.auth.create_certificates`` writes: ``NAME.key`` (public, hand it
-out) and ``NAME.key_secret`` (keep it private). :func:`generate_keys` and
+out) and ``NAME.key_secret`` (keep it private). ``generate_keys`` and
 ``framerpc keys DIR`` write such a pair.
 
 ZeroMQ asks one ZAP handler per context whether a client key is allowed.
-:func:`apply_server` starts that handler (a
+``apply_server`` starts that handler (a
 ``zmq.auth.thread.ThreadAuthenticator``) for the socket's context on first
 use, shares it between the secured sockets of the context (each allowed
 folder is its own ZAP domain, so servers with different folders can share a
-context), and returns an :class:`Authenticator` lease: the socket's owner
+context), and returns an ``Authenticator`` lease: the socket's owner
 closes it when it closes the socket, and the last lease of a context stops
 the handler's thread. Close every lease before terminating the context.
 """
@@ -95,7 +95,7 @@ class Security:
         This endpoint's key pair (Z85 text, 40 characters each).
     server_public_key : bytes or str, optional
         Client side: the public key of the server to connect to (it may
-        also be passed to :func:`apply_client`).
+        also be passed to ``apply_client``).
     allowed_clients_dir : path-like, optional
         Server side: folder of the public key files (``*.key``) of the
         clients allowed in. Without it, a secured server encrypts but
@@ -140,7 +140,7 @@ class Security:
         server_public_file: str | os.PathLike | None = None,
         allowed_clients_dir: str | os.PathLike | None = None,
     ) -> Security:
-        """Load settings from key files written by :func:`generate_keys`.
+        """Load settings from key files written by ``generate_keys``.
 
         Parameters
         ----------
@@ -214,7 +214,7 @@ def generate_keys(
         Base name of the files (no path separators).
     overwrite : bool
         Replace existing files of that name; by default they are kept and
-        :class:`FileExistsError` is raised.
+        ``FileExistsError`` is raised.
 
     Returns
     -------
@@ -314,8 +314,8 @@ def _domain_for(folder: Path) -> str:
 class Authenticator:
     """A lease on the ZAP handler of a context, for one allowed-clients folder.
 
-    The first lease of a context starts the handler thread; :meth:`close`
-    of the last lease stops it. Usually made by :func:`apply_server`, whose
+    The first lease of a context starts the handler thread; ``close``
+    of the last lease stops it. Usually made by ``apply_server``, whose
     caller owns it; usable as a context manager.
 
     Parameters
@@ -324,7 +324,7 @@ class Authenticator:
         The context of the sockets to protect.
     allowed_clients_dir : path-like
         Folder of the allowed clients' public key files (``*.key``). The
-        keys are read now; call :meth:`reload` after changing the folder.
+        keys are read now; call ``reload`` after changing the folder.
 
     Attributes
     ----------
@@ -379,7 +379,7 @@ class Authenticator:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
+        """Whether ``close`` was called."""
         return self._closed
 
     def close(self) -> None:

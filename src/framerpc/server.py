@@ -1,12 +1,12 @@
 """RPCServer: exposes a device's methods, properties and signals.
 
-One thread runs :meth:`RPCServer.serve_forever`: it receives requests on a
+One thread runs ``RPCServer.serve_forever``: it receives requests on a
 ROUTER socket, dispatches them to the decorated methods and replies with
 the same routing envelope, so REQ and DEALER clients are both served and a
 bad message never breaks the socket's state. Signals go out on a PUB
 socket from whichever thread emits them.
 
-Clients of the older JSON protocol (see :mod:`framerpc.legacy`) are served
+Clients of the older JSON protocol (see ``framerpc.legacy``) are served
 on the same socket: a frame 0 starting with ``{`` takes the JSON branch.
 Their signals go out as JSON on a second PUB socket, bound at the first
 JSON INIT_SIGNALS_HANDLING: native subscribers never see JSON (nor pay for
@@ -67,11 +67,11 @@ def _method_decorator(kind: str, timeout: Any) -> Any:
 
 
 class RPCServer:
-    """Serve an interface's implementation to :class:`~framerpc.RPCClient` proxies.
+    """Serve an interface's implementation to ``RPCClient`` proxies.
 
     Subclass both the interface and ``RPCServer``, decorate the remotely
-    callable methods with :meth:`register_method_json` or
-    :meth:`register_method_buffer`, then call :meth:`serve_forever`.
+    callable methods with ``register_method_json`` or
+    ``register_method_buffer``, then call ``serve_forever``.
 
     Parameters
     ----------
@@ -79,7 +79,7 @@ class RPCServer:
         Context for the server's sockets.
     url : str
         Where to listen: ``tcp://host:port``, ``tcp://host`` (a free port is
-        picked, see :attr:`port`), ``ipc://path`` or ``inproc://name``.
+        picked, see ``port``), ``ipc://path`` or ``inproc://name``.
     alive_timeout : int
         Seconds after which a registry forgets this server if it stops
         checking in (it checks in three times per period while serving).
@@ -92,7 +92,7 @@ class RPCServer:
         As given; ``url`` is the bound endpoint and ``port`` its TCP port
         (None for ipc:// and inproc://).
     uuid, name, registry_addr
-        Set by :meth:`register_to_registry` (None, "" and "" before).
+        Set by ``register_to_registry`` (None, "" and "" before).
     """
 
     def __init__(
@@ -250,9 +250,9 @@ class RPCServer:
     def register_to_registry(
         self, type_: str, name: str, registry_url: str, overwrite: bool = True
     ) -> str:
-        """Register this server with a :class:`~framerpc.DeviceRegistry`.
+        """Register this server with a ``DeviceRegistry``.
 
-        While :meth:`serve_forever` runs, the server checks in with the
+        While ``serve_forever`` runs, the server checks in with the
         registry and registers again if the registry forgot it.
 
         Parameters
@@ -310,7 +310,7 @@ class RPCServer:
 
     # -- serving ----------------------------------------------------------
     def serve_forever(self) -> None:
-        """Serve requests until :meth:`stop_server` or a STOP_SERVER request
+        """Serve requests until ``stop_server`` or a STOP_SERVER request
         (then for 0.2 s more, so that the client reads the acknowledgement).
 
         Closes the sockets and unregisters from the registry on return.
@@ -355,7 +355,7 @@ class RPCServer:
     def stop_server(self) -> None:
         """Stop serving, from any thread; unregisters from the registry.
 
-        Returns at once; :meth:`serve_forever` returns within about 0.1 s.
+        Returns at once; ``serve_forever`` returns within about 0.1 s.
         When the server is not serving, its sockets are closed now.
         """
         self._stopping = True

@@ -1,6 +1,6 @@
 """Typed, thread-safe signals whose listeners are called on emit.
 
-An :class:`RPCSignal` declared as a class attribute is a non-data descriptor:
+An ``RPCSignal`` declared as a class attribute is a non-data descriptor:
 each instance (server object, client proxy) lazily gets its own signal with
 its own connections, stored in the instance ``__dict__`` under the same name.
 """
@@ -43,7 +43,7 @@ class RPCSignal:
     Notes
     -----
     Accessing the signal on an instance returns that instance's own signal
-    (see :func:`bound_signal`); accessing it on the class returns the
+    (see ``bound_signal``); accessing it on the class returns the
     class-level signal. Signals not assigned in a class body (no name) and
     instances without a ``__dict__`` share the class-level signal.
     """
@@ -144,7 +144,7 @@ class RPCSignal:
             Candidate emit arguments.
         coerce : bool, optional
             Convert mismatching arguments with
-            :func:`~framerpc.typing.coerce_to_generic` instead of failing.
+            ``coerce_to_generic`` instead of failing.
 
         Returns
         -------

@@ -1,5 +1,5 @@
 """RPCSignalReceiver: a thread that turns a server's published signals into
-local :class:`~framerpc.RPCSignal` emissions."""
+local ``RPCSignal`` emissions."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class RPCSignalReceiver(threading.Thread):
     options : SocketOptions, optional
         Socket tuning.
     confirm_connection : bool
-        Watch the connection so that :meth:`wait_connected` can tell when
+        Watch the connection so that ``wait_connected`` can tell when
         it is up (for publishers without the native handshake).
     server_monitor : zmq.Socket, optional
         Monitor socket of the client's request socket (disconnect and
@@ -99,7 +99,7 @@ class RPCSignalReceiver(threading.Thread):
             raise
 
     def run(self) -> None:
-        """Receive and dispatch emissions until :meth:`stop`."""
+        """Receive and dispatch emissions until ``stop``."""
         sock = self.socket
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -178,7 +178,7 @@ class RPCSignalReceiver(threading.Thread):
             self.url = url
 
     def wait_connected(self, timeout_ms: int) -> bool:
-        """Before :meth:`start`: wait until the publisher connection is up.
+        """Before ``start``: wait until the publisher connection is up.
 
         Needs ``confirm_connection=True``; for publishers without the native
         handshake. The subscription is sent right after the connection

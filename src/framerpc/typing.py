@@ -6,7 +6,7 @@ does a value satisfy an annotation, and if not, can it be converted safely.
 
 Decisions:
 
-* Plain classes follow :func:`isinstance`: ``True`` satisfies ``int``, ``3``
+* Plain classes follow ``isinstance``: ``True`` satisfies ``int``, ``3``
   does not satisfy ``float`` (coercion makes it ``3.0``).
 * Constructs not checkable at runtime (bare ``TypeVar``, forward references,
   non-runtime protocols) are satisfied; unknown generics check their origin.

@@ -1,13 +1,13 @@
 """Server and client peers shared by the pytest-benchmark suite and run.py.
 
 Every system under test (raw pyzmq, framerpc, imageZMQ) has a server that
-runs in its own process (:func:`serve`, started with :func:`start_server`)
+runs in its own process (``serve``, started with ``start_server``)
 and a client with one method, ``call(workload)``, that does one request,
 wraps the reply as the application would (a numpy array for a frame, a str
-for echo) and checks it. Timing loops (:func:`sample`, :func:`stream`) and
-the client process entry point (:func:`run_client`) are built on that one
+for echo) and checks it. Timing loops (``sample``, ``stream``) and
+the client process entry point (``run_client``) are built on that one
 method, so the suite and the runner measure exactly the same work.
-:class:`ClientProcess` runs a client in its own process for the runner.
+``ClientProcess`` runs a client in its own process for the runner.
 
 This module imports neither framerpc nor imagezmq at import time: a child
 process applies its environment (``FRAMERPC_PURE``) and CPU affinity first,
@@ -403,12 +403,12 @@ def start_server(
 ) -> ServerHandle:
     """Start a server process for ``system`` and wait until it is bound.
 
-    ``profile`` and ``profile_cpu``: cProfile the server (see :func:`serve`).
+    ``profile`` and ``profile_cpu``: cProfile the server (see ``serve``).
 
     Raises
     ------
     RuntimeError
-        The server failed or did not report within :data:`START_TIMEOUT_S`.
+        The server failed or did not report within ``START_TIMEOUT_S``.
     """
     env = system_env(system)
     url = server_url(transport, workdir)

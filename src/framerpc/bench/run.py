@@ -19,7 +19,7 @@ workloads in the same order; imageZMQ, which has no echo call, makes the
 same number of plain round trips on its socket instead, untimed. The last pair of each
 system also streams 24.9 MB frames back to back for ``--stream-seconds``.
 
-Progress goes to stderr, the tables to stdout. :func:`main` is the entry
+Progress goes to stderr, the tables to stdout. ``main`` is the entry
 point (``framerpc bench`` loads this file by path).
 """
 

@@ -1,0 +1,133 @@
+"""The documentation site stays complete and docstrings read cleanly.
+
+``mkdocs build --strict`` runs in .ci/run (it needs the docs extra); these
+checks need nothing beyond the package itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import framerpc
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "docs" / "reference.md"
+MKDOCS = ROOT / "mkdocs.yml"
+
+#: reST roles that help() would show raw; docstrings use plain ``literals``.
+ROLE = re.compile(r":(?:py:)?(?:mod|class|func|meth|attr|data|exc|obj|const):`")
+
+needs_docs = pytest.mark.skipif(
+    not REFERENCE.exists(), reason="not a source checkout (no docs/)"
+)
+
+
+@needs_docs
+def test_every_public_name_has_an_api_reference_entry():
+    text = REFERENCE.read_text()
+    entries = set(re.findall(r"^::: framerpc\.(\w+)\s*$", text, re.MULTILINE))
+    missing = sorted(set(framerpc.__all__) - entries)
+    assert not missing, f"add '::: framerpc.NAME' to docs/reference.md for {missing}"
+
+
+@needs_docs
+def test_every_page_in_the_nav_exists():
+    pages = re.findall(r":\s*([\w/.-]+\.md)\s*$", MKDOCS.read_text(), re.MULTILINE)
+    assert "reference.md" in pages and "protocol.md" in pages
+    missing = [p for p in pages if not (ROOT / "docs" / p).is_file()]
+    assert not missing, missing
+
+
+@needs_docs
+def test_the_quick_start_example_runs_as_written(tmp_path):
+    """The quick start's program, run in a fresh interpreter: it prints what
+    its comments say and exits 0 (no thread left, the context terminated)."""
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    assert blocks, "no python block in docs/quickstart.md"
+    script = tmp_path / "quickstart.py"
+    script.write_text(blocks[0])
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "True"
+    assert lines[1].startswith("(1200, 800, 3) uint16 {")
+    assert lines[2] == "hdr"
+    assert done.stderr == ""
+
+
+def _modules() -> list:
+    names = ["framerpc"] + [
+        info.name
+        for info in pkgutil.walk_packages(framerpc.__path__, "framerpc.")
+        if info.name != "framerpc.__main__"
+    ]
+    modules = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:  # the compiled twins when not built
+            continue
+    return modules
+
+
+def _docstrings(module) -> list[tuple[str, str]]:
+    """(qualified name, docstring) of the module and of what it defines."""
+    found = [(module.__name__, inspect.getdoc(module) or "")]
+    seen: set[int] = set()
+
+    def visit(prefix: str, namespace: dict) -> None:
+        for name, value in namespace.items():
+            if id(value) in seen:
+                continue
+            if isinstance(value, staticmethod | classmethod):
+                value = value.__func__
+            owner = getattr(value, "__module__", None)
+            if owner != module.__name__ and not isinstance(value, property):
+                continue
+            if not (
+                inspect.isclass(value) or callable(value) or isinstance(value, property)
+            ):
+                continue
+            seen.add(id(value))
+            found.append((f"{prefix}.{name}", value.__doc__ or ""))
+            if inspect.isclass(value):
+                visit(f"{prefix}.{name}", dict(vars(value)))
+
+    visit(module.__name__, dict(vars(module)))
+    return found
+
+
+def test_docstrings_have_no_rest_roles():
+    modules = _modules()
+    assert len(modules) > 10
+    offenders = [
+        f"{name}: {ROLE.search(doc).group(0)}"
+        for module in modules
+        for name, doc in _docstrings(module)
+        if ROLE.search(doc)
+    ]
+    assert not offenders, "use plain `backticks` in docstrings:\n" + "\n".join(
+        offenders
+    )
+
+
+def test_the_role_check_can_fail():
+    def documented():
+        """See :class:`framerpc.RPCServer`."""
+
+    assert ROLE.search(documented.__doc__)
