@@ -449,7 +449,15 @@ class RPCClient:
         """Watch the new socket's connection (before it connects)."""
         if self.url.startswith("inproc://"):
             return  # an inproc server cannot go away on its own
-        self._watch = PeerWatch(self.socket, self.url, self._options.dead_peer_ms)
+        # A native socket sends only on a live connection (IMMEDIATE): the
+        # watch may skip draining for half a reconnect interval.
+        fresh_ms = self._options.reconnect_ivl_ms // 2
+        self._watch = PeerWatch(
+            self.socket,
+            self.url,
+            self._options.dead_peer_ms,
+            fresh_ms if self._protocol == "native" else 0,
+        )
         self._channel.watch = self._watch
 
     def _make_socket(self) -> zmq.Socket:
