@@ -308,6 +308,22 @@ def test_call_to_a_server_down_too_long_fails_instead_of_waiting(ctx, child, add
         assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
 
 
+def test_call_with_a_timeout_waits_for_the_server_to_come_back(ctx, child):
+    """Only a call without timeout gives up on a server that is down: one
+    with a timeout waits for the restart, as documented."""
+    server = child("tcp://127.0.0.1")
+    with ProbeProxy(ctx, server.url, options=FAST) as proxy:
+        assert proxy.echo(1) == 1
+        server.kill()
+        with pytest.raises(PeerLostError):  # down for longer than the bound
+            proxy.hang()
+        thread, outcome = _call_in_thread(lambda: proxy.echo_patiently("back"))
+        _restart(child, server.url)
+        thread.join(HANG_BOUND_S + 10)
+        assert not thread.is_alive()
+        assert outcome.get("value") == "back", outcome
+
+
 def test_sixteen_threads_on_a_dead_server_fail_within_their_own_timeout(
     ctx, child, address
 ):

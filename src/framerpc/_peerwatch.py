@@ -135,7 +135,7 @@ class PeerWatch:
             self.drain()
         return self.losses
 
-    def check(self, mark: int, sent: bool) -> None:
+    def check(self, mark: int, sent: bool, endless: bool) -> None:
         """Drain; raise if the call that took ``mark`` cannot be answered.
 
         Parameters
@@ -144,12 +144,17 @@ class PeerWatch:
             What :meth:`mark` returned before the request was sent.
         sent : bool
             Whether the request went out (False while waiting to send).
+        endless : bool
+            Whether the call has no timeout: only such a call gives up on
+            a server that is down (a call with a timeout waits for the
+            server to come back until its timeout passes, as documented).
 
         Raises
         ------
         PeerLostError
             A connection was lost since ``mark`` while the request was out,
-            or the server has been unreachable for ``dead_peer_ms``.
+            or (``endless``) the server has been unreachable for
+            ``dead_peer_ms``.
         """
         self.drain()
         if sent and self.losses != mark:
@@ -158,7 +163,8 @@ class PeerWatch:
             )
         down_since = self.down_since
         if (
-            self.dead_peer_ms is not None
+            endless
+            and self.dead_peer_ms is not None
             and down_since is not None
             and time.monotonic() - down_since >= self.dead_peer_ms / 1000
         ):

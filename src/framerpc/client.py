@@ -134,9 +134,11 @@ class RPCClient:
     ``timeout=None``: a killed server at once (its kernel closes the
     connection), a vanished or frozen one within the heartbeat bound
     (``options.dead_peer_ms``, 4 s by default; see
-    :class:`~framerpc.transport.SocketOptions`). A call made while the
-    server has been unreachable for that long raises it too. The proxy
-    reconnects by itself when the server is back.
+    :class:`~framerpc.transport.SocketOptions`). A call without timeout
+    made while the server is unreachable raises it too once that bound
+    has passed; a call with a timeout waits for the server to come back
+    until its timeout passes (``TimeoutError``). The proxy reconnects by
+    itself when the server is back.
 
     With the older protocol, values travel as JSON (tuples arrive as lists,
     bytes and arrays cannot be arguments), a buffer method's result arrives
