@@ -114,7 +114,7 @@ class PeerWatch:
                 return
             # read before looking: later events are after this time
             self._drained = time.monotonic()
-            while monitor.getsockopt(_EVENTS_OPT) & _POLLIN:
+            while int(monitor.getsockopt(_EVENTS_OPT)) & _POLLIN:
                 frames = monitor.recv_multipart(_NOBLOCK)
                 if len(frames) != 2 or len(frames[0]) != 6:
                     continue  # not a monitor event: cannot happen on this PAIR
