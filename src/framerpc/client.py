@@ -308,6 +308,9 @@ class RPCClient:
         ------
         TimeoutError
             No reply within the method's timeout. The client stays usable.
+        PeerLostError
+            The server went away during the call (see the class notes); a
+            ``TimeoutError`` too. The client stays usable.
         TypeError
             An argument cannot travel on the wire.
         """
@@ -327,8 +330,9 @@ class RPCClient:
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
         if self._protocol == "native":  # the hot path: one call into the Channel
+            what = repr(method_name)  # for errors: 'grab'
             started = time.monotonic()
-            remaining = self._lock_within(timeout, started, method_name)
+            remaining = self._lock_within(timeout, started, what)
             try:
                 if self._closed:
                     raise RuntimeError(f"client of {self.url} is closed")
@@ -336,7 +340,6 @@ class RPCClient:
                     next(self._ids), method_name, list(args), kwargs, remaining
                 )
             except TimeoutError as exc:
-                what = repr(method_name)
                 raise self._no_reply(exc, what, timeout, started) from None
             finally:
                 self._lock.release()
@@ -409,7 +412,7 @@ class RPCClient:
     ) -> int | None:
         """Take the proxy's lock within the call's ``timeout`` (ms, from
         ``started``); return the time left for the call itself (ms).
-        ``what`` names the call: a method name or a :func:`_describe`.
+        ``what`` names the call in errors (see :func:`_describe`).
 
         Raises
         ------
@@ -427,8 +430,6 @@ class RPCClient:
             if remaining > 0:
                 return remaining
             lock.release()
-        if what.isidentifier():  # a method name from _call
-            what = repr(what)
         raise TimeoutError(
             f"no reply to {what} from {self.url} within {timeout / 1000:g} s "
             "(waited for other calls on this proxy)"
