@@ -534,7 +534,7 @@ cdef class Channel:
                 if not self.sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
                     self._check_deadline(deadline, "send to")
                     if self.watch is not None:  # nothing is out: "down too long"
-                        self.watch.check(self._mark, False)
+                        self.watch.check(self._mark, False, deadline < 0)
                         self._mark = self.watch.losses
 
     cdef list _receive_body(self, double deadline, int wait):
@@ -549,7 +549,7 @@ cdef class Channel:
             if _recv_message(handle, frames, 0):
                 self._check_deadline(deadline, "reply from")
                 if self.watch is not None:
-                    self.watch.check(self._mark, True)
+                    self.watch.check(self._mark, True, deadline < 0)
                 wait = self._wait_ms(deadline)
                 continue
             if len(frames) >= 2 and len(<Frame>frames[0]) == 0:

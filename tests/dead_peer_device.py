@@ -30,6 +30,10 @@ class Probe(ABC):
         """Return ``value`` (1 s timeout)."""
 
     @abstractmethod
+    def echo_patiently(self, value: Any) -> Any:
+        """Return ``value`` (10 s timeout)."""
+
+    @abstractmethod
     def hang(self) -> None:
         """Block for :data:`HANG_S` (no timeout): a call that stays in flight."""
 
@@ -37,6 +41,10 @@ class Probe(ABC):
 class ProbeServer(Probe, RPCServer):
     @RPCServer.register_method_json(timeout=1000)
     def echo(self, value: Any) -> Any:
+        return value
+
+    @RPCServer.register_method_json(timeout=10000)
+    def echo_patiently(self, value: Any) -> Any:
         return value
 
     @RPCServer.register_method_json(timeout=None)

@@ -155,6 +155,62 @@ def test_heartbeat_options_reach_the_socket(ctx):
     assert SocketOptions(heartbeat_ivl_ms=0).dead_peer_ms is None
 
 
+def test_server_sockets_heartbeat_too(ctx, address):
+    from dead_peer_device import ProbeServer
+
+    server = ProbeServer(ctx, address, options=FAST)
+    try:
+        assert server._socket.getsockopt(zmq.HEARTBEAT_IVL) == FAST_IVL_MS
+        assert server._socket.getsockopt(zmq.HEARTBEAT_TIMEOUT) == FAST_TIMEOUT_MS
+    finally:
+        server._close_sockets()
+
+
+_FROZEN_CLIENT = """
+import sys, zmq
+from framerpc.transport import SocketOptions, make_socket
+ctx = zmq.Context()
+sock = make_socket(ctx, zmq.DEALER, SocketOptions(heartbeat_ivl_ms=0))  # no TTL
+sock.connect(sys.argv[1])
+sock.send(b"hello")
+print("sent", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_server_socket_drops_a_frozen_client(ctx):
+    """A bound socket with heartbeats closes the connection of a client
+    that froze (its kernel keeps TCP up), even one that sends no
+    heartbeats itself: nothing stays queued for it."""
+    router = make_socket(ctx, zmq.ROUTER, FAST, server=True)
+    monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    router.bind("tcp://127.0.0.1:*")
+    url = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    client = subprocess.Popen(
+        [sys.executable, "-c", _FROZEN_CLIENT, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "sent"
+        assert router.poll(HANG_BOUND_S * 1000)
+        router.recv_multipart()
+        client.send_signal(signal.SIGSTOP)
+        limit_ms = (FAST.dead_peer_ms / 1000 + HANG_BOUND_S) * 1000
+        assert monitor.poll(limit_ms), "the frozen client was never dropped"
+    finally:
+        client.kill()
+        client.wait(timeout=HANG_BOUND_S)
+        for stream in (client.stdin, client.stdout):
+            if stream is not None:
+                stream.close()
+        router.disable_monitor()
+        monitor.close(linger=0)
+        router.close(linger=0)
+
+
 @pytest.mark.parametrize(
     "field, value",
     [
@@ -306,6 +362,22 @@ def test_call_to_a_server_down_too_long_fails_instead_of_waiting(ctx, child, add
         assert "unreachable" in str(outcome["error"])
         _restart(child, server.url)
         assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
+
+
+def test_call_with_a_timeout_waits_for_the_server_to_come_back(ctx, child):
+    """Only a call without timeout gives up on a server that is down: one
+    with a timeout waits for the restart, as documented."""
+    server = child("tcp://127.0.0.1")
+    with ProbeProxy(ctx, server.url, options=FAST) as proxy:
+        assert proxy.echo(1) == 1
+        server.kill()
+        with pytest.raises(PeerLostError):  # down for longer than the bound
+            proxy.hang()
+        thread, outcome = _call_in_thread(lambda: proxy.echo_patiently("back"))
+        _restart(child, server.url)
+        thread.join(HANG_BOUND_S + 10)
+        assert not thread.is_alive()
+        assert outcome.get("value") == "back", outcome
 
 
 def test_sixteen_threads_on_a_dead_server_fail_within_their_own_timeout(

@@ -222,7 +222,7 @@ class Channel:
                     self._check_deadline(deadline, "send to")
                     watch = self.watch
                     if watch is not None:  # nothing is out: only "down too long"
-                        watch.check(self._mark, False)
+                        watch.check(self._mark, False, deadline is None)
                         self._mark = watch.losses
 
     def _receive_body(self, deadline: float | None, wait: int) -> list:
@@ -236,7 +236,7 @@ class Channel:
             except zmq.Again:
                 self._check_deadline(deadline, "reply from")
                 if self.watch is not None:
-                    self.watch.check(self._mark, True)
+                    self.watch.check(self._mark, True, deadline is None)
                 wait = self._wait_ms(deadline)
                 continue
             if len(frames) >= 2 and len(frames[0]) == 0:

@@ -135,9 +135,11 @@ class RPCClient:
     ``timeout=None``: a killed server at once (its kernel closes the
     connection), a vanished or frozen one within the heartbeat bound
     (``options.dead_peer_ms``, 4 s by default; see
-    :class:`~framerpc.transport.SocketOptions`). A call made while the
-    server has been unreachable for that long raises it too. The proxy
-    reconnects by itself when the server is back.
+    :class:`~framerpc.transport.SocketOptions`). A call without timeout
+    made while the server is unreachable raises it too once that bound
+    has passed; a call with a timeout waits for the server to come back
+    until its timeout passes (``TimeoutError``). The proxy reconnects by
+    itself when the server is back.
 
     With the older protocol, values travel as JSON (tuples arrive as lists,
     bytes and arrays cannot be arguments), a buffer method's result arrives
@@ -313,6 +315,9 @@ class RPCClient:
         ------
         TimeoutError
             No reply within the method's timeout. The client stays usable.
+        PeerLostError
+            The server went away during the call (see the class notes); a
+            ``TimeoutError`` too. The client stays usable.
         TypeError
             An argument cannot travel on the wire.
         """
@@ -332,8 +337,9 @@ class RPCClient:
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
         if self._protocol == "native":  # the hot path: one call into the Channel
+            what = repr(method_name)  # for errors: 'grab'
             started = time.monotonic()
-            remaining = self._lock_within(timeout, started, method_name)
+            remaining = self._lock_within(timeout, started, what)
             try:
                 if self._closed:
                     raise RuntimeError(f"client of {self.url} is closed")
@@ -341,7 +347,6 @@ class RPCClient:
                     next(self._ids), method_name, list(args), kwargs, remaining
                 )
             except TimeoutError as exc:
-                what = repr(method_name)
                 raise self._no_reply(exc, what, timeout, started) from None
             finally:
                 self._lock.release()
@@ -414,7 +419,7 @@ class RPCClient:
     ) -> int | None:
         """Take the proxy's lock within the call's ``timeout`` (ms, from
         ``started``); return the time left for the call itself (ms).
-        ``what`` names the call: a method name or a :func:`_describe`.
+        ``what`` names the call in errors (see :func:`_describe`).
 
         Raises
         ------
@@ -432,8 +437,6 @@ class RPCClient:
             if remaining > 0:
                 return remaining
             lock.release()
-        if what.isidentifier():  # a method name from _call
-            what = repr(what)
         raise TimeoutError(
             f"no reply to {what} from {self.url} within {timeout / 1000:g} s "
             "(waited for other calls on this proxy)"
@@ -456,7 +459,15 @@ class RPCClient:
         """Watch the new socket's connection (before it connects)."""
         if self.url.startswith("inproc://"):
             return  # an inproc server cannot go away on its own
-        self._watch = PeerWatch(self.socket, self.url, self._options.dead_peer_ms)
+        # A native socket sends only on a live connection (IMMEDIATE): the
+        # watch may skip draining for half a reconnect interval.
+        fresh_ms = self._options.reconnect_ivl_ms // 2
+        self._watch = PeerWatch(
+            self.socket,
+            self.url,
+            self._options.dead_peer_ms,
+            fresh_ms if self._protocol == "native" else 0,
+        )
         self._channel.watch = self._watch
 
     def _make_socket(self) -> zmq.Socket:

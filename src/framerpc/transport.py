@@ -76,7 +76,8 @@ class SocketOptions:
         connection). A call in flight then raises
         :class:`~framerpc.errors.PeerLostError`, whatever its timeout.
         ``heartbeat_ivl_ms=0`` turns heartbeats off (for peers older than
-        libzmq 4.2), and with it the dead-peer bound of calls.
+        libzmq 4.2): a frozen peer then goes unnoticed, and a call without
+        timeout waits for a server that is down until it is back.
     max_message_size : int
         Largest inbound frame the server accepts (bytes, -1 for no
         limit); a bad peer cannot make it allocate beyond this.
