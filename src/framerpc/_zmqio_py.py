@@ -260,7 +260,9 @@ class Responder:
         ``(request_id, name, exc) -> frames`` of the error reply, called
         while ``exc`` is being handled (it may read the traceback).
     send_failed : callable
-        ``(envelope, exc, request_id)``: a reply could not be sent.
+        ``(envelope, exc, request_id, frames)``: the reply ``frames`` could
+        not be sent; :class:`zmq.Again` (the peer's queue is full: replies
+        go without blocking) means nothing of it was sent.
     """
 
     def __init__(
@@ -321,9 +323,9 @@ class Responder:
         envelope = frames[:2]
         message = envelope + out
         try:
-            send_frames(self.sock, message)
+            send_frames(self.sock, message, _NOBLOCK)
         except (zmq.ZMQError, TypeError) as exc:
-            self.send_failed(envelope, exc, request_id)
+            self.send_failed(envelope, exc, request_id, out)
         return True
 
 

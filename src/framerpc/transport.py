@@ -7,7 +7,10 @@ and the message I/O engine: compiled ``framerpc._zmqio`` or its pure twin
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
+import tempfile
 import weakref
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ __all__ = [
     "parse_url",
     "make_socket",
     "bind",
+    "bind_ipc_private",
     "derive_endpoint",
     "connect_url_for",
     "close_quietly",
@@ -36,6 +40,8 @@ __all__ = [
     "IO_IMPLEMENTATION",
 ]
 
+#: Least receive high-water mark of SUB sockets (messages).
+_SUB_RCVHWM = 1000
 _URL_RE = re.compile(r"^(tcp|ipc|inproc)://(.+)$")
 _TCP_PORT_RE = re.compile(r"^(.*):(\d+|\*)$")
 
@@ -51,7 +57,10 @@ class SocketOptions:
         last reply, short enough that close never hangs on a dead peer.
     hwm : int
         Send and receive high-water marks (messages). Frames can be tens
-        of MB, so the default 1000 could hold gigabytes in a queue.
+        of MB, so the default 1000 could hold gigabytes in a queue. A SUB
+        socket receives up to ``max(hwm, 1000)`` emissions: a subscriber
+        absorbs bursts of signals itself, as the server keeps few per
+        subscriber (``signal_hwm``).
     reconnect_ivl_ms, reconnect_ivl_max_ms : int
         First and largest reconnect interval (ms): devices on flaky Wi-Fi
         come back fast without a reconnect storm.
@@ -65,6 +74,37 @@ class SocketOptions:
         Opt-in CURVE (see :mod:`framerpc.security`): bound sockets (server,
         signals, registry) use it as server, connecting sockets as client
         of ``security.server_public_key``. None: plain sockets.
+    ipc_mode : int
+        Permission bits of the ``ipc://`` socket files a server binds
+        (default ``0o600``: only the owner may connect). Widen it to share a
+        device with other local users, e.g. ``0o660`` for the file's group.
+        The file never exists with wider bits than these (see :func:`bind`).
+    allow_abstract_ipc : bool
+        Allow binding an abstract ``ipc://@name`` (Linux). Such a name has
+        no permissions: any local user may connect. Refused by default.
+    reply_backlog_messages, reply_backlog_bytes : int
+        How many replies, and how many bytes of them, a server keeps per
+        client whose receive queue is full (a client with many calls in
+        flight that is slow to read). They are sent as the client reads;
+        replies beyond these bounds are dropped, logged and counted
+        (``RPCServer.stats``).
+    reply_backlog_total_bytes : int
+        The same bound in bytes, summed over all clients.
+    signal_buffer_bytes : int
+        Most bytes of signal emissions the server holds for subscribers
+        that have not read them yet, all subscribers together (default
+        64 MiB). Emissions beyond it are dropped, logged and counted
+        (``RPCServer.stats``); an emission larger than the buffer is never
+        sent.
+    signal_hwm : int
+        Send high-water mark of the signal sockets (messages per
+        subscriber, default 500). A subscriber that stops reading holds at
+        most this many emissions in the server: while ``signal_hwm`` times
+        the emission size stays well under ``signal_buffer_bytes`` (up to
+        about 100 KB per emission with the defaults) the other subscribers
+        go on receiving; with larger emissions a stalled subscriber can use
+        up the buffer, and emissions are dropped (counted) for everyone
+        until it reads or leaves. Memory stays bounded either way.
     """
 
     linger_ms: int = 200
@@ -75,6 +115,13 @@ class SocketOptions:
     tcp_keepalive_intvl_s: int = 10
     max_message_size: int = 1 << 30
     security: security.Security | None = None
+    ipc_mode: int = 0o600
+    allow_abstract_ipc: bool = False
+    reply_backlog_messages: int = 10_000
+    reply_backlog_bytes: int = 64 << 20
+    reply_backlog_total_bytes: int = 256 << 20
+    signal_buffer_bytes: int = 64 << 20
+    signal_hwm: int = 500
 
 
 DEFAULT_OPTIONS = SocketOptions()
@@ -133,6 +180,10 @@ def make_socket(
         except BaseException:
             sock.close(linger=0)
             raise
+    if kind == zmq.SUB:
+        # Bursts of small emissions queue here, in the subscriber: the
+        # server's PUB keeps few per subscriber (see signal_hwm).
+        sock.setsockopt(zmq.RCVHWM, max(options.hwm, _SUB_RCVHWM))
     if kind == zmq.DEALER:
         # Queue requests only on completed connections: a call to a server
         # that is down times out instead of being delivered much later.
@@ -140,22 +191,111 @@ def make_socket(
     return sock
 
 
-def bind(sock: zmq.Socket, url: str) -> tuple[str, int | None]:
+def bind(
+    sock: zmq.Socket, url: str, options: SocketOptions = DEFAULT_OPTIONS
+) -> tuple[str, int | None]:
     """Bind ``sock`` at ``url``; a tcp:// URL without port gets a free one.
+
+    An ``ipc://`` path is bound by :func:`bind_ipc_private` (file mode
+    ``options.ipc_mode``, abstract names refused unless
+    ``options.allow_abstract_ipc``).
 
     Returns
     -------
     tuple
         The bound endpoint and its TCP port (None for ipc:// and inproc://).
+
+    Raises
+    ------
+    ValueError
+        An unsupported URL, or an abstract ipc:// name not allowed.
     """
     transport, address, port = parse_url(url)
     if transport == "tcp" and port is None:
         # The OS picks a free port: no retry loop, no collision.
         sock.bind(f"tcp://{address}:*")
+    elif transport == "ipc":
+        return bind_ipc_private(sock, url, options), None
     else:
         sock.bind(url)
     endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     return endpoint, parse_url(endpoint)[2]
+
+
+def bind_ipc_private(
+    sock: zmq.Socket, url: str, options: SocketOptions = DEFAULT_OPTIONS
+) -> str:
+    """Bind ``sock`` at the ``ipc://`` ``url`` with file mode ``options.ipc_mode``.
+
+    libzmq creates the socket file at bind with ``0777 & ~umask``: anyone
+    who connects before a later chmod stays connected. So the file is
+    bound in a fresh ``0700`` folder next to the target (no other user can
+    reach it there), given its mode, then renamed onto the target path
+    (atomic; a stale file of an earlier run is replaced as libzmq would).
+    The umask is not touched: it is process-wide. When the temporary path
+    would be too long for a socket address the file is bound in place and
+    chmod-ed at once (the short window is logged at debug level).
+    :func:`close_quietly` removes the file (libzmq only knows the
+    temporary name).
+
+    Returns
+    -------
+    str
+        The bound endpoint (``url`` itself for a path).
+
+    Raises
+    ------
+    ValueError
+        ``url`` is not ipc://, or an abstract name (``ipc://@name``) and
+        ``options.allow_abstract_ipc`` is false.
+    """
+    transport, path, _ = parse_url(url)
+    if transport != "ipc":
+        raise ValueError(f"not an ipc:// URL: {url!r}")
+    mode = options.ipc_mode
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"ipc_mode must be permission bits (0..0o777), got {mode:o}")
+    if path.startswith("@"):
+        if not options.allow_abstract_ipc:
+            raise ValueError(
+                f"abstract ipc:// name {url!r} refused: any local user could "
+                "connect to it; use a file path, or set "
+                "SocketOptions(allow_abstract_ipc=True)"
+            )
+        sock.bind(url)
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    if path == "*":  # libzmq's own private temporary folder
+        sock.bind(url)
+        endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        os.chmod(parse_url(endpoint)[1], mode)
+        return endpoint
+    target = os.path.abspath(path)
+    folder = tempfile.mkdtemp(prefix=".f", dir=os.path.dirname(target))  # 0700
+    staged = os.path.join(folder, "s")
+    try:
+        if len(os.fsencode(staged)) >= _SUN_PATH_MAX:
+            _log.debug("ipc path %s too long to stage: chmod after bind", staged)
+            sock.bind(url)
+            os.chmod(target, mode)
+        else:
+            sock.bind(f"ipc://{staged}")
+            try:
+                os.chmod(staged, mode)
+                os.rename(staged, target)
+            except BaseException:
+                sock.unbind(f"ipc://{staged}")
+                raise
+    finally:
+        try:
+            os.rmdir(folder)
+        except OSError:  # the staged file is still there (a failed rename)
+            _log.warning("could not remove the temporary folder %s", folder)
+    _ipc_files[sock] = (target, os.stat(target).st_ino)
+    return url
+
+
+#: Longest socket path (sun_path of sockaddr_un on Linux, with its NUL).
+_SUN_PATH_MAX = 108
 
 
 def derive_endpoint(url: str, suffix: str) -> str:
@@ -185,6 +325,8 @@ def connect_url_for(server_url: str, endpoint: str) -> str:
 
 # Authenticator leases of secured bound sockets, released when they close.
 _leases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# ipc:// files bound by bind_ipc_private: (path, inode), removed at close.
+_ipc_files: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def close_quietly(sock: zmq.Socket | None) -> None:
@@ -199,6 +341,19 @@ def close_quietly(sock: zmq.Socket | None) -> None:
     lease = _leases.pop(sock, None)
     if lease is not None:
         lease.close()
+    bound = _ipc_files.pop(sock, None)
+    if bound is not None:
+        _remove_ipc_file(*bound)
+
+
+def _remove_ipc_file(path: str, inode: int) -> None:
+    """Remove the socket file ``path`` if it is still ours (same inode)."""
+    try:
+        info = os.lstat(path)
+        if info.st_ino == inode and stat.S_ISSOCK(info.st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 #: Which message I/O is live: "compiled" (framerpc._zmqio, libzmq called
