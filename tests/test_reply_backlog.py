@@ -1,0 +1,137 @@
+"""No reply is lost: a client may have any number of calls in flight; the
+server keeps what a full queue refuses, within bounds, and counts what it
+gives up on (issue 11)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+import zmq
+from conftest import wait_until
+from devices import CameraServer
+
+from framerpc import protocol
+from framerpc.transport import SocketOptions
+
+IN_FLIGHT = 1000
+REPEATS = 5
+#: Generous ceiling (s) for a batch of replies: it only catches a hang.
+BATCH_LIMIT_S = 30
+
+
+@pytest.fixture(params=["inproc", "tcp"])
+def endpoint(request: pytest.FixtureRequest) -> str:
+    if request.param == "tcp":
+        return "tcp://127.0.0.1"
+    return f"inproc://backlog-{uuid.uuid4().hex}"
+
+
+def _dealer(ctx: zmq.Context, url: str) -> zmq.Socket:
+    """A raw DEALER that queues few replies itself (as framerpc clients)."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 10)
+    sock.setsockopt(zmq.SNDHWM, 0)  # the whole burst goes out unread
+    sock.connect(url)
+    return sock
+
+
+def _pipeline(sock: zmq.Socket, first_id: int, count: int, payload: bytes) -> set:
+    """Send ``count`` echo calls before reading any reply; return the ids of
+    the replies received (all of them, or a hang caught by the ceiling)."""
+    for request_id in range(first_id, first_id + count):
+        frames = protocol.encode_call(request_id, "echo", [payload], {})
+        sock.send_multipart([b"", *frames])
+    got: set[int] = set()
+    while len(got) < count:
+        assert sock.poll(BATCH_LIMIT_S * 1000), f"{count - len(got)} replies lost"
+        frames = sock.recv_multipart(copy=False)
+        reply = protocol.decode_reply(frames[1:])
+        assert reply.ok and bytes(reply.value) == payload
+        got.add(reply.request_id)
+    return got
+
+
+@pytest.mark.parametrize("payload", [b"p", b"q" * 4096])
+def test_a_thousand_pipelined_calls_all_get_a_reply(
+    ctx, endpoint: str, serve: Callable, payload: bytes
+):
+    server = serve(CameraServer(ctx, endpoint))
+    sock = _dealer(ctx, server.url)
+    try:
+        for run in range(REPEATS):
+            first = run * IN_FLIGHT
+            got = _pipeline(sock, first, IN_FLIGHT, payload)
+            assert got == set(range(first, first + IN_FLIGHT))
+        assert server.stats["dropped_replies"] == 0
+        assert wait_until(lambda: server.stats["reply_backlog"] == 0)
+    finally:
+        sock.close()
+
+
+def test_pipelined_calls_from_many_threads_all_get_a_reply(ctx, serve: Callable):
+    server = serve(CameraServer(ctx, f"inproc://threads-{uuid.uuid4().hex}"))
+    count, threads_n = 250, 8
+    results: dict[int, object] = {}
+
+    def client(index: int) -> None:
+        sock = _dealer(ctx, server.url)
+        try:
+            results[index] = _pipeline(sock, index * count, count, b"t" * 512)
+        except BaseException as exc:
+            results[index] = exc
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BATCH_LIMIT_S * 2)
+    for index in range(threads_n):
+        assert results[index] == set(range(index * count, (index + 1) * count))
+    assert server.stats["dropped_replies"] == 0
+
+
+def test_replies_beyond_the_backlog_bound_are_counted(ctx, serve: Callable):
+    options = SocketOptions(reply_backlog_messages=20)
+    url = f"inproc://bound-{uuid.uuid4().hex}"
+    server = serve(CameraServer(ctx, url, options=options))
+    sock = _dealer(ctx, url)
+    try:
+        sent = 400
+        for request_id in range(sent):
+            sock.send_multipart([b"", *protocol.encode_call(request_id, "echo", [1], {})])
+        # every request was handled once the last one's reply is counted
+        assert wait_until(
+            lambda: server.stats["dropped_replies"] + server.stats["reply_backlog"]
+            >= sent - 200,
+            timeout=BATCH_LIMIT_S,
+        )
+        assert server.stats["reply_backlog"] <= 20
+        received = 0
+        while sock.poll(1000):
+            sock.recv_multipart()
+            received += 1
+            if received + server.stats["dropped_replies"] == sent:
+                break
+        assert received + server.stats["dropped_replies"] == sent
+        assert server.stats["dropped_replies"] > 0
+    finally:
+        sock.close()
+
+
+def test_a_reply_to_an_unknown_client_is_counted(ctx):
+    """ROUTER_MANDATORY: a reply to a peer that left (an identity the socket
+    no longer knows) is counted, not dropped silently."""
+    server = CameraServer(ctx, f"inproc://gone-{uuid.uuid4().hex}")
+    try:
+        reply = protocol.encode_reply(protocol.Reply(1, True, 2))
+        server._send([b"gone", b""], reply, 1)
+        assert server.stats["dropped_replies"] == 1
+        assert server.stats["reply_backlog"] == 0
+    finally:
+        server.stop_server()
