@@ -104,7 +104,8 @@ def test_replies_beyond_the_backlog_bound_are_counted(ctx, serve: Callable):
     try:
         sent = 400
         for request_id in range(sent):
-            sock.send_multipart([b"", *protocol.encode_call(request_id, "echo", [1], {})])
+            call = protocol.encode_call(request_id, "echo", [1], {})
+            sock.send_multipart([b"", *call])
         # every request was handled once the last one's reply is counted
         assert wait_until(
             lambda: server.stats["dropped_replies"] + server.stats["reply_backlog"]
