@@ -4,6 +4,8 @@ counted (issue 11)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -113,14 +115,22 @@ def test_stalled_subscriber_holds_at_most_the_signal_buffer(ctx, subscribers):
     assert received >= count // 2
 
 
-def test_emissions_over_the_buffer_are_dropped_and_counted(ctx, subscribers):
-    budget = 8 << 20  # the stalled subscriber alone could hold 50 MB
+def test_emissions_over_the_buffer_are_dropped_and_counted(
+    ctx, subscribers, caplog
+):
+    budget = 8 << 20  # the stalled subscriber alone could hold 10 MB
     options = SocketOptions(signal_buffer_bytes=budget, signal_hwm=100)
     count = 400
+    caplog.set_level(logging.WARNING, logger="framerpc.server")
+    started = time.monotonic()
     stats, received, peak = _run(ctx, subscribers, options, count)
+    elapsed = time.monotonic() - started
     assert peak <= budget
     assert stats["dropped_signals"] > 0
     assert received + stats["dropped_signals"] == count
+    # logged at most once a second, however many were dropped
+    warnings = [r for r in caplog.records if "emissions dropped" in r.getMessage()]
+    assert 1 <= len(warnings) <= elapsed + 1
 
 
 def test_emission_larger_than_the_buffer_is_dropped(ctx, subscribers):

@@ -623,7 +623,7 @@ class RPCServer:
             else:  # STOP_SERVER
                 refusal = self._stop_refusal()
                 if refusal is not None:
-                    _log.warning("STOP_SERVER refused: %s", refusal)
+                    _log.info("STOP_SERVER refused: %s", refusal)
                     return Reply(rid, False, error=f"PermissionError: {refusal}"), False
                 self._stop_granted = True
                 value, info = None, None
