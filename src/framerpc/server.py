@@ -362,7 +362,11 @@ class RPCServer:
                     frames = None
                 if frames is not None:
                     try:
-                        if not respond(frames):
+                        # a client with replies waiting takes the general
+                        # path, which queues its reply behind them (order)
+                        if (
+                            backlog.pending and backlog.holds(frames)
+                        ) or not respond(frames):
                             self._message = frames  # whose key _peer_key reads
                             self._handle(frames)
                     except Exception:  # a bug here must not end serving

@@ -233,10 +233,11 @@ def bind_ipc_private(
     reach it there), given its mode, then renamed onto the target path
     (atomic; a stale file of an earlier run is replaced as libzmq would).
     The umask is not touched: it is process-wide. When the temporary path
-    would be too long for a socket address the file is bound in place and
-    chmod-ed at once (the short window is logged at debug level).
-    :func:`close_quietly` removes the file (libzmq only knows the
-    temporary name).
+    would be too long for a socket address, or the folder cannot be
+    created, the file is bound in place and chmod-ed at once (a window of
+    microseconds, logged at debug level). :func:`close_quietly` removes
+    the file; libzmq only knows the temporary name, so ``LAST_ENDPOINT``
+    shows it and ``unbind(url)`` does not apply (close the socket).
 
     Returns
     -------
@@ -270,7 +271,14 @@ def bind_ipc_private(
         os.chmod(parse_url(endpoint)[1], mode)
         return endpoint
     target = os.path.abspath(path)
-    folder = tempfile.mkdtemp(prefix=".f", dir=os.path.dirname(target))  # 0700
+    try:
+        folder = tempfile.mkdtemp(prefix=".f", dir=os.path.dirname(target))  # 0700
+    except OSError as exc:  # no such folder, or not writable: libzmq says so
+        _log.debug("cannot stage %s (%s): binding in place", target, exc)
+        sock.bind(url)
+        os.chmod(target, mode)
+        _ipc_files[sock] = (target, os.stat(target).st_ino)
+        return url
     staged = os.path.join(folder, "s")
     try:
         if len(os.fsencode(staged)) >= _SUN_PATH_MAX:
