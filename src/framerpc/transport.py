@@ -40,8 +40,6 @@ __all__ = [
     "IO_IMPLEMENTATION",
 ]
 
-#: Least receive high-water mark of SUB sockets (messages).
-_SUB_RCVHWM = 1000
 _URL_RE = re.compile(r"^(tcp|ipc|inproc)://(.+)$")
 _TCP_PORT_RE = re.compile(r"^(.*):(\d+|\*)$")
 
@@ -57,10 +55,7 @@ class SocketOptions:
         last reply, short enough that close never hangs on a dead peer.
     hwm : int
         Send and receive high-water marks (messages). Frames can be tens
-        of MB, so the default 1000 could hold gigabytes in a queue. A SUB
-        socket receives up to ``max(hwm, 1000)`` emissions: a subscriber
-        absorbs bursts of signals itself, as the server keeps few per
-        subscriber (``signal_hwm``).
+        of MB, so the default 1000 could hold gigabytes in a queue.
     reconnect_ivl_ms, reconnect_ivl_max_ms : int
         First and largest reconnect interval (ms): devices on flaky Wi-Fi
         come back fast without a reconnect storm.
@@ -180,10 +175,6 @@ def make_socket(
         except BaseException:
             sock.close(linger=0)
             raise
-    if kind == zmq.SUB:
-        # Bursts of small emissions queue here, in the subscriber: the
-        # server's PUB keeps few per subscriber (see signal_hwm).
-        sock.setsockopt(zmq.RCVHWM, max(options.hwm, _SUB_RCVHWM))
     if kind == zmq.DEALER:
         # Queue requests only on completed connections: a call to a server
         # that is down times out instead of being delivered much later.
