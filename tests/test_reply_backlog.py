@@ -138,3 +138,66 @@ def test_a_reply_to_an_unknown_client_is_counted(ctx):
         assert server.stats["reply_backlog"] == 0
     finally:
         server.stop_server()
+
+
+def _engines() -> list:
+    import importlib
+
+    from framerpc import _zmqio_py
+
+    engines = [pytest.param(_zmqio_py, id="pure")]
+    try:
+        compiled = importlib.import_module("framerpc._zmqio")
+        engines.append(pytest.param(compiled, id="compiled"))
+    except ImportError:  # pragma: no cover - depends on the build
+        pass
+    return engines
+
+
+class _Echo:
+    def echo(self, value):
+        return value
+
+
+@pytest.mark.parametrize("engine", _engines())
+def test_responder_hands_a_refused_reply_back_without_blocking(ctx, engine):
+    """On a ROUTER_MANDATORY socket a full peer queue makes the Responder's
+    send raise EAGAIN: it must not block, and ``send_failed`` gets the
+    reply's frames (the server keeps them)."""
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.SNDHWM, 1)
+        dealer.setsockopt(zmq.RCVHWM, 1)
+        url = f"inproc://refused-{uuid.uuid4().hex}"
+        router.bind(url)
+        dealer.connect(url)
+        refused: list = []
+        responder = engine.Responder(
+            router,
+            _Echo(),
+            {"echo": None},
+            {},
+            None,
+            None,
+            lambda envelope, exc, rid, frames: refused.append((exc, rid, frames)),
+        )
+        count = 10
+        for request_id in range(count):
+            call = protocol.encode_call(request_id, "echo", [request_id], {})
+            dealer.send_multipart([b"", *call])
+        for _ in range(count):
+            assert router.poll(5000)
+            assert responder.handle(engine.recv_frames(router)) is True
+        assert refused, "a queue of 2 took 10 replies?"
+        for exc, rid, frames in refused:
+            assert isinstance(exc, zmq.Again)
+            assert protocol.decode_reply(frames).value == rid
+        delivered: list[int] = []
+        while len(delivered) < count - len(refused):
+            assert dealer.poll(5000)
+            delivered.append(protocol.decode_reply(dealer.recv_multipart()[1:]).value)
+        assert sorted(delivered + [rid for _, rid, _ in refused]) == list(range(count))
+    finally:
+        router.close(0)
+        dealer.close(0)
