@@ -368,7 +368,10 @@ class RPCServer:
                             backlog.pending and backlog.holds(frames)
                         ) or not respond(frames):
                             self._message = frames  # whose key _peer_key reads
-                            self._handle(frames)
+                            try:
+                                self._handle(frames)
+                            finally:
+                                self._message = None  # not to keep it alive
                     except Exception:  # a bug here must not end serving
                         _log.exception("unexpected error while handling a message")
                 if watchdog is not None:
