@@ -134,13 +134,17 @@ def test_emissions_over_the_buffer_are_dropped_and_counted(
 
 
 def test_emission_larger_than_the_buffer_is_dropped(ctx, subscribers):
-    options = SocketOptions(signal_buffer_bytes=1 << 20, signal_hwm=10)
+    options = SocketOptions(signal_buffer_bytes=1 << 20)
     server = Publisher(ctx, "inproc://too-large", options=options)
     try:
         sub = _subscribe(ctx, subscribers, server._inventory()["signal_url"], False)
         _sync(server, [sub])
+        half = b"h" * (512 << 10)  # fits: small frames take at most 1/4
+        server.data.emit(half)
         server.data.emit(b"y" * (2 << 20))
         server.data.emit(SENTINEL)
+        assert sub.poll(10_000)
+        assert _payload_of(sub) == half
         assert sub.poll(10_000)
         assert _payload_of(sub) == SENTINEL
         assert server.dropped_signals == 1

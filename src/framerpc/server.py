@@ -50,6 +50,7 @@ _STOP_GRACE_S = 0.2
 #: Frames of signal emissions from this size (bytes) are lent to libzmq and
 #: counted against ``SocketOptions.signal_buffer_bytes``; smaller ones are
 #: copied, and a stalled subscriber holds at most ``signal_hwm`` of them.
+#: Lower for a small buffer, so that those stay within a quarter of it.
 _SIGNAL_TRACK_MIN = 4096
 #: Longest wait (ms) of the serve loop while replies wait for a client's
 #: queue: a ROUTER cannot tell when one peer has room again (its POLLOUT
@@ -151,11 +152,7 @@ class RPCServer:
             options.reply_backlog_bytes,
             options.reply_backlog_total_bytes,
         )
-        # copied frames a stalled subscriber may hold, per signal socket
-        untracked = options.signal_hwm * _SIGNAL_TRACK_MIN
-        self._signal_budget = _outbox.SignalBudget(
-            max(0, options.signal_buffer_bytes - 2 * untracked), _SIGNAL_TRACK_MIN
-        )
+        self._signal_budget = _signal_budget(options)
         self._signal_socket: zmq.Socket | None = None
         # JSON signals for older clients: bound on their first request.
         self._legacy_signal_socket: zmq.Socket | None = None
@@ -704,6 +701,15 @@ class RPCServer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+
+def _signal_budget(options: transport.SocketOptions) -> _outbox.SignalBudget:
+    """The byte budget of the signal sockets: ``signal_buffer_bytes`` less
+    what stalled subscribers may hold in uncounted (copied) frames, at most
+    ``signal_hwm`` emissions of one such frame per signal socket (2)."""
+    total, hwm = options.signal_buffer_bytes, max(1, options.signal_hwm)
+    track_min = max(64, min(_SIGNAL_TRACK_MIN, total // (8 * hwm)))
+    return _outbox.SignalBudget(max(0, total - 2 * hwm * track_min), track_min)
 
 
 def _check_buffer_result(name: str, result: Any) -> None:
