@@ -87,10 +87,15 @@ class SocketOptions:
         The same bound in bytes, summed over all clients.
     signal_buffer_bytes : int
         Most bytes of signal emissions the server holds for subscribers
-        that have not read them yet, all subscribers together (default
-        64 MiB). Emissions beyond it are dropped, logged and counted
-        (``RPCServer.stats``); an emission larger than the buffer is never
-        sent.
+        that have not read them yet (default 64 MiB). Frames from 4 KiB
+        (less for a small buffer) are counted for all subscribers
+        together; emissions that would exceed the buffer are dropped,
+        logged and counted (``RPCServer.stats``), and an emission larger
+        than the buffer is never sent. Smaller frames are copied and not
+        counted: a stalled subscriber holds at most ``signal_hwm`` of them,
+        and a quarter of the buffer is set aside for them (one stalled
+        subscriber per signal socket; each further one may hold up to
+        ``signal_hwm`` x 4 KiB, 2 MiB by default, more).
     signal_hwm : int
         Send high-water mark of the signal sockets (messages per
         subscriber, default 500). A subscriber that stops reading holds at
