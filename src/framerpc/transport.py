@@ -93,9 +93,9 @@ class SocketOptions:
         logged and counted (``RPCServer.stats``), and an emission larger
         than the buffer is never sent. Smaller frames are copied and not
         counted: a stalled subscriber holds at most ``signal_hwm`` of them,
-        and a quarter of the buffer is set aside for them (one stalled
-        subscriber per signal socket; each further one may hold up to
-        ``signal_hwm`` x 4 KiB, 2 MiB by default, more).
+        and part of the buffer (at most a quarter) is kept for them (one
+        stalled subscriber per signal socket; each further one may hold up
+        to ``signal_hwm`` x 4 KiB, 2 MiB by default, more).
     signal_hwm : int
         Send high-water mark of the signal sockets (messages per
         subscriber, default 500). A subscriber that stops reading holds at
