@@ -143,8 +143,12 @@ class ReplyBacklog:
         self.messages += 1
         self.nbytes += size
 
-    def flush(self) -> None:
-        """Send what the clients' queues take now, without blocking."""
+    def flush(self) -> bool:
+        """Send what the clients' queues take now, without blocking.
+
+        Returns whether anything left the backlog (sent or given up on).
+        """
+        before = self.messages
         send, sock = self._send_frames, self._sock
         for peer in list(self._queues):
             queue = self._queues[peer]
@@ -164,6 +168,7 @@ class ReplyBacklog:
             if not queue and peer in self._queues:
                 del self._queues[peer]
                 del self._peer_bytes[peer]
+        return self.messages != before
 
     def clear(self, reason: str) -> None:
         """Give up on every waiting reply (the server stops)."""

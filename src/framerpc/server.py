@@ -52,9 +52,11 @@ _STOP_GRACE_S = 0.2
 #: copied, and a stalled subscriber holds at most ``signal_hwm`` of them.
 #: Lower for a small buffer, so that those stay within a quarter of it.
 _SIGNAL_TRACK_MIN = 4096
-#: Longest wait (ms) of the serve loop while replies wait for a client's
-#: queue: a ROUTER cannot tell when one peer has room again (its POLLOUT
-#: means "some peer has room"), so the loop retries this often.
+#: Wait (ms) of the serve loop while replies wait for a client's queue: a
+#: ROUTER cannot tell when one peer has room again (its POLLOUT means "some
+#: peer has room"), so the loop retries this often, and twice as long
+#: after each try that sent nothing (up to _POLL_S: a client that does not
+#: read costs a few wake-ups a second).
 _FLUSH_WAIT_MS = 2
 
 
@@ -340,6 +342,7 @@ class RPCServer:
             sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
             respond = self._responder.handle
             backlog = self._backlog
+            flush_wait = _FLUSH_WAIT_MS
             sdnotify.ready()
             # the systemd watchdog: a tick per message only when it is on
             watchdog = self._watchdog if self._watchdog.enabled else None
@@ -351,9 +354,12 @@ class RPCServer:
                     if not backlog.pending:
                         frames = transport.recv_frames(sock)
                     else:  # replies wait for room: retry sending them often
-                        backlog.flush()
+                        if backlog.flush():
+                            flush_wait = _FLUSH_WAIT_MS
+                        else:
+                            flush_wait = min(2 * flush_wait, int(_POLL_S * 1000))
                         frames = None
-                        if sock.poll(_FLUSH_WAIT_MS, zmq.POLLIN):
+                        if sock.poll(flush_wait, zmq.POLLIN):
                             frames = transport.recv_frames(sock, zmq.NOBLOCK)
                 except zmq.Again:
                     frames = None
