@@ -96,6 +96,7 @@ ctypedef void (*free_fn_t)(void *, void *) noexcept nogil
 ctypedef int (*msg_init_data_t)(zmq_msg_t *, void *, size_t, free_fn_t,
                                 void *) noexcept nogil
 ctypedef int (*msg_send_t)(zmq_msg_t *, void *, int) noexcept nogil
+ctypedef const char *(*msg_gets_t)(const zmq_msg_t *, const char *) noexcept nogil
 
 cdef msg_init_t z_msg_init
 cdef msg_recv_t z_msg_recv
@@ -108,6 +109,7 @@ cdef errno_t z_errno
 cdef setsockopt_t z_setsockopt
 cdef msg_init_data_t z_msg_init_data
 cdef msg_send_t z_msg_send
+cdef msg_gets_t z_msg_gets
 
 cdef int SNDMORE = zmq.SNDMORE
 cdef int _NOBLOCK = zmq.NOBLOCK
@@ -146,6 +148,8 @@ cdef _load():
     z_setsockopt = <setsockopt_t>_symbol(lib, b"zmq_setsockopt")
     z_msg_init_data = <msg_init_data_t>_symbol(lib, b"zmq_msg_init_data")
     z_msg_send = <msg_send_t>_symbol(lib, b"zmq_msg_send")
+    global z_msg_gets
+    z_msg_gets = <msg_gets_t>_symbol(lib, b"zmq_msg_gets")
 
 
 _load()
@@ -193,6 +197,15 @@ cdef class Frame:
     def bytes(self):
         return PyBytes_FromStringAndSize(<char *>z_msg_data(&self.msg),
                                          z_msg_size(&self.msg))
+
+    def get(self, str name):
+        """A metadata property of the message (``"User-Id"``: the peer's
+        CURVE key), as :meth:`zmq.Frame.get`: ZMQError when absent."""
+        cdef bytes key = name.encode()
+        cdef const char *value = z_msg_gets(&self.msg, key)
+        if value == NULL:
+            raise zmq.ZMQError(z_errno())
+        return value.decode("utf-8", "replace")
 
     def __repr__(self):
         return f"<framerpc Frame {z_msg_size(&self.msg)} B>"
@@ -653,7 +666,8 @@ cdef class Responder:
             out = self.failed(request_id, name, exc)
         message = frames[:2] + out
         try:
-            _send_frames(self.sock, message, 0)
+            # without blocking: the server keeps what a full queue refuses
+            _send_frames(self.sock, message, _NOBLOCK)
         except (zmq.ZMQError, TypeError) as exc:
-            self.send_failed(frames[:2], exc, request_id)
+            self.send_failed(frames[:2], exc, request_id, out)
         return True

@@ -20,10 +20,9 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import wait_until
 from devices import CameraProxy, CameraServer
 
-from framerpc import _framing_py, framing, legacy, protocol, transport
+from framerpc import _framing_py, legacy, protocol, transport
 from framerpc._ratelog import RateLimitedLog
 from framerpc.errors import MessageTooLargeError, ProtocolError
 from framerpc.transport import SocketOptions

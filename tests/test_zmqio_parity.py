@@ -246,7 +246,7 @@ def test_responder_reports_a_frame_it_cannot_send(engine, pair):
         {},
         _check_buffer_result,
         lambda rid, name, exc: [object()],
-        lambda envelope, exc, rid: calls.append((type(exc), rid)),
+        lambda envelope, exc, rid, frames: calls.append((type(exc), rid)),
     )
     dealer.send_multipart([b"", *_call(13, "fail")])
     assert responder.handle(engine.recv_frames(router)) is True

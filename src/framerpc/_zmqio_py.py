@@ -284,7 +284,9 @@ class Responder:
         ``(request_id, name, exc) -> frames`` of the error reply, called
         while ``exc`` is being handled (it may read the traceback).
     send_failed : callable
-        ``(envelope, exc, request_id)``: a reply could not be sent.
+        ``(envelope, exc, request_id, frames)``: the reply ``frames`` could
+        not be sent; :class:`zmq.Again` (the peer's queue is full: replies
+        go without blocking) means nothing of it was sent.
     fallback : callable, optional
         ``(envelope, body, decoded)``: takes the messages not answered here;
         ``decoded`` is the header dict or the exception decoding raised.
@@ -360,9 +362,9 @@ class Responder:
         envelope = frames[:2]
         message = envelope + out
         try:
-            send_frames(self.sock, message)
+            send_frames(self.sock, message, _NOBLOCK)
         except (zmq.ZMQError, TypeError) as exc:
-            self.send_failed(envelope, exc, request_id)
+            self.send_failed(envelope, exc, request_id, out)
         return True
 
 

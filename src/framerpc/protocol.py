@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-
 from . import framing
 from .errors import ProtocolError
 
@@ -291,7 +290,7 @@ def _peek_scalar(view: memoryview, pos: int, end: int) -> tuple[Any, int]:
         return _NOT_SCALAR, pos
     if start + size > end:
         return _NOT_SCALAR, pos
-    if tag > 0xBF and tag < 0xD9 or size > 255:  # bytes, ext, a long str
+    if (tag > 0xBF and tag < 0xD9) or size > 255:  # bytes, ext, a long str
         return _SKIPPED, start + size
     try:
         return bytes(view[start : start + size]).decode(), start + size

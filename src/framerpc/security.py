@@ -43,6 +43,7 @@ __all__ = [
     "Authenticator",
     "ClientKeys",
     "Security",
+    "admin_keys",
     "apply_client",
     "apply_server",
     "curve_available",
@@ -100,18 +101,28 @@ class Security:
         Server side: folder of the public key files (``*.key``) of the
         clients allowed in. Without it, a secured server encrypts but
         accepts any client key.
+    admin_keys_dir : path-like, optional
+        Server side: folder of the public key files (``*.key``) of the
+        administrators, the only clients whose STOP_SERVER request an
+        :class:`~framerpc.RPCServer` honours (read at each request). Needs
+        ``allowed_clients_dir`` (the client key is known through the
+        handler that checks it); list administrators in both. Without it,
+        a secured server refuses every remote STOP_SERVER.
 
     Raises
     ------
     ValueError
         A key is not 40 characters of Z85, the secret key does not belong
-        to the public key, or ``allowed_clients_dir`` is not a folder.
+        to the public key, ``allowed_clients_dir`` or ``admin_keys_dir``
+        is not a folder, or ``admin_keys_dir`` comes without
+        ``allowed_clients_dir``.
     """
 
     public_key: bytes
     secret_key: bytes
     server_public_key: bytes | None = None
     allowed_clients_dir: Path | None = None
+    admin_keys_dir: Path | None = None
 
     def __post_init__(self) -> None:
         # Normalise in place (frozen): str keys to bytes, the folder to a Path.
@@ -129,6 +140,16 @@ class Security:
             if not folder.is_dir():
                 raise ValueError(f"allowed_clients_dir {folder} is not a folder")
             set_(self, "allowed_clients_dir", folder)
+        if self.admin_keys_dir is not None:
+            admins = Path(self.admin_keys_dir).resolve()
+            if not admins.is_dir():
+                raise ValueError(f"admin_keys_dir {admins} is not a folder")
+            if self.allowed_clients_dir is None:
+                raise ValueError(
+                    "admin_keys_dir needs allowed_clients_dir: a client's key "
+                    "is known only where client keys are checked"
+                )
+            set_(self, "admin_keys_dir", admins)
         if curve_available() and zmq.curve_public(self.secret_key) != self.public_key:
             raise ValueError("secret_key does not belong to public_key")
 
@@ -139,6 +160,7 @@ class Security:
         *,
         server_public_file: str | os.PathLike | None = None,
         allowed_clients_dir: str | os.PathLike | None = None,
+        admin_keys_dir: str | os.PathLike | None = None,
     ) -> Security:
         """Load settings from key files written by ``generate_keys``.
 
@@ -150,6 +172,8 @@ class Security:
             Client side: the server's ``NAME.key``.
         allowed_clients_dir : path-like, optional
             Server side: folder of the allowed clients' ``*.key`` files.
+        admin_keys_dir : path-like, optional
+            Server side: folder of the administrators' ``*.key`` files.
 
         Raises
         ------
@@ -173,6 +197,9 @@ class Security:
             allowed_clients_dir=(
                 Path(allowed_clients_dir) if allowed_clients_dir is not None else None
             ),
+            admin_keys_dir=(
+                Path(admin_keys_dir) if admin_keys_dir is not None else None
+            ),
         )
 
     def __repr__(self) -> str:
@@ -180,8 +207,22 @@ class Security:
         return (
             f"Security(public_key={self.public_key.decode()!r}, secret_key=<hidden>, "
             f"server_public_key={self.server_public_key!r}, "
-            f"allowed_clients_dir={self.allowed_clients_dir!r})"
+            f"allowed_clients_dir={self.allowed_clients_dir!r}, "
+            f"admin_keys_dir={self.admin_keys_dir!r})"
         )
+
+
+def admin_keys(security: Security | None) -> frozenset[str]:
+    """Z85 public keys of the administrators of ``security``, read now.
+
+    Empty without settings or ``admin_keys_dir``. Compare them with the
+    ``User-Id`` property of a received frame (the Z85 client key the ZAP
+    handler reports).
+    """
+    if security is None or security.admin_keys_dir is None:
+        return frozenset()
+    keys = zmq.auth.load_certificates(security.admin_keys_dir)
+    return frozenset(k.decode("ascii") for k in keys)
 
 
 def load_public_key(path: str | os.PathLike) -> bytes:

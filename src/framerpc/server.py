@@ -25,7 +25,7 @@ from typing import Any, TypeVar, overload
 
 import zmq
 
-from . import framing, legacy, protocol, sdnotify, transport
+from . import _outbox, framing, legacy, protocol, sdnotify, security, transport
 from ._describe import inventory_fields
 from ._ratelog import RateLimitedLog
 from .errors import ProtocolError, SerializationError
@@ -49,10 +49,17 @@ _MAX_ENVELOPE = 8
 #: client's DEALER (IMMEDIATE) drops a reply it has not read yet when the
 #: connection closes, so closing at once loses the acknowledgement.
 _STOP_GRACE_S = 0.2
-#: Send high-water mark of the signal socket (messages). Emissions are small
-#: and come in bursts (one per frame); at the RPC mark (100) a burst faster
-#: than the I/O thread forwards it was silently dropped by PUB.
-_SIGNAL_HWM = 10_000
+#: Frames of signal emissions from this size (bytes) are lent to libzmq and
+#: counted against ``SocketOptions.signal_buffer_bytes``; smaller ones are
+#: copied, and a stalled subscriber holds at most ``signal_hwm`` of them.
+#: Lower for a small buffer, so that those stay within a quarter of it.
+_SIGNAL_TRACK_MIN = 4096
+#: Wait (ms) of the serve loop while replies wait for a client's queue: a
+#: ROUTER cannot tell when one peer has room again (its POLLOUT means "some
+#: peer has room"), so the loop retries this often, and twice as long
+#: after each try that sent nothing (up to _POLL_S: a client that does not
+#: read costs a few wake-ups a second).
+_FLUSH_WAIT_MS = 2
 
 
 def _method_decorator(kind: str, timeout: Any) -> Any:
@@ -84,7 +91,17 @@ class RPCServer:
         Seconds after which a registry forgets this server if it stops
         checking in (it checks in three times per period while serving).
     options : SocketOptions, optional
-        Socket tuning (high-water marks, largest accepted message...).
+        Socket tuning (high-water marks, largest accepted message, ipc://
+        file mode, reply backlog and signal buffer bounds...).
+    allow_remote_stop : bool
+        Whether a client's STOP_SERVER request (``RPCClient.stop_server()``
+        or the older protocol's) may stop the server. True (the default,
+        as before) lets any client stop a server without security; a
+        server with CURVE security honours it only from the keys in
+        ``Security.admin_keys_dir`` (none without it). False refuses it
+        from everyone: the client gets an error reply (``stop_server()``
+        returns False) and the server goes on serving. :meth:`stop_server`
+        on the server object always works.
 
     Attributes
     ----------
@@ -93,6 +110,8 @@ class RPCServer:
         (None for ipc:// and inproc://).
     uuid, name, registry_addr
         Set by ``register_to_registry`` (None, "" and "" before).
+    stats : dict
+        Counters of what the server gave up on (see ``stats``).
     """
 
     def __init__(
@@ -102,11 +121,15 @@ class RPCServer:
         alive_timeout: int = 60,
         *,
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+        allow_remote_stop: bool = True,
     ) -> None:
         transport.check_url(url, for_bind=True)
         self.context = context
         self.alive_timeout = alive_timeout
         self._options = options
+        self.allow_remote_stop = allow_remote_stop
+        self._stop_granted = False  # the last STOP_SERVER was authorised
+        self._message: list | None = None  # frames of the request in _handle
         self.uuid: str | None = None
         self.name = ""
         self.registry_addr = ""
@@ -123,18 +146,32 @@ class RPCServer:
         self._dead = False
         self._signal_lock = threading.Lock()
         self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
+        # A reply to a full queue raises EAGAIN (kept in the backlog) and one
+        # to a client that left EHOSTUNREACH (counted), instead of a silent
+        # drop; every send is then non-blocking (a blocking one would wait).
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._backlog = _outbox.ReplyBacklog(
+            self._socket,
+            transport.send_frames,
+            options.reply_backlog_messages,
+            options.reply_backlog_bytes,
+            options.reply_backlog_total_bytes,
+        )
+        self._signal_budget = _signal_budget(options)
         self._signal_socket: zmq.Socket | None = None
         # JSON signals for older clients: bound on their first request.
         self._legacy_signal_socket: zmq.Socket | None = None
         self._legacy_signal_port: int | None = None
         try:
-            self.url, self.port = transport.bind(self._socket, url)
+            self.url, self.port = transport.bind(self._socket, url, options)
             self._signal_socket = transport.make_socket(
                 context, zmq.PUB, options, server=True
             )
-            self._signal_socket.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
+            self._signal_socket.setsockopt(zmq.SNDHWM, options.signal_hwm)
             self._signal_url, self._signal_port = transport.bind(
-                self._signal_socket, transport.derive_endpoint(self.url, ".signals")
+                self._signal_socket,
+                transport.derive_endpoint(self.url, ".signals"),
+                options,
             )
         except Exception:
             self._close_sockets()
@@ -324,6 +361,8 @@ class RPCServer:
                 return
             sock.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
             respond = self._responder.handle
+            backlog = self._backlog
+            flush_wait = _FLUSH_WAIT_MS
             sdnotify.ready()
             # the systemd watchdog: a tick per message only when it is on
             watchdog = self._watchdog if self._watchdog.enabled else None
@@ -332,13 +371,30 @@ class RPCServer:
                 self._stop_at is None or time.monotonic() < self._stop_at
             ):
                 try:
-                    frames = transport.recv_frames(sock)
+                    if not backlog.pending:
+                        frames = transport.recv_frames(sock)
+                    else:  # replies wait for room: retry sending them often
+                        if backlog.flush():
+                            flush_wait = _FLUSH_WAIT_MS
+                        else:
+                            flush_wait = min(2 * flush_wait, int(_POLL_S * 1000))
+                        frames = None
+                        if sock.poll(flush_wait, zmq.POLLIN):
+                            frames = transport.recv_frames(sock, zmq.NOBLOCK)
                 except zmq.Again:
                     frames = None
                 if frames is not None:
                     try:
-                        if not respond(frames):
-                            self._handle(frames)
+                        # a client with replies waiting takes the general
+                        # path, which queues its reply behind them (order)
+                        if (
+                            backlog.pending and backlog.holds(frames)
+                        ) or not respond(frames):
+                            self._message = frames  # whose key _peer_key reads
+                            try:
+                                self._handle(frames)
+                            finally:
+                                self._message = None  # not to keep it alive
                     except Exception:  # a bug here must not end serving
                         _log.exception("unexpected error while handling a message")
                 if watchdog is not None:
@@ -375,7 +431,48 @@ class RPCServer:
         except Exception:
             _log.exception("could not unregister %s from the registry", self.url)
         finally:
+            if self._backlog.pending:  # a last try, then count what is left
+                self._backlog.flush()
+                self._backlog.clear("the server stopped")
             self._close_sockets()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of what the server held for slow peers or gave up on.
+
+        Returns
+        -------
+        dict
+            ``dropped_replies``: replies given up on (a client's backlog
+            over ``SocketOptions.reply_backlog_*``, a client that left, or
+            still waiting at stop); ``reply_backlog`` and
+            ``reply_backlog_bytes``: replies waiting now for a client's
+            queue; ``dropped_signals``: emissions dropped for the signal
+            buffer; ``signal_bytes_in_flight``: bytes of emissions libzmq
+            still holds for subscribers (the counted frames, see
+            ``SocketOptions.signal_buffer_bytes``).
+        """
+        backlog = self._backlog
+        with self._signal_lock:
+            in_flight = self._signal_budget.refresh()
+            dropped_signals = self._signal_budget.dropped
+        return {
+            "dropped_replies": backlog.dropped,
+            "reply_backlog": backlog.messages,
+            "reply_backlog_bytes": backlog.nbytes,
+            "dropped_signals": dropped_signals,
+            "signal_bytes_in_flight": in_flight,
+        }
+
+    @property
+    def dropped_replies(self) -> int:
+        """Replies the server gave up on (see :attr:`stats`)."""
+        return self._backlog.dropped
+
+    @property
+    def dropped_signals(self) -> int:
+        """Signal emissions dropped for the signal buffer (see :attr:`stats`)."""
+        return self._signal_budget.dropped
 
     def _close_sockets(self) -> None:
         transport.close_quietly(self._socket)
@@ -432,25 +529,45 @@ class RPCServer:
             self._stop_after_grace()
 
     def _stop_after_grace(self) -> None:
-        # after STOP_SERVER, serve _STOP_GRACE_S more (see its comment)
+        # after STOP_SERVER, serve _STOP_GRACE_S more (see its comment);
+        # only when _execute found the request authorised
+        if not self._stop_granted:
+            return
         if self._stop_at is None:
             self._stop_at = time.monotonic() + _STOP_GRACE_S
 
     def _send(
         self, envelope: list, frames: list, request_id: int | None = None
     ) -> None:
+        backlog = self._backlog
+        if backlog.pending and backlog.holds(envelope):  # keep the order
+            backlog.add(envelope + frames)
+            return
         try:
-            transport.send_frames(self._socket, envelope + frames)
+            transport.send_frames(self._socket, envelope + frames, zmq.NOBLOCK)
         except (zmq.ZMQError, TypeError) as exc:
-            self._send_failed(envelope, exc, request_id)
+            self._send_failed(envelope, exc, request_id, frames)
 
     def _send_failed(
-        self, envelope: list, exc: Exception, request_id: int | None
+        self,
+        envelope: list,
+        exc: Exception,
+        request_id: int | None,
+        frames: list | None = None,
     ) -> None:
+        # EAGAIN: the client's queue is full (ROUTER_MANDATORY), nothing was
+        # sent; the backlog keeps the reply until it has room.
+        if isinstance(exc, zmq.Again) and frames is not None:
+            self._backlog.add(envelope + frames)
+            return
+        # Another ZMQError (EHOSTUNREACH: the client left) loses the reply.
+        if isinstance(exc, zmq.ZMQError):
+            self._backlog.lost(1, f"could not send a reply: {exc}")
+            return
         _log.warning("could not send a reply: %s", exc)
-        # A ZMQError (peer gone, queue full) drops the reply. A TypeError
-        # comes before anything is sent (every frame is checked first): a
-        # frame without the buffer interface; the caller gets an error.
+        # A TypeError comes before anything is sent (every frame is checked
+        # first): a frame without the buffer interface; the caller gets an
+        # error.
         if isinstance(exc, TypeError) and request_id is not None:
             error = f"TypeError: the result cannot be sent: {exc}"
             reply = Reply(request_id, False, error=error)
@@ -505,9 +622,11 @@ class RPCServer:
             sock = transport.make_socket(
                 self.context, zmq.PUB, self._options, server=True
             )
-            sock.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
+            sock.setsockopt(zmq.SNDHWM, self._options.signal_hwm)
             try:
-                _, port = transport.bind(sock, transport.derive_endpoint(self.url, ""))
+                _, port = transport.bind(
+                    sock, transport.derive_endpoint(self.url, ""), self._options
+                )
             except zmq.ZMQError as exc:
                 transport.close_quietly(sock)
                 _log.warning("cannot bind the JSON signal socket: %s", exc)
@@ -545,6 +664,11 @@ class RPCServer:
                 self._publish_signal(protocol.SYNC_SIGNAL, request.name)
                 value, info = self._inventory(), None
             else:  # STOP_SERVER
+                refusal = self._stop_refusal()
+                if refusal is not None:
+                    _log.info("STOP_SERVER refused: %s", refusal)
+                    return Reply(rid, False, error=f"PermissionError: {refusal}"), False
+                self._stop_granted = True
                 value, info = None, None
             return Reply(rid, True, value, info), is_buffer
         except _NotFound as exc:
@@ -568,6 +692,33 @@ class RPCServer:
         request = Request(RPCEvents.METHOD_CALL, request_id, name)
         return protocol.encode_reply(_failure(request, exc))
 
+    def _stop_refusal(self) -> str | None:
+        """Why the STOP_SERVER being handled may not stop the server (None:
+        it may; see ``allow_remote_stop``)."""
+        if not self.allow_remote_stop:
+            return "this server does not accept remote stop requests"
+        settings = self._options.security
+        if settings is None:
+            return None
+        key = self._peer_key()
+        if key is None:
+            return "the client's key is unknown: only administrators may stop it"
+        if key not in security.admin_keys(settings):
+            return "only an administrator's key may stop this server"
+        return None
+
+    def _peer_key(self) -> str | None:
+        """Z85 CURVE key of the client whose request is being handled (the
+        ZAP handler's User-Id), or None."""
+        frames = self._message
+        if not frames:
+            return None
+        try:
+            key = frames[-1].get("User-Id")
+        except (zmq.ZMQError, AttributeError):  # no ZAP handler, or not a frame
+            return None
+        return key or None
+
     def _property(self, name: str) -> str:
         if name not in self._rpc_properties:
             raise _NotFound(f"Property {name} not found")
@@ -579,17 +730,25 @@ class RPCServer:
             sock = self._signal_socket
             if sock is None or sock.closed:
                 return
-            try:
-                transport.send_frames(sock, frames, zmq.NOBLOCK)
-            except zmq.Again:  # a slow subscriber's queue is full: PUB drops
-                _log.debug("signal %s dropped by a full queue", name)
+            # PUB drops silently for a subscriber whose queue is full; the
+            # budget bounds the bytes those queues hold (and counts drops)
+            self._signal_budget.send(sock, frames, transport.send_frames)
             # None until an older client asks for signals: no JSON cost before.
             legacy_sock = self._legacy_signal_socket
             if legacy_sock is not None and name:
-                _publish_json_signal(legacy_sock, name, args)
+                _publish_json_signal(legacy_sock, name, args, self._signal_budget)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+
+def _signal_budget(options: transport.SocketOptions) -> _outbox.SignalBudget:
+    """The byte budget of the signal sockets: ``signal_buffer_bytes`` less
+    what stalled subscribers may hold in uncounted (copied) frames, at most
+    ``signal_hwm`` emissions of one such frame per signal socket (2)."""
+    total, hwm = options.signal_buffer_bytes, max(1, options.signal_hwm)
+    track_min = max(64, min(_SIGNAL_TRACK_MIN, total // (8 * hwm)))
+    return _outbox.SignalBudget(max(0, total - 2 * hwm * track_min), track_min)
 
 
 def _check_buffer_result(name: str, result: Any) -> None:
@@ -627,17 +786,16 @@ class _NoSignalPort(RuntimeError):
     """JSON signals cannot be offered; the message says why."""
 
 
-def _publish_json_signal(sock: zmq.Socket, name: str, args: tuple) -> None:
+def _publish_json_signal(
+    sock: zmq.Socket, name: str, args: tuple, budget: _outbox.SignalBudget
+) -> None:
     """Publish one emission to older subscribers (caller holds the lock)."""
     try:
         frame = legacy.encode_signal(SignalEmission(name, list(args)))
     except SerializationError as exc:
         _log.warning("signal %s not sent to JSON subscribers: %s", name, exc)
         return
-    try:
-        sock.send(frame, zmq.NOBLOCK)
-    except zmq.Again:
-        _log.debug("JSON signal %s dropped by a full queue", name)
+    budget.send(sock, [frame], transport.send_frames)
 
 
 def _describe(value: Any) -> str:

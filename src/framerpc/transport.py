@@ -7,7 +7,10 @@ and the message I/O engine: compiled ``framerpc._zmqio`` or its pure twin
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
+import tempfile
 import weakref
 from dataclasses import dataclass
 
@@ -25,6 +28,7 @@ __all__ = [
     "check_url",
     "make_socket",
     "bind",
+    "bind_ipc_private",
     "derive_endpoint",
     "connect_url_for",
     "close_quietly",
@@ -102,6 +106,42 @@ class SocketOptions:
         Opt-in CURVE (see ``framerpc.security``): bound sockets (server,
         signals, registry) use it as server, connecting sockets as client
         of ``security.server_public_key``. None: plain sockets.
+    ipc_mode : int
+        Permission bits of the ``ipc://`` socket files a server binds
+        (default ``0o600``: only the owner may connect). Widen it to share a
+        device with other local users, e.g. ``0o660`` for the file's group.
+        The file never exists with wider bits than these (see :func:`bind`).
+    allow_abstract_ipc : bool
+        Allow binding an abstract ``ipc://@name`` (Linux). Such a name has
+        no permissions: any local user may connect. Refused by default.
+    reply_backlog_messages, reply_backlog_bytes : int
+        How many replies, and how many bytes of them, a server keeps per
+        client whose receive queue is full (a client with many calls in
+        flight that is slow to read). They are sent as the client reads;
+        replies beyond these bounds are dropped, logged and counted
+        (``RPCServer.stats``).
+    reply_backlog_total_bytes : int
+        The same bound in bytes, summed over all clients.
+    signal_buffer_bytes : int
+        Most bytes of signal emissions the server holds for subscribers
+        that have not read them yet (default 64 MiB). Frames from 4 KiB
+        (less for a small buffer) are counted for all subscribers
+        together; emissions that would exceed the buffer are dropped,
+        logged and counted (``RPCServer.stats``), and an emission larger
+        than the buffer is never sent. Smaller frames are copied and not
+        counted: a stalled subscriber holds at most ``signal_hwm`` of them,
+        and part of the buffer (at most a quarter) is kept for them (one
+        stalled subscriber per signal socket; each further one may hold up
+        to ``signal_hwm`` x 4 KiB, 2 MiB by default, more).
+    signal_hwm : int
+        Send high-water mark of the signal sockets (messages per
+        subscriber, default 500). A subscriber that stops reading holds at
+        most this many emissions in the server: while ``signal_hwm`` times
+        the emission size stays well under ``signal_buffer_bytes`` (up to
+        about 100 KB per emission with the defaults) the other subscribers
+        go on receiving; with larger emissions a stalled subscriber can use
+        up the buffer, and emissions are dropped (counted) for everyone
+        until it reads or leaves. Memory stays bounded either way.
     """
 
     linger_ms: int = 200
@@ -118,6 +158,13 @@ class SocketOptions:
     max_header_size: int = framing.MAX_HEADER_SIZE
     max_objects: int = framing.MAX_OBJECTS
     max_depth: int = framing.MAX_DEPTH
+    ipc_mode: int = 0o600
+    allow_abstract_ipc: bool = False
+    reply_backlog_messages: int = 10_000
+    reply_backlog_bytes: int = 64 << 20
+    reply_backlog_total_bytes: int = 256 << 20
+    signal_buffer_bytes: int = 64 << 20
+    signal_hwm: int = 500
 
     @property
     def dead_peer_ms(self) -> int | None:
@@ -291,22 +338,119 @@ def _check_heartbeat(options: SocketOptions) -> None:
 _MAX_HEARTBEAT_TTL_MS = 6553599
 
 
-def bind(sock: zmq.Socket, url: str) -> tuple[str, int | None]:
+def bind(
+    sock: zmq.Socket, url: str, options: SocketOptions = DEFAULT_OPTIONS
+) -> tuple[str, int | None]:
     """Bind ``sock`` at ``url``; a tcp:// URL without port gets a free one.
+
+    An ``ipc://`` path is bound by :func:`bind_ipc_private` (file mode
+    ``options.ipc_mode``, abstract names refused unless
+    ``options.allow_abstract_ipc``).
 
     Returns
     -------
     tuple
         The bound endpoint and its TCP port (None for ipc:// and inproc://).
+
+    Raises
+    ------
+    ValueError
+        An unsupported URL, or an abstract ipc:// name not allowed.
     """
     transport, address, port = parse_url(url)
     if transport == "tcp" and port is None:
         # The OS picks a free port: no retry loop, no collision.
         sock.bind(f"tcp://{address}:*")
+    elif transport == "ipc":
+        return bind_ipc_private(sock, url, options), None
     else:
         sock.bind(url)
     endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     return endpoint, parse_url(endpoint)[2]
+
+
+def bind_ipc_private(
+    sock: zmq.Socket, url: str, options: SocketOptions = DEFAULT_OPTIONS
+) -> str:
+    """Bind ``sock`` at the ``ipc://`` ``url`` with file mode ``options.ipc_mode``.
+
+    libzmq creates the socket file at bind with ``0777 & ~umask``: anyone
+    who connects before a later chmod stays connected. So the file is
+    bound in a fresh ``0700`` folder next to the target (no other user can
+    reach it there), given its mode, then renamed onto the target path
+    (atomic; a stale file of an earlier run is replaced as libzmq would).
+    The umask is not touched: it is process-wide. When the temporary path
+    would be too long for a socket address, or the folder cannot be
+    created, the file is bound in place and chmod-ed at once (a window of
+    microseconds, logged at debug level). :func:`close_quietly` removes
+    the file; libzmq only knows the temporary name, so ``LAST_ENDPOINT``
+    shows it and ``unbind(url)`` does not apply (close the socket).
+
+    Returns
+    -------
+    str
+        The bound endpoint (``url`` itself for a path).
+
+    Raises
+    ------
+    ValueError
+        ``url`` is not ipc://, or an abstract name (``ipc://@name``) and
+        ``options.allow_abstract_ipc`` is false.
+    """
+    transport, path, _ = parse_url(url)
+    if transport != "ipc":
+        raise ValueError(f"not an ipc:// URL: {url!r}")
+    mode = options.ipc_mode
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"ipc_mode must be permission bits (0..0o777), got {mode:o}")
+    if path.startswith("@"):
+        if not options.allow_abstract_ipc:
+            raise ValueError(
+                f"abstract ipc:// name {url!r} refused: any local user could "
+                "connect to it; use a file path, or set "
+                "SocketOptions(allow_abstract_ipc=True)"
+            )
+        sock.bind(url)
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    if path == "*":  # libzmq's own private temporary folder
+        sock.bind(url)
+        endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        os.chmod(parse_url(endpoint)[1], mode)
+        return endpoint
+    target = os.path.abspath(path)
+    try:
+        folder = tempfile.mkdtemp(prefix=".f", dir=os.path.dirname(target))  # 0700
+    except OSError as exc:  # no such folder, or not writable: libzmq says so
+        _log.debug("cannot stage %s (%s): binding in place", target, exc)
+        sock.bind(url)
+        os.chmod(target, mode)
+        _ipc_files[sock] = (target, os.stat(target).st_ino)
+        return url
+    staged = os.path.join(folder, "s")
+    try:
+        if len(os.fsencode(staged)) >= _SUN_PATH_MAX:
+            _log.debug("ipc path %s too long to stage: chmod after bind", staged)
+            sock.bind(url)
+            os.chmod(target, mode)
+        else:
+            sock.bind(f"ipc://{staged}")
+            try:
+                os.chmod(staged, mode)
+                os.rename(staged, target)
+            except BaseException:
+                sock.unbind(f"ipc://{staged}")
+                raise
+    finally:
+        try:
+            os.rmdir(folder)
+        except OSError:  # the staged file is still there (a failed rename)
+            _log.warning("could not remove the temporary folder %s", folder)
+    _ipc_files[sock] = (target, os.stat(target).st_ino)
+    return url
+
+
+#: Longest socket path (sun_path of sockaddr_un on Linux, with its NUL).
+_SUN_PATH_MAX = 108
 
 
 def derive_endpoint(url: str, suffix: str) -> str:
@@ -336,6 +480,8 @@ def connect_url_for(server_url: str, endpoint: str) -> str:
 
 # Authenticator leases of secured bound sockets, released when they close.
 _leases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# ipc:// files bound by bind_ipc_private: (path, inode), removed at close.
+_ipc_files: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def close_quietly(sock: zmq.Socket | None) -> None:
@@ -350,6 +496,19 @@ def close_quietly(sock: zmq.Socket | None) -> None:
     lease = _leases.pop(sock, None)
     if lease is not None:
         lease.close()
+    bound = _ipc_files.pop(sock, None)
+    if bound is not None:
+        _remove_ipc_file(*bound)
+
+
+def _remove_ipc_file(path: str, inode: int) -> None:
+    """Remove the socket file ``path`` if it is still ours (same inode)."""
+    try:
+        info = os.lstat(path)
+        if info.st_ino == inode and stat.S_ISSOCK(info.st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 #: Which message I/O is live: "compiled" (framerpc._zmqio, libzmq called
