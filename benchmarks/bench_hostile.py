@@ -66,8 +66,9 @@ def shapes(size: int) -> dict[str, bytes]:
         "args: small ints": _call(b"\x91" + _array32(size - 40, b"\x01")),
         "args: 1-char strings": _call(b"\x91" + _array32(size // 2 - 20, b"\xa1a")),
         "args: deep nesting": _call(b"\x91" * (size - 40) + b"\xc0"),
-        "args: long string": _call(b"\x91\xdb" + (size - 45).to_bytes(4, "big")
-                                   + b"x" * (size - 45)),
+        "args: long string": _call(
+            b"\x91\xdb" + (size - 45).to_bytes(4, "big") + b"x" * (size - 45)
+        ),
         "args: inline arrays": _call(_array32(size // len(inline), inline)),
         "JSON: []": _json(b"[]," * (size // 3 - 30) + b"[]"),
         "JSON: {}": _json(b"{}," * (size // 3 - 30) + b"{}"),
@@ -187,17 +188,22 @@ def main() -> None:
 
     engine = "pure" if os.environ.get("FRAMERPC_PURE") else framing.IMPLEMENTATION
     print(f"engine: {engine}; python {sys.version.split()[0]}")
-    print(f"{'shape':24} {'MiB':>4} {'answer':>9} {'server CPU s':>13} "
-          f"{'peak RSS +MB':>13} {'other call ms':>14}")
+    print(
+        f"{'shape':24} {'MiB':>4} {'answer':>9} {'server CPU s':>13} "
+        f"{'peak RSS +MB':>13} {'other call ms':>14}"
+    )
     wanted = [s for s in options.shapes.split(",") if s]
     for size in (int(s) for s in options.sizes.split(",")):
         for name, frame in shapes(size * MIB).items():
             if wanted and not any(w in name for w in wanted):
                 continue
             result = measure(frame, options.timeout)
-            print(f"{name:24} {size:>4} {result['outcome']:>9} "
-                  f"{result['cpu_s']:>13.3f} {result['rss_mb']:>13.0f} "
-                  f"{result['other_ms']:>14.0f}", flush=True)
+            print(
+                f"{name:24} {size:>4} {result['outcome']:>9} "
+                f"{result['cpu_s']:>13.3f} {result['rss_mb']:>13.0f} "
+                f"{result['other_ms']:>14.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
