@@ -60,13 +60,25 @@ def _native_shapes(size: int) -> dict[str, tuple[bytes, int, str]]:
     return {
         "header of empty arrays": (_array32(size, b"\x90"), -1, "objects"),
         "empty arrays as args": (
-            _call_header(1, b"\x91" + _array32(size, b"\x90")), 1, "objects"),
+            _call_header(1, b"\x91" + _array32(size, b"\x90")),
+            1,
+            "objects",
+        ),
         "empty maps as args": (
-            _call_header(2, b"\x91" + _array32(size, b"\x80")), 2, "objects"),
+            _call_header(2, b"\x91" + _array32(size, b"\x80")),
+            2,
+            "objects",
+        ),
         "small ints as args": (
-            _call_header(3, b"\x91" + _array32(size, b"\x01")), 3, "objects"),
+            _call_header(3, b"\x91" + _array32(size, b"\x01")),
+            3,
+            "objects",
+        ),
         "short strings as args": (
-            _call_header(4, b"\x91" + _array32(size // 2, b"\xa1a")), 4, "objects"),
+            _call_header(4, b"\x91" + _array32(size // 2, b"\xa1a")),
+            4,
+            "objects",
+        ),
         "small arrays as args": (  # counted as they complete, not declared
             _call_header(
                 9, b"\x91" + _array32(size // 18, b"\xdc\x00\x0f" + b"\x90" * 15)
@@ -75,7 +87,10 @@ def _native_shapes(size: int) -> dict[str, tuple[bytes, int, str]]:
             "objects",
         ),
         "deep nesting as args": (
-            _call_header(5, b"\x91" * size + b"\xc0"), 5, "deeper than"),
+            _call_header(5, b"\x91" * size + b"\xc0"),
+            5,
+            "deeper than",
+        ),
         "inline arrays as args": (
             _call_header(
                 6,
@@ -103,8 +118,7 @@ def _json_request(args_json: bytes) -> bytes:
 def _json_shapes(size: int) -> dict[str, tuple[bytes, str]]:
     return {
         "JSON empty arrays": (_json_request(b"[]," * (size // 3) + b"[]"), "objects"),
-        "JSON empty objects": (
-            _json_request(b"{}," * (size // 3) + b"{}"), "objects"),
+        "JSON empty objects": (_json_request(b"{}," * (size // 3) + b"{}"), "objects"),
         "JSON deep nesting": (_json_request(b"[" * size + b"]" * size), "objects"),
         "JSON deep but few": (
             _json_request(b"[" * 200 + b"]" * 200 + b',"' + b"x" * size + b'"'),
@@ -215,9 +229,7 @@ def test_json_hostile_shape_is_refused_while_another_client_is_served(
     assert spent < CPU_BOUND_S, f"{shape}: {spent:.2f} s of server CPU"
 
 
-def test_16_mib_of_empty_lists_costs_little_and_the_server_serves_on(
-    served, raw, ctx
-):
+def test_16_mib_of_empty_lists_costs_little_and_the_server_serves_on(served, raw, ctx):
     # the case: 30 s and 2.4 GB of peak RSS with the old code
     frame = _call_header(7, b"\x91" + _array32(16 * MIB - 64, b"\x90"))
     body, spent = _refused_while_served(served(), raw, ctx, frame)
@@ -271,13 +283,19 @@ def test_limits_are_socket_options(served, raw):
         (["q" * 200_000], "exceeds the limit of 200000"),
     ):
         request = json.dumps(
-            {"event": "METHOD_CALL", "method": "arg_types",
-             "params": {"args": args, "kwargs": {}}}
+            {
+                "event": "METHOD_CALL",
+                "method": "arg_types",
+                "params": {"args": args, "kwargs": {}},
+            }
         ).encode()
         reply = json.loads(_exchange(sock, request)[0])
         assert reply["success"] is False and text in reply["error"]
-    ok = {"event": "METHOD_CALL", "method": "arg_types",
-          "params": {"args": [[1] * 400, pad], "kwargs": {}}}
+    ok = {
+        "event": "METHOD_CALL",
+        "method": "arg_types",
+        "params": {"args": [[1] * 400, pad], "kwargs": {}},
+    }
     assert json.loads(_exchange(sock, json.dumps(ok).encode())[0])["success"]
 
 

@@ -129,7 +129,9 @@ BAD_REQUESTS = {
         [b'{"event": "PROPERTY_SET", "property": "gain"}'],
         "lacks field 'value'",
     ),
-    "deep nesting": ([b'{"a": ' + b"[" * 100_000], "not JSON"),
+    # above 64 KiB the depth limit refuses it before json.loads reads it
+    "deep nesting": ([b'{"a": ' + b"[" * 100_000], "deeper than 100"),
+    "deep nesting, small": ([b'{"a": ' + b"[" * 50_000], "not JSON"),
 }
 
 

@@ -245,6 +245,18 @@ def peek_header(frame: Any) -> dict:
 
 
 _NOT_SCALAR = object()  # a list, a map or bad bytes: the peek stops
+# bin 8/16/32, ext 8/16/32, str 8/16/32: bytes of their size field
+_SIZE_WIDTHS = {
+    0xC4: 1,
+    0xC5: 2,
+    0xC6: 4,
+    0xC7: 1,
+    0xC8: 2,
+    0xC9: 4,
+    0xD9: 1,
+    0xDA: 2,
+    0xDB: 4,
+}
 _SKIPPED = object()  # a scalar read past, not kept
 
 
@@ -272,16 +284,16 @@ def _peek_scalar(view: memoryview, pos: int, end: int) -> tuple[Any, int]:
         width = 1 << ((tag - 0xCC) & 3)
         if pos + 1 + width > end:
             return _NOT_SCALAR, pos
-        raw = view[pos + 1 : pos + 1 + width]
-        return int.from_bytes(raw, "big", signed=tag >= 0xD0), pos + 1 + width
+        number = int.from_bytes(
+            view[pos + 1 : pos + 1 + width], "big", signed=tag >= 0xD0
+        )
+        return number, pos + 1 + width
     if 0xD4 <= tag <= 0xD8:  # fixext: a type byte and 1..16 bytes
         return _SKIPPED, pos + 2 + (1 << (tag - 0xD4))
     if 0xA0 <= tag <= 0xBF:
         size, start = tag & 0x1F, pos + 1
-    elif tag in (0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xD9, 0xDA, 0xDB):
-        width = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xC7: 1, 0xC8: 2, 0xC9: 4}.get(tag)
-        if width is None:
-            width = 1 << (tag - 0xD9)
+    elif tag in _SIZE_WIDTHS:
+        width = _SIZE_WIDTHS[tag]
         if pos + 1 + width > end:
             return _NOT_SCALAR, pos
         size = int.from_bytes(view[pos + 1 : pos + 1 + width], "big")

@@ -518,7 +518,7 @@ class RPCServer:
             self._refusals.warning("malformed request: %s", exc)
             # the id lets the client's call fail at once instead of timing
             # out; read from the decoded header, or peeked (bounded work)
-            rid = decoded.get("i") if type(decoded) is dict else None
+            rid: Any = decoded.get("i") if type(decoded) is dict else None
             if type(rid) is not int:
                 rid = protocol.peek_request_id(body[0])
             reply = Reply(rid, False, error=f"ProtocolError: {exc}")
