@@ -25,11 +25,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import zmq
 
-from . import legacy, protocol, transport
+from . import _lifecycle, legacy, protocol, transport
+from ._restart import RestartWatcher
 from .errors import ProtocolError, RemoteError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents
@@ -99,6 +100,10 @@ class RPCClient:
         ``"legacy"`` skip the detection.
     options : SocketOptions, optional
         Socket tuning.
+    raise_errors : bool
+        When True, a remote failure of an interface method or property get
+        raises :class:`~framerpc.RemoteError` instead of returning a
+        :class:`NoResult`, so that the declared return types hold.
 
     Raises
     ------
@@ -141,14 +146,24 @@ class RPCClient:
         *,
         protocol: ProtocolChoice = "auto",
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+        raise_errors: bool = False,
     ) -> None:
         if protocol not in _PROTOCOLS:
             raise ValueError(
                 f"protocol must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}"
             )
         self.context = context
+        # framerpc's sockets live in a shadow of the context, so that
+        # context.destroy() cannot close them under a thread using them;
+        # self._destroy_hook stands in for them (see _lifecycle).
+        self._zmq_context = _lifecycle.private_context(context)
         self.url = url
         self.name = ""
+        self._raise_errors = raise_errors
+        self._restart_watcher: RestartWatcher | None = None
+        # Decides, with _constructed, who closes when destroy() races __init__.
+        self._life_lock = threading.Lock()
+        self._constructed = False
         self._timeout = timeout
         self._lock = threading.Lock()
         self._closed = False
@@ -162,11 +177,18 @@ class RPCClient:
         self._options = options
         # The inventory request of "auto" is JSON: start in legacy mode.
         self._protocol = "native" if protocol == "native" else "legacy"
+        self._destroy_hook = _lifecycle.DestroyHook(
+            context, f"RPCClient {url}", self._on_context_destroy
+        )
         self.socket = self._make_socket()
         self._channel = transport.Channel(self.socket, url)
         try:
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
+            with self._life_lock:
+                if self._closed:  # context.destroy() came during __init__
+                    raise RuntimeError(f"client of {url}: context destroyed")
+                self._constructed = True
         except BaseException:
             self.close()
             raise
@@ -189,6 +211,8 @@ class RPCClient:
             local = getattr(self, name, None)
             self._signals[name] = local if isinstance(local, RPCSignal) else RPCSignal()
         if not self._signals:
+            if self._protocol == "native" and not self.url.startswith("inproc://"):
+                self._watch_restarts()
             return
         if self._protocol == "legacy":
             self._start_legacy_signals()
@@ -202,7 +226,7 @@ class RPCClient:
                 zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
             )
         self._signal_receiver = RPCSignalReceiver(
-            self.context,
+            self._zmq_context,
             signal_url,
             self._signals,
             options=self._options,
@@ -211,6 +235,16 @@ class RPCClient:
         )
         self._signal_receiver.start()
         self._sync_signals()
+
+    def _watch_restarts(self) -> None:
+        """Without signals, no receiver follows a restarted server: a
+        watcher thread reads its inventory again when it comes back."""
+        monitor = self.socket.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
+        watcher = RestartWatcher(monitor, self.url, self._reload_inventory)
+        self._restart_watcher = watcher
+        watcher.start()
 
     def _reload_inventory(self) -> str | None:
         """After a server restart: read its inventory again; return the
@@ -247,7 +281,7 @@ class RPCClient:
             )
             return
         receiver = RPCSignalReceiver(
-            self.context,
+            self._zmq_context,
             f"tcp://{host}:{port}",
             self._signals,
             options=self._options,
@@ -375,7 +409,7 @@ class RPCClient:
             return Reply(0, False, error=f"ProtocolError: {exc}")
 
     def _make_socket(self) -> zmq.Socket:
-        sock = transport.make_socket(self.context, zmq.DEALER, self._options)
+        sock = transport.make_socket(self._zmq_context, zmq.DEALER, self._options)
         if self._protocol == "legacy":
             # Like the older REQ client: with IMMEDIATE a reply not read yet
             # is lost when the server closes the connection right after it
@@ -415,17 +449,51 @@ class RPCClient:
         self._closed = True
         self._channel.closed = True  # a call in flight raises RuntimeError
         receiver, self._signal_receiver = self._signal_receiver, None
-        if receiver is not None:
-            receiver.stop()
+        watcher, self._restart_watcher = self._restart_watcher, None
+        for thread in (receiver, watcher):
+            if thread is None:
+                continue
+            thread.stop()
             # A listener may close its own proxy: the receiver cannot join
             # itself; it ends once the listener returns.
-            own_thread = receiver is threading.current_thread()
-            if receiver.ident is not None and not own_thread:
-                receiver.join(timeout=2)
+            own_thread = thread is threading.current_thread()
+            if thread.ident is not None and not own_thread:
+                thread.join(timeout=2)
         with self._lock:  # wait for a call in flight to notice _closed
             transport.close_quietly(self.socket)
+        self._destroy_hook.release()
 
-    def __enter__(self) -> RPCClient:
+    def _on_context_destroy(self, linger: int | None) -> None:
+        """``context.destroy()``: make every thread drop this client's
+        sockets without touching one another thread is using."""
+        with self._life_lock:
+            self._closed = True
+            if not self._constructed:
+                return  # __init__ owns the sockets and closes them itself
+        self._channel.closed = True  # a call in flight ends within 0.1 s
+        # The threads close their own sockets at their next turn or at the
+        # ETERM of the term() that follows; never started, they close now.
+        for thread in (self._signal_receiver, self._restart_watcher):
+            if thread is not None:
+                thread.stop()
+        if self._lock.acquire(blocking=False):  # no call in flight
+            try:
+                _lifecycle.close_socket(self.socket, linger)
+            finally:
+                self._lock.release()
+        else:  # the calling thread owns the socket until its call ends
+            threading.Thread(
+                target=self._close_after_call,
+                args=(linger,),
+                name=f"RPCClient-close({self.url})",
+                daemon=True,
+            ).start()
+
+    def _close_after_call(self, linger: int | None) -> None:
+        with self._lock:
+            _lifecycle.close_socket(self.socket, linger)
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -21,11 +21,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 import zmq
 
-from . import legacy, protocol, sdnotify, transport
+from . import _lifecycle, legacy, protocol, sdnotify, transport
 from .errors import ProtocolError, SerializationError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents, SignalEmission
@@ -102,6 +102,10 @@ class RPCServer:
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
     ) -> None:
         self.context = context
+        # framerpc's sockets live in a shadow of the context, so that
+        # context.destroy() cannot close them under the serving thread;
+        # self._destroy_hook stands in for them (see _lifecycle).
+        self._zmq_context = _lifecycle.private_context(context)
         self.alive_timeout = alive_timeout
         self._options = options
         self.uuid: str | None = None
@@ -117,9 +121,15 @@ class RPCServer:
         # systemd's watchdog when run under it (NOTIFY_SOCKET), else no-op
         self._watchdog = sdnotify.Watchdog()
         self._serving = threading.Lock()
+        self._serving_ident: int | None = None  # the thread in serve_forever
+        self._thread: threading.Thread | None = None  # start()'s thread
+        self._ready = threading.Event()  # serve_forever is answering (or over)
+        self._terminated = False  # the context is (being) terminated
         self._dead = False
         self._signal_lock = threading.Lock()
-        self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
+        self._socket = transport.make_socket(
+            self._zmq_context, zmq.ROUTER, options, server=True
+        )
         self._signal_socket: zmq.Socket | None = None
         # JSON signals for older clients: bound on their first request.
         self._legacy_signal_socket: zmq.Socket | None = None
@@ -127,7 +137,7 @@ class RPCServer:
         try:
             self.url, self.port = transport.bind(self._socket, url)
             self._signal_socket = transport.make_socket(
-                context, zmq.PUB, options, server=True
+                self._zmq_context, zmq.PUB, options, server=True
             )
             self._signal_socket.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
             self._signal_url, self._signal_port = transport.bind(
@@ -147,6 +157,9 @@ class RPCServer:
             _check_buffer_result,
             self._method_failed,
             self._send_failed,
+        )
+        self._destroy_hook = _lifecycle.DestroyHook(
+            context, f"RPCServer {self.url}", self._on_context_destroy
         )
 
     # -- decorators -------------------------------------------------------
@@ -259,7 +272,7 @@ class RPCServer:
         from .registry import RegistryLink
 
         link = RegistryLink(
-            self.context,
+            self._zmq_context,
             registry_url,
             type_,
             name,
@@ -283,7 +296,8 @@ class RPCServer:
         link, self._registry_link = self._registry_link, None
         if link is not None:
             try:
-                link.unregister(timeout=500)
+                if not self._terminated:  # no request on a terminated context
+                    link.unregister(timeout=500)
             finally:
                 link.close()
         self.name, self.uuid, self.registry_addr = "", None, ""
@@ -298,6 +312,7 @@ class RPCServer:
         if not self._serving.acquire(blocking=False):
             raise RuntimeError("serve_forever is already running")
         sock = self._socket
+        self._serving_ident = threading.get_ident()
         try:
             if self._dead:  # stop_server() came first: nothing to serve
                 _log.debug("serve_forever called on a stopped server")
@@ -307,6 +322,7 @@ class RPCServer:
             sdnotify.ready()
             # the systemd watchdog: a tick per message only when it is on
             watchdog = self._watchdog if self._watchdog.enabled else None
+            self._ready.set()
             # a plain attribute: Event.is_set() is a Python call per message
             while not self._stopping and (
                 self._stop_at is None or time.monotonic() < self._stop_at
@@ -319,7 +335,9 @@ class RPCServer:
                     try:
                         if not respond(frames):
                             self._handle(frames)
-                    except Exception:  # a bug here must not end serving
+                    except Exception as exc:  # a bug here must not end serving
+                        if _lifecycle.is_context_terminated(exc):
+                            raise
                         _log.exception("unexpected error while handling a message")
                 if watchdog is not None:
                     watchdog.tick()
@@ -328,7 +346,15 @@ class RPCServer:
                     link.tick()
                     # the link may have registered again under a new name
                     self.name, self.uuid = link.name, link.uuid
+        except zmq.ZMQError as exc:
+            if not _lifecycle.is_context_terminated(exc):
+                raise
+            # ctx.term() or ctx.destroy(): a clean stop, this thread closes
+            # its own sockets below.
+            self._terminated = True
+            _log.debug("context of %s terminated: serving stops", self.url)
         finally:
+            self._serving_ident = None
             self._shutdown()
             self._serving.release()
 
@@ -345,6 +371,92 @@ class RPCServer:
             finally:
                 self._serving.release()
 
+    def start(self, timeout: float = 10.0) -> None:
+        """Serve in a background thread; return once requests are answered.
+
+        Pair it with :meth:`close` (or use the server as a context manager).
+
+        Parameters
+        ----------
+        timeout : float
+            Longest wait (s) for the serving thread to start.
+
+        Raises
+        ------
+        RuntimeError
+            The server was started already, is stopped, or its thread did
+            not start serving within ``timeout``.
+        """
+        if self._thread is not None or self._serving_ident is not None:
+            raise RuntimeError(f"server at {self.url} is already serving")
+        if self._dead:
+            raise RuntimeError(f"server at {self.url} is stopped")
+        thread = threading.Thread(
+            target=self._serve_in_thread, name=f"RPCServer({self.url})", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+        if not self._ready.wait(timeout) or not thread.is_alive() or self._dead:
+            raise RuntimeError(f"server at {self.url} did not start serving")
+
+    def _serve_in_thread(self) -> None:
+        try:
+            self.serve_forever()
+        except Exception:
+            _log.exception("server at %s stopped on an error", self.url)
+        finally:
+            self._ready.set()  # start() must not wait for a thread that ended
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving, wait until serving has stopped, close the sockets.
+
+        Unregisters from the registry. Idempotent; callable from any
+        thread. Called from a method the server is running, it only
+        stops the server (the serving thread cannot wait for itself).
+        Afterwards ``context.term()`` returns at once.
+
+        Parameters
+        ----------
+        timeout : float
+            Longest wait (s) for the serving thread (a method still running
+            delays it).
+        """
+        self.stop_server()
+        if self._serving_ident == threading.get_ident():
+            return
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        # serve_forever may run in a thread of the caller's: wait for it too
+        if self._serving.acquire(timeout=timeout):
+            try:
+                self._shutdown()  # a no-op when serve_forever closed it all
+            finally:
+                self._serving.release()
+        else:
+            _log.warning("server at %s still serving after %s s", self.url, timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _on_context_destroy(self, linger: int | None) -> None:
+        """``context.destroy()``: stop without touching the serving thread's
+        sockets (it closes them at its next turn or at the ETERM of the
+        ``term()`` that follows); close the others here, as their owner."""
+        self._terminated = True  # no unregistering: the context goes next
+        self._stopping = True
+        with self._signal_lock:  # emitting threads use them only under it
+            for sock in (self._signal_socket, self._legacy_signal_socket):
+                _lifecycle.close_socket(sock, linger)
+        if self._serving.acquire(blocking=False):  # nobody serves
+            try:
+                self._shutdown()
+            finally:
+                self._serving.release()
+
     def _shutdown(self) -> None:
         if self._dead:
             return
@@ -356,6 +468,9 @@ class RPCServer:
             _log.exception("could not unregister %s from the registry", self.url)
         finally:
             self._close_sockets()
+            hook = getattr(self, "_destroy_hook", None)
+            if hook is not None:
+                hook.release()
 
     def _close_sockets(self) -> None:
         transport.close_quietly(self._socket)
@@ -414,6 +529,8 @@ class RPCServer:
     def _send_failed(
         self, envelope: list, exc: Exception, request_id: int | None
     ) -> None:
+        if _lifecycle.is_context_terminated(exc):
+            raise exc  # the serve loop stops quietly
         _log.warning("could not send a reply: %s", exc)
         # A ZMQError (peer gone, queue full) drops the reply. A TypeError
         # comes before anything is sent (every frame is checked first): a
@@ -470,7 +587,7 @@ class RPCServer:
                     "connect with framerpc's native protocol"
                 )
             sock = transport.make_socket(
-                self.context, zmq.PUB, self._options, server=True
+                self._zmq_context, zmq.PUB, self._options, server=True
             )
             sock.setsockopt(zmq.SNDHWM, _SIGNAL_HWM)
             try:
