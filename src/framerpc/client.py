@@ -16,6 +16,7 @@ socket and can never be returned to the next call.
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import inspect
 import itertools
@@ -24,8 +25,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, Literal, Self, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Self, TypeVar, cast
 
 import zmq
 
@@ -37,11 +38,12 @@ from .protocol import Reply, Request, RPCEvents
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
 
-__all__ = ["NoResult", "RPCClient"]
+__all__ = ["NoResult", "RPCClient", "closing", "connect"]
 
 _log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=type)
+T = TypeVar("T")
 
 #: Longest wait (ms) for the server's answer to stop_server().
 _STOP_WAIT_MS = 1000
@@ -518,6 +520,9 @@ class RPCClient:
         RuntimeError
             The decorated class does not inherit from both ``interface``
             and ``RPCClient``.
+        TypeError
+            A member of ``interface`` has the name of an RPCClient member
+            (``close``, ``name``...), which it would replace.
         """
 
         def bind(klass: C) -> C:
@@ -526,7 +531,15 @@ class RPCClient:
                     f"{klass.__name__} must inherit from both "
                     f"{interface.__name__} and RPCClient"
                 )
-            for name, attr in _public_members(interface).items():
+            members = _public_members(interface)
+            clashes = sorted(set(members) & _client_members())
+            if clashes:
+                raise TypeError(
+                    f"{interface.__name__}.{clashes[0]} would replace "
+                    f"RPCClient.{clashes[0]} in {klass.__name__}: rename it"
+                    + (f" (also {', '.join(clashes[1:])})" if clashes[1:] else "")
+                )
+            for name, attr in members.items():
                 if isinstance(attr, RPCProperty):
                     setattr(klass, name, _remote_property(name, attr))
                 elif inspect.isfunction(attr):
@@ -535,6 +548,101 @@ class RPCClient:
             return klass
 
         return bind
+
+
+def connect(
+    interface: Callable[..., T],
+    context: zmq.Context,
+    url: str,
+    *,
+    timeout: int = 1000,
+    raise_errors: bool = True,
+    protocol: ProtocolChoice = "auto",
+    options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+) -> T:
+    """Connect to a server of ``interface``; the proxy is typed as one.
+
+    The typed way to get a proxy: ``framerpc.connect(Camera, ctx, url)``
+    returns an object a type checker sees as a ``Camera``, without writing
+    a proxy class. Close it with :func:`closing` (or
+    ``proxy.close()`` at run time: it is an :class:`RPCClient`).
+
+    Parameters
+    ----------
+    interface : type
+        The interface class (abstract or not) shared with the server.
+    context, url, timeout, protocol, options
+        As for :class:`RPCClient`.
+    raise_errors : bool
+        A remote failure raises :class:`~framerpc.RemoteError` instead of
+        returning :class:`NoResult`, so that the interface's return types
+        hold (default True here, False for :class:`RPCClient`).
+
+    Returns
+    -------
+    interface
+        An :class:`RPCClient` subclass instance bound to ``interface``.
+
+    Raises
+    ------
+    TypeError
+        ``interface`` is not a class, or has members named like the
+        client's own (see :meth:`RPCClient.register_interface`).
+    TimeoutError
+        The server did not answer within ``timeout`` ms.
+    """
+    if not isinstance(interface, type):
+        raise TypeError(f"connect() needs an interface class, got {interface!r}")
+    proxy = _proxy_class(interface)(
+        context,
+        url,
+        timeout,
+        protocol=protocol,
+        options=options,
+        raise_errors=raise_errors,
+    )
+    return cast(T, proxy)
+
+
+@contextlib.contextmanager
+def closing(proxy: T) -> Iterator[T]:
+    """Context manager that closes ``proxy`` (from :func:`connect`) at exit.
+
+    ``with framerpc.closing(framerpc.connect(Camera, ctx, url)) as camera:``
+    keeps the interface's type for ``camera``, which ``with`` on the proxy
+    itself cannot (the interface has no ``__enter__``).
+
+    Raises
+    ------
+    TypeError
+        ``proxy`` is not an :class:`RPCClient`.
+    """
+    if not isinstance(proxy, RPCClient):
+        raise TypeError(f"closing() needs a framerpc proxy, got {type(proxy).__name__}")
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@functools.cache
+def _proxy_class(interface: type) -> type[RPCClient]:
+    """The proxy class of ``interface`` (one per interface)."""
+    namespace = {
+        "__module__": interface.__module__,
+        "__qualname__": f"{interface.__qualname__}Proxy",
+        # the interface's own __init__, if any, comes first in the MRO
+        "__init__": RPCClient.__init__,
+    }
+    klass = type(f"{interface.__name__}Proxy", (interface, RPCClient), namespace)
+    return RPCClient.register_interface(interface)(klass)
+
+
+@functools.cache
+def _client_members() -> frozenset[str]:
+    """Public names of an RPCClient: attributes set by __init__ included."""
+    names = {name for name in dir(RPCClient) if not name.startswith("_")}
+    return frozenset(names | {"context", "url", "name", "socket"})
 
 
 def _public_members(interface: type) -> dict[str, Any]:
@@ -549,7 +657,10 @@ def _public_members(interface: type) -> dict[str, Any]:
 def _remote_method(name: str, func: Callable) -> Callable:
     @functools.wraps(func)
     def remote(self: RPCClient, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, args, kwargs)
+        result = self._call(name, args, kwargs)
+        if self._raise_errors and type(result) is NoResult:
+            raise RemoteError(result.error, result.traceback)
+        return result
 
     remote.__isabstractmethod__ = False  # type: ignore[attr-defined]
     return remote
@@ -557,7 +668,10 @@ def _remote_method(name: str, func: Callable) -> Callable:
 
 def _remote_property(name: str, prop: RPCProperty) -> RPCProperty:
     def fget(self: RPCClient) -> Any:
-        return self._get_property(name)
+        value = self._get_property(name)
+        if self._raise_errors and type(value) is NoResult:
+            raise RemoteError(value.error, value.traceback)
+        return value
 
     def fset(self: RPCClient, value: Any) -> None:
         self._set_property(name, value)
