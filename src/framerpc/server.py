@@ -387,10 +387,10 @@ class RPCServer:
             The server was started already, is stopped, or its thread did
             not start serving within ``timeout``.
         """
-        if self._thread is not None or self._serving_ident is not None:
-            raise RuntimeError(f"server at {self.url} is already serving")
         if self._dead:
             raise RuntimeError(f"server at {self.url} is stopped")
+        if self._thread is not None or self._serving_ident is not None:
+            raise RuntimeError(f"server at {self.url} is already serving")
         thread = threading.Thread(
             target=self._serve_in_thread, name=f"RPCServer({self.url})", daemon=True
         )

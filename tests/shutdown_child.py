@@ -1,0 +1,185 @@
+"""Shutdown orders, run in a child process by test_shutdown.py.
+
+``python shutdown_child.py ORDER URL_KIND REPETITIONS``: repeats ORDER with
+a fresh context each time. Success is exit status 0 with nothing on
+stderr; a hang is reported by faulthandler (stack dump, non-zero exit).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import random
+import sys
+import tempfile
+import threading
+import uuid
+
+import zmq
+from devices import CameraProxy, CameraServer
+
+import framerpc
+
+#: A hang fails the child after this many seconds, with every thread's stack.
+HANG_S = 90
+
+
+def server_url(kind: str, folder: str) -> str:
+    if kind == "tcp":
+        return "tcp://127.0.0.1"
+    if kind == "ipc":
+        return f"ipc://{folder}/{uuid.uuid4().hex[:8]}.sock"
+    return f"inproc://{uuid.uuid4().hex}"
+
+
+def close_then_term(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    server.start()
+    proxy = CameraProxy(ctx, server.url)  # with signals: a receiver thread
+    seen = threading.Event()
+    proxy.frame_ready.connect(lambda n: seen.set())
+    assert proxy.set_exposure(5) is True
+    assert proxy.emit_pair(1, "a") is None
+    server.frame_ready.emit(1)
+    assert seen.wait(10)
+    proxy.close()
+    server.close()
+    assert not server._thread.is_alive()
+    ctx.term()
+
+
+def context_managers(url: str) -> None:
+    with zmq.Context() as ctx:  # leaving it: destroy(), after our closes
+        with CameraServer(ctx, url) as server:
+            server.start()
+            with CameraProxy(ctx, server.url) as proxy:
+                assert proxy.add(1, 2) == 3
+            # a proxy without signals has a restart watcher thread instead
+            with framerpc.closing(framerpc.connect(framerpc_iface(), ctx, server.url)) as p:
+                assert p.echo(7) == 7
+
+
+def framerpc_iface() -> type:
+    class Echo:
+        def echo(self, value: int) -> int:
+            raise NotImplementedError
+
+    return Echo
+
+
+def destroy_in_flight(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    server.start()
+    proxy = CameraProxy(ctx, server.url)
+    other = CameraProxy(ctx, server.url)  # idle: destroy closes it at once
+    received = threading.Event()
+    proxy.frame_ready.connect(lambda n: received.set())
+    stop = threading.Event()
+    calls_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        # a call in flight at any moment: a slow one, then a fast one
+        try:
+            while not stop.is_set():
+                proxy.sleep(0.02)
+                proxy.grab([64, 64], "uint8")
+                calls_done.set()
+        except (RuntimeError, zmq.ContextTerminated, TimeoutError):
+            pass  # the documented outcomes of a call cut by destroy()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def emitter() -> None:
+        try:
+            n = 0
+            while not stop.is_set():
+                server.frame_ready.emit(n)
+                n += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=caller),
+        threading.Thread(target=emitter),
+    ]
+    for thread in threads:
+        thread.start()
+    assert calls_done.wait(20) and received.wait(20)
+    threading.Event().wait(random.random() * 0.05)  # any moment
+    ctx.destroy(linger=0)
+    stop.set()
+    for thread in threads:
+        thread.join(20)
+        assert not thread.is_alive()
+    assert not errors, errors
+    # after destroy: closed, not crashed
+    for client in (proxy, other):
+        try:
+            client.set_exposure(1)
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("a call on a destroyed context succeeded")
+    proxy.close()
+    other.close()
+    server.close()
+
+
+def destroy_idle(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)  # never started
+    server2 = CameraServer(ctx, server_url("inproc", ""))
+    server2.start()
+    proxy = CameraProxy(ctx, server2.url)
+    ctx.destroy()
+    server.close()
+    server2.close()
+    proxy.close()
+
+
+def stop_server_then_term(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    with CameraProxy(ctx, server.url) as proxy:
+        assert proxy.set_exposure(3) is True
+    server.stop_server()
+    ctx.term()  # no join first: the serving thread stops quietly
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def term_while_serving(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    server.start()
+    with CameraProxy(ctx, server.url) as proxy:
+        assert proxy.set_exposure(3) is True
+    ctx.term()  # not even stop_server(): ETERM stops the serving thread
+    server.close()
+
+
+ORDERS = {
+    "close_then_term": close_then_term,
+    "context_managers": context_managers,
+    "destroy_in_flight": destroy_in_flight,
+    "destroy_idle": destroy_idle,
+    "stop_server_then_term": stop_server_then_term,
+    "term_while_serving": term_while_serving,
+}
+
+
+def main() -> None:
+    order, kind, repetitions = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(repetitions):
+            ORDERS[order](server_url(kind, folder))
+    print(f"{order} {kind} x{repetitions}: ok")
+
+
+if __name__ == "__main__":
+    main()
