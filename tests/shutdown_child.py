@@ -55,11 +55,12 @@ def context_managers(url: str) -> None:
             with CameraProxy(ctx, server.url) as proxy:
                 assert proxy.add(1, 2) == 3
             # a proxy without signals has a restart watcher thread instead
-            with framerpc.closing(framerpc.connect(framerpc_iface(), ctx, server.url)) as p:
+            echo = framerpc.connect(echo_interface(), ctx, server.url)
+            with framerpc.closing(echo) as p:
                 assert p.echo(7) == 7
 
 
-def framerpc_iface() -> type:
+def echo_interface() -> type:
     class Echo:
         def echo(self, value: int) -> int:
             raise NotImplementedError

@@ -23,8 +23,9 @@ REPETITIONS = 20
 
 def run_child(order: str, kind: str, repetitions: int = REPETITIONS):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    child = str(HERE / "shutdown_child.py")
     return subprocess.run(
-        [sys.executable, str(HERE / "shutdown_child.py"), order, kind, str(repetitions)],
+        [sys.executable, child, order, kind, str(repetitions)],
         capture_output=True,
         text=True,
         timeout=110,
