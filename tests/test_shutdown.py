@@ -16,6 +16,7 @@ from conftest import finishes_within, wait_until
 from devices import CameraProxy, CameraServer
 
 import framerpc
+import framerpc.transport
 
 HERE = Path(__file__).resolve().parent
 REPETITIONS = 20
@@ -144,3 +145,37 @@ def test_term_after_close_returns_at_once():
     proxy.close()
     server.close()
     finishes_within(5, context.term)
+
+
+def test_secured_registry_and_server_share_one_context(ctx, tmp_path):
+    # framerpc's server sockets live in a shadow of ctx: the CURVE handler
+    # must still be one per libzmq context, not one per Python wrapper.
+    import shutil
+
+    from framerpc.registry import DeviceRegistry, list_devices
+    from framerpc.security import Security, curve_available, generate_keys
+
+    if not curve_available():
+        pytest.skip("libzmq without CURVE")
+    _, server_secret = generate_keys(tmp_path / "server", "srv")
+    alice_public, alice_secret = generate_keys(tmp_path / "alice", "alice")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(alice_public, allowed)
+    server_side = Security.from_files(server_secret, allowed_clients_dir=allowed)
+    alice = Security.from_files(
+        alice_secret, server_public_file=tmp_path / "server" / "srv.key"
+    )
+    registry = DeviceRegistry(ctx, "127.0.0.1", port=None, security=server_side)
+    registry.start()
+    try:
+        options = framerpc.transport.SocketOptions(security=server_side)
+        with CameraServer(ctx, "tcp://127.0.0.1", options=options) as server:
+            server.start()
+            client_options = framerpc.transport.SocketOptions(security=alice)
+            with CameraProxy(ctx, server.url, options=client_options) as proxy:
+                assert proxy.set_exposure(9) is True
+            assert list_devices(ctx, registry.url, security=alice) == {}
+    finally:
+        registry.stop()
+        registry.join(timeout=5)

@@ -300,7 +300,8 @@ class _ContextEntry:
         self.domains: dict[str, int] = {}
 
 
-_entries: dict[int, _ContextEntry] = {}  # id(context) -> entry; leases keep it alive
+# libzmq context address -> entry; the leases keep the context alive
+_entries: dict[int, _ContextEntry] = {}
 _entries_lock = threading.Lock()
 
 
@@ -353,9 +354,11 @@ class Authenticator:
         self.domain = _domain_for(folder)
         self._closed = False
         with _entries_lock:
-            entry = _entries.get(id(context))
+            # One handler per libzmq context: framerpc's servers use a shadow
+            # of the context that a registry or the user may use directly.
+            entry = _entries.get(context.underlying)
             if entry is None:
-                entry = _entries[id(context)] = _ContextEntry(context)
+                entry = _entries[context.underlying] = _ContextEntry(context)
             entry.leases += 1
             entry.domains[self.domain] = entry.domains.get(self.domain, 0) + 1
             entry.handler.configure_curve(domain=self.domain, location=str(folder))
@@ -397,7 +400,7 @@ class Authenticator:
                 del entry.domains[self.domain]
                 entry.handler.certs.pop(self.domain, None)
             if entry.leases == 0:
-                del _entries[id(self.context)]
+                del _entries[self.context.underlying]
                 entry.handler.stop()
 
     def __enter__(self) -> Authenticator:
