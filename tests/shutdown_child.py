@@ -21,6 +21,8 @@ import framerpc
 
 #: A hang fails the child after this many seconds, with every thread's stack.
 HANG_S = 90
+#: A temporary folder of the run (ipc sockets, key files).
+FOLDER = ""
 
 
 def server_url(kind: str, folder: str) -> str:
@@ -128,6 +130,66 @@ def destroy_in_flight(url: str) -> None:
     server.close()
 
 
+_SECURITY: dict[str, object] = {}
+
+
+def _security(folder: str) -> tuple[object, object]:
+    """Server and client CURVE settings (client authentication on)."""
+    if not _SECURITY:
+        import shutil
+        from pathlib import Path
+
+        from framerpc.security import Security, generate_keys
+        from framerpc.transport import SocketOptions
+
+        root = Path(folder) / "keys"
+        _, server_secret = generate_keys(root / "server", "srv")
+        alice_public, alice_secret = generate_keys(root / "alice", "alice")
+        (root / "allowed").mkdir()
+        shutil.copy(alice_public, root / "allowed")
+        _SECURITY["server"] = SocketOptions(
+            security=Security.from_files(
+                server_secret, allowed_clients_dir=root / "allowed"
+            )
+        )
+        _SECURITY["client"] = SocketOptions(
+            security=Security.from_files(
+                alice_secret, server_public_file=root / "server" / "srv.key"
+            )
+        )
+    return _SECURITY["server"], _SECURITY["client"]
+
+
+def destroy_secured(url: str) -> None:
+    # pyzmq's ZAP handler thread does not stop at ETERM: destroy stops it
+    server_options, client_options = _security(FOLDER)
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url, options=server_options)
+    server.start()
+    proxy = CameraProxy(ctx, server.url, options=client_options)
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def caller() -> None:
+        try:
+            while True:
+                proxy.add(1, 2)
+                started.set()
+        except (RuntimeError, zmq.ContextTerminated):
+            pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(20)
+    ctx.destroy(linger=0)
+    thread.join(20)
+    assert not thread.is_alive() and not errors, errors
+    proxy.close()
+    server.close()
+
+
 def destroy_idle(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)  # never started
@@ -168,6 +230,7 @@ ORDERS = {
     "context_managers": context_managers,
     "destroy_in_flight": destroy_in_flight,
     "destroy_idle": destroy_idle,
+    "destroy_secured": destroy_secured,
     "stop_server_then_term": stop_server_then_term,
     "term_while_serving": term_while_serving,
 }
@@ -176,7 +239,9 @@ ORDERS = {
 def main() -> None:
     order, kind, repetitions = sys.argv[1], sys.argv[2], int(sys.argv[3])
     faulthandler.dump_traceback_later(HANG_S, exit=True)
+    global FOLDER
     with tempfile.TemporaryDirectory() as folder:
+        FOLDER = folder
         for _ in range(repetitions):
             ORDERS[order](server_url(kind, folder))
     print(f"{order} {kind} x{repetitions}: ok")

@@ -43,6 +43,7 @@ def run_child(order: str, kind: str, repetitions: int = REPETITIONS):
         "context_managers",
         "destroy_in_flight",
         "destroy_idle",
+        "destroy_secured",
         "stop_server_then_term",
         "term_while_serving",
     ],

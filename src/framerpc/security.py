@@ -414,6 +414,19 @@ class Authenticator:
         return f"<Authenticator {self.allowed_clients_dir} ({state})>"
 
 
+def stop_handler(context: zmq.Context) -> None:
+    """Stop the ZAP handler of ``context``'s libzmq context now, if any.
+
+    For ``Context.destroy()``: pyzmq's handler thread does not stop when the
+    context is terminated, so ``term()`` would wait for its sockets for
+    ever. Leases stay valid; closing them later does nothing more.
+    """
+    with _entries_lock:
+        entry = _entries.get(context.underlying)
+        if entry is not None:
+            entry.handler.stop()
+
+
 def apply_server(socket: zmq.Socket, security: Security | None) -> Authenticator | None:
     """Make ``socket`` a CURVE server; call before ``bind``.
 

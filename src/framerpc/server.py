@@ -448,6 +448,10 @@ class RPCServer:
         ``term()`` that follows); close the others here, as their owner."""
         self._terminated = True  # no unregistering: the context goes next
         self._stopping = True
+        if self._options.security is not None:
+            from .security import stop_handler
+
+            stop_handler(self._zmq_context)  # it would not stop at ETERM
         with self._signal_lock:  # emitting threads use them only under it
             for sock in (self._signal_socket, self._legacy_signal_socket):
                 _lifecycle.close_socket(sock, linger)
