@@ -189,6 +189,23 @@ def _free_tcp_url() -> str:
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
+def _bind_when_free(make, timeout: float = 20.0):
+    """``make()`` once the address it binds is free again."""
+    made: list = []
+
+    def attempt() -> bool:
+        try:
+            made.append(make())
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE:
+                raise
+            return False
+        return True
+
+    assert wait_until(attempt, timeout), "the address stayed in use"
+    return made[0]
+
+
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
 def test_proxy_without_signals_reloads_the_inventory_after_a_restart(
     ctx, kind, tmp_path
@@ -201,7 +218,9 @@ def test_proxy_without_signals_reloads_the_inventory_after_a_restart(
         assert proxy._signal_receiver is None  # no signals: no receiver
         assert proxy._restart_watcher is not None
         assert "extra" not in proxy._json_methods
-        with PlainV2(ctx, url) as second:
+        # ZeroMQ frees a closed socket's address in its I/O thread, later
+        second = _bind_when_free(lambda: PlainV2(ctx, url))
+        with second:
             second.start()
             # the watcher reads the new inventory once the connection is back
             assert wait_until(lambda: "extra" in proxy._json_methods, 30)
