@@ -84,7 +84,8 @@ class RPCClient:
 
     Subclass both an interface and ``RPCClient`` and decorate the subclass
     with :meth:`register_interface`; the interface's methods, properties
-    and signals then act on the remote server.
+    and signals then act on the remote server. :func:`connect` does the
+    same without a subclass and returns a proxy typed as the interface.
 
     Parameters
     ----------

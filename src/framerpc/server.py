@@ -69,7 +69,9 @@ class RPCServer:
 
     Subclass both the interface and ``RPCServer``, decorate the remotely
     callable methods with :meth:`register_method_json` or
-    :meth:`register_method_buffer`, then call :meth:`serve_forever`.
+    :meth:`register_method_buffer`, then call :meth:`start` (serve in a
+    background thread; :meth:`close` or leaving a ``with`` block stops it)
+    or :meth:`serve_forever` (serve in the calling thread).
 
     Parameters
     ----------
