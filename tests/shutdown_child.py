@@ -215,6 +215,34 @@ def stop_server_then_term(url: str) -> None:
     assert not thread.is_alive()
 
 
+def term_with_signals_flowing(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    server.start()
+    with CameraProxy(ctx, server.url) as proxy:
+        received = threading.Event()
+        proxy.frame_ready.connect(lambda n: received.set())
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def emitter() -> None:
+            try:
+                while not stop.is_set():
+                    server.frame_ready.emit(1)  # dropped once terminated
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=emitter)
+        thread.start()
+        assert received.wait(20)
+    server.stop_server()
+    ctx.term()
+    stop.set()
+    thread.join(20)
+    assert not thread.is_alive() and not errors, errors
+    server.close()
+
+
 def term_while_serving(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)
@@ -233,6 +261,7 @@ ORDERS = {
     "destroy_secured": destroy_secured,
     "stop_server_then_term": stop_server_then_term,
     "term_while_serving": term_while_serving,
+    "term_with_signals_flowing": term_with_signals_flowing,
 }
 
 

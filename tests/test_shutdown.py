@@ -42,6 +42,7 @@ ORDERS = [
     "destroy_secured",
     "stop_server_then_term",
     "term_while_serving",
+    "term_with_signals_flowing",
 ]
 #: Every order on tcp; the orders that race threads on every transport.
 CASES = [(order, "tcp") for order in ORDERS] + [

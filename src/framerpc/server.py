@@ -673,6 +673,8 @@ class RPCServer:
                 transport.send_frames(sock, frames, zmq.NOBLOCK)
             except zmq.Again:  # a slow subscriber's queue is full: PUB drops
                 _log.debug("signal %s dropped by a full queue", name)
+            except zmq.ContextTerminated:  # ctx.term(): no one left to receive
+                return
             # None until an older client asks for signals: no JSON cost before.
             legacy_sock = self._legacy_signal_socket
             if legacy_sock is not None and name:
