@@ -190,6 +190,29 @@ def destroy_secured(url: str) -> None:
     server.close()
 
 
+def destroy_registered(url: str) -> None:
+    from framerpc import DeviceRegistry
+
+    # the registry has a context of its own: its thread is not under test
+    registry_ctx = zmq.Context()
+    registry = DeviceRegistry(registry_ctx, "127.0.0.1", port=None)
+    registry.start()
+    try:
+        ctx = zmq.Context()
+        server = CameraServer(ctx, url, alive_timeout=1)  # frequent check-ins
+        server.register_to_registry("camera", "cam", registry.url)
+        server.start()
+        with CameraProxy(ctx, server.url) as proxy:
+            assert proxy.set_exposure(2) is True
+        threading.Event().wait(random.random() * 0.5)  # check-ins going on
+        ctx.destroy()
+        server.close()
+    finally:
+        registry.stop()
+        registry.join(20)
+        registry_ctx.term()
+
+
 def destroy_idle(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)  # never started
@@ -258,6 +281,7 @@ ORDERS = {
     "context_managers": context_managers,
     "destroy_in_flight": destroy_in_flight,
     "destroy_idle": destroy_idle,
+    "destroy_registered": destroy_registered,
     "destroy_secured": destroy_secured,
     "stop_server_then_term": stop_server_then_term,
     "term_while_serving": term_while_serving,

@@ -39,6 +39,7 @@ ORDERS = [
     "context_managers",
     "destroy_in_flight",
     "destroy_idle",
+    "destroy_registered",
     "destroy_secured",
     "stop_server_then_term",
     "term_while_serving",
