@@ -187,3 +187,22 @@ def test_secured_registry_and_server_share_one_context(ctx, tmp_path):
     finally:
         registry.stop()
         registry.join(timeout=5)
+
+
+def test_shadow_context_shares_the_users_default_socket_options(ctx):
+    from framerpc._lifecycle import private_context
+
+    ctx.setsockopt(zmq.TCP_MAXRT, 1234)  # a default for new sockets
+    shadow = private_context(ctx)
+    assert shadow is private_context(ctx)  # one per context
+    assert shadow.underlying == ctx.underlying
+    with CameraServer(ctx, "tcp://127.0.0.1") as server:
+        assert server._socket.getsockopt(zmq.TCP_MAXRT) == 1234
+        assert server._socket.context is shadow
+    assert private_context(shadow) is shadow
+
+
+def test_framerpc_names_are_exported():
+    for name in ("RemoteError", "connect", "closing"):
+        assert name in framerpc.__all__ and hasattr(framerpc, name)
+    assert issubclass(framerpc.RemoteError, Exception)

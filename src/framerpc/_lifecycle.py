@@ -58,6 +58,10 @@ def private_context(context: zmq.Context) -> zmq.Context:
             if user is context and shadow is not None:
                 return shadow
         shadow = zmq.Context(shadow=context)
+        # default socket options set on the context apply to ours as before
+        user_options = getattr(context, "sockopts", None)
+        if isinstance(user_options, dict):
+            shadow.sockopts = user_options
         _shadows[key] = (weakref.ref(context), weakref.ref(shadow))
         # forget entries of shadows that are gone (their sockets are closed)
         for stale in [k for k, (_, s) in _shadows.items() if s() is None]:
