@@ -448,7 +448,9 @@ class RPCClient:
         return reply.ok
 
     def close(self) -> None:
-        """Stop the signal receiver and close the socket; idempotent."""
+        """Stop and join the proxy's threads (signal receiver, restart
+        watcher), then close the socket; idempotent. Afterwards
+        ``context.term()`` does not wait for this proxy."""
         self._closed = True
         self._channel.closed = True  # a call in flight raises RuntimeError
         receiver, self._signal_receiver = self._signal_receiver, None
