@@ -7,8 +7,8 @@ import argparse
 
 import zmq
 
-from framerpc import list_devices
-from framerpc.demo import FRAME_SHAPES, CameraProxy, fetch_frames
+from framerpc import closing, connect, list_devices
+from framerpc.demo import FRAME_SHAPES, Camera, fetch_frames
 
 
 def main() -> None:
@@ -24,10 +24,11 @@ def main() -> None:
         if args.name not in devices:
             raise SystemExit(f"no device {args.name!r}; registry has {sorted(devices)}")
         _, address = devices[args.name]
-        with CameraProxy(context, address) as camera:
+        # connect(): typed as a Camera; a remote failure raises RemoteError
+        with closing(connect(Camera, context, address)) as camera:
             camera.frame_ready.connect(lambda n: None)
             camera.exposure = 2000
-            print(f"connected to {camera.name!r}, exposure {camera.exposure} us")
+            print(f"connected to {args.name!r}, exposure {camera.exposure} us")
             for kind in FRAME_SHAPES:
                 rate, mbps = fetch_frames(camera, kind, args.frames)
                 print(f"{kind:>6}: {rate:8.1f} frames/s {mbps:9.1f} MB/s")

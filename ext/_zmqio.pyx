@@ -214,6 +214,8 @@ cdef class Frame:
 cdef _raise_zmq(int error):
     if error == EAGAIN:
         raise zmq.Again()
+    if error == zmq.ETERM:  # as pyzmq raises it, so both engines agree
+        raise zmq.ContextTerminated()
     raise zmq.ZMQError(error)
 
 

@@ -4,7 +4,7 @@ Plain values travel as msgpack, images as zero-copy multipart frames. See
 the README for a tour and ``docs/protocol.md`` for the wire format.
 """
 
-from .client import NoResult, RPCClient
+from .client import NoResult, RPCClient, closing, connect
 from .errors import (
     FramerpcError,
     MessageTooLargeError,
@@ -46,7 +46,9 @@ __all__ = [
     "RPCSignalReceiver",
     "RemoteError",
     "SerializationError",
+    "closing",
     "coerce_to_generic",
+    "connect",
     "is_instance_of_generic",
     "list_devices",
     "register_device",

@@ -16,6 +16,7 @@ socket and can never be returned to the next call.
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import inspect
 import itertools
@@ -24,24 +25,26 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Self, TypeVar, cast
 
 import zmq
 
-from . import legacy, protocol, transport
+from . import _lifecycle, legacy, protocol, transport
 from ._peerwatch import PeerWatch
+from ._restart import RestartWatcher
 from .errors import PeerLostError, ProtocolError, RemoteError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
 
-__all__ = ["NoResult", "RPCClient"]
+__all__ = ["NoResult", "RPCClient", "closing", "connect"]
 
 _log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=type)
+T = TypeVar("T")
 
 #: Longest wait (ms) for the server's answer to stop_server().
 _STOP_WAIT_MS = 1000
@@ -81,8 +84,9 @@ class RPCClient:
     """Client side of an ``RPCServer``.
 
     Subclass both an interface and ``RPCClient`` and decorate the subclass
-    with ``register_interface``; the interface's methods, properties
-    and signals then act on the remote server.
+    with :meth:`register_interface`; the interface's methods, properties
+    and signals then act on the remote server. :func:`connect` does the
+    same without a subclass and returns a proxy typed as the interface.
 
     Parameters
     ----------
@@ -100,6 +104,10 @@ class RPCClient:
         ``"legacy"`` skip the detection.
     options : SocketOptions, optional
         Socket tuning.
+    raise_errors : bool
+        When True, a remote failure of an interface method or property get
+        raises :class:`~framerpc.RemoteError` instead of returning a
+        :class:`NoResult`, so that the declared return types hold.
 
     Raises
     ------
@@ -156,6 +164,7 @@ class RPCClient:
         *,
         protocol: ProtocolChoice = "auto",
         options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+        raise_errors: bool = False,
     ) -> None:
         transport.check_url(url, for_bind=False)
         if protocol not in _PROTOCOLS:
@@ -163,8 +172,17 @@ class RPCClient:
                 f"protocol must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}"
             )
         self.context = context
+        # framerpc's sockets live in a shadow of the context, so that
+        # context.destroy() cannot close them under a thread using them;
+        # self._destroy_hook stands in for them (see _lifecycle).
+        self._zmq_context = _lifecycle.private_context(context)
         self.url = url
         self.name = ""
+        self._raise_errors = raise_errors
+        self._restart_watcher: RestartWatcher | None = None
+        # Decides, with _constructed, who closes when destroy() races __init__.
+        self._life_lock = threading.Lock()
+        self._constructed = False
         self._timeout = timeout
         self._lock = threading.Lock()
         self._closed = False
@@ -178,6 +196,9 @@ class RPCClient:
         self._options = options
         # The inventory request of "auto" is JSON: start in legacy mode.
         self._protocol = "native" if protocol == "native" else "legacy"
+        self._destroy_hook = _lifecycle.DestroyHook(
+            context, f"RPCClient {url}", self._on_context_destroy
+        )
         self.socket = self._make_socket()
         self._channel = transport.Channel(self.socket, url)
         self._watch: PeerWatch | None = None
@@ -185,6 +206,10 @@ class RPCClient:
             self._watch_socket()
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
+            with self._life_lock:
+                if self._closed:  # context.destroy() came during __init__
+                    raise RuntimeError(f"client of {url}: context destroyed")
+                self._constructed = True
         except BaseException:
             self.close()
             raise
@@ -207,6 +232,8 @@ class RPCClient:
             local = getattr(self, name, None)
             self._signals[name] = local if isinstance(local, RPCSignal) else RPCSignal()
         if not self._signals:
+            if self._protocol == "native" and not self.url.startswith("inproc://"):
+                self._watch_restarts()
             return
         if self._protocol == "legacy":
             self._start_legacy_signals()
@@ -215,7 +242,7 @@ class RPCClient:
         # A restarted server binds a new signal port: the receiver watches
         # our connection and follows (inproc servers cannot restart apart).
         self._signal_receiver = RPCSignalReceiver(
-            self.context,
+            self._zmq_context,
             signal_url,
             self._signals,
             options=self._options,
@@ -224,6 +251,15 @@ class RPCClient:
         )
         self._signal_receiver.start()
         self._sync_signals()
+
+    def _watch_restarts(self) -> None:
+        """Without signals, no receiver follows a restarted server: a
+        watcher thread reads its inventory again when it comes back."""
+        if self._watch is None:
+            return
+        watcher = RestartWatcher(self._watch, self.url, self._reload_inventory)
+        self._restart_watcher = watcher
+        watcher.start()
 
     def _reload_inventory(self) -> str | None:
         """After a server restart: read its inventory again; return the
@@ -265,7 +301,7 @@ class RPCClient:
             )
             return
         receiver = RPCSignalReceiver(
-            self.context,
+            self._zmq_context,
             f"tcp://{host}:{port}",
             self._signals,
             options=self._options,
@@ -471,7 +507,7 @@ class RPCClient:
         self._channel.watch = self._watch
 
     def _make_socket(self) -> zmq.Socket:
-        sock = transport.make_socket(self.context, zmq.DEALER, self._options)
+        sock = transport.make_socket(self._zmq_context, zmq.DEALER, self._options)
         if self._protocol == "legacy":
             # Like the older REQ client: with IMMEDIATE a reply not read yet
             # is lost when the server closes the connection right after it
@@ -510,23 +546,59 @@ class RPCClient:
         return reply.ok
 
     def close(self) -> None:
-        """Stop the signal receiver and close the socket; idempotent."""
+        """Stop and join the proxy's threads (signal receiver, restart
+        watcher), then close the socket; idempotent. Afterwards
+        ``context.term()`` does not wait for this proxy."""
         self._closed = True
         self._channel.closed = True  # a call in flight raises RuntimeError
         receiver, self._signal_receiver = self._signal_receiver, None
-        if receiver is not None:
-            receiver.stop()
+        watcher, self._restart_watcher = self._restart_watcher, None
+        for thread in (receiver, watcher):
+            if thread is None:
+                continue
+            thread.stop()
             # A listener may close its own proxy: the receiver cannot join
             # itself; it ends once the listener returns.
-            own_thread = receiver is threading.current_thread()
-            if receiver.ident is not None and not own_thread:
-                receiver.join(timeout=2)
+            own_thread = thread is threading.current_thread()
+            if thread.ident is not None and not own_thread:
+                thread.join(timeout=2)
         with self._lock:  # wait for a call in flight to notice _closed
             if self._watch is not None:
                 self._watch.close()
             transport.close_quietly(self.socket)
+        self._destroy_hook.release()
 
-    def __enter__(self) -> RPCClient:
+    def _on_context_destroy(self, linger: int | None) -> None:
+        """``context.destroy()``: make every thread drop this client's
+        sockets without touching one another thread is using."""
+        with self._life_lock:
+            self._closed = True
+            if not self._constructed:
+                return  # __init__ owns the sockets and closes them itself
+        self._channel.closed = True  # a call in flight ends within 0.1 s
+        # The threads close their own sockets at their next turn or at the
+        # ETERM of the term() that follows; never started, they close now.
+        for thread in (self._signal_receiver, self._restart_watcher):
+            if thread is not None:
+                thread.stop()
+        if self._lock.acquire(blocking=False):  # no call in flight
+            try:
+                _lifecycle.close_socket(self.socket, linger)
+            finally:
+                self._lock.release()
+        else:  # the calling thread owns the socket until its call ends
+            threading.Thread(
+                target=self._close_after_call,
+                args=(linger,),
+                name=f"RPCClient-close({self.url})",
+                daemon=True,
+            ).start()
+
+    def _close_after_call(self, linger: int | None) -> None:
+        with self._lock:
+            _lifecycle.close_socket(self.socket, linger)
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -551,6 +623,9 @@ class RPCClient:
         RuntimeError
             The decorated class does not inherit from both ``interface``
             and ``RPCClient``.
+        TypeError
+            A member of ``interface`` has the name of an RPCClient member
+            (``close``, ``name``...), which it would replace.
         """
 
         def bind(klass: C) -> C:
@@ -559,7 +634,15 @@ class RPCClient:
                     f"{klass.__name__} must inherit from both "
                     f"{interface.__name__} and RPCClient"
                 )
-            for name, attr in _public_members(interface).items():
+            members = _public_members(interface)
+            clashes = sorted(set(members) & _client_members())
+            if clashes:
+                raise TypeError(
+                    f"{interface.__name__}.{clashes[0]} would replace "
+                    f"RPCClient.{clashes[0]} in {klass.__name__}: rename it"
+                    + (f" (also {', '.join(clashes[1:])})" if clashes[1:] else "")
+                )
+            for name, attr in members.items():
                 if isinstance(attr, RPCProperty):
                     setattr(klass, name, _remote_property(name, attr))
                 elif inspect.isfunction(attr):
@@ -579,6 +662,101 @@ def _describe(request: Request) -> str:
     return f"the {request.event} request"
 
 
+def connect(
+    interface: Callable[..., T],
+    context: zmq.Context,
+    url: str,
+    *,
+    timeout: int = 1000,
+    raise_errors: bool = True,
+    protocol: ProtocolChoice = "auto",
+    options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
+) -> T:
+    """Connect to a server of ``interface``; the proxy is typed as one.
+
+    The typed way to get a proxy: ``framerpc.connect(Camera, ctx, url)``
+    returns an object a type checker sees as a ``Camera``, without writing
+    a proxy class. Close it with :func:`closing` (or
+    ``proxy.close()`` at run time: it is an :class:`RPCClient`).
+
+    Parameters
+    ----------
+    interface : type
+        The interface class (abstract or not) shared with the server.
+    context, url, timeout, protocol, options
+        As for :class:`RPCClient`.
+    raise_errors : bool
+        A remote failure raises :class:`~framerpc.RemoteError` instead of
+        returning :class:`NoResult`, so that the interface's return types
+        hold (default True here, False for :class:`RPCClient`).
+
+    Returns
+    -------
+    interface
+        An :class:`RPCClient` subclass instance bound to ``interface``.
+
+    Raises
+    ------
+    TypeError
+        ``interface`` is not a class, or has members named like the
+        client's own (see :meth:`RPCClient.register_interface`).
+    TimeoutError
+        The server did not answer within ``timeout`` ms.
+    """
+    if not isinstance(interface, type):
+        raise TypeError(f"connect() needs an interface class, got {interface!r}")
+    proxy = _proxy_class(interface)(
+        context,
+        url,
+        timeout,
+        protocol=protocol,
+        options=options,
+        raise_errors=raise_errors,
+    )
+    return cast(T, proxy)
+
+
+@contextlib.contextmanager
+def closing(proxy: T) -> Iterator[T]:
+    """Context manager that closes ``proxy`` (from :func:`connect`) at exit.
+
+    ``with framerpc.closing(framerpc.connect(Camera, ctx, url)) as camera:``
+    keeps the interface's type for ``camera``, which ``with`` on the proxy
+    itself cannot (the interface has no ``__enter__``).
+
+    Raises
+    ------
+    TypeError
+        ``proxy`` is not an :class:`RPCClient`.
+    """
+    if not isinstance(proxy, RPCClient):
+        raise TypeError(f"closing() needs a framerpc proxy, got {type(proxy).__name__}")
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@functools.cache
+def _proxy_class(interface: type) -> type[RPCClient]:
+    """The proxy class of ``interface`` (one per interface)."""
+    namespace = {
+        "__module__": interface.__module__,
+        "__qualname__": f"{interface.__qualname__}Proxy",
+        # the interface's own __init__, if any, comes first in the MRO
+        "__init__": RPCClient.__init__,
+    }
+    klass = type(f"{interface.__name__}Proxy", (interface, RPCClient), namespace)
+    return RPCClient.register_interface(interface)(klass)
+
+
+@functools.cache
+def _client_members() -> frozenset[str]:
+    """Public names of an RPCClient: attributes set by __init__ included."""
+    names = {name for name in dir(RPCClient) if not name.startswith("_")}
+    return frozenset(names | {"context", "url", "name", "socket"})
+
+
 def _public_members(interface: type) -> dict[str, Any]:
     members: dict[str, Any] = {}
     for klass in reversed(interface.__mro__):
@@ -591,7 +769,10 @@ def _public_members(interface: type) -> dict[str, Any]:
 def _remote_method(name: str, func: Callable) -> Callable:
     @functools.wraps(func)
     def remote(self: RPCClient, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, args, kwargs)
+        result = self._call(name, args, kwargs)
+        if self._raise_errors and type(result) is NoResult:
+            raise RemoteError(result.error, result.traceback)
+        return result
 
     remote.__isabstractmethod__ = False  # type: ignore[attr-defined]
     return remote
@@ -599,7 +780,10 @@ def _remote_method(name: str, func: Callable) -> Callable:
 
 def _remote_property(name: str, prop: RPCProperty) -> RPCProperty:
     def fget(self: RPCClient) -> Any:
-        return self._get_property(name)
+        value = self._get_property(name)
+        if self._raise_errors and type(value) is NoResult:
+            raise RemoteError(value.error, value.traceback)
+        return value
 
     def fset(self: RPCClient, value: Any) -> None:
         self._set_property(name, value)

@@ -101,7 +101,7 @@ class CameraProxy(Camera, RPCClient):
     """Client-side camera: calls travel to a ``DemoCamera``."""
 
 
-def fetch_frames(camera: CameraProxy, kind: str, count: int) -> tuple[float, float]:
+def fetch_frames(camera: Camera, kind: str, count: int) -> tuple[float, float]:
     """Fetch ``count`` frames of ``kind``, check them; return (frames/s, MB/s)."""
     shape, dtype = FRAME_SHAPES[kind]
     nbytes = 0

@@ -29,13 +29,39 @@ class SerializationError(FramerpcError, TypeError):
 
 
 class RemoteError(FramerpcError, RuntimeError):
-    """The server answered with an error where no NoResult can be returned
-    (a property set). ``error`` and ``traceback`` hold the remote details."""
+    """The server answered a call with an error.
+
+    Raised where no :class:`~framerpc.NoResult` can be returned (a property
+    set), and by proxies made with ``raise_errors=True`` (the default of
+    :func:`framerpc.connect`) instead of returning one.
+
+    Parameters
+    ----------
+    error : str
+        The remote error, ``"Type: message"`` for a remote exception.
+    traceback : str
+        The remote traceback, or "".
+
+    Attributes
+    ----------
+    error, traceback : str
+        As given.
+    remote_type : str
+        Name of the remote exception's type (``"ValueError"``), or "" when
+        the server sent an error of its own (an unknown method).
+    message : str
+        The remote exception's message (``error`` without the type).
+    """
 
     def __init__(self, error: str, traceback: str = "") -> None:
         super().__init__(error)
         self.error = error
         self.traceback = traceback
+        head, sep, tail = error.partition(": ")
+        if sep and head.replace(".", "").isidentifier():
+            self.remote_type, self.message = head, tail
+        else:
+            self.remote_type, self.message = "", error
 
 
 class PeerLostError(FramerpcError, ConnectionError, TimeoutError):

@@ -343,7 +343,8 @@ class _ContextEntry:
         self.domains: dict[str, int] = {}
 
 
-_entries: dict[int, _ContextEntry] = {}  # id(context) -> entry; leases keep it alive
+# libzmq context address -> entry; the leases keep the context alive
+_entries: dict[int, _ContextEntry] = {}
 _entries_lock = threading.Lock()
 
 
@@ -396,9 +397,11 @@ class Authenticator:
         self.domain = _domain_for(folder)
         self._closed = False
         with _entries_lock:
-            entry = _entries.get(id(context))
+            # One handler per libzmq context: framerpc's servers use a shadow
+            # of the context that a registry or the user may use directly.
+            entry = _entries.get(context.underlying)
             if entry is None:
-                entry = _entries[id(context)] = _ContextEntry(context)
+                entry = _entries[context.underlying] = _ContextEntry(context)
             entry.leases += 1
             entry.domains[self.domain] = entry.domains.get(self.domain, 0) + 1
             entry.handler.configure_curve(domain=self.domain, location=str(folder))
@@ -440,7 +443,7 @@ class Authenticator:
                 del entry.domains[self.domain]
                 entry.handler.certs.pop(self.domain, None)
             if entry.leases == 0:
-                del _entries[id(self.context)]
+                del _entries[self.context.underlying]
                 entry.handler.stop()
 
     def __enter__(self) -> Authenticator:
@@ -452,6 +455,19 @@ class Authenticator:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Authenticator {self.allowed_clients_dir} ({state})>"
+
+
+def stop_handler(context: zmq.Context) -> None:
+    """Stop the ZAP handler of ``context``'s libzmq context now, if any.
+
+    For ``Context.destroy()``: pyzmq's handler thread does not stop when the
+    context is terminated, so ``term()`` would wait for its sockets for
+    ever. Leases stay valid; closing them later does nothing more.
+    """
+    with _entries_lock:
+        entry = _entries.get(context.underlying)
+        if entry is not None:
+            entry.handler.stop()
 
 
 def apply_server(socket: zmq.Socket, security: Security | None) -> Authenticator | None:

@@ -21,11 +21,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 import zmq
 
-from . import _outbox, framing, legacy, protocol, sdnotify, security, transport
+from . import (
+    _lifecycle,
+    _outbox,
+    framing,
+    legacy,
+    protocol,
+    sdnotify,
+    security,
+    transport,
+)
 from ._describe import inventory_fields
 from ._ratelog import RateLimitedLog
 from .errors import ProtocolError, SerializationError
@@ -77,8 +86,10 @@ class RPCServer:
     """Serve an interface's implementation to ``RPCClient`` proxies.
 
     Subclass both the interface and ``RPCServer``, decorate the remotely
-    callable methods with ``register_method_json`` or
-    ``register_method_buffer``, then call ``serve_forever``.
+    callable methods with :meth:`register_method_json` or
+    :meth:`register_method_buffer`, then call :meth:`start` (serve in a
+    background thread; :meth:`close` or leaving a ``with`` block stops it)
+    or :meth:`serve_forever` (serve in the calling thread).
 
     Parameters
     ----------
@@ -125,6 +136,10 @@ class RPCServer:
     ) -> None:
         transport.check_url(url, for_bind=True)
         self.context = context
+        # framerpc's sockets live in a shadow of the context, so that
+        # context.destroy() cannot close them under the serving thread;
+        # self._destroy_hook stands in for them (see _lifecycle).
+        self._zmq_context = _lifecycle.private_context(context)
         self.alive_timeout = alive_timeout
         self._options = options
         self.allow_remote_stop = allow_remote_stop
@@ -143,9 +158,15 @@ class RPCServer:
         # systemd's watchdog when run under it (NOTIFY_SOCKET), else no-op
         self._watchdog = sdnotify.Watchdog()
         self._serving = threading.Lock()
+        self._serving_ident: int | None = None  # the thread in serve_forever
+        self._thread: threading.Thread | None = None  # start()'s thread
+        self._ready = threading.Event()  # serve_forever is answering (or over)
+        self._terminated = False  # the context is (being) terminated
         self._dead = False
         self._signal_lock = threading.Lock()
-        self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
+        self._socket = transport.make_socket(
+            self._zmq_context, zmq.ROUTER, options, server=True
+        )
         # A reply to a full queue raises EAGAIN (kept in the backlog) and one
         # to a client that left EHOSTUNREACH (counted), instead of a silent
         # drop; every send is then non-blocking (a blocking one would wait).
@@ -165,7 +186,7 @@ class RPCServer:
         try:
             self.url, self.port = transport.bind(self._socket, url, options)
             self._signal_socket = transport.make_socket(
-                context, zmq.PUB, options, server=True
+                self._zmq_context, zmq.PUB, options, server=True
             )
             self._signal_socket.setsockopt(zmq.SNDHWM, options.signal_hwm)
             self._signal_url, self._signal_port = transport.bind(
@@ -199,6 +220,9 @@ class RPCServer:
             self._send_failed,
             fallback=self._handle_body,
             limits=self._limits,
+        )
+        self._destroy_hook = _lifecycle.DestroyHook(
+            context, f"RPCServer {self.url}", self._on_context_destroy
         )
 
     # -- decorators -------------------------------------------------------
@@ -316,7 +340,7 @@ class RPCServer:
         from .registry import RegistryLink
 
         link = RegistryLink(
-            self.context,
+            self._zmq_context,
             registry_url,
             type_,
             name,
@@ -340,7 +364,8 @@ class RPCServer:
         link, self._registry_link = self._registry_link, None
         if link is not None:
             try:
-                link.unregister(timeout=500)
+                if not self._terminated:  # no request on a terminated context
+                    link.unregister(timeout=500)
             finally:
                 link.close()
         self.name, self.uuid, self.registry_addr = "", None, ""
@@ -355,6 +380,7 @@ class RPCServer:
         if not self._serving.acquire(blocking=False):
             raise RuntimeError("serve_forever is already running")
         sock = self._socket
+        self._serving_ident = threading.get_ident()
         try:
             if self._dead:  # stop_server() came first: nothing to serve
                 _log.debug("serve_forever called on a stopped server")
@@ -366,6 +392,7 @@ class RPCServer:
             sdnotify.ready()
             # the systemd watchdog: a tick per message only when it is on
             watchdog = self._watchdog if self._watchdog.enabled else None
+            self._ready.set()
             # a plain attribute: Event.is_set() is a Python call per message
             while not self._stopping and (
                 self._stop_at is None or time.monotonic() < self._stop_at
@@ -395,7 +422,9 @@ class RPCServer:
                                 self._handle(frames)
                             finally:
                                 self._message = None  # not to keep it alive
-                    except Exception:  # a bug here must not end serving
+                    except Exception as exc:  # a bug here must not end serving
+                        if _lifecycle.is_context_terminated(exc):
+                            raise
                         _log.exception("unexpected error while handling a message")
                 if watchdog is not None:
                     watchdog.tick()
@@ -404,7 +433,15 @@ class RPCServer:
                     link.tick()
                     # the link may have registered again under a new name
                     self.name, self.uuid = link.name, link.uuid
+        except zmq.ZMQError as exc:
+            if not _lifecycle.is_context_terminated(exc):
+                raise
+            # ctx.term() or ctx.destroy(): a clean stop, this thread closes
+            # its own sockets below.
+            self._terminated = True
+            _log.debug("context of %s terminated: serving stops", self.url)
         finally:
+            self._serving_ident = None
             self._shutdown()
             self._serving.release()
 
@@ -416,6 +453,96 @@ class RPCServer:
         """
         self._stopping = True
         if self._serving.acquire(blocking=False):
+            try:
+                self._shutdown()
+            finally:
+                self._serving.release()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Serve in a background thread; return once requests are answered.
+
+        Pair it with :meth:`close` (or use the server as a context manager).
+
+        Parameters
+        ----------
+        timeout : float
+            Longest wait (s) for the serving thread to start.
+
+        Raises
+        ------
+        RuntimeError
+            The server was started already, is stopped, or its thread did
+            not start serving within ``timeout``.
+        """
+        if self._dead:
+            raise RuntimeError(f"server at {self.url} is stopped")
+        if self._thread is not None or self._serving_ident is not None:
+            raise RuntimeError(f"server at {self.url} is already serving")
+        thread = threading.Thread(
+            target=self._serve_in_thread, name=f"RPCServer({self.url})", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+        if not self._ready.wait(timeout) or not thread.is_alive() or self._dead:
+            raise RuntimeError(f"server at {self.url} did not start serving")
+
+    def _serve_in_thread(self) -> None:
+        try:
+            self.serve_forever()
+        except Exception:
+            _log.exception("server at %s stopped on an error", self.url)
+        finally:
+            self._ready.set()  # start() must not wait for a thread that ended
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving, wait until serving has stopped, close the sockets.
+
+        Unregisters from the registry. Idempotent; callable from any
+        thread. Called from a method the server is running, it only
+        stops the server (the serving thread cannot wait for itself).
+        Afterwards ``context.term()`` returns at once.
+
+        Parameters
+        ----------
+        timeout : float
+            Longest wait (s) for the serving thread (a method still running
+            delays it).
+        """
+        self.stop_server()
+        if self._serving_ident == threading.get_ident():
+            return
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        # serve_forever may run in a thread of the caller's: wait for it too
+        if self._serving.acquire(timeout=timeout):
+            try:
+                self._shutdown()  # a no-op when serve_forever closed it all
+            finally:
+                self._serving.release()
+        else:
+            _log.warning("server at %s still serving after %s s", self.url, timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _on_context_destroy(self, linger: int | None) -> None:
+        """``context.destroy()``: stop without touching the serving thread's
+        sockets (it closes them at its next turn or at the ETERM of the
+        ``term()`` that follows); close the others here, as their owner."""
+        self._terminated = True  # no unregistering: the context goes next
+        self._stopping = True
+        if self._options.security is not None:
+            from .security import stop_handler
+
+            stop_handler(self._zmq_context)  # it would not stop at ETERM
+        with self._signal_lock:  # emitting threads use them only under it
+            for sock in (self._signal_socket, self._legacy_signal_socket):
+                _lifecycle.close_socket(sock, linger)
+        if self._serving.acquire(blocking=False):  # nobody serves
             try:
                 self._shutdown()
             finally:
@@ -435,6 +562,9 @@ class RPCServer:
                 self._backlog.flush()
                 self._backlog.clear("the server stopped")
             self._close_sockets()
+            hook = getattr(self, "_destroy_hook", None)
+            if hook is not None:
+                hook.release()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -620,7 +750,7 @@ class RPCServer:
                     "connect with framerpc's native protocol"
                 )
             sock = transport.make_socket(
-                self.context, zmq.PUB, self._options, server=True
+                self._zmq_context, zmq.PUB, self._options, server=True
             )
             sock.setsockopt(zmq.SNDHWM, self._options.signal_hwm)
             try:
@@ -732,7 +862,10 @@ class RPCServer:
                 return
             # PUB drops silently for a subscriber whose queue is full; the
             # budget bounds the bytes those queues hold (and counts drops)
-            self._signal_budget.send(sock, frames, transport.send_frames)
+            try:
+                self._signal_budget.send(sock, frames, transport.send_frames)
+            except zmq.ContextTerminated:  # ctx.term(): no one left to receive
+                return
             # None until an older client asks for signals: no JSON cost before.
             legacy_sock = self._legacy_signal_socket
             if legacy_sock is not None and name:

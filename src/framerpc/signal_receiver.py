@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import legacy, protocol, transport
+from . import _lifecycle, legacy, protocol, transport
 from ._peerwatch import PeerWatch
 from .errors import ProtocolError
 from .signal import RPCSignal
@@ -126,7 +126,8 @@ class RPCSignalReceiver(threading.Thread):
                 except Exception:  # a bug here must not silence the signals
                     _log.exception("ignored a signal message that failed")
         except zmq.ZMQError as exc:
-            if not self._stop_flag.is_set():
+            # ETERM: ctx.term() or ctx.destroy(), a clean stop
+            if not (self._stop_flag.is_set() or _lifecycle.is_context_terminated(exc)):
                 _log.error("signal receiver for %s failed: %s", self.url, exc)
         finally:
             self._close_monitor()  # confirm_connection without wait_connected
@@ -165,7 +166,9 @@ class RPCSignalReceiver(threading.Thread):
         self._server_lost = False
         try:
             url = self._on_reconnect() if self._on_reconnect else None
-        except Exception:
+        except Exception as exc:
+            if _lifecycle.is_context_terminated(exc):
+                raise
             _log.exception("could not follow the restart of %s", self.url)
             return
         if url and url != self.url:

@@ -1,0 +1,74 @@
+"""examples/ and the README's Python blocks type-check under ``mypy --strict``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from readme_blocks import README, ROOT, python_blocks
+
+pytest.importorskip("mypy")
+pytestmark = pytest.mark.skipif(not README.exists(), reason="not a source checkout")
+
+
+def _mypy(*paths: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            "/dev/null",
+            *paths,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_examples_and_readme_blocks_type_check(tmp_path):
+    blocks = python_blocks()
+    assert blocks, "no python block found in the README"
+    # one folder per block: each block stands alone, and two blocks may
+    # define the same names
+    paths = [str(ROOT / "examples")]
+    for line, source in blocks:
+        folder = tmp_path / f"line{line}"
+        folder.mkdir()
+        (folder / f"readme_line{line}.py").write_text(source)
+        paths.append(str(folder / f"readme_line{line}.py"))
+    result = _mypy(*paths, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Success: no issues found" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_mypy_catches_a_wrong_type_through_a_typed_proxy(tmp_path):
+    # The check above could pass because everything is Any: this one must fail.
+    (tmp_path / "wrong.py").write_text(
+        "import zmq\n"
+        "import framerpc\n\n\n"
+        "class Lamp:\n"
+        "    def switch_on(self, level: int) -> bool:\n"
+        "        raise NotImplementedError\n\n\n"
+        "@framerpc.RPCClient.register_interface(Lamp)\n"
+        "class LampProxy(Lamp, framerpc.RPCClient):\n"
+        "    pass\n\n\n"
+        "def use(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:\n"
+        "    lamp = framerpc.connect(Lamp, ctx, 'tcp://127.0.0.1:1')\n"
+        "    text: str = lamp.switch_on(1)\n"
+        "    with LampProxy(ctx, 'tcp://127.0.0.1:1') as proxy:\n"
+        "        proxy.switch_on('high')\n"
+    )
+    result = _mypy("wrong.py", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert 'Incompatible types in assignment (expression has type "bool"' in (
+        result.stdout
+    )
+    assert 'incompatible type "str"; expected "int"' in result.stdout
