@@ -583,6 +583,7 @@ class RPCClient:
                 thread.stop()
         if self._lock.acquire(blocking=False):  # no call in flight
             try:
+                self._close_watch()
                 _lifecycle.close_socket(self.socket, linger)
             finally:
                 self._lock.release()
@@ -596,7 +597,13 @@ class RPCClient:
 
     def _close_after_call(self, linger: int | None) -> None:
         with self._lock:
+            self._close_watch()
             _lifecycle.close_socket(self.socket, linger)
+
+    def _close_watch(self) -> None:
+        """Close the watch's monitor socket: term() waits for every socket."""
+        if self._watch is not None:
+            self._watch.close()
 
     def __enter__(self) -> Self:
         return self
