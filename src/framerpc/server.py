@@ -411,21 +411,22 @@ class RPCServer:
                 except zmq.Again:
                     frames = None
                 if frames is not None:
+                    # whose key _peer_key reads, also in the Responder's
+                    # fallback; cleared after, not to keep the frames alive
+                    self._message = frames
                     try:
                         # a client with replies waiting takes the general
                         # path, which queues its reply behind them (order)
                         if (
                             backlog.pending and backlog.holds(frames)
                         ) or not respond(frames):
-                            self._message = frames  # whose key _peer_key reads
-                            try:
-                                self._handle(frames)
-                            finally:
-                                self._message = None  # not to keep it alive
+                            self._handle(frames)
                     except Exception as exc:  # a bug here must not end serving
                         if _lifecycle.is_context_terminated(exc):
                             raise
                         _log.exception("unexpected error while handling a message")
+                    finally:
+                        self._message = None
                 if watchdog is not None:
                     watchdog.tick()
                 link = self._registry_link
@@ -685,6 +686,8 @@ class RPCServer:
         request_id: int | None,
         frames: list | None = None,
     ) -> None:
+        if _lifecycle.is_context_terminated(exc):
+            raise exc  # the serve loop stops quietly
         # EAGAIN: the client's queue is full (ROUTER_MANDATORY), nothing was
         # sent; the backlog keeps the reply until it has room.
         if isinstance(exc, zmq.Again) and frames is not None:
