@@ -159,7 +159,8 @@ class RPCServer:
             self._method_failed,
             self._send_failed,
             fallback=self._handle_body,
-            limits=self._limits,
+            # None: the defaults, without passing them on each call
+            limits=None if self._limits == _DEFAULT_LIMITS else self._limits,
         )
 
     # -- decorators -------------------------------------------------------
@@ -583,6 +584,15 @@ class RPCServer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+
+#: framing.decode's own limits: (max_frames, max_header, max_objects, max_depth).
+_DEFAULT_LIMITS = (
+    framing.MAX_FRAMES,
+    framing.MAX_HEADER_SIZE,
+    framing.MAX_OBJECTS,
+    framing.MAX_DEPTH,
+)
 
 
 def _check_buffer_result(name: str, result: Any) -> None:
