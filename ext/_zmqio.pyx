@@ -630,7 +630,8 @@ cdef class Responder:
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
-            header = _decode(frames[2:], *self.limits)
+            # the defaults' call when no limits are given: the hot path
+            header = _decode(frames[2:], *self.limits) if self.limits else _decode(frames[2:])
         except Exception as exc:  # the general path says what is wrong
             if self.fallback is None:
                 return False

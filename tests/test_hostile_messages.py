@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -416,3 +417,36 @@ def test_a_bytes_frame_is_lent_to_libzmq(ctx, size):
     finally:
         sender.close()
         receiver.close()
+
+
+@pytest.mark.skipif(_framing_c is None, reason="no compiled engine")
+def test_both_engines_take_the_same_decision_on_random_headers():
+    """The compiled scan and the pure engine's hooks count alike: on
+    well-formed headers they accept and refuse the same ones (which limit
+    a header exceeding both is reported for may differ)."""
+    rnd = random.Random(2)
+    inline = msgpack.ExtType(3, msgpack.packb(["u1", [1], b"\0"]))
+
+    def value(depth: int):
+        pick = rnd.random()
+        if depth > 6 or pick < 0.4:
+            return rnd.choice([1, -5, 300, 1.5, None, True, "s", b"b", inline])
+        if pick < 0.7:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 6))]
+        keys = ["a", "b", "c", 1, 2]
+        return {rnd.choice(keys): value(depth + 1) for _ in range(rnd.randint(0, 4))}
+
+    outcomes = set()
+    for _ in range(300):
+        frames = [msgpack.packb({"pad": "p" * 66_000, "x": value(0)})]
+        limits = {"max_objects": rnd.randint(3, 80), "max_depth": rnd.randint(1, 9)}
+        decisions = []
+        for engine in (_framing_py, _framing_c):
+            try:
+                engine.decode(frames, **limits)
+                decisions.append("ok")
+            except MessageTooLargeError:
+                decisions.append("refused")
+        assert decisions[0] == decisions[1], limits
+        outcomes.add(decisions[0])
+    assert outcomes == {"ok", "refused"}

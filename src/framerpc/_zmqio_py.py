@@ -322,7 +322,13 @@ class Responder:
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
-            header = framing.decode(frames[2:], *self.limits)
+            # the defaults' call when no limits are given: the hot path
+            body = frames[2:]
+            header = (
+                framing.decode(body, *self.limits)
+                if self.limits
+                else framing.decode(body)
+            )
         except Exception as exc:  # the general path says what is wrong
             if self.fallback is None:
                 return False

@@ -63,6 +63,7 @@ __all__ = [
     "MARKER",
     "dumps",
     "loads",
+    "check_json_shape",
     "encode_request",
     "decode_request",
     "encode_reply",

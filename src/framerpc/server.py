@@ -219,7 +219,8 @@ class RPCServer:
             self._method_failed,
             self._send_failed,
             fallback=self._handle_body,
-            limits=self._limits,
+            # None: the defaults, without passing them on each call
+            limits=None if self._limits == _DEFAULT_LIMITS else self._limits,
         )
         self._destroy_hook = _lifecycle.DestroyHook(
             context, f"RPCServer {self.url}", self._on_context_destroy
@@ -417,9 +418,9 @@ class RPCServer:
                     try:
                         # a client with replies waiting takes the general
                         # path, which queues its reply behind them (order)
-                        if (
-                            backlog.pending and backlog.holds(frames)
-                        ) or not respond(frames):
+                        if (backlog.pending and backlog.holds(frames)) or not respond(
+                            frames
+                        ):
                             self._handle(frames)
                     except Exception as exc:  # a bug here must not end serving
                         if _lifecycle.is_context_terminated(exc):
@@ -885,6 +886,15 @@ def _signal_budget(options: transport.SocketOptions) -> _outbox.SignalBudget:
     total, hwm = options.signal_buffer_bytes, max(1, options.signal_hwm)
     track_min = max(64, min(_SIGNAL_TRACK_MIN, total // (8 * hwm)))
     return _outbox.SignalBudget(max(0, total - 2 * hwm * track_min), track_min)
+
+
+#: framing.decode's own limits: (max_frames, max_header, max_objects, max_depth).
+_DEFAULT_LIMITS = (
+    framing.MAX_FRAMES,
+    framing.MAX_HEADER_SIZE,
+    framing.MAX_OBJECTS,
+    framing.MAX_DEPTH,
+)
 
 
 def _check_buffer_result(name: str, result: Any) -> None:

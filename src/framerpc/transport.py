@@ -94,9 +94,10 @@ class SocketOptions:
         Most objects (values, keys, containers; an array or buffer
         reference counts 16) in a request header of more than 64 KiB.
         Decoding builds one Python object per item, 70 bytes for an
-        empty list of 1 byte: the default bounds the worst 16 MiB header
-        to about 0.3 s of CPU and 70 MB (measured by
-        benchmarks/bench_hostile.py).
+        empty list of 1 byte: the default bounds the worst header to
+        about 0.2 s of server CPU and 70 MB (measured by
+        benchmarks/bench_hostile.py; 4 MiB of empty lists cost 3.5 s and
+        590 MB without it).
     max_depth : int
         Deepest nesting of containers in a request header of more than
         64 KiB (the header map is at depth 1): 100 leaves a received value
