@@ -434,7 +434,7 @@ class RPCClient:
             return None
         if lock.acquire(False):  # not shared right now: no clock read
             return timeout
-        if lock.acquire(timeout=timeout / 1000):
+        if lock.acquire(timeout=max(timeout, 0) / 1000):
             remaining = timeout - int((time.monotonic() - started) * 1000)
             if remaining > 0:
                 return remaining
