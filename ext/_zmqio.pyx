@@ -550,7 +550,10 @@ cdef class Channel:
                     self._check_deadline(deadline, "send to")
                     if self.watch is not None:  # nothing is out: "down too long"
                         self.watch.check(self._mark, False, deadline < 0)
-                        self._mark = self.watch.losses
+                if self.watch is not None:
+                    # the connection may have gone and come back meanwhile:
+                    # only a loss after this send is this request's
+                    self._mark = self.watch.mark()
 
     cdef list _receive_body(self, double deadline, int wait):
         cdef void *handle = _handle(self.sock)

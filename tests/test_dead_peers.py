@@ -461,3 +461,47 @@ def test_legacy_mode_call_fails_when_its_server_is_killed(ctx, child):
         assert isinstance(outcome.get("error"), PeerLostError), outcome
         _restart(child, server.url)
         assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
+
+
+def test_signals_follow_a_restart_while_a_long_call_holds_the_proxy(ctx):
+    """The receiver's inventory request after a restart waits for the
+    proxy's lock as long as it takes (a user's call may hold it longer
+    than the proxy's timeout) instead of giving up on the signals."""
+    from devices import CameraProxy, CameraServer
+
+    first = CameraServer(ctx, "tcp://127.0.0.1")
+    thread = threading.Thread(target=first.serve_forever, daemon=True)
+    thread.start()
+    proxy = CameraProxy(ctx, first.url, timeout=500)
+    got: list = []
+    proxy.frame_ready.connect(got.append)
+    first.stop_server()
+    thread.join(timeout=HANG_BOUND_S)
+    deadline = time.monotonic() + HANG_BOUND_S
+    while True:  # the OS may need a moment to release the port
+        try:
+            second = CameraServer(ctx, first.url)
+            break
+        except zmq.ZMQError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    thread = threading.Thread(target=second.serve_forever, daemon=True)
+    thread.start()
+    caller, outcome = _call_in_thread(proxy.block)  # holds the lock
+    try:
+        assert wait_until(lambda: "block" in second.calls, HANG_BOUND_S)
+        time.sleep(3 * 0.5)  # the receiver waits past the proxy's timeout
+        second.release.set()
+        caller.join(HANG_BOUND_S)
+        assert outcome.get("value") is True, outcome
+
+        def delivered() -> bool:
+            second.frame_ready.emit(42)
+            return 42 in got
+
+        assert wait_until(delivered, HANG_BOUND_S)
+    finally:
+        second.release.set()
+        proxy.close()
+        second.stop_server()
+        thread.join(timeout=HANG_BOUND_S)

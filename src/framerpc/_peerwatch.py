@@ -169,8 +169,7 @@ class PeerWatch:
             and time.monotonic() - down_since >= self.dead_peer_ms / 1000
         ):
             raise PeerLostError(
-                f"{self.url} unreachable for "
-                f"{time.monotonic() - down_since:.1f} s"
+                f"{self.url} unreachable for {time.monotonic() - down_since:.1f} s"
             )
 
     def close(self) -> None:

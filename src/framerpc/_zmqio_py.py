@@ -220,10 +220,12 @@ class Channel:
             except zmq.Again:  # not connected yet (IMMEDIATE) or queue full
                 if not sock.poll(self._wait_ms(deadline), zmq.POLLOUT):
                     self._check_deadline(deadline, "send to")
-                    watch = self.watch
-                    if watch is not None:  # nothing is out: only "down too long"
-                        watch.check(self._mark, False, deadline is None)
-                        self._mark = watch.losses
+                    if self.watch is not None:  # nothing is out: "down too long"
+                        self.watch.check(self._mark, False, deadline is None)
+                if self.watch is not None:
+                    # the connection may have gone and come back meanwhile:
+                    # only a loss after this send is this request's
+                    self._mark = self.watch.mark()
 
     def _receive_body(self, deadline: float | None, wait: int) -> list:
         sock = self.sock

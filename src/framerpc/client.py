@@ -265,8 +265,11 @@ class RPCClient:
         """After a server restart: read its inventory again; return the
         URL of its (new) signal socket, or None when it does not answer."""
         try:
+            # patient: a user's long call must not make us give up the signals
             reply = self._request(
-                Request(RPCEvents.GET_INVENTORY, next(self._ids)), self._timeout
+                Request(RPCEvents.GET_INVENTORY, next(self._ids)),
+                self._timeout,
+                patient=True,
             )
         except (TimeoutError, RuntimeError) as exc:
             _log.warning("inventory of restarted %s: %s", self.url, exc)
@@ -409,13 +412,19 @@ class RPCClient:
         if not reply.ok:
             raise RemoteError(reply.error, reply.traceback)
 
-    def _request(self, request: Request, timeout: int | None) -> Reply:
+    def _request(
+        self, request: Request, timeout: int | None, *, patient: bool = False
+    ) -> Reply:
+        """One native exchange (JSON in legacy mode); ``patient``: wait for
+        the lock as long as it takes, ``timeout`` counting from then."""
         if self._protocol == "legacy":
             return self._legacy_request(request, timeout, False)
         frames = protocol.encode_request(request)
         what = _describe(request)
+        if patient:
+            self._lock.acquire()
         started = time.monotonic()
-        remaining = self._lock_within(timeout, started, what)
+        remaining = timeout if patient else self._lock_within(timeout, started, what)
         try:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
@@ -468,7 +477,7 @@ class RPCClient:
             return None
         if lock.acquire(False):  # not shared right now: no clock read
             return timeout
-        if lock.acquire(timeout=timeout / 1000):
+        if lock.acquire(timeout=max(timeout, 0) / 1000):
             remaining = timeout - int((time.monotonic() - started) * 1000)
             if remaining > 0:
                 return remaining
