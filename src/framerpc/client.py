@@ -183,7 +183,11 @@ class RPCClient:
         self._destroy_hook = _lifecycle.DestroyHook(
             context, f"RPCClient {url}", self._on_context_destroy
         )
-        self.socket = self._make_socket()
+        try:
+            self.socket = self._make_socket()
+        except BaseException:  # a terminated context, a bad option
+            self._destroy_hook.release()
+            raise
         self._channel = transport.Channel(self.socket, url)
         try:
             self.socket.connect(url)
