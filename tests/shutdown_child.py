@@ -226,6 +226,40 @@ def destroy_registered(url: str) -> None:
         registry_ctx.term()
 
 
+def destroy_while_connecting(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    server.start()
+    stop = threading.Event()
+    connected = threading.Event()
+    errors: list[BaseException] = []
+
+    def connector() -> None:
+        # proxies made and closed in a loop: destroy() lands mid-__init__ too
+        try:
+            while not stop.is_set():
+                try:
+                    with CameraProxy(ctx, server.url, timeout=5000) as proxy:
+                        connected.set()
+                        proxy.echo(1)
+                except TimeoutError:
+                    continue  # a loaded machine
+        except (RuntimeError, zmq.ZMQError):
+            pass  # closed, terminated (ETERM) or refused (ENOTSUP) by destroy
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=connector, daemon=True)
+    thread.start()
+    assert connected.wait(20)
+    threading.Event().wait(random.random() * 0.05)
+    ctx.destroy(linger=0)
+    stop.set()
+    thread.join(20)
+    assert not thread.is_alive() and not errors, errors
+    server.close()
+
+
 def destroy_idle(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)  # never started
@@ -289,6 +323,7 @@ ORDERS = {
     "context_managers": context_managers,
     "destroy_in_flight": destroy_in_flight,
     "destroy_idle": destroy_idle,
+    "destroy_while_connecting": destroy_while_connecting,
     "destroy_registered": destroy_registered,
     "destroy_secured": destroy_secured,
     "stop_server_then_term": stop_server_then_term,

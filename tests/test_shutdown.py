@@ -41,6 +41,7 @@ ORDERS = [
     "destroy_idle",
     "destroy_registered",
     "destroy_secured",
+    "destroy_while_connecting",
     "stop_server_then_term",
     "term_while_serving",
     "term_with_signals_flowing",
