@@ -12,6 +12,7 @@ import random
 import sys
 import tempfile
 import threading
+import time
 import uuid
 
 import zmq
@@ -70,6 +71,20 @@ def echo_interface() -> type:
     return Echo
 
 
+def emitter(server: CameraServer, stop: threading.Event, errors: list) -> None:
+    """Emit frame_ready until ``stop``, with a breath now and then so that a
+    loaded machine still runs the other threads."""
+    try:
+        n = 0
+        while not stop.is_set():
+            server.frame_ready.emit(n)
+            n += 1
+            if n % 64 == 0:
+                time.sleep(0.001)
+    except BaseException as exc:
+        errors.append(exc)
+
+
 def destroy_in_flight(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)
@@ -83,29 +98,24 @@ def destroy_in_flight(url: str) -> None:
     errors: list[BaseException] = []
 
     def caller() -> None:
-        # a call in flight at any moment: a slow one, then a fast one
+        # a call in flight at any moment: frames both ways
+        payload = bytes(100_000)
         try:
             while not stop.is_set():
-                proxy.sleep(0.02)
-                proxy.grab([64, 64], "uint8")
+                try:
+                    proxy.echo_buffer(payload)
+                    proxy.grab([64, 64], "uint8")
+                except TimeoutError:
+                    continue  # a loaded machine; destroy() ends a call at once
                 calls_done.set()
-        except (RuntimeError, zmq.ContextTerminated, TimeoutError):
+        except (RuntimeError, zmq.ContextTerminated):
             pass  # the documented outcomes of a call cut by destroy()
         except BaseException as exc:
             errors.append(exc)
 
-    def emitter() -> None:
-        try:
-            n = 0
-            while not stop.is_set():
-                server.frame_ready.emit(n)
-                n += 1
-        except BaseException as exc:
-            errors.append(exc)
-
     threads = [
-        threading.Thread(target=caller),
-        threading.Thread(target=emitter),
+        threading.Thread(target=caller, daemon=True),
+        threading.Thread(target=emitter, args=(server, stop, errors), daemon=True),
     ]
     for thread in threads:
         thread.start()
@@ -173,14 +183,17 @@ def destroy_secured(url: str) -> None:
     def caller() -> None:
         try:
             while True:
-                proxy.add(1, 2)
+                try:
+                    proxy.echo(1)
+                except TimeoutError:
+                    continue  # a loaded machine; destroy() ends a call at once
                 started.set()
         except (RuntimeError, zmq.ContextTerminated):
             pass
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=caller)
+    thread = threading.Thread(target=caller, daemon=True)
     thread.start()
     assert started.wait(20)
     ctx.destroy(linger=0)
@@ -213,6 +226,40 @@ def destroy_registered(url: str) -> None:
         registry_ctx.term()
 
 
+def destroy_while_connecting(url: str) -> None:
+    ctx = zmq.Context()
+    server = CameraServer(ctx, url)
+    server.start()
+    stop = threading.Event()
+    connected = threading.Event()
+    errors: list[BaseException] = []
+
+    def connector() -> None:
+        # proxies made and closed in a loop: destroy() lands mid-__init__ too
+        try:
+            while not stop.is_set():
+                try:
+                    with CameraProxy(ctx, server.url, timeout=5000) as proxy:
+                        connected.set()
+                        proxy.echo(1)
+                except TimeoutError:
+                    continue  # a loaded machine
+        except (RuntimeError, zmq.ZMQError):
+            pass  # closed, terminated (ETERM) or refused (ENOTSUP) by destroy
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=connector, daemon=True)
+    thread.start()
+    assert connected.wait(20)
+    threading.Event().wait(random.random() * 0.05)
+    ctx.destroy(linger=0)
+    stop.set()
+    thread.join(20)
+    assert not thread.is_alive() and not errors, errors
+    server.close()
+
+
 def destroy_idle(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)  # never started
@@ -228,7 +275,7 @@ def destroy_idle(url: str) -> None:
 def stop_server_then_term(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)
-    thread = threading.Thread(target=server.serve_forever)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     with CameraProxy(ctx, server.url) as proxy:
         assert proxy.set_exposure(3) is True
@@ -247,15 +294,10 @@ def term_with_signals_flowing(url: str) -> None:
         proxy.frame_ready.connect(lambda n: received.set())
         stop = threading.Event()
         errors: list[BaseException] = []
-
-        def emitter() -> None:
-            try:
-                while not stop.is_set():
-                    server.frame_ready.emit(1)  # dropped once terminated
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=emitter)
+        # emissions after term() are dropped, not raised in this thread
+        thread = threading.Thread(
+            target=emitter, args=(server, stop, errors), daemon=True
+        )
         thread.start()
         assert received.wait(20)
     server.stop_server()
@@ -281,6 +323,7 @@ ORDERS = {
     "context_managers": context_managers,
     "destroy_in_flight": destroy_in_flight,
     "destroy_idle": destroy_idle,
+    "destroy_while_connecting": destroy_while_connecting,
     "destroy_registered": destroy_registered,
     "destroy_secured": destroy_secured,
     "stop_server_then_term": stop_server_then_term,

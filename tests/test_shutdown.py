@@ -41,6 +41,7 @@ ORDERS = [
     "destroy_idle",
     "destroy_registered",
     "destroy_secured",
+    "destroy_while_connecting",
     "stop_server_then_term",
     "term_while_serving",
     "term_with_signals_flowing",
@@ -206,3 +207,17 @@ def test_framerpc_names_are_exported():
     for name in ("RemoteError", "connect", "closing"):
         assert name in framerpc.__all__ and hasattr(framerpc, name)
     assert issubclass(framerpc.RemoteError, Exception)
+
+
+def test_a_terminated_context_is_refused_not_used():
+    # framerpc makes sockets in a shadow; the shadow must not outlive the
+    # context it shadows (libzmq frees the context at term())
+    context = zmq.Context()
+    with CameraServer(context, "inproc://before-term") as server:
+        server.start()
+    context.term()
+    with pytest.raises(zmq.ZMQError):
+        CameraServer(context, "tcp://127.0.0.1")
+    with pytest.raises(zmq.ZMQError):
+        CameraProxy(context, "tcp://127.0.0.1:1")
+    assert list(context._sockets) == []

@@ -4,7 +4,8 @@ Plain values travel as msgpack, images as zero-copy multipart frames. See
 the README for a tour and ``docs/protocol.md`` for the wire format.
 """
 
-from .client import NoResult, RPCClient, closing, connect
+from ._proxies import closing, connect
+from .client import NoResult, RPCClient
 from .errors import (
     FramerpcError,
     MessageTooLargeError,

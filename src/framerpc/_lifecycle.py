@@ -38,6 +38,18 @@ _shadows: dict[int, tuple[weakref.ref, weakref.ref]] = {}
 _shadows_lock = threading.Lock()
 
 
+class _Shadow(zmq.Context):
+    """A shadow that is closed when the context it shadows is: a shadow's
+    own ``closed`` stays False, and a socket made after ``term()`` would
+    use the freed libzmq context."""
+
+    _framerpc_user: zmq.Context  # annotated: pyzmq's setattr allows it
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return bool(self._framerpc_user.closed)
+
+
 def private_context(context: zmq.Context) -> zmq.Context:
     """A shadow of ``context`` whose sockets ``context.destroy()`` leaves alone.
 
@@ -57,7 +69,8 @@ def private_context(context: zmq.Context) -> zmq.Context:
             user, shadow = entry[0](), entry[1]()
             if user is context and shadow is not None:
                 return shadow
-        shadow = zmq.Context(shadow=context)
+        shadow = _Shadow(shadow=context)
+        shadow._framerpc_user = context
         # default socket options set on the context apply to ours as before
         user_options = getattr(context, "sockopts", None)
         if isinstance(user_options, dict):

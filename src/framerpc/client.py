@@ -16,7 +16,6 @@ socket and can never be returned to the next call.
 from __future__ import annotations
 
 import abc
-import contextlib
 import functools
 import inspect
 import itertools
@@ -25,8 +24,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, Literal, Self, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, Literal, Self, TypeVar
 
 import zmq
 
@@ -39,12 +38,11 @@ from .protocol import Reply, Request, RPCEvents
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
 
-__all__ = ["NoResult", "RPCClient", "closing", "connect"]
+__all__ = ["NoResult", "RPCClient"]
 
 _log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=type)
-T = TypeVar("T")
 
 #: Longest wait (ms) for the server's answer to stop_server().
 _STOP_WAIT_MS = 1000
@@ -85,7 +83,7 @@ class RPCClient:
 
     Subclass both an interface and ``RPCClient`` and decorate the subclass
     with :meth:`register_interface`; the interface's methods, properties
-    and signals then act on the remote server. :func:`connect` does the
+    and signals then act on the remote server. :func:`~framerpc.connect` does the
     same without a subclass and returns a proxy typed as the interface.
 
     Parameters
@@ -199,7 +197,11 @@ class RPCClient:
         self._destroy_hook = _lifecycle.DestroyHook(
             context, f"RPCClient {url}", self._on_context_destroy
         )
-        self.socket = self._make_socket()
+        try:
+            self.socket = self._make_socket()
+        except BaseException:  # a terminated context, a bad option
+            self._destroy_hook.release()
+            raise
         self._channel = transport.Channel(self.socket, url)
         self._watch: PeerWatch | None = None
         try:
@@ -676,94 +678,6 @@ def _describe(request: Request) -> str:
     if request.event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
         return f"property {request.name!r}"
     return f"the {request.event} request"
-
-
-def connect(
-    interface: Callable[..., T],
-    context: zmq.Context,
-    url: str,
-    *,
-    timeout: int = 1000,
-    raise_errors: bool = True,
-    protocol: ProtocolChoice = "auto",
-    options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
-) -> T:
-    """Connect to a server of ``interface``; the proxy is typed as one.
-
-    The typed way to get a proxy: ``framerpc.connect(Camera, ctx, url)``
-    returns an object a type checker sees as a ``Camera``, without writing
-    a proxy class. Close it with :func:`closing` (or
-    ``proxy.close()`` at run time: it is an :class:`RPCClient`).
-
-    Parameters
-    ----------
-    interface : type
-        The interface class (abstract or not) shared with the server.
-    context, url, timeout, protocol, options
-        As for :class:`RPCClient`.
-    raise_errors : bool
-        A remote failure raises :class:`~framerpc.RemoteError` instead of
-        returning :class:`NoResult`, so that the interface's return types
-        hold (default True here, False for :class:`RPCClient`).
-
-    Returns
-    -------
-    interface
-        An :class:`RPCClient` subclass instance bound to ``interface``.
-
-    Raises
-    ------
-    TypeError
-        ``interface`` is not a class, or has members named like the
-        client's own (see :meth:`RPCClient.register_interface`).
-    TimeoutError
-        The server did not answer within ``timeout`` ms.
-    """
-    if not isinstance(interface, type):
-        raise TypeError(f"connect() needs an interface class, got {interface!r}")
-    proxy = _proxy_class(interface)(
-        context,
-        url,
-        timeout,
-        protocol=protocol,
-        options=options,
-        raise_errors=raise_errors,
-    )
-    return cast(T, proxy)
-
-
-@contextlib.contextmanager
-def closing(proxy: T) -> Iterator[T]:
-    """Context manager that closes ``proxy`` (from :func:`connect`) at exit.
-
-    ``with framerpc.closing(framerpc.connect(Camera, ctx, url)) as camera:``
-    keeps the interface's type for ``camera``, which ``with`` on the proxy
-    itself cannot (the interface has no ``__enter__``).
-
-    Raises
-    ------
-    TypeError
-        ``proxy`` is not an :class:`RPCClient`.
-    """
-    if not isinstance(proxy, RPCClient):
-        raise TypeError(f"closing() needs a framerpc proxy, got {type(proxy).__name__}")
-    try:
-        yield proxy
-    finally:
-        proxy.close()
-
-
-@functools.cache
-def _proxy_class(interface: type) -> type[RPCClient]:
-    """The proxy class of ``interface`` (one per interface)."""
-    namespace = {
-        "__module__": interface.__module__,
-        "__qualname__": f"{interface.__qualname__}Proxy",
-        # the interface's own __init__, if any, comes first in the MRO
-        "__init__": RPCClient.__init__,
-    }
-    klass = type(f"{interface.__name__}Proxy", (interface, RPCClient), namespace)
-    return RPCClient.register_interface(interface)(klass)
 
 
 @functools.cache
