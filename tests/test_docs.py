@@ -118,6 +118,29 @@ def test_the_runnable_pattern_reads_code_and_output():
 
 
 @needs_docs
+@pytest.mark.timeout(300)
+def test_complete_examples_in_the_docs_type_check(tmp_path):
+    """``mypy --strict`` accepts every marked program, as it does the
+    README's blocks (tests/test_mypy.py)."""
+    pytest.importorskip("mypy")
+    paths = []
+    for n, param in enumerate(_runnable_examples()):
+        folder = tmp_path / f"block{n}"  # each stands alone; names may repeat
+        folder.mkdir()
+        (folder / f"docs_block{n}.py").write_text(param.values[0])
+        paths.append(str(folder / f"docs_block{n}.py"))
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+         "--cache-dir", "/dev/null", *paths],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+@needs_docs
 def test_the_quick_start_example_runs_as_written(tmp_path):
     """The quick start's first program prints what its comments say."""
     text = (ROOT / "docs" / "quickstart.md").read_text()
