@@ -130,8 +130,16 @@ def test_complete_examples_in_the_docs_type_check(tmp_path):
         (folder / f"docs_block{n}.py").write_text(param.values[0])
         paths.append(str(folder / f"docs_block{n}.py"))
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-         "--cache-dir", "/dev/null", *paths],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            "/dev/null",
+            *paths,
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
