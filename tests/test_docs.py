@@ -6,6 +6,7 @@ checks need nothing beyond the package itself.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 import pkgutil
@@ -46,27 +47,119 @@ def test_every_page_in_the_nav_exists():
     assert not missing, missing
 
 
-@needs_docs
-def test_the_quick_start_example_runs_as_written(tmp_path):
-    """The quick start's program, run in a fresh interpreter: it prints what
-    its comments say and exits 0 (no thread left, the context terminated)."""
-    text = (ROOT / "docs" / "quickstart.md").read_text()
-    blocks = re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-    assert blocks, "no python block in docs/quickstart.md"
-    script = tmp_path / "quickstart.py"
-    script.write_text(blocks[0])
-    done = subprocess.run(
+#: A complete program in the docs: a ```python block right after this
+#: marker. When a ```text block follows it (after at most a line of
+#: prose), that is its output: each line must match (fnmatch, so "..."
+#: may be written "*").
+RUNNABLE = re.compile(
+    r"^<!-- runnable -->\n```python\n(?P<code>.*?)^```\n"
+    r"(?:\n(?:[^`\n][^\n]*\n)?\n?```text\n(?P<out>.*?)^```)?",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def _runnable_examples() -> list:
+    if not REFERENCE.exists():
+        return []
+    found = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for n, match in enumerate(RUNNABLE.finditer(page.read_text())):
+            name = f"{page.relative_to(ROOT / 'docs')}#{n}"
+            found.append(pytest.param(match["code"], match["out"], id=name))
+    return found
+
+
+def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    return subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@needs_docs
+@pytest.mark.parametrize(("code", "output"), _runnable_examples())
+def test_every_complete_example_in_the_docs_runs(code, output, tmp_path):
+    """Each marked program, run in a fresh interpreter (in a temporary
+    folder), exits 0 without a word on stderr (no thread left, the context
+    terminated) and prints the output the page shows."""
+    done = _run(code, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
+    if output is not None:
+        want = output.splitlines()
+        got = done.stdout.splitlines()
+        assert len(got) == len(want), (got, want)
+        for line, pattern in zip(got, want, strict=True):
+            assert fnmatch.fnmatchcase(line, pattern.replace("...", "*")), (
+                line,
+                pattern,
+            )
+
+
+@needs_docs
+def test_the_docs_have_complete_examples():
+    pages = {p.id.split("#")[0] for p in _runnable_examples()}
+    assert "quickstart.md" in pages
+    assert len(_runnable_examples()) >= 5
+
+
+def test_the_runnable_pattern_reads_code_and_output():
+    page = (
+        "<!-- runnable -->\n```python\nprint(1)\n```\n\nIt prints:\n\n"
+        "```text\n1\n```\n<!-- runnable -->\n```python\npass\n```\n"
+    )
+    found = [(m["code"], m["out"]) for m in RUNNABLE.finditer(page)]
+    assert found == [("print(1)\n", "1\n"), ("pass\n", None)]
+
+
+@needs_docs
+@pytest.mark.timeout(300)
+def test_complete_examples_in_the_docs_type_check(tmp_path):
+    """``mypy --strict`` accepts every marked program, as it does the
+    README's blocks (tests/test_mypy.py)."""
+    pytest.importorskip("mypy")
+    paths = []
+    for n, param in enumerate(_runnable_examples()):
+        folder = tmp_path / f"block{n}"  # each stands alone; names may repeat
+        folder.mkdir()
+        (folder / f"docs_block{n}.py").write_text(param.values[0])
+        paths.append(str(folder / f"docs_block{n}.py"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            "/dev/null",
+            *paths,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+@needs_docs
+def test_the_quick_start_example_runs_as_written(tmp_path):
+    """The quick start's first program prints what its comments say."""
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = [m["code"] for m in RUNNABLE.finditer(text)]
+    assert blocks, "no runnable python block in docs/quickstart.md"
+    done = _run(blocks[0], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0] == "True"
     assert lines[1].startswith("(1200, 800, 3) uint16 {")
-    assert lines[2] == "hdr"
+    assert lines[3] == "hdr"
     assert done.stderr == ""
 
 
