@@ -110,7 +110,11 @@ def _bind_server(sockets, leases, settings: Security | None, kind=zmq.ROUTER):
 
 def _exchange(server: zmq.Socket, client: zmq.Socket, wait_ms: int) -> bool:
     """Client sends, the server echoes what it got; True when the echo arrived."""
-    client.send(b"ping")
+    # A refused client may never get a connection to queue on (a DEALER
+    # with IMMEDIATE): a blocking send would wait for ever.
+    if not client.poll(wait_ms, zmq.POLLOUT):
+        return False
+    client.send(b"ping", zmq.NOBLOCK)
     if not server.poll(wait_ms):
         return False
     identity, message = server.recv_multipart()
