@@ -200,7 +200,7 @@ cdef class Frame:
 
     def get(self, str name):
         """A metadata property of the message (``"User-Id"``: the peer's
-        CURVE key), as :meth:`zmq.Frame.get`: ZMQError when absent."""
+        CURVE key), as ``zmq.Frame.get``: ZMQError when absent."""
         cdef bytes key = name.encode()
         cdef const char *value = z_msg_gets(&self.msg, key)
         if value == NULL:

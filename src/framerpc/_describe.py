@@ -66,7 +66,7 @@ def signature_text(func: Any) -> str:
 def first_doc_line(obj: Any, name: str = "", owner: type | None = None) -> str:
     """First line of ``obj``'s docstring, or "".
 
-    A method inherits its docstring (:func:`inspect.getdoc`); a property
+    A method inherits its docstring (``inspect.getdoc``); a property
     without one takes that of the attribute ``name`` of a base of
     ``owner`` (the interface usually documents it, not the server).
     """

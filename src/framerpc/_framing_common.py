@@ -33,9 +33,9 @@ INLINE_LIMIT = 32 * 1024
 #: Default limits of ``decode``, checked before anything is allocated.
 MAX_FRAMES = 1024
 MAX_HEADER_SIZE = 16 * 1024 * 1024
-#: Default limits on the shape of a header larger than :data:`SCAN_ABOVE`
+#: Default limits on the shape of a header larger than ``SCAN_ABOVE``
 #: bytes (see ``transport.SocketOptions``): every value, key and container
-#: counts one object, an ext reference :data:`EXT_COST`; a container inside
+#: counts one object, an ext reference ``EXT_COST``; a container inside
 #: the header map is at depth 2. Measured (benchmarks/bench_hostile.py,
 #: 2-core machine): a call whose args hold 999,000 empty lists, the worst
 #: shape within the limit, costs the server 0.18 s of CPU (pure engine
@@ -257,7 +257,7 @@ def bounded_unpackb(
 
 
 def check_depth(value: Any, max_depth: int) -> None:
-    """Raise :func:`too_deep` if containers in ``value`` nest deeper than
+    """Raise ``too_deep`` if containers in ``value`` nest deeper than
     ``max_depth`` (``value`` itself, a container, at depth 1).
 
     Level by level, in comprehensions: a million empty lists cost 0.04 s

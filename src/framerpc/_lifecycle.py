@@ -7,10 +7,10 @@ context: called while a server thread polls its socket, that aborted the
 process (``Assertion failed: pfd.revents & POLLIN (src/signaler.cpp:238)``).
 
 framerpc therefore creates its sockets from a *shadow* of the user's
-context (:func:`private_context`): the same libzmq context, so
+context (``private_context``): the same libzmq context, so
 ``term()`` still interrupts them with ETERM, but with its own socket list,
 so ``destroy()`` never closes them behind their owner's back. Each framerpc
-object that owns sockets instead puts a :class:`DestroyHook` in the user's
+object that owns sockets instead puts a ``DestroyHook`` in the user's
 context's list. ``destroy()`` "closes" the hook, which asks the owner to
 stop: sockets nobody is using are closed at once by the hook, under the
 lock that makes it their owner; a thread that is using its sockets closes
@@ -106,7 +106,7 @@ def is_context_terminated(exc: BaseException) -> bool:
 class DestroyHook:
     """Stands in a context's socket list for the sockets of one object.
 
-    ``Context.destroy()`` calls :meth:`close` (after ``setsockopt(LINGER)``
+    ``Context.destroy()`` calls ``close`` (after ``setsockopt(LINGER)``
     when given a linger) before it terminates the context; ``on_destroy``
     then asks the owner to stop. It runs in the destroying thread, must
     return quickly and must not touch a socket another thread may be using.

@@ -1,9 +1,9 @@
 """What a server keeps for peers slower than it: replies a client's full
-queue refused (:class:`ReplyBacklog`) and the bytes of signal emissions
-libzmq still holds for subscribers (:class:`SignalBudget`).
+queue refused (``ReplyBacklog``) and the bytes of signal emissions
+libzmq still holds for subscribers (``SignalBudget``).
 
 Both are bounded; what goes beyond is dropped, counted, and logged at most
-once a second (:class:`RateLimitedLog`). The server calls them from its
+once a second (``RateLimitedLog``). The server calls them from its
 serve loop (replies) or under its signal lock (emissions): neither locks.
 """
 
@@ -68,8 +68,8 @@ class ReplyBacklog:
     """Replies waiting for their client's queue to have room, per client.
 
     A ROUTER with ``ROUTER_MANDATORY`` refuses a reply to a client whose
-    queue is full (:class:`zmq.Again`) instead of dropping it silently; the
-    server hands it to :meth:`add` and calls :meth:`flush` from its serve
+    queue is full (``zmq.Again``) instead of dropping it silently; the
+    server hands it to ``add`` and calls ``flush`` from its serve
     loop until the client has read enough. Replies to one client leave in
     the order they were added.
 
@@ -193,7 +193,7 @@ class SignalBudget:
     PUB's high-water mark counts messages, whatever their size: a
     subscriber that stops reading holds up to that many emissions in the
     server. Here every frame of at least ``track_min`` bytes is lent to
-    libzmq with a :class:`zmq.MessageTracker` (pyzmq's zero-copy send, in
+    libzmq with a ``zmq.MessageTracker`` (pyzmq's zero-copy send, in
     both engines) and counted until libzmq releases it; an emission that
     would take the count over ``limit`` is dropped and counted. Smaller
     frames are copied and not counted: the caller bounds them with the
@@ -210,7 +210,7 @@ class SignalBudget:
     ----------
     in_flight : int
         Bytes of counted frames libzmq may still hold (up to date after
-        :meth:`refresh`).
+        ``refresh``).
     dropped : int
         Emissions dropped for the budget (or because a frame was refused).
     """
@@ -274,7 +274,7 @@ class SignalBudget:
         self._warn.count(1, reason)
 
     def refresh(self) -> int:
-        """Forget every emission libzmq released; returns :attr:`in_flight`."""
+        """Forget every emission libzmq released; returns ``in_flight``."""
         kept: deque = deque()
         held = 0
         for trackers, size in self._entries:

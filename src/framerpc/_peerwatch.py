@@ -9,7 +9,7 @@ did because it was killed, or the heartbeat timed out). A PeerWatch counts
 them.
 
 Nobody reads the monitor in the background. The client's
-:class:`~framerpc.transport.Channel` drains it before a request (so that
+``Channel`` drains it before a request (so that
 an old disconnect is not blamed on the new request), and again each time
 a wait slice (100 ms) passes without a reply; the signal receiver, when
 there is one, drains it every 100 ms too, to follow a server restart. A
@@ -53,7 +53,7 @@ class PeerWatch:
     """Connection events of one connecting socket (see the module).
 
     Create it before ``sock.connect()`` so that no event is missed, in the
-    thread that owns ``sock``; :meth:`close` it in that thread, before
+    thread that owns ``sock``; ``close`` it in that thread, before
     ``sock`` closes.
 
     Parameters
@@ -64,9 +64,9 @@ class PeerWatch:
         The server's URL, for messages.
     dead_peer_ms : int or None
         How long a call may wait for a server that is not connected before
-        :meth:`check` gives up (None: as long as the call's own timeout).
+        ``check`` gives up (None: as long as the call's own timeout).
     fresh_ms : int
-        :meth:`mark` does not drain again within this long of the last
+        ``mark`` does not drain again within this long of the last
         drain: below the socket's reconnect interval, and only with
         ``ZMQ_IMMEDIATE`` (0: always drain).
 
@@ -141,7 +141,7 @@ class PeerWatch:
         Parameters
         ----------
         mark : int
-            What :meth:`mark` returned before the request was sent.
+            What ``mark`` returned before the request was sent.
         sent : bool
             Whether the request went out (False while waiting to send).
         endless : bool

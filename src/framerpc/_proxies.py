@@ -1,8 +1,8 @@
-"""Typed proxies without a proxy class: :func:`connect` and :func:`closing`.
+"""Typed proxies without a proxy class: ``connect`` and ``closing``.
 
-``framerpc.connect(Camera, ctx, url)`` returns an :class:`~framerpc.RPCClient`
+``framerpc.connect(Camera, ctx, url)`` returns an ``RPCClient``
 bound to ``Camera`` that a type checker sees as a ``Camera`` (a TypeVar
-carries the interface's type), raising :class:`~framerpc.RemoteError` on a
+carries the interface's type), raising ``RemoteError`` on a
 remote failure so that the interface's return types hold.
 """
 
@@ -37,30 +37,30 @@ def connect(
 
     The typed way to get a proxy: ``framerpc.connect(Camera, ctx, url)``
     returns an object a type checker sees as a ``Camera``, without writing
-    a proxy class. Close it with :func:`closing` (or
-    ``proxy.close()`` at run time: it is an :class:`~framerpc.RPCClient`).
+    a proxy class. Close it with ``closing`` (or
+    ``proxy.close()`` at run time: it is an ``RPCClient``).
 
     Parameters
     ----------
     interface : type
         The interface class (abstract or not) shared with the server.
     context, url, timeout, protocol, options
-        As for :class:`~framerpc.RPCClient`.
+        As for ``RPCClient``.
     raise_errors : bool
-        A remote failure raises :class:`~framerpc.RemoteError` instead of
-        returning :class:`~framerpc.NoResult`, so that the interface's return types
-        hold (default True here, False for :class:`~framerpc.RPCClient`).
+        A remote failure raises ``RemoteError`` instead of
+        returning ``NoResult``, so that the interface's return types
+        hold (default True here, False for ``RPCClient``).
 
     Returns
     -------
     interface
-        An :class:`~framerpc.RPCClient` subclass instance bound to ``interface``.
+        An ``RPCClient`` subclass instance bound to ``interface``.
 
     Raises
     ------
     TypeError
         ``interface`` is not a class, or has members named like the
-        client's own (see :meth:`~framerpc.RPCClient.register_interface`).
+        client's own (see ``register_interface``).
     TimeoutError
         The server did not answer within ``timeout`` ms.
     """
@@ -79,7 +79,7 @@ def connect(
 
 @contextlib.contextmanager
 def closing(proxy: T) -> Iterator[T]:
-    """Context manager that closes ``proxy`` (from :func:`connect`) at exit.
+    """Context manager that closes ``proxy`` (from ``connect``) at exit.
 
     ``with framerpc.closing(framerpc.connect(Camera, ctx, url)) as camera:``
     keeps the interface's type for ``camera``, which ``with`` on the proxy
@@ -88,7 +88,7 @@ def closing(proxy: T) -> Iterator[T]:
     Raises
     ------
     TypeError
-        ``proxy`` is not an :class:`~framerpc.RPCClient`.
+        ``proxy`` is not an ``RPCClient``.
     """
     if not isinstance(proxy, RPCClient):
         raise TypeError(f"closing() needs a framerpc proxy, got {type(proxy).__name__}")

@@ -1,7 +1,7 @@
 """RestartWatcher: a proxy without signals follows a server restarted on its URL.
 
 A proxy with signals learns of a restart through its signal receiver, which
-drains the proxy's :class:`~framerpc._peerwatch.PeerWatch`. A proxy without
+drains the proxy's ``PeerWatch``. A proxy without
 signals has no such thread; this one drains the same watch (libzmq allows one
 monitor per socket, so the two cannot each have their own) and reads the
 server's inventory again once a server is back after a disconnect, so method
@@ -53,7 +53,7 @@ class RestartWatcher(threading.Thread):
         self._stop_flag = threading.Event()
 
     def run(self) -> None:
-        """Watch until :meth:`stop` or the context's termination."""
+        """Watch until ``stop`` or the context's termination."""
         watch = self._watch
         losses = watch.losses
         server_lost = False

@@ -107,7 +107,7 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
 #: compiled Responder's copy of it).
 BUFFER_TYPES = (bytes, bytearray, memoryview, np.ndarray)
 
-#: Longest single wait (ms) of a :class:`Channel`: how soon a call notices
+#: Longest single wait (ms) of a ``Channel``: how soon a call notices
 #: that another thread closed its client.
 WAIT_SLICE_MS = 100
 
@@ -119,9 +119,9 @@ class Channel:
     adds, so REP and ROUTER servers both answer); the native reply that
     carries its id comes back as a ``Reply``.
     Replies without delimiter, malformed or late ones are dropped and
-    logged. Waits last at most :data:`WAIT_SLICE_MS`, so that setting
-    :attr:`closed` from another thread ends a call, and so that a lost
-    server is noticed (see :attr:`watch`).
+    logged. Waits last at most ``WAIT_SLICE_MS``, so that setting
+    ``closed`` from another thread ends a call, and so that a lost
+    server is noticed (see ``watch``).
 
     Parameters
     ----------
@@ -137,10 +137,10 @@ class Channel:
     closed : bool
         Set it to make a call in progress raise RuntimeError.
     watch : PeerWatch or None
-        The socket's :class:`~framerpc._peerwatch.PeerWatch`: marked before
+        The socket's ``PeerWatch``: marked before
         each request, checked at each wait slice that passes without a
         reply, so that a call whose server went away raises
-        :class:`~framerpc.errors.PeerLostError`. None: no such check.
+        ``PeerLostError``. None: no such check.
     """
 
     def __init__(self, sock: zmq.Socket, url: str) -> None:
@@ -179,7 +179,7 @@ class Channel:
         TimeoutError
             No reply within ``timeout`` ms (None: wait for ever).
         PeerLostError
-            The server went away (see :attr:`watch`).
+            The server went away (see ``watch``).
         RuntimeError
             ``closed`` was set.
         """
@@ -264,7 +264,7 @@ class Responder:
 
     The common request is a native METHOD_CALL of a known method from a
     peer whose envelope is one identity frame (a DEALER or a REQ socket).
-    :meth:`handle` answers it (runs the method, encodes and sends the
+    ``handle`` answers it (runs the method, encodes and sends the
     reply) and returns True. For any other message with that envelope it
     passes what decoding gave (the header, or the exception raised) to
     ``fallback`` and returns True, so the header is decoded once; without
@@ -287,14 +287,14 @@ class Responder:
         while ``exc`` is being handled (it may read the traceback).
     send_failed : callable
         ``(envelope, exc, request_id, frames)``: the reply ``frames`` could
-        not be sent; :class:`zmq.Again` (the peer's queue is full: replies
+        not be sent; ``zmq.Again`` (the peer's queue is full: replies
         go without blocking) means nothing of it was sent.
     fallback : callable, optional
         ``(envelope, body, decoded)``: takes the messages not answered here;
         ``decoded`` is the header dict or the exception decoding raised.
     limits : tuple, optional
         ``(max_frames, max_header, max_objects, max_depth)`` for
-        :func:`framerpc.framing.decode`; its defaults when None.
+        ``framerpc.framing.decode``; its defaults when None.
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 A device is given by URL (``tcp://host:port``, ``ipc://...``) or by the
 name it registered under (looked up in ``--registry``). The commands use a
-plain :class:`~framerpc.RPCClient`, without an interface class: what the
+plain ``RPCClient``, without an interface class: what the
 device offers comes from its inventory.
 
 Values on the command line are JSON or Python literals (``3``, ``2.5``,
@@ -215,7 +215,7 @@ class _AnySignal(RPCSignal):
 
 
 class GenericClient(RPCClient):
-    """An :class:`RPCClient` without interface class, for the commands."""
+    """An ``RPCClient`` without interface class, for the commands."""
 
     def _apply_inventory(self, inventory: dict) -> None:
         super()._apply_inventory(inventory)

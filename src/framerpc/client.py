@@ -48,7 +48,7 @@ C = TypeVar("C", bound=type)
 _STOP_WAIT_MS = 1000
 #: Longest wait (ms) for the signal subscription handshake.
 _SYNC_WAIT_MS = 2000
-#: Values of the ``protocol`` argument of :class:`RPCClient`.
+#: Values of the ``protocol`` argument of ``RPCClient``.
 _PROTOCOLS = ("auto", "native", "legacy")
 
 ProtocolChoice = Literal["auto", "native", "legacy"]
@@ -82,8 +82,8 @@ class RPCClient:
     """Client side of an ``RPCServer``.
 
     Subclass both an interface and ``RPCClient`` and decorate the subclass
-    with :meth:`register_interface`; the interface's methods, properties
-    and signals then act on the remote server. :func:`~framerpc.connect` does the
+    with ``register_interface``; the interface's methods, properties
+    and signals then act on the remote server. ``connect`` does the
     same without a subclass and returns a proxy typed as the interface.
 
     Parameters
@@ -104,8 +104,8 @@ class RPCClient:
         Socket tuning.
     raise_errors : bool
         When True, a remote failure of an interface method or property get
-        raises :class:`~framerpc.RemoteError` instead of returning a
-        :class:`NoResult`, so that the declared return types hold.
+        raises ``RemoteError`` instead of returning a
+        ``NoResult``, so that the declared return types hold.
 
     Raises
     ------
@@ -113,7 +113,7 @@ class RPCClient:
         The server did not answer within ``timeout`` ms.
     ValueError
         ``protocol`` is not one of the three choices, or ``url`` is
-        malformed (:func:`framerpc.transport.check_url`).
+        malformed (``framerpc.transport.check_url``).
 
     Attributes
     ----------
@@ -136,12 +136,12 @@ class RPCClient:
     a call's timeout includes the time it waits for another thread's call.
 
     A call in flight whose server goes away (killed, restarted, host gone)
-    raises :class:`~framerpc.errors.PeerLostError`, a ``ConnectionError``
+    raises ``PeerLostError``, a ``ConnectionError``
     that is also a ``TimeoutError``, even for a method registered with
     ``timeout=None``: a killed server at once (its kernel closes the
     connection), a vanished or frozen one within the heartbeat bound
     (``options.dead_peer_ms``, 4 s by default; see
-    :class:`~framerpc.transport.SocketOptions`). A call without timeout
+    ``SocketOptions``). A call without timeout
     made while the server is unreachable raises it too once that bound
     has passed; a call with a timeout waits for the server to come back
     until its timeout passes (``TimeoutError``). The proxy reconnects by
@@ -466,7 +466,7 @@ class RPCClient:
     ) -> int | None:
         """Take the proxy's lock within the call's ``timeout`` (ms, from
         ``started``); return the time left for the call itself (ms).
-        ``what`` names the call in errors (see :func:`_describe`).
+        ``what`` names the call in errors (see ``_describe``).
 
         Raises
         ------

@@ -31,9 +31,9 @@ class SerializationError(FramerpcError, TypeError):
 class RemoteError(FramerpcError, RuntimeError):
     """The server answered a call with an error.
 
-    Raised where no :class:`~framerpc.NoResult` can be returned (a property
+    Raised where no ``NoResult`` can be returned (a property
     set), and by proxies made with ``raise_errors=True`` (the default of
-    :func:`framerpc.connect`) instead of returning one.
+    ``framerpc.connect``) instead of returning one.
 
     Parameters
     ----------
@@ -69,7 +69,7 @@ class PeerLostError(FramerpcError, ConnectionError, TimeoutError):
     or has been unreachable for longer than the dead-peer bound: its reply
     will never come.
 
-    A :class:`ConnectionError`; also a :class:`TimeoutError`, so that code
+    A ``ConnectionError``; also a ``TimeoutError``, so that code
     written for the documented "no reply in time" keeps catching it. The
     proxy stays usable and reconnects when the server comes back.
     """

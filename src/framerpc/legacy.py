@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 #: Key a framerpc server adds to its JSON inventory; its value is the native
-#: :data:`~framerpc.protocol.PROTOCOL_VERSION`. Older clients ignore it; a
+#: ``PROTOCOL_VERSION``. Older clients ignore it; a
 #: framerpc client seeing its own version switches to the native protocol.
 MARKER = "framerpc"
 
@@ -181,7 +181,7 @@ def loads(
     max_size, max_objects, max_depth : int
         The limits of native headers (see ``SocketOptions``): a larger
         frame is refused unread; a frame larger than 64 KiB is checked
-        for values and nesting (:func:`check_json_shape`) before parsing.
+        for values and nesting (``check_json_shape``) before parsing.
 
     Raises
     ------
@@ -249,7 +249,7 @@ def decode_request(
 ) -> Request:
     """Parse a JSON request (server side); its request id is 0.
 
-    The limits are those of :func:`loads`.
+    The limits are those of ``loads``.
 
     Raises
     ------

@@ -201,7 +201,7 @@ def _check_version(header: dict) -> dict:
     return header
 
 
-#: How many leading entries of a header :func:`peek_header` reads at most.
+#: How many leading entries of a header ``peek_header`` reads at most.
 _PEEK_ENTRIES = 8
 
 
@@ -312,7 +312,7 @@ def _peek_scalar(view: memoryview, pos: int, end: int) -> tuple[Any, int]:
 
 def peek_request_id(frame: Any) -> int:
     """The request id of a header that failed to decode, read by
-    :func:`peek_header` (bounded work); -1 when it cannot be read."""
+    ``peek_header`` (bounded work); -1 when it cannot be read."""
     rid = peek_header(frame).get("i")
     return rid if type(rid) is int else -1
 
@@ -352,7 +352,7 @@ def decode_request(
 ) -> Request:
     """Parse the frames of a request (after the routing envelope).
 
-    The limits are those of :func:`framerpc.framing.decode`.
+    The limits are those of ``framerpc.framing.decode``.
 
     Raises
     ------
@@ -367,7 +367,7 @@ def decode_request(
 
 
 def request_from_header(header: dict) -> Request:
-    """The request in a decoded header (see :func:`decode_request`), for a
+    """The request in a decoded header (see ``decode_request``), for a
     caller that decoded the frames already: the header is decoded once.
 
     Raises

@@ -104,7 +104,7 @@ class Security:
     admin_keys_dir : path-like, optional
         Server side: folder of the public key files (``*.key``) of the
         administrators, the only clients whose STOP_SERVER request an
-        :class:`~framerpc.RPCServer` honours (read at each request). Needs
+        ``RPCServer`` honours (read at each request). Needs
         ``allowed_clients_dir`` (the client key is known through the
         handler that checks it); list administrators in both. Without it,
         a secured server refuses every remote STOP_SERVER.
@@ -548,8 +548,8 @@ class ClientKeys:
     """A lease that makes libzmq report the CURVE key of every client.
 
     libzmq tells who sent a message (the ``User-Id`` read by
-    :func:`peer_key`) only when a ZAP handler runs in the context. An
-    :class:`Authenticator` starts one; this lease keeps it running for
+    ``peer_key``) only when a ZAP handler runs in the context. An
+    ``Authenticator`` starts one; this lease keeps it running for
     secured sockets without an allowed-clients folder, which still accept
     any client key (the handler allows sockets without a ZAP domain).
     Close it after the sockets that need it, before terminating the context.
@@ -594,8 +594,8 @@ def peer_key(frame: zmq.Frame) -> str | None:
     """The Z85 CURVE public key of the client that sent ``frame``.
 
     ``frame`` must come from a ``recv(copy=False)`` on a CURVE server
-    socket of a context where a ZAP handler runs (an :class:`Authenticator`
-    or :class:`ClientKeys` lease): the handler names each client by its key
+    socket of a context where a ZAP handler runs (an ``Authenticator``
+    or ``ClientKeys`` lease): the handler names each client by its key
     (its ZAP User-Id). None when no handler authenticated the sender.
     """
     try:

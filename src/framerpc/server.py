@@ -86,10 +86,10 @@ class RPCServer:
     """Serve an interface's implementation to ``RPCClient`` proxies.
 
     Subclass both the interface and ``RPCServer``, decorate the remotely
-    callable methods with :meth:`register_method_json` or
-    :meth:`register_method_buffer`, then call :meth:`start` (serve in a
-    background thread; :meth:`close` or leaving a ``with`` block stops it)
-    or :meth:`serve_forever` (serve in the calling thread).
+    callable methods with ``register_method_json`` or
+    ``register_method_buffer``, then call ``start`` (serve in a
+    background thread; ``close`` or leaving a ``with`` block stops it)
+    or ``serve_forever`` (serve in the calling thread).
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ class RPCServer:
         server with CURVE security honours it only from the keys in
         ``Security.admin_keys_dir`` (none without it). False refuses it
         from everyone: the client gets an error reply (``stop_server()``
-        returns False) and the server goes on serving. :meth:`stop_server`
+        returns False) and the server goes on serving. ``stop_server``
         on the server object always works.
 
     Attributes
@@ -463,7 +463,7 @@ class RPCServer:
     def start(self, timeout: float = 10.0) -> None:
         """Serve in a background thread; return once requests are answered.
 
-        Pair it with :meth:`close` (or use the server as a context manager).
+        Pair it with ``close`` (or use the server as a context manager).
 
         Parameters
         ----------
@@ -598,12 +598,12 @@ class RPCServer:
 
     @property
     def dropped_replies(self) -> int:
-        """Replies the server gave up on (see :attr:`stats`)."""
+        """Replies the server gave up on (see ``stats``)."""
         return self._backlog.dropped
 
     @property
     def dropped_signals(self) -> int:
-        """Signal emissions dropped for the signal buffer (see :attr:`stats`)."""
+        """Signal emissions dropped for the signal buffer (see ``stats``)."""
         return self._signal_budget.dropped
 
     def _close_sockets(self) -> None:
@@ -636,7 +636,7 @@ class RPCServer:
     def _handle_body(self, envelope: list, body: list, decoded: Any) -> None:
         """Answer a request whose header was decoded once: ``decoded`` is
         the header dict or the exception decoding raised (the Responder's
-        fallback, and the end of :meth:`_handle`)."""
+        fallback, and the end of ``_handle``)."""
         try:
             if isinstance(decoded, Exception):
                 raise decoded

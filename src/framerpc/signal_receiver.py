@@ -41,9 +41,9 @@ class RPCSignalReceiver(threading.Thread):
         it is up (for publishers without the native handshake).
     server_monitor : zmq.Socket, optional
         Monitor socket of the client's request socket (disconnect and
-        handshake events), owned by this thread from :meth:`start` on.
+        handshake events), owned by this thread from ``start`` on.
     server_watch : PeerWatch, optional
-        The :class:`~framerpc._peerwatch.PeerWatch` of the client's request
+        The ``PeerWatch`` of the client's request
         socket, instead of ``server_monitor``: drained every 100 ms to
         notice a restart. Its owner closes it.
     on_reconnect : callable, optional
@@ -152,7 +152,7 @@ class RPCSignalReceiver(threading.Thread):
             self._on_server_back()
 
     def _follow_watch(self) -> None:
-        """The ``server_watch`` twin of :meth:`_watch_server`."""
+        """The ``server_watch`` twin of ``_watch_server``."""
         watch = self._server_watch
         assert watch is not None
         watch.drain()

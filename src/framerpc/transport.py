@@ -78,7 +78,7 @@ class SocketOptions:
         ``heartbeat_ivl_ms + heartbeat_timeout_ms`` (4 s by default); a
         killed process is noticed at once (its kernel closes the
         connection). A call in flight then raises
-        :class:`~framerpc.errors.PeerLostError`, whatever its timeout.
+        ``PeerLostError``, whatever its timeout.
         ``heartbeat_ivl_ms=0`` turns heartbeats off (for peers older than
         libzmq 4.2): a frozen peer then goes unnoticed, and a call without
         timeout waits for a server that is down until it is back.
@@ -111,7 +111,7 @@ class SocketOptions:
         Permission bits of the ``ipc://`` socket files a server binds
         (default ``0o600``: only the owner may connect). Widen it to share a
         device with other local users, e.g. ``0o660`` for the file's group.
-        The file never exists with wider bits than these (see :func:`bind`).
+        The file never exists with wider bits than these (see ``bind``).
     allow_abstract_ipc : bool
         Allow binding an abstract ``ipc://@name`` (Linux). Such a name has
         no permissions: any local user may connect. Refused by default.
@@ -242,7 +242,7 @@ def check_url(url: object, *, for_bind: bool) -> str:
 
 
 def _url_problem(url: object, for_bind: bool) -> str | None:
-    """What is wrong with ``url`` (see :func:`check_url`), or None."""
+    """What is wrong with ``url`` (see ``check_url``), or None."""
     if not isinstance(url, str):
         return f"got {type(url).__name__}, not str"
     match = _URL_RE.match(url)
@@ -344,7 +344,7 @@ def bind(
 ) -> tuple[str, int | None]:
     """Bind ``sock`` at ``url``; a tcp:// URL without port gets a free one.
 
-    An ``ipc://`` path is bound by :func:`bind_ipc_private` (file mode
+    An ``ipc://`` path is bound by ``bind_ipc_private`` (file mode
     ``options.ipc_mode``, abstract names refused unless
     ``options.allow_abstract_ipc``).
 
@@ -383,7 +383,7 @@ def bind_ipc_private(
     The umask is not touched: it is process-wide. When the temporary path
     would be too long for a socket address, or the folder cannot be
     created, the file is bound in place and chmod-ed at once (a window of
-    microseconds, logged at debug level). :func:`close_quietly` removes
+    microseconds, logged at debug level). ``close_quietly`` removes
     the file; libzmq only knows the temporary name, so ``LAST_ENDPOINT``
     shows it and ``unbind(url)`` does not apply (close the socket).
 

@@ -29,7 +29,7 @@ __all__ = [
 
 
 class AliveCheckState(enum.Enum):
-    """Outcome of :func:`send_alive_check`."""
+    """Outcome of ``send_alive_check``."""
 
     ok = "ok"
     unknown = "unknown"

@@ -99,7 +99,7 @@ class DeviceDirectory:
     Every request costs O(1) or O(log n) (amortised) in the number n of
     entries: entries are indexed by token (uuid), name and address, and
     deadlines sit in a heap, so nothing scans the table except
-    :meth:`devices`, whose cost is that of its own output.
+    ``devices``, whose cost is that of its own output.
 
     Ownership: each entry records the ``owner`` given at registration (the
     client's CURVE key, or None without security). Only a request with the
@@ -107,7 +107,7 @@ class DeviceDirectory:
     check in for it or unregister it. With every owner None, as in a
     registry without security, these are the older protocol's rules.
 
-    Not thread-safe: one thread calls it (:class:`DeviceRegistry` guards it
+    Not thread-safe: one thread calls it (``DeviceRegistry`` guards it
     with its lock).
 
     Parameters
@@ -123,7 +123,7 @@ class DeviceDirectory:
         Returns the current time in seconds (monotonic); injectable so
         that tests move time by hand.
     on_added, on_removed : callable, optional
-        Called with each :class:`RegistryEntry` added or removed (removal
+        Called with each ``RegistryEntry`` added or removed (removal
         covers unregistering, expiry and replacement).
 
     Raises

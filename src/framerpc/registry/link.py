@@ -30,7 +30,7 @@ _log = logging.getLogger(__package__)
 class RegistryLink:
     """Keeps one server registered, from inside its single-threaded loop.
 
-    :meth:`register` blocks once; then :meth:`tick`, called every loop turn,
+    ``register`` blocks once; then ``tick``, called every loop turn,
     never blocks: it checks in every ``alive_timeout / 3`` seconds on a
     long-lived DEALER socket and reads answers without waiting. A registry
     that forgot the device (it restarted) gets a new REGISTER under the
@@ -62,7 +62,7 @@ class RegistryLink:
         registry's public key).
     clock : callable
         Monotonic time in seconds that schedules the check-ins (default
-        :func:`time.monotonic`); tests pass a clock they move by hand.
+        ``time.monotonic``); tests pass a clock they move by hand.
 
     Attributes
     ----------

@@ -1,8 +1,8 @@
 """The registry service: a thread answering native and JSON requests.
 
-The request logic lives once in :meth:`DeviceRegistry._handle_request`,
+The request logic lives once in ``DeviceRegistry._handle_request``,
 which takes and returns plain ``(event, payload)`` pairs and applies them
-to a :class:`~framerpc.registry.directory.DeviceDirectory`.
+to a ``DeviceDirectory``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class DeviceRegistry(threading.Thread):
     """Directory of the devices on a network, served from its own thread.
 
     The socket is bound in the constructor, so a busy port raises here and
-    :attr:`port` is known before :meth:`start`. The table itself is a
-    :class:`DeviceDirectory`: every request costs O(1) or O(log n).
+    ``port`` is known before ``start``. The table itself is a
+    ``DeviceDirectory``: every request costs O(1) or O(log n).
 
     Names have owners. A registration returns a token (its uuid) and only
     that token unregisters or checks in for the entry. With ``security``
@@ -80,7 +80,7 @@ class DeviceRegistry(threading.Thread):
         messages do not say.
     poll_interval : float
         Longest wait (s) for a message before the loop checks deadlines
-        and :meth:`stop`; capped at 0.1.
+        and ``stop``; capped at 0.1.
     security : Security, optional
         CURVE settings of the registry socket; entries are then owned by
         client keys (see above).
@@ -92,7 +92,7 @@ class DeviceRegistry(threading.Thread):
         CHECK_ALIVE asking for more gets an error reply.
     clock : callable
         Monotonic time in seconds used for deadlines (default
-        :func:`time.monotonic`); tests pass a clock they move by hand.
+        ``time.monotonic``); tests pass a clock they move by hand.
 
     Attributes
     ----------
@@ -208,7 +208,7 @@ class DeviceRegistry(threading.Thread):
             self._removed_callbacks.append(callback)
 
     def stop(self) -> None:
-        """Ask the loop to stop; returns at once (then :meth:`join`).
+        """Ask the loop to stop; returns at once (then ``join``).
 
         Safe to call twice. A registry never started closes its socket now.
         """
@@ -218,7 +218,7 @@ class DeviceRegistry(threading.Thread):
                 self._close_socket()
 
     def run(self) -> None:
-        """Serve requests and prune silent devices until :meth:`stop`."""
+        """Serve requests and prune silent devices until ``stop``."""
         with self._life_lock:
             if self._stop_event.is_set():
                 self._close_socket()
@@ -374,7 +374,7 @@ class DeviceRegistry(threading.Thread):
                 return handler(payload, owner)
         except _BadRequest as exc:
             _log.warning("bad %s request: %s", event, exc)
-            return _unsupported(event, f"{event!s}: {exc}")
+            return _unsupported(event, str(exc))
         finally:
             self._fire_events()
 
