@@ -26,6 +26,7 @@ from devices import (
 
 from framerpc.client import NoResult, RPCClient
 from framerpc.errors import SerializationError
+from framerpc.signal import UntypedSignal
 
 # -- the interface / server / proxy pattern ------------------------------------
 
@@ -498,3 +499,29 @@ def test_proxy_follows_a_server_restarted_on_the_same_url(ctx, connect, tmp_path
     finally:
         second.stop_server()
         thread.join(timeout=5)
+
+
+def test_plain_client_passes_undeclared_signal_arguments_without_warning(ctx, caplog):
+    """A client without an interface class makes its signals from the
+    inventory: their emissions arrive as sent, with no mismatch warning."""
+    server = CameraServer(ctx, "tcp://127.0.0.1")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    client = RPCClient(ctx, server.url)
+    try:
+        signal = client._signals["frame_ready"]
+        assert isinstance(signal, UntypedSignal)
+        got: list = []
+        arrived = threading.Event()
+        signal.connect(lambda *args: (got.append(args), arrived.set()))
+        with caplog.at_level("WARNING", logger="framerpc"):
+            for _ in range(200):  # until the subscription is live
+                server.frame_ready.emit(7)
+                if arrived.wait(0.05):
+                    break
+        assert got and got[0] == (7,)
+        assert not [r for r in caplog.records if "signal" in r.getMessage()]
+    finally:
+        client.close()
+        server.stop_server()
+        thread.join(10)

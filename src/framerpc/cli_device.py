@@ -31,7 +31,7 @@ from . import transport
 from .client import NoResult, RPCClient
 from .errors import RemoteError
 from .protocol import Request, RPCEvents
-from .signal import RPCSignal
+from .signal import UntypedSignal
 
 __all__ = ["CommandError", "DEFAULT_REGISTRY", "add_commands", "parse_value"]
 
@@ -205,15 +205,6 @@ def connected(args: argparse.Namespace) -> Iterator[RPCClient]:
         context.destroy(linger=0)
 
 
-class _AnySignal(RPCSignal):
-    """A signal of a device known only by its inventory: no declared
-    argument types, so its arguments are shown as they arrive (instead of
-    a warning about each emission)."""
-
-    def validate_args(self, *args: Any, coerce: bool = False) -> tuple[Any, ...]:
-        return args
-
-
 class GenericClient(RPCClient):
     """An ``RPCClient`` without interface class, for the commands."""
 
@@ -223,7 +214,7 @@ class GenericClient(RPCClient):
         # proxy's signals; a name the client itself uses is left alone.
         for name in inventory.get("signals", []):
             if isinstance(name, str) and not hasattr(self, name):
-                setattr(self, name, _AnySignal())
+                setattr(self, name, UntypedSignal())
 
 
 def _check_name(client: RPCClient, name: str, kind: str, names: list[str]) -> None:

@@ -35,7 +35,7 @@ from ._restart import RestartWatcher
 from .errors import PeerLostError, ProtocolError, RemoteError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents
-from .signal import RPCSignal
+from .signal import RPCSignal, UntypedSignal
 from .signal_receiver import RPCSignalReceiver
 
 __all__ = ["NoResult", "RPCClient"]
@@ -232,7 +232,9 @@ class RPCClient:
         self._apply_inventory(inventory)
         for name in inventory.get("signals", []):
             local = getattr(self, name, None)
-            self._signals[name] = local if isinstance(local, RPCSignal) else RPCSignal()
+            self._signals[name] = (
+                local if isinstance(local, RPCSignal) else UntypedSignal()
+            )
         if not self._signals:
             if self._protocol == "native" and not self.url.startswith("inproc://"):
                 self._watch_restarts()

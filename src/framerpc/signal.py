@@ -193,3 +193,16 @@ def bound_signal(signal: RPCSignal, obj: Any) -> RPCSignal:
     Equivalent to ``signal.__get__(obj, type(obj))``: created on first use.
     """
     return signal.__get__(obj, type(obj))
+
+
+class UntypedSignal(RPCSignal):
+    """A remote signal known only from a server's inventory.
+
+    A proxy whose interface does not declare the signal has no argument
+    types to check against: emissions are passed on as they arrive, instead
+    of being reported as mismatched on each one.
+    """
+
+    def validate_args(self, *args: Any, coerce: bool = False) -> tuple[Any, ...]:
+        """Return ``args`` unchanged (no declared types to check)."""
+        return args
