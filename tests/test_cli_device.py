@@ -445,4 +445,3 @@ def test_watch_runs_until_ctrl_c(stage):
             process.wait(timeout=PROCESS_WAIT_S)
         process.stdout.close()
         process.stderr.close()
-

@@ -12,6 +12,7 @@ import threading
 import msgpack
 import numpy as np
 import pytest
+from engines import once_per_suite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from short_repr import assert_same
@@ -19,6 +20,8 @@ from short_repr import assert_same
 from framerpc import _framing_py as pure
 from framerpc._framing_common import OutOfBand
 from framerpc.errors import ProtocolError, SerializationError
+
+pytestmark = once_per_suite
 
 try:
     compiled = importlib.import_module("framerpc._framing")

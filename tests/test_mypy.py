@@ -6,10 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from engines import once_per_suite
 from readme_blocks import README, ROOT, python_blocks
 
 pytest.importorskip("mypy")
-pytestmark = pytest.mark.skipif(not README.exists(), reason="not a source checkout")
+pytestmark = [
+    once_per_suite,
+    pytest.mark.skipif(not README.exists(), reason="not a source checkout"),
+]
 
 
 def _mypy(*paths: str, cwd) -> subprocess.CompletedProcess:

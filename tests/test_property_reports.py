@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engines import once_per_suite
 from short_repr import LONG, assert_same, describe
 
 HERE = Path(__file__).resolve().parent
+
+pytestmark = once_per_suite
 
 PLANTED = """
 from hypothesis import given, settings, strategies as st

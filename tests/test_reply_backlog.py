@@ -110,8 +110,10 @@ def test_replies_beyond_the_backlog_bound_are_counted(ctx, serve: Callable):
             sock.send_multipart([b"", *call])
         # every request was handled once the last one's reply is counted
         assert wait_until(
-            lambda: server.stats["dropped_replies"] + server.stats["reply_backlog"]
-            >= sent - 200,
+            lambda: (
+                server.stats["dropped_replies"] + server.stats["reply_backlog"]
+                >= sent - 200
+            ),
             timeout=BATCH_LIMIT_S,
         )
         assert server.stats["reply_backlog"] <= 20

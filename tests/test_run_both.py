@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from engines import once_per_suite
+
+pytestmark = once_per_suite
 
 SCRIPT = Path(__file__).resolve().parent / "run_both.py"
 

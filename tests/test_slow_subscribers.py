@@ -115,9 +115,7 @@ def test_stalled_subscriber_holds_at_most_the_signal_buffer(ctx, subscribers):
     assert received >= count // 2
 
 
-def test_emissions_over_the_buffer_are_dropped_and_counted(
-    ctx, subscribers, caplog
-):
+def test_emissions_over_the_buffer_are_dropped_and_counted(ctx, subscribers, caplog):
     budget = 8 << 20  # the stalled subscriber alone could hold 10 MB
     options = SocketOptions(signal_buffer_bytes=budget, signal_hwm=100)
     count = 400
