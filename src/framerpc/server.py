@@ -501,7 +501,8 @@ class RPCServer:
 
         Unregisters from the registry. Idempotent; callable from any
         thread. Called from a method the server is running, it only
-        stops the server (the serving thread cannot wait for itself).
+        stops the server, 0.2 s after the method's reply (the serving
+        thread cannot wait for itself).
         Afterwards ``context.term()`` returns at once.
 
         Parameters
@@ -510,9 +511,12 @@ class RPCServer:
             Longest wait (s) for the serving thread (a method still running
             delays it).
         """
-        self.stop_server()
         if self._serving_ident == threading.get_ident():
+            # From a method: its reply goes out first, and the client must
+            # read it before the connection closes (see _STOP_GRACE_S).
+            self._stop_after_grace()
             return
+        self.stop_server()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
