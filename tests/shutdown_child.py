@@ -226,6 +226,37 @@ def destroy_registered(url: str) -> None:
         registry_ctx.term()
 
 
+def destroy_registry_serving(url: str) -> None:
+    """A registry in the destroyed context, with a device checking in and a
+    client listing devices: its thread closes its own socket."""
+    from framerpc import DeviceRegistry, list_devices
+
+    ctx = zmq.Context()
+    registry = DeviceRegistry(ctx, "127.0.0.1", port=None)
+    registry.start()
+    server = CameraServer(ctx, url, alive_timeout=1)  # frequent check-ins
+    server.register_to_registry("camera", "cam", registry.url)
+    server.start()
+    stop = threading.Event()
+
+    def lister() -> None:
+        while not stop.is_set():
+            try:
+                list_devices(ctx, registry.url, timeout=200)
+            except (TimeoutError, zmq.ZMQError):
+                return  # the context went away under the call
+
+    thread = threading.Thread(target=lister)
+    thread.start()
+    threading.Event().wait(random.random() * 0.3)  # requests in flight
+    ctx.destroy()
+    stop.set()
+    thread.join(20)
+    registry.join(20)
+    assert not thread.is_alive() and not registry.is_alive()
+    server.close()
+
+
 def destroy_while_connecting(url: str) -> None:
     ctx = zmq.Context()
     server = CameraServer(ctx, url)
@@ -325,6 +356,7 @@ ORDERS = {
     "destroy_idle": destroy_idle,
     "destroy_while_connecting": destroy_while_connecting,
     "destroy_registered": destroy_registered,
+    "destroy_registry_serving": destroy_registry_serving,
     "destroy_secured": destroy_secured,
     "stop_server_then_term": stop_server_then_term,
     "term_while_serving": term_while_serving,

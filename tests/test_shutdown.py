@@ -40,6 +40,7 @@ ORDERS = [
     "destroy_in_flight",
     "destroy_idle",
     "destroy_registered",
+    "destroy_registry_serving",
     "destroy_secured",
     "destroy_while_connecting",
     "stop_server_then_term",

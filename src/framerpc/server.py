@@ -514,7 +514,7 @@ class RPCServer:
         if self._serving_ident == threading.get_ident():
             # From a method: its reply goes out first, and the client must
             # read it before the connection closes (see _STOP_GRACE_S).
-            self._stop_after_grace()
+            self._stop_soon()
             return
         self.stop_server()
         thread = self._thread
@@ -667,8 +667,12 @@ class RPCServer:
     def _stop_after_grace(self) -> None:
         # after STOP_SERVER, serve _STOP_GRACE_S more (see its comment);
         # only when _execute found the request authorised
-        if not self._stop_granted:
-            return
+        if self._stop_granted:
+            self._stop_soon()
+
+    def _stop_soon(self) -> None:
+        # stop the serve loop _STOP_GRACE_S from now: a reply just sent is
+        # read before the connection closes
         if self._stop_at is None:
             self._stop_at = time.monotonic() + _STOP_GRACE_S
 

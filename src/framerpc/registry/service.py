@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import zmq
 
-from .. import legacy, protocol, transport
+from .. import _lifecycle, legacy, protocol, transport
 from ..errors import ProtocolError
 from ..protocol import RegistryEvents, RegistryMessage
 from ..security import ClientKeys, Security, peer_key
@@ -156,8 +156,10 @@ class DeviceRegistry(threading.Thread):
             self._keys_lease = ClientKeys(context)
         options = dataclasses.replace(_REGISTRY_OPTIONS, security=security)
         try:
+            # a shadow of the context: context.destroy() cannot close the
+            # socket under the registry thread; the hook below asks it to stop
             self._sock = transport.make_socket(
-                context, zmq.ROUTER, options, server=True
+                _lifecycle.private_context(context), zmq.ROUTER, options, server=True
             )
         except BaseException:
             self._release_keys()
@@ -178,6 +180,9 @@ class DeviceRegistry(threading.Thread):
         # Decides who closes the socket when stop() races with start().
         self._life_lock = threading.Lock()
         self._running = False
+        self._destroy_hook = _lifecycle.DestroyHook(
+            context, f"DeviceRegistry {self.endpoint}", lambda _linger: self.stop()
+        )
 
     # -- public API -------------------------------------------------------
     def get_devices(self) -> dict[str, tuple[str, str]]:
@@ -231,8 +236,8 @@ class DeviceRegistry(threading.Thread):
                     if self._sock.poll(self._poll_ms, zmq.POLLIN):
                         self._serve_batch()
                     self._prune()
-                except zmq.ContextTerminated:
-                    _log.warning("registry context terminated; stopping")
+                except zmq.ContextTerminated:  # term(): a clean stop
+                    _log.info("registry context terminated; stopping")
                     break
                 except Exception:
                     # A failed turn must not end the registry; the wait stops
@@ -260,6 +265,7 @@ class DeviceRegistry(threading.Thread):
             pass
         transport.close_quietly(self._sock)
         self._release_keys()
+        self._destroy_hook.release()
 
     def _serve_batch(self) -> None:
         for _ in range(_MAX_BATCH):
@@ -312,6 +318,8 @@ class DeviceRegistry(threading.Thread):
             self._sock.send_multipart(
                 envelope + protocol.encode_registry(reply), zmq.NOBLOCK
             )
+        except zmq.ContextTerminated:
+            raise  # the loop stops quietly
         except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
             _log.warning("could not send a registry reply: %s", exc)
 
@@ -342,6 +350,8 @@ class DeviceRegistry(threading.Thread):
         reply = legacy.encode_registry(RegistryMessage(reply_event, reply_payload))
         try:
             self._sock.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.ContextTerminated:
+            raise  # the loop stops quietly
         except zmq.ZMQError as exc:  # peer gone or queue full: drop the reply
             _log.warning("could not send a registry reply: %s", exc)
 
