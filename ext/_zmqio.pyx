@@ -42,6 +42,7 @@ import zmq.backend.cython._zmq as _backend
 
 from framerpc import _zmqio_py
 from framerpc._zmqio_py import BUFFER_TYPES
+from framerpc._zmqio_py import RECV_FRAMES_KEPT as _RECV_FRAMES_KEPT
 from framerpc.errors import ProtocolError
 from framerpc.framing import OutOfBand, decode, encode
 from framerpc.protocol import PROTOCOL_VERSION, Reply, decode_reply
@@ -441,8 +442,34 @@ cdef int _recv_message(void *handle, list frames, int flags) except -1:
         frames.append(frame)
         if not frame.more:
             return 0
+        if len(frames) >= _RECV_FRAMES_KEPT:
+            _drain_parts(handle)  # see _zmqio_py.RECV_FRAMES_KEPT
+            return 0
         flags = 0
         first = False
+
+
+cdef int _drain_parts(void *handle) except -1:
+    """Read and drop the remaining parts of the message being received,
+    in one reused libzmq message (no Python object per part)."""
+    cdef zmq_msg_t msg
+    cdef int rc, error
+    cdef bint more = True
+    z_msg_init(&msg)
+    try:
+        while more:
+            with nogil:
+                rc = z_msg_recv(&msg, handle, 0)
+                error = z_errno() if rc < 0 else 0
+            if rc < 0:
+                if error == EINTR:
+                    PyErr_CheckSignals()
+                    continue
+                _raise_zmq(error)
+            more = z_msg_more(&msg)
+    finally:
+        z_msg_close(&msg)
+    return 0
 
 
 def recv_frames(sock, int flags=0):

@@ -100,7 +100,25 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
     while frame.more:
         frame = recv(0, copy=False)
         frames.append(frame)
+        if len(frames) >= RECV_FRAMES_KEPT and frame.more:
+            _drain_parts(sock)
+            break
     return frames
+
+
+#: Most frames ``recv_frames`` keeps of one message: more than any limit of
+#: ``framing.decode`` plus a routing envelope, so that such a message is
+#: still refused by decode. The parts past it are read and dropped at
+#: once: a message of millions of empty frames (2 bytes each on the wire)
+#: would otherwise cost a Python object per frame (1.5 GB, 9 s of CPU).
+RECV_FRAMES_KEPT = 2 * framing.MAX_FRAMES
+
+
+def _drain_parts(sock: zmq.Socket) -> None:
+    """Read and drop the remaining parts of the message being received."""
+    recv = sock.recv
+    while recv(0, copy=False).more:  # each part freed at once
+        pass
 
 
 #: What a buffer method may return as its buffer (the server's check and the

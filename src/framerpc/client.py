@@ -276,7 +276,8 @@ class RPCClient:
                 patient=True,
             )
         except (TimeoutError, RuntimeError) as exc:
-            _log.warning("inventory of restarted %s: %s", self.url, exc)
+            if not self._closed:  # close() while reading it: nothing to say
+                _log.warning("inventory of restarted %s: %s", self.url, exc)
             return None
         inventory = reply.value if reply.ok else None
         if type(inventory) is not dict or "signal_url" not in inventory:

@@ -572,9 +572,11 @@ class ClientKeys:
         self.context = context
         self._closed = False
         with _entries_lock:
-            entry = _entries.get(id(context))
+            # keyed like Authenticator's: one handler per libzmq context,
+            # shared with the servers' leases (a shadow context is the same)
+            entry = _entries.get(context.underlying)
             if entry is None:
-                entry = _entries[id(context)] = _ContextEntry(context)
+                entry = _entries[context.underlying] = _ContextEntry(context)
             entry.leases += 1
         self._entry = entry
 
@@ -586,7 +588,7 @@ class ClientKeys:
             self._closed = True
             self._entry.leases -= 1
             if self._entry.leases == 0:
-                del _entries[id(self.context)]
+                del _entries[self.context.underlying]
                 self._entry.handler.stop()
 
 

@@ -651,6 +651,7 @@ class RPCServer:
             if protocol.is_legacy_frame(body[0].buffer):
                 self._handle_legacy(envelope, body)
                 return
+            exc = ProtocolError(_clip(str(exc)))  # may quote the hostile bytes
             self._refusals.warning("malformed request: %s", exc)
             # the id lets the client's call fail at once instead of timing
             # out; read from the decoded header, or peeked (bounded work)
@@ -720,8 +721,9 @@ class RPCServer:
         try:
             request = legacy.decode_request(body, *self._limits[1:])
         except ProtocolError as exc:
-            self._refusals.warning("malformed JSON request: %s", exc)
-            self._send(envelope, legacy.encode_error(f"ProtocolError: {exc}"))
+            text = _clip(str(exc))  # may quote the hostile bytes
+            self._refusals.warning("malformed JSON request: %s", text)
+            self._send(envelope, legacy.encode_error(f"ProtocolError: {text}"))
             return
         event = request.event
         if event is RPCEvents.GET_INVENTORY:
@@ -736,7 +738,7 @@ class RPCServer:
             and request.method not in self._json_methods
             and request.method not in self._buffer_methods
         ):
-            frames = legacy.method_not_implemented(request.method)
+            frames = legacy.method_not_implemented(_clip(request.method))
         else:
             reply, is_buffer = self._execute(request)
             frames = legacy.encode_reply(event, reply, is_buffer)
@@ -821,7 +823,7 @@ class RPCServer:
     def _call(self, request: Request) -> tuple[Any, dict | None]:
         name = request.method
         if name not in self._json_methods and name not in self._buffer_methods:
-            raise _NotFound(f"Method {name} not implemented")
+            raise _NotFound(f"Method {_clip(name)} not implemented")
         result = getattr(self, name)(*request.args, **request.kwargs)
         if name in self._json_methods:
             return result, None
@@ -863,7 +865,7 @@ class RPCServer:
 
     def _property(self, name: str) -> str:
         if name not in self._rpc_properties:
-            raise _NotFound(f"Property {name} not found")
+            raise _NotFound(f"Property {_clip(name)} not found")
         return name
 
     def _publish_signal(self, name: str, *args: Any) -> None:
@@ -923,13 +925,33 @@ def _check_buffer_result(name: str, result: Any) -> None:
 def _failure(request: Request, exc: Exception) -> Reply:
     """Error reply for ``exc``, raised while serving ``request`` (call it
     from the ``except`` block: it takes the traceback being handled)."""
-    _log.info("%s %s failed: %r", request.event, request.method or request.name, exc)
+    error = _clip(f"{type(exc).__name__}: {exc}")
+    _log.info(
+        "%s %s failed: %s", request.event, _clip(request.method or request.name), error
+    )
     return Reply(
         request.request_id,
         False,
-        error=f"{type(exc).__name__}: {exc}",
-        traceback=traceback.format_exc(),
+        error=error,
+        traceback=_clip(traceback.format_exc(), _MAX_TRACEBACK),
     )
+
+
+#: Longest error text (characters) a reply or log line carries: a request
+#: can make an exception quote its own bytes (a 16 MiB keyword name, event
+#: or method name), which would otherwise come back and go to the log whole.
+_MAX_ERROR_TEXT = 2000
+#: Longest traceback text of a reply (the frames' lines stay readable).
+_MAX_TRACEBACK = 64 * 1024
+
+
+def _clip(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    """``text``, cut to ``limit`` characters (its tail, where a traceback
+    names the error, is kept) with a note of what was left out."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}...[{len(text) - 2 * half} characters cut]...{text[-half:]}"
 
 
 class _NotFound(LookupError):
