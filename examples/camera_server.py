@@ -8,6 +8,7 @@ has an ``exposure`` property (see framerpc/demo.py for the class).
 """
 
 import argparse
+import sys
 
 import zmq
 
@@ -22,15 +23,17 @@ def main() -> None:
     args = parser.parse_args()
 
     context = zmq.Context()
-    camera = DemoCamera(context, args.url)
-    name = camera.register_to_registry(DEVICE_TYPE, args.name, args.registry)
-    print(f"camera {name!r} at {camera.url}; Ctrl-C stops it")
-    try:
-        camera.serve_forever()
-    except KeyboardInterrupt:
-        camera.stop_server()
-    finally:
-        context.term()
+    with DemoCamera(context, args.url) as camera:
+        try:
+            name = camera.register_to_registry(DEVICE_TYPE, args.name, args.registry)
+        except (TimeoutError, RuntimeError) as exc:  # unreachable or refused
+            sys.exit(f"error: cannot register with {args.registry}: {exc}")
+        print(f"camera {name!r} at {camera.url}; Ctrl-C stops it")
+        try:
+            camera.serve_forever()
+        except KeyboardInterrupt:
+            pass  # leaving the block stops the camera and unregisters it
+    context.term()
 
 
 if __name__ == "__main__":
