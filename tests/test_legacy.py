@@ -1282,24 +1282,26 @@ def test_first_check_in_beats_an_older_registrys_default_deadline(
     ctx, serve, monkeypatch, legacy_client
 ):
     """An older registry may ignore alive_timeout in REGISTER and keep its
-    default deadline (20 s; 0.6 s here) until the first check-in, while a
-    server's own period can be longer (60 / 3 s by default).
+    default deadline (20 s; 300 s here) until the first check-in, while a
+    server's own period can be longer (60 / 3 s by default; 1000 s here).
 
-    The registry and the server's link share a clock moved by hand: the
-    server has all the real time it needs to check in before the
-    registry's 0.6 s pass."""
-    monkeypatch.setattr(registry, "DEFAULT_ALIVE_TIMEOUT", 0.6)
+    The registry and the server's link share a clock moved by hand. The
+    times are far beyond the wait's real ceiling: only that clock, passed
+    to register_to_registry, can make the check-in due; and the server has
+    all the real time it needs to check in before the registry's 300 s pass.
+    """
+    monkeypatch.setattr(registry, "DEFAULT_ALIVE_TIMEOUT", 300.0)
     clock = ManualClock()
-    peer = LegacyRegistry(ctx, default_alive_timeout=0.6, clock=clock)
+    peer = LegacyRegistry(ctx, default_alive_timeout=300.0, clock=clock)
     peer.start()
     try:
-        server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=60)
+        server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=3000)
         server.register_to_registry("camera", "cam", peer.url, clock=clock)
         serve(server)
-        # Due after 0.6 / 3 s; its own period (20 s) is far from due.
-        clock.advance(0.5)
+        # Due after 300 / 3 s; the server's own period (1000 s) is far from due.
+        clock.advance(150.0)
         assert wait_until(lambda: "CHECK_ALIVE" in peer.events()), "no check-in"
-        clock.advance(1.0)  # past the default deadline, not the 60 s one
+        clock.advance(200.0)  # past the default deadline, not the 3000 s one
         # the older registry prunes before answering: a sentinel request
         unknown = {"event": "CHECK_ALIVE", "payload": {"uuid": "no-such-device"}}
         assert legacy_client(peer.url).request(unknown)["payload"]["success"] is False
