@@ -414,7 +414,9 @@ def test_sixteen_threads_on_a_dead_server_fail_within_their_own_timeout(
         for elapsed, error in results:
             assert isinstance(error, TimeoutError), error
             assert "'echo'" in str(error) and server.url in str(error)
-            assert elapsed < 1.0 + 3.0, f"a call failed after {elapsed:.1f} s"
+            # 1 s each when right; when the lock wait came on top, the k-th
+            # took k s: half the 16th's 16 s leaves 7 s for a loaded machine
+            assert elapsed < 8.0, f"a call failed after {elapsed:.1f} s"
         _restart(child, server.url)
         assert wait_until(lambda: _answers(proxy), HANG_BOUND_S)
         assert proxy.echo("again") == "again"
