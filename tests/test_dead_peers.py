@@ -354,7 +354,15 @@ def test_call_to_a_server_down_too_long_fails_instead_of_waiting(ctx, child, add
     server = child(address)
     with ProbeProxy(ctx, server.url, options=FAST) as proxy:
         assert proxy.echo(1) == 1
+        # The call must start after the proxy saw the loss: on a loaded
+        # machine its request could otherwise go out before the disconnect
+        # is noticed ("lost the connection while waiting", not "unreachable").
+        watch = proxy._watch
+        assert watch is not None
+        watch.drain()
+        losses = watch.losses
         server.kill()
+        assert wait_until(lambda: (watch.drain(), watch.losses > losses)[1])
         thread, outcome = _call_in_thread(proxy.hang)
         thread.join(FAST.dead_peer_ms / 1000 + HANG_BOUND_S)
         assert not thread.is_alive(), "a call to a dead server waits for ever"
