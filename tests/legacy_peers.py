@@ -244,13 +244,20 @@ class LegacyRegistry(_RepPeer):
     default_alive_timeout : float
         Seconds a device stays listed after registering or checking in
         without ``alive_timeout`` (20 in the spec; shorter in tests).
+    clock : callable
+        Monotonic time in seconds of the deadlines; tests pass one they
+        move by hand, so that no deadline passes because the machine is slow.
     """
 
     def __init__(
-        self, ctx: zmq.Context, default_alive_timeout: float = DEFAULT_ALIVE_TIMEOUT
+        self,
+        ctx: zmq.Context,
+        default_alive_timeout: float = DEFAULT_ALIVE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(ctx, "LegacyRegistry")
         self.default_alive_timeout = default_alive_timeout
+        self.clock = clock
         self._devices: dict[str, dict] = {}  # uuid -> device
 
     def devices(self) -> dict[str, tuple[str, str]]:
@@ -266,14 +273,20 @@ class LegacyRegistry(_RepPeer):
             self._devices.clear()
 
     def turn(self) -> None:
-        now = time.monotonic()
         with self._lock:
-            for key in [k for k, d in self._devices.items() if d["deadline"] < now]:
-                del self._devices[key]
+            self._prune()
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for key in [k for k, d in self._devices.items() if d["deadline"] < now]:
+            del self._devices[key]
 
     def handle(self, message: dict) -> list[bytes]:
         event, payload = message.get("event"), message.get("payload", {})
         with self._lock:
+            # pruned first: a reply shows the state at the clock's time of the
+            # request (a sentinel for "still listed")
+            self._prune()
             if event == "REGISTER":
                 reply = "REGISTER_ACK", self._register(payload)
             elif event == "UNREGISTER":
@@ -283,7 +296,7 @@ class LegacyRegistry(_RepPeer):
                 device = self._devices.get(payload["uuid"])
                 if device is not None:
                     timeout = payload.get("alive_timeout", self.default_alive_timeout)
-                    device["deadline"] = time.monotonic() + timeout
+                    device["deadline"] = self.clock() + timeout
                 reply = (
                     "ACK",
                     {"req_event": "CHECK_ALIVE", "success": device is not None},
@@ -316,7 +329,7 @@ class LegacyRegistry(_RepPeer):
             "device_type": device_type,
             "addr": addr,
             "name": name,
-            "deadline": time.monotonic() + self.default_alive_timeout,
+            "deadline": self.clock() + self.default_alive_timeout,
         }
         return {"name": name, "uuid": key}
 

@@ -13,7 +13,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +23,7 @@ import zmq
 from conftest import finishes_within, wait_until
 from devices import CameraServer, make_array, make_bytes
 from legacy_peers import LegacyClient, LegacyRegistry, LegacyServer
+from manual_clock import ManualClock
 
 from framerpc import legacy, registry
 from framerpc.client import NoResult, RPCClient
@@ -1042,9 +1042,19 @@ def test_wait_connected_times_out_without_publisher(ctx):
 
 
 @pytest.fixture
-def reg(ctx: zmq.Context) -> Iterator[DeviceRegistry]:
-    """A running framerpc DeviceRegistry on loopback TCP (0.3 s default)."""
-    registry_ = DeviceRegistry(ctx, "127.0.0.1", None, default_alive_timeout=0.3)
+def reg_clock() -> ManualClock:
+    """The clock of ``reg`` and ``legacy_registry``: their deadlines pass
+    only when a test moves it, never because the machine is slow."""
+    return ManualClock()
+
+
+@pytest.fixture
+def reg(ctx: zmq.Context, reg_clock: ManualClock) -> Iterator[DeviceRegistry]:
+    """A running framerpc DeviceRegistry on loopback TCP (0.3 s default),
+    on ``reg_clock``."""
+    registry_ = DeviceRegistry(
+        ctx, "127.0.0.1", None, default_alive_timeout=0.3, clock=reg_clock
+    )
     registry_.start()
     yield registry_
     registry_.stop()
@@ -1102,31 +1112,42 @@ def test_unregister_row(reg, legacy_client):
     }
 
 
-def test_check_alive_row_moves_the_deadline(reg, legacy_client):
+def _listed_after_sentinel(client: LegacyClient, reg: DeviceRegistry) -> set[str]:
+    """Names listed once ``reg`` answered a request: it prunes up to its
+    clock's time before each one (a check of an unknown uuid, harmless)."""
+    unknown = {"event": "CHECK_ALIVE", "payload": {"uuid": "no-such-device"}}
+    assert client.request(unknown)["payload"]["success"] is False
+    return set(reg.get_devices())
+
+
+def test_check_alive_row_moves_the_deadline(reg, reg_clock, legacy_client):
     client = legacy_client(reg.url)
     device_uuid = _register(client, name="cam")["payload"]["uuid"]
     check = {"event": "CHECK_ALIVE", "payload": {"uuid": device_uuid}}
-    end = time.monotonic() + 0.9  # three times the registry's 0.3 s default
-    while time.monotonic() < end:
+    for _ in range(5):  # 1 s in all, three times the registry's 0.3 s default
+        reg_clock.advance(0.2)
+        # the registry prunes before answering: success means still listed
         assert client.request(check) == {
             "event": "ACK",
             "payload": {"req_event": "CHECK_ALIVE", "success": True},
         }
-        time.sleep(0.05)
-    assert "cam" in reg.get_devices()
+    assert "cam" in _listed_after_sentinel(client, reg)
     longer = {
         "event": "CHECK_ALIVE",
         "payload": {"uuid": device_uuid, "alive_timeout": 2},
     }
     assert client.request(longer)["payload"]["success"] is True
-    time.sleep(0.6)
-    assert "cam" in reg.get_devices()
+    reg_clock.advance(1.99)  # far past the 0.3 s default, not past 2 s
+    assert "cam" in _listed_after_sentinel(client, reg)
     shorter = {
         "event": "CHECK_ALIVE",
         "payload": {"uuid": device_uuid, "alive_timeout": 0.1},
     }
     assert client.request(shorter)["payload"]["success"] is True
-    assert wait_until(lambda: reg.get_devices() == {}, timeout=2)
+    reg_clock.advance(0.09)
+    assert "cam" in _listed_after_sentinel(client, reg)
+    reg_clock.advance(0.02)  # past the 0.1 s deadline
+    assert wait_until(lambda: reg.get_devices() == {})
     assert client.request(check)["payload"] == {
         "req_event": "CHECK_ALIVE",
         "success": False,
@@ -1170,8 +1191,11 @@ def test_older_devices_and_list_devices_see_one_directory(ctx, reg, legacy_clien
 
 
 @pytest.fixture
-def legacy_registry(ctx: zmq.Context) -> Iterator[LegacyRegistry]:
-    peer = LegacyRegistry(ctx)
+def legacy_registry(
+    ctx: zmq.Context, reg_clock: ManualClock
+) -> Iterator[LegacyRegistry]:
+    """An older registry on ``reg_clock`` (20 s default deadline)."""
+    peer = LegacyRegistry(ctx, clock=reg_clock)
     peer.start()
     yield peer
     peer.close()
@@ -1255,19 +1279,32 @@ def test_server_registers_again_when_an_older_registry_forgets_it(
 
 
 def test_first_check_in_beats_an_older_registrys_default_deadline(
-    ctx, serve, monkeypatch
+    ctx, serve, monkeypatch, legacy_client
 ):
     """An older registry may ignore alive_timeout in REGISTER and keep its
-    default deadline (20 s; 0.6 s here) until the first check-in, while a
-    server's own period can be longer (60 / 3 s by default)."""
-    monkeypatch.setattr(registry, "DEFAULT_ALIVE_TIMEOUT", 0.6)
-    peer = LegacyRegistry(ctx, default_alive_timeout=0.6)
+    default deadline (20 s; 300 s here) until the first check-in, while a
+    server's own period can be longer (60 / 3 s by default; 1000 s here).
+
+    The registry and the server's link share a clock moved by hand. The
+    times are far beyond the wait's real ceiling: only that clock, passed
+    to register_to_registry, can make the check-in due; and the server has
+    all the real time it needs to check in before the registry's 300 s pass.
+    """
+    monkeypatch.setattr(registry, "DEFAULT_ALIVE_TIMEOUT", 300.0)
+    clock = ManualClock()
+    peer = LegacyRegistry(ctx, default_alive_timeout=300.0, clock=clock)
     peer.start()
     try:
-        server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=60)
-        server.register_to_registry("camera", "cam", peer.url)
+        server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=3000)
+        server.register_to_registry("camera", "cam", peer.url, clock=clock)
         serve(server)
-        time.sleep(1.5)
+        # Due after 300 / 3 s; the server's own period (1000 s) is far from due.
+        clock.advance(150.0)
+        assert wait_until(lambda: "CHECK_ALIVE" in peer.events()), "no check-in"
+        clock.advance(200.0)  # past the default deadline, not the 3000 s one
+        # the older registry prunes before answering: a sentinel request
+        unknown = {"event": "CHECK_ALIVE", "payload": {"uuid": "no-such-device"}}
+        assert legacy_client(peer.url).request(unknown)["payload"]["success"] is False
         assert peer.devices() == {"cam": ("camera", server.url)}
         server.stop_server()
     finally:

@@ -15,6 +15,7 @@ import pytest
 import zmq
 from conftest import finishes_within, wait_until
 from devices import CameraServer, ExtendedCameraProxy
+from manual_clock import ManualClock
 
 from framerpc import protocol, transport
 from framerpc.client import NoResult, RPCClient
@@ -391,7 +392,9 @@ def test_serve_forever_after_stop_returns_at_once(ctx):
 def _registry(ctx, name):
     from framerpc.registry import DeviceRegistry
 
-    registry = DeviceRegistry(ctx, f"inproc://{name}")
+    # on a clock that never moves: no device is pruned because a check-in
+    # came late on a loaded machine
+    registry = DeviceRegistry(ctx, f"inproc://{name}", clock=ManualClock())
     registry.start()
     return registry
 
@@ -399,10 +402,8 @@ def _registry(ctx, name):
 def test_registered_server_checks_in_and_unregisters_on_stop(ctx, serve):
     from framerpc.registry import DeviceRegistry
 
-    class Clock:  # the registry's time, moved by hand: no deadline is real
-        now = 1000.0
-
-    registry = DeviceRegistry(ctx, "inproc://server-checks-in", clock=lambda: Clock.now)
+    clock = ManualClock()  # the registry's time, moved by hand: no deadline is real
+    registry = DeviceRegistry(ctx, "inproc://server-checks-in", clock=clock)
     registry.start()
     try:
         server = CameraServer(ctx, "tcp://127.0.0.1", alive_timeout=0.3)
@@ -410,12 +411,12 @@ def test_registered_server_checks_in_and_unregisters_on_stop(ctx, serve):
         assert server.registry_addr == registry.url and server.uuid
         serve(server)
         for _ in range(5):  # 1 s of registry time: only check-ins keep it
-            Clock.now += 0.2
+            clock.advance(0.2)
 
             def checked_in() -> bool:
                 entry = registry.get_entry("cam")
                 assert entry is not None, "pruned: a check-in was missed"
-                return entry.deadline >= Clock.now + 0.3
+                return entry.deadline >= clock.now + 0.3
 
             assert wait_until(checked_in, 30)
         assert registry.get_devices() == {"cam": ("camera", server.url)}

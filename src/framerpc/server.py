@@ -310,7 +310,13 @@ class RPCServer:
 
     # -- registry ---------------------------------------------------------
     def register_to_registry(
-        self, type_: str, name: str, registry_url: str, overwrite: bool = True
+        self,
+        type_: str,
+        name: str,
+        registry_url: str,
+        overwrite: bool = True,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> str:
         """Register this server with a ``DeviceRegistry``.
 
@@ -327,6 +333,9 @@ class RPCServer:
             The registry's URL, e.g. ``tcp://host:5555``.
         overwrite : bool
             Take the name from a device already holding it.
+        clock : callable
+            Monotonic time in seconds that schedules the check-ins (default
+            ``time.monotonic``); tests pass a clock they move by hand.
 
         Returns
         -------
@@ -349,6 +358,7 @@ class RPCServer:
             self.alive_timeout,
             overwrite=overwrite,
             security=self._options.security,
+            clock=clock,
         )
         try:
             self.name, self.uuid = link.register()
