@@ -158,6 +158,8 @@ class RegistryLink:
                 RegistryEvents.CHECK_ALIVE,
                 {"uuid": self.uuid, "alive_timeout": self.alive_timeout},
             )
+        except zmq.ContextTerminated:
+            raise  # term() or destroy(): the serve loop stops quietly
         except zmq.ZMQError as exc:
             # The serve loop must go on; a fresh socket may do better.
             _log.warning("registry link error: %s", exc)
