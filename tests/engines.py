@@ -30,3 +30,22 @@ once_per_suite = pytest.mark.skipif(
     _framing.IMPLEMENTATION == "pure" and _compiled_built(),
     reason="engine-independent: the compiled run of the suite covers it",
 )
+
+
+def _compiled_io():  # the compiled message I/O, or None when not built
+    try:
+        return importlib.import_module("framerpc._zmqio")
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+
+
+#: Both message I/O twins as test parameters (the compiled one skipped,
+#: with the reason, where it is not built).
+IO_ENGINES = [
+    pytest.param(importlib.import_module("framerpc._zmqio_py"), id="pure"),
+    pytest.param(
+        _compiled_io(),
+        id="compiled",
+        marks=pytest.mark.skipif(_compiled_io() is None, reason="not built"),
+    ),
+]

@@ -9,7 +9,6 @@ run (FRAMERPC_PURE is inherited). Time bounds here only catch hangs.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import subprocess
 import sys
@@ -22,24 +21,14 @@ import pytest
 import zmq
 from conftest import wait_until
 from dead_peer_device import ProbeProxy, heartbeat_options
+from engines import IO_ENGINES
 
-from framerpc import PeerLostError, _zmqio_py, protocol
+from framerpc import PeerLostError, protocol
 from framerpc._peerwatch import PeerWatch
 from framerpc.transport import DEFAULT_OPTIONS, SocketOptions, make_socket
 
-try:
-    _compiled = importlib.import_module("framerpc._zmqio")
-except ImportError:  # pragma: no cover - depends on the build
-    _compiled = None
-
-ENGINES = [
-    pytest.param(_zmqio_py, id="pure"),
-    pytest.param(
-        _compiled,
-        id="compiled",
-        marks=pytest.mark.skipif(_compiled is None, reason="not built"),
-    ),
-]
+ENGINES = IO_ENGINES
+_compiled = IO_ENGINES[1].values[0]
 
 DEVICE = Path(__file__).with_name("dead_peer_device.py")
 #: Fast heartbeats of most tests: a frozen peer is noticed within ~1.2 s.

@@ -18,6 +18,7 @@ import msgpack
 import pytest
 import zmq
 from conftest import finishes_within, wait_until
+from manual_clock import ManualClock
 
 from framerpc import framing, protocol, security, transport
 from framerpc.protocol import RegistryEvents, RegistryMessage
@@ -38,20 +39,6 @@ WAIT = 30.0
 
 def inproc_url() -> str:
     return f"inproc://registry-{uuid.uuid4().hex}"
-
-
-class ManualClock:
-    """A monotonic clock that moves only when told (thread-safe enough:
-    one float attribute, read and replaced atomically)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def sentinel_list(ctx: zmq.Context, reg: DeviceRegistry) -> dict:

@@ -9,7 +9,6 @@ builds it.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import threading
@@ -20,25 +19,15 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from engines import IO_ENGINES
 
 from framerpc import _zmqio_py, protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import Reply, Request, RPCEvents
 from framerpc.server import _check_buffer_result  # the check servers pass in
 
-try:
-    _compiled = importlib.import_module("framerpc._zmqio")
-except ImportError:  # pragma: no cover - depends on the build
-    _compiled = None
-
-ENGINES = [
-    pytest.param(_zmqio_py, id="pure"),
-    pytest.param(
-        _compiled,
-        id="compiled",
-        marks=pytest.mark.skipif(_compiled is None, reason="not built"),
-    ),
-]
+ENGINES = IO_ENGINES
+_compiled = IO_ENGINES[1].values[0]
 WAIT_MS = 2000
 _ids = itertools.count(1)
 
