@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,3 +20,23 @@ def python_blocks() -> list[tuple[int, str]]:
         (text.count("\n", 0, match.start()) + 2, match.group(1))
         for match in _BLOCK.finditer(text)
     ]
+
+
+def run_mypy_strict(*paths: str, cwd: Path | str) -> subprocess.CompletedProcess:
+    """``mypy --strict`` over ``paths`` (no cache), as a child process."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            "/dev/null",
+            *paths,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )

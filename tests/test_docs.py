@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from readme_blocks import run_mypy_strict
 
 import framerpc
 
@@ -129,22 +130,7 @@ def test_complete_examples_in_the_docs_type_check(tmp_path):
         folder.mkdir()
         (folder / f"docs_block{n}.py").write_text(param.values[0])
         paths.append(str(folder / f"docs_block{n}.py"))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            "/dev/null",
-            *paths,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    done = run_mypy_strict(*paths, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 

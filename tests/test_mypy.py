@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from engines import once_per_suite
-from readme_blocks import README, ROOT, python_blocks
+from readme_blocks import README, ROOT, python_blocks, run_mypy_strict
 
 pytest.importorskip("mypy")
 pytestmark = [
     once_per_suite,
     pytest.mark.skipif(not README.exists(), reason="not a source checkout"),
 ]
-
-
-def _mypy(*paths: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            "/dev/null",
-            *paths,
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
 
 
 @pytest.mark.timeout(300)
@@ -47,7 +25,7 @@ def test_examples_and_readme_blocks_type_check(tmp_path):
         folder.mkdir()
         (folder / f"readme_line{line}.py").write_text(source)
         paths.append(str(folder / f"readme_line{line}.py"))
-    result = _mypy(*paths, cwd=tmp_path)
+    result = run_mypy_strict(*paths, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Success: no issues found" in result.stdout
 
@@ -70,7 +48,7 @@ def test_mypy_catches_a_wrong_type_through_a_typed_proxy(tmp_path):
         "    with LampProxy(ctx, 'tcp://127.0.0.1:1') as proxy:\n"
         "        proxy.switch_on('high')\n"
     )
-    result = _mypy("wrong.py", cwd=tmp_path)
+    result = run_mypy_strict("wrong.py", cwd=tmp_path)
     assert result.returncode == 1, result.stdout
     assert 'Incompatible types in assignment (expression has type "bool"' in (
         result.stdout
