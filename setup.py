@@ -37,6 +37,8 @@ if not _pure:
             Extension(
                 "framerpc._framing",
                 ["ext/_framing.pyx"],
+                # included by _framing.pyx: an edit to either rebuilds it
+                depends=["ext/_packer.pxi", "ext/_unpacker.pxi"],
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
