@@ -1,6 +1,7 @@
 """Build script: metadata lives in pyproject.toml; this file adds the
-compiled framing layer ``framerpc._framing`` and the compiled message I/O
-``framerpc._zmqio`` from ext/.
+compiled framing layer ``framerpc._framing``, the compiled message I/O
+``framerpc._zmqio`` and the compiled call path ``framerpc.rpc._callpath``
+from ext/.
 
 ``FRAMERPC_PURE=1`` (or true/yes/on) at build time skips it (a pure install needs no
 compiler); a failed compilation is fatal, so a broken build never ships
@@ -43,7 +44,11 @@ if not _pure:
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
             Extension("framerpc._zmqio", ["ext/_zmqio.pyx"], libraries=["dl"]),
+            # the call path: calls _zmqio's frame functions from C
+            Extension("framerpc.rpc._callpath", ["ext/_callpath.pyx"]),
         ],
+        # where cimport finds framerpc/_zmqio.pxd (_zmqio's declarations)
+        include_path=["src"],
         compiler_directives={"language_level": 3},
     )
 

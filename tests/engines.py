@@ -10,6 +10,7 @@ built at all, the pure run is the only run and keeps it.
 from __future__ import annotations
 
 import importlib
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,6 +21,7 @@ def _compiled_built() -> bool:
     try:
         importlib.import_module("framerpc._framing")
         importlib.import_module("framerpc._zmqio")
+        importlib.import_module("framerpc.rpc._callpath")
     except ImportError:
         return False
     return True
@@ -47,5 +49,41 @@ IO_ENGINES = [
         _compiled_io(),
         id="compiled",
         marks=pytest.mark.skipif(_compiled_io() is None, reason="not built"),
+    ),
+]
+
+
+def _callpath_engine(callpath_name: str, io_name: str) -> SimpleNamespace | None:
+    """A call path twin with the message I/O twin it runs on (None when
+    not built): ``Channel``, ``Responder``, ``send_frames``, ``recv_frames``,
+    ``release_returned_buffers``, and the two modules as ``callpath``, ``io``."""
+    try:
+        callpath = importlib.import_module(callpath_name)
+        io = importlib.import_module(io_name)
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+    return SimpleNamespace(
+        Channel=callpath.Channel,
+        Responder=callpath.Responder,
+        send_frames=io.send_frames,
+        recv_frames=io.recv_frames,
+        release_returned_buffers=io.release_returned_buffers,
+        callpath=callpath,
+        io=io,
+    )
+
+
+_compiled_callpath = _callpath_engine("framerpc.rpc._callpath", "framerpc._zmqio")
+
+#: Both call path twins (framerpc.rpc), each with its message I/O, as test
+#: parameters (the compiled one skipped, with the reason, where not built).
+CALLPATH_ENGINES = [
+    pytest.param(
+        _callpath_engine("framerpc.rpc._callpath_py", "framerpc._zmqio_py"), id="pure"
+    ),
+    pytest.param(
+        _compiled_callpath,
+        id="compiled",
+        marks=pytest.mark.skipif(_compiled_callpath is None, reason="not built"),
     ),
 ]

@@ -21,14 +21,13 @@ import pytest
 import zmq
 from conftest import wait_until
 from dead_peer_device import ProbeProxy, heartbeat_options
-from engines import IO_ENGINES
+from engines import CALLPATH_ENGINES
 
 from framerpc import PeerLostError, protocol
 from framerpc._peerwatch import PeerWatch
 from framerpc.transport import DEFAULT_OPTIONS, SocketOptions, make_socket
 
-ENGINES = IO_ENGINES
-_compiled = IO_ENGINES[1].values[0]
+ENGINES = CALLPATH_ENGINES
 
 DEVICE = Path(__file__).with_name("dead_peer_device.py")
 #: Fast heartbeats of most tests: a frozen peer is noticed within ~1.2 s.

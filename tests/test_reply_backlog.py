@@ -12,6 +12,7 @@ import pytest
 import zmq
 from conftest import wait_until
 from devices import CameraServer
+from engines import CALLPATH_ENGINES
 
 from framerpc import protocol
 from framerpc.transport import SocketOptions
@@ -142,26 +143,12 @@ def test_a_reply_to_an_unknown_client_is_counted(ctx):
         server.stop_server()
 
 
-def _engines() -> list:
-    import importlib
-
-    from framerpc import _zmqio_py
-
-    engines = [pytest.param(_zmqio_py, id="pure")]
-    try:
-        compiled = importlib.import_module("framerpc._zmqio")
-        engines.append(pytest.param(compiled, id="compiled"))
-    except ImportError:  # pragma: no cover - depends on the build
-        pass
-    return engines
-
-
 class _Echo:
     def echo(self, value):
         return value
 
 
-@pytest.mark.parametrize("engine", _engines())
+@pytest.mark.parametrize("engine", CALLPATH_ENGINES)
 def test_responder_hands_a_refused_reply_back_without_blocking(ctx, engine):
     """On a ROUTER_MANDATORY socket a full peer queue makes the Responder's
     send raise EAGAIN: it must not block, and ``send_failed`` gets the

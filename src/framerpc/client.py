@@ -35,6 +35,7 @@ from ._restart import RestartWatcher
 from .errors import PeerLostError, ProtocolError, RemoteError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents
+from .rpc import callpath
 from .signal import RPCSignal, UntypedSignal
 from .signal_receiver import RPCSignalReceiver
 
@@ -202,7 +203,7 @@ class RPCClient:
         except BaseException:  # a terminated context, a bad option
             self._destroy_hook.release()
             raise
-        self._channel = transport.Channel(self.socket, url)
+        self._channel = callpath.Channel(self.socket, url)
         self._watch: PeerWatch | None = None
         try:
             self._watch_socket()

@@ -43,6 +43,17 @@ from .errors import ProtocolError
 __all__ = [
     "PROTOCOL_VERSION",
     "SYNC_SIGNAL",
+    "KEY_VERSION",
+    "KEY_EVENT",
+    "KEY_ID",
+    "KEY_METHOD",
+    "KEY_ARGS",
+    "KEY_KWARGS",
+    "KEY_VALUE",
+    "KEY_OK",
+    "KEY_ERROR",
+    "KEY_TRACEBACK",
+    "KEY_INFO",
     "RPCEvents",
     "RegistryEvents",
     "Request",
@@ -69,6 +80,20 @@ __all__ = [
 PROTOCOL_VERSION = 1
 #: Signal name of the subscription handshake (no attribute can be named "").
 SYNC_SIGNAL = ""
+
+# -- header keys (the table above), shared with the call path ------------
+# framerpc.rpc builds and checks call and reply headers with these names.
+KEY_VERSION = "v"
+KEY_EVENT = "e"
+KEY_ID = "i"
+KEY_METHOD = "m"
+KEY_ARGS = "a"
+KEY_KWARGS = "k"
+KEY_VALUE = "x"
+KEY_OK = "ok"
+KEY_ERROR = "er"
+KEY_TRACEBACK = "tb"
+KEY_INFO = "in"
 
 
 class RPCEvents(StrEnum):
@@ -333,12 +358,12 @@ def encode_call(request_id: int, method: str, args: list, kwargs: dict) -> list:
     """Frames of a METHOD_CALL request; same bytes as ``encode_request``."""
     return framing.encode(
         {
-            "v": PROTOCOL_VERSION,
-            "e": "METHOD_CALL",
-            "i": request_id,
-            "m": method,
-            "a": args,
-            "k": kwargs,
+            KEY_VERSION: PROTOCOL_VERSION,
+            KEY_EVENT: "METHOD_CALL",
+            KEY_ID: request_id,
+            KEY_METHOD: method,
+            KEY_ARGS: args,
+            KEY_KWARGS: kwargs,
         }
     )
 
@@ -422,10 +447,21 @@ def encode_result(
         value = framing.OutOfBand(value)
     if info is None:
         return framing.encode(
-            {"v": PROTOCOL_VERSION, "i": request_id, "ok": True, "x": value}
+            {
+                KEY_VERSION: PROTOCOL_VERSION,
+                KEY_ID: request_id,
+                KEY_OK: True,
+                KEY_VALUE: value,
+            }
         )
     return framing.encode(
-        {"v": PROTOCOL_VERSION, "i": request_id, "ok": True, "x": value, "in": info}
+        {
+            KEY_VERSION: PROTOCOL_VERSION,
+            KEY_ID: request_id,
+            KEY_OK: True,
+            KEY_VALUE: value,
+            KEY_INFO: info,
+        }
     )
 
 

@@ -40,6 +40,7 @@ from ._ratelog import RateLimitedLog
 from .errors import ProtocolError, SerializationError
 from .property import RPCProperty
 from .protocol import Reply, Request, RPCEvents, SignalEmission
+from .rpc import callpath
 from .signal import RPCSignal
 
 __all__ = ["RPCServer"]
@@ -210,7 +211,7 @@ class RPCServer:
         self._refusals = RateLimitedLog(_log)
         # answers plain method calls; _handle_body takes everything else
         # with the same envelope, _handle the other envelopes
-        self._responder = transport.Responder(
+        self._responder = callpath.Responder(
             self._socket,
             self,
             self._json_methods,

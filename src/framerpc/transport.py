@@ -1,7 +1,7 @@
 """ZeroMQ sockets for framerpc: creation, tuned options, URLs, endpoints,
 and the message I/O engine: compiled ``framerpc._zmqio`` or its pure twin
-``framerpc._zmqio_py`` (``send_frames``, ``recv_frames``, the client's
-``Channel`` and the server's ``Responder``).
+``framerpc._zmqio_py`` (``send_frames``, ``recv_frames``: frames only;
+the call path built on them is ``framerpc.rpc``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ __all__ = [
     "send_frames",
     "recv_frames",
     "release_returned_buffers",
-    "Channel",
-    "Responder",
     "BUFFER_TYPES",
     "IO_IMPLEMENTATION",
 ]
@@ -518,8 +516,6 @@ IO_IMPLEMENTATION = "pure"
 if framing.IMPLEMENTATION == "compiled":
     try:
         from ._zmqio import (  # type: ignore[import-not-found]
-            Channel,
-            Responder,
             recv_frames,
             release_returned_buffers,
             send_frames,
@@ -530,8 +526,6 @@ if framing.IMPLEMENTATION == "compiled":
         _log.debug("compiled message I/O unavailable, using pure Python: %s", exc)
 if IO_IMPLEMENTATION == "pure":
     from ._zmqio_py import (  # type: ignore[assignment]
-        Channel,
-        Responder,
         recv_frames,
         release_returned_buffers,
         send_frames,
