@@ -356,3 +356,75 @@ def test_channel_call_sends_encode_call_and_returns_failures(engine, pair):
     thread.join()
     assert seen == [protocol.encode_call(51, "echo", [1, "x"], {"k": 2.5})]
     assert reply == failure
+
+
+# -- the Responder and protocol.request_from_header agree ------------------
+# The call path holds the only inline checks of a METHOD_CALL; the general
+# path reads every request with protocol.request_from_header. Whatever the
+# Responder does not answer goes there, so the two must draw the same line.
+_VALID_CALL = {"v": 1, "e": "METHOD_CALL", "i": 5, "m": "echo", "a": [1], "k": {}}
+_CANDIDATES = [
+    None,
+    True,
+    1,
+    2,
+    -1,
+    1.0,
+    "",
+    "METHOD_CALL",
+    "PROPERTY_GET",
+    "echo",
+    "nope",
+    b"echo",
+    [],
+    [1],
+    {},
+    {"value": 1},
+]
+
+
+def _call_variants():
+    """The valid call, then each field left out or replaced by each candidate."""
+    yield dict(_VALID_CALL)
+    for key in _VALID_CALL:
+        yield {k: v for k, v in _VALID_CALL.items() if k != key}
+        for value in _CANDIDATES:
+            yield {**_VALID_CALL, key: value}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_responder_answers_exactly_the_calls_protocol_reads(engine, pair):
+    router, dealer = pair
+    methods = {"echo": None}
+    declined: list = []
+    responder = engine.Responder(
+        router,
+        Target(),
+        methods,
+        {},
+        _check_buffer_result,
+        _failed,
+        lambda *failure: pytest.fail(f"send failed: {failure}"),
+        fallback=lambda envelope, body, decoded: declined.append(decoded),
+    )
+    answered_count = 0
+    for header in _call_variants():
+        dealer.send_multipart([b"", msgpack.packb(header)])
+        before = len(declined)
+        assert responder.handle(engine.recv_frames(router)) is True
+        answered = len(declined) == before
+        try:
+            request = protocol.request_from_header(dict(header))
+            expected = (
+                request.event is RPCEvents.METHOD_CALL and request.method in methods
+            )
+        except ProtocolError:
+            expected = False
+        assert answered is expected, header
+        if answered:
+            answered_count += 1
+            reply = protocol.decode_reply(dealer.recv_multipart()[1:])
+            assert reply.request_id == header["i"]
+        else:  # decoded once: the general path gets the header itself
+            assert declined[-1] == header
+    assert 0 < answered_count < len(list(_call_variants()))
