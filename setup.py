@@ -33,6 +33,14 @@ if not _pure:
     import numpy
     from Cython.Build import cythonize
 
+    # cythonize sees a module's own .pxd only beside its .pyx; _zmqio's is
+    # in src/ (where cimport finds it as framerpc._zmqio): a newer one must
+    # regenerate _zmqio.c too, not only _callpath.c.
+    _root = pathlib.Path(__file__).parent
+    _pxd, _zmqio_c = _root / "src/framerpc/_zmqio.pxd", _root / "ext/_zmqio.c"
+    if _zmqio_c.exists() and _zmqio_c.stat().st_mtime < _pxd.stat().st_mtime:
+        _zmqio_c.unlink()
+
     ext_modules = cythonize(
         [
             Extension(
@@ -43,9 +51,18 @@ if not _pure:
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
-            Extension("framerpc._zmqio", ["ext/_zmqio.pyx"], libraries=["dl"]),
+            Extension(
+                "framerpc._zmqio",
+                ["ext/_zmqio.pyx"],
+                libraries=["dl"],
+                depends=["ext/_libzmq.pxi", "src/framerpc/_zmqio.pxd"],
+            ),
             # the call path: calls _zmqio's frame functions from C
-            Extension("framerpc.rpc._callpath", ["ext/_callpath.pyx"]),
+            Extension(
+                "framerpc.rpc._callpath",
+                ["ext/_callpath.pyx"],
+                depends=["src/framerpc/_zmqio.pxd"],
+            ),
         ],
         # where cimport finds framerpc/_zmqio.pxd (_zmqio's declarations)
         include_path=["src"],
