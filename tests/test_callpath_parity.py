@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import subprocess
+import sys
 import threading
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
-from engines import CALLPATH_ENGINES
+from engines import CALLPATH_ENGINES, once_per_suite
 
 from framerpc import protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import Reply, Request, RPCEvents
+from framerpc.rpc import callpath
 from framerpc.server import _check_buffer_result  # the check servers pass in
 
 ENGINES = CALLPATH_ENGINES
@@ -428,3 +432,48 @@ def test_responder_answers_exactly_the_calls_protocol_reads(engine, pair):
         else:  # decoded once: the general path gets the header itself
             assert declined[-1] == header
     assert 0 < answered_count < len(list(_call_variants()))
+
+
+# -- the engine switch ---------------------------------------------------------
+def _live_call_path(pure: bool) -> str:
+    """What a fresh interpreter's switch picks: "call path, I/O, module"."""
+    env = {k: v for k, v in os.environ.items() if k != "FRAMERPC_PURE"}
+    if pure:
+        env["FRAMERPC_PURE"] = "1"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from framerpc import transport; from framerpc.rpc import callpath; "
+            "print(callpath.IMPLEMENTATION, transport.IO_IMPLEMENTATION, "
+            "callpath.Channel.__module__, callpath.Responder.__module__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@once_per_suite
+def test_the_call_path_follows_the_message_io_engine():
+    pure_module = "framerpc.rpc._callpath_py"
+    assert _live_call_path(True) == f"pure pure {pure_module} {pure_module}"
+    compiled_module = "framerpc.rpc._callpath"
+    expected = (
+        f"compiled compiled {compiled_module} {compiled_module}"
+        if _compiled is not None
+        else f"pure pure {pure_module} {pure_module}"
+    )
+    assert _live_call_path(False) == expected
+
+
+def test_select_engine_lists_the_public_names():
+    names = callpath.select_engine("pure")
+    assert set(names) == set(callpath.PUBLIC_API)
+    assert names["Channel"] is _pure.callpath.Channel
+    assert names["WAIT_SLICE_MS"] == callpath.WAIT_SLICE_MS
+    with pytest.raises(KeyError):
+        callpath.select_engine("fast")
