@@ -51,7 +51,9 @@ STREAM_WORKLOAD = "24.9MB"
 LABELS = {
     "raw": "raw pyzmq",
     "framerpc": "framerpc",
+    "framerpc-mv": "framerpc mview",
     "framerpc-pure": "framerpc PURE",
+    "framerpc-pure-mv": "frpc PURE mview",
     "imagezmq": "imageZMQ",
 }
 
@@ -118,6 +120,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated subset of raw,framerpc,framerpc-pure,imagezmq",
     )
     parser.add_argument(
+        "--workloads",
+        default=",".join(w.name for w in _peers.WORKLOADS),
+        help="comma-separated subset of the workloads (run in the usual order)",
+    )
+    parser.add_argument(
         "--pairs", type=int, default=3, help="server/client process pairs per system"
     )
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
@@ -141,6 +148,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.transports = _split(args.transports, ("tcp", "ipc"), parser)
     chosen = _split(args.systems, _peers.SYSTEMS, parser)
     args.systems = [name for name in _peers.SYSTEMS if name in chosen]
+    names = [w.name for w in _peers.WORKLOADS]
+    chosen = _split(args.workloads, names, parser)
+    args.workloads = [name for name in names if name in chosen]
     return args
 
 
@@ -152,7 +162,9 @@ def _split(text: str, allowed: Sequence[str], parser: argparse.ArgumentParser) -
     return names
 
 
-def _plan(system: str, quick: bool) -> tuple[tuple[str, int, int], ...]:
+def _plan(
+    system: str, quick: bool, workloads: Sequence[str] | None = None
+) -> tuple[tuple[str, int, int], ...]:
     """(workload, timed calls, warm-up calls) for each workload in order.
 
     A workload ``system`` has no version of to report still runs, all of
@@ -165,6 +177,8 @@ def _plan(system: str, quick: bool) -> tuple[tuple[str, int, int], ...]:
     """
     plan = []
     for workload in _peers.WORKLOADS:
+        if workloads is not None and workload.name not in workloads:
+            continue
         n = workload.quick if quick else workload.samples
         warmup = max(3, n // 10)
         if _peers.supports(system, workload):
@@ -192,7 +206,7 @@ def _run_pair(
         client.go(server.url)
         impls = results.implementations.setdefault(system, set())
         impls.update((server.implementation, client.implementation))
-        if system == "framerpc-pure" and impls != {"pure"}:
+        if system.startswith("framerpc-pure") and impls != {"pure"}:
             raise RuntimeError(f"FRAMERPC_PURE=1 did not force pure framing: {impls}")
         for message in client.messages(CLIENT_TIMEOUT_S):
             kind, name = message[0], message[1]
@@ -448,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     jobs = {}
     for system in systems:
-        plan = _plan(system, args.quick)
+        plan = _plan(system, args.quick, args.workloads)
         streamed = (
             STREAM_WORKLOAD
             if args.stream_seconds > 0
