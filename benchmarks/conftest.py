@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from framerpc.bench import _peers
+from framerpc.tools.bench import processes, systems, timing, workloads
 
 RESULTS = pytest.StashKey[dict]()
 IMPLEMENTATIONS = pytest.StashKey[dict]()
@@ -61,7 +61,7 @@ class PeerPool:
     servers: dict = field(default_factory=dict)
     clients: dict = field(default_factory=dict)
 
-    def get(self, system: str, transport: str) -> list[_peers.BenchClient]:
+    def get(self, system: str, transport: str) -> list[timing.BenchClient]:
         """Clients of ``system`` on ``transport``, one per server process.
 
         The servers are started on first use.
@@ -71,9 +71,9 @@ class PeerPool:
             servers = self.servers.setdefault(key, [])
             for _ in range(self.pairs):
                 servers.append(
-                    _peers.start_server(system, transport, self.workdir, self.cpus)
+                    processes.start_server(system, transport, self.workdir, self.cpus)
                 )
-            self.clients[key] = [_peers.make_client(system, s.url) for s in servers]
+            self.clients[key] = [systems.make_client(system, s.url) for s in servers]
             self.implementations[f"{system} server"] = servers[0].implementation
             if system == "framerpc":
                 from framerpc import framing
@@ -90,7 +90,7 @@ class PeerPool:
             f"{system} {transport}"
             for (system, transport), servers in self.servers.items()
             for server in servers
-            if not _peers.stop_server(server)
+            if not processes.stop_server(server)
         ]
         shutil.rmtree(self.workdir, ignore_errors=True)
         return unclean
@@ -149,14 +149,14 @@ def pytest_terminal_summary(
     write(header)
     write("-" * len(header))
     transports = sorted({key[1] for key in results}, key=["tcp", "ipc"].index)
-    for workload in _peers.WORKLOADS:
+    for workload in workloads.WORKLOADS:
         for transport in transports:
             raw = results.get((workload.name, transport, "raw"))
             ours = results.get((workload.name, transport, "framerpc"))
             if raw is None or ours is None:
                 continue
             ratio = ours / raw
-            target = _peers.TARGETS.get(workload.name)
+            target = workloads.TARGETS.get(workload.name)
             verdict = ""
             if target is not None:
                 verdict = f"<= {target:.2f}x " + ("ok" if ratio <= target else "MISSED")
