@@ -72,9 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     client_prof = str(out / f"client-{args.system}-{args.workload}.prof")
     cpus = {min(os.sched_getaffinity(0))} if args.pin else None
     env = systems.system_env(args.system)
-    for key, value in env.items():  # this process is the client
-        if value is not None:
-            os.environ[key] = value
+    if any(os.environ.get(key) != value for key, value in env.items()):
+        # this process is the client, and framerpc chose its engine when it
+        # was imported: start again with the system's environment
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        own = sys.argv[1:] if argv is None else list(argv)
+        os.execv(sys.executable, [sys.executable, __file__, *own])
     if cpus:
         os.sched_setaffinity(0, cpus)
     with tempfile.TemporaryDirectory(prefix="framerpc-prof-") as workdir:
