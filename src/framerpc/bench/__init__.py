@@ -1,5 +1,5 @@
 """The benchmark runner's old import path: it lives in
-:mod:`framerpc.tools.bench` (``framerpc bench``; ``run.main``)."""
+``framerpc.tools.bench`` (``framerpc bench``; ``run.main``)."""
 
 from framerpc.tools.bench.run import main
 

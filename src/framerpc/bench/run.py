@@ -1,4 +1,4 @@
-"""``python -m framerpc.bench.run``: the runner of :mod:`framerpc.tools.bench`."""
+"""``python -m framerpc.bench.run``: the runner of ``framerpc.tools.bench``."""
 
 import sys
 
