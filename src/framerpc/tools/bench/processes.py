@@ -277,7 +277,7 @@ def start_server(
         The server failed or did not report within ``START_TIMEOUT_S``.
     """
     url = server_url(transport, workdir)
-    kwargs = {"system": system, "url": url, "profile": profile}
+    kwargs: dict[str, Any] = {"system": system, "url": url, "profile": profile}
     kwargs["profile_cpu"] = profile_cpu
     process, conn = _spawn(("serve", kwargs), system_env(system), cpus, library)
     try:

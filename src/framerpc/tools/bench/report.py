@@ -41,7 +41,7 @@ def _order(system: str) -> tuple[int, bool]:
 
 def latency_rows(results: Results) -> list[dict[str, Any]]:
     """One dict per (system, transport, workload), in table order."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (system, transport, name), samples in results.samples.items():
         data = np.asarray(samples, dtype=np.float64)
         raw = results.samples.get(("raw", transport, name))
