@@ -3,7 +3,8 @@
 Run as a script, not imported: it loads the benchmark package from this
 folder under the private name ``_framerpc_bench`` (whose modules import
 framerpc only when they use it), puts LIBRARY, the folder holding the
-framerpc package to measure, first on ``sys.path``, pins the process to
+framerpc package to measure, first on ``sys.path`` unless it is there
+already (the parent checks which framerpc ran), pins the process to
 CPUS (comma-separated, empty: no pinning), then runs the task the parent
 sends on the pipe FD.
 """
@@ -20,7 +21,8 @@ def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     # this folder is on sys.path as the script's: its modules are not top-level
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    sys.path.insert(0, library)
+    if library not in sys.path:  # (an installed one is, with the stdlib first)
+        sys.path.insert(0, library)
     if cpus:
         os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     spec = importlib.util.spec_from_file_location(

@@ -217,8 +217,9 @@ def _run_pair(
         pure = base_system(system).startswith("framerpc-pure")
         if pure and impls != {"pure"}:
             raise RuntimeError(f"FRAMERPC_PURE=1 did not force pure framing: {impls}")
-        if library is not None and libraries - {library}:
-            raise RuntimeError(f"ran framerpc from {libraries}, not from {library}")
+        expected = library or processes.own_library()
+        if libraries - {expected}:
+            raise RuntimeError(f"ran framerpc from {libraries}, not from {expected}")
         for message in client.messages(CLIENT_TIMEOUT_S):
             kind, name = message[0], message[1]
             if kind == "start":
