@@ -40,6 +40,7 @@ __all__ = [
     "ClientProcess",
     "ServerHandle",
     "child_main",
+    "cpu_ns",
     "own_library",
     "start_server",
     "stop_server",
@@ -56,6 +57,20 @@ def own_library() -> str:
     import framerpc
 
     return str(Path(framerpc.__file__).resolve().parent.parent)
+
+
+def cpu_ns(process: Any) -> int | None:
+    """CPU time (ns) process ``process`` has run so far, all its threads
+    (ZeroMQ's I/O threads included), from ``/proc/<pid>/task/*/schedstat``;
+    None where that is not readable."""
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{process.popen.pid}/task"):
+            with open(os.path.join(task.path, "schedstat")) as stat:
+                total += int(stat.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
 
 
 @dataclass(frozen=True)

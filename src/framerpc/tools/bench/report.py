@@ -30,6 +30,8 @@ class Results:
         self.samples: dict[tuple[str, str, str], list[int]] = {}
         self.pair_medians: dict[tuple[str, str, str], list[float]] = {}
         self.streams: dict[tuple[str, str], dict] = {}
+        #: (system, transport, workload): [server ns, client ns, calls]
+        self.cpu: dict[tuple[str, str, str], list[int]] = {}
         self.implementations: dict[str, set[str]] = {}
         self.libraries: dict[str, set[str]] = {}
         self.errors: list[str] = []
@@ -48,6 +50,9 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
         raw_median = float(np.median(raw)) if raw else None
         median = float(np.median(data))
         medians = results.pair_medians[(system, transport, name)]
+        server_ns, client_ns, calls = results.cpu.get(
+            (system, transport, name), (0, 0, 0)
+        )
         rows.append(
             {
                 "system": system,
@@ -72,6 +77,8 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
                 },
                 "pair_medians_ns": medians,
                 "ratio_to_raw": median / raw_median if raw_median else None,
+                "server_cpu_ns": server_ns / calls if calls else None,
+                "client_cpu_ns": client_ns / calls if calls else None,
             }
         )
     order = {w.name: i for i, w in enumerate(WORKLOADS)}
@@ -106,6 +113,18 @@ def _find(rows: list[dict], system: str, transport: str, name: str) -> dict | No
     return None
 
 
+def _cpu_per_call(row: dict) -> float | None:
+    """CPU ns per call of both processes, or None when not measured."""
+    if row["server_cpu_ns"] is None or row["client_cpu_ns"] is None:
+        return None
+    return float(row["server_cpu_ns"] + row["client_cpu_ns"])
+
+
+def _cpu_text(row: dict) -> str:
+    value = _cpu_per_call(row)
+    return "n/a" if value is None else _ns(value)
+
+
 def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
     print()
     print(
@@ -114,7 +133,8 @@ def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
     )
     header = (
         f"{'workload':<8} {'transp':<6} {'system':<19} {'framing':<8} {'n':>6} "
-        f"{'median':>10} {'p99':>10} {'vs raw':>7}  {'pair medians':<26} note"
+        f"{'median':>10} {'p99':>10} {'vs raw':>7} {'cpu/call':>9}  "
+        f"{'pair medians':<26} note"
     )
     print(header)
     print("-" * len(header))
@@ -138,7 +158,8 @@ def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
             f"{row['workload']:<8} {row['transport']:<6} "
             f"{label(row['system']):<19} {impl:<8} {row['n']:>6} "
             f"{_ns(row['median_ns']):>10} {_ns(row['p99_ns']):>10} "
-            f"{_ratio(ratio)}  {pairs_text + ' ' + unit:<26} {note}"
+            f"{_ratio(ratio)} {_cpu_text(row):>9}  {pairs_text + ' ' + unit:<26} "
+            f"{note}"
         )
 
 
@@ -160,6 +181,8 @@ def _print_pairs(rows: list[dict], title: str, twin: Any, check: bool) -> None:
             )
             if b
         ]
+        cpu, other_cpu = _cpu_per_call(row), _cpu_per_call(other)
+        cpu_text = f", cpu {cpu / other_cpu:.3f}x" if cpu and other_cpu else ""
         verdict = ""
         if check:
             verdict = "ok" if ratio <= BASELINE_TOLERANCE else "SLOWER"
@@ -167,8 +190,8 @@ def _print_pairs(rows: list[dict], title: str, twin: Any, check: bool) -> None:
         print(
             f"  {row['workload']:<8} {row['transport']:<4} "
             f"{label(row['system']):<19} {ratio:.3f}x "
-            f"(median of per-pair ratios {float(np.median(per_pair)):.3f}x)"
-            f"{verdict}"
+            f"(median of per-pair ratios {float(np.median(per_pair)):.3f}x"
+            f"{cpu_text}){verdict}"
         )
 
 

@@ -220,21 +220,37 @@ def _run_pair(
         expected = library or processes.own_library()
         if libraries - {expected}:
             raise RuntimeError(f"ran framerpc from {libraries}, not from {expected}")
+        calls = {name: n + warmup for name, n, warmup in job.plan}
+        started: tuple = (None, None)
         for message in client.messages(CLIENT_TIMEOUT_S):
             kind, name = message[0], message[1]
             if kind == "start":
                 progress.step(f"{label(system)} {transport} {name} {tag}")
+                started = _cpu(server, client)
             elif kind == "samples" and message[2]:  # none: an untimed phase
                 key = (system, transport, name)
                 results.samples.setdefault(key, []).extend(message[2])
                 median = float(np.median(message[2]))
                 results.pair_medians.setdefault(key, []).append(median)
+                used = [
+                    None if a is None or b is None else b - a
+                    for a, b in zip(started, _cpu(server, client), strict=True)
+                ]
+                if None not in used:  # the whole phase: warm-up calls too
+                    total = results.cpu.setdefault(key, [0, 0, 0])
+                    total[0] += used[0]
+                    total[1] += used[1]
+                    total[2] += calls[name]
             elif kind == "stream":
                 results.streams[(system, transport)] = message[2]
     finally:
         client.close()
         if server is not None and not processes.stop_server(server):
             progress.note(f"note: {system} {transport} server needed terminate()")
+
+
+def _cpu(server: processes.ServerHandle, client: processes.ClientProcess) -> tuple:
+    return processes.cpu_ns(server.process), processes.cpu_ns(client.process)
 
 
 def _systems(args: argparse.Namespace, notes: list[str]) -> list[str]:
