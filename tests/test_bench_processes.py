@@ -22,9 +22,13 @@ def test_a_server_process_runs_the_given_checkout(tmp_path, system):
     client = None
     try:
         assert server.library == library
+        before = processes.cpu_ns(server.process)
         client = systems.make_client(system, server.url)
         for name in ("echo", "64KiB", "5.76MB"):
             client.call(BY_NAME[name])  # raises unless the reply checks out
+        after = processes.cpu_ns(server.process)
+        if before is not None:  # Linux with schedstat: the server's CPU time
+            assert after is not None and after > before
     finally:
         if client is not None:
             client.close()
