@@ -7,7 +7,7 @@ stopped at the end of the session; clients run in the pytest process and
 each benchmark spreads its rounds over its servers in chunks (latencies on
 a small VM are bimodal per process pair, so one pair is a lottery). The medians of each
 benchmark are collected in a session dict and printed as a raw-vs-framerpc
-table at the end.
+table at the end (with the memoryview idiom's ratio, framerpc-mv).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def pytest_terminal_summary(
     write(f"{pairs} server process(es) per system and transport{pinned}")
     header = (
         f"{'workload':<8} {'transport':<9} {'raw':>11} {'framerpc':>11} "
-        f"{'ratio':>7}  target"
+        f"{'ratio':>7} {'mview':>7}  target"
     )
     write(header)
     write("-" * len(header))
@@ -156,11 +156,14 @@ def pytest_terminal_summary(
             if raw is None or ours is None:
                 continue
             ratio = ours / raw
+            # the memoryview idiom's ratio to raw (framerpc-mv)
+            view = results.get((workload.name, transport, "framerpc-mv"))
+            view_ratio = f"{view / raw:6.2f}x" if view is not None else "    n/a"
             target = workloads.TARGETS.get(workload.name)
             verdict = ""
             if target is not None:
                 verdict = f"<= {target:.2f}x " + ("ok" if ratio <= target else "MISSED")
             write(
                 f"{workload.name:<8} {transport:<9} {_fmt_time(raw)} "
-                f"{_fmt_time(ours)} {ratio:6.2f}x  {verdict}"
+                f"{_fmt_time(ours)} {ratio:6.2f}x {view_ratio}  {verdict}"
             )

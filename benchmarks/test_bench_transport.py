@@ -19,7 +19,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from framerpc.tools.bench.workloads import WORKLOADS, Workload
 
-SYSTEMS = ("raw", "framerpc")
+#: framerpc-mv: the documented buffer idiom, memoryview(frame) + shape/dtype
+SYSTEMS = ("raw", "framerpc", "framerpc-mv")
 
 
 def _cases(transports: list[str]) -> list[tuple[str, Workload, str]]:
