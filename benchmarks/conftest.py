@@ -7,7 +7,7 @@ stopped at the end of the session; clients run in the pytest process and
 each benchmark spreads its rounds over its servers in chunks (latencies on
 a small VM are bimodal per process pair, so one pair is a lottery). The medians of each
 benchmark are collected in a session dict and printed as a raw-vs-framerpc
-table at the end.
+table at the end (with the memoryview idiom's ratio, framerpc-mv).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from framerpc.bench import _peers
+from framerpc.tools.bench import processes, systems, timing, workloads
 
 RESULTS = pytest.StashKey[dict]()
 IMPLEMENTATIONS = pytest.StashKey[dict]()
@@ -61,7 +61,7 @@ class PeerPool:
     servers: dict = field(default_factory=dict)
     clients: dict = field(default_factory=dict)
 
-    def get(self, system: str, transport: str) -> list[_peers.BenchClient]:
+    def get(self, system: str, transport: str) -> list[timing.BenchClient]:
         """Clients of ``system`` on ``transport``, one per server process.
 
         The servers are started on first use.
@@ -71,9 +71,9 @@ class PeerPool:
             servers = self.servers.setdefault(key, [])
             for _ in range(self.pairs):
                 servers.append(
-                    _peers.start_server(system, transport, self.workdir, self.cpus)
+                    processes.start_server(system, transport, self.workdir, self.cpus)
                 )
-            self.clients[key] = [_peers.make_client(system, s.url) for s in servers]
+            self.clients[key] = [systems.make_client(system, s.url) for s in servers]
             self.implementations[f"{system} server"] = servers[0].implementation
             if system == "framerpc":
                 from framerpc import framing
@@ -90,7 +90,7 @@ class PeerPool:
             f"{system} {transport}"
             for (system, transport), servers in self.servers.items()
             for server in servers
-            if not _peers.stop_server(server)
+            if not processes.stop_server(server)
         ]
         shutil.rmtree(self.workdir, ignore_errors=True)
         return unclean
@@ -144,23 +144,26 @@ def pytest_terminal_summary(
     write(f"{pairs} server process(es) per system and transport{pinned}")
     header = (
         f"{'workload':<8} {'transport':<9} {'raw':>11} {'framerpc':>11} "
-        f"{'ratio':>7}  target"
+        f"{'ratio':>7} {'mview':>7}  target"
     )
     write(header)
     write("-" * len(header))
     transports = sorted({key[1] for key in results}, key=["tcp", "ipc"].index)
-    for workload in _peers.WORKLOADS:
+    for workload in workloads.WORKLOADS:
         for transport in transports:
             raw = results.get((workload.name, transport, "raw"))
             ours = results.get((workload.name, transport, "framerpc"))
             if raw is None or ours is None:
                 continue
             ratio = ours / raw
-            target = _peers.TARGETS.get(workload.name)
+            # the memoryview idiom's ratio to raw (framerpc-mv)
+            view = results.get((workload.name, transport, "framerpc-mv"))
+            view_ratio = f"{view / raw:6.2f}x" if view is not None else "    n/a"
+            target = workloads.TARGETS.get(workload.name)
             verdict = ""
             if target is not None:
                 verdict = f"<= {target:.2f}x " + ("ok" if ratio <= target else "MISSED")
             write(
                 f"{workload.name:<8} {transport:<9} {_fmt_time(raw)} "
-                f"{_fmt_time(ours)} {ratio:6.2f}x  {verdict}"
+                f"{_fmt_time(ours)} {ratio:6.2f}x {view_ratio}  {verdict}"
             )

@@ -28,7 +28,12 @@ _SRC = Path(__file__).resolve().parent.parent / "src"
 if importlib.util.find_spec("framerpc") is None and (_SRC / "framerpc").is_dir():
     sys.path.insert(0, str(_SRC))  # a source checkout without install
 
-from framerpc.bench import _peers  # noqa: E402
+from framerpc.tools.bench import (  # noqa: E402
+    processes,
+    systems,
+    timing,
+    workloads,
+)
 
 __all__ = ["main"]
 
@@ -45,9 +50,9 @@ def _table(path: str, title: str, top: int, calls: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Profile ``--calls`` calls; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--system", default="framerpc", choices=_peers.SYSTEMS)
+    parser.add_argument("--system", default="framerpc", choices=systems.SYSTEMS)
     parser.add_argument(
-        "--workload", default="echo", choices=[w.name for w in _peers.WORKLOADS]
+        "--workload", default="echo", choices=[w.name for w in workloads.WORKLOADS]
     )
     parser.add_argument("--transport", default="tcp", choices=("tcp", "ipc"))
     parser.add_argument("--calls", type=int, default=5000)
@@ -60,20 +65,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="folder for the .prof files")
     args = parser.parse_args(argv)
-    workload = next(w for w in _peers.WORKLOADS if w.name == args.workload)
+    workload = next(w for w in workloads.WORKLOADS if w.name == args.workload)
     out = Path(args.out or tempfile.mkdtemp(prefix="framerpc-prof-"))
     out.mkdir(parents=True, exist_ok=True)
     server_prof = str(out / f"server-{args.system}-{args.workload}.prof")
     client_prof = str(out / f"client-{args.system}-{args.workload}.prof")
     cpus = {min(os.sched_getaffinity(0))} if args.pin else None
-    env = _peers.system_env(args.system)
-    for key, value in env.items():  # this process is the client
-        if value is not None:
-            os.environ[key] = value
+    env = systems.system_env(args.system)
+    if any(os.environ.get(key) != value for key, value in env.items()):
+        # this process is the client, and framerpc chose its engine when it
+        # was imported: start again with the system's environment
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        own = sys.argv[1:] if argv is None else list(argv)
+        os.execv(sys.executable, [sys.executable, __file__, *own])
     if cpus:
         os.sched_setaffinity(0, cpus)
     with tempfile.TemporaryDirectory(prefix="framerpc-prof-") as workdir:
-        server = _peers.start_server(
+        server = processes.start_server(
             args.system,
             args.transport,
             workdir,
@@ -81,14 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile=server_prof,
             profile_cpu=not args.wall,
         )
-        client = _peers.make_client(args.system, server.url)
+        client = systems.make_client(args.system, server.url)
         try:
-            _peers.sample(client, workload, 100, 10)
-            with _peers.profiled(client_prof, cpu=not args.wall):
-                _peers.sample(client, workload, args.calls, 0)
+            timing.sample(client, workload, 100, 10)
+            with timing.profiled(client_prof, cpu=not args.wall):
+                timing.sample(client, workload, args.calls, 0)
         finally:
             client.close()
-            _peers.stop_server(server)
+            processes.stop_server(server)
     print(f"{args.system} {args.workload} over {args.transport}, {args.calls} calls")
     print(_table(client_prof, "client", args.top, args.calls))
     # the server profile also holds the warm-up calls and idle receive timeouts

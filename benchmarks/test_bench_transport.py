@@ -1,6 +1,6 @@
 """Round-trip latency of framerpc against raw pyzmq REQ/REP, same transport.
 
-Workloads (see :data:`_peers.WORKLOADS`): an echo call of a 10-character
+Workloads (see ``framerpc.tools.bench.workloads``): an echo call of a 10-character
 string, and fetches of 64 KiB, 1 MiB, a 1200x800x3 uint16 frame (5.76 MB)
 and a 2160x3840x3 uint8 frame (24.9 MB), each received as a numpy array and
 checked for shape and dtype. Raw and framerpc cases of one workload run
@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from framerpc.bench import _peers
+from framerpc.tools.bench.workloads import WORKLOADS, Workload
 
-SYSTEMS = ("raw", "framerpc")
+#: framerpc-mv: the documented buffer idiom, memoryview(frame) + shape/dtype
+SYSTEMS = ("raw", "framerpc", "framerpc-mv")
 
 
-def _cases(transports: list[str]) -> list[tuple[str, _peers.Workload, str]]:
+def _cases(transports: list[str]) -> list[tuple[str, Workload, str]]:
     cases = []
     for t_index, transport in enumerate(transports):
-        for w_index, workload in enumerate(_peers.WORKLOADS):
+        for w_index, workload in enumerate(WORKLOADS):
             order = SYSTEMS if (t_index + w_index) % 2 == 0 else SYSTEMS[::-1]
             cases.extend((transport, workload, system) for system in order)
     return cases
@@ -44,7 +45,7 @@ def test_roundtrip(
     benchmark: BenchmarkFixture,
     peers: Any,
     results: dict,
-    case: tuple[str, _peers.Workload, str],
+    case: tuple[str, Workload, str],
 ) -> None:
     """Time one request/reply of ``case`` = (transport, workload, system)."""
     transport, workload, system = case

@@ -412,6 +412,11 @@ cdef int _put(unsigned char *out, Py_ssize_t *pos, object value, list buffers,
                             PyBytes_GET_SIZE(payload))
         if kind is OutOfBand and (type(inner) is bytes or type(inner) is bytearray):
             return _put_frame_ref(out, pos, inner, buffers)
+        # the documented buffer-method idiom, memoryview(array): as is when
+        # contiguous (the shared path copies the others); through the
+        # general path it cost 2.8 us more per reply than the array itself
+        if kind is OutOfBand and type(inner) is memoryview and inner.c_contiguous:
+            return _put_frame_ref(out, pos, inner, buffers)
     return _PUT_OTHER
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from framerpc.bench import _peers, run
+from framerpc.tools.bench import run
+from framerpc.tools.bench.systems import SYSTEMS
+from framerpc.tools.bench.workloads import WORKLOADS
 
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_system_runs_the_same_phases_in_the_same_order(quick):
     phases = {
         system: [(name, n + warmup) for name, n, warmup in run._plan(system, quick)]
-        for system in _peers.SYSTEMS
+        for system in SYSTEMS
     }
-    assert [name for name, _ in phases["raw"]] == [w.name for w in _peers.WORKLOADS]
-    for system in _peers.SYSTEMS:
+    assert [name for name, _ in phases["raw"]] == [w.name for w in WORKLOADS]
+    for system in SYSTEMS:
         assert phases[system] == phases["raw"], system
 
 
@@ -23,3 +25,8 @@ def test_a_workload_without_a_version_to_report_runs_untimed():
     raw = {name: (n, warmup) for name, n, warmup in run._plan("raw", False)}
     assert imagezmq["echo"] == (0, sum(raw["echo"]))
     assert imagezmq["64KiB"] == raw["64KiB"]
+
+
+def test_a_subset_of_workloads_keeps_their_order():
+    plan = run._plan("framerpc", True, ["1MiB", "echo"])
+    assert [name for name, _, _ in plan] == ["echo", "1MiB"]

@@ -1,3 +1,6 @@
-"""framerpc's benchmark runner (``framerpc bench``): framerpc against raw
-pyzmq, side by side in one run. ``run.main`` is the entry point; the
-server processes and client loops live in ``_peers``."""
+"""The benchmark runner's old import path: it lives in
+``framerpc.tools.bench`` (``framerpc bench``; ``run.main``)."""
+
+from framerpc.tools.bench.run import main
+
+__all__ = ["main"]
