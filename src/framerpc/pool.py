@@ -72,7 +72,7 @@ class _Lease:
     """The base object of one acquired frame; gives the slot back when
     the frame, its views and every buffer export of it are gone."""
 
-    __slots__ = ("__array_interface__", "_storage", "_index", "_give_back")
+    __slots__ = ("__array_interface__", "_give_back", "_index", "_storage")
 
     def __init__(
         self,
