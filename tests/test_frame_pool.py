@@ -177,6 +177,7 @@ class PoolCamera(CameraAPI, RPCServer):
     def __init__(self, ctx: zmq.Context, url: str, pool: FramePool, **kw: Any):
         self.pool = pool
         self.served = threading.Event()
+        self.calls = 0  # of fresh and plain
         self.plain_frame = np.zeros(pool.shape, pool.dtype)
         self._latest: tuple[np.ndarray, int] | None = None
         self._lock = threading.Lock()
@@ -197,12 +198,14 @@ class PoolCamera(CameraAPI, RPCServer):
     def fresh(self, seq: int) -> tuple:
         frame = self.pool.acquire(timeout=0)
         frame[...] = seq
+        self.calls += 1
         self.served.set()
         return frame, {"seq": seq}
 
     @RPCServer.register_method_buffer(timeout=20000)
     def plain(self, seq: int) -> tuple:
         self.plain_frame[...] = seq
+        self.calls += 1
         self.served.set()
         return self.plain_frame, {"seq": seq}
 
@@ -485,6 +488,49 @@ def test_a_client_gone_before_reading_gives_the_slot_back(
         assert _free(pool) == 0
         link.cut()  # the client's connection dies with the frame unread
         assert wait_until(lambda: _free(pool) == 1)
+    finally:
+        client.close()
+
+
+def test_a_reply_in_the_backlog_keeps_its_slot_and_a_dropped_one_returns_it(
+    ctx, make_camera, stalling_link
+):
+    """A client whose queue is full: its next replies wait in the server's
+    reply backlog with their frames (slots out), a reply over the backlog's
+    byte bound is dropped (its slot comes back at once, the link still
+    stalled); once the client reads, every frame arrives whole."""
+    shape = _stuck_frame_shape()
+    nbytes = shape[0] * shape[1] * 4
+    options = dataclasses.replace(
+        _no_heartbeats(), hwm=1, reply_backlog_bytes=nbytes + nbytes // 2
+    )
+    pool = FramePool(shape, DTYPE, depth=8)
+    camera = make_camera("tcp://127.0.0.1", pool, options=options)
+    link = stalling_link(_port(camera.url))
+    client = _hold_a_reply_open(ctx, camera, link, "fresh")
+    try:
+        with CameraProxy(ctx, camera.url, timeout=20000) as other:
+            sent = 1
+            # more requests until one reply waits in the backlog (libzmq's
+            # queue of one message and its send in progress hold the others)
+            while camera.stats["reply_backlog"] == 0:
+                assert sent < pool.depth - 1, "no reply went to the backlog"
+                sent += 1
+                client.send(1 + sent, "fresh", 6 + sent)
+                assert wait_until(lambda n=sent: camera.calls == n)
+                assert other.ping() == 1  # that reply is handled
+            assert _free(pool) == pool.depth - sent
+            client.send(100, "fresh", 100)  # over the backlog's byte bound
+            assert wait_until(lambda: camera.calls == sent + 1)
+            assert other.ping() == 1
+            assert camera.stats["dropped_replies"] == 1
+            assert _free(pool) == pool.depth - sent  # the dropped one is back
+        link.resume()
+        for seq in range(7, 7 + sent):
+            frame, info = client.reply()
+            assert info["seq"] == seq and _check(frame, seq)
+        del frame
+        assert wait_until(lambda: _free(pool) == pool.depth)
     finally:
         client.close()
 
