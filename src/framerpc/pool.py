@@ -47,7 +47,7 @@ import logging
 import math
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,10 +76,10 @@ class _Lease:
 
     def __init__(
         self,
-        storage: np.ndarray,
+        storage: npt.NDArray[np.uint8],
         index: int,
-        interface: dict,
-        give_back: Any,
+        interface: dict[str, Any],
+        give_back: Callable[[int], None],
     ) -> None:
         self._storage = storage  # the memory outlives the pool if need be
         self._index = index
@@ -199,7 +199,7 @@ class FramePool:
         """Slots free now (a snapshot: other threads may change it)."""
         return self._free.qsize()
 
-    def acquire(self, timeout: float | None = None) -> np.ndarray:
+    def acquire(self, timeout: float | None = None) -> npt.NDArray[Any]:
         """A writable frame from a free slot, waiting for one if need be.
 
         Parameters
