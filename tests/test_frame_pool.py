@@ -535,6 +535,45 @@ def test_a_reply_in_the_backlog_keeps_its_slot_and_a_dropped_one_returns_it(
         client.close()
 
 
+def test_a_signal_keeps_its_slot_until_the_subscriber_got_it(
+    ctx, make_camera, stalling_link
+):
+    """An emitted pool frame is lent to the PUB socket: its slot stays out
+    while a subscriber behind a stalled link has not received it."""
+    pool = FramePool(_stuck_frame_shape(), DTYPE, depth=1)
+    camera = make_camera("tcp://127.0.0.1", pool, options=_no_heartbeats())
+    link = stalling_link(_port(camera._inventory()["signal_url"]))
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    try:
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(f"tcp://127.0.0.1:{link.port}")
+        small = np.zeros(4, DTYPE)
+
+        def subscribed() -> bool:  # no slow joiner: a small emission arrived
+            camera.frame_ready.emit(small, 0)
+            return bool(sub.poll(20))
+
+        assert wait_until(subscribed)
+        while sub.poll(50):
+            sub.recv_multipart()
+        link.stall()
+        frame = pool.acquire()
+        frame[...] = 9
+        camera.frame_ready.emit(frame, 9)
+        del frame
+        assert _free(pool) == 0  # libzmq still sends it
+        link.resume()
+        assert sub.poll(30000)
+        emission = protocol.decode_signal(sub.recv_multipart(copy=False))
+        received, seq = emission.args
+        assert seq == 9 and _check(received, 9)
+        del received, emission
+        assert wait_until(lambda: _free(pool) == 1)
+    finally:
+        sub.close()
+
+
 def test_over_inproc_the_receiver_holds_the_slot(ctx, make_camera):
     """inproc:// passes the lent frame itself: the client's array is the
     slot's memory, so the slot is out until the client drops the array."""
