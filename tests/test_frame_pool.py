@@ -59,6 +59,15 @@ def test_acquire_gives_writable_frames_of_the_pool_shape():
     assert isinstance(framerpc.FramePool(5, "f4", 1).acquire(), np.ndarray)
 
 
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2)])
+def test_zero_d_and_empty_frames(shape: tuple[int, ...]):
+    pool = FramePool(shape, np.float32, depth=1)
+    frame = pool.acquire()
+    assert frame.shape == shape and frame.dtype == np.float32
+    del frame
+    assert pool.available == 1
+
+
 def test_depth_bounds_the_frames_out_and_acquire_times_out():
     pool = FramePool(SHAPE, DTYPE, depth=3)
     frames = [pool.acquire(timeout=0) for _ in range(3)]
