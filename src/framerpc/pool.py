@@ -28,17 +28,21 @@ frame while it travels, per engine:
 - pure I/O (pyzmq ``send(copy=False)``): frames of 64 KiB or more become a
   ``zmq.Frame`` whose object pyzmq's garbage-collector thread keeps until
   libzmq frees the message; smaller ones are copied at once.
+- signals (both engines): frames of the signal budget's ``track_min``
+  (4 KiB by default) or more are lent through pyzmq's
+  ``zmq.Frame(copy=False, track=True)``: its collector thread keeps the
+  array until libzmq frees the message; smaller ones are copied.
 - libzmq frees a message when it has written it to the kernel (tcp://,
   ipc://), when every subscriber of a PUB socket has (signals), when the
   receiving side closes its copy (inproc://: the client's array is the
   slot's memory until it is garbage collected), or when it drops it (a
   peer that disconnected or died, a context terminated).
 - a reply refused by a full client queue waits in the server's reply
-  backlog with its frames (the slot stays out); a reply given up on drops
-  them (the slot comes back once libzmq has let go).
+  backlog with its frames (the slot stays out); a reply given up on (over
+  the backlog's bounds, or its client gone) drops them at once.
 
-So the slot is out for as long as any of these may still read it, and
-only then can ``acquire`` hand it out again.
+So the slot is out for as long as any of these may still read it;
+``acquire`` hands it out again only after that.
 """
 
 from __future__ import annotations
