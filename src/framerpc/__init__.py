@@ -14,6 +14,7 @@ from .errors import (
     RemoteError,
     SerializationError,
 )
+from .pool import FramePool
 from .property import RPCProperty
 from .protocol import RPCEvents
 from .registry import (
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AliveCheckState",
     "DeviceRegistry",
+    "FramePool",
     "FramerpcError",
     "MessageTooLargeError",
     "NoResult",

@@ -264,10 +264,12 @@ class RPCServer:
         """Expose a method returning ``(buffer, info_dict)``.
 
         The buffer (bytes, bytearray, memoryview or numpy array) travels as
-        its own frame without a copy; the server must not modify it until
-        the reply is sent. The client receives a read-only memoryview over
-        the received frame (a read-only numpy array when the method
-        returned an array) and the info dict.
+        its own frame without a copy, sent after the method returns: the
+        server must not modify it once returned (over inproc:// the client
+        reads it in place), or clients get torn frames; return a new array
+        or a ``framerpc.FramePool`` frame. The client receives a read-only
+        memoryview over the received frame (a read-only numpy array when
+        the method returned an array) and the info dict.
 
         Parameters
         ----------
