@@ -1,0 +1,213 @@
+"""Serving an ``RPCServer`` inside a running asyncio loop.
+
+``await server.serve()`` (``RPCServer.serve`` delegates here) runs the
+serve loop of ``RPCServer.serve_forever`` as a coroutine: it waits for
+requests with ``zmq.asyncio`` instead of blocking, so the loop runs other
+tasks meanwhile, and each call of an ``async def`` method runs as a task
+of its own: a slow one does not hold back other calls, and several run at
+once. Everything else (sync methods, properties, the inventory, signals,
+older JSON clients) is answered inline, on the loop's thread, by the
+server's own code, exactly as ``serve_forever`` answers it: a sync method
+blocks the loop while it runs and never runs concurrently with another
+request. Put slow blocking work in an ``async def`` method that awaits
+``asyncio.to_thread``.
+
+A server whose device has ``async def`` methods and is run by
+``serve_forever`` or ``start`` runs this loop in a private event loop of
+its thread (``serve_blocking``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+
+from .. import _lifecycle, framing, protocol, sdnotify, transport
+from ..errors import ProtocolError
+
+if TYPE_CHECKING:
+    from ..server import RPCServer
+
+__all__ = ["serve", "serve_blocking"]
+
+_log = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)
+#: How often (ms) the loop wakes with no request, to notice stop_server().
+_POLL_MS = 100
+#: Retry interval (ms) of replies waiting for a client's queue (as in
+#: server.py: doubled after each fruitless try, up to _POLL_MS).
+_FLUSH_WAIT_MS = 2
+#: Messages handled in a row before the serve loop lets other tasks run.
+_BATCH = 64
+#: Longest wait (s) at stop for async method tasks to end once cancelled.
+_CANCEL_WAIT_S = 2.0
+
+
+async def serve(server: RPCServer) -> None:
+    """Serve ``server`` in the running loop until it is stopped.
+
+    Stops on ``server.stop_server()`` (from any thread), ``server.close()``
+    from another thread, or an authorised STOP_SERVER request (0.2 s
+    after it, as ``serve_forever``); closes the sockets and unregisters
+    on return. Cancelling the task that awaits it stops it too. Async
+    method calls still running at stop are cancelled (their clients get
+    no reply).
+
+    Raises
+    ------
+    RuntimeError
+        The server is already serving.
+    """
+    if not server._serving.acquire(blocking=False):
+        raise RuntimeError("the server is already serving")
+    sock = server._socket
+    server._serving_ident = threading.get_ident()
+    calls: set[asyncio.Task] = set()
+    asock: Any = None
+    try:
+        if server._dead:
+            _log.debug("serve called on a stopped server")
+            return
+        asock = zmq.asyncio.Socket.from_socket(sock)
+        handle = _handler(server, calls)
+        backlog = server._backlog
+        flush_wait = _FLUSH_WAIT_MS
+        sdnotify.ready()
+        watchdog = server._watchdog if server._watchdog.enabled else None
+        server._ready.set()
+        batch = 0
+        while not server._stopping and (
+            server._stop_at is None or time.monotonic() < server._stop_at
+        ):
+            try:
+                frames = transport.recv_frames(sock, _NOBLOCK)
+            except zmq.Again:
+                frames = None
+            if frames is not None:
+                server._message = frames  # whose CURVE key _peer_key reads
+                try:
+                    handle(frames)
+                except Exception as exc:  # a bug here must not end serving
+                    if _lifecycle.is_context_terminated(exc):
+                        raise
+                    _log.exception("unexpected error while handling a message")
+                finally:
+                    server._message = None
+                batch += 1
+                if batch >= _BATCH:  # a stream of requests must not starve tasks
+                    batch = 0
+                    await asyncio.sleep(0)
+            else:
+                batch = 0
+                wait = _POLL_MS
+                if backlog.pending:  # replies wait for room: retry often
+                    if backlog.flush():
+                        flush_wait = _FLUSH_WAIT_MS
+                    else:
+                        flush_wait = min(2 * flush_wait, _POLL_MS)
+                    wait = flush_wait
+                await asock.poll(wait, _POLLIN)
+            if watchdog is not None:
+                watchdog.tick()
+            link = server._registry_link
+            if link is not None:
+                link.tick()
+                server.name, server.uuid = link.name, link.uuid
+    except zmq.ZMQError as exc:
+        if not _lifecycle.is_context_terminated(exc):
+            raise
+        server._terminated = True
+        _log.debug("context of %s terminated: serving stops", server.url)
+    finally:
+        await _cancel(calls)
+        if asock is not None:
+            asock._clear_io_state()  # the loop stops watching the fd first
+        server._serving_ident = None
+        server._shutdown()
+        server._serving.release()
+
+
+def serve_blocking(server: RPCServer) -> None:
+    """Run ``serve`` in a new event loop of the calling thread (for
+    ``serve_forever`` and ``start`` of a device with async methods)."""
+    asyncio.run(serve(server))
+
+
+def _handler(server: RPCServer, calls: set[asyncio.Task]) -> Any:
+    """The function that answers one received message."""
+    respond = server._responder.handle
+    backlog = server._backlog
+    async_methods = server._async_methods
+    limits = server._limits
+
+    def handle(frames: list) -> None:
+        # a client with replies waiting takes the general path, which
+        # queues its reply behind them (order)
+        waiting = backlog.pending and backlog.holds(frames)
+        if async_methods and len(frames) >= 3 and len(frames[1]) == 0:
+            # decode once here: the Responder would call an async method
+            # as a plain one
+            envelope, body = frames[:2], frames[2:]
+            try:
+                decoded: Any = framing.decode(body, *limits)
+            except ProtocolError as exc:
+                decoded = exc
+            if (
+                type(decoded) is dict
+                and decoded.get("e") == "METHOD_CALL"
+                and decoded.get("m") in async_methods
+            ):
+                try:
+                    request = protocol.request_from_header(decoded)
+                except ProtocolError:
+                    pass  # the general path answers with the error
+                else:
+                    task = asyncio.create_task(_run(server, envelope, request))
+                    calls.add(task)
+                    task.add_done_callback(calls.discard)
+                    return
+            server._handle_body(envelope, body, decoded)
+        elif waiting or not respond(frames):
+            server._handle(frames)
+
+    return handle
+
+
+async def _run(server: RPCServer, envelope: list, request: protocol.Request) -> None:
+    """Run one async method call and send its reply."""
+    rid, name = request.request_id, request.method
+    try:
+        result = await getattr(server, name)(*request.args, **request.kwargs)
+        if name in server._buffer_methods:
+            _check_buffer_result(name, result)
+            frames = protocol.encode_result(rid, result[0], result[1], buffer_reply=True)
+        else:
+            frames = protocol.encode_result(rid, result)
+    except Exception as exc:  # a failing method or a result msgpack refuses
+        frames = server._method_failed(rid, name, exc)
+    try:
+        server._send(envelope, frames, rid)
+    except zmq.ZMQError as exc:  # the context ended: nobody to answer
+        _log.debug("reply to %s not sent: %s", name, exc)
+
+
+def _check_buffer_result(name: str, result: Any) -> None:
+    from ..server import _check_buffer_result as check
+
+    check(name, result)
+
+
+async def _cancel(calls: set[asyncio.Task]) -> None:
+    if not calls:
+        return
+    for task in calls:
+        task.cancel()
+    await asyncio.wait(list(calls), timeout=_CANCEL_WAIT_S)
