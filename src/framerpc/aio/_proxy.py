@@ -129,8 +129,9 @@ def proxy_class(interface: type) -> type[AsyncClient]:
             f"{interface.__name__}.{clashes[0]} would replace "
             f"AsyncClient.{clashes[0]}: rename it"
         )
-    signal_names = {id(attr): name for name, attr in members.items()
-                    if isinstance(attr, RPCSignal)}
+    signal_names = {
+        id(attr): name for name, attr in members.items() if isinstance(attr, RPCSignal)
+    }
     namespace: dict[str, Any] = {
         "__module__": interface.__module__,
         "__qualname__": f"{interface.__qualname__}AsyncProxy",

@@ -12,18 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from .. import protocol, transport
 from ..errors import ProtocolError
 from ..signal import RPCSignal
+from ._fdwatch import FdWatch
 
 __all__ = ["AsyncSignal", "SignalHub", "SignalIterator"]
 
 _log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
 #: Default bound of an iterator's queue (emissions).
 DEFAULT_QUEUE = 1000
 
@@ -187,11 +186,10 @@ class SignalHub:
         try:
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
             self._socket.connect(url)
-            self._asocket = zmq.asyncio.Socket.from_socket(self._socket)
+            self._fdwatch = FdWatch(self._socket, self._on_readable)
         except BaseException:
             transport.close_quietly(self._socket)
             raise
-        self._reader = asyncio.create_task(self._read(), name=f"aio-signals {url}")
 
     def expect_token(self, token: str) -> asyncio.Event:
         """Event set when the handshake ``token`` is received."""
@@ -200,23 +198,18 @@ class SignalHub:
     def forget_token(self, token: str) -> None:
         self._tokens.pop(token, None)
 
-    async def _read(self) -> None:
-        sock, asock = self._socket, self._asocket
+    def _on_readable(self) -> None:
+        sock = self._socket
         recv = transport.recv_frames
-        try:
-            while True:
-                try:
-                    frames = recv(sock, _NOBLOCK)
-                except zmq.Again:
-                    await asock.poll(None, _POLLIN)
-                    continue
-                try:
-                    self._dispatch(protocol.decode_signal(frames))
-                except ProtocolError as exc:
-                    _log.warning("dropped a malformed emission from %s: %s", self.url, exc)
-        except zmq.ZMQError as exc:
-            if not self.closed:
-                _log.debug("signal reader of %s stopped: %s", self.url, exc)
+        while True:
+            try:
+                frames = recv(sock, _NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._dispatch(protocol.decode_signal(frames))
+            except ProtocolError as exc:
+                _log.warning("malformed emission from %s: %s", self.url, exc)
 
     def _dispatch(self, emission: protocol.SignalEmission) -> None:
         name, args = emission.name, emission.args
@@ -231,7 +224,9 @@ class SignalHub:
             try:
                 args = list(signal.validate_args(*args, coerce=True))
             except (TypeError, RuntimeError) as exc:
-                _log.warning("signal %s: %s; passing the arguments as received", name, exc)
+                _log.warning(
+                    "signal %s: %s; passing the arguments as received", name, exc
+                )
         values = tuple(args)
         for iterator in list(self._iterators.get(name, ())):
             iterator._put(values)
@@ -259,12 +254,12 @@ class SignalHub:
         if self.closed:
             return
         self.closed = True
-        tasks = [self._reader, *self._tasks]
+        await self._fdwatch.aclose()  # before the socket closes
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for iterators in self._iterators.values():
             for iterator in list(iterators):
                 iterator.close()
-        self._asocket._clear_io_state()  # before the fd closes
         transport.close_quietly(self._socket)

@@ -28,13 +28,13 @@ import uuid
 from typing import Any, Self
 
 import zmq
-import zmq.asyncio
 
 from .. import _lifecycle, protocol, transport
 from .._peerwatch import PeerWatch
 from ..client import NoResult
 from ..errors import PeerLostError, ProtocolError, RemoteError
 from ..protocol import Reply, Request, RPCEvents
+from ._fdwatch import FdWatch
 from ._signals import SignalHub
 
 __all__ = ["AsyncClient"]
@@ -42,9 +42,6 @@ __all__ = ["AsyncClient"]
 _log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_POLLIN = int(zmq.POLLIN)
-_POLLOUT = int(zmq.POLLOUT)
-_EVENTS = int(zmq.EVENTS)
 #: How often (s) calls in flight check that their server is still there.
 _WATCH_S = 0.1
 #: Longest wait (s) for the signal subscription handshake.
@@ -56,7 +53,7 @@ _STOP_WAIT_MS = 1000
 class _Pending:
     """A call in flight: its future, and what the peer watch needs."""
 
-    __slots__ = ("future", "mark", "endless")
+    __slots__ = ("endless", "future", "mark")
 
     def __init__(self, future: asyncio.Future, mark: int, endless: bool) -> None:
         self.future = future
@@ -116,7 +113,7 @@ class AsyncClient:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._socket: zmq.Socket | None = None
-        self._asocket: Any = None
+        self._fdwatch: FdWatch | None = None
         self._watch: PeerWatch | None = None
         self._tasks: list[asyncio.Task] = []
         self._busy = asyncio.Event()
@@ -156,13 +153,12 @@ class AsyncClient:
                     sock, self.url, self._options.dead_peer_ms, fresh_ms
                 )
             sock.connect(self.url)
-            self._asocket = zmq.asyncio.Socket.from_socket(sock)
-            self._tasks.append(
-                asyncio.create_task(self._read_replies(), name=f"aio-reader {self.url}")
-            )
+            self._fdwatch = FdWatch(sock, self._on_readable)
             if self._watch is not None:
                 self._tasks.append(
-                    asyncio.create_task(self._watch_peer(), name=f"aio-watch {self.url}")
+                    asyncio.create_task(
+                        self._watch_peer(), name=f"aio-watch {self.url}"
+                    )
                 )
             await self._load_inventory()
         except BaseException:
@@ -349,10 +345,8 @@ class AsyncClient:
             transport.send_frames(self._socket, message, _NOBLOCK)
         except zmq.Again:  # not connected (IMMEDIATE) or the queue is full
             return False
-        # A send may take the socket's wake-up of a reply that arrived
-        # meanwhile (ZMQ_FD is edge-triggered): zmq.asyncio's EVENTS read
-        # hands it to the waiting reader.
-        self._asocket.get(_EVENTS)
+        # a send may take the wake-up of a reply that came meanwhile
+        self._fdwatch.kick()  # type: ignore[union-attr]
         return True
 
     async def _send_later(
@@ -364,13 +358,14 @@ class AsyncClient:
         while True:
             if future.done():
                 future.result()  # raises _Expired
-            poll = self._asocket.poll(_WATCH_S * 1000, _POLLOUT)
-            waiter = asyncio.ensure_future(poll)
-            done, _ = await asyncio.wait(
-                (waiter, future), return_when=asyncio.FIRST_COMPLETED
+            writable = asyncio.ensure_future(
+                self._fdwatch.writable(_WATCH_S)  # type: ignore[union-attr]
             )
-            if waiter not in done:
-                waiter.cancel()
+            done, _ = await asyncio.wait(
+                (writable, future), return_when=asyncio.FIRST_COMPLETED
+            )
+            if writable not in done:
+                writable.cancel()
             if self._closed:
                 raise RuntimeError(f"client of {self.url} was closed during a call")
             if self._try_send(message):
@@ -379,9 +374,10 @@ class AsyncClient:
                 watch.check(entry.mark, False, entry.endless)
                 entry.mark = watch.mark()
 
-    async def _read_replies(self) -> None:
-        """The one reader: hand each reply to the future of its call."""
-        sock, asock = self._socket, self._asocket
+    def _on_readable(self) -> None:
+        """The one reader (run by the socket's FdWatch): hand each reply to
+        the future of its call; drops late and malformed ones."""
+        sock = self._socket
         recv = transport.recv_frames
         pending = self._pending
         try:
@@ -389,8 +385,7 @@ class AsyncClient:
                 try:
                     frames = recv(sock, _NOBLOCK)
                 except zmq.Again:
-                    await asock.poll(None, _POLLIN)
-                    continue
+                    return
                 if len(frames) < 2 or len(frames[0]) != 0:
                     _log.warning("dropped a reply without delimiter from %s", self.url)
                     continue
@@ -408,6 +403,7 @@ class AsyncClient:
             if not self._closed:
                 _log.debug("reader of %s stopped: %s", self.url, exc)
             self._fail_all(RuntimeError(f"client of {self.url} stopped: {exc}"))
+            raise
 
     async def _watch_peer(self) -> None:
         """While calls are in flight, check every 0.1 s that their server
@@ -465,10 +461,9 @@ class AsyncClient:
         hub, self._signal_hub = self._signal_hub, None
         if hub is not None:
             await hub.aclose()
-        if self._asocket is not None:
-            # stop the loop watching the socket's fd before it closes
-            self._asocket._clear_io_state()
-            self._asocket = None
+        if self._fdwatch is not None:
+            await self._fdwatch.aclose()  # before the socket closes
+            self._fdwatch = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None

@@ -188,7 +188,9 @@ async def _run(server: RPCServer, envelope: list, request: protocol.Request) -> 
         result = await getattr(server, name)(*request.args, **request.kwargs)
         if name in server._buffer_methods:
             _check_buffer_result(name, result)
-            frames = protocol.encode_result(rid, result[0], result[1], buffer_reply=True)
+            frames = protocol.encode_result(
+                rid, result[0], result[1], buffer_reply=True
+            )
         else:
             frames = protocol.encode_result(rid, result)
     except Exception as exc:  # a failing method or a result msgpack refuses
