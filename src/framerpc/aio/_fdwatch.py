@@ -56,9 +56,10 @@ class FdWatch:
         self._send_waiters: list[asyncio.Future] = []
         self._asock: Any = None
         self._task: asyncio.Task | None = None
-        self._fd: int | None = sock.getsockopt(zmq.FD)
+        fd = int(sock.getsockopt(zmq.FD))
+        self._fd: int | None = fd
         try:
-            self._loop.add_reader(self._fd, self._ready)
+            self._loop.add_reader(fd, self._ready)
         except NotImplementedError:  # no add_reader: zmq.asyncio polls
             self._fd = None
             self._asock = zmq.asyncio.Socket.from_socket(sock)
@@ -72,7 +73,7 @@ class FdWatch:
                 return
             self._on_readable()
             waiters = self._send_waiters
-            if waiters and sock.getsockopt(_EVENTS) & _POLLOUT:
+            if waiters and int(sock.getsockopt(_EVENTS)) & _POLLOUT:
                 self._send_waiters = []
                 for waiter in waiters:
                     if not waiter.done():
@@ -89,7 +90,7 @@ class FdWatch:
     def kick(self) -> None:
         """After a send: have ``on_readable`` run if a message is waiting
         (the send may have taken the descriptor's wake-up)."""
-        if self._sock.getsockopt(_EVENTS) & _POLLIN:
+        if int(self._sock.getsockopt(_EVENTS)) & _POLLIN:
             self._loop.call_soon(self._ready)
 
     async def writable(self, timeout_s: float) -> None:
