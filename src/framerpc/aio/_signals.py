@@ -23,6 +23,8 @@ __all__ = ["AsyncSignal", "SignalHub", "SignalIterator"]
 _log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 #: Default bound of an iterator's queue (emissions).
 DEFAULT_QUEUE = 1000
 
@@ -201,11 +203,9 @@ class SignalHub:
     def _on_readable(self) -> None:
         sock = self._socket
         recv = transport.recv_frames
-        while True:
-            try:
-                frames = recv(sock, _NOBLOCK)
-            except zmq.Again:
-                return
+        events = sock.getsockopt
+        while int(events(_EVENTS)) & _POLLIN:  # cheaper than a zmq.Again
+            frames = recv(sock, _NOBLOCK)
             try:
                 self._dispatch(protocol.decode_signal(frames))
             except ProtocolError as exc:

@@ -42,6 +42,8 @@ __all__ = ["AsyncClient"]
 _log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 #: How often (s) calls in flight check that their server is still there.
 _WATCH_S = 0.1
 #: Longest wait (s) for the signal subscription handshake.
@@ -51,14 +53,17 @@ _STOP_WAIT_MS = 1000
 
 
 class _Pending:
-    """A call in flight: its future, and what the peer watch needs."""
+    """A call in flight: its future, its deadline (loop time, None: no
+    timeout) and what the peer watch needs."""
 
-    __slots__ = ("endless", "future", "mark")
+    __slots__ = ("deadline", "endless", "future", "mark", "sent")
 
-    def __init__(self, future: asyncio.Future, mark: int, endless: bool) -> None:
+    def __init__(self, future: asyncio.Future, deadline: float | None) -> None:
         self.future = future
-        self.mark = mark
-        self.endless = endless
+        self.deadline = deadline
+        self.mark = 0
+        self.endless = deadline is None
+        self.sent = False
 
 
 class AsyncClient:
@@ -110,6 +115,8 @@ class AsyncClient:
         self._raise_errors = raise_errors
         self._ids = itertools.count(random.randrange(1 << 30))
         self._pending: dict[int, _Pending] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._socket: zmq.Socket | None = None
@@ -228,7 +235,14 @@ class AsyncClient:
         RuntimeError
             The client is closed.
         """
-        reply = await self._call(method_name, args, kwargs)
+        # _call inlined: one coroutine less per call
+        if method_name in self._buffer_methods:
+            timeout = self._buffer_methods[method_name]
+        else:
+            timeout = self._json_methods.get(method_name, self._timeout)
+        rid = next(self._ids)
+        frames = protocol.encode_call(rid, method_name, list(args), kwargs)
+        reply = await self._exchange(frames, rid, timeout, method_name)
         if not reply.ok:
             return self._failed(reply)
         if reply.info is not None:
@@ -254,7 +268,7 @@ class AsyncClient:
             timeout = self._json_methods.get(method_name, self._timeout)
         rid = next(self._ids)
         frames = protocol.encode_call(rid, method_name, list(args), kwargs)
-        return await self._exchange(frames, rid, timeout, repr(method_name))
+        return await self._exchange(frames, rid, timeout, method_name)
 
     async def get_property(self, name: str) -> Any:
         """The remote property ``name`` (a ``NoResult`` on a remote error,
@@ -299,46 +313,84 @@ class AsyncClient:
     async def _request(self, request: Request, timeout: int | None) -> Reply:
         frames = protocol.encode_request(request)
         return await self._exchange(
-            frames, request.request_id, timeout, _describe(request)
+            frames, request.request_id, timeout, request.method, request
         )
 
     async def _exchange(
-        self, frames: list, rid: int, timeout: int | None, what: str
+        self,
+        frames: list,
+        rid: int,
+        timeout: int | None,
+        method: str,
+        request: Request | None = None,
     ) -> Reply:
-        """Send a request and wait for the reply carrying ``rid``."""
+        """Send a request and wait for the reply carrying ``rid``; errors
+        name ``method``, or ``request`` when given."""
         if self._closed or self._loop is None:
             raise RuntimeError(f"client of {self.url} is closed")
         loop = self._loop
         future = loop.create_future()
         watch = self._watch
-        entry = _Pending(future, 0, timeout is None)
         started = loop.time()
         deadline = None if timeout is None else started + timeout / 1000
-        # a callback, not asyncio.timeout(): no task cancellation to undo
-        timer = None if deadline is None else loop.call_at(deadline, _expire, future)
+        entry = _Pending(future, deadline)
+        # registered before the send: the deadline timer sees sends waiting
+        self._pending[rid] = entry
         try:
+            if deadline is not None and (
+                self._timer is None or deadline < self._timer_at
+            ):
+                self._arm(deadline)
             message = [b"", *frames]
             if watch is not None:
                 entry.mark = watch.mark()
             if not self._try_send(message):
                 await self._send_later(message, entry, future)
-            self._pending[rid] = entry
+            entry.sent = True
             if watch is not None and not self._busy.is_set():
                 self._busy.set()
             return await future
         except _Expired:
+            what = _describe(request) if request is not None else repr(method)
             raise TimeoutError(
                 f"no reply to {what} from {self.url} within {timeout / 1000:g} s"  # type: ignore[operator]
             ) from None
         except PeerLostError as exc:
+            what = _describe(request) if request is not None else repr(method)
             waited = loop.time() - started
             raise PeerLostError(
                 f"no reply to {what} after {waited:.1f} s: {exc}"
             ) from None
         finally:
-            if timer is not None:
-                timer.cancel()
             self._pending.pop(rid, None)
+
+    def _arm(self, deadline: float) -> None:
+        """Have ``_expire_due`` run at ``deadline`` (loop time).
+
+        One timer for all calls, set for the earliest deadline: a timer
+        per call (scheduled, then cancelled at the reply) cost 15 us of a
+        90 us echo call.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._expire_due)  # type: ignore[union-attr]
+
+    def _expire_due(self) -> None:
+        """Fail the calls whose deadline passed; re-arm for the next one."""
+        self._timer = None
+        now = self._loop.time()  # type: ignore[union-attr]
+        upcoming: float | None = None
+        for entry in self._pending.values():
+            deadline = entry.deadline
+            if deadline is None or entry.future.done():
+                continue
+            if deadline <= now:
+                entry.future.set_exception(_Expired())
+            elif upcoming is None or deadline < upcoming:
+                upcoming = deadline
+        if upcoming is not None:
+            self._arm(upcoming)
 
     def _try_send(self, message: list) -> bool:
         try:
@@ -378,14 +430,16 @@ class AsyncClient:
         """The one reader (run by the socket's FdWatch): hand each reply to
         the future of its call; drops late and malformed ones."""
         sock = self._socket
+        if sock is None:
+            return
         recv = transport.recv_frames
         pending = self._pending
+        events = sock.getsockopt
         try:
-            while True:
-                try:
-                    frames = recv(sock, _NOBLOCK)
-                except zmq.Again:
-                    return
+            # ZMQ_EVENTS first: a zmq.Again raised at the end of each drain
+            # cost more than the check (about 5 us)
+            while int(events(_EVENTS)) & _POLLIN:
+                frames = recv(sock, _NOBLOCK)
                 if len(frames) < 2 or len(frames[0]) != 0:
                     _log.warning("dropped a reply without delimiter from %s", self.url)
                     continue
@@ -399,6 +453,8 @@ class AsyncClient:
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
                 entry.future.set_result(reply)
+        except zmq.Again:  # not expected after POLLIN; the next wake-up reads
+            return
         except zmq.ZMQError as exc:  # the socket closed or the context ended
             if not self._closed:
                 _log.debug("reader of %s stopped: %s", self.url, exc)
@@ -414,6 +470,8 @@ class AsyncClient:
             await self._busy.wait()
             await asyncio.sleep(_WATCH_S)
             for entry in list(self._pending.values()):
+                if not entry.sent:  # _send_later checks those
+                    continue
                 try:
                     watch.check(entry.mark, True, entry.endless)
                 except PeerLostError as exc:
@@ -452,6 +510,9 @@ class AsyncClient:
         if self._closed and self._socket is None:
             return
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._fail_all(RuntimeError(f"client of {self.url} was closed during a call"))
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -482,11 +543,6 @@ class AsyncClient:
 
 class _Expired(Exception):
     """A call's timer fired (becomes the TimeoutError that names the call)."""
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(_Expired())
 
 
 def _plain(context: zmq.Context) -> zmq.Context:
