@@ -19,6 +19,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from devices import Camera, CameraServer, make_array
+from test_dead_peers import child  # noqa: F401 - the fixture
 
 import framerpc.aio
 from framerpc import NoResult, RemoteError
@@ -359,4 +360,86 @@ def test_untyped_client_and_clashes(ctx, server) -> None:
         framerpc.aio.connect(Clashing, server.url)
     with pytest.raises(TypeError, match="interface class"):
         framerpc.aio.connect(object(), server.url)  # type: ignore[arg-type]
+    run(main())
+
+
+@pytest.fixture(params=["add_reader", "zmq.asyncio"])
+def loop_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a proxy watches its sockets: ``loop.add_reader`` (the
+    fast path), and zmq.asyncio's poll on loops without it (Windows'
+    proactor loop), forced by an ``add_reader`` that is not implemented."""
+    if request.param == "zmq.asyncio":
+        from framerpc.aio import _fdwatch
+
+        real = _fdwatch.FdWatch.__init__
+
+        def init(self: Any, sock: Any, on_readable: Any) -> None:
+            # refused to FdWatch only: zmq.asyncio's own add_reader must work
+            loop: Any = asyncio.get_running_loop()
+
+            def unsupported(*args: Any) -> None:
+                raise NotImplementedError
+
+            loop.add_reader = unsupported
+            try:
+                real(self, sock, on_readable)
+            finally:
+                del loop.add_reader
+            assert self._asock is not None  # the fallback is in use
+
+        monkeypatch.setattr(_fdwatch.FdWatch, "__init__", init)
+    return str(request.param)
+
+
+def test_calls_wait_for_a_connection(ctx, serve, tmp_path, loop_mode, monkeypatch):
+    """A request waits (on the loop) for a server that is not there yet."""
+    url = f"ipc://{tmp_path}/late.sock"
+    waited = asyncio.Event()
+    send_later = AsyncClient._send_later
+
+    async def spy(self: AsyncClient, *args: Any) -> None:
+        waited.set()
+        await send_later(self, *args)
+
+    monkeypatch.setattr(AsyncClient, "_send_later", spy)
+
+    async def main() -> None:
+        # connect() gives an awaitable, not a coroutine: ensure_future
+        opening = asyncio.ensure_future(
+            framerpc.aio.connect(Camera, url, context=ctx, timeout=20000)
+        )
+        await waited.wait()  # the inventory request could not go out
+        server = serve(CameraServer(ctx, url))
+        async with await opening as cam:
+            assert await cam.echo("late") == "late"
+            results = await asyncio.gather(*(cam.add(i, i) for i in range(100)))
+            assert results == [2 * i for i in range(100)]
+            pairs = cam.pair_ready.subscribe()
+            await cam.emit_pair(3, "c")
+            assert await anext(pairs) == ((3, "c"),)
+        assert server.calls.count("echo") == 1
+
+    run(main())
+
+
+def test_killed_server_fails_a_call_in_flight(ctx, child) -> None:  # noqa: F811
+    from dead_peer_device import Probe
+    from test_dead_peers import FAST
+
+    from framerpc import PeerLostError
+
+    server = child("tcp://127.0.0.1")
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            Probe, server.url, context=ctx, options=FAST
+        ) as probe:
+            call = asyncio.create_task(probe.hang())  # no timeout
+            await asyncio.to_thread(server.wait_for_line, "hanging")
+            await asyncio.to_thread(server.kill)
+            with pytest.raises(PeerLostError, match="'hang'") as caught:
+                await call
+            assert isinstance(caught.value, TimeoutError)
+            assert not probe._pending
+
     run(main())
