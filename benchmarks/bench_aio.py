@@ -9,6 +9,9 @@
    ratio asyncio / sync (targets: echo <= 1.5, frames <= 1.1).
 2. Concurrency: 100 echo calls in flight on one asyncio proxy against 100
    threads sharing one sync proxy (calls/s).
+3. The same device served by ``await server.serve()`` (its sync methods
+   run inline on the loop) instead of ``serve_forever``: echo and 1 MiB
+   through both clients.
 
 Not a test: nothing here asserts; it prints a table. The engine is the
 one ``FRAMERPC_PURE`` selects, in the client and the server process.
@@ -126,6 +129,28 @@ def _threads_concurrent(url: str, total: int) -> float:
     return rate
 
 
+def _serve_in_loop(
+    system: str, url: str, conn: Any, env: dict, cpus: set[int] | None
+) -> None:
+    """Server process: the benchmark device served by ``await serve()``."""
+    _peers._prepare(env, cpus)
+    server_cls, _ = _peers._framerpc_types()
+    context = zmq.Context()
+    server = server_cls(context, url, _peers._frames())
+    conn.send(("ready", server.url, "asyncio"))
+    _peers._watch(conn, server.stop_server)
+    asyncio.run(server.serve())
+    context.term()
+
+
+def _start_loop_server(system: str, transport: str, workdir: str, cpus: Any) -> Any:
+    env = _peers.system_env(system)
+    url = _peers.server_url(transport, workdir)
+    process, conn = _peers._spawn(_serve_in_loop, (system, url, env, cpus), env)
+    _, bound, impl = _peers._expect(conn, process, "loop server", 60)
+    return _peers.ServerHandle(system, bound, impl, process, conn)
+
+
 def _median_us(samples: list[int]) -> float:
     return statistics.median(samples) / 1000
 
@@ -171,11 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             _peers.stop_server(raw)
             _peers.stop_server(rpc)
+        loop_server = _start_loop_server(system, args.transport, workdir, cpus)
+        try:
+            print("served by await server.serve():")
+            print(f"{'workload':>8} {'sync us':>9} {'aio us':>9}")
+            for name in WORKLOADS[:2]:
+                workload = _peers._BY_NAME[name]
+                n = workload.quick if args.quick else workload.samples
+                url = loop_server.url
+                sync_us = _median_us(_sync_samples(system, url, workload, n))
+                aio_us = _median_us(asyncio.run(_aio_samples(url, workload, n)))
+                print(f"{name:>8} {sync_us:9.1f} {aio_us:9.1f}")
+        finally:
+            _peers.stop_server(loop_server)
     return 0
-
-
-def _unused(_: Any) -> None:  # pragma: no cover
-    pass
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 ``await server.serve()`` (``RPCServer.serve`` delegates here) runs the
 serve loop of ``RPCServer.serve_forever`` as a coroutine: it waits for
-requests with ``zmq.asyncio`` instead of blocking, so the loop runs other
-tasks meanwhile, and each call of an ``async def`` method runs as a task
+requests on the loop (the socket's ``ZMQ_FD``, see ``_fdwatch``) instead
+of blocking, so the loop runs other tasks meanwhile, and each call of an ``async def`` method runs as a task
 of its own: a slow one does not hold back other calls, and several run at
 once. Everything else (sync methods, properties, the inventory, signals,
 older JSON clients) is answered inline, on the loop's thread, by the
@@ -26,10 +26,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.asyncio
 
 from .. import _lifecycle, framing, protocol, sdnotify, transport
 from ..errors import ProtocolError
+from ._fdwatch import FdWatch
 
 if TYPE_CHECKING:
     from ..server import RPCServer
@@ -40,6 +40,7 @@ _log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
+_EVENTS = int(zmq.EVENTS)
 #: How often (ms) the loop wakes with no request, to notice stop_server().
 _POLL_MS = 100
 #: Retry interval (ms) of replies waiting for a client's queue (as in
@@ -71,27 +72,44 @@ async def serve(server: RPCServer) -> None:
     sock = server._socket
     server._serving_ident = threading.get_ident()
     calls: set[asyncio.Task] = set()
-    asock: Any = None
+    watch: FdWatch | None = None
+    ticker: list[asyncio.TimerHandle] = []
     try:
         if server._dead:
             _log.debug("serve called on a stopped server")
             return
-        asock = zmq.asyncio.Socket.from_socket(sock)
-        handle = _handler(server, calls)
+        loop = asyncio.get_running_loop()
+        wakeup: list[asyncio.Future | None] = [None]
+
+        def on_readable() -> None:  # the serve loop reads, not the callback
+            waiter = wakeup[0]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        # one perpetual 0.1 s tick (to notice stop_server) instead of a
+        # timer per wait: scheduling and cancelling one cost 15 us a call
+
+        def tick() -> None:
+            on_readable()
+            ticker[:] = [loop.call_later(_POLL_MS / 1000, tick)]
+
+        tick()
+        watch = FdWatch(sock, on_readable)
+        handle = _handler(server, calls, watch)
         backlog = server._backlog
         flush_wait = _FLUSH_WAIT_MS
+        events = sock.getsockopt
+        recv = transport.recv_frames
         sdnotify.ready()
         watchdog = server._watchdog if server._watchdog.enabled else None
         server._ready.set()
-        batch = 0
         while not server._stopping and (
             server._stop_at is None or time.monotonic() < server._stop_at
         ):
-            try:
-                frames = transport.recv_frames(sock, _NOBLOCK)
-            except zmq.Again:
-                frames = None
-            if frames is not None:
+            batch = 0
+            # ZMQ_EVENTS, not a zmq.Again, ends a drain (as the client)
+            while batch < _BATCH and int(events(_EVENTS)) & _POLLIN:
+                frames = recv(sock, _NOBLOCK)
                 server._message = frames  # whose CURVE key _peer_key reads
                 try:
                     handle(frames)
@@ -102,11 +120,9 @@ async def serve(server: RPCServer) -> None:
                 finally:
                     server._message = None
                 batch += 1
-                if batch >= _BATCH:  # a stream of requests must not starve tasks
-                    batch = 0
-                    await asyncio.sleep(0)
+            if batch >= _BATCH:  # a stream of requests must not starve tasks
+                await asyncio.sleep(0)
             else:
-                batch = 0
                 wait = _POLL_MS
                 if backlog.pending:  # replies wait for room: retry often
                     if backlog.flush():
@@ -114,7 +130,20 @@ async def serve(server: RPCServer) -> None:
                     else:
                         flush_wait = min(2 * flush_wait, _POLL_MS)
                     wait = flush_wait
-                await asock.poll(wait, _POLLIN)
+                # the flush may have taken the fd's wake-up: look again
+                if not int(events(_EVENTS)) & _POLLIN:
+                    waiter = wakeup[0] = loop.create_future()
+                    timer = (
+                        loop.call_later(wait / 1000, _wake, waiter)
+                        if wait < _POLL_MS
+                        else None
+                    )
+                    try:
+                        await waiter
+                    finally:
+                        if timer is not None:
+                            timer.cancel()
+                        wakeup[0] = None
             if watchdog is not None:
                 watchdog.tick()
             link = server._registry_link
@@ -127,12 +156,19 @@ async def serve(server: RPCServer) -> None:
         server._terminated = True
         _log.debug("context of %s terminated: serving stops", server.url)
     finally:
+        for handle in ticker:
+            handle.cancel()
         await _cancel(calls)
-        if asock is not None:
-            asock._clear_io_state()  # the loop stops watching the fd first
+        if watch is not None:
+            await watch.aclose()  # the loop stops watching the fd first
         server._serving_ident = None
         server._shutdown()
         server._serving.release()
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def serve_blocking(server: RPCServer) -> None:
@@ -141,7 +177,7 @@ def serve_blocking(server: RPCServer) -> None:
     asyncio.run(serve(server))
 
 
-def _handler(server: RPCServer, calls: set[asyncio.Task]) -> Any:
+def _handler(server: RPCServer, calls: set[asyncio.Task], watch: FdWatch) -> Any:
     """The function that answers one received message."""
     respond = server._responder.handle
     backlog = server._backlog
@@ -170,7 +206,7 @@ def _handler(server: RPCServer, calls: set[asyncio.Task]) -> Any:
                 except ProtocolError:
                     pass  # the general path answers with the error
                 else:
-                    task = asyncio.create_task(_run(server, envelope, request))
+                    task = asyncio.create_task(_run(server, envelope, request, watch))
                     calls.add(task)
                     task.add_done_callback(calls.discard)
                     return
@@ -181,7 +217,9 @@ def _handler(server: RPCServer, calls: set[asyncio.Task]) -> Any:
     return handle
 
 
-async def _run(server: RPCServer, envelope: list, request: protocol.Request) -> None:
+async def _run(
+    server: RPCServer, envelope: list, request: protocol.Request, watch: FdWatch
+) -> None:
     """Run one async method call and send its reply."""
     rid, name = request.request_id, request.method
     try:
@@ -197,6 +235,7 @@ async def _run(server: RPCServer, envelope: list, request: protocol.Request) -> 
         frames = server._method_failed(rid, name, exc)
     try:
         server._send(envelope, frames, rid)
+        watch.kick()  # the send may have taken the wake-up of a request
     except zmq.ZMQError as exc:  # the context ended: nobody to answer
         _log.debug("reply to %s not sent: %s", name, exc)
 
