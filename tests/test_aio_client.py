@@ -443,3 +443,25 @@ def test_killed_server_fails_a_call_in_flight(ctx, child) -> None:  # noqa: F811
             assert not probe._pending
 
     run(main())
+
+
+def test_a_proxy_refuses_another_loop(ctx, server) -> None:
+    """A proxy's sockets are watched by its own loop: used from another
+    loop (here a second one in another thread) it says so."""
+
+    async def main() -> None:
+        async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
+            outcome: dict[str, BaseException] = {}
+
+            def elsewhere() -> None:
+                try:
+                    asyncio.run(cam.echo(1))
+                except BaseException as exc:
+                    outcome["error"] = exc
+
+            await asyncio.to_thread(elsewhere)
+            assert isinstance(outcome.get("error"), RuntimeError)
+            assert "another event loop" in str(outcome["error"])
+            assert await cam.echo(2) == 2
+
+    run(main())

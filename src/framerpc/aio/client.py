@@ -329,6 +329,11 @@ class AsyncClient:
         if self._closed or self._loop is None:
             raise RuntimeError(f"client of {self.url} is closed")
         loop = self._loop
+        if asyncio.get_running_loop() is not loop:  # its sockets live there
+            raise RuntimeError(
+                f"client of {self.url} belongs to another event loop: "
+                "use it from the loop it was opened in"
+            )
         future = loop.create_future()
         watch = self._watch
         started = loop.time()

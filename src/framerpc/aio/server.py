@@ -3,14 +3,14 @@
 ``await server.serve()`` (``RPCServer.serve`` delegates here) runs the
 serve loop of ``RPCServer.serve_forever`` as a coroutine: it waits for
 requests on the loop (the socket's ``ZMQ_FD``, see ``_fdwatch``) instead
-of blocking, so the loop runs other tasks meanwhile, and each call of an ``async def`` method runs as a task
-of its own: a slow one does not hold back other calls, and several run at
-once. Everything else (sync methods, properties, the inventory, signals,
-older JSON clients) is answered inline, on the loop's thread, by the
-server's own code, exactly as ``serve_forever`` answers it: a sync method
-blocks the loop while it runs and never runs concurrently with another
-request. Put slow blocking work in an ``async def`` method that awaits
-``asyncio.to_thread``.
+of blocking, so the loop runs other tasks meanwhile, and each call of an
+``async def`` method runs as a task of its own: a slow one does not hold
+back other calls, and several run at once. Everything else (sync
+methods, properties, the inventory, signals, older JSON clients) is
+answered inline, on the loop's thread, by the server's own code, exactly
+as ``serve_forever`` answers it: a sync method blocks the loop while it
+runs and never runs concurrently with another request. Put slow blocking
+work in an ``async def`` method that awaits ``asyncio.to_thread``.
 
 A server whose device has ``async def`` methods and is run by
 ``serve_forever`` or ``start`` runs this loop in a private event loop of
