@@ -465,3 +465,37 @@ def test_a_proxy_refuses_another_loop(ctx, server) -> None:
             assert await cam.echo(2) == 2
 
     run(main())
+
+
+def test_signals_follow_a_restarted_server(ctx, serve) -> None:
+    """A server restarted on the same URL binds a new signal port: the
+    proxy reads the inventory again and receives from there."""
+    first = serve(CameraServer(ctx, "tcp://127.0.0.1"))
+    url = first.url
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            Camera, url, context=ctx, raise_errors=False
+        ) as cam:
+            frames = cam.frame_ready.subscribe()
+            first.frame_ready.emit(1)
+            assert await anext(frames) == (1,)
+            old_signals = cam.signal_hub.url
+            await asyncio.to_thread(first.close)
+            second = serve(CameraServer(ctx, url))  # same port, new signal port
+            await until(lambda: cam.signal_hub.url != old_signals)
+            assert cam.signal_hub.url.endswith(f":{second._signal_port}")
+            # emit until one arrives: the subscription takes a moment
+            got: list[tuple] = []
+
+            async def receive() -> None:
+                got.append(await anext(frames))
+
+            receiver = asyncio.create_task(receive())
+            while not receiver.done():
+                second.frame_ready.emit(2)
+                await asyncio.sleep(0.02)
+            assert got == [(2,)]
+            assert await cam.echo("again") == "again"
+
+    run(main())

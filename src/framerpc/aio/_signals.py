@@ -193,6 +193,19 @@ class SignalHub:
             transport.close_quietly(self._socket)
             raise
 
+    def follow(self, url: str) -> None:
+        """Receive from ``url`` from now on (the server restarted and bound
+        a new signal socket)."""
+        if url == self.url or self.closed:
+            return
+        _log.info("server restarted: signals now from %s", url)
+        try:
+            self._socket.disconnect(self.url)
+        except zmq.ZMQError:
+            pass  # not connected any more
+        self._socket.connect(url)
+        self.url = url
+
     def expect_token(self, token: str) -> asyncio.Event:
         """Event set when the handshake ``token`` is received."""
         return self._tokens.setdefault(token, asyncio.Event())

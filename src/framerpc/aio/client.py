@@ -195,6 +195,12 @@ class AsyncClient:
             }
             self._signal_hub = SignalHub(zctx, signal_url, self._options, types)
             await self._sync_signals()
+            if self._watch is not None:
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._follow_restarts(), name=f"aio-restarts {self.url}"
+                    )
+                )
 
     async def _sync_signals(self) -> None:
         """Wait until the subscription is live, so no emission is missed."""
@@ -484,6 +490,31 @@ class AsyncClient:
                         entry.future.set_exception(exc)
             if not self._pending:
                 self._busy.clear()
+
+    async def _follow_restarts(self) -> None:
+        """Every 0.1 s, as the sync client's signal receiver: when the
+        connection came back after a loss (a restarted server binds a new
+        signal port), read the inventory again and follow its signals."""
+        watch, hub = self._watch, self._signal_hub
+        assert watch is not None and hub is not None
+        losses = watch.losses
+        while True:
+            await asyncio.sleep(_WATCH_S)
+            watch.drain()
+            if watch.losses == losses or not watch.up:
+                continue
+            seen = watch.losses
+            try:
+                reply = await self._request(
+                    Request(RPCEvents.GET_INVENTORY, next(self._ids)), self._timeout
+                )
+            except (TimeoutError, RuntimeError) as exc:
+                _log.warning("inventory of restarted %s: %s", self.url, exc)
+                continue  # tried again at the next turn
+            losses = seen
+            inventory = reply.value if reply.ok else None
+            if type(inventory) is dict and type(inventory.get("signal_url")) is str:
+                hub.follow(transport.connect_url_for(self.url, inventory["signal_url"]))
 
     def _fail_all(self, exc: BaseException) -> None:
         for entry in list(self._pending.values()):
