@@ -24,6 +24,7 @@ from test_dead_peers import child  # noqa: F401 - the fixture
 import framerpc.aio
 from framerpc import NoResult, RemoteError
 from framerpc.aio import AsyncClient
+from framerpc.aio._link import Link
 
 #: Ceiling (s) of one test's coroutine: only catches a hang.
 HANG_S = 30
@@ -166,7 +167,7 @@ def test_property_errors_follow_raise_errors(ctx, server) -> None:
 
 
 def test_timeout_then_late_reply_dropped(ctx, server, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="framerpc.aio.client")
+    caplog.set_level(logging.DEBUG, logger="framerpc.aio._link")
 
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
@@ -183,7 +184,7 @@ def test_timeout_then_late_reply_dropped(ctx, server, caplog) -> None:
 
 
 def test_cancelled_call_drops_its_late_reply(ctx, server, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="framerpc.aio.client")
+    caplog.set_level(logging.DEBUG, logger="framerpc.aio._link")
 
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
@@ -395,13 +396,13 @@ def test_calls_wait_for_a_connection(ctx, serve, tmp_path, loop_mode, monkeypatc
     """A request waits (on the loop) for a server that is not there yet."""
     url = f"ipc://{tmp_path}/late.sock"
     waited = asyncio.Event()
-    send_later = AsyncClient._send_later
+    send_later = Link._send_later
 
-    async def spy(self: AsyncClient, *args: Any) -> None:
+    async def spy(self: Link, *args: Any) -> None:
         waited.set()
         await send_later(self, *args)
 
-    monkeypatch.setattr(AsyncClient, "_send_later", spy)
+    monkeypatch.setattr(Link, "_send_later", spy)
 
     async def main() -> None:
         # connect() gives an awaitable, not a coroutine: ensure_future
