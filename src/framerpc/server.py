@@ -16,6 +16,7 @@ encoding it) and older subscribers never see msgpack.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -294,6 +295,12 @@ class RPCServer:
                 self._rpc_properties[name] = attr
             elif isinstance(attr, RPCSignal):
                 self._signals[name] = attr
+        # framerpc.aio: `async def` methods run as tasks of serve() (aio.server)
+        self._async_methods = {
+            name
+            for name in [*self._json_methods, *self._buffer_methods]
+            if inspect.iscoroutinefunction(attrs[name])
+        }
         # optional inventory fields: signatures, docstrings, signal types
         names = [*self._json_methods, *self._buffer_methods, *self._rpc_properties]
         members = {name: attrs[name] for name in [*names, *self._signals]}
@@ -390,7 +397,11 @@ class RPCServer:
         (then for 0.2 s more, so that the client reads the acknowledgement).
 
         Closes the sockets and unregisters from the registry on return.
+        A device with ``async def`` methods is served by ``serve`` in a
+        new event loop of this thread.
         """
+        if self._async_methods:  # framerpc.aio: needs an event loop
+            return _aio_server().serve_blocking(self)
         if not self._serving.acquire(blocking=False):
             raise RuntimeError("serve_forever is already running")
         sock = self._socket
@@ -459,6 +470,12 @@ class RPCServer:
             self._serving_ident = None
             self._shutdown()
             self._serving.release()
+
+    async def serve(self) -> None:
+        """Serve inside the running asyncio loop until stopped (as
+        ``serve_forever``); ``async def`` methods run as concurrent tasks,
+        sync ones inline on the loop. See ``framerpc.aio.server.serve``."""
+        await _aio_server().serve(self)  # framerpc.aio
 
     def stop_server(self) -> None:
         """Stop serving, from any thread; unregisters from the registry.
@@ -837,6 +854,8 @@ class RPCServer:
         name = request.method
         if name not in self._json_methods and name not in self._buffer_methods:
             raise _NotFound(f"Method {_clip(name)} not implemented")
+        if name in self._async_methods:  # framerpc.aio: only serve() runs them
+            raise TypeError(f"async method {name} needs serve()'s native path")
         result = getattr(self, name)(*request.args, **request.kwargs)
         if name in self._json_methods:
             return result, None
@@ -900,6 +919,13 @@ class RPCServer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} name={self.name!r}>"
+
+
+def _aio_server() -> Any:
+    """framerpc.aio.server, imported when first needed (framerpc.aio)."""
+    from .aio import server
+
+    return server
 
 
 def _signal_budget(options: transport.SocketOptions) -> _outbox.SignalBudget:

@@ -1,0 +1,216 @@
+"""The asyncio client next to the sync client and raw pyzmq, in one run.
+
+    python benchmarks/bench_aio.py [--quick] [--transport tcp|ipc] [--pin]
+
+1. Sequential round trips (one call in flight): echo, 1 MiB and 24.9 MB
+   fetches through raw pyzmq REQ/REP, the sync ``RPCClient`` and the
+   asyncio proxy (``framerpc.aio``), each against a server in its own
+   process (the servers of ``framerpc.bench``). Medians in us, and the
+   ratio asyncio / sync (targets: echo <= 1.5, frames <= 1.1).
+2. Concurrency: 100 echo calls in flight on one asyncio proxy against 100
+   threads sharing one sync proxy (calls/s).
+3. The same device served by ``await server.serve()`` (its sync methods
+   run inline on the loop) instead of ``serve_forever``: echo and 1 MiB
+   through both clients.
+
+Not a test: nothing here asserts; it prints a table. The engine is the
+one ``FRAMERPC_PURE`` selects, in the client and the server process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    from framerpc.bench import _peers
+except ImportError:  # a source checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from framerpc.bench import _peers
+
+import zmq
+
+import framerpc.aio
+from framerpc import framing
+
+WORKLOADS = ("echo", "1MiB", "24.9MB")
+TARGETS = {"echo": 1.5, "1MiB": 1.1, "24.9MB": 1.1}
+CONCURRENCY = 100
+
+
+def _interface() -> type:
+    _, proxy_cls = _peers._framerpc_types()
+    return proxy_cls.__bases__[0]  # BenchDevice
+
+
+async def _aio_samples(url: str, workload: _peers.Workload, n: int) -> list[int]:
+    clock = time.perf_counter_ns
+    async with framerpc.aio.connect(_interface(), url, timeout=10000) as proxy:
+        text = _peers.ECHO_TEXT
+
+        async def call() -> None:
+            if workload.is_echo:
+                _peers._check_echo(await proxy.echo(text))
+            else:
+                frame, _ = await proxy.grab(workload.name)
+                _peers._check(frame, workload)
+
+        for _ in range(max(3, n // 10)):
+            await call()
+        samples = [0] * n
+        for i in range(n):
+            start = clock()
+            await call()
+            samples[i] = clock() - start
+        return samples
+
+
+def _sync_samples(system: str, url: str, workload: _peers.Workload, n: int) -> list:
+    client = _peers.make_client(system, url)
+    try:
+        return _peers.sample(client, workload, n, max(3, n // 10))
+    finally:
+        client.close()
+
+
+async def _aio_concurrent(url: str, total: int) -> float:
+    async with framerpc.aio.connect(_interface(), url, timeout=30000) as proxy:
+        text = _peers.ECHO_TEXT
+        left = total
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                _peers._check_echo(await proxy.echo(text))
+
+        await asyncio.gather(*(proxy.echo(text) for _ in range(CONCURRENCY)))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return total / (time.perf_counter() - start)
+
+
+def _threads_concurrent(url: str, total: int) -> float:
+    _, proxy_cls = _peers._framerpc_types()
+    context = zmq.Context()
+    proxy = proxy_cls(context, url, timeout=30000)
+    lock = threading.Lock()
+    left = total
+    go = threading.Barrier(CONCURRENCY + 1)
+
+    def worker() -> None:
+        nonlocal left
+        go.wait()
+        while True:
+            with lock:
+                if left <= 0:
+                    return
+                left -= 1
+            _peers._check_echo(proxy.echo(_peers.ECHO_TEXT))
+
+    threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    start = time.perf_counter()
+    go.wait()
+    for thread in threads:
+        thread.join()
+    rate = total / (time.perf_counter() - start)
+    proxy.close()
+    context.term()
+    return rate
+
+
+def _serve_in_loop(
+    system: str, url: str, conn: Any, env: dict, cpus: set[int] | None
+) -> None:
+    """Server process: the benchmark device served by ``await serve()``."""
+    _peers._prepare(env, cpus)
+    server_cls, _ = _peers._framerpc_types()
+    context = zmq.Context()
+    server = server_cls(context, url, _peers._frames())
+    conn.send(("ready", server.url, "asyncio"))
+    _peers._watch(conn, server.stop_server)
+    asyncio.run(server.serve())
+    context.term()
+
+
+def _start_loop_server(system: str, transport: str, workdir: str, cpus: Any) -> Any:
+    env = _peers.system_env(system)
+    url = _peers.server_url(transport, workdir)
+    process, conn = _peers._spawn(_serve_in_loop, (system, url, env, cpus), env)
+    _, bound, impl = _peers._expect(conn, process, "loop server", 60)
+    return _peers.ServerHandle(system, bound, impl, process, conn)
+
+
+def _median_us(samples: list[int]) -> float:
+    return statistics.median(samples) / 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--transport", default="tcp", choices=("tcp", "ipc"))
+    parser.add_argument("--pin", action="store_true", help="all on CPU 0")
+    args = parser.parse_args(argv)
+    cpus = {0} if args.pin else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    system = "framerpc-pure" if framing.IMPLEMENTATION == "pure" else "framerpc"
+    print(f"engine: {framing.IMPLEMENTATION}, transport: {args.transport}")
+    with tempfile.TemporaryDirectory() as workdir:
+        raw = _peers.start_server("raw", args.transport, workdir, cpus)
+        rpc = _peers.start_server(system, args.transport, workdir, cpus)
+        try:
+            print(
+                f"{'workload':>8} {'raw us':>9} {'sync us':>9} {'aio us':>9}"
+                f" {'aio/sync':>9} {'target':>7}"
+            )
+            for name in WORKLOADS:
+                workload = _peers._BY_NAME[name]
+                n = workload.quick if args.quick else workload.samples
+                raw_us = _median_us(_sync_samples("raw", raw.url, workload, n))
+                sync_us = _median_us(_sync_samples(system, rpc.url, workload, n))
+                aio_us = _median_us(asyncio.run(_aio_samples(rpc.url, workload, n)))
+                print(
+                    f"{name:>8} {raw_us:9.1f} {sync_us:9.1f} {aio_us:9.1f}"
+                    f" {aio_us / sync_us:9.2f} {TARGETS[name]:7.2f}"
+                )
+            total = 3000 if args.quick else 20000
+            aio_rate = asyncio.run(_aio_concurrent(rpc.url, total))
+            thread_rate = _threads_concurrent(rpc.url, total)
+            print(
+                f"{CONCURRENCY} echo calls in flight: asyncio proxy "
+                f"{aio_rate:,.0f} calls/s; sync proxy shared by {CONCURRENCY} "
+                f"threads {thread_rate:,.0f} calls/s "
+                f"({aio_rate / thread_rate:.2f}x)"
+            )
+        finally:
+            _peers.stop_server(raw)
+            _peers.stop_server(rpc)
+        loop_server = _start_loop_server(system, args.transport, workdir, cpus)
+        try:
+            print("served by await server.serve():")
+            print(f"{'workload':>8} {'sync us':>9} {'aio us':>9}")
+            for name in WORKLOADS[:2]:
+                workload = _peers._BY_NAME[name]
+                n = workload.quick if args.quick else workload.samples
+                url = loop_server.url
+                sync_us = _median_us(_sync_samples(system, url, workload, n))
+                aio_us = _median_us(asyncio.run(_aio_samples(url, workload, n)))
+                print(f"{name:>8} {sync_us:9.1f} {aio_us:9.1f}")
+        finally:
+            _peers.stop_server(loop_server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""framerpc for asyncio: proxies and servers that live in an event loop.
+
+``async with framerpc.aio.connect(Camera, url) as cam:`` gives a proxy
+whose methods are coroutines (``await cam.set_exposure(5)``), whose
+properties are awaitables (``await cam.mode``, ``await cam.mode.set(v)``)
+and whose signals are async iterators (``async for args in
+cam.frame_ready``) or callbacks run on the loop. Many calls may be in
+flight at once on one proxy. Servers serve inside a loop with ``await
+server.serve()``, and a device may define ``async def`` methods. See
+``docs/guides/asyncio.md`` for the rules.
+"""
+
+from ._proxy import RemoteProperty, connect, proxy_class
+from ._signals import AsyncSignal, SignalIterator
+from .client import AsyncClient
+from .server import serve
+
+__all__ = [
+    "AsyncClient",
+    "AsyncSignal",
+    "RemoteProperty",
+    "SignalIterator",
+    "connect",
+    "proxy_class",
+    "serve",
+]

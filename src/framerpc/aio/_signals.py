@@ -1,0 +1,278 @@
+"""Signals of an asyncio proxy: one SUB socket and one reader task per
+client, emissions handed to callbacks run on the loop and to async
+iterators with bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from .. import protocol, transport
+from ..errors import ProtocolError
+from ..signal import RPCSignal
+from ._fdwatch import FdWatch
+
+__all__ = ["AsyncSignal", "SignalHub", "SignalIterator"]
+
+_log = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+#: Default bound of an iterator's queue (emissions).
+DEFAULT_QUEUE = 1000
+
+
+class SignalIterator:
+    """Emissions of one signal as an async iterator of argument tuples.
+
+    Made by ``AsyncSignal.subscribe`` (or ``async for`` on the signal).
+    Receives what is emitted from its creation on; ends when ``close``
+    is called or the client closes.
+
+    Parameters
+    ----------
+    maxsize : int
+        Most emissions kept while the consumer is behind; when full, the
+        oldest is dropped and counted in ``dropped`` (a slow consumer
+        never holds back the client or other consumers).
+    """
+
+    def __init__(self, hub: SignalHub, name: str, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self._hub = hub
+        self._name = name
+        self._items: deque[tuple] = deque()
+        self._maxsize = maxsize
+        self._wakeup: asyncio.Future | None = None
+        self._closed = False
+        #: Emissions dropped because the queue was full.
+        self.dropped = 0
+
+    def _put(self, args: tuple) -> None:
+        if len(self._items) >= self._maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(args)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._wakeup = self._wakeup, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop receiving; iteration ends once the queued emissions are read."""
+        if not self._closed:
+            self._closed = True
+            self._hub._iterators.get(self._name, set()).discard(self)
+            self._wake()
+
+    def __aiter__(self) -> SignalIterator:
+        return self
+
+    async def __anext__(self) -> tuple:
+        while not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        return self._items.popleft()
+
+    async def __aenter__(self) -> SignalIterator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncSignal:
+    """A remote signal on an asyncio proxy.
+
+    ``async for args in proxy.sig:`` iterates over emissions (tuples of
+    the emitted arguments); ``proxy.sig.connect(callback)`` calls
+    ``callback(*args)`` on the loop for each (a coroutine function's
+    coroutine runs as a task).
+    """
+
+    def __init__(self, hub: SignalHub, name: str) -> None:
+        self._hub = hub
+        self.name = name
+
+    def subscribe(self, maxsize: int = DEFAULT_QUEUE) -> SignalIterator:
+        """A new iterator of this signal's emissions (see ``SignalIterator``)."""
+        iterator = SignalIterator(self._hub, self.name, maxsize)
+        if self._hub.closed:
+            iterator.close()
+        else:
+            self._hub._iterators.setdefault(self.name, set()).add(iterator)
+        return iterator
+
+    def __aiter__(self) -> SignalIterator:
+        return self.subscribe()
+
+    def connect(self, callback: Callable[..., Any]) -> None:
+        """Call ``callback(*args)`` on the loop at each emission.
+
+        Exceptions of a callback are logged. Duplicates are ignored.
+
+        Raises
+        ------
+        TypeError
+            ``callback`` is not callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"{callback!r} is not callable")
+        callbacks = self._hub._callbacks.setdefault(self.name, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
+
+    def disconnect(self, callback: Callable[..., Any] | None = None) -> None:
+        """Remove ``callback`` (None: all callbacks).
+
+        Raises
+        ------
+        ValueError
+            ``callback`` is not connected.
+        """
+        callbacks = self._hub._callbacks.setdefault(self.name, [])
+        if callback is None:
+            callbacks.clear()
+        elif callback in callbacks:
+            callbacks.remove(callback)
+        else:
+            raise ValueError(f"{callback!r} is not connected to {self.name}")
+
+    def __repr__(self) -> str:
+        return f"<AsyncSignal {self.name}>"
+
+
+class SignalHub:
+    """A client's subscription to its server's signals (one SUB socket).
+
+    Parameters
+    ----------
+    context : zmq.Context
+        A plain context for the SUB socket.
+    url : str
+        The server's signal endpoint.
+    options : SocketOptions
+        Socket tuning.
+    types : dict of str to RPCSignal, optional
+        The interface's signals: arguments are checked and coerced to
+        their types, as the sync receiver does.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        url: str,
+        options: transport.SocketOptions,
+        types: dict[str, RPCSignal] | None = None,
+    ) -> None:
+        self.url = url
+        self.types = dict(types or {})
+        self.closed = False
+        self._iterators: dict[str, set[SignalIterator]] = {}
+        self._callbacks: dict[str, list[Callable]] = {}
+        self._tokens: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._socket = transport.make_socket(context, zmq.SUB, options)
+        try:
+            self._socket.setsockopt(zmq.SUBSCRIBE, b"")
+            self._socket.connect(url)
+            self._fdwatch = FdWatch(self._socket, self._on_readable)
+        except BaseException:
+            transport.close_quietly(self._socket)
+            raise
+
+    def follow(self, url: str) -> None:
+        """Receive from ``url`` from now on (the server restarted and bound
+        a new signal socket)."""
+        if url == self.url or self.closed:
+            return
+        _log.info("server restarted: signals now from %s", url)
+        try:
+            self._socket.disconnect(self.url)
+        except zmq.ZMQError:
+            pass  # not connected any more
+        self._socket.connect(url)
+        self.url = url
+
+    def expect_token(self, token: str) -> asyncio.Event:
+        """Event set when the handshake ``token`` is received."""
+        return self._tokens.setdefault(token, asyncio.Event())
+
+    def forget_token(self, token: str) -> None:
+        self._tokens.pop(token, None)
+
+    def _on_readable(self) -> None:
+        sock = self._socket
+        recv = transport.recv_frames
+        events = sock.getsockopt
+        while int(events(_EVENTS)) & _POLLIN:  # cheaper than a zmq.Again
+            frames = recv(sock, _NOBLOCK)
+            try:
+                self._dispatch(protocol.decode_signal(frames))
+            except ProtocolError as exc:
+                _log.warning("malformed emission from %s: %s", self.url, exc)
+
+    def _dispatch(self, emission: protocol.SignalEmission) -> None:
+        name, args = emission.name, emission.args
+        if name == protocol.SYNC_SIGNAL:
+            if args and type(args[0]) is str:
+                seen = self._tokens.get(args[0])  # other clients' come too
+                if seen is not None:
+                    seen.set()
+            return
+        signal = self.types.get(name)
+        if signal is not None:
+            try:
+                args = list(signal.validate_args(*args, coerce=True))
+            except (TypeError, RuntimeError) as exc:
+                _log.warning(
+                    "signal %s: %s; passing the arguments as received", name, exc
+                )
+        values = tuple(args)
+        for iterator in list(self._iterators.get(name, ())):
+            iterator._put(values)
+        for callback in list(self._callbacks.get(name, ())):
+            try:
+                result = callback(*values)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._callback_done)
+            except Exception:
+                _log.exception("a callback of signal %s raised", name)
+
+    def _callback_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error(
+                "a callback of a signal of %s raised",
+                self.url,
+                exc_info=task.exception(),
+            )
+
+    async def aclose(self) -> None:
+        """Stop the reader and callback tasks, end the iterators, close."""
+        if self.closed:
+            return
+        self.closed = True
+        await self._fdwatch.aclose()  # before the socket closes
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for iterators in self._iterators.values():
+            for iterator in list(iterators):
+                iterator.close()
+        transport.close_quietly(self._socket)
