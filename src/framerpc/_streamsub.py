@@ -1,0 +1,468 @@
+"""Client side of ``RPCStream``: subscriptions with credit-based flow control.
+
+Each subscription is a thread with its own DEALER connected to the
+server's stream socket (``_streamproto`` describes the messages). It
+subscribes with its policy, then grants credit for the frames its local
+buffer can take: the window (1 for ``latest``, N for ``queue=N``) at
+first, then one per frame the consumer took (or the callback returned
+from). So the local buffer never holds more than the window, nothing is
+dropped on the client side, and a slow consumer costs the server nothing
+but its own pending frames.
+
+The thread also pings the server while idle (so that the server keeps it
+past its heartbeat bound), subscribes again when the server does not know
+it (a restart on the same endpoint, or forgotten while frozen), and
+follows a new ``stream_url`` when the proxy reads the inventory of a
+restarted server.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zmq
+
+from . import _lifecycle, _streamproto, transport
+from ._streamhub import Waker
+from .errors import ProtocolError, RemoteError
+from .protocol import Request, RPCEvents
+from .stream import (
+    Policy,
+    RPCStream,
+    check_policy,
+    credit_window,
+    declared_streams,
+)
+
+__all__ = ["StreamHandle", "Subscription", "apply_inventory", "close_all"]
+
+_log = logging.getLogger(__name__)
+
+#: Longest wait (s) of a subscription thread: how soon it notices a new
+#: URL or resends an unanswered subscription.
+_POLL_S = 0.1
+#: Wait (s) for the server's answer before subscribing again.
+_RESUBSCRIBE_S = 1.0
+#: Ping interval (s) when heartbeats are off (the server then keeps
+#: silent subscribers, but a ping still finds out that it restarted).
+_PING_S = 1.0
+
+
+class Subscription(threading.Thread):
+    """One subscription: iterate it for ``(frame, info)``, or give a callback.
+
+    Made by ``StreamHandle.subscribe``; ``close`` it (or leave its ``with``
+    block) to end it. The frame is a read-only numpy array (a read-only
+    memoryview for bytes-like frames) over the received buffer, not a
+    copy. ``info`` holds the publisher's keys plus ``seq`` (per stream,
+    from 0 in each server process), ``t`` (the server's ``time.time()`` at
+    publish), ``dropped`` (frames published but not delivered to this
+    subscriber since its previous frame: ``seq`` minus the previous ``seq``
+    minus one) and ``epoch`` (a number per server process: a new one means
+    the server restarted and ``seq`` counts from 0 again).
+
+    Attributes
+    ----------
+    dropped : int
+        Frames dropped for this subscriber so far (summed ``dropped``).
+    received : int
+        Frames received so far.
+    """
+
+    def __init__(
+        self,
+        handle: StreamHandle,
+        policy: Policy,
+        window: int,
+        callback: Callable[[Any, dict[str, Any]], object] | None,
+    ) -> None:
+        super().__init__(name=f"Subscription({handle.name})", daemon=True)
+        self._handle = handle
+        self.policy = policy
+        self.queue = window  # frames the server may hold for it
+        self.window = credit_window(policy, window)  # frames held here at most
+        self._callback = callback
+        self._cond = threading.Condition()
+        self._ready: collections.deque[tuple[Any, dict[str, Any]]] = collections.deque()
+        self._to_grant = 0
+        self._stop_flag = threading.Event()
+        self._error: Exception | None = None
+        self._epoch: int | None = None
+        self._prev_seq: int | None = None
+        self.dropped = 0
+        self.received = 0
+        self.subscribed = threading.Event()  # the server acknowledged (tests)
+        context = handle._proxy._zmq_context
+        self._options: transport.SocketOptions = handle._proxy._options
+        self._socket = transport.make_socket(context, zmq.DEALER, self._options)
+        try:
+            self._waker = Waker(context)
+        except BaseException:
+            transport.close_quietly(self._socket)
+            raise
+
+    # -- consumer side ---------------------------------------------------
+    def get(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
+        """The next frame and its info; waits up to ``timeout`` s (None: no
+        limit, until a frame or ``close``).
+
+        Raises
+        ------
+        TimeoutError
+            No frame within ``timeout``.
+        RemoteError
+            The server refused the subscription.
+        EOFError
+            The subscription is closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._ready:
+                if self._error is not None:
+                    raise self._error
+                if self._stop_flag.is_set():
+                    raise EOFError(f"subscription to {self._handle.name} is closed")
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise TimeoutError(
+                        f"no frame of stream {self._handle.name} within {timeout} s"
+                    )
+                self._cond.wait(wait)
+            item = self._ready.popleft()
+            self._to_grant += 1
+        self._waker.wake()  # the thread sends the credit
+        return item
+
+    def __iter__(self) -> Iterator[tuple[Any, dict[str, Any]]]:
+        return self
+
+    def __next__(self) -> tuple[Any, dict[str, Any]]:
+        try:
+            return self.get(None)
+        except EOFError:
+            raise StopIteration from None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the subscription: the thread unsubscribes, closes its socket
+        and is joined (not when called from a callback); idempotent.
+        An iteration in progress stops."""
+        self.stop()
+        if self.ident is None:
+            self._close_sockets()
+        elif self is not threading.current_thread():
+            self.join(timeout)
+        self._handle._forget(self)
+
+    def stop(self) -> None:
+        """Ask the thread to stop, without waiting."""
+        self._stop_flag.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._waker.wake()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the subscription thread ------------------------------------------
+    def run(self) -> None:
+        """Subscribe, grant credit, receive; until ``stop``."""
+        sock, waker = self._socket, self._waker
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(waker.socket, zmq.POLLIN)
+        url: str | None = None
+        subscribed = False
+        asked = -1e9  # monotonic time of the last "sub"
+        ivl = self._options.heartbeat_ivl_ms
+        ping_s = ivl / 1000 if ivl > 0 else _PING_S
+        last_sent = time.monotonic()
+        try:
+            while not self._stop_flag.is_set():
+                target = self._handle.url
+                if target != url:
+                    if url is not None:
+                        sock.disconnect(url)
+                    if target is not None:
+                        sock.connect(target)
+                    url, subscribed, asked = target, False, -1e9
+                now = time.monotonic()
+                if url is not None and not subscribed and now - asked >= _RESUBSCRIBE_S:
+                    if self._send(
+                        "sub", s=self._handle.name, p=self.policy, n=self.queue
+                    ):
+                        asked = last_sent = now
+                if subscribed:
+                    with self._cond:
+                        grant, self._to_grant = self._to_grant, 0
+                    if grant:
+                        if self._send("credit", c=grant):
+                            last_sent = now
+                        else:
+                            with self._cond:
+                                self._to_grant += grant
+                if url is not None and now - last_sent >= ping_s and self._send("ping"):
+                    last_sent = now
+                ready = dict(poller.poll(int(_POLL_S * 1000)))
+                if waker.socket in ready:
+                    waker.drain()
+                if sock in ready:
+                    for _ in range(64):
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        subscribed = self._on_message(frames, subscribed)
+        except zmq.ZMQError as exc:
+            if not (self._stop_flag.is_set() or _lifecycle.is_context_terminated(exc)):
+                _log.error("subscription to %s failed: %s", self._handle.name, exc)
+        finally:
+            if not self._stop_flag.is_set():
+                self._stop_flag.set()
+            try:
+                self._send("unsub")
+            except zmq.ZMQError:
+                pass
+            self._close_sockets()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _send(self, event: str, **fields: Any) -> bool:
+        """Send a control message; False when it could not go out now."""
+        try:
+            self._socket.send(_streamproto.encode_control(event, **fields), zmq.NOBLOCK)
+            return True
+        except zmq.Again:  # not connected (IMMEDIATE), or its queue is full
+            return False
+
+    def _close_sockets(self) -> None:
+        transport.close_quietly(self._socket)
+        self._waker.close()
+
+    def _on_message(self, frames: list, subscribed: bool) -> bool:
+        """Handle one server message; returns whether subscribed now."""
+        try:
+            first, frame, body = _streamproto.decode_incoming(
+                frames, self._options.max_header_size
+            )
+        except ProtocolError as exc:
+            _log.warning("stream %s: ignored a malformed message: %s", self._handle.name, exc)
+            return subscribed
+        event = first["e"]
+        if event == "frame":
+            assert body is not None
+            self._on_frame(first, frame, body)
+            return subscribed
+        if event == "ok":
+            epoch = first.get("ep")
+            with self._cond:
+                if epoch != self._epoch:
+                    if self._epoch is not None:
+                        _log.info("stream %s: the server restarted", self._handle.name)
+                    self._epoch, self._prev_seq = epoch if type(epoch) is int else None, None
+                # the credit of an earlier subscription is void: all free slots
+                free = self.window - len(self._ready)
+                self._to_grant = free if self._callback is None else self.window
+            self.subscribed.set()
+            self._waker.wake()
+            return True
+        if event == "nosub":
+            _log.debug("stream %s: the server does not know us; subscribing", self._handle.name)
+            return False
+        if event == "err":
+            text = str(first.get("er", ""))[:200]
+            if not subscribed:
+                with self._cond:
+                    self._error = RemoteError(text, "")
+                    self._cond.notify_all()
+                self._stop_flag.set()
+            else:
+                _log.warning("stream %s: the server said: %s", self._handle.name, text)
+            return subscribed
+        _log.debug("stream %s: ignored event %r", self._handle.name, event)
+        return subscribed
+
+    def _on_frame(self, first: dict, frame: Any, body: dict) -> None:
+        seq, epoch = first["q"], first["ep"]
+        with self._cond:
+            if epoch == self._epoch and self._prev_seq is not None:
+                if seq <= self._prev_seq:  # cannot happen: never go back
+                    _log.warning("stream %s: frame %d after %d ignored", self._handle.name, seq, self._prev_seq)
+                    return
+                dropped = seq - self._prev_seq - 1
+            else:
+                dropped = first["d"]
+            self._epoch, self._prev_seq = epoch, seq
+            self.dropped += dropped
+            self.received += 1
+            info = dict(body["in"])
+            info.update(seq=seq, t=body["t"], dropped=dropped, epoch=epoch)
+            if self._callback is None:
+                self._ready.append((frame, info))
+                self._cond.notify()
+                return
+        try:
+            self._callback(frame, info)
+        except Exception:
+            _log.exception("a callback of stream %s raised", self._handle.name)
+        with self._cond:
+            self._to_grant += 1
+
+
+class StreamHandle(RPCStream):
+    """A proxy's side of one remote ``RPCStream``: ``subscribe``, ``latest``."""
+
+    def __init__(self, proxy: Any, name: str, doc: str = "") -> None:
+        super().__init__(doc)
+        self.name = name
+        self._proxy = proxy
+        self.url: str | None = None  # the server's stream socket, once known
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()
+
+    def subscribe(
+        self,
+        callback: Callable[[Any, dict[str, Any]], object] | None = None,
+        *,
+        policy: Policy = "latest",
+        queue: int | None = None,
+    ) -> Subscription:
+        """Receive the stream's frames, with flow control.
+
+        Parameters
+        ----------
+        callback : callable, optional
+            Called as ``callback(frame, info)`` in the subscription's
+            thread for each frame; the next frame is asked for when it
+            returns. Without it, iterate the returned subscription.
+        policy : {"latest", "queue"}
+            ``latest``: only the newest frame; frames published while the
+            consumer was busy are dropped for it alone (counted in
+            ``info["dropped"]``). ``queue``: up to ``queue`` frames are
+            kept for it, then the oldest are dropped (counted).
+        queue : int, optional
+            Queue length for ``policy="queue"`` (default 8, at most 256).
+
+        Returns
+        -------
+        Subscription
+            Iterable of ``(frame, info)``, with ``close()`` and ``get()``;
+            a context manager.
+
+        Raises
+        ------
+        ValueError
+            A bad policy or queue length.
+        RuntimeError
+            The proxy is closed, speaks the older JSON protocol (which has
+            no streams) or the server has no such stream.
+        """
+        window = check_policy(policy, queue)
+        self._resolve()
+        sub = Subscription(self, policy, window, callback)
+        with self._lock:
+            self._subs.append(sub)
+        sub.start()
+        return sub
+
+    def latest(self, timeout: float | None = 10.0) -> tuple[Any, dict[str, Any]]:
+        """One frame: the next one published (a ``latest`` subscription of
+        one frame).
+
+        Raises
+        ------
+        TimeoutError
+            No frame within ``timeout`` seconds.
+        """
+        with self.subscribe(policy="latest") as sub:
+            return sub.get(timeout)
+
+    def close_all(self, wait: bool = True) -> None:
+        """Close every subscription of this handle (the proxy closes)."""
+        with self._lock:
+            subs, self._subs = list(self._subs), []
+        for sub in subs:
+            if wait:
+                sub.close()
+            else:
+                sub.stop()
+
+    def _forget(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def _resolve(self) -> None:
+        """Learn the stream URL: a proxy in ``auto`` mode read the JSON
+        inventory, which does not list streams, so ask natively once."""
+        proxy = self._proxy
+        if proxy._closed:
+            raise RuntimeError(f"client of {proxy.url} is closed")
+        if self.url is not None:
+            return
+        if proxy._protocol != "native":
+            raise RuntimeError(
+                f"stream {self.name}: the server at {proxy.url} speaks the older "
+                "JSON protocol, which has no streams"
+            )
+        request = Request(RPCEvents.GET_INVENTORY, next(proxy._ids))
+        reply = proxy._request(request, proxy._timeout)
+        if reply.ok and type(reply.value) is dict:
+            proxy._apply_inventory(reply.value)
+        if self.url is None:
+            raise RuntimeError(f"the server at {proxy.url} has no stream {self.name!r}")
+
+
+def _handles(proxy: Any) -> dict[str, StreamHandle]:
+    return proxy.__dict__.setdefault("_stream_handles", {})
+
+
+def apply_inventory(proxy: Any, inventory: dict) -> None:
+    """Make or update the proxy's stream handles from an inventory.
+
+    Declared streams of the proxy's interface get a handle at once; those
+    of a native inventory (``streams``, ``stream_url``) too, with the URL
+    (which changes when the server restarted on a new port).
+    """
+    handles = _handles(proxy)
+    names = inventory.get("streams")
+    listed = [n for n in names if type(n) is str] if type(names) is list else []
+    docs = inventory.get("stream_docs")
+    docs = docs if type(docs) is dict else {}
+    for name in [*declared_streams(type(proxy)), *listed]:
+        if name in handles or not name.isidentifier() or name.startswith("_"):
+            continue
+        existing = getattr(type(proxy), name, None)
+        if existing is not None and not isinstance(existing, RPCStream):
+            continue  # would hide a method of the client
+        doc = docs.get(name)
+        handles[name] = StreamHandle(proxy, name, doc if type(doc) is str else "")
+        proxy.__dict__[name] = handles[name]
+    url = inventory.get("stream_url")
+    if type(url) is not str or type(names) is not list:
+        return  # a JSON inventory, or a server without streams
+    try:
+        url = transport.connect_url_for(proxy.url, url)
+    except ValueError:
+        _log.warning("ignored a malformed stream URL %r", url[:200])
+        return
+    for name, handle in handles.items():
+        handle.url = url if name in listed else None
+
+
+def close_all(proxy: Any, wait: bool = True) -> None:
+    """Close every subscription of ``proxy`` (``wait=False``: only ask)."""
+    for handle in list(proxy.__dict__.get("_stream_handles", {}).values()):
+        handle.close_all(wait)
+
+
+def stream_names(proxy: Any) -> list[str]:
+    """Names of the server's streams known to ``proxy``."""
+    return sorted(n for n, h in _handles(proxy).items() if h.url is not None)
