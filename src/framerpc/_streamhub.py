@@ -102,7 +102,7 @@ class Waker:
 class _Item:
     """One published frame, encoded once for every subscriber."""
 
-    __slots__ = ("seq", "header", "frame")
+    __slots__ = ("frame", "header", "seq")
 
     def __init__(self, seq: int, header: bytes, frame: zmq.Frame) -> None:
         self.seq = seq
@@ -114,16 +114,16 @@ class _Subscriber:
     """What the hub knows of one subscription (one DEALER connection)."""
 
     __slots__ = (
-        "identity",
-        "stream",
-        "window",
         "cap",
         "credit",
-        "pending",
         "dropped",
         "dropped_total",
-        "sent",
+        "identity",
         "last_seen",
+        "pending",
+        "sent",
+        "stream",
+        "window",
     )
 
     def __init__(self, identity: bytes, stream: str, policy: str, window: int) -> None:
@@ -391,15 +391,10 @@ class StreamHub(threading.Thread):
             return
         with self._lock:
             old = self._subs.get(identity)
-            if old is not None:
+            if old is not None:  # subscribed again (a resend): start afresh
                 self._forget(old)
-            elif len(self._subs) >= MAX_SUBSCRIBERS:
-                full = True
-            else:
-                full = False
-            if old is None and full:
-                sub = None
-            else:
+            sub = None
+            if len(self._subs) < MAX_SUBSCRIBERS:
                 sub = _Subscriber(identity, name, policy, window)
                 self._subs[identity] = sub
                 self._by_stream.setdefault(name, []).append(sub)
@@ -407,7 +402,9 @@ class StreamHub(threading.Thread):
             self.refused += 1
             self._reply(identity, "err", er=f"more than {MAX_SUBSCRIBERS} subscribers")
             return
-        _log.debug("stream %s: subscriber %s (%s, %d)", name, identity.hex(), policy, window)
+        _log.debug(
+            "stream %s: subscriber %s (%s, %d)", name, identity.hex(), policy, window
+        )
         self._reply(identity, "ok", s=name, ep=self.epoch, n=window)
 
     def _forget(self, sub: _Subscriber) -> None:

@@ -84,7 +84,9 @@ def encode_meta(seq: int, dropped: int, epoch: int) -> bytes:
 def _unpack_map(frame: Any) -> dict:
     view = memoryview(frame)
     if view.nbytes > MAX_CONTROL:
-        raise ProtocolError(f"stream message of {view.nbytes} bytes (most {MAX_CONTROL})")
+        raise ProtocolError(
+            f"stream message of {view.nbytes} bytes (most {MAX_CONTROL})"
+        )
     try:
         value = msgpack.unpackb(
             view,

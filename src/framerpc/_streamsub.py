@@ -253,7 +253,9 @@ class Subscription(threading.Thread):
                 frames, self._options.max_header_size
             )
         except ProtocolError as exc:
-            _log.warning("stream %s: ignored a malformed message: %s", self._handle.name, exc)
+            _log.warning(
+                "stream %s: ignored a malformed message: %s", self._handle.name, exc
+            )
             return subscribed
         event = first["e"]
         if event == "frame":
@@ -266,7 +268,10 @@ class Subscription(threading.Thread):
                 if epoch != self._epoch:
                     if self._epoch is not None:
                         _log.info("stream %s: the server restarted", self._handle.name)
-                    self._epoch, self._prev_seq = epoch if type(epoch) is int else None, None
+                    self._epoch, self._prev_seq = (
+                        epoch if type(epoch) is int else None,
+                        None,
+                    )
                 # the credit of an earlier subscription is void: all free slots
                 free = self.window - len(self._ready)
                 self._to_grant = free if self._callback is None else self.window
@@ -274,7 +279,9 @@ class Subscription(threading.Thread):
             self._waker.wake()
             return True
         if event == "nosub":
-            _log.debug("stream %s: the server does not know us; subscribing", self._handle.name)
+            _log.debug(
+                "stream %s: the server does not know us; subscribing", self._handle.name
+            )
             return False
         if event == "err":
             text = str(first.get("er", ""))[:200]
@@ -294,7 +301,12 @@ class Subscription(threading.Thread):
         with self._cond:
             if epoch == self._epoch and self._prev_seq is not None:
                 if seq <= self._prev_seq:  # cannot happen: never go back
-                    _log.warning("stream %s: frame %d after %d ignored", self._handle.name, seq, self._prev_seq)
+                    _log.warning(
+                        "stream %s: frame %d after %d ignored",
+                        self._handle.name,
+                        seq,
+                        self._prev_seq,
+                    )
                     return
                 dropped = seq - self._prev_seq - 1
             else:
