@@ -96,7 +96,8 @@ class Subscription(threading.Thread):
         self._prev_seq: int | None = None
         self.dropped = 0
         self.received = 0
-        self.subscribed = threading.Event()  # the server acknowledged (tests)
+        self.subscribed = threading.Event()  # the server acknowledged
+        self._answered = threading.Event()  # acknowledged or refused
         context = handle._proxy._zmq_context
         self._options: transport.SocketOptions = handle._proxy._options
         self._socket = transport.make_socket(context, zmq.DEALER, self._options)
@@ -276,6 +277,7 @@ class Subscription(threading.Thread):
                 free = self.window - len(self._ready)
                 self._to_grant = free if self._callback is None else self.window
             self.subscribed.set()
+            self._answered.set()
             self._waker.wake()
             return True
         if event == "nosub":
@@ -290,6 +292,7 @@ class Subscription(threading.Thread):
                     self._error = RemoteError(text, "")
                     self._cond.notify_all()
                 self._stop_flag.set()
+                self._answered.set()
             else:
                 _log.warning("stream %s: the server said: %s", self._handle.name, text)
             return subscribed
@@ -368,10 +371,20 @@ class StreamHandle(RPCStream):
             Iterable of ``(frame, info)``, with ``close()`` and ``get()``;
             a context manager.
 
+        Notes
+        -----
+        Returns once the server acknowledged the subscription (or after
+        the proxy's timeout, with a warning logged, when it does not
+        answer; the subscription goes on trying): frames published from
+        then on are delivered as the policy says.
+
         Raises
         ------
         ValueError
             A bad policy or queue length.
+        RemoteError
+            The server refused the subscription (no such stream, too many
+            subscribers).
         RuntimeError
             The proxy is closed, speaks the older JSON protocol (which has
             no streams) or the server has no such stream.
@@ -382,6 +395,14 @@ class StreamHandle(RPCStream):
         with self._lock:
             self._subs.append(sub)
         sub.start()
+        # like signals: frames published once this returns are delivered
+        wait = self._proxy._timeout
+        if not sub._answered.wait(None if wait is None else wait / 1000):
+            _log.warning("subscription to stream %s not confirmed yet", self.name)
+        elif sub._error is not None:
+            error = sub._error
+            sub.close()
+            raise error
         return sub
 
     def latest(self, timeout: float | None = 10.0) -> tuple[Any, dict[str, Any]]:

@@ -85,8 +85,16 @@ def check_policy(policy: object, queue: object) -> int:
 
 
 class StreamSubscription(Protocol):
-    """What ``RPCStream.subscribe`` returns (see ``framerpc._streamsub``):
-    an iterator of ``(frame, info)`` with ``close()``, usable in ``with``."""
+    """What ``RPCStream.subscribe`` returns: an iterator of ``(frame,
+    info)`` with ``get(timeout)`` and ``close()``, usable in ``with``.
+
+    ``get`` raises ``TimeoutError`` after ``timeout`` seconds without a
+    frame and ``EOFError`` once closed; iteration ends at ``close``
+    (from any thread). ``dropped`` and ``received`` count frames so far.
+    """
+
+    dropped: int
+    received: int
 
     def __iter__(self) -> Iterator[tuple[Any, dict[str, Any]]]: ...
     def __next__(self) -> tuple[Any, dict[str, Any]]: ...
@@ -128,10 +136,38 @@ class RPCStream:
     def __get__(self, obj: Any, objtype: type | None = None) -> RPCStream:
         return self
 
-    def publish(self, frame: Any, info: dict[str, Any] | None = None) -> None:
-        """Send ``frame`` and ``info`` to the subscribers (server side).
+    def publish(
+        self, frame: Any, info: dict[str, Any] | None = None, *, copy: bool = True
+    ) -> None:
+        """Send ``frame`` and ``info`` to every subscriber (server side).
 
-        See ``framerpc._streamhub.StreamPublisher.publish``.
+        Callable from any thread; never waits for a subscriber. Each
+        subscriber gets it as its policy allows (see ``subscribe``).
+
+        Parameters
+        ----------
+        frame : numpy.ndarray or bytes-like
+            The frame. Subscribers receive a read-only array of the same
+            dtype and shape (a read-only memoryview for bytes-like frames).
+        info : dict, optional
+            Small msgpack values travelling with the frame. framerpc adds
+            ``seq``, ``t``, ``dropped`` and ``epoch`` on receipt.
+        copy : bool
+            Copy the frame first (default), so that the caller may reuse
+            or modify its buffer as soon as this returns (a camera writing
+            the next image into the same array). ``copy=False`` lends the
+            buffer itself: it must not be modified until every subscriber
+            has it (publish a fresh array per frame, or recycle buffers
+            only long after). ``bytes`` are never copied (immutable).
+
+        Raises
+        ------
+        TypeError
+            ``frame`` is not an array or bytes-like, or ``info`` not a dict.
+        SerializationError
+            ``info`` holds a value msgpack cannot carry.
+        RuntimeError
+            On an object that is not a running ``RPCServer``.
         """
         raise RuntimeError(f"stream {self.name!r} is not served by an RPCServer")
 
@@ -142,16 +178,51 @@ class RPCStream:
         policy: Policy = "latest",
         queue: int | None = None,
     ) -> StreamSubscription:
-        """Receive the stream's frames (client side).
+        """Receive the stream's frames, with flow control (client side).
 
-        See ``framerpc._streamsub.StreamHandle.subscribe``.
+        Parameters
+        ----------
+        callback : callable, optional
+            Called as ``callback(frame, info)`` in the subscription's
+            thread for each frame; the next frame is asked for when it
+            returns. Without it, iterate the returned subscription.
+        policy : {"latest", "queue"}
+            ``latest``: only the newest frame; frames published while the
+            consumer was busy are dropped for it alone. ``queue``: up to
+            ``queue`` frames wait in the server for it, then the oldest
+            waiting one is dropped. Either way drops are counted in
+            ``info["dropped"]``.
+        queue : int, optional
+            Queue length for ``policy="queue"`` (default 8, at most 256).
+
+        Returns
+        -------
+        StreamSubscription
+            Iterable of ``(frame, info)``, with ``get(timeout)`` and
+            ``close()``; a context manager. ``frame`` is a read-only
+            numpy array (memoryview for bytes-like frames) over the
+            received buffer, not a copy; ``info`` holds the publisher's
+            keys plus ``seq``, ``t``, ``dropped`` and ``epoch``.
+
+        Raises
+        ------
+        ValueError
+            A bad policy or queue length.
+        RemoteError
+            The server refused the subscription.
+        RuntimeError
+            The proxy is closed, speaks the older JSON protocol, or the
+            server has no such stream.
         """
         raise RuntimeError(f"stream {self.name!r} is not a proxy's stream")
 
     def latest(self, timeout: float | None = 10.0) -> tuple[Any, dict[str, Any]]:
-        """One frame, the next one published (client side).
+        """One frame: the next one published (client side).
 
-        See ``framerpc._streamsub.StreamHandle.latest``.
+        Raises
+        ------
+        TimeoutError
+            No frame within ``timeout`` seconds.
         """
         raise RuntimeError(f"stream {self.name!r} is not a proxy's stream")
 
