@@ -599,3 +599,37 @@ def test_the_server_publisher_is_a_stream(served):
     server = served()
     assert isinstance(server.frames, StreamPublisher)
     assert isinstance(server.frames, framerpc.RPCStream)
+
+
+def test_context_destroy_stops_hub_and_subscriptions():
+    """``ctx.destroy()`` with a subscription live: every stream thread ends
+    and closes its own sockets, so the context terminates."""
+    ctx = zmq.Context()
+    server = CamServer(ctx, "tcp://127.0.0.1")
+    server.start()
+    proxy = framerpc.connect(Cam, ctx, server.url)
+    sub = proxy.frames.subscribe()
+    hub = _hub(server)
+    server.frames.publish(b"x")
+    sub.get(WAIT_S)
+    closer = threading.Thread(target=ctx.destroy, kwargs={"linger": 0})
+    closer.start()
+    closer.join(WAIT_S)
+    assert not closer.is_alive(), "context.destroy() hung"
+    for thread in (sub, hub, server._thread):
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    server.frames.publish(b"after")  # dropped quietly: nobody is left
+
+
+def test_subscriptions_beyond_the_limit_are_refused(served, proxies, monkeypatch):
+    from framerpc import _streamhub
+
+    monkeypatch.setattr(_streamhub, "MAX_SUBSCRIBERS", 1)
+    server = served()
+    proxy = proxies(server.url)
+    with proxy.frames.subscribe() as first:
+        with pytest.raises(RemoteError, match="more than 1 subscribers"):
+            proxy.frames.subscribe()
+        server.frames.publish(b"first still served")
+        assert bytes(first.get(WAIT_S)[0]) == b"first still served"
