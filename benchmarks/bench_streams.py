@@ -14,8 +14,9 @@ process (spawned), so that no two share a GIL:
   percentile. Next to it, raw pyzmq PUB/SUB sending the same frames as
   two-frame multipart messages (``copy=False``, no CONFLATE, default
   high-water marks), timed the same way; the publisher's RSS growth
-  (``ru_maxrss``) is shown for both (one subscriber stalled in the
-  ``stall`` row: a latest subscriber that never reads).
+  (peak while publishing) is shown for both. Every frame is a new
+  buffer, as from a camera (framerpc copies by default, raw sends a
+  copy). The ``stall`` row has one latest subscriber that never reads.
 * ``queue``: 5.76 MB frames (1200 x 1600 x 3 uint8) published back to
   back to one ``queue=8`` subscriber, against the same frames fetched
   with a buffer method called back to back by one proxy: frames/s.
@@ -81,18 +82,23 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _publish_paced(publish: Any, image: np.ndarray, fps: float, seconds: float) -> int:
-    """Publish ``image`` at ``fps`` (0: back to back) for ``seconds``."""
+def _publish_paced(
+    publish: Any, image: np.ndarray, fps: float, seconds: float
+) -> tuple[int, float]:
+    """Publish ``image`` at ``fps`` (0: back to back) for ``seconds``;
+    returns the count and the peak growth of the resident memory (MB)."""
     start = time.perf_counter()
     count = 0
+    rss0 = peak = _rss_mb()
     while time.perf_counter() - start < seconds:
         publish(image, count)
+        peak = max(peak, _rss_mb())
         count += 1
         if fps > 0:
             delay = start + count / fps - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-    return count
+    return count, peak - rss0
 
 
 def stream_server(conn: Any, shape: tuple, fps: float, seconds: float) -> None:
@@ -101,15 +107,14 @@ def stream_server(conn: Any, shape: tuple, fps: float, seconds: float) -> None:
     server.start()
     conn.send(server.url)
     conn.recv()  # subscribers ready
-    rss0 = _rss_mb()
 
     def publish(image: np.ndarray, n: int) -> None:
-        # the camera hands over its buffer (it is never modified here)
-        server.frames.publish(image, {"n": n}, copy=False)
+        # copied (the default): a new buffer per frame, as from a camera
+        server.frames.publish(image, {"n": n})
 
-    count = _publish_paced(publish, server.image, fps, seconds)
+    count, growth = _publish_paced(publish, server.image, fps, seconds)
     server.frames.publish(server.image, {"last": True}, copy=False)
-    conn.send({"published": count, "rss_growth_mb": _rss_mb() - rss0})
+    conn.send({"published": count, "rss_growth_mb": growth})
     conn.recv()  # subscribers done
     server.close()
     ctx.term()
@@ -164,14 +169,15 @@ def raw_publisher(conn: Any, shape: tuple, fps: float, seconds: float) -> None:
     conn.send(f"tcp://127.0.0.1:{port}")
     conn.recv()
     time.sleep(0.5)  # PUB/SUB slow joiner: let the subscriptions arrive
-    rss0 = _rss_mb()
 
     def publish(image: np.ndarray, n: int) -> None:
-        sock.send_multipart([struct.pack("<dq", time.time(), n), image], copy=False)
+        # a new buffer per frame, as from a camera (and as framerpc copies)
+        frame = image.copy()
+        sock.send_multipart([struct.pack("<dq", time.time(), n), frame], copy=False)
 
-    count = _publish_paced(publish, image, fps, seconds)
+    count, growth = _publish_paced(publish, image, fps, seconds)
     sock.send_multipart([struct.pack("<dq", time.time(), -1), b""])
-    conn.send({"published": count, "rss_growth_mb": _rss_mb() - rss0})
+    conn.send({"published": count, "rss_growth_mb": growth})
     conn.recv()
     sock.close(linger=0)
     ctx.term()
