@@ -405,7 +405,9 @@ class StreamHub(threading.Thread):
         _log.debug(
             "stream %s: subscriber %s (%s, %d)", name, identity.hex(), policy, window
         )
-        self._reply(identity, "ok", s=name, ep=self.epoch, n=window)
+        # pi: how often (ms) it must show it is alive (0: it is never forgotten)
+        ping_ms = self._options.heartbeat_ivl_ms if self._options.dead_peer_ms else 0
+        self._reply(identity, "ok", s=name, ep=self.epoch, n=window, pi=ping_ms)
 
     def _forget(self, sub: _Subscriber) -> None:
         """Drop a subscriber and its pending frames (caller holds the lock)."""

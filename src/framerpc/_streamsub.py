@@ -93,6 +93,7 @@ class Subscription(threading.Thread):
         self._stop_flag = threading.Event()
         self._error: Exception | None = None
         self._epoch: int | None = None
+        self._ping_s = _PING_S  # set from the options and the server's "ok"
         self._prev_seq: int | None = None
         self.dropped = 0
         self.received = 0
@@ -183,7 +184,7 @@ class Subscription(threading.Thread):
         subscribed = False
         asked = -1e9  # monotonic time of the last "sub"
         ivl = self._options.heartbeat_ivl_ms
-        ping_s = ivl / 1000 if ivl > 0 else _PING_S
+        self._ping_s = ivl / 1000 if ivl > 0 else _PING_S
         last_sent = time.monotonic()
         try:
             while not self._stop_flag.is_set():
@@ -209,6 +210,7 @@ class Subscription(threading.Thread):
                         else:
                             with self._cond:
                                 self._to_grant += grant
+                ping_s = self._ping_s
                 if url is not None and now - last_sent >= ping_s and self._send("ping"):
                     last_sent = now
                 ready = dict(poller.poll(int(_POLL_S * 1000)))
@@ -264,7 +266,9 @@ class Subscription(threading.Thread):
             self._on_frame(first, frame, body)
             return subscribed
         if event == "ok":
-            epoch = first.get("ep")
+            epoch, server_ping = first.get("ep"), first.get("pi")
+            if type(server_ping) is int and 0 < server_ping < self._ping_s * 1000:
+                self._ping_s = max(server_ping, 10) / 1000  # as often as it asks
             with self._cond:
                 if epoch != self._epoch:
                     if self._epoch is not None:
