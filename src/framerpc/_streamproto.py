@@ -14,7 +14,8 @@ bytes (``v`` is ``protocol.PROTOCOL_VERSION``)::
 
 Server to subscriber::
 
-    {"v", "e": "ok", "s": name, "ep": epoch, "n": window}   # after "sub"
+    {"v", "e": "ok", "s": name, "ep": epoch, "n": window,
+     "pi": ping interval in ms, 0 for none}                 # after "sub"
     {"v", "e": "err", "er": text}      # a refused or malformed message
     {"v", "e": "nosub"}                # credit/ping of an unknown subscriber
     [{"v", "e": "frame", "q": seq, "d": dropped, "ep": epoch},
