@@ -94,6 +94,7 @@ class Subscription(threading.Thread):
         self._error: Exception | None = None
         self._epoch: int | None = None
         self._ping_s = _PING_S  # set from the options and the server's "ok"
+        self._asked = -1e9  # monotonic time of the last "sub" (the thread's)
         self._prev_seq: int | None = None
         self.dropped = 0
         self.received = 0
@@ -182,7 +183,7 @@ class Subscription(threading.Thread):
         poller.register(waker.socket, zmq.POLLIN)
         url: str | None = None
         subscribed = False
-        asked = -1e9  # monotonic time of the last "sub"
+        self._asked = -1e9  # monotonic time of the last "sub"
         ivl = self._options.heartbeat_ivl_ms
         self._ping_s = ivl / 1000 if ivl > 0 else _PING_S
         last_sent = time.monotonic()
@@ -194,13 +195,17 @@ class Subscription(threading.Thread):
                         sock.disconnect(url)
                     if target is not None:
                         sock.connect(target)
-                    url, subscribed, asked = target, False, -1e9
+                    url, subscribed, self._asked = target, False, -1e9
                 now = time.monotonic()
-                if url is not None and not subscribed and now - asked >= _RESUBSCRIBE_S:
-                    if self._send(
+                if (
+                    url is not None
+                    and not subscribed
+                    and now - self._asked >= _RESUBSCRIBE_S
+                    and self._send(
                         "sub", s=self._handle.name, p=self.policy, n=self.queue
-                    ):
-                        asked = last_sent = now
+                    )
+                ):
+                    self._asked = last_sent = now
                 if subscribed:
                     with self._cond:
                         grant, self._to_grant = self._to_grant, 0
@@ -285,6 +290,7 @@ class Subscription(threading.Thread):
             self._waker.wake()
             return True
         if event == "nosub":
+            self._asked = -1e9  # at once
             _log.debug(
                 "stream %s: the server does not know us; subscribing", self._handle.name
             )
@@ -306,7 +312,10 @@ class Subscription(threading.Thread):
     def _on_frame(self, first: dict, frame: Any, body: dict) -> None:
         seq, epoch = first["q"], first["ep"]
         with self._cond:
-            if epoch == self._epoch and self._prev_seq is not None:
+            if epoch != self._epoch:  # from the server before a restart
+                _log.debug("stream %s: a frame of an old epoch", self._handle.name)
+                return
+            if self._prev_seq is not None:
                 if seq <= self._prev_seq:  # cannot happen: never go back
                     _log.warning(
                         "stream %s: frame %d after %d ignored",
@@ -314,6 +323,7 @@ class Subscription(threading.Thread):
                         seq,
                         self._prev_seq,
                     )
+                    self._to_grant += 1  # its credit is free again
                     return
                 dropped = seq - self._prev_seq - 1
             else:
