@@ -635,3 +635,46 @@ def test_subscriptions_beyond_the_limit_are_refused(served, proxies, monkeypatch
             proxy.frames.subscribe()
         server.frames.publish(b"first still served")
         assert bytes(first.get(WAIT_S)[0]) == b"first still served"
+
+
+def test_streams_under_curve_serve_allowed_keys_only(ctx, proxies, tmp_path):
+    """The stream socket is secured like the others: an allowed proxy
+    receives frames; a socket with a key not allowed is never subscribed."""
+    import dataclasses
+    import shutil
+
+    from framerpc.security import Security, generate_keys
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    server_public, server_secret = generate_keys(tmp_path / "server", "srv")
+    alice_public, alice_secret = generate_keys(tmp_path / "alice", "alice")
+    shutil.copy(alice_public, allowed / alice_public.name)
+    _, mallory_secret = generate_keys(tmp_path / "mallory", "mallory")
+
+    def options(settings: Security) -> SocketOptions:
+        return dataclasses.replace(SocketOptions(), security=settings)
+
+    server = CamServer(
+        ctx,
+        "tcp://127.0.0.1",
+        options=options(
+            Security.from_files(server_secret, allowed_clients_dir=allowed)
+        ),
+    )
+    server.start()
+    try:
+        alice = Security.from_files(alice_secret, server_public_file=server_public)
+        proxy = proxies(server.url, options=options(alice))
+        mallory = Security.from_files(mallory_secret, server_public_file=server_public)
+        intruder = transport.make_socket(ctx, zmq.DEALER, options(mallory))
+        intruder.setsockopt(zmq.IMMEDIATE, 0)  # queue it: it must still not arrive
+        intruder.connect(_hub(server).url)
+        intruder.send(_streamproto.encode_control("sub", s="frames", p="latest", n=1))
+        with proxy.frames.subscribe() as sub:
+            server.frames.publish(b"for alice")
+            assert bytes(sub.get(WAIT_S)[0]) == b"for alice"
+            assert server.frames.stats["subscribers"] == 1
+        intruder.close(linger=0)
+    finally:
+        server.close()
