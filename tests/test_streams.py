@@ -199,6 +199,19 @@ def test_publish_refuses_what_cannot_travel(served):
     assert server.frames.stats["published"] == 0
 
 
+def test_frames_published_before_anyone_subscribed_take_a_seq(served, proxies):
+    server = served()
+    for _ in range(3):
+        server.frames.publish(np.zeros(10))  # nobody listens: no copy, a seq
+    proxy = proxies(server.url)
+    with proxy.frames.subscribe() as sub:
+        server.frames.publish(b"first heard")
+        frame, info = sub.get(WAIT_S)
+    assert bytes(frame) == b"first heard" and info["seq"] == 3
+    assert info["dropped"] == 0  # not dropped for it: it was not subscribed
+    assert server.frames.stats["published"] == 4
+
+
 def test_latest_never_delivers_an_older_frame_after_a_newer(served, proxies):
     """A slowish consumer: the seqs it sees only grow, each frame holds what
     was published with its seq, drops add up, and the last frame arrives."""

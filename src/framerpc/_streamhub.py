@@ -187,7 +187,10 @@ class StreamPublisher(RPCStream):
             info = {}
         elif type(info) is not dict:
             raise TypeError(f"stream info must be a dict, got {type(info).__name__}")
-        if copy and type(frame) is not bytes:
+        # Nobody subscribed (a racy read: a subscriber arriving now is one
+        # that subscribed a moment later): no copy, only checks and a seq.
+        wanted = bool(self._hub._by_stream.get(self.name or ""))
+        if wanted and copy and type(frame) is not bytes:
             if isinstance(frame, np.ndarray):
                 frame = np.array(frame, order="C", copy=True)
             else:
@@ -195,7 +198,10 @@ class StreamPublisher(RPCStream):
         header, buffer = framing.encode(
             {"t": time.time(), "in": info, "x": OutOfBand(frame)}
         )
-        self._hub.publish(self, header, buffer)
+        if wanted:
+            self._hub.publish(self, header, buffer)
+        else:
+            self._hub.count(self)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -280,6 +286,12 @@ class StreamHub(threading.Thread):
                 wake = wake or sub.credit > 0
         if wake and self._waker is not None:
             self._waker.wake()
+
+    def count(self, publisher: StreamPublisher) -> None:
+        """A frame published while nobody subscribed: it takes a seq."""
+        with self._lock:
+            publisher._seq += 1
+            publisher.published += 1
 
     def stream_stats(self, publisher: StreamPublisher) -> dict[str, int]:
         with self._lock:
