@@ -1,4 +1,4 @@
-"""Server side of ``RPCStream``: publishers and the hub thread.
+"""Server side of ``RPCStream``: the hub thread that sends to subscribers.
 
 A server with streams binds one extra ROUTER socket (endpoint derived from
 its URL like the signal socket's, ``stream_url`` in the native inventory),
@@ -20,17 +20,16 @@ import logging
 import random
 import threading
 import time
-import uuid
 from typing import Any
 
-import numpy as np
 import zmq
 
-from . import _lifecycle, _streamproto, framing, transport
-from ._framing_common import OutOfBand
+from . import _lifecycle, _streamproto, transport
 from ._ratelog import RateLimitedLog
+from ._streampub import StreamPublisher
+from ._waker import Waker
 from .errors import ProtocolError
-from .stream import RPCStream, credit_window, declared_streams
+from .stream import credit_window, declared_streams
 
 __all__ = ["StreamHub", "StreamPublisher", "Waker", "attach", "inventory"]
 
@@ -51,52 +50,6 @@ _IDLE_S = 0.25
 #: Wait (ms) before retrying a send refused for a full subscriber queue;
 #: doubled while nothing goes out (a ROUTER's POLLOUT is not per peer).
 _RETRY_MS = 2
-
-
-class Waker:
-    """Wake a thread blocked in ``zmq.Poller.poll`` from any thread.
-
-    ``socket`` (a PULL) belongs to the woken thread; ``wake`` may be called
-    from any thread (its PUSH is used under a lock). At most one wake-up
-    is queued: waking twice before the thread drains wakes it once.
-    """
-
-    def __init__(self, context: zmq.Context) -> None:
-        address = f"inproc://framerpc-wake-{uuid.uuid4().hex}"
-        self.socket = context.socket(zmq.PULL)
-        self._push: zmq.Socket | None = context.socket(zmq.PUSH)
-        self._lock = threading.Lock()
-        for sock in (self.socket, self._push):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 1)
-            sock.setsockopt(zmq.RCVHWM, 1)
-        self.socket.bind(address)
-        self._push.connect(address)
-
-    def wake(self) -> None:
-        """Queue a wake-up unless one is queued; never blocks or raises."""
-        with self._lock:
-            if self._push is None:
-                return
-            try:
-                self._push.send(b"", zmq.NOBLOCK)
-            except zmq.ZMQError:  # EAGAIN: one is queued; ETERM: stopping
-                pass
-
-    def drain(self) -> None:
-        """Read the queued wake-ups (the owner thread)."""
-        try:
-            while True:
-                self.socket.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-
-    def close(self) -> None:
-        """Close both ends (the owner thread, or before it started)."""
-        with self._lock:
-            push, self._push = self._push, None
-        transport.close_quietly(push)
-        transport.close_quietly(self.socket)
 
 
 class _Item:
@@ -137,86 +90,6 @@ class _Subscriber:
         self.dropped_total = 0
         self.sent = 0
         self.last_seen = time.monotonic()
-
-
-class StreamPublisher(RPCStream):
-    """The server-side object of an ``RPCStream``: ``publish`` from any thread."""
-
-    def __init__(self, hub: StreamHub, declared: RPCStream, name: str) -> None:
-        super().__init__(declared.doc)
-        self.name = name
-        self._hub = hub
-        self._seq = 0
-        self.published = 0
-        self.dropped = 0  # summed over subscribers, also forgotten ones
-
-    def publish(
-        self, frame: Any, info: dict[str, Any] | None = None, *, copy: bool = True
-    ) -> None:
-        """Send ``frame`` with ``info`` to every subscriber; never waits.
-
-        Parameters
-        ----------
-        frame : numpy.ndarray or bytes-like
-            The frame. Subscribers receive a read-only array of the same
-            dtype and shape (a memoryview for bytes-like frames).
-        info : dict, optional
-            Small values travelling with the frame (msgpack types; keys
-            ``seq``, ``t``, ``dropped`` and ``epoch`` are set by framerpc).
-        copy : bool
-            Copy the frame first (default), so that the caller may reuse
-            or modify its buffer right after. ``copy=False`` sends the
-            caller's buffer itself, without a copy: it must then not be
-            modified until subscribers have it (publish a fresh array per
-            frame, or take frames from a pool that is not recycled until
-            long after). ``bytes`` are never copied (immutable).
-
-        Raises
-        ------
-        TypeError
-            ``frame`` is not an array or bytes-like, or ``info`` not a dict.
-        SerializationError
-            ``info`` holds a value msgpack cannot carry.
-        """
-        if not isinstance(frame, transport.BUFFER_TYPES):
-            raise TypeError(
-                f"stream {self.name} frames must be numpy arrays or bytes-like, "
-                f"got {type(frame).__name__}"
-            )
-        if info is None:
-            info = {}
-        elif type(info) is not dict:
-            raise TypeError(f"stream info must be a dict, got {type(info).__name__}")
-        # Nobody subscribed (a racy read: a subscriber arriving now is one
-        # that subscribed a moment later): no copy, only checks and a seq.
-        wanted = bool(self._hub._by_stream.get(self.name or ""))
-        if wanted and copy and type(frame) is not bytes:
-            if isinstance(frame, np.ndarray):
-                frame = np.array(frame, order="C", copy=True)
-            else:
-                frame = memoryview(frame).tobytes()
-        header, buffer = framing.encode(
-            {"t": time.time(), "in": info, "x": OutOfBand(frame)}
-        )
-        if wanted:
-            self._hub.publish(self, header, buffer)
-        else:
-            self._hub.count(self)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters of this stream.
-
-        Returns
-        -------
-        dict
-            ``published``: frames published; ``subscribers``: current
-            subscriptions; ``dropped``: frames dropped for subscribers
-            (summed over them); ``pending``: frames waiting for their
-            subscribers' credit now (summed over subscribers);
-            ``held_frames``: distinct frames those hold.
-        """
-        return self._hub.stream_stats(self)
 
 
 class StreamHub(threading.Thread):
