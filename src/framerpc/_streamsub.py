@@ -89,8 +89,8 @@ class StreamHandle(RPCStream):
             self._subs.append(sub)
         sub.start()
         # like signals: frames published once this returns are delivered
-        wait = self._proxy._timeout
-        if not sub._answered.wait(None if wait is None else wait / 1000):
+        wait = self._proxy._timeout  # ms; never endless (a server may be down)
+        if not sub._answered.wait((wait if wait is not None else 2000) / 1000):
             _log.warning("subscription to stream %s not confirmed yet", self.name)
         elif sub._error is not None:
             error = sub._error

@@ -6,7 +6,7 @@ Declared on an interface like ``RPCSignal``::
         frames = framerpc.RPCStream(doc="raw sensor images")
 
 On a server object the attribute is a publisher (``self.frames.publish(
-array, info)``, see ``framerpc._streamhub``); on a client proxy it is a
+array, info)``, see ``framerpc._streampub``); on a client proxy it is a
 subscription point (``proxy.frames.subscribe(...)``, ``proxy.frames.latest
 ()``, see ``framerpc._streamsub``). This module is the model only: no
 sockets, no zmq. Accessed on an object that is neither (a plain instance
