@@ -737,3 +737,23 @@ def test_a_subscription_survives_a_hostile_server(ctx, served, proxies):
         done.set()
         thread.join(WAIT_S)
         fake.close()
+
+
+def test_subscribe_to_a_server_that_is_down_returns_and_logs(served, proxies, caplog):
+    """No acknowledgement within the proxy's timeout: subscribe returns
+    (the subscription goes on trying) with a warning; nothing hangs."""
+    from conftest import finishes_within
+
+    server = served()
+    proxy = proxies(server.url, timeout=300)
+    proxy.frames._resolve()  # the URL is known; now the server goes away
+    server.close()
+    with caplog.at_level("WARNING", logger="framerpc"):
+        sub = finishes_within(WAIT_S, lambda: proxy.frames.subscribe())
+    try:
+        assert not sub.subscribed.is_set()
+        assert "not confirmed" in caplog.text
+        with pytest.raises(TimeoutError):
+            sub.get(0.05)
+    finally:
+        sub.close()
