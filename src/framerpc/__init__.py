@@ -28,6 +28,7 @@ from .registry import (
 from .server import RPCServer
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
+from .stream import RPCStream
 from .typing import coerce_to_generic, is_instance_of_generic
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "RPCServer",
     "RPCSignal",
     "RPCSignalReceiver",
+    "RPCStream",
     "RemoteError",
     "SerializationError",
     "closing",

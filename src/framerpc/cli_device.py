@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import transport
+from . import cli_streams, transport  # cli_streams: streams
 from .client import NoResult, RPCClient
 from .errors import RemoteError
 from .protocol import Request, RPCEvents
@@ -274,6 +274,7 @@ def _inspect(args: argparse.Namespace) -> int:
         for name in sorted(client._signals):
             types = client._signal_types.get(name)
             _row(f"{name}({', '.join(types) if types is not None else '...'})", "")
+        cli_streams.show_streams(client)  # streams
     return 0
 
 
@@ -337,9 +338,10 @@ def _watch(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise CommandError(f"--count must be 1 or more, got {args.count}")
     with connected(args) as client:
-        names = args.signals or sorted(client._signals)
+        streams = cli_streams.stream_names(client)  # streams
+        names = args.signals or sorted([*client._signals, *streams])
         for name in names:
-            _check_name(client, name, "signal", list(client._signals))
+            _check_name(client, name, "signal", [*client._signals, *streams])
         if not names:
             raise CommandError(f"{client.name or client.url} has no signals")
         done = threading.Event()
@@ -358,16 +360,25 @@ def _watch(args: argparse.Namespace) -> int:
 
             return show
 
+        subs = [  # streams: a latest subscription each
+            cli_streams.watch_stream(client, n, listener(n))
+            for n in streams
+            if n in names
+        ]
         for name in names:
-            client._signals[name].connect(listener(name))
+            if name not in streams:  # streams
+                client._signals[name].connect(listener(name))
         try:
             done.wait(args.duration)
         except KeyboardInterrupt:  # the usual way to stop watching
             pass
         finally:
             done.set()
+            for sub in subs:  # streams
+                sub.close()
             for name in names:
-                client._signals[name].disconnect()
+                if name not in streams:  # streams
+                    client._signals[name].disconnect()
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import zmq
 
-from . import _lifecycle, legacy, protocol, transport
+from . import _lifecycle, _streamsub, legacy, protocol, transport
 from ._peerwatch import PeerWatch
 from ._restart import RestartWatcher
 from .errors import PeerLostError, ProtocolError, RemoteError
@@ -296,6 +296,7 @@ class RPCClient:
         self._signatures: dict[str, str] = extra.get("signatures", {})
         self._docs: dict[str, str] = extra.get("docs", {})
         self._signal_types: dict[str, list[str]] = extra.get("signal_types", {})
+        _streamsub.apply_inventory(self, inventory)  # streams: handles and URL
 
     def _start_legacy_signals(self) -> None:
         """Subscribe to an older server's JSON signals (tcp:// only)."""
@@ -566,6 +567,7 @@ class RPCClient:
         ``context.term()`` does not wait for this proxy."""
         self._closed = True
         self._channel.closed = True  # a call in flight raises RuntimeError
+        _streamsub.close_all(self)  # streams: end and join the subscriptions
         receiver, self._signal_receiver = self._signal_receiver, None
         watcher, self._restart_watcher = self._restart_watcher, None
         for thread in (receiver, watcher):
@@ -591,6 +593,7 @@ class RPCClient:
             if not self._constructed:
                 return  # __init__ owns the sockets and closes them itself
         self._channel.closed = True  # a call in flight ends within 0.1 s
+        _streamsub.close_all(self, wait=False)  # streams: they close their sockets
         # The threads close their own sockets at their next turn or at the
         # ETERM of the term() that follows; never started, they close now.
         for thread in (self._signal_receiver, self._restart_watcher):

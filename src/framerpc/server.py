@@ -29,6 +29,7 @@ import zmq
 from . import (
     _lifecycle,
     _outbox,
+    _streamhub,  # streams: RPCStream publishers and their hub thread
     framing,
     legacy,
     protocol,
@@ -185,6 +186,7 @@ class RPCServer:
         # JSON signals for older clients: bound on their first request.
         self._legacy_signal_socket: zmq.Socket | None = None
         self._legacy_signal_port: int | None = None
+        self._stream_hub: _streamhub.StreamHub | None = None  # streams
         try:
             self.url, self.port = transport.bind(self._socket, url, options)
             self._signal_socket = transport.make_socket(
@@ -196,6 +198,7 @@ class RPCServer:
                 transport.derive_endpoint(self.url, ".signals"),
                 options,
             )
+            self._stream_hub = _streamhub.attach(self)  # streams: None without any
         except Exception:
             self._close_sockets()
             raise
@@ -316,6 +319,7 @@ class RPCServer:
             "signal_url": self._signal_url,
             "signal_port": self._signal_port,
             **self._described,
+            **_streamhub.inventory(self._stream_hub),  # streams (native only)
         }
 
     # -- registry ---------------------------------------------------------
@@ -578,6 +582,8 @@ class RPCServer:
         with self._signal_lock:  # emitting threads use them only under it
             for sock in (self._signal_socket, self._legacy_signal_socket):
                 _lifecycle.close_socket(sock, linger)
+        if self._stream_hub is not None:  # streams: its thread closes its sockets
+            self._stream_hub.stop()
         if self._serving.acquire(blocking=False):  # nobody serves
             try:
                 self._shutdown()
@@ -641,6 +647,8 @@ class RPCServer:
         return self._signal_budget.dropped
 
     def _close_sockets(self) -> None:
+        if self._stream_hub is not None:  # streams: stop and join the hub
+            self._stream_hub.close()
         transport.close_quietly(self._socket)
         with self._signal_lock:
             transport.close_quietly(self._signal_socket)
