@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import gc
 import os
 import sys
 import threading
+import traceback
+import weakref
 
 import pytest
 
@@ -34,6 +37,16 @@ def in_gui_thread() -> bool:
         threading.current_thread() is threading.main_thread()
         and QtCore.QThread.currentThread() == app.thread()
     )
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_here():
+    """Free the test's QObjects caught in reference cycles (pytest.raises
+    keeps frames alive) in the GUI thread, before a framerpc thread's
+    allocation runs the garbage collector there: Qt objects must be freed
+    in their own thread."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
@@ -179,6 +192,29 @@ def test_remote_errors_arrive_as_errors(qtbot, tcp_camera, connect, runner, ctx)
         assert good.result(0) == tcp_camera.gain
     finally:
         typed.close()  # type: ignore[attr-defined]
+
+
+def test_a_failed_call_leaves_its_caller_out_of_reference_cycles(qtbot, runner):
+    # A window keeps the future of its call, and the call is one of its
+    # methods: the exception's traceback must not hold the method's frame
+    # (self), or the window sits in a cycle only the garbage collector
+    # frees, on whichever thread it happens to run.
+    class Window(QtCore.QObject):
+        def fail(self) -> None:
+            raise ValueError("no such camera")
+
+    window = Window()
+    window.call = runner.submit(window.fail)
+    qtbot.waitUntil(window.call.delivered, timeout=WAIT_MS)
+    error = window.call.exception(0)
+    assert isinstance(error, ValueError)
+    assert error.__traceback__ is None
+    assert 'in fail\n    raise ValueError("no such camera")' in error.__notes__[0]
+    assert "no such camera" in "".join(traceback.format_exception(error))
+    del error
+    alive = weakref.ref(window)
+    del window
+    assert alive() is None  # freed at once, by reference counting
 
 
 def test_a_cancelled_call_fails_with_cancelled_error(qtbot):

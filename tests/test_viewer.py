@@ -8,6 +8,7 @@ in FRAMERPC_VIEWER_SCREENSHOT when set (docs/img/viewer.png is made so).
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 from pathlib import Path
@@ -35,6 +36,15 @@ def load_viewer():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_here():
+    """Free QObjects left in reference cycles in the GUI thread (see
+    tests/test_qt.py), not on a framerpc thread that happens to run the
+    garbage collector."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

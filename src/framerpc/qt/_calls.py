@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import itertools
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from qtpy import QtCore
 
 from .. import NoResult, RemoteError
-from ._compat import emit
+from ._compat import emit, strip_frames
 
 __all__ = ["CallRunner", "QtFuture"]
 
@@ -21,12 +24,22 @@ _QUEUED = QtCore.Qt.ConnectionType.QueuedConnection
 
 def _run(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run on a worker thread: a ``NoResult`` becomes a ``RemoteError``."""
-    result = func(*args, **kwargs)
-    if type(result) is NoResult:
-        raise RemoteError(result.error, result.traceback)
-    return result
+) -> tuple[bool, Any]:
+    """Run on a worker thread: ``(True, value)`` or ``(False, exception)``.
+
+    A ``NoResult`` becomes a ``RemoteError``. An exception is returned, not
+    raised, with the locals of its traceback's frames cleared: a frame
+    holding ``func`` (a method of a window, say) would otherwise put the
+    caller's QObjects in a reference cycle, which Python's garbage
+    collector may then free on any thread.
+    """
+    try:
+        result = func(*args, **kwargs)
+        if type(result) is NoResult:
+            raise RemoteError(result.error, result.traceback)
+    except Exception as exc:
+        return False, strip_frames(exc)
+    return True, result
 
 
 class QtFuture(QtCore.QObject):
@@ -52,33 +65,20 @@ class QtFuture(QtCore.QObject):
     succeeded = QtCore.Signal(object)
     failed = QtCore.Signal(object)
     finished = QtCore.Signal()
-    _relay = QtCore.Signal()
 
     def __init__(self) -> None:
         super().__init__()
         self._future: concurrent.futures.Future[Any] | None = None
         self._callbacks: list[Callable[[QtFuture], object]] = []
         self._delivered = False
-        self._relay.connect(self._deliver, _QUEUED)
 
-    def _attach(self, future: concurrent.futures.Future[Any]) -> None:
-        self._future = future
-        future.add_done_callback(self._on_done)
-
-    def _on_done(self, _future: object) -> None:  # worker thread, or submitter's
-        try:
-            emit(self._relay)
-        except RuntimeError:  # the Qt object is gone: nobody to tell
-            pass
-
-    @QtCore.Slot()
     def _deliver(self) -> None:  # the runner's (GUI) thread
         if self._delivered or self._future is None:
             return
         self._delivered = True
         error = self.exception(timeout=0)
         if error is None:
-            emit(self.succeeded, self._future.result())
+            emit(self.succeeded, self.result(timeout=0))
         else:
             emit(self.failed, error)
         emit(self.finished)
@@ -108,15 +108,19 @@ class QtFuture(QtCore.QObject):
         instead (or ``timeout=0`` once ``done()``).
         """
         assert self._future is not None
-        return self._future.result(timeout)
+        ok, value = self._future.result(timeout)
+        if not ok:
+            raise value
+        return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """What the call raised (None if it returned), waiting up to ``timeout`` s."""
         assert self._future is not None
         try:
-            return self._future.exception(timeout)
+            ok, value = self._future.result(timeout)
         except concurrent.futures.CancelledError as exc:
             return exc
+        return None if ok else value
 
     def add_done_callback(self, callback: Callable[[QtFuture], object]) -> None:
         """Call ``callback(future)`` in the GUI thread once the outcome is there.
@@ -127,6 +131,17 @@ class QtFuture(QtCore.QObject):
             callback(self)
         else:
             self._callbacks.append(callback)
+
+
+def _post_done(runner_ref: weakref.ref[CallRunner], key: int, _work: object) -> None:
+    """A call ended (on a worker thread, or cancelled): tell the runner's thread."""
+    runner = runner_ref()
+    if runner is None:  # dropped without close(): nobody to tell
+        return
+    try:
+        emit(runner._done, key)
+    except RuntimeError:  # the Qt object is gone
+        pass
 
 
 class CallRunner(QtCore.QObject):
@@ -153,6 +168,8 @@ class CallRunner(QtCore.QObject):
     >>> future.failed.connect(report)                            # doctest: +SKIP
     """
 
+    _done = QtCore.Signal(int)
+
     def __init__(
         self, max_workers: int = 2, parent: QtCore.QObject | None = None
     ) -> None:
@@ -160,9 +177,14 @@ class CallRunner(QtCore.QObject):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers, thread_name_prefix="framerpc-qt-call"
         )
-        self._pending: set[QtFuture] = set()  # kept alive until delivered
+        # Futures by key until delivered. Worker threads know only the key
+        # and a weak reference to this runner: a QObject must not be freed
+        # (by a last reference or a garbage cycle) outside its own thread.
+        self._pending: dict[int, QtFuture] = {}
+        self._keys = itertools.count()
         self._lock = threading.Lock()
         self._closed = False
+        self._done.connect(self._on_done, _QUEUED)
 
     def submit(
         self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -186,9 +208,11 @@ class CallRunner(QtCore.QObject):
         with self._lock:
             if self._closed:
                 raise RuntimeError("CallRunner is closed")
-            self._pending.add(future)
-            future.add_done_callback(self._forget)
-            future._attach(self._pool.submit(_run, func, args, kwargs))
+            key = next(self._keys)
+            self._pending[key] = future
+            work = self._pool.submit(_run, func, args, kwargs)
+            future._future = work
+        work.add_done_callback(functools.partial(_post_done, weakref.ref(self), key))
         return future
 
     def get_property(self, proxy: Any, name: str) -> QtFuture:
@@ -199,9 +223,12 @@ class CallRunner(QtCore.QObject):
         """Set the remote property ``name`` of ``proxy`` on a worker thread."""
         return self.submit(setattr, proxy, name, value)
 
-    def _forget(self, future: QtFuture) -> None:
+    @QtCore.Slot(int)
+    def _on_done(self, key: int) -> None:  # GUI thread
         with self._lock:
-            self._pending.discard(future)
+            future = self._pending.pop(key, None)
+        if future is not None:
+            future._deliver()
 
     @property
     def pending(self) -> int:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from typing import Any
+import traceback
+from typing import Any, TypeVar
 
 import qtpy
 
-__all__ = ["EMIT_RETURNS_BORROWED", "emit"]
+__all__ = ["EMIT_RETURNS_BORROWED", "emit", "strip_frames"]
+
+E = TypeVar("E", bound=BaseException)
 
 
 def _emit_returns_borrowed() -> bool:
@@ -35,3 +38,27 @@ def emit(signal: Any, *args: Any) -> None:
     result = signal.emit(*args)
     if EMIT_RETURNS_BORROWED:
         _incref(result)
+
+
+def strip_frames(exc: E) -> E:
+    """Replace ``exc``'s traceback (and its chain's) by a note with its text.
+
+    A traceback holds frames, their locals and, through ``f_back``, every
+    calling frame of the worker thread: any of them may tie the caller's
+    QObjects into a reference cycle, which Python's garbage collector may
+    then free on any thread (Qt objects must be freed in their own). The
+    text stays readable: ``traceback.print_exception`` and
+    ``logging.exception`` show the note.
+    """
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    seen: set[int] = set()
+    chain: list[BaseException] = [exc]
+    while chain:
+        current = chain.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        chain += [e for e in (current.__cause__, current.__context__) if e is not None]
+    exc.add_note(f"raised on a framerpc.qt thread:\n{text}")
+    return exc

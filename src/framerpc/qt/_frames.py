@@ -12,7 +12,7 @@ from typing import Any
 from qtpy import QtCore
 
 from .. import NoResult, RemoteError
-from ._compat import emit
+from ._compat import emit, strip_frames
 
 __all__ = ["FramePump"]
 
@@ -124,7 +124,7 @@ class FramePump(QtCore.QObject):
                     raise RemoteError(value.error, value.traceback)
                 item: tuple[bool, Any] = (True, value)
             except Exception as exc:
-                item = (False, exc)
+                item = (False, strip_frames(exc))
             while not self._taken.wait(0.05):  # the GUI has the last one
                 if self._stop.is_set():
                     return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -71,6 +72,7 @@ class QtSignals(QtCore.QObject):
             )
         self._names = wanted
         self._closed = threading.Event()
+        self._forward_lock = threading.Lock()
         self._slots: dict[str, list[Callable[..., object]]] = {}
         self._relay.connect(self._deliver, _QUEUED)
         self._listeners: list[tuple[Any, Callable[..., None]]] = []
@@ -85,13 +87,25 @@ class QtSignals(QtCore.QObject):
         return list(self._names)
 
     def _make_listener(self, name: str) -> Callable[..., None]:
-        def forward(*args: object) -> None:  # on the proxy's receiver thread
-            if self._closed.is_set():
-                return
-            try:
-                emit(self._relay, name, args)
-            except RuntimeError:  # the Qt object is gone: nobody to tell
-                pass
+        # The listener runs on the proxy's receiver thread. It holds this
+        # object only weakly, and strongly only under the lock that close()
+        # takes: a QObject must not be freed outside its own thread, as a
+        # receiver thread dropping the last reference would.
+        owner_ref = weakref.ref(self)
+        closed, lock = self._closed, self._forward_lock
+
+        def forward(*args: object) -> None:
+            with lock:
+                if closed.is_set():
+                    return
+                owner = owner_ref()
+                if owner is None:
+                    return
+                try:
+                    emit(owner._relay, name, args)
+                except RuntimeError:  # the Qt object is gone: nobody to tell
+                    pass
+                del owner
 
         return forward
 
@@ -139,7 +153,8 @@ class QtSignals(QtCore.QObject):
 
     def close(self) -> None:
         """Stop forwarding and disconnect from the proxy's signals; idempotent."""
-        self._closed.set()
+        with self._forward_lock:  # no emission in progress from here on
+            self._closed.set()
         listeners, self._listeners = self._listeners, []
         for signal, listener in listeners:
             try:
