@@ -152,7 +152,7 @@ class ViewerWindow(QtWidgets.QWidget):
         self.status.setText(f"{self._name!r} at {address}")
         self._signals = QtSignals(self._control)
         self._signals.received.connect(self._on_signal)
-        self._signals.connect("exposure_changed", self._show_exposure)
+        self._signals.connect_slot("exposure_changed", self._show_exposure)
         self._pump = FramePump(functools.partial(self._frames.grab, "uint16"))
         self._pump.frame.connect(self._on_frame)
         self._pump.error.connect(self._on_error)

@@ -69,7 +69,9 @@ def test_remote_signals_arrive_in_the_gui_thread(qtbot, tcp_camera, connect):
         signals.received.connect(
             lambda name, args: received.append((name, args, in_gui_thread()))
         )
-        signals.connect("pair_ready", lambda *a: slotted.append((a, in_gui_thread())))
+        signals.connect_slot(
+            "pair_ready", lambda *a: slotted.append((a, in_gui_thread()))
+        )
         assert proxy.emit_pair(7, "seven") is None
         proxy.mode = "hdr"  # the notify signal of an auto_notify property
         qtbot.waitUntil(lambda: len(received) >= 2 and bool(slotted), timeout=WAIT_MS)
@@ -90,9 +92,9 @@ def test_signal_names_are_checked(qtbot, tcp_camera, connect):
     try:
         assert signals.names == ["mode_changed"]
         with pytest.raises(KeyError):
-            signals.connect("frame_ready", print)
+            signals.connect_slot("frame_ready", print)
         with pytest.raises(TypeError):
-            signals.connect("mode_changed", 3)  # type: ignore[arg-type]
+            signals.connect_slot("mode_changed", 3)  # type: ignore[arg-type]
     finally:
         signals.close()
 
@@ -106,8 +108,8 @@ def test_a_failing_slot_does_not_stop_the_others(qtbot, tcp_camera, connect):
         raise ValueError("slot bug")
 
     try:
-        signals.connect("mode_changed", broken)
-        signals.connect("mode_changed", seen.append)
+        signals.connect_slot("mode_changed", broken)
+        signals.connect_slot("mode_changed", seen.append)
         proxy.mode = "fast"
         qtbot.waitUntil(lambda: seen == ["fast"], timeout=WAIT_MS)
         signals.disconnect_slot("mode_changed", broken)

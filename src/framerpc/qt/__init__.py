@@ -5,7 +5,7 @@ Built on qtpy, so PySide6 and PyQt6 both work (``pip install
 framerpc does.
 
 - ``QtSignals(proxy)`` re-emits a proxy's remote signals as the Qt signal
-  ``received(name, args)`` in the GUI thread; ``connect(name, slot)``
+  ``received(name, args)`` in the GUI thread; ``connect_slot(name, slot)``
   calls ``slot(*args)`` there.
 - ``CallRunner()`` runs blocking proxy calls on its worker threads and
   returns a ``QtFuture`` whose ``succeeded`` / ``failed`` / ``finished``

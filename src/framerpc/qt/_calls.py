@@ -109,9 +109,12 @@ class QtFuture(QtCore.QObject):
         """
         assert self._future is not None
         ok, value = self._future.result(timeout)
-        if not ok:
+        if ok:
+            return value
+        try:
             raise value
-        return value
+        finally:  # the traceback keeps this frame: not self (a cycle)
+            self = value = None  # type: ignore[assignment]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """What the call raised (None if it returned), waiting up to ``timeout`` s."""

@@ -109,7 +109,7 @@ class QtSignals(QtCore.QObject):
 
         return forward
 
-    def connect(self, name: str, slot: Callable[..., object]) -> None:
+    def connect_slot(self, name: str, slot: Callable[..., object]) -> None:
         """Call ``slot(*args)`` in the GUI thread at each emission of ``name``.
 
         Parameters
@@ -134,7 +134,7 @@ class QtSignals(QtCore.QObject):
         self._slots.setdefault(name, []).append(slot)
 
     def disconnect_slot(self, name: str, slot: Callable[..., object]) -> None:
-        """Remove a slot given to ``connect``; ``ValueError`` if it is not there."""
+        """Remove a slot given to ``connect_slot``; ``ValueError`` if not there."""
         slots = self._slots.get(name, [])
         if slot not in slots:
             raise ValueError(f"{slot!r} is not connected to {name!r}")
