@@ -1,0 +1,160 @@
+"""examples/viewer.py in a real (offscreen) Qt window against a live camera.
+
+A registry and the demo camera run on loopback; the viewer finds the
+camera by name, shows frames, sets the exposure through its widgets and
+lists signals. The window's screenshot goes to tmp_path, and to the path
+in FRAMERPC_VIEWER_SCREENSHOT when set (docs/img/viewer.png is made so).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any QApplication
+pytest.importorskip("pytestqt")
+pytest.importorskip("qtpy")
+
+from qtpy import QtCore, QtGui
+
+from framerpc import DeviceRegistry
+from framerpc.demo import DEVICE_TYPE, DemoCamera
+
+VIEWER = Path(__file__).resolve().parent.parent / "examples" / "viewer.py"
+WAIT_MS = 30_000  # a ceiling that only catches a hang
+
+pytestmark = pytest.mark.skipif(not VIEWER.exists(), reason="not a source checkout")
+
+
+def load_viewer():
+    spec = importlib.util.spec_from_file_location("framerpc_example_viewer", VIEWER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_here():
+    """Free QObjects left in reference cycles in the GUI thread (see
+    tests/test_qt.py), not on a framerpc thread that happens to run the
+    garbage collector."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+def registry(ctx):
+    running = DeviceRegistry(ctx, "127.0.0.1", port=None)
+    running.start()
+    yield running
+    running.stop()
+    running.join(timeout=10)
+    assert not running.is_alive()
+
+
+@pytest.fixture
+def camera(ctx, registry):
+    server = DemoCamera(ctx, "tcp://127.0.0.1")
+    with server:
+        server.register_to_registry(DEVICE_TYPE, "viewer-test-camera", registry.url)
+        server.start()
+        yield server
+
+
+def distinct_colours(image: QtGui.QImage, step: int = 7) -> int:
+    return len(
+        {
+            image.pixel(x, y)
+            for x in range(0, image.width(), step)
+            for y in range(0, image.height(), step)
+        }
+    )
+
+
+@pytest.mark.timeout(120)
+def test_the_viewer_shows_frames_sets_the_exposure_and_lists_signals(
+    qtbot, ctx, registry, camera, tmp_path
+):
+    viewer = load_viewer()
+    window = viewer.ViewerWindow(ctx, registry.url, "viewer-test-camera")
+    try:
+        window.resize(900, 650)
+        window.show()
+        window.start()
+        qtbot.waitUntil(lambda: window.frames_shown >= 10, timeout=WAIT_MS)
+        qtbot.waitUntil(window.exposure_spin.isEnabled, timeout=WAIT_MS)
+        assert window.exposure_spin.value() == camera.exposure == 1000
+        assert "viewer-test-camera" in window.status.text()
+        assert "1200x800" not in window.info_label.text()  # width x height
+        assert "800x1200 uint16" in window.info_label.text()
+
+        # the user types a new exposure and clicks the button
+        spin = window.exposure_spin
+        spin.lineEdit().selectAll()
+        qtbot.keyClicks(spin.lineEdit(), "4321")
+        assert spin.value() == 4321
+        qtbot.mouseClick(window.apply_button, QtCore.Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: camera.exposure == 4321, timeout=WAIT_MS)
+
+        # the server's notify signal comes back and is listed
+        def listed(text: str) -> bool:
+            items = [
+                window.signal_list.item(i).text()
+                for i in range(window.signal_list.count())
+            ]
+            return any(text in item for item in items)
+
+        qtbot.waitUntil(lambda: listed("exposure_changed(4321)"), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: listed("frame_ready("), timeout=WAIT_MS)
+        # frames grabbed after the change carry it in their info
+        qtbot.waitUntil(
+            lambda: "exposure 4321 us" in window.info_label.text(), timeout=WAIT_MS
+        )
+        qtbot.waitUntil(lambda: window.frame_rate > 0, timeout=WAIT_MS)
+        assert window.rate_label.text().endswith("frames/s")
+        assert window.rate_label.text() != "-- frames/s"
+
+        # the frame is drawn: the view shows the camera's gradient
+        view = window.view.grab().toImage()
+        assert distinct_colours(view) > 20
+        shot = window.grab()
+        path = tmp_path / "viewer.png"
+        assert shot.save(str(path), "PNG")
+        assert path.stat().st_size > 10_000
+        wanted = os.environ.get("FRAMERPC_VIEWER_SCREENSHOT")
+        if wanted:
+            assert shot.save(wanted, "PNG")
+    finally:
+        window.close()  # closeEvent: stops and joins every thread, closes proxies
+    assert window._control is None and window._frames is None
+    assert window._pump is not None and not window._pump.running
+
+
+def test_the_viewer_reports_an_unknown_camera(qtbot, ctx, registry):
+    viewer = load_viewer()
+    window = viewer.ViewerWindow(ctx, registry.url, "no-such-camera")
+    try:
+        window.show()
+        window.start()
+        qtbot.waitUntil(
+            lambda: window.status.text().startswith("error: LookupError"),
+            timeout=WAIT_MS,
+        )
+        assert "no-such-camera" in window.status.text()
+        assert not window.exposure_spin.isEnabled()
+    finally:
+        window.close()
+
+
+def test_closing_while_connecting_closes_the_proxies(qtbot, ctx, registry, camera):
+    viewer = load_viewer()
+    window = viewer.ViewerWindow(ctx, registry.url, "viewer-test-camera")
+    window.start()
+    window.close()  # before the connection was delivered to the GUI thread
+    assert window._control is None and window._frames is None
+    assert window._pump is None
