@@ -1,6 +1,6 @@
 """Build script: metadata lives in pyproject.toml; this file adds the
-compiled framing layer ``framerpc._framing`` and the compiled message I/O
-``framerpc._zmqio`` from ext/.
+compiled framing layer ``framerpc.wire._framing`` and the compiled message
+I/O ``framerpc.transport._zmqio`` from ext/.
 
 ``FRAMERPC_PURE=1`` (or true/yes/on) at build time skips it (a pure install needs no
 compiler); a failed compilation is fatal, so a broken build never ships
@@ -35,12 +35,12 @@ if not _pure:
     ext_modules = cythonize(
         [
             Extension(
-                "framerpc._framing",
+                "framerpc.wire._framing",
                 ["ext/_framing.pyx"],
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
-            Extension("framerpc._zmqio", ["ext/_zmqio.pyx"], libraries=["dl"]),
+            Extension("framerpc.transport._zmqio", ["ext/_zmqio.pyx"], libraries=["dl"]),
         ],
         compiler_directives={"language_level": 3},
     )

@@ -18,8 +18,8 @@ import framerpc.framing as _framing
 
 def _compiled_built() -> bool:
     try:
-        importlib.import_module("framerpc._framing")
-        importlib.import_module("framerpc._zmqio")
+        importlib.import_module("framerpc.wire._framing")
+        importlib.import_module("framerpc.transport._zmqio")
     except ImportError:
         return False
     return True
@@ -34,7 +34,7 @@ once_per_suite = pytest.mark.skipif(
 
 def _compiled_io():  # the compiled message I/O, or None when not built
     try:
-        return importlib.import_module("framerpc._zmqio")
+        return importlib.import_module("framerpc.transport._zmqio")
     except ImportError:  # pragma: no cover - depends on the build
         return None
 
@@ -42,7 +42,7 @@ def _compiled_io():  # the compiled message I/O, or None when not built
 #: Both message I/O twins as test parameters (the compiled one skipped,
 #: with the reason, where it is not built).
 IO_ENGINES = [
-    pytest.param(importlib.import_module("framerpc._zmqio_py"), id="pure"),
+    pytest.param(importlib.import_module("framerpc.transport._zmqio_py"), id="pure"),
     pytest.param(
         _compiled_io(),
         id="compiled",

@@ -42,7 +42,7 @@ from framerpc.signal_receiver import RPCSignalReceiver
 REPLY_WAIT_MS = 5000
 #: How long (ms) to wait for an answer that must not come.
 SILENCE_MS = 500
-#: Ext codes of the framing layer (wire ids, see framerpc._framing_py).
+#: Ext codes of the framing layer (wire ids, see framerpc.wire._framing_py).
 EXT_BUFFER, EXT_ARRAY, EXT_INLINE_ARRAY = 1, 2, 3
 
 

@@ -145,11 +145,11 @@ def test_a_reply_to_an_unknown_client_is_counted(ctx):
 def _engines() -> list:
     import importlib
 
-    from framerpc import _zmqio_py
+    from framerpc.transport import _zmqio_py
 
     engines = [pytest.param(_zmqio_py, id="pure")]
     try:
-        compiled = importlib.import_module("framerpc._zmqio")
+        compiled = importlib.import_module("framerpc.transport._zmqio")
         engines.append(pytest.param(compiled, id="compiled"))
     except ImportError:  # pragma: no cover - depends on the build
         pass

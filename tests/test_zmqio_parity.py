@@ -1,5 +1,5 @@
-"""The compiled message I/O (``framerpc._zmqio``) and its pure twin
-(``framerpc._zmqio_py``) behave the same: the server's Responder answers
+"""The compiled message I/O (``framerpc.transport._zmqio``) and its pure twin
+(``framerpc.transport._zmqio_py``) behave the same: the server's Responder answers
 the same messages with the same bytes and leaves the same ones to the
 general path; the client's Channel matches, drops and times out alike.
 
@@ -21,10 +21,11 @@ import pytest
 import zmq
 from engines import IO_ENGINES
 
-from framerpc import _zmqio_py, protocol
+from framerpc import protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import Reply, Request, RPCEvents
-from framerpc.server import _check_buffer_result  # the check servers pass in
+from framerpc.server.rpc_server import _check_buffer_result  # servers pass it in
+from framerpc.transport import _zmqio_py
 
 ENGINES = IO_ENGINES
 _compiled = IO_ENGINES[1].values[0]
@@ -442,7 +443,7 @@ def test_send_frames_survives_a_finalizer_that_empties_the_list():
 
     code = (
         "import numpy as np, zmq\n"
-        "from framerpc import _zmqio as io\n"
+        "from framerpc.transport import _zmqio as io\n"
         "frames = [b'a', b'b', b'c']\n"
         "class Owner(bytearray):\n"
         "    def __del__(self):\n"

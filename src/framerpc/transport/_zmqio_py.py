@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import framing, protocol
-from .errors import ProtocolError
-from .protocol import PROTOCOL_VERSION, Reply
+from ..errors import ProtocolError
+from ..wire import framing
+from ..wire import messages as protocol
+from ..wire.messages import PROTOCOL_VERSION, Reply
 
 __all__ = [
     "BUFFER_TYPES",

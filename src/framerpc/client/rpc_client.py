@@ -29,14 +29,16 @@ from typing import Any, Literal, Self, TypeVar
 
 import zmq
 
-from . import _lifecycle, legacy, protocol, transport
-from ._peerwatch import PeerWatch
-from ._restart import RestartWatcher
-from .errors import PeerLostError, ProtocolError, RemoteError
-from .property import RPCProperty
-from .protocol import Reply, Request, RPCEvents
-from .signal import RPCSignal, UntypedSignal
-from .signal_receiver import RPCSignalReceiver
+from .. import _lifecycle, transport
+from .._peerwatch import PeerWatch
+from ..errors import PeerLostError, ProtocolError, RemoteError
+from ..property import RPCProperty
+from ..signal import RPCSignal, UntypedSignal
+from ..signal_receiver import RPCSignalReceiver
+from ..wire import json_codec as legacy
+from ..wire import messages as protocol
+from ..wire.messages import Reply, Request, RPCEvents
+from .restart import RestartWatcher
 
 __all__ = ["NoResult", "RPCClient"]
 

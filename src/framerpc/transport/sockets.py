@@ -10,13 +10,16 @@ import logging
 import os
 import re
 import stat
+import sys
 import tempfile
 import weakref
 from dataclasses import dataclass
 
 import zmq
 
-from . import framing, security
+from ..wire import framing
+from . import _zmqio_py
+from . import keys as security
 from ._zmqio_py import BUFFER_TYPES
 
 _log = logging.getLogger(__name__)
@@ -517,6 +520,9 @@ def _remove_ipc_file(path: str, inode: int) -> None:
 IO_IMPLEMENTATION = "pure"
 if framing.IMPLEMENTATION == "compiled":
     try:
+        # ext/_zmqio.pyx still imports framerpc._zmqio_py by its old path
+        # until the call path moves to framerpc.rpc: alias it (no file there).
+        sys.modules.setdefault("framerpc._zmqio_py", _zmqio_py)
         from ._zmqio import (  # type: ignore[import-not-found]
             Channel,
             Responder,

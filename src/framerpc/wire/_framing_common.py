@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .errors import MessageTooLargeError, ProtocolError, SerializationError
+from ..errors import MessageTooLargeError, ProtocolError, SerializationError
 
 # Wire ids: never change them; bump protocol.PROTOCOL_VERSION instead.
 EXT_BUFFER = 1

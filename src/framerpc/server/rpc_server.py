@@ -25,22 +25,18 @@ from typing import Any, Self, TypeVar, overload
 
 import zmq
 
-from . import (
-    _lifecycle,
-    _outbox,
-    framing,
-    legacy,
-    protocol,
-    sdnotify,
-    security,
-    transport,
-)
-from ._describe import inventory_fields
-from ._ratelog import RateLimitedLog
-from .errors import ProtocolError, SerializationError
-from .property import RPCProperty
-from .protocol import Reply, Request, RPCEvents, SignalEmission
-from .signal import RPCSignal
+from .. import _lifecycle, sdnotify, transport
+from .._describe import inventory_fields
+from .._ratelog import RateLimitedLog
+from ..errors import ProtocolError, SerializationError
+from ..property import RPCProperty
+from ..signal import RPCSignal
+from ..transport import keys as security
+from ..wire import framing
+from ..wire import json_codec as legacy
+from ..wire import messages as protocol
+from ..wire.messages import Reply, Request, RPCEvents, SignalEmission
+from . import outbox as _outbox
 
 __all__ = ["RPCServer"]
 
@@ -347,7 +343,7 @@ class RPCServer:
         TimeoutError
             The registry did not answer.
         """
-        from .registry import RegistryLink
+        from ..registry import RegistryLink
 
         link = RegistryLink(
             self._zmq_context,

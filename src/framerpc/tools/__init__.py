@@ -1,0 +1,1 @@
+"""Command-line tools: the framerpc CLI, the demo and the benchmark runner."""
