@@ -230,7 +230,7 @@ def _req_exchange(sock: zmq.Socket, frames: list) -> list[bytes]:
 
 def _logged(caplog: pytest.LogCaptureFixture, logger: str, *parts: str) -> bool:
     return any(
-        record.name == logger
+        (record.name == logger or record.name.startswith(logger + "."))
         and record.levelno >= logging.WARNING
         and all(part in record.getMessage() for part in parts)
         for record in caplog.records

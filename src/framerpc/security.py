@@ -1,23 +1,30 @@
-"""Old import path of CURVE security: ``framerpc.transport.keys`` and
-``framerpc.transport.authenticator``, kept so existing imports keep working."""
+"""Old import path of CURVE security, kept so existing imports keep working:
+the settings and key files are ``framerpc.transport.keys``, the ZAP handler
+``framerpc.transport.authenticator``, socket set-up ``framerpc.transport.curve``."""
 
-from .transport.keys import (
+from .transport.authenticator import (
     Authenticator as Authenticator,
 )
-from .transport.keys import (
+from .transport.authenticator import (
     ClientKeys as ClientKeys,
+)
+from .transport.authenticator import (
+    stop_handler as stop_handler,
+)
+from .transport.curve import (
+    apply_client as apply_client,
+)
+from .transport.curve import (
+    apply_server as apply_server,
+)
+from .transport.curve import (
+    peer_key as peer_key,
 )
 from .transport.keys import (
     Security as Security,
 )
 from .transport.keys import (
     admin_keys as admin_keys,
-)
-from .transport.keys import (
-    apply_client as apply_client,
-)
-from .transport.keys import (
-    apply_server as apply_server,
 )
 from .transport.keys import (
     curve_available as curve_available,
@@ -27,9 +34,6 @@ from .transport.keys import (
 )
 from .transport.keys import (
     load_public_key as load_public_key,
-)
-from .transport.keys import (
-    peer_key as peer_key,
 )
 
 __all__ = [

@@ -17,7 +17,9 @@ import zmq
 
 from .. import _lifecycle, transport
 from ..errors import ProtocolError
-from ..transport.keys import ClientKeys, Security, peer_key
+from ..transport.authenticator import ClientKeys
+from ..transport.curve import peer_key
+from ..transport.keys import Security
 from ..wire import json_codec as legacy
 from ..wire import messages as protocol
 from ..wire.messages import RegistryEvents, RegistryMessage

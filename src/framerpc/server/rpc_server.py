@@ -548,7 +548,7 @@ class RPCServer:
         self._terminated = True  # no unregistering: the context goes next
         self._stopping = True
         if self._options.security is not None:
-            from .security import stop_handler
+            from ..transport.authenticator import stop_handler
 
             stop_handler(self._zmq_context)  # it would not stop at ETERM
         with self._signal_lock:  # emitting threads use them only under it

@@ -1,21 +1,20 @@
-"""Sockets: options, URLs, socket set-up, CURVE security and the message
-I/O that moves frames (send, receive, lend, release)."""
+"""Sockets: options, URLs, socket set-up with CURVE, and the message I/O
+that only moves frames (send, receive, lend, release).
 
-from .sockets import (
+Modules: ``options`` (``SocketOptions``), ``urls``, ``sockets`` (create,
+bind, close), ``keys`` / ``authenticator`` / ``curve`` (CURVE security),
+``zmqio`` (the message I/O engine switch). This package imports nothing
+from ``framerpc.wire`` or the endpoints above it.
+"""
+
+from .options import DEFAULT_OPTIONS, SocketOptions
+from .sockets import bind, bind_ipc_private, close_quietly, make_socket
+from .urls import check_url, connect_url_for, derive_endpoint, parse_url
+from .zmqio import (
     BUFFER_TYPES,
-    DEFAULT_OPTIONS,
     IO_IMPLEMENTATION,
     Channel,
     Responder,
-    SocketOptions,
-    bind,
-    bind_ipc_private,
-    check_url,
-    close_quietly,
-    connect_url_for,
-    derive_endpoint,
-    make_socket,
-    parse_url,
     recv_frames,
     release_returned_buffers,
     send_frames,
