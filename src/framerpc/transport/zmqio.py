@@ -32,12 +32,15 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+# ext/_zmqio.pyx still imports framerpc._zmqio_py by its old path until the
+# call path moves to framerpc.rpc: alias it (there is no file there), also
+# in a pure run, where tests load the compiled twin side by side.
+sys.modules.setdefault("framerpc._zmqio_py", _zmqio_py)
+
+
 def _select() -> tuple[ModuleType, str]:
     if pure_requested():
         return _zmqio_py, "pure"
-    # ext/_zmqio.pyx still imports framerpc._zmqio_py by its old path until
-    # the call path moves to framerpc.rpc: alias it (there is no file there).
-    sys.modules.setdefault("framerpc._zmqio_py", _zmqio_py)
     try:
         return importlib.import_module("framerpc.transport._zmqio"), "compiled"
     except ImportError as exc:

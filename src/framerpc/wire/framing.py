@@ -51,12 +51,15 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+# ext/_framing.pyx still imports framerpc._framing_common by its old path
+# until the ext/ split lands: alias it (there is no file there), also in a
+# pure run, where tests load the compiled twin side by side.
+sys.modules.setdefault("framerpc._framing_common", _framing_common)
+
+
 def _select() -> tuple[ModuleType, str]:
     if pure_requested():
         return _framing_py, "pure"
-    # ext/_framing.pyx still imports framerpc._framing_common by its old
-    # path until the ext/ split lands: alias it (there is no file there).
-    sys.modules.setdefault("framerpc._framing_common", _framing_common)
     try:
         return importlib.import_module("framerpc.wire._framing"), "compiled"
     except ImportError as exc:
