@@ -24,7 +24,7 @@ from engines import IO_ENGINES
 from framerpc import protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import Reply, Request, RPCEvents
-from framerpc.server.rpc_server import _check_buffer_result  # servers pass it in
+from framerpc.server.dispatch import _check_buffer_result  # servers pass it in
 from framerpc.transport import _zmqio_py
 
 ENGINES = IO_ENGINES
