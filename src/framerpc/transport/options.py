@@ -69,7 +69,7 @@ class SocketOptions:
         nested that deep well inside Python's recursion limit when the
         server walks or echoes it.
     security : Security or None
-        Opt-in CURVE (see ``framerpc.security``): bound sockets (server,
+        Opt-in CURVE (see ``framerpc.transport.keys``): bound sockets (server,
         signals, registry) use it as server, connecting sockets as client
         of ``security.server_public_key``. None: plain sockets.
     ipc_mode : int

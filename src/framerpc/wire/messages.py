@@ -237,7 +237,7 @@ def decode_request(
 ) -> Request:
     """Parse the frames of a request (after the routing envelope).
 
-    The limits are those of ``framerpc.framing.decode``.
+    The limits are those of ``framerpc.wire.framing.decode``.
 
     Raises
     ------
