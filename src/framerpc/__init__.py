@@ -15,7 +15,6 @@ from .errors import (
     SerializationError,
 )
 from .property import RPCProperty
-from .protocol import RPCEvents
 from .registry import (
     AliveCheckState,
     DeviceRegistry,
@@ -27,7 +26,8 @@ from .registry import (
 from .server import RPCServer
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
-from .typing import coerce_to_generic, is_instance_of_generic
+from .types import coerce_to_generic, is_instance_of_generic
+from .wire.messages import RPCEvents
 
 __version__ = "0.1.0"
 
