@@ -1,7 +1,7 @@
 """Build script: metadata lives in pyproject.toml; this file adds the
-compiled framing layer ``framerpc._framing``, the compiled message I/O
-``framerpc._zmqio`` and the compiled call path ``framerpc.rpc._callpath``
-from ext/.
+compiled framing layer ``framerpc.wire._framing``, the compiled message
+I/O ``framerpc.transport._zmqio`` and the compiled call path
+``framerpc.rpc._callpath`` from ext/.
 
 ``FRAMERPC_PURE=1`` (or true/yes/on) at build time skips it (a pure install needs no
 compiler); a failed compilation is fatal, so a broken build never ships
@@ -33,18 +33,18 @@ if not _pure:
     import numpy
     from Cython.Build import cythonize
 
-    # cythonize sees a module's own .pxd only beside its .pyx; _zmqio's is
-    # in src/ (where cimport finds it as framerpc._zmqio): a newer one must
-    # regenerate _zmqio.c too, not only _callpath.c.
+    # cythonize sees a module's own .pxd only beside its .pyx; _zmqio's is in
+    # src/ (where cimport finds it as framerpc.transport._zmqio): a newer one
+    # must regenerate _zmqio.c too, not only _callpath.c.
     _root = pathlib.Path(__file__).parent
-    _pxd, _zmqio_c = _root / "src/framerpc/_zmqio.pxd", _root / "ext/_zmqio.c"
+    _pxd, _zmqio_c = _root / "src/framerpc/transport/_zmqio.pxd", _root / "ext/_zmqio.c"
     if _zmqio_c.exists() and _zmqio_c.stat().st_mtime < _pxd.stat().st_mtime:
         _zmqio_c.unlink()
 
     ext_modules = cythonize(
         [
             Extension(
-                "framerpc._framing",
+                "framerpc.wire._framing",
                 ["ext/_framing.pyx"],
                 # included by _framing.pyx: an edit to either rebuilds it
                 depends=["ext/_packer.pxi", "ext/_unpacker.pxi"],
@@ -52,19 +52,19 @@ if not _pure:
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
             Extension(
-                "framerpc._zmqio",
+                "framerpc.transport._zmqio",
                 ["ext/_zmqio.pyx"],
                 libraries=["dl"],
-                depends=["ext/_libzmq.pxi", "src/framerpc/_zmqio.pxd"],
+                depends=["ext/_libzmq.pxi", "src/framerpc/transport/_zmqio.pxd"],
             ),
             # the call path: calls _zmqio's frame functions from C
             Extension(
                 "framerpc.rpc._callpath",
                 ["ext/_callpath.pyx"],
-                depends=["src/framerpc/_zmqio.pxd"],
+                depends=["src/framerpc/transport/_zmqio.pxd"],
             ),
         ],
-        # where cimport finds framerpc/_zmqio.pxd (_zmqio's declarations)
+        # where cimport finds framerpc/transport/_zmqio.pxd (_zmqio's declarations)
         include_path=["src"],
         compiler_directives={"language_level": 3},
     )

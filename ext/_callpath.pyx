@@ -3,26 +3,26 @@
 client's ``Channel`` and the server's ``Responder``, each exchange in one
 C call without Python frames.
 
-Frames move through the compiled message I/O (``framerpc._zmqio``),
+Frames move through the compiled message I/O (``framerpc.transport._zmqio``),
 whose functions are called from C (declared in ``_zmqio.pxd``); headers
-are built and read with the keys of ``framerpc.protocol``. Anything the
-checks here refuse goes to ``framerpc.protocol`` (a reply) or to the
+are built and read with the keys of ``framerpc.wire.messages``. Anything the
+checks here refuse goes to ``framerpc.wire.messages`` (a reply) or to the
 server's general path (a request), which say what is wrong, so both
 engines answer alike.
 """
 
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from framerpc._zmqio cimport _handle, _recv_message, _send_frames, _set_rcvtimeo
+from framerpc.transport._zmqio cimport _handle, _recv_message, _send_frames, _set_rcvtimeo
 
 import logging
 
 import zmq
 
-from framerpc._zmqio_py import BUFFER_TYPES
+from framerpc.transport._zmqio_py import BUFFER_TYPES
 from framerpc.errors import ProtocolError
-from framerpc.framing import OutOfBand, decode, encode
-from framerpc.protocol import (
+from framerpc.wire.framing import OutOfBand, decode, encode
+from framerpc.wire.messages import (
     KEY_ARGS,
     KEY_EVENT,
     KEY_ID,

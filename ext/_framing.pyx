@@ -35,7 +35,7 @@ import threading
 import msgpack
 import numpy as np
 
-from framerpc._framing_common import (
+from framerpc.wire._framing_common import (
     EXT_ARRAY,
     EXT_BUFFER,
     EXT_INLINE_ARRAY,

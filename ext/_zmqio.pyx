@@ -12,7 +12,7 @@ times what libzmq itself needs for a small RPC message. This module calls
 libzmq: the functions are looked up in the libzmq that pyzmq already
 loaded (``dlopen`` of pyzmq's backend with ``RTLD_NOLOAD``, then
 ``dlsym``), so both always use the same library. If they cannot be found
-the import fails and transport.py uses the pure twin, ``_zmqio_py``.
+the import fails and framerpc.transport.zmqio uses the pure twin, ``_zmqio_py``.
 
 Frames of ``ZERO_COPY_MIN`` (16 KiB) or more, of any buffer type
 (``bytes`` included: it is immutable), are lent to libzmq without a copy
@@ -38,7 +38,7 @@ from libc.stdlib cimport free, malloc
 import zmq
 import zmq.backend.cython._zmq as _backend
 
-from framerpc._zmqio_py import RECV_FRAMES_KEPT as _RECV_FRAMES_KEPT
+from framerpc.transport._zmqio_py import RECV_FRAMES_KEPT as _RECV_FRAMES_KEPT
 
 __all__ = [
     "Frame",

@@ -19,8 +19,8 @@ import framerpc.framing as _framing
 
 def _compiled_built() -> bool:
     try:
-        importlib.import_module("framerpc._framing")
-        importlib.import_module("framerpc._zmqio")
+        importlib.import_module("framerpc.wire._framing")
+        importlib.import_module("framerpc.transport._zmqio")
         importlib.import_module("framerpc.rpc._callpath")
     except ImportError:
         return False
@@ -36,7 +36,7 @@ once_per_suite = pytest.mark.skipif(
 
 def _compiled_io():  # the compiled message I/O, or None when not built
     try:
-        return importlib.import_module("framerpc._zmqio")
+        return importlib.import_module("framerpc.transport._zmqio")
     except ImportError:  # pragma: no cover - depends on the build
         return None
 
@@ -44,7 +44,7 @@ def _compiled_io():  # the compiled message I/O, or None when not built
 #: Both message I/O twins as test parameters (the compiled one skipped,
 #: with the reason, where it is not built).
 IO_ENGINES = [
-    pytest.param(importlib.import_module("framerpc._zmqio_py"), id="pure"),
+    pytest.param(importlib.import_module("framerpc.transport._zmqio_py"), id="pure"),
     pytest.param(
         _compiled_io(),
         id="compiled",
@@ -73,13 +73,16 @@ def _callpath_engine(callpath_name: str, io_name: str) -> SimpleNamespace | None
     )
 
 
-_compiled_callpath = _callpath_engine("framerpc.rpc._callpath", "framerpc._zmqio")
+_compiled_callpath = _callpath_engine(
+    "framerpc.rpc._callpath", "framerpc.transport._zmqio"
+)
 
 #: Both call path twins (framerpc.rpc), each with its message I/O, as test
 #: parameters (the compiled one skipped, with the reason, where not built).
 CALLPATH_ENGINES = [
     pytest.param(
-        _callpath_engine("framerpc.rpc._callpath_py", "framerpc._zmqio_py"), id="pure"
+        _callpath_engine("framerpc.rpc._callpath_py", "framerpc.transport._zmqio_py"),
+        id="pure",
     ),
     pytest.param(
         _compiled_callpath,

@@ -42,7 +42,7 @@ from framerpc.signal_receiver import RPCSignalReceiver
 REPLY_WAIT_MS = 5000
 #: How long (ms) to wait for an answer that must not come.
 SILENCE_MS = 500
-#: Ext codes of the framing layer (wire ids, see framerpc._framing_py).
+#: Ext codes of the framing layer (wire ids, see framerpc.wire._framing_py).
 EXT_BUFFER, EXT_ARRAY, EXT_INLINE_ARRAY = 1, 2, 3
 
 
@@ -230,7 +230,7 @@ def _req_exchange(sock: zmq.Socket, frames: list) -> list[bytes]:
 
 def _logged(caplog: pytest.LogCaptureFixture, logger: str, *parts: str) -> bool:
     return any(
-        record.name == logger
+        (record.name == logger or record.name.startswith(logger + "."))
         and record.levelno >= logging.WARNING
         and all(part in record.getMessage() for part in parts)
         for record in caplog.records

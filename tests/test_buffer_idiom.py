@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from framerpc import framing
-from framerpc._framing_common import OutOfBand
 from framerpc.client import RPCClient
 from framerpc.server import RPCServer
+from framerpc.wire._framing_common import OutOfBand
 
 FRAME = (np.arange(160 * 120 * 3, dtype=np.uint32) % 251).astype(np.uint16)
 FRAME = FRAME.reshape(160, 120, 3)  # 115 kB: lent by both engines
@@ -56,7 +56,7 @@ def _reply(value) -> dict:
 )
 def test_the_compiled_engine_encodes_a_buffer_reply_without_python(value):
     try:
-        compiled = importlib.import_module("framerpc._framing")
+        compiled = importlib.import_module("framerpc.wire._framing")
     except ImportError as exc:  # pragma: no cover - depends on the build
         pytest.skip(f"compiled framing layer not built: {exc}")
     header = _reply(value)
@@ -68,10 +68,10 @@ def test_the_compiled_engine_encodes_a_buffer_reply_without_python(value):
 
 def test_a_non_contiguous_memoryview_still_travels_contiguous():
     try:
-        compiled = importlib.import_module("framerpc._framing")
+        compiled = importlib.import_module("framerpc.wire._framing")
     except ImportError as exc:  # pragma: no cover - depends on the build
         pytest.skip(f"compiled framing layer not built: {exc}")
-    from framerpc import _framing_py as pure
+    from framerpc.wire import _framing_py as pure
 
     view = memoryview(FRAME.T)
     for engine in (pure, compiled):

@@ -30,7 +30,7 @@ pytestmark = [
 MAX_LINES = 450
 # the message I/O twins: the pure one, and the compiled one with its include
 MESSAGE_IO = [
-    ROOT / "src" / "framerpc" / "_zmqio_py.py",
+    ROOT / "src" / "framerpc" / "transport" / "_zmqio_py.py",
     EXT / "_zmqio.pyx",
     EXT / "_libzmq.pxi",
 ]
@@ -88,21 +88,23 @@ def test_message_io_twins_only_move_frames(path):
     if re.search(r"^(from|import|cimport) ", path.read_text(), re.MULTILINE):
         assert imported, "no import found: is the pattern stale?"
     for module in imported:
-        assert not module.startswith(("framerpc.protocol", "framerpc.rpc")), module
+        assert not module.startswith(
+            ("framerpc.protocol", "framerpc.wire", "framerpc.rpc")
+        ), module
     text = path.read_text()
     for word in ("METHOD_CALL", "class Channel", "class Responder"):
         assert word not in text, f"{path.name} has {word!r}"
 
 
-def test_the_call_path_pair_takes_its_keys_from_protocol():
+def test_the_call_path_pair_takes_its_keys_from_the_wire_layer():
     pure = ROOT / "src" / "framerpc" / "rpc" / "_callpath_py.py"
     compiled = EXT / "_callpath.pyx"
     for path in (pure, compiled):
-        assert "framerpc.protocol.KEY_VERSION" in _imported(path), path.name
+        assert "framerpc.wire.messages.KEY_VERSION" in _imported(path), path.name
         # no header written with literal keys
         assert not re.search(r"""\{\s*["']v["']\s*:""", path.read_text()), path.name
     # the compiled twin reaches the compiled I/O from C, not through Python
-    assert "framerpc._zmqio._send_frames" in _imported(compiled)
+    assert "framerpc.transport._zmqio._send_frames" in _imported(compiled)
 
 
 @pytest.mark.timeout(120)
@@ -135,6 +137,6 @@ def test_sdist_ships_the_cython_sources(tmp_path):
         for pattern in ("ext/*.pyx", "ext/*.pxi", "src/**/*.pxd")
         for path in ROOT.glob(pattern)
     }
-    assert "src/framerpc/_zmqio.pxd" in wanted
+    assert "src/framerpc/transport/_zmqio.pxd" in wanted
     assert wanted <= shipped, sorted(wanted - shipped)
     assert not any(name.startswith("ext/") and name.endswith(".c") for name in shipped)

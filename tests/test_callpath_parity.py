@@ -2,7 +2,7 @@
 (``framerpc.rpc._callpath_py``) behave the same: the server's Responder
 answers the same messages with the same bytes and leaves the same ones to
 the general path; the client's Channel matches, drops and times out alike.
-Each runs on its message I/O twin (``framerpc._zmqio`` / ``_zmqio_py``).
+Each runs on its message I/O twin (``framerpc.transport._zmqio`` / ``_zmqio_py``).
 
 The compiled half is skipped (with the reason) when it is not built; CI
 builds it.
@@ -27,7 +27,7 @@ from framerpc import protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import Reply, Request, RPCEvents
 from framerpc.rpc import callpath
-from framerpc.server import _check_buffer_result  # the check servers pass in
+from framerpc.server.dispatch import _check_buffer_result  # the check servers pass in
 
 ENGINES = CALLPATH_ENGINES
 _pure = CALLPATH_ENGINES[0].values[0]

@@ -25,11 +25,11 @@ import pytest
 import zmq
 from legacy_peers import LegacyServer
 
-from framerpc import cli, cli_device
 from framerpc.property import RPCProperty
 from framerpc.registry import DeviceRegistry
 from framerpc.server import RPCServer
 from framerpc.signal import RPCSignal
+from framerpc.tools import cli, cli_device
 
 #: Generous bound (s) for a child process: catches a hang only.
 PROCESS_WAIT_S = 30

@@ -17,14 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from short_repr import assert_same
 
-from framerpc import _framing_py as pure
-from framerpc._framing_common import OutOfBand
 from framerpc.errors import ProtocolError, SerializationError
+from framerpc.wire import _framing_py as pure
+from framerpc.wire._framing_common import OutOfBand
 
 pytestmark = once_per_suite
 
 try:
-    compiled = importlib.import_module("framerpc._framing")
+    compiled = importlib.import_module("framerpc.wire._framing")
 except ImportError as exc:  # pragma: no cover - depends on the build
     pytest.skip(f"compiled framing layer not built: {exc}", allow_module_level=True)
 
@@ -442,7 +442,7 @@ def test_a_dict_subclass_header_encodes_alike():
 
 def test_deep_nesting_raises_recursion_error_instead_of_crashing():
     out = _run_isolated(
-        "from framerpc import _framing as c\n"
+        "from framerpc.wire import _framing as c\n"
         "v = []\n"
         "for _ in range(200_000): v = [v]\n"
         "try:\n"
@@ -459,7 +459,7 @@ def test_a_list_emptied_by_a_finalizer_while_it_is_written():
     being written: the writer must notice, not read past the list."""
     out = _run_isolated(
         "import numpy as np\n"
-        "from framerpc import _framing as c, _framing_py as p\n"
+        "from framerpc.wire import _framing as c, _framing_py as p\n"
         "items = []\n"
         "class Emptier:\n"
         "    def __del__(self):\n"

@@ -23,10 +23,11 @@ import pytest
 import zmq
 from devices import CameraProxy, CameraServer
 
-from framerpc import _framing_py, legacy, protocol, transport
+from framerpc import legacy, protocol, transport
 from framerpc._ratelog import RateLimitedLog
 from framerpc.errors import MessageTooLargeError, ProtocolError
 from framerpc.transport import SocketOptions
+from framerpc.wire import _framing_py
 
 MIB = 1024 * 1024
 #: Generous bound (ms) for an answer that must come: catches a hang only.
@@ -38,7 +39,7 @@ REPLY_WAIT_MS = 20000
 CPU_BOUND_S = 3.0
 
 try:
-    from framerpc import _framing as _framing_c  # type: ignore[attr-defined]
+    from framerpc.wire import _framing as _framing_c  # type: ignore[attr-defined]
 except ImportError:  # no compiler: the pure engine only
     _framing_c = None
 ENGINES = [_framing_py] + ([_framing_c] if _framing_c is not None else [])

@@ -18,7 +18,7 @@ import zmq
 from devices import CameraServer
 
 from framerpc import transport
-from framerpc.transport import SocketOptions
+from framerpc.transport import SocketOptions, sockets
 
 
 def _mode(path: Path) -> int:
@@ -116,7 +116,7 @@ def test_bind_ipc_private_for_other_sockets(ctx, tmp_path, open_umask):
 def test_long_path_falls_back_to_chmod_after_bind(ctx, tmp_path, open_umask):
     # a path that fits a socket address, but not with the staging folder
     folder = tmp_path
-    budget = transport._SUN_PATH_MAX - 1 - len(os.fsencode(str(folder))) - 1
+    budget = sockets._SUN_PATH_MAX - 1 - len(os.fsencode(str(folder))) - 1
     path = folder / ("n" * (budget - 1))
     sock = ctx.socket(zmq.ROUTER)
     try:

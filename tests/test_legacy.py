@@ -25,7 +25,7 @@ from devices import CameraServer, make_array, make_bytes
 from legacy_peers import LegacyClient, LegacyRegistry, LegacyServer
 from manual_clock import ManualClock
 
-from framerpc import legacy, registry
+from framerpc import registry
 from framerpc.client import NoResult, RPCClient
 from framerpc.errors import ProtocolError, RemoteError, SerializationError
 from framerpc.property import RPCProperty
@@ -48,6 +48,7 @@ from framerpc.registry import (
 )
 from framerpc.signal import RPCSignal
 from framerpc.signal_receiver import RPCSignalReceiver
+from framerpc.wire import json_codec as legacy
 
 
 def _json(frame: Any) -> Any:

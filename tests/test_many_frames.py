@@ -14,7 +14,8 @@ import threading
 import zmq
 from devices import CameraProxy, CameraServer
 
-from framerpc import _zmqio_py, protocol, transport
+from framerpc import protocol, transport
+from framerpc.transport import _zmqio_py
 
 WAIT_MS = 20000  # catches a hang only
 

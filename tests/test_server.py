@@ -17,11 +17,12 @@ from conftest import finishes_within, wait_until
 from devices import CameraServer, ExtendedCameraProxy
 from manual_clock import ManualClock
 
-from framerpc import protocol, transport
+from framerpc import transport
 from framerpc.client import NoResult, RPCClient
 from framerpc.errors import RemoteError
 from framerpc.protocol import Request, RPCEvents
 from framerpc.server import RPCServer
+from framerpc.wire import messages as protocol
 
 # -- binding and attributes --------------------------------------------------
 

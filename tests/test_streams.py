@@ -20,12 +20,13 @@ import zmq
 from conftest import wait_until
 
 import framerpc
-from framerpc import _streamproto, legacy, transport
-from framerpc._streamhub import StreamHub, StreamPublisher
-from framerpc._streamsub import Subscription
+from framerpc import legacy, transport
+from framerpc.client.subscription import Subscription
 from framerpc.errors import ProtocolError, RemoteError, SerializationError
+from framerpc.server.streams import StreamHub, StreamPublisher
 from framerpc.stream import MAX_QUEUE, check_policy
 from framerpc.transport import SocketOptions
+from framerpc.wire import streams as _streamproto
 
 #: Ceiling (s) of every wait: catches a hang, never a speed check.
 WAIT_S = 20
@@ -638,7 +639,7 @@ def test_context_destroy_stops_hub_and_subscriptions():
 
 
 def test_subscriptions_beyond_the_limit_are_refused(served, proxies, monkeypatch):
-    from framerpc import _streamhub
+    from framerpc.server import streams as _streamhub
 
     monkeypatch.setattr(_streamhub, "MAX_SUBSCRIBERS", 1)
     server = served()
@@ -697,7 +698,7 @@ def test_a_subscription_survives_a_hostile_server(ctx, served, proxies):
     """Garbage from the stream socket is logged and skipped: the frames
     after it still arrive, in order."""
     from framerpc import framing
-    from framerpc._framing_common import OutOfBand
+    from framerpc.wire._framing_common import OutOfBand
 
     server = served()
     proxy = proxies(server.url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from framerpc import transport
+from framerpc import framing, transport
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_send_frames_refuses_a_bad_frame_before_sending_any(ctx):
 
 
 def test_io_implementation_follows_the_framing_choice():
-    if transport.framing.IMPLEMENTATION == "pure":
+    if framing.IMPLEMENTATION == "pure":
         assert transport.IO_IMPLEMENTATION == "pure"
     assert transport.IO_IMPLEMENTATION in ("compiled", "pure")
 

@@ -1,5 +1,5 @@
-"""The compiled message I/O (``framerpc._zmqio``) and its pure twin
-(``framerpc._zmqio_py``) move frames alike: large buffers lent until sent
+"""The compiled message I/O (``framerpc.transport._zmqio``) and its pure twin
+(``framerpc.transport._zmqio_py``) move frames alike: large buffers lent until sent
 and given back, bad frames refused before anything is sent. (The call
 path built on them has its own parity tests: test_callpath_parity.py.)
 
@@ -123,7 +123,7 @@ def test_send_frames_survives_a_finalizer_that_empties_the_list():
 
     code = (
         "import numpy as np, zmq\n"
-        "from framerpc import _zmqio as io\n"
+        "from framerpc.transport import _zmqio as io\n"
         "frames = [b'a', b'b', b'c']\n"
         "class Owner(bytearray):\n"
         "    def __del__(self):\n"

@@ -16,7 +16,6 @@ from .errors import (
 )
 from .pool import FramePool
 from .property import RPCProperty
-from .protocol import RPCEvents
 from .registry import (
     AliveCheckState,
     DeviceRegistry,
@@ -29,7 +28,8 @@ from .server import RPCServer
 from .signal import RPCSignal
 from .signal_receiver import RPCSignalReceiver
 from .stream import RPCStream
-from .typing import coerce_to_generic, is_instance_of_generic
+from .types import coerce_to_generic, is_instance_of_generic
+from .wire.messages import RPCEvents
 
 __version__ = "0.1.0"
 

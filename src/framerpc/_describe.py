@@ -14,7 +14,7 @@ from typing import Any
 
 from .property import RPCProperty
 from .signal import RPCSignal
-from .typing import type_name
+from .types import type_name
 
 __all__ = ["inventory_fields", "signature_text", "first_doc_line"]
 

@@ -6,10 +6,11 @@ path at build time, before framerpc or its dependencies are importable.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
-__all__ = ["TRUE_WORDS", "FALSE_WORDS", "parse_flag", "env_flag"]
+__all__ = ["TRUE_WORDS", "FALSE_WORDS", "parse_flag", "env_flag", "pure_requested"]
 
 #: Accepted spellings, compared case-insensitively after stripping blanks.
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -49,3 +50,14 @@ def env_flag(name: str) -> bool:
         )
         return False
     return flag
+
+
+@functools.cache
+def pure_requested() -> bool:
+    """Whether ``FRAMERPC_PURE`` asks for the pure-Python engines.
+
+    The one place the engine switches (``framerpc.wire.framing``,
+    ``framerpc.transport.zmqio``) read it: parsed once per process, so a
+    misspelt value warns once.
+    """
+    return env_flag("FRAMERPC_PURE")

@@ -16,7 +16,7 @@ from typing import TypeVar, cast
 import zmq
 
 from . import transport
-from .client import ProtocolChoice, RPCClient
+from .client.rpc_client import ProtocolChoice, RPCClient
 
 __all__ = ["closing", "connect"]
 

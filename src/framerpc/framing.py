@@ -1,32 +1,54 @@
-"""Chooses the framing engine: compiled ``framerpc._framing`` or the twin.
+"""Old import path of ``framerpc.wire.framing`` (the framing engine
+switch), kept so existing imports keep working."""
 
-Set ``FRAMERPC_PURE=1`` (or true/yes/on, any case) to force the
-pure-Python twin; empty, 0, false, no and off keep the compiled engine.
-``IMPLEMENTATION`` tells which one is live (``"compiled"`` or ``"pure"``).
-"""
+from .wire.framing import (
+    EXT_ARRAY as EXT_ARRAY,
+)
+from .wire.framing import (
+    EXT_BUFFER as EXT_BUFFER,
+)
+from .wire.framing import (
+    EXT_INLINE_ARRAY as EXT_INLINE_ARRAY,
+)
+from .wire.framing import (
+    IMPLEMENTATION as IMPLEMENTATION,
+)
+from .wire.framing import (
+    INLINE_LIMIT as INLINE_LIMIT,
+)
+from .wire.framing import (
+    MAX_DEPTH as MAX_DEPTH,
+)
+from .wire.framing import (
+    MAX_FRAMES as MAX_FRAMES,
+)
+from .wire.framing import (
+    MAX_HEADER_SIZE as MAX_HEADER_SIZE,
+)
+from .wire.framing import (
+    MAX_OBJECTS as MAX_OBJECTS,
+)
+from .wire.framing import (
+    OutOfBand as OutOfBand,
+)
+from .wire.framing import (
+    decode as decode,
+)
+from .wire.framing import (
+    encode as encode,
+)
 
-from __future__ import annotations
-
-import logging
-
-from ._env import env_flag
-
-_log = logging.getLogger(__name__)
-
-if env_flag("FRAMERPC_PURE"):
-    from ._framing_py import *  # noqa: F403
-    from ._framing_py import __all__
-
-    IMPLEMENTATION = "pure"
-else:
-    try:
-        from ._framing import *  # type: ignore[import-not-found]  # noqa: F403
-        from ._framing import __all__  # type: ignore[import-not-found]
-
-        IMPLEMENTATION = "compiled"
-    except ImportError as exc:
-        _log.debug("compiled framing layer unavailable, using pure Python: %s", exc)
-        from ._framing_py import *  # noqa: F403
-        from ._framing_py import __all__  # noqa: F401
-
-        IMPLEMENTATION = "pure"
+__all__ = [
+    "EXT_BUFFER",
+    "EXT_ARRAY",
+    "EXT_INLINE_ARRAY",
+    "INLINE_LIMIT",
+    "MAX_FRAMES",
+    "MAX_HEADER_SIZE",
+    "MAX_OBJECTS",
+    "MAX_DEPTH",
+    "OutOfBand",
+    "encode",
+    "decode",
+    "IMPLEMENTATION",
+]

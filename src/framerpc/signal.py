@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .typing import coerce_to_generic, is_instance_of_generic, type_name
+from .types import coerce_to_generic, is_instance_of_generic, type_name
 
 __all__ = ["RPCSignal", "bound_signal"]
 

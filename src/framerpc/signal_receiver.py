@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import _lifecycle, legacy, protocol, transport
+from . import _lifecycle, transport
 from ._peerwatch import PeerWatch
 from .errors import ProtocolError
 from .signal import RPCSignal
+from .wire import json_codec as legacy
+from .wire import messages as protocol
 
 __all__ = ["RPCSignalReceiver"]
 

@@ -8,7 +8,7 @@ Declared on an interface like ``RPCSignal``::
 On a server object the attribute is a publisher (``self.frames.publish(
 array, info)``, see ``framerpc._streampub``); on a client proxy it is a
 subscription point (``proxy.frames.subscribe(...)``, ``proxy.frames.latest
-()``, see ``framerpc._streamsub``). This module is the model only: no
+()``, see ``framerpc.client.streams``). This module is the model only: no
 sockets, no zmq. Accessed on an object that is neither (a plain instance
 of the interface), the methods raise ``RuntimeError``.
 """

@@ -24,10 +24,11 @@ import logging
 import zmq
 import zmq.asyncio
 
-from .. import _lifecycle, protocol, transport
+from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError
-from ..protocol import Reply, Request, RPCEvents
+from ..wire import messages as protocol
+from ..wire.messages import Reply, Request, RPCEvents
 from ._fdwatch import FdWatch
 
 __all__ = ["Link", "describe"]

@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from .. import transport
-from ..client import _public_members
+from ..client.interface import _public_members
 from ..property import RPCProperty
 from ..signal import RPCSignal
 from ._signals import AsyncSignal

@@ -13,9 +13,10 @@ from typing import Any
 
 import zmq
 
-from .. import protocol, transport
+from .. import transport
 from ..errors import ProtocolError
 from ..signal import RPCSignal
+from ..wire import messages as protocol
 from ._fdwatch import FdWatch
 
 __all__ = ["AsyncSignal", "SignalHub", "SignalIterator"]

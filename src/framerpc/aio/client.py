@@ -20,10 +20,11 @@ from typing import Any, Self
 
 import zmq
 
-from .. import protocol, transport
+from .. import transport
 from ..client import NoResult
 from ..errors import ProtocolError, RemoteError
-from ..protocol import Reply, Request, RPCEvents
+from ..wire import messages as protocol
+from ..wire.messages import Reply, Request, RPCEvents
 from ._link import Link, private_context
 from ._signals import SignalHub
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .. import _lifecycle, framing, protocol, sdnotify, transport
+from .. import _lifecycle, sdnotify, transport
 from ..errors import ProtocolError
+from ..wire import framing
+from ..wire import messages as protocol
 from ._fdwatch import FdWatch
 
 if TYPE_CHECKING:
@@ -241,7 +243,7 @@ async def _run(
 
 
 def _check_buffer_result(name: str, result: Any) -> None:
-    from ..server import _check_buffer_result as check
+    from ..server.dispatch import _check_buffer_result as check
 
     check(name, result)
 

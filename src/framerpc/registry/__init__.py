@@ -7,8 +7,8 @@ the client side, and ``RegistryLink`` keeps one server registered
 from inside its serve loop without ever blocking it.
 
 The registry answers both the native msgpack messages of
-``framerpc.protocol`` and the JSON messages of the older protocol
-(``framerpc.legacy``), told apart by frame 0; the request logic lives
+``framerpc.wire.messages`` and the JSON messages of the older protocol
+(``framerpc.wire.json_codec``), told apart by frame 0; the request logic lives
 once in ``DeviceRegistry._handle_request``, which takes and returns
 plain ``(event, payload)`` pairs.
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import transport
-from ..protocol import RegistryEvents
+from ..wire.messages import RegistryEvents
 
 #: Seconds a device stays listed without checking in, as in the older API.
 DEFAULT_ALIVE_TIMEOUT = 20.0

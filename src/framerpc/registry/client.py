@@ -13,10 +13,11 @@ import time
 
 import zmq
 
-from .. import legacy, transport
+from .. import transport
 from ..errors import ProtocolError
-from ..protocol import RegistryEvents, RegistryMessage
-from ..security import Security
+from ..transport.keys import Security
+from ..wire import json_codec as legacy
+from ..wire.messages import RegistryEvents, RegistryMessage
 from ._common import _split_envelope
 
 __all__ = [

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import zmq
 
-from .. import legacy, transport
+from .. import transport
 from ..errors import ProtocolError
-from ..protocol import RegistryEvents, RegistryMessage
-from ..security import Security
+from ..transport.keys import Security
+from ..wire import json_codec as legacy
+from ..wire.messages import RegistryEvents, RegistryMessage
 from ._common import _MAX_UNANSWERED, _MIN_INTERVAL
 from .client import (
     _client_options,

@@ -15,10 +15,14 @@ from collections.abc import Callable
 
 import zmq
 
-from .. import _lifecycle, legacy, protocol, transport
+from .. import _lifecycle, transport
 from ..errors import ProtocolError
-from ..protocol import RegistryEvents, RegistryMessage
-from ..security import ClientKeys, Security, peer_key
+from ..transport.authenticator import ClientKeys
+from ..transport.curve import peer_key
+from ..transport.keys import Security
+from ..wire import json_codec as legacy
+from ..wire import messages as protocol
+from ..wire.messages import RegistryEvents, RegistryMessage
 from ._common import (
     _JSON_REQUESTS,
     _MAX_BATCH,

@@ -6,5 +6,5 @@ side of its calls (request ids, deadlines, dropping late replies), a
 ``Responder`` a server's side of the common one (checking a plain method
 call, dispatching it, writing the reply). This is the only place the
 checks of a METHOD_CALL's fields live; frames move through
-``framerpc.transport``'s message I/O and headers through ``framerpc.protocol``.
+``framerpc.transport``'s message I/O and headers through ``framerpc.wire.messages``.
 """

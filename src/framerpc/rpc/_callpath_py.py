@@ -2,7 +2,7 @@
 
 A ``Channel`` is a client's side of its calls, a ``Responder`` a server's
 side of the common one; both move their frames with the pure message I/O
-(``framerpc._zmqio_py``). ``framerpc.rpc.callpath`` picks this module or
+(``framerpc.transport._zmqio_py``). ``framerpc.rpc.callpath`` picks this module or
 the compiled one (same names, same behaviour; the parity tests in
 tests/test_callpath_parity.py run both).
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import zmq
 
-from .. import framing, protocol
-from .._zmqio_py import recv_frames, send_frames
 from ..errors import ProtocolError
-from ..protocol import (
+from ..transport._zmqio_py import recv_frames, send_frames
+from ..wire import framing, messages
+from ..wire.messages import (
     KEY_ARGS,
     KEY_EVENT,
     KEY_ID,
@@ -97,7 +97,7 @@ class Channel:
         timeout: int | None,
     ) -> Reply:
         """A METHOD_CALL request and its reply (see ``request``)."""
-        frames = protocol.encode_call(request_id, method, args, kwargs)
+        frames = messages.encode_call(request_id, method, args, kwargs)
         return self.request(frames, request_id, timeout)
 
     def request(self, frames: list, request_id: int, timeout: int | None) -> Reply:
@@ -123,7 +123,7 @@ class Channel:
         while True:
             body = self._receive_body(deadline, wait)
             try:
-                reply = protocol.decode_reply(body)
+                reply = messages.decode_reply(body)
             except ProtocolError as exc:
                 _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
             else:
@@ -226,7 +226,7 @@ class Responder:
         ``decoded`` is the header dict or the exception decoding raised.
     limits : tuple, optional
         ``(max_frames, max_header, max_objects, max_depth)`` for
-        ``framerpc.framing.decode``; its defaults when None.
+        ``framerpc.wire.framing.decode``; its defaults when None.
     """
 
     def __init__(
@@ -271,9 +271,9 @@ class Responder:
         version, event = header.get(KEY_VERSION), header.get(KEY_EVENT)
         request_id, name = header.get(KEY_ID), header.get(KEY_METHOD)
         args, kwargs = header.get(KEY_ARGS), header.get(KEY_KWARGS)
-        # The checks of protocol.decode_request, for this one event (the
+        # The checks of messages.decode_request, for this one event (the
         # compiled twin has the same): anything else goes to the general
-        # path, which decodes it with protocol.request_from_header. Types
+        # path, which decodes it with messages.request_from_header. Types
         # first: comparing an array to a str or int is no check.
         if (
             type(version) is not int
@@ -294,10 +294,10 @@ class Responder:
         try:
             result = getattr(self.target, name)(*args, **kwargs)
             if is_json:
-                out = protocol.encode_result(request_id, result)
+                out = messages.encode_result(request_id, result)
             else:
                 self.check_buffer_result(name, result)
-                out = protocol.encode_result(
+                out = messages.encode_result(
                     request_id, result[0], result[1], buffer_reply=True
                 )
         except Exception as exc:  # a failing method or a result msgpack refuses

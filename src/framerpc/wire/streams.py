@@ -35,10 +35,10 @@ from typing import Any
 
 import msgpack
 
+from ..errors import ProtocolError
+from ..stream import MAX_QUEUE, POLICIES
 from . import framing
-from .errors import ProtocolError
-from .protocol import PROTOCOL_VERSION
-from .stream import MAX_QUEUE, POLICIES
+from .messages import PROTOCOL_VERSION
 
 __all__ = [
     "MAX_CONTROL",

@@ -1,8 +1,8 @@
-"""Pure-Python message I/O: the twin of the compiled ``framerpc._zmqio``.
+"""Pure-Python message I/O: the twin of the compiled ``framerpc.transport._zmqio``.
 
 ``send_frames`` / ``recv_frames`` move one multipart message; frames
 only (send, receive, lend, release): the call path built on them is
-``framerpc.rpc``. ``framerpc.transport`` picks this module or the
+``framerpc.rpc``. ``framerpc.transport.zmqio`` picks this module or the
 compiled one (same names, same behaviour; the parity tests in
 tests/test_zmqio_parity.py run both).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
-from . import framing
+from ..limits import MAX_FRAMES
 
 __all__ = [
     "BUFFER_TYPES",
@@ -93,11 +93,11 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
 
 
 #: Most frames ``recv_frames`` keeps of one message: more than any limit of
-#: ``framing.decode`` plus a routing envelope, so that such a message is
+#: ``framerpc.wire.framing.decode`` plus a routing envelope, so that such a message is
 #: still refused by decode. The parts past it are read and dropped at
 #: once: a message of millions of empty frames (2 bytes each on the wire)
 #: would otherwise cost a Python object per frame (1.5 GB, 9 s of CPU).
-RECV_FRAMES_KEPT = 2 * framing.MAX_FRAMES
+RECV_FRAMES_KEPT = 2 * MAX_FRAMES
 
 
 def _drain_parts(sock: zmq.Socket) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _streamsub
-from .client import RPCClient
+from ..client import RPCClient, streams
 
 __all__ = ["show_streams", "stream_names", "watch_stream"]
 
@@ -20,9 +19,9 @@ def stream_names(client: RPCClient) -> list[str]:
         return []
     from .cli_device import load_descriptions
 
-    if not _streamsub.stream_names(client):
+    if not streams.stream_names(client):
         load_descriptions(client)
-    return _streamsub.stream_names(client)
+    return streams.stream_names(client)
 
 
 def show_streams(client: RPCClient) -> None:
@@ -44,7 +43,7 @@ def summary(frame: Any, info: dict[str, Any]) -> dict[str, Any]:
 
 def watch_stream(
     client: RPCClient, name: str, show: Callable[..., None]
-) -> _streamsub.Subscription:
+) -> streams.Subscription:
     """Subscribe to stream ``name`` (``latest``), calling ``show(summary)``."""
     handle = client.__dict__["_stream_handles"][name]
     return handle.subscribe(lambda f, i: show(summary(f, i)), policy="latest")

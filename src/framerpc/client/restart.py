@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import zmq
 
-from . import _lifecycle
-from ._peerwatch import PeerWatch
+from .. import _lifecycle
+from .._peerwatch import PeerWatch
 
 __all__ = ["RestartWatcher"]
 

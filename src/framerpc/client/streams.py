@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import transport
-from ._subscription import Subscription
-from .protocol import Request, RPCEvents
-from .stream import Policy, RPCStream, check_policy, declared_streams
+from .. import transport
+from ..stream import Policy, RPCStream, check_policy, declared_streams
+from ..wire.messages import Request, RPCEvents
+from .subscription import Subscription
 
 __all__ = ["StreamHandle", "Subscription", "apply_inventory", "close_all"]
 

@@ -1,4 +1,5 @@
-"""What both framing engines share: wire ids, limits, the out-of-band
+"""What both framing engines share: wire ids, limits (from
+``framerpc.limits``), the out-of-band
 marker, and the rare paths (arrays, bytes-like values, ext references).
 
 The engines (``_framing_py`` and the compiled ``_framing``) differ in the
@@ -17,9 +18,12 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .errors import MessageTooLargeError, ProtocolError, SerializationError
+from ..errors import MessageTooLargeError, ProtocolError, SerializationError
 
-# Wire ids: never change them; bump protocol.PROTOCOL_VERSION instead.
+# the engines and json_text take the limits from here
+from ..limits import MAX_DEPTH, MAX_FRAMES, MAX_HEADER_SIZE, MAX_OBJECTS  # noqa: F401
+
+# Wire ids: never change them; bump messages.PROTOCOL_VERSION instead.
 EXT_BUFFER = 1
 EXT_ARRAY = 2
 EXT_INLINE_ARRAY = 3
@@ -30,20 +34,6 @@ EXT_INLINE_ARRAY = 3
 #: of band), the two cross near 32 KiB, and at 64 KiB out of band wins
 #: (4.7 us vs 7.5 us). pyzmq's own copy threshold is 64 KiB.
 INLINE_LIMIT = 32 * 1024
-#: Default limits of ``decode``, checked before anything is allocated.
-MAX_FRAMES = 1024
-MAX_HEADER_SIZE = 16 * 1024 * 1024
-#: Default limits on the shape of a header larger than ``SCAN_ABOVE``
-#: bytes (see ``transport.SocketOptions``): every value, key and container
-#: counts one object, an ext reference ``EXT_COST``; a container inside
-#: the header map is at depth 2. Measured (benchmarks/bench_hostile.py,
-#: 2-core machine): a call whose args hold 999,000 empty lists, the worst
-#: shape within the limit, costs the server 0.18 s of CPU (pure engine
-#: 0.23 s) and 70 MB; without the limit 4 MiB of them cost 3.5 s and
-#: 590 MB. A received value nested 100 deep can still be echoed (encoding
-#: recurses; Python's own limit is 1000).
-MAX_OBJECTS = 1_000_000
-MAX_DEPTH = 100
 #: Headers up to this size (bytes) are not checked for objects and depth:
 #: whatever their shape they cost at most a few MB and ms to decode.
 SCAN_ABOVE = 64 * 1024

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from . import _lifecycle, _streamproto, transport
-from ._waker import Waker
-from .errors import ProtocolError, RemoteError
-from .stream import Policy, credit_window
+from .. import _lifecycle, transport
+from ..errors import ProtocolError, RemoteError
+from ..stream import Policy, credit_window
+from ..transport.waker import Waker
+from ..wire import streams as _streamproto
 
 if TYPE_CHECKING:
-    from ._streamsub import StreamHandle
+    from .streams import StreamHandle
 
 __all__ = ["Subscription"]
 

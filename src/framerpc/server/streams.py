@@ -24,12 +24,13 @@ from typing import Any
 
 import zmq
 
-from . import _lifecycle, _streamproto, transport
-from ._ratelog import RateLimitedLog
-from ._streampub import StreamPublisher
-from ._waker import Waker
-from .errors import ProtocolError
-from .stream import credit_window, declared_streams
+from .. import _lifecycle, transport
+from .._ratelog import RateLimitedLog
+from ..errors import ProtocolError
+from ..stream import credit_window, declared_streams
+from ..transport.waker import Waker
+from ..wire import streams as _streamproto
+from .stream_publisher import StreamPublisher
 
 __all__ = ["StreamHub", "StreamPublisher", "Waker", "attach", "inventory"]
 

@@ -2,7 +2,7 @@
 
 ``publish`` checks and encodes a frame once (copying it first unless told
 not to) and hands it to the server's ``StreamHub``, which queues it for
-each subscriber (see ``framerpc._streamhub``).
+each subscriber (see ``framerpc.server.streams``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import framing, transport
-from ._framing_common import OutOfBand
-from .stream import RPCStream
+from .. import transport
+from ..stream import RPCStream
+from ..wire import framing
+from ..wire._framing_common import OutOfBand
 
 if TYPE_CHECKING:
-    from ._streamhub import StreamHub
+    from .streams import StreamHub
 
 __all__ = ["StreamPublisher"]
 

@@ -8,7 +8,7 @@ import uuid
 
 import zmq
 
-from . import transport
+from .. import transport
 
 __all__ = ["Waker"]
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import msgpack
 
+from ..errors import ProtocolError
 from ._framing_common import (
     EXT_ARRAY,
     EXT_BUFFER,
@@ -51,7 +52,6 @@ from ._framing_common import (
     pack_header,
     resolve_ext,
 )
-from .errors import ProtocolError
 
 __all__ = [
     "EXT_BUFFER",

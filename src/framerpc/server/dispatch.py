@@ -1,0 +1,172 @@
+"""Native dispatch: running a request (method call, property, inventory,
+stop) on the device and building its reply, errors included."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import zmq
+
+from .. import transport
+from ..transport import keys
+from ..wire import messages
+from ..wire.messages import Reply, Request, RPCEvents
+
+__all__ = ["DispatchMixin"]
+
+_log = logging.getLogger(__name__)
+
+
+class DispatchMixin:
+    """RPCServer's native dispatch (see ``RPCServer``)."""
+
+    def _dispatch(self, request: Request) -> list:
+        """Frames of the reply to a native request (the Responder answers
+        the plain method calls before this)."""
+        reply, is_buffer = self._execute(request)
+        try:
+            return messages.encode_reply(reply, is_buffer)
+        except Exception as exc:  # a result msgpack cannot carry
+            return messages.encode_reply(_failure(request, exc))
+
+    def _execute(self, request: Request) -> tuple[Reply, bool]:
+        """Run ``request``; returns the reply and whether it is a buffer's."""
+        rid, event = request.request_id, request.event
+        is_buffer = False
+        try:
+            if event is RPCEvents.METHOD_CALL:
+                is_buffer = request.method in self._buffer_methods
+                value, info = self._call(request)
+            elif event is RPCEvents.PROPERTY_GET:
+                value, info = getattr(self, self._property(request.name)), None
+            elif event is RPCEvents.PROPERTY_SET:
+                setattr(self, self._property(request.name), request.value)
+                value, info = None, None
+            elif event is RPCEvents.GET_INVENTORY:
+                value, info = self._inventory(), None
+            elif event is RPCEvents.INIT_SIGNALS_HANDLING:
+                # Published on the signal socket: the client's receiver sees
+                # its token once its subscription is live (no slow joiner).
+                self._publish_signal(messages.SYNC_SIGNAL, request.name)
+                value, info = self._inventory(), None
+            else:  # STOP_SERVER
+                refusal = self._stop_refusal()
+                if refusal is not None:
+                    _log.info("STOP_SERVER refused: %s", refusal)
+                    return Reply(rid, False, error=f"PermissionError: {refusal}"), False
+                self._stop_granted = True
+                value, info = None, None
+            return Reply(rid, True, value, info), is_buffer
+        except _NotFound as exc:
+            return Reply(rid, False, error=str(exc)), False
+        except Exception as exc:
+            return _failure(request, exc), False
+
+    def _call(self, request: Request) -> tuple[Any, dict | None]:
+        name = request.method
+        if name not in self._json_methods and name not in self._buffer_methods:
+            raise _NotFound(f"Method {_clip(name)} not implemented")
+        if name in self._async_methods:  # framerpc.aio: only serve() runs them
+            raise TypeError(f"async method {name} needs serve()'s native path")
+        result = getattr(self, name)(*request.args, **request.kwargs)
+        if name in self._json_methods:
+            return result, None
+        _check_buffer_result(name, result)
+        return result
+
+    def _method_failed(self, request_id: int, name: str, exc: Exception) -> list:
+        """Error reply frames of method ``name`` that raised ``exc`` (for the
+        Responder, from its ``except`` block)."""
+        request = Request(RPCEvents.METHOD_CALL, request_id, name)
+        return messages.encode_reply(_failure(request, exc))
+
+    def _stop_refusal(self) -> str | None:
+        """Why the STOP_SERVER being handled may not stop the server (None:
+        it may; see ``allow_remote_stop``)."""
+        if not self.allow_remote_stop:
+            return "this server does not accept remote stop requests"
+        settings = self._options.security
+        if settings is None:
+            return None
+        key = self._peer_key()
+        if key is None:
+            return "the client's key is unknown: only administrators may stop it"
+        if key not in keys.admin_keys(settings):
+            return "only an administrator's key may stop this server"
+        return None
+
+    def _peer_key(self) -> str | None:
+        """Z85 CURVE key of the client whose request is being handled (the
+        ZAP handler's User-Id), or None."""
+        frames = self._message
+        if not frames:
+            return None
+        try:
+            key = frames[-1].get("User-Id")
+        except (zmq.ZMQError, AttributeError):  # no ZAP handler, or not a frame
+            return None
+        return key or None
+
+    def _property(self, name: str) -> str:
+        if name not in self._rpc_properties:
+            raise _NotFound(f"Property {_clip(name)} not found")
+        return name
+
+
+def _check_buffer_result(name: str, result: Any) -> None:
+    """Raise the TypeError of a buffer method's result that is not
+    ``(bytes-like or numpy array, dict)``."""
+    if (
+        type(result) is not tuple
+        or len(result) != 2
+        or not isinstance(result[1], dict)
+        or not isinstance(result[0], transport.BUFFER_TYPES)
+    ):
+        raise TypeError(
+            f"buffer method {name} must return (bytes-like or numpy array, "
+            f"dict), got {_describe(result)}"
+        )
+
+
+def _failure(request: Request, exc: Exception) -> Reply:
+    """Error reply for ``exc``, raised while serving ``request`` (call it
+    from the ``except`` block: it takes the traceback being handled)."""
+    error = _clip(f"{type(exc).__name__}: {exc}")
+    _log.info(
+        "%s %s failed: %s", request.event, _clip(request.method or request.name), error
+    )
+    return Reply(
+        request.request_id,
+        False,
+        error=error,
+        traceback=_clip(traceback.format_exc(), _MAX_TRACEBACK),
+    )
+
+
+#: Longest error text (characters) a reply or log line carries: a request
+#: can make an exception quote its own bytes (a 16 MiB keyword name, event
+#: or method name), which would otherwise come back and go to the log whole.
+_MAX_ERROR_TEXT = 2000
+#: Longest traceback text of a reply (the frames' lines stay readable).
+_MAX_TRACEBACK = 64 * 1024
+
+
+def _clip(text: str, limit: int = _MAX_ERROR_TEXT) -> str:
+    """``text``, cut to ``limit`` characters (its tail, where a traceback
+    names the error, is kept) with a note of what was left out."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}...[{len(text) - 2 * half} characters cut]...{text[-half:]}"
+
+
+class _NotFound(LookupError):
+    """An unknown method or property: a plain error reply, no traceback."""
+
+
+def _describe(value: Any) -> str:
+    if type(value) is tuple:
+        return "(" + ", ".join(type(v).__name__ for v in value) + ")"
+    return type(value).__name__

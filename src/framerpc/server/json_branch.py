@@ -1,0 +1,88 @@
+"""The older JSON protocol on the server's socket: answering its requests
+and binding its JSON signal socket at the first INIT_SIGNALS_HANDLING."""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+
+from .. import transport
+from ..errors import ProtocolError
+from ..wire import json_codec
+from ..wire.messages import RPCEvents
+from .dispatch import _clip
+
+__all__ = ["JsonBranchMixin"]
+
+_log = logging.getLogger(__name__)
+
+
+class JsonBranchMixin:
+    """RPCServer's JSON branch (see ``RPCServer``)."""
+
+    def _handle_legacy(self, envelope: list, body: list) -> None:
+        """Answer a request of the older JSON protocol, as its tables say."""
+        try:
+            request = json_codec.decode_request(body, *self._limits[1:])
+        except ProtocolError as exc:
+            text = _clip(str(exc))  # may quote the hostile bytes
+            self._refusals.warning("malformed JSON request: %s", text)
+            self._send(envelope, json_codec.encode_error(f"ProtocolError: {text}"))
+            return
+        event = request.event
+        if event is RPCEvents.GET_INVENTORY:
+            frames = json_codec.encode_inventory(self._inventory())
+        elif event is RPCEvents.INIT_SIGNALS_HANDLING:
+            try:
+                frames = json_codec.encode_signal_port(self._start_legacy_signals())
+            except _NoSignalPort as exc:
+                frames = json_codec.encode_error(str(exc))
+        elif (
+            event is RPCEvents.METHOD_CALL
+            and request.method not in self._json_methods
+            and request.method not in self._buffer_methods
+        ):
+            frames = json_codec.method_not_implemented(_clip(request.method))
+        else:
+            reply, is_buffer = self._execute(request)
+            frames = json_codec.encode_reply(event, reply, is_buffer)
+        self._send(envelope, frames)
+        if event is RPCEvents.STOP_SERVER:
+            self._stop_after_grace()
+
+    def _start_legacy_signals(self) -> int:
+        """TCP port of the JSON signal socket, bound at the first call.
+
+        Raises
+        ------
+        _NoSignalPort
+            The server is not on TCP (the older protocol describes the
+            signal socket by a port only) or the port cannot be bound.
+        """
+        with self._signal_lock:
+            if self._legacy_signal_port is not None:
+                return self._legacy_signal_port
+            if self._signal_port is None:
+                raise _NoSignalPort(
+                    f"signals of a server at {self.url} have no TCP port; "
+                    "connect with framerpc's native protocol"
+                )
+            sock = transport.make_socket(
+                self._zmq_context, zmq.PUB, self._options, server=True
+            )
+            sock.setsockopt(zmq.SNDHWM, self._options.signal_hwm)
+            try:
+                _, port = transport.bind(
+                    sock, transport.derive_endpoint(self.url, ""), self._options
+                )
+            except zmq.ZMQError as exc:
+                transport.close_quietly(sock)
+                _log.warning("cannot bind the JSON signal socket: %s", exc)
+                raise _NoSignalPort(f"cannot bind a signal socket: {exc}") from exc
+            self._legacy_signal_socket, self._legacy_signal_port = sock, port
+            return port
+
+
+class _NoSignalPort(RuntimeError):
+    """JSON signals cannot be offered; the message says why."""

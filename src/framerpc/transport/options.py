@@ -1,0 +1,144 @@
+"""Socket options: ``SocketOptions`` (tuned values, in ZeroMQ's units) and
+``DEFAULT_OPTIONS``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..limits import MAX_DEPTH, MAX_HEADER_SIZE, MAX_OBJECTS
+from .keys import Security
+
+__all__ = ["SocketOptions", "DEFAULT_OPTIONS"]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOptions:
+    """Tuned socket options, in the units ZeroMQ uses.
+
+    Attributes
+    ----------
+    linger_ms : int
+        How long close() may wait to flush (ms): long enough to deliver a
+        last reply, short enough that close never hangs on a dead peer.
+    hwm : int
+        Send and receive high-water marks (messages). Frames can be tens
+        of MB, so the default 1000 could hold gigabytes in a queue.
+    reconnect_ivl_ms, reconnect_ivl_max_ms : int
+        First and largest reconnect interval (ms): devices on flaky Wi-Fi
+        come back fast without a reconnect storm.
+    tcp_keepalive_idle_s, tcp_keepalive_intvl_s : int
+        TCP keepalive (s), so that a peer that vanished is noticed and a
+        NAT or Wi-Fi access point does not silently drop an idle link.
+    heartbeat_ivl_ms, heartbeat_timeout_ms, heartbeat_ttl_ms : int
+        ZeroMQ heartbeats (ZMTP PING/PONG, libzmq >= 4.2) on every tcp://
+        and ipc:// connection, client and server side. Every
+        ``heartbeat_ivl_ms`` a socket sends a PING; when nothing at all
+        arrives within ``heartbeat_timeout_ms`` after it, libzmq closes the
+        connection (and reconnects, for a connecting socket).
+        ``heartbeat_ttl_ms`` travels in the PING and tells the peer to close
+        the connection after that long without traffic from us (a multiple
+        of 100 ms, at least 100). PINGs are answered by libzmq's I/O thread:
+        a server busy in a long method stays alive. So a peer that vanished
+        (host off, cable out, process frozen) is noticed within about
+        ``heartbeat_ivl_ms + heartbeat_timeout_ms`` (4 s by default); a
+        killed process is noticed at once (its kernel closes the
+        connection). A call in flight then raises
+        ``PeerLostError``, whatever its timeout.
+        ``heartbeat_ivl_ms=0`` turns heartbeats off (for peers older than
+        libzmq 4.2): a frozen peer then goes unnoticed, and a call without
+        timeout waits for a server that is down until it is back.
+    max_message_size : int
+        Largest inbound frame the server accepts (bytes, -1 for no
+        limit); a bad peer cannot make it allocate beyond this.
+    max_header_size : int
+        Largest request header (frame 0, msgpack or the older protocol's
+        JSON) a server reads, in bytes; a larger one is refused unread.
+        Large values travel in frames of their own, so headers are small;
+        16 MiB leaves room for long strings and lists.
+    max_objects : int
+        Most objects (values, keys, containers; an array or buffer
+        reference counts 16) in a request header of more than 64 KiB.
+        Decoding builds one Python object per item, 70 bytes for an
+        empty list of 1 byte: the default bounds the worst header to
+        about 0.2 s of server CPU and 70 MB (measured by
+        benchmarks/bench_hostile.py; 4 MiB of empty lists cost 3.5 s and
+        590 MB without it).
+    max_depth : int
+        Deepest nesting of containers in a request header of more than
+        64 KiB (the header map is at depth 1): 100 leaves a received value
+        nested that deep well inside Python's recursion limit when the
+        server walks or echoes it.
+    security : Security or None
+        Opt-in CURVE (see ``framerpc.transport.keys``): bound sockets (server,
+        signals, registry) use it as server, connecting sockets as client
+        of ``security.server_public_key``. None: plain sockets.
+    ipc_mode : int
+        Permission bits of the ``ipc://`` socket files a server binds
+        (default ``0o600``: only the owner may connect). Widen it to share a
+        device with other local users, e.g. ``0o660`` for the file's group.
+        The file never exists with wider bits than these (see ``bind``).
+    allow_abstract_ipc : bool
+        Allow binding an abstract ``ipc://@name`` (Linux). Such a name has
+        no permissions: any local user may connect. Refused by default.
+    reply_backlog_messages, reply_backlog_bytes : int
+        How many replies, and how many bytes of them, a server keeps per
+        client whose receive queue is full (a client with many calls in
+        flight that is slow to read). They are sent as the client reads;
+        replies beyond these bounds are dropped, logged and counted
+        (``RPCServer.stats``).
+    reply_backlog_total_bytes : int
+        The same bound in bytes, summed over all clients.
+    signal_buffer_bytes : int
+        Most bytes of signal emissions the server holds for subscribers
+        that have not read them yet (default 64 MiB). Frames from 4 KiB
+        (less for a small buffer) are counted for all subscribers
+        together; emissions that would exceed the buffer are dropped,
+        logged and counted (``RPCServer.stats``), and an emission larger
+        than the buffer is never sent. Smaller frames are copied and not
+        counted: a stalled subscriber holds at most ``signal_hwm`` of them,
+        and part of the buffer (at most a quarter) is kept for them (one
+        stalled subscriber per signal socket; each further one may hold up
+        to ``signal_hwm`` x 4 KiB, 2 MiB by default, more).
+    signal_hwm : int
+        Send high-water mark of the signal sockets (messages per
+        subscriber, default 500). A subscriber that stops reading holds at
+        most this many emissions in the server: while ``signal_hwm`` times
+        the emission size stays well under ``signal_buffer_bytes`` (up to
+        about 100 KB per emission with the defaults) the other subscribers
+        go on receiving; with larger emissions a stalled subscriber can use
+        up the buffer, and emissions are dropped (counted) for everyone
+        until it reads or leaves. Memory stays bounded either way.
+    """
+
+    linger_ms: int = 200
+    hwm: int = 100
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 2000
+    tcp_keepalive_idle_s: int = 60
+    tcp_keepalive_intvl_s: int = 10
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    heartbeat_ttl_ms: int = 3000
+    max_message_size: int = 1 << 30
+    security: Security | None = None
+    max_header_size: int = MAX_HEADER_SIZE
+    max_objects: int = MAX_OBJECTS
+    max_depth: int = MAX_DEPTH
+    ipc_mode: int = 0o600
+    allow_abstract_ipc: bool = False
+    reply_backlog_messages: int = 10_000
+    reply_backlog_bytes: int = 64 << 20
+    reply_backlog_total_bytes: int = 256 << 20
+    signal_buffer_bytes: int = 64 << 20
+    signal_hwm: int = 500
+
+    @property
+    def dead_peer_ms(self) -> int | None:
+        """How long (ms) a vanished peer may go unnoticed: a heartbeat
+        interval plus its timeout; None when heartbeats are off."""
+        if self.heartbeat_ivl_ms <= 0:
+            return None
+        return self.heartbeat_ivl_ms + self.heartbeat_timeout_ms
+
+
+DEFAULT_OPTIONS = SocketOptions()
