@@ -72,6 +72,9 @@ for line in sys.stdin:
         "cpu_us": cpu / cmd["count"] * 1e6,
         "rss0": rss0, "rss": status("VmRSS"), "peak_growth": status("VmHWM") - hwm0,
         "dropped": stats["dropped_signals"] - stats0["dropped_signals"],
+        # older builds have no split: then every drop was for everyone
+        "for_all": stats.get("dropped_signals_for_all", stats["dropped_signals"])
+        - stats0.get("dropped_signals_for_all", stats0["dropped_signals"]),
         "in_flight": stats["signal_bytes_in_flight"],
     }), flush=True)
 server.close()
@@ -221,13 +224,14 @@ def main() -> None:
         print("burst to 1 stalled + 1 reading subscriber (tcp)")
         print(
             "count x size | peak RSS growth MB | RSS after MB | reader got | "
-            "dropped_signals | bytes in flight after"
+            "dropped for all / for some | bytes in flight after"
         )
         for count, size in ((10_000, 100_000), (3_000, 200_000), (20, 24_900_000)):
             r = burst(count, size)
             print(
                 f"{count} x {size / 1e6:g} MB | {r['peak_growth']} | "
-                f"{r['rss'] - r['rss0']:+d} | {r['received']} | {r['dropped']} | "
+                f"{r['rss'] - r['rss0']:+d} | {r['received']} | "
+                f"{r['for_all']} / {r['dropped'] - r['for_all']} | "
                 f"{r['in_flight'] / 1e6:.1f} MB"
             )
     if "cost" in cases:
