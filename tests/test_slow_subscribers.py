@@ -111,7 +111,7 @@ def _run(ctx, subscribers, options: SocketOptions, count: int):
             lambda: bool(tail.extend(_drain(fast))) or SENTINEL in tail, timeout=20
         )
         received += len([p for p in tail if p != SENTINEL])
-        return server.stats, received, peak
+        return _settled(server), received, peak
     finally:
         server.stop_server()
 
@@ -123,11 +123,11 @@ def test_stalled_subscriber_holds_at_most_the_signal_buffer(ctx, subscribers):
     # the stalled subscriber's signal_hwm emissions (50 MB)
     assert 0 < stats["signal_bytes_in_flight"] <= DEFAULT_OPTIONS.signal_buffer_bytes
     # the stalled subscriber misses emissions alone (counted), the buffer
-    # leaves room for the reader: it lost none or few (dropped for all,
-    # counted, when it fell behind on a loaded machine)
-    assert received + stats["dropped_signals_for_all"] == count
+    # leaves room for the reader: it lost none or few (when it fell behind
+    # on a loaded machine), and whatever it lost is counted
     assert received >= count // 2
     assert stats["dropped_signals_for_some"] > 0
+    assert count - received <= stats["dropped_signals"]
 
 
 def test_emissions_over_the_buffer_are_dropped_and_counted(ctx, subscribers, caplog):
@@ -140,7 +140,10 @@ def test_emissions_over_the_buffer_are_dropped_and_counted(ctx, subscribers, cap
     elapsed = time.monotonic() - started
     assert peak <= budget
     assert stats["dropped_signals_for_all"] > 0
-    assert received + stats["dropped_signals_for_all"] == count
+    # the reader lost what was dropped for all (and, if it fell behind on a
+    # loaded machine, what its own full queue refused): all of it counted
+    assert received + stats["dropped_signals_for_all"] <= count
+    assert count - received <= stats["dropped_signals"]
     # logged at most once a second, however many were dropped
     warnings = [r for r in caplog.records if "emissions dropped" in r.getMessage()]
     assert 1 <= len(warnings) <= elapsed + 1
@@ -320,3 +323,52 @@ def test_signal_socket_keeps_the_mark_it_was_bound_with(ctx):
             )
     finally:
         server.stop_server()
+
+
+# -- SignalBudget.refresh alone: which released emissions count as missed -----
+
+
+class _Tracker:
+    def __init__(self, done: bool) -> None:
+        self.done = done
+
+
+def _budget_with(entries: list[tuple[bool, object]]):
+    """A budget holding emissions of 10 kB, oldest first: (released, socket)."""
+    from framerpc._outbox import SignalBudget
+
+    budget = SignalBudget(limit=1 << 30, track_min=4096)
+    for released, sock in entries:
+        budget._entries.append(([_Tracker(released)], 10_000, sock))
+        budget.in_flight += 10_000
+    return budget
+
+
+def test_released_behind_a_held_emission_counts_as_missed():
+    native, json_socket = object(), object()
+    budget = _budget_with(
+        [
+            (True, native),  # released, nothing older held: delivered
+            (False, native),  # held by a stalled subscriber
+            (True, native),  # released behind it: missed by that subscriber
+            (True, json_socket),  # another socket's queues: not missed
+            (False, json_socket),
+            (True, native),  # missed
+            (True, json_socket),  # missed, behind the held JSON one
+        ]
+    )
+    assert budget.refresh() == 20_000
+    assert budget.dropped_for_some == 3
+    assert budget.dropped_for_all == 0
+    assert budget.dropped == 3
+    assert len(budget._entries) == 2
+    # counted once: a later refresh finds only the held ones
+    assert budget.refresh() == 20_000
+    assert budget.dropped_for_some == 3
+
+
+def test_emissions_released_in_order_are_not_missed():
+    sock = object()
+    budget = _budget_with([(True, sock)] * 5 + [(False, sock)] * 3)
+    assert budget.refresh() == 30_000
+    assert budget.dropped_for_some == 0
