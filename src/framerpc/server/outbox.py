@@ -22,6 +22,8 @@ _log = logging.getLogger("framerpc.server")
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
+#: Fewest emissions in the list before ``SignalBudget.refresh`` scans it.
+_REFRESH_MIN = 64
 
 
 class RateLimitedLog:
@@ -188,50 +190,80 @@ class ReplyBacklog:
 
 
 class SignalBudget:
-    """Bytes of signal emissions not yet released by libzmq, bounded.
+    """Bytes of signal emissions not yet released by libzmq, bounded; and
+    the emissions a subscriber's full queue did not take, counted.
 
     PUB's high-water mark counts messages, whatever their size: a
     subscriber that stops reading holds up to that many emissions in the
-    server. Here every frame of at least ``track_min`` bytes is lent to
-    libzmq with a ``zmq.MessageTracker`` (pyzmq's zero-copy send, in
-    both engines) and counted until libzmq releases it; an emission that
-    would take the count over ``limit`` is dropped and counted. Smaller
-    frames are copied and not counted: the caller bounds them with the
-    socket's high-water mark (``hwm * track_min`` per subscriber).
+    server. Here every emission of at least ``track_min`` bytes is lent
+    to libzmq with a ``zmq.MessageTracker`` (pyzmq's zero-copy send, in
+    both engines: its frames of ``track_min`` bytes or more, or else its
+    largest) and counted until libzmq releases it; an emission that would
+    take the count over ``limit`` is dropped for everyone and counted.
+    Smaller emissions are copied and not counted: the caller bounds them
+    with the socket's high-water mark (``hwm * track_min`` per
+    subscriber).
+
+    PUB drops an emission for a subscriber whose queue is full without a
+    word. Queues are first in, first out, so an emission released while an
+    older one of the same socket is still held was not taken by the queue
+    that holds the older one: ``refresh`` counts those
+    (``dropped_for_some``), newest first so that "still held" is seen
+    after "released". Not seen: an emission refused by a queue that holds
+    only small (untracked) emissions.
+
+    The high-water mark stays what the socket was bound with. Setting it
+    per emission from the emission's size would bound each queue in bytes,
+    but libzmq (4.3.5) can then stop a queue for good:
+    ``benchmarks/hwm_live_change.py`` shows how.
 
     Parameters
     ----------
     limit : int
-        Most bytes of counted frames held at once.
+        Most bytes of counted emissions held at once.
     track_min : int
-        Frames of fewer bytes are copied, not counted.
+        Emissions of fewer bytes are copied, not counted.
 
     Attributes
     ----------
     in_flight : int
-        Bytes of counted frames libzmq may still hold (up to date after
+        Bytes of counted emissions libzmq may still hold (up to date after
         ``refresh``).
-    dropped : int
-        Emissions dropped for the budget (or because a frame was refused).
+    dropped_for_all : int
+        Emissions dropped for every subscriber (over ``limit``, or refused
+        by the socket).
+    dropped_for_some : int
+        Emissions at least one subscriber's full queue did not take (seen
+        by ``refresh``).
     """
 
     def __init__(self, limit: int, track_min: int) -> None:
         self.limit = limit
         self.track_min = track_min
         self.in_flight = 0
-        self.dropped = 0
-        self._entries: deque = deque()  # (trackers, nbytes), oldest first
+        self.dropped_for_all = 0
+        self.dropped_for_some = 0
+        self._entries: deque = deque()  # (trackers, nbytes, socket), oldest first
+        self._refresh_at = _REFRESH_MIN
         self._warn = RateLimitedLog(_log, "signal emissions dropped")
+        self._warn_some = RateLimitedLog(
+            _log, "signal emissions not taken by a subscriber whose queue was full"
+        )
+
+    @property
+    def dropped(self) -> int:
+        """Emissions dropped, for everyone or for some subscribers."""
+        return self.dropped_for_all + self.dropped_for_some
 
     def send(self, sock: zmq.Socket, frames: list, send_frames: Callable) -> bool:
         """Publish ``frames`` on ``sock`` without blocking, within budget.
 
-        ``send_frames`` (the engine's) sends an emission without counted
-        frames. Returns whether it was handed to libzmq.
+        ``send_frames`` (the engine's) sends an emission that is not
+        counted. Returns whether it was handed to libzmq.
         """
         sizes = [memoryview(frame).nbytes for frame in frames]
-        counted = sum(size for size in sizes if size >= self.track_min)
-        if not counted:
+        nbytes = sum(sizes)
+        if nbytes < self.track_min:
             try:
                 send_frames(sock, frames, _NOBLOCK)
             except zmq.Again:  # PUB never refuses; a closing socket may
@@ -239,14 +271,17 @@ class SignalBudget:
                 return False
             return True
         self._release_oldest()
-        if self.in_flight + counted > self.limit:
+        if self.in_flight + nbytes > self.limit:
             self.refresh()
-            if self.in_flight + counted > self.limit:
+            if self.in_flight + nbytes > self.limit:
                 self.drop(
                     f"{self.in_flight} B still held for subscribers, an "
-                    f"emission of {counted} B would exceed {self.limit} B"
+                    f"emission of {nbytes} B would exceed {self.limit} B"
                 )
                 return False
+        lend = [size >= self.track_min for size in sizes]
+        if not any(lend):  # only small frames: track the largest
+            lend[sizes.index(max(sizes))] = True
         trackers = []
         last = len(frames) - 1
         send = sock.send
@@ -255,7 +290,7 @@ class SignalBudget:
                 flags = (_SNDMORE if index < last else 0) | (
                     _NOBLOCK if index == 0 else 0
                 )
-                if sizes[index] >= self.track_min:
+                if lend[index]:
                     lent = zmq.Frame(frame, track=True, copy=False)
                     send(lent, flags, copy=False, track=True)
                     trackers.append(lent.tracker)
@@ -264,30 +299,49 @@ class SignalBudget:
         except zmq.Again:  # only the first frame may refuse: nothing sent
             self.drop("the signal socket refused it")
             return False
-        self._entries.append((trackers, counted))
-        self.in_flight += counted
+        self._entries.append((trackers, nbytes, sock))
+        self.in_flight += nbytes
+        if len(self._entries) >= self._refresh_at:
+            self.refresh()
         return True
 
     def drop(self, reason: str) -> None:
-        """Count one dropped emission; logged at most once a second."""
-        self.dropped += 1
+        """Count one emission dropped for everyone; logged at most once a
+        second."""
+        self.dropped_for_all += 1
         self._warn.count(1, reason)
 
     def refresh(self) -> int:
-        """Forget every emission libzmq released; returns ``in_flight``."""
+        """Forget every emission libzmq released, counting those a
+        subscriber's full queue did not take; returns ``in_flight``."""
+        entries = self._entries
+        # newest first: an older emission seen held *after* a newer one was
+        # seen released was held when the newer one was released
+        done = [all(t.done for t in entry[0]) for entry in reversed(entries)]
+        done.reverse()
         kept: deque = deque()
         held = 0
-        for trackers, size in self._entries:
-            if not all(tracker.done for tracker in trackers):
-                kept.append((trackers, size))
-                held += size
+        missed = 0
+        holding: set = set()  # sockets with an older emission still held
+        for entry, released in zip(entries, done, strict=True):
+            if not released:
+                holding.add(entry[2])
+                kept.append(entry)
+                held += entry[1]
+            elif entry[2] in holding:
+                missed += 1
         self._entries = kept
         self.in_flight = held
+        # amortised: the next scan when the list has doubled
+        self._refresh_at = max(_REFRESH_MIN, 2 * len(kept))
+        if missed:
+            self.dropped_for_some += missed
+            self._warn_some.count(missed, "a subscriber does not read")
         return held
 
     def _release_oldest(self) -> None:
         # cheap and usually enough: emissions are released in order unless a
-        # subscriber stalls (then refresh() scans when the budget is near)
+        # subscriber stalls (then refresh() scans as the list grows)
         entries = self._entries
         while entries and all(tracker.done for tracker in entries[0][0]):
             self.in_flight -= entries.popleft()[1]

@@ -335,20 +335,27 @@ class RPCServer(
             over ``SocketOptions.reply_backlog_*``, a client that left, or
             still waiting at stop); ``reply_backlog`` and
             ``reply_backlog_bytes``: replies waiting now for a client's
-            queue; ``dropped_signals``: emissions dropped for the signal
-            buffer; ``signal_bytes_in_flight``: bytes of emissions libzmq
-            still holds for subscribers (the counted frames, see
+            queue; ``dropped_signals``: signal emissions dropped, the sum
+            of ``dropped_signals_for_all`` (for every subscriber: the
+            signal buffer was full) and ``dropped_signals_for_some`` (not
+            taken by a subscriber whose queue was full; counted once
+            libzmq released them, emissions of 4 KiB or more only);
+            ``signal_bytes_in_flight``: bytes of emissions libzmq still
+            holds for subscribers (those of 4 KiB or more, see
             ``SocketOptions.signal_buffer_bytes``).
         """
         backlog = self._backlog
         with self._signal_lock:
             in_flight = self._signal_budget.refresh()
             dropped_signals = self._signal_budget.dropped
+            for_all = self._signal_budget.dropped_for_all
         return {
             "dropped_replies": backlog.dropped,
             "reply_backlog": backlog.messages,
             "reply_backlog_bytes": backlog.nbytes,
             "dropped_signals": dropped_signals,
+            "dropped_signals_for_all": for_all,
+            "dropped_signals_for_some": dropped_signals - for_all,
             "signal_bytes_in_flight": in_flight,
         }
 
@@ -359,7 +366,7 @@ class RPCServer(
 
     @property
     def dropped_signals(self) -> int:
-        """Signal emissions dropped for the signal buffer (see ``stats``)."""
+        """Signal emissions dropped (see ``stats``)."""
         return self._signal_budget.dropped
 
     def _close_sockets(self) -> None:

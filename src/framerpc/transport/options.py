@@ -90,15 +90,16 @@ class SocketOptions:
         The same bound in bytes, summed over all clients.
     signal_buffer_bytes : int
         Most bytes of signal emissions the server holds for subscribers
-        that have not read them yet (default 64 MiB). Frames from 4 KiB
-        (less for a small buffer) are counted for all subscribers
-        together; emissions that would exceed the buffer are dropped,
-        logged and counted (``RPCServer.stats``), and an emission larger
-        than the buffer is never sent. Smaller frames are copied and not
-        counted: a stalled subscriber holds at most ``signal_hwm`` of them,
-        and part of the buffer (at most a quarter) is kept for them (one
-        stalled subscriber per signal socket; each further one may hold up
-        to ``signal_hwm`` x 4 KiB, 2 MiB by default, more).
+        that have not read them yet (default 64 MiB). Emissions from
+        4 KiB (less for a small buffer) are counted for all subscribers
+        together; emissions that would exceed the buffer are dropped for
+        everyone, logged and counted (``RPCServer.stats``), and an
+        emission larger than the buffer is never sent. Smaller emissions
+        are copied and not counted: a stalled subscriber holds at most
+        ``signal_hwm`` of them, and part of the buffer (at most a
+        quarter) is kept for them (one stalled subscriber per signal
+        socket; each further one may hold up to ``signal_hwm`` x 4 KiB,
+        2 MiB by default, more).
     signal_hwm : int
         Send high-water mark of the signal sockets (messages per
         subscriber, default 500). A subscriber that stops reading holds at
@@ -107,7 +108,11 @@ class SocketOptions:
         about 100 KB per emission with the defaults) the other subscribers
         go on receiving; with larger emissions a stalled subscriber can use
         up the buffer, and emissions are dropped (counted) for everyone
-        until it reads or leaves. Memory stays bounded either way.
+        until it reads or leaves. Memory stays bounded either way. What a
+        subscriber's full queue refuses is lost for it alone, counted
+        for emissions from 4 KiB (``stats["dropped_signals_for_some"]``).
+        The mark is set once, before the socket is bound: libzmq can stop
+        a connected subscriber's queue for good when it changes.
     """
 
     linger_ms: int = 200
