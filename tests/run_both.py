@@ -11,6 +11,13 @@ collects no test at all (pytest's exit status 5, for example a ``-k`` that
 matches nothing) counts as a failure: the suite has tests, so running none
 means something is wrong.
 
+Each run spreads its tests over ``WORKERS`` processes with pytest-xdist
+(in the test extra) when it is installed and the arguments do not choose
+(``-n``, ``--numprocesses``, ``-p no:xdist``); ``FRAMERPC_TEST_WORKERS``
+sets the number, 0 runs in one process. Most tests wait on sockets,
+child processes and timeouts rather than compute, so on a 2-core machine
+three workers take about half the time of one.
+
 The last line printed sums both runs in the plain form
 ``run_both: N passed, N failed, N skipped`` (errors count as failed).
 Only the standard library is used: this runs before anything is imported
@@ -19,6 +26,7 @@ from the package under test.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,6 +37,22 @@ from pathlib import Path
 #: pytest's exit status when it collected no test.
 NO_TESTS_COLLECTED = 5
 ENGINES = (("compiled", None), ("pure", "1"))
+#: pytest-xdist workers per run unless the arguments or FRAMERPC_TEST_WORKERS say.
+WORKERS = 3
+
+
+def _worker_args(args: list[str]) -> list[str]:
+    """``-n N`` for pytest-xdist, or nothing (see the module docstring)."""
+    chosen = any(
+        arg == "-n" or arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist"
+        for arg in args
+    )
+    if chosen or importlib.util.find_spec("xdist") is None:
+        return []
+    workers = os.environ.get("FRAMERPC_TEST_WORKERS", str(WORKERS))
+    if not workers.isdigit():
+        raise SystemExit(f"FRAMERPC_TEST_WORKERS={workers!r}: a number of workers")
+    return ["-n", workers] if int(workers) > 0 else []
 
 
 def _counts(junit_xml: Path) -> dict[str, int]:
@@ -62,6 +86,7 @@ def run(engine: str, pure: str | None, args: list[str], folder: Path) -> tuple:
         sys.executable,
         "-m",
         "pytest",
+        *_worker_args(args),
         *args,
         f"--junitxml={report}",
         "-o",

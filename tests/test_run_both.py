@@ -72,3 +72,33 @@ def test_no_test_collected_is_a_failure(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the compiled engine FAILED: no test ran" in done.stdout
     assert "the pure engine FAILED: no test ran" in done.stdout
+
+
+def _load_run_both():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_both_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_workers_are_added_unless_the_arguments_or_the_environment_choose(
+    monkeypatch,
+):
+    run_both = _load_run_both()
+    monkeypatch.delenv("FRAMERPC_TEST_WORKERS", raising=False)
+    monkeypatch.setattr(run_both.importlib.util, "find_spec", lambda name: object())
+    assert run_both._worker_args(["-q"]) == ["-n", str(run_both.WORKERS)]
+    for chosen in (["-n", "2"], ["-n2"], ["--numprocesses=4"], ["-p", "no:xdist"]):
+        assert run_both._worker_args(chosen) == [], chosen
+    monkeypatch.setenv("FRAMERPC_TEST_WORKERS", "0")
+    assert run_both._worker_args(["-q"]) == []
+    monkeypatch.setenv("FRAMERPC_TEST_WORKERS", "5")
+    assert run_both._worker_args(["-q"]) == ["-n", "5"]
+    monkeypatch.setenv("FRAMERPC_TEST_WORKERS", "many")
+    with pytest.raises(SystemExit):
+        run_both._worker_args(["-q"])
+    monkeypatch.setattr(run_both.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.delenv("FRAMERPC_TEST_WORKERS")
+    assert run_both._worker_args(["-q"]) == []  # without pytest-xdist
