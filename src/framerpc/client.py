@@ -29,7 +29,7 @@ from typing import Any, Literal, Self, TypeVar
 
 import zmq
 
-from . import _lifecycle, _streamsub, legacy, protocol, transport
+from . import _lifecycle, _sigseq, _streamsub, legacy, protocol, transport
 from ._peerwatch import PeerWatch
 from ._restart import RestartWatcher
 from .errors import PeerLostError, ProtocolError, RemoteError
@@ -236,6 +236,7 @@ class RPCClient:
             self._signals[name] = (
                 local if isinstance(local, RPCSignal) else UntypedSignal()
             )
+        _sigseq.bind_snapshots(self, self._signals)  # sigseq: connect(snapshot=)
         if not self._signals:
             if self._protocol == "native" and not self.url.startswith("inproc://"):
                 self._watch_restarts()

@@ -29,6 +29,7 @@ import zmq
 from . import (
     _lifecycle,
     _outbox,
+    _sigseq,  # sigseq: signal emission numbers, property snapshots
     _streamhub,  # streams: RPCStream publishers and their hub thread
     framing,
     legacy,
@@ -167,6 +168,7 @@ class RPCServer:
         self._terminated = False  # the context is (being) terminated
         self._dead = False
         self._signal_lock = threading.Lock()
+        self._sequencer = _sigseq.Sequencer()  # sigseq: emission numbers
         self._socket = transport.make_socket(
             self._zmq_context, zmq.ROUTER, options, server=True
         )
@@ -834,7 +836,11 @@ class RPCServer:
                 is_buffer = request.method in self._buffer_methods
                 value, info = self._call(request)
             elif event is RPCEvents.PROPERTY_GET:
-                value, info = getattr(self, self._property(request.name)), None
+                # sigseq: with the notify signal's number, for snapshots
+                name = self._property(request.name)
+                value, info = _sigseq.read_property(
+                    self, name, self._rpc_properties[name], self._sequencer
+                )
             elif event is RPCEvents.PROPERTY_SET:
                 setattr(self, self._property(request.name), request.value)
                 value, info = None, None
@@ -909,11 +915,16 @@ class RPCServer:
         return name
 
     def _publish_signal(self, name: str, *args: Any) -> None:
-        frames = protocol.encode_signal(SignalEmission(name, list(args)))
         with self._signal_lock:
             sock = self._signal_socket
             if sock is None or sock.closed:
                 return
+            # sigseq: numbered and encoded under the lock, so that numbers
+            # follow the order on the wire (the handshake "" is not numbered)
+            seq = self._sequencer.stamp(name) if name else None
+            epoch = self._sequencer.epoch if name else None
+            emission = SignalEmission(name, list(args), seq, epoch)
+            frames = protocol.encode_signal(emission)
             # PUB drops silently for a subscriber whose queue is full; the
             # budget bounds the bytes those queues hold (and counts drops)
             try:
