@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 import uuid
-from abc import ABC
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +31,7 @@ from framerpc.signal_receiver import RPCSignalReceiver
 BOUND_S = 20
 
 
-class Meter(ABC):
+class Meter:
     """A device whose ``level`` only ever grows by one per change, so that
     the values a listener sees show any change lost or repeated."""
 
