@@ -421,3 +421,34 @@ def test_snapshot_whose_read_fails_raises_and_leaves_nothing_connected(meter, pr
     with pytest.raises(RemoteError, match="sensor unplugged"):
         proxy.other.connect(print, snapshot=True)
     assert proxy.other.connections == []
+
+
+# -- framerpc.aio: numbers and gaps (no snapshot= there) -------------------------
+def test_aio_signals_check_numbers_too(ctx, meter):
+    import asyncio
+
+    import framerpc.aio
+
+    async def main() -> None:
+        async with framerpc.aio.connect(Meter, meter.url, context=ctx) as cam:
+            ticks = cam.tick.subscribe()
+            for value in (1, 2, 3):
+                meter.tick.emit(value)
+            for value in (1, 2, 3):
+                assert await asyncio.wait_for(ticks.__anext__(), BOUND_S) == (value,)
+            state = cam.tick.sequence
+            assert (state.last, state.epoch) == (3, meter._sequencer.epoch)
+            # an emission numbered past a lost one, then a repeated number
+            hub = cam.tick._hub
+            hub._dispatch(SignalEmission("tick", [10], 6, state.epoch))
+            hub._dispatch(SignalEmission("tick", [11], 6, state.epoch))
+            hub._dispatch(SignalEmission("tick", [12], "7", state.epoch))
+            for value in (4, 5, 6, 7):  # numbered 4 to 7: only 7 is after 6
+                meter.tick.emit(value)
+            assert await asyncio.wait_for(ticks.__anext__(), BOUND_S) == (10,)
+            assert await asyncio.wait_for(ticks.__anext__(), BOUND_S) == (7,)
+            assert cam.tick.gaps == 1 and state.missed == 2
+            assert state.rejected == 5  # 11, "7", then 4, 5 and 6
+            ticks.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -159,11 +159,10 @@ class SeqTracker:
         self._gap_log = RateLimitedLog(_log)
         self._bad_log = RateLimitedLog(_log)
 
-    def accept(self, signal: Any, name: str, seq: Any, epoch: Any) -> bool:
-        """Whether to emit an emission of ``signal`` numbered ``seq`` in
-        ``epoch`` (both None from an older server); updates
-        ``signal.sequence``."""
-        state: SequenceState = signal.sequence
+    def accept(self, state: SequenceState, name: str, seq: Any, epoch: Any) -> bool:
+        """Whether to pass on an emission of signal ``name`` numbered ``seq``
+        in ``epoch`` (both None from an older server); updates ``state``,
+        the signal's ``SequenceState``."""
         if seq is None and epoch is None:  # an older server: nothing to check
             return True
         if not (_valid(seq) and _valid(epoch)):

@@ -249,7 +249,8 @@ class RPCSignalReceiver(threading.Thread):
         if signal is None:
             _log.debug("no local signal named %r", name)
             return
-        if not self._seq.accept(signal, name, emission.seq, emission.epoch):  # sigseq
+        # sigseq: drop malformed or repeated numbers, count gaps
+        if not self._seq.accept(signal.sequence, name, emission.seq, emission.epoch):
             return
         try:
             args = signal.validate_args(*args, coerce=True)
