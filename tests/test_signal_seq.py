@@ -26,6 +26,7 @@ from framerpc.protocol import SYNC_SIGNAL, SignalEmission, decode_signal, encode
 from framerpc.server import RPCServer
 from framerpc.signal import RPCSignal
 from framerpc.signal_receiver import RPCSignalReceiver
+from framerpc.transport import SocketOptions
 
 #: Ceiling of every wait: it only catches a hang.
 BOUND_S = 20
@@ -37,6 +38,7 @@ class Meter:
 
     level_changed = RPCSignal(int)
     tick = RPCSignal(int)
+    blob = RPCSignal(bytes)
     other = RPCSignal(int)
     level = RPCProperty(doc="Counts up.", notify=level_changed)
     broken = RPCProperty(doc="Its getter fails.", notify=other)
@@ -108,6 +110,26 @@ def test_each_signal_numbers_its_emissions_from_one(meter, proxy):
     assert len(epochs) == 1 and type(epochs.pop()) is int
     assert proxy.tick.gaps == 0 and proxy.level_changed.gaps == 0
     assert proxy.tick.sequence.rejected == 0
+
+
+def test_an_emission_the_server_drops_is_a_gap_for_the_client(ctx, serve):
+    """A zero signal byte budget drops every emission with a frame of 64 B
+    or more (see server._signal_budget): its number is then missing."""
+    options = SocketOptions(signal_buffer_bytes=64 * 1024)
+    meter = serve(MeterServer(ctx, "tcp://127.0.0.1", options=options))
+    client = MeterProxy(ctx, meter.url)
+    try:
+        blobs = Recorder(client.blob)
+        client.blob.connect(blobs)
+        meter.blob.emit(b"a")
+        meter.blob.emit(b"x" * 5000)  # over the budget: dropped
+        meter.blob.emit(b"c")
+        assert wait_until(lambda: len(blobs.seen) == 2, BOUND_S)
+        assert [(v, q) for v, q, _ in blobs.seen] == [(b"a", 1), (b"c", 3)]
+        assert meter.dropped_signals == 1
+        assert client.blob.gaps == 1 and client.blob.sequence.missed == 1
+    finally:
+        client.close()
 
 
 def test_the_wire_carries_q_and_ep_only_when_numbered():
@@ -415,6 +437,24 @@ def test_snapshot_needs_a_notify_signal_of_a_remote_property(meter, proxy):
     with pytest.raises(TypeError, match="not the notify signal"):
         local.connect(print, snapshot=True)
     assert proxy.tick.connections == [] and local.connections == []
+
+
+def test_snapshot_of_a_connected_callback_or_a_weak_reference(meter, proxy):
+    import weakref
+
+    got: list[int] = []
+    proxy.level_changed.connect(got.append, snapshot=True)
+    proxy.level_changed.connect(got.append, snapshot=True)  # nothing, as connect
+    assert got == [0] and len(proxy.level_changed.connections) == 1
+
+    class Sink:
+        def take(self, value: int) -> None:
+            pass
+
+    sink = Sink()
+    with pytest.raises(TypeError, match="weak reference"):
+        proxy.level_changed.connect(weakref.WeakMethod(sink.take), snapshot=True)
+    assert len(proxy.level_changed.connections) == 1
 
 
 def test_snapshot_whose_read_fails_raises_and_leaves_nothing_connected(meter, proxy):

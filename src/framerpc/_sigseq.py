@@ -22,6 +22,7 @@ import functools
 import logging
 import random
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -315,7 +316,8 @@ def connect_snapshot(signal: Any, callback: Callable[..., Any]) -> None:
     Raises
     ------
     TypeError
-        The signal is not a client-side notify signal of a property.
+        The signal is not a client-side notify signal of a property, or
+        ``callback`` is a weak reference.
     Exception
         Whatever reading the property raised (then nothing stays connected).
     """
@@ -325,6 +327,11 @@ def connect_snapshot(signal: Any, callback: Callable[..., Any]) -> None:
             f"{signal!r} is not the notify signal of a remote property: "
             "snapshot=True needs one (on a client proxy)"
         )
+    if isinstance(callback, weakref.ref):
+        raise TypeError("snapshot=True takes a callable, not a weak reference")
+    with signal._lock:
+        if any(c == callback for c in signal.connections):
+            return  # already connected: nothing, as for connect()
     listener = _SnapshotListener(signal, callback)
     signal.connect(listener)  # first: no change after the read is missed
     try:
