@@ -40,6 +40,12 @@ class RPCSignal:
         in connection order.
     name : str or None
         Attribute name, set by ``__set_name__`` for class attributes.
+    sequence : SequenceState
+        On a client proxy: what the emissions' sequence numbers showed
+        (last number, epoch, gaps, missed, restarts, rejected).
+    snapshot_reader : callable or None
+        On a client proxy, for the notify signal of a property: reads the
+        property for ``connect(..., snapshot=True)``.
 
     Notes
     -----
