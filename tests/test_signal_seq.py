@@ -414,6 +414,63 @@ def test_snapshot_with_sets_from_another_client(ctx, meter, proxy):
     assert got == list(range(got[0], final + 1))
 
 
+class PausingMeter(MeterServer):
+    """``level``'s setter stores the value, then waits for ``go`` before the
+    notify signal is emitted: a read in between sees the new value."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stored = threading.Event()
+        self.go = threading.Event()
+        self.read_asked = threading.Event()
+
+    def _set_level(self, value: int) -> None:
+        self._level = value
+        self.stored.set()
+        assert self.go.wait(BOUND_S)
+
+    level = RPCProperty(
+        MeterServer._get_level, _set_level, notify=Meter.level_changed, auto_notify=True
+    )
+
+    def _execute(self, request: Any) -> Any:
+        if request.name == "level":
+            self.read_asked.set()
+        return super()._execute(request)
+
+
+def test_a_read_between_set_and_emit_waits_for_the_emit(ctx, serve):
+    """Without the lock across set and emit, the snapshot would read the new
+    value under the old number, and the emission would repeat it."""
+    meter = serve(PausingMeter(ctx, "tcp://127.0.0.1"))
+    client = MeterProxy(ctx, meter.url)
+    setter = threading.Thread(target=setattr, args=(meter, "level", 1))
+    got: list[int] = []
+    snapper = threading.Thread(
+        target=client.level_changed.connect,
+        args=(got.append,),
+        kwargs={"snapshot": True},
+    )
+    try:
+        setter.start()
+        assert meter.stored.wait(BOUND_S)
+        snapper.start()
+        assert meter.read_asked.wait(BOUND_S)
+        time.sleep(0.2)  # lets a lock-free read happen (only sharpens the test)
+        meter.go.set()
+        setter.join(BOUND_S)
+        snapper.join(BOUND_S)
+        assert not snapper.is_alive()
+        meter.level = 2  # sentinel, published after
+        assert wait_until(lambda: got and got[-1] == 2, BOUND_S)
+        assert got == [1, 2]
+    finally:
+        meter.go.set()
+        setter.join(BOUND_S)
+        snapper.join(BOUND_S)
+        client.close()
+
+
 def test_snapshot_of_a_quiet_property_delivers_the_value_once(meter, proxy):
     meter.level = 41
     got: list[int] = []
