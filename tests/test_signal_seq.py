@@ -271,6 +271,7 @@ _HOSTILE = [
 def test_hostile_numbers_are_dropped_and_the_receiver_goes_on(
     pub, count, receiver, caplog
 ):
+    receiver._seq._bad_log.interval = 3600
     got: list[int] = []
     count.connect(got.append)
     with caplog.at_level(logging.WARNING, logger="framerpc._sigseq"):
@@ -291,8 +292,42 @@ def test_hostile_numbers_are_dropped_and_the_receiver_goes_on(
     assert count.gaps == 0
     assert receiver.is_alive()
     dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
-    assert 1 <= len(dropped) <= 2  # rate-limited: not one line per message
+    assert len(dropped) == 1  # rate-limited (interval set long): not one each
     assert all(len(r.getMessage()) < 400 for r in dropped)  # hostile text cut
+
+
+def test_a_bogus_jump_ahead_does_not_silence_the_signal(pub, count, receiver):
+    """One emission numbered far ahead, then the real numbers again: after
+    RESYNC_AFTER of them in a row the receiver takes them as they come."""
+    from framerpc._sigseq import RESYNC_AFTER
+
+    got: list[int] = []
+    count.connect(got.append)
+    _send(pub, 1, 1, 5)
+    _send(pub, 666, (1 << 64) - 1, 5)  # bogus, far ahead: taken (a gap)
+    real = list(range(2, 2 + RESYNC_AFTER + 3))
+    for seq in real:
+        _send(pub, seq, seq, 5)
+    assert wait_until(lambda: got and got[-1] == real[-1], BOUND_S)
+    kept = real[RESYNC_AFTER - 1 :]  # the first RESYNC_AFTER - 1 are dropped
+    assert got == [1, 666, *kept]
+    assert count.sequence.rejected == RESYNC_AFTER - 1
+    assert count.sequence.last == real[-1]
+
+
+def test_a_flood_of_epochs_is_counted_but_logged_boundedly(
+    pub, count, receiver, caplog
+):
+    receiver._seq._restart_log.interval = 3600
+    got: list[int] = []
+    count.connect(got.append)
+    with caplog.at_level(logging.INFO, logger="framerpc._sigseq"):
+        for epoch in range(1, 201):
+            _send(pub, epoch, 1, epoch)
+        assert wait_until(lambda: len(got) == 200, BOUND_S)
+    assert count.sequence.restarts == 199 and count.gaps == 0
+    restarts = [r for r in caplog.records if "restarted" in r.getMessage()]
+    assert len(restarts) == 1  # rate-limited (interval set long), not 199
 
 
 # -- server restart through a real proxy ---------------------------------------

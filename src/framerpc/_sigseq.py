@@ -24,7 +24,7 @@ import random
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._ratelog import RateLimitedLog
@@ -48,6 +48,20 @@ KEY_EPOCH = "ep"
 _MAX_SEQ = (1 << 64) - 1
 #: Attribute of a server object holding its notify lock.
 _LOCK_ATTR = "_framerpc_notify_lock"
+#: Emissions in a row numbered below the last one after which a receiver
+#: takes the numbers as they come again: a bogus jump ahead (a broken or
+#: hostile publisher) must not make it drop a signal for good.
+RESYNC_AFTER = 8
+
+
+class _InfoLogger:
+    """``RateLimitedLog`` writes warnings; restarts are news, not trouble."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def warning(self, message: str, *args: Any) -> None:
+        self._logger.info(message, *args)
 
 
 # -- server side --------------------------------------------------------------
@@ -146,6 +160,8 @@ class SequenceState:
     missed: int = 0
     restarts: int = 0
     rejected: int = 0
+    # numbers in a row not above ``last`` (see SeqTracker.accept)
+    behind: int = field(default=0, repr=False)
 
 
 def _valid(value: Any) -> bool:
@@ -159,6 +175,8 @@ class SeqTracker:
         self.url = url
         self._gap_log = RateLimitedLog(_log)
         self._bad_log = RateLimitedLog(_log)
+        # a publisher changing epochs at each emission must not flood the log
+        self._restart_log = RateLimitedLog(_InfoLogger(_log))  # type: ignore[arg-type]
 
     def accept(self, state: SequenceState, name: str, seq: Any, epoch: Any) -> bool:
         """Whether to pass on an emission of signal ``name`` numbered ``seq``
@@ -180,7 +198,7 @@ class SeqTracker:
         if state.epoch != epoch:
             if state.epoch is not None:
                 state.restarts += 1
-                _log.info(
+                self._restart_log.warning(
                     "signal %s from %s: server restarted, numbering starts "
                     "again at %d (was %s)",
                     name,
@@ -188,19 +206,33 @@ class SeqTracker:
                     seq,
                     state.last,
                 )
-            state.epoch, state.last = epoch, seq
+            state.epoch, state.last, state.behind = epoch, seq, 0
             return True
         last = state.last if state.last is not None else seq - 1
         if seq <= last:
-            state.rejected += 1
+            state.behind += 1
+            if state.behind < RESYNC_AFTER:
+                state.rejected += 1
+                self._bad_log.warning(
+                    "signal %s from %s: dropped emission %d, not after %d",
+                    name,
+                    self.url,
+                    seq,
+                    last,
+                )
+                return False
             self._bad_log.warning(
-                "signal %s from %s: dropped emission %d, not after %d",
+                "signal %s from %s: %d emissions in a row numbered at most "
+                "%d; taking the numbers from %d on",
                 name,
                 self.url,
-                seq,
+                state.behind,
                 last,
+                seq,
             )
-            return False
+            state.last, state.behind = seq, 0
+            return True
+        state.behind = 0
         if seq > last + 1:
             state.gaps += 1
             state.missed += seq - last - 1
