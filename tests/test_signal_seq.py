@@ -42,6 +42,7 @@ class Meter:
     other = RPCSignal(int)
     level = RPCProperty(doc="Counts up.", notify=level_changed)
     broken = RPCProperty(doc="Its getter fails.", notify=other)
+    label = RPCProperty(doc="No notify signal.")
 
 
 class MeterServer(Meter, RPCServer):
@@ -63,6 +64,11 @@ class MeterServer(Meter, RPCServer):
         raise OSError("sensor unplugged")
 
     broken = RPCProperty(_get_broken, notify=Meter.other)
+
+    def _get_label(self) -> str:
+        return "meter"
+
+    label = RPCProperty(_get_label)
 
 
 @RPCClient.register_interface(Meter)
@@ -584,3 +590,58 @@ def test_aio_signals_check_numbers_too(ctx, meter):
             ticks.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_aio_follow_gives_the_value_then_every_change_once(ctx, meter):
+    """framerpc.aio's twin of snapshot=True: ``await proxy.level.follow(f)``
+    while a device thread keeps setting the property."""
+    import asyncio
+
+    import framerpc.aio
+
+    got: list[int] = []
+    latest = [0]
+    stop = threading.Event()
+
+    def setter() -> None:
+        value = 0
+        while not stop.is_set() and value < 100_000:
+            if value - latest[0] > 50:  # paced by what the proxy received
+                time.sleep(0.0005)
+                continue
+            value += 1
+            meter.level = value
+
+    async def main() -> None:
+        async with framerpc.aio.connect(Meter, meter.url, context=ctx) as cam:
+            cam.level_changed.connect(lambda v: latest.__setitem__(0, v))
+            worker = threading.Thread(target=setter)
+            worker.start()
+            try:
+                while meter.level < 20:
+                    await asyncio.sleep(0.01)
+                await cam.level.follow(got.append)
+                assert got  # the value's call is done on return
+                while len(got) < 200:
+                    await asyncio.sleep(0.01)
+            finally:
+                stop.set()
+                await asyncio.to_thread(worker.join, BOUND_S)
+            final = meter.level
+            while got[-1] != final:
+                await asyncio.sleep(0.01)
+            assert cam.level_changed.gaps == 0
+            cam.level_changed.disconnect(got.append)
+            meter.level = final + 1
+            ticks = cam.tick.subscribe()
+            meter.tick.emit(1)  # sentinel, published after
+            assert await asyncio.wait_for(ticks.__anext__(), BOUND_S) == (1,)
+            ticks.close()
+            with pytest.raises(TypeError, match="no notify signal"):
+                await cam.label.follow(print)
+            with pytest.raises(RemoteError, match="sensor unplugged"):
+                await cam.broken.follow(print)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert got[0] >= 20
+    assert got == list(range(got[0], got[-1] + 1))  # none lost, none doubled
