@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._sigseq import notify_lock  # sigseq
 from .signal import RPCSignal, bound_signal
 
 __all__ = ["RPCProperty"]
@@ -120,6 +121,14 @@ class RPCProperty(property):
         return type(self)(**kwargs)
 
     def __set__(self, obj: Any, value: Any) -> None:
+        if self._notifier is None:
+            super().__set__(obj, value)
+            return
+        # sigseq: set and emit as one step for snapshot reads (_sigseq)
+        with notify_lock(obj):
+            self._set_notifying(obj, value)
+
+    def _set_notifying(self, obj: Any, value: Any) -> None:
         if not self._auto_notify or self._notifier is None:
             super().__set__(obj, value)
             return

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from . import _sigseq  # sigseq
 from .types import coerce_to_generic, is_instance_of_generic, type_name
 
 __all__ = ["RPCSignal", "bound_signal"]
@@ -39,6 +40,12 @@ class RPCSignal:
         in connection order.
     name : str or None
         Attribute name, set by ``__set_name__`` for class attributes.
+    sequence : SequenceState
+        On a client proxy: what the emissions' sequence numbers showed
+        (last number, epoch, gaps, missed, restarts, rejected).
+    snapshot_reader : callable or None
+        On a client proxy, for the notify signal of a property: reads the
+        property for ``connect(..., snapshot=True)``.
 
     Notes
     -----
@@ -53,6 +60,10 @@ class RPCSignal:
         self.connections: list[Callable[..., Any]] = []
         self.name: str | None = None
         self._lock = threading.Lock()
+        # sigseq: sequence numbers seen by a client (see SequenceState), and
+        # the reader of the property this signal notifies (client proxies)
+        self.sequence = _sigseq.SequenceState()
+        self.snapshot_reader: Callable[[], tuple[Any, Any]] | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -71,7 +82,7 @@ class RPCSignal:
             signal = namespace.setdefault(self.name, fresh)
         return signal
 
-    def connect(self, conn: Callable[..., Any]) -> None:
+    def connect(self, conn: Callable[..., Any], snapshot: bool = False) -> None:
         """Connect a callable, or a weak reference to one, to this signal.
 
         Weak references (``weakref.WeakMethod``, ``weakref.ref``) are stored as
@@ -79,13 +90,27 @@ class RPCSignal:
         callable equal to an already connected one (directly or through a weak
         reference) does nothing.
 
+        Parameters
+        ----------
+        conn : callable or weak reference
+            The listener.
+        snapshot : bool, optional
+            Only for the notify signal of a property on a client proxy:
+            first call `conn` with the property's current value (read from
+            the server, in the calling thread), then with each later change,
+            none lost or repeated in between (see the signals guide).
+
         Raises
         ------
         TypeError
-            If `conn` is not callable.
+            If `conn` is not callable, or `snapshot` is asked of a signal
+            that notifies no remote property.
         """
         if not callable(conn):
             raise TypeError(f"cannot connect non-callable {conn!r} to {self!r}")
+        if snapshot:  # sigseq
+            _sigseq.connect_snapshot(self, conn)
+            return
         target = _target(conn)
         with self._lock:
             if not any(c == conn or _target(c) == target for c in self.connections):
@@ -134,6 +159,12 @@ class RPCSignal:
         for _, target in targets:
             if target is not None:
                 target(*args)
+
+    @property
+    def gaps(self) -> int:
+        """Gaps a client saw in this signal's sequence numbers: times one
+        or more emissions were lost (``sequence.missed`` counts them)."""
+        return self.sequence.gaps  # sigseq
 
     def validate_args(self, *args: Any, coerce: bool = False) -> tuple[Any, ...]:
         """Check `args` against `arg_types`, optionally coercing them.

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import _lifecycle, transport
+from . import _lifecycle, _sigseq, transport
 from ._peerwatch import PeerWatch
 from .errors import ProtocolError
 from .signal import RPCSignal
@@ -86,6 +86,7 @@ class RPCSignalReceiver(threading.Thread):
         self._watch_losses = server_watch.losses if server_watch else 0
         self._on_reconnect = on_reconnect
         self._server_lost = False
+        self._seq = _sigseq.SeqTracker(url)  # sigseq: checks emission numbers
         self.socket = transport.make_socket(context, zmq.SUB, options)
         self._monitor: zmq.Socket | None = None
         try:
@@ -249,6 +250,9 @@ class RPCSignalReceiver(threading.Thread):
         signal = self.signals.get(name)
         if signal is None:
             _log.debug("no local signal named %r", name)
+            return
+        # sigseq: drop malformed or repeated numbers, count gaps
+        if not self._seq.accept(signal.sequence, name, emission.seq, emission.epoch):
             return
         try:
             args = signal.validate_args(*args, coerce=True)

@@ -20,6 +20,7 @@ from .. import transport
 from ..client.interface import _public_members
 from ..property import RPCProperty
 from ..signal import RPCSignal
+from . import _follow  # sigseq: RemoteProperty.follow
 from ._signals import AsyncSignal
 from .client import AsyncClient
 
@@ -50,6 +51,23 @@ class RemoteProperty:
     async def set(self, value: Any) -> None:
         """Set the remote value; ``RemoteError`` when the server refuses."""
         await self._client.set_property(self.name, value)
+
+    async def follow(self, callback: Callable[..., Any]) -> None:
+        """Call ``callback`` with the current value, then with each change
+        (from the notify signal), none lost or repeated in between; the
+        value's call is done when this returns. ``notify.disconnect(
+        callback)`` ends it.
+
+        Raises
+        ------
+        TypeError
+            The property has no notify signal.
+        RemoteError
+            It could not be read (then nothing stays connected).
+        """
+        if self.notify is None:  # sigseq: see aio/_follow.py
+            raise TypeError(f"property {self.name} has no notify signal to follow")
+        await _follow.follow(self._client, self.name, self.notify, callback)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.get().__await__()

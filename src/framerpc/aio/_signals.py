@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from .. import transport
+from .. import _sigseq, transport
 from ..errors import ProtocolError
 from ..signal import RPCSignal
 from ..wire import messages as protocol
@@ -151,6 +151,18 @@ class AsyncSignal:
         else:
             raise ValueError(f"{callback!r} is not connected to {self.name}")
 
+    # sigseq: what the emissions' sequence numbers showed (no snapshot=)
+    @property
+    def sequence(self) -> _sigseq.SequenceState:
+        """Numbers seen, gaps, restarts, rejected emissions (see
+        ``framerpc.RPCSignal.sequence``)."""
+        return self._hub.sequences.setdefault(self.name, _sigseq.SequenceState())
+
+    @property
+    def gaps(self) -> int:
+        """Gaps seen in this signal's sequence numbers."""
+        return self.sequence.gaps
+
     def __repr__(self) -> str:
         return f"<AsyncSignal {self.name}>"
 
@@ -185,6 +197,8 @@ class SignalHub:
         self._callbacks: dict[str, list[Callable]] = {}
         self._tokens: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.sequences: dict[str, _sigseq.SequenceState] = {}  # sigseq
+        self._seq = _sigseq.SeqTracker(url)  # sigseq
         self._socket = transport.make_socket(context, zmq.SUB, options)
         try:
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
@@ -232,6 +246,11 @@ class SignalHub:
                 seen = self._tokens.get(args[0])  # other clients' come too
                 if seen is not None:
                     seen.set()
+            return
+        state = self.sequences.get(name)  # sigseq: check the number
+        if state is None:
+            state = self.sequences.setdefault(name, _sigseq.SequenceState())
+        if not self._seq.accept(state, name, emission.seq, emission.epoch):
             return
         signal = self.types.get(name)
         if signal is not None:

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from .. import transport
+from .. import _sigseq, transport
 from .._peerwatch import PeerWatch
 from ..errors import ProtocolError
 from ..signal import RPCSignal, UntypedSignal
@@ -79,6 +79,7 @@ class InventoryMixin:
             self._signals[name] = (
                 local if isinstance(local, RPCSignal) else UntypedSignal()
             )
+        _sigseq.bind_snapshots(self, self._signals)  # sigseq: connect(snapshot=)
         if not self._signals:
             if self._protocol == "native" and not self.url.startswith("inproc://"):
                 self._watch_restarts()

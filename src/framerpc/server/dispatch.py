@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from .. import transport
+from .. import _sigseq, transport
 from ..transport import keys
 from ..wire import messages
 from ..wire.messages import Reply, Request, RPCEvents
@@ -40,7 +40,11 @@ class DispatchMixin:
                 is_buffer = request.method in self._buffer_methods
                 value, info = self._call(request)
             elif event is RPCEvents.PROPERTY_GET:
-                value, info = getattr(self, self._property(request.name)), None
+                # sigseq: with the notify signal's number, for snapshots
+                name = self._property(request.name)
+                value, info = _sigseq.read_property(
+                    self, name, self._rpc_properties[name], self._sequencer
+                )
             elif event is RPCEvents.PROPERTY_SET:
                 setattr(self, self._property(request.name), request.value)
                 value, info = None, None

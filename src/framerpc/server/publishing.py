@@ -29,11 +29,16 @@ class PublishingMixin:
     """RPCServer's signal publishing (see ``RPCServer``)."""
 
     def _publish_signal(self, name: str, *args: Any) -> None:
-        frames = messages.encode_signal(SignalEmission(name, list(args)))
         with self._signal_lock:
             sock = self._signal_socket
             if sock is None or sock.closed:
                 return
+            # sigseq: numbered and encoded under the lock, so that numbers
+            # follow the order on the wire (the handshake "" is not numbered)
+            seq = self._sequencer.stamp(name) if name else None
+            epoch = self._sequencer.epoch if name else None
+            emission = SignalEmission(name, list(args), seq, epoch)
+            frames = messages.encode_signal(emission)
             # PUB drops silently for a subscriber whose queue is full; the
             # budget bounds the bytes those queues hold (and counts drops)
             try:

@@ -27,7 +27,7 @@ from typing import Any, Self
 
 import zmq
 
-from .. import _lifecycle, sdnotify, transport
+from .. import _lifecycle, _sigseq, sdnotify, transport
 from .._ratelog import RateLimitedLog
 from ..limits import MAX_DEPTH, MAX_FRAMES, MAX_HEADER_SIZE, MAX_OBJECTS
 from ..property import RPCProperty
@@ -146,6 +146,7 @@ class RPCServer(
         self._terminated = False  # the context is (being) terminated
         self._dead = False
         self._signal_lock = threading.Lock()
+        self._sequencer = _sigseq.Sequencer()  # sigseq: emission numbers
         self._socket = transport.make_socket(
             self._zmq_context, zmq.ROUTER, options, server=True
         )

@@ -50,6 +50,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+
 def _select() -> tuple[ModuleType, str]:
     if pure_requested():
         return _framing_py, "pure"

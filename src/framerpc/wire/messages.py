@@ -193,6 +193,10 @@ class SignalEmission:
 
     name: str
     args: list
+    # sigseq: the emission's number and the server's epoch (wire keys "q",
+    # "ep"); None from older servers and JSON. Unchecked here: see _sigseq.
+    seq: Any = None
+    epoch: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,14 +379,15 @@ def decode_reply(
 
 def encode_signal(emission: SignalEmission) -> list:
     """Frames published for one signal emission."""
-    return framing.encode(
-        {
-            "v": PROTOCOL_VERSION,
-            "e": RPCEvents.EMIT_SIGNAL.value,
-            "s": emission.name,
-            "x": emission.args,
-        }
-    )
+    header = {
+        "v": PROTOCOL_VERSION,
+        "e": RPCEvents.EMIT_SIGNAL.value,
+        "s": emission.name,
+        "x": emission.args,
+    }
+    if emission.seq is not None:  # sigseq: numbered emissions
+        header["q"], header["ep"] = emission.seq, emission.epoch
+    return framing.encode(header)
 
 
 def decode_signal(
@@ -398,7 +403,7 @@ def decode_signal(
     name, args = header.get("s"), header.get("x")
     if type(name) is not str or type(args) is not list:
         raise ProtocolError("signal emission needs a name and an args list")
-    return SignalEmission(name, args)
+    return SignalEmission(name, args, header.get("q"), header.get("ep"))  # sigseq
 
 
 def encode_registry(message: RegistryMessage) -> list:
