@@ -2,7 +2,7 @@
 subscribers that each take frames at their own pace.
 
 ``framerpc demo`` and ``examples/stream_viewers.py`` both use
-:func:`stream_to_subscribers`; it returns one line of figures per
+``stream_to_subscribers``; it returns one line of figures per
 subscriber (frames received, frames/s, frames dropped for it).
 """
 
