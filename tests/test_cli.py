@@ -107,7 +107,7 @@ def test_list_without_a_registry_fails_with_a_message(tmp_path, capsys):
 def test_demo_runs_end_to_end(capsys):
     assert cli.main(["demo", "--frames", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 6, lines
+    assert len(lines) == 10, lines  # 6, then 4 of the stream part (test_demo_streams)
     assert re.fullmatch(
         r"registry at tcp://127\.0\.0\.1:\d+; camera 'demo-camera' serving at "
         r"tcp://127\.0\.0\.1:\d+",

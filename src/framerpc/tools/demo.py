@@ -19,6 +19,7 @@ from ..property import RPCProperty
 from ..registry import DeviceRegistry, list_devices
 from ..server.rpc_server import RPCServer
 from ..signal import RPCSignal
+from .demo_streams import run_stream_demo
 
 __all__ = [
     "FRAME_SHAPES",
@@ -118,8 +119,12 @@ def fetch_frames(camera: Camera, kind: str, count: int) -> tuple[float, float]:
     return count / elapsed, nbytes / elapsed / 1e6
 
 
-def run_demo(frames: int = 50, out: Callable[[str], None] = print) -> None:
+def run_demo(
+    frames: int = 50, out: Callable[[str], None] = print, stream_seconds: float = 2.0
+) -> None:
     """Start a registry, a camera and a client on loopback and fetch frames.
+
+    Then stream frames to two subscribers, one slow (see ``demo_streams``).
 
     Parameters
     ----------
@@ -127,6 +132,8 @@ def run_demo(frames: int = 50, out: Callable[[str], None] = print) -> None:
         Frames to fetch of each kind.
     out : callable
         Where the report lines go.
+    stream_seconds : float
+        How long the stream part runs (0: not at all).
     """
     context = zmq.Context()
     registry = DeviceRegistry(context, "127.0.0.1", port=None)
@@ -156,6 +163,8 @@ def run_demo(frames: int = 50, out: Callable[[str], None] = print) -> None:
                 f"frame_ready signals received: {len(seen)}; "
                 f"frames grabbed on the server: {proxy.frame_count()}"
             )
+        if stream_seconds > 0:  # RPCStream to two subscribers, one slow
+            run_stream_demo(context, stream_seconds, out=out)
     finally:
         camera.stop_server()
         if server.ident is not None:
