@@ -182,14 +182,19 @@ def test_stop_request_and_inflight_calls_cancelled(ctx) -> None:
     async def main() -> None:
         server = WorkerServer(ctx, "tcp://127.0.0.1")
         serving = asyncio.create_task(server.serve())
-        async with framerpc.aio.connect(Worker, server.url, context=ctx) as dev:
+        async with framerpc.aio.connect(
+            Worker, server.url, context=ctx, raise_errors=False
+        ) as dev:
             pending = asyncio.create_task(dev.hold("never"))
             await until(lambda: "never" in server.entered)
             assert await dev.stop_server() is True
             await serving  # stops 0.2 s after the acknowledgement
             assert server.cancelled == {"never"}
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+            # the cancelled call answered its client with an error
+            result = await asyncio.wait_for(pending, 30)
+            assert isinstance(result, NoResult)
+            assert "ServerStoppedError" in result.error
+            assert "stopped serving during the call" in result.error
         assert server._socket.closed
 
     run(main())
