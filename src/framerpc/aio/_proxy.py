@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from .. import transport
+from .. import protocol, transport
 from ..client import _public_members
 from ..property import RPCProperty
 from ..signal import RPCSignal
@@ -96,9 +96,24 @@ class _SignalSlot:
 
 
 def _remote_method(name: str, func: Callable) -> Callable:
+    encode_call = protocol.encode_call
+
     @functools.wraps(func)
     async def remote(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
-        return await self.call(name, *args, **kwargs)
+        # AsyncClient.call inlined: one coroutine less per call (2 us)
+        buffer_methods = self._buffer_methods
+        if name in buffer_methods:
+            timeout = buffer_methods[name]
+        else:
+            timeout = self._json_methods.get(name, self._timeout)
+        rid = next(self._ids)
+        frames = encode_call(rid, name, list(args), kwargs)
+        reply = await self._exchange(frames, rid, timeout, name)
+        if not reply.ok:
+            return self._failed(reply)
+        if reply.info is not None:
+            return reply.value, reply.info
+        return reply.value
 
     remote.__isabstractmethod__ = False  # type: ignore[attr-defined]
     return remote
