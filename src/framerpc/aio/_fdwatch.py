@@ -113,11 +113,16 @@ class FdWatch:
 
     async def aclose(self) -> None:
         """Stop watching; call before the socket closes."""
+        self.close_now()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def close_now(self) -> None:
+        """``aclose`` without waiting for the polling task to end (for
+        ``Context.destroy()``, which cannot await); in the loop's thread."""
         self._stop_watching()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if self._task is not None:  # kept: aclose waits for its end
+            self._task.cancel()
         if self._asock is not None:
             self._asock._clear_io_state()  # unregister before the fd closes
             self._asock = None

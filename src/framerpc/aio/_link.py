@@ -294,24 +294,35 @@ class Link:
     async def aclose(self) -> None:
         """Fail the calls in flight (``RuntimeError``), stop the tasks,
         close the socket; idempotent."""
+        tasks = self._tasks
+        fdwatch = self._fdwatch
+        self.close_now()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if fdwatch is not None:
+            await fdwatch.aclose()  # its polling task, if any, has ended
+
+    def close_now(
+        self, linger: int | None = None, why: str = "was closed during a call"
+    ) -> None:
+        """``aclose`` without waiting for the tasks to end (for
+        ``Context.destroy()``); in the loop's thread."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._fail_all(RuntimeError(f"client of {self.url} was closed during a call"))
+        self._fail_all(RuntimeError(f"client of {self.url} {why}"))
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
         if self._fdwatch is not None:
-            await self._fdwatch.aclose()  # before the socket closes
+            self._fdwatch.close_now()  # before the socket closes
             self._fdwatch = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None
         sock, self._socket = self._socket, None
-        transport.close_quietly(sock)
+        _lifecycle.close_socket(sock, linger)
 
 
 class _Expired(Exception):

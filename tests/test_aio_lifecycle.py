@@ -1,0 +1,113 @@
+"""framerpc.aio and ``Context.destroy()``: destroying the context under a
+live asyncio proxy (a call in flight, a signal iterator open) neither
+hangs in ``term()`` nor leaks a socket, from the loop's thread or another.
+
+The server lives on the ``ctx`` fixture's context; each client on a
+context of its own, which the test destroys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import pytest
+import zmq
+from devices import Camera, CameraServer
+from test_aio_client import loop_mode, run, until  # noqa: F401 - a fixture
+
+import framerpc.aio
+from framerpc._lifecycle import DestroyHook
+
+
+@pytest.fixture
+def server(ctx: zmq.Context, serve: Callable) -> CameraServer:
+    server = serve(CameraServer(ctx, "tcp://127.0.0.1"))
+    yield server
+    server.release.set()  # block() returns: serve_forever can stop
+
+
+def _hooks(context: zmq.Context) -> list:
+    return [s for s in context._sockets if isinstance(s, DestroyHook)]
+
+
+def test_destroy_in_the_loop_under_a_live_proxy(server, loop_mode) -> None:  # noqa: F811
+    client_ctx = zmq.Context()
+
+    async def main() -> None:
+        cam = await framerpc.aio.connect(Camera, server.url, context=client_ctx)
+        assert len(_hooks(client_ctx)) == 1
+        iterator = cam.pair_ready.subscribe()
+        call = asyncio.create_task(cam.block())
+        await until(lambda: "block" in server.calls)
+        # from a coroutine: term() finds every socket closed, or hangs
+        client_ctx.destroy(linger=0)
+        assert client_ctx.closed
+        with pytest.raises(RuntimeError, match="context was destroyed"):
+            await call
+        assert [args async for args in iterator] == []  # the iterator ended
+        with pytest.raises(RuntimeError, match="closed"):
+            await cam.echo(1)
+        await cam.aclose()  # still fine after
+
+    run(main())
+
+
+def test_destroy_from_another_thread(server, loop_mode) -> None:  # noqa: F811
+    client_ctx = zmq.Context()
+
+    async def main() -> None:
+        async with framerpc.aio.connect(Camera, server.url, context=client_ctx) as cam:
+            iterator = cam.pair_ready.subscribe()
+            call = asyncio.create_task(cam.block())
+            await until(lambda: "block" in server.calls)
+            destroyer = threading.Thread(
+                target=client_ctx.destroy, kwargs={"linger": 0}
+            )
+            destroyer.start()
+            try:
+                with pytest.raises(RuntimeError, match="context was destroyed"):
+                    await call
+                assert [args async for args in iterator] == []
+                # term() returns once the loop closed the sockets
+                await until(lambda: not destroyer.is_alive())
+            finally:
+                destroyer.join(timeout=30)
+            assert client_ctx.closed
+
+    run(main())
+
+
+def test_destroy_after_the_loop_ended(server) -> None:
+    """A proxy left open when its loop ended: destroy() closes its sockets
+    from the calling thread (nobody else can use them)."""
+    client_ctx = zmq.Context()
+
+    async def main() -> None:
+        cam = await framerpc.aio.connect(Camera, server.url, context=client_ctx)
+        assert await cam.echo(3) == 3
+        # the proxy's tasks end with the loop (run() wants none left)
+        for task in cam._tasks + cam._link._tasks:
+            task.cancel()
+        await asyncio.sleep(0)
+
+    run(main())
+    closer = threading.Thread(target=client_ctx.destroy, kwargs={"linger": 0})
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "destroy() hung: a socket was left open"
+    assert client_ctx.closed
+
+
+def test_aclose_leaves_no_hook(server) -> None:
+    client_ctx = zmq.Context()
+
+    async def main() -> None:
+        async with framerpc.aio.connect(Camera, server.url, context=client_ctx) as cam:
+            assert await cam.echo(1) == 1
+            assert len(_hooks(client_ctx)) == 1
+        assert _hooks(client_ctx) == []
+
+    run(main())
+    client_ctx.term()  # returns: nothing left open
