@@ -1,6 +1,8 @@
 """framerpc.aio and ``Context.destroy()``: destroying the context under a
 live asyncio proxy (a call in flight, a signal iterator open) neither
 hangs in ``term()`` nor leaks a socket, from the loop's thread or another.
+And a link that reads replies only while requests are unanswered does
+not stall on a server that sends more than it was asked.
 
 The server lives on the ``ctx`` fixture's context; each client on a
 context of its own, which the test destroys.
@@ -18,7 +20,9 @@ from devices import Camera, CameraServer
 from test_aio_client import loop_mode, run, until  # noqa: F401 - a fixture
 
 import framerpc.aio
+from framerpc import protocol, transport
 from framerpc._lifecycle import DestroyHook
+from framerpc.aio._link import Link
 
 
 @pytest.fixture
@@ -111,3 +115,44 @@ def test_aclose_leaves_no_hook(server) -> None:
 
     run(main())
     client_ctx.term()  # returns: nothing left open
+
+
+def test_a_stray_reply_does_not_stall_the_link(ctx, loop_mode) -> None:  # noqa: F811
+    """A broken server that answers every request twice: the link reads a
+    message only while a request is unanswered, so the extra replies stay
+    unread; the next replies must still be seen (the watch turn kicks)."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def answer_twice() -> None:
+        while not stop.is_set():
+            if not router.poll(50):
+                continue
+            identity, empty, *body = router.recv_multipart()
+            request = protocol.decode_request(body)
+            reply = protocol.encode_result(request.request_id, request.args[0])
+            for _ in range(2):
+                router.send_multipart([identity, empty, *reply])
+
+    thread = threading.Thread(target=answer_twice)
+    thread.start()
+
+    async def main() -> None:
+        link = Link(f"tcp://127.0.0.1:{port}", transport.DEFAULT_OPTIONS)
+        try:
+            link.open(ctx)
+            for rid in range(1, 6):
+                frames = protocol.encode_call(rid, "echo", [rid], {})
+                reply = await link.exchange(frames, rid, 20000, "echo")
+                assert reply.value == rid
+        finally:
+            await link.aclose()
+
+    try:
+        run(main())
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        router.close()

@@ -93,6 +93,19 @@ class FdWatch:
         if int(self._sock.getsockopt(_EVENTS)) & _POLLIN:
             self._loop.call_soon(self._ready)
 
+    def drain(self) -> None:
+        """Run ``on_readable`` now if a message is waiting."""
+        if self._sock.closed:
+            return
+        try:
+            ready = int(self._sock.getsockopt(_EVENTS)) & _POLLIN
+        except zmq.ZMQError as exc:  # closed under us, or the context ended
+            _log.debug("socket watch stopped: %s", exc)
+            self._stop_watching()
+            return
+        if ready:
+            self._ready()
+
     async def writable(self, timeout_s: float) -> None:
         """Wait until the socket may have room to send, ``timeout_s`` at
         most (the caller tries again either way)."""

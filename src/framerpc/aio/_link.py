@@ -24,7 +24,7 @@ import logging
 import zmq
 import zmq.asyncio
 
-from .. import _lifecycle, protocol, transport
+from .. import _lifecycle, framing, protocol, transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError
 from ..protocol import Reply, Request, RPCEvents
@@ -198,8 +198,9 @@ class Link:
             return False
         # a send may take the wake-up of a reply that came meanwhile (one
         # can only come while an earlier request is unanswered: the check
-        # costs 3-8 us, a tenth of the call's overhead)
-        if self._unanswered:
+        # costs 3-8 us, a tenth of the call's overhead); inproc has no
+        # watch turn to catch a stray message (see _on_readable): always
+        if self._unanswered or self._watch is None:
             self._fdwatch.kick()  # type: ignore[union-attr]
         self._unanswered += 1
         return True
@@ -249,7 +250,7 @@ class Link:
                     _log.warning("dropped a reply without delimiter from %s", self.url)
                     continue
                 try:
-                    reply = protocol.decode_reply(frames[1:])
+                    reply = _decode_reply(frames[1:])
                 except ProtocolError as exc:
                     _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
                     continue
@@ -258,6 +259,11 @@ class Link:
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
                 entry.future.set_result(reply)
+                if not self._unanswered and not pending:
+                    # every request is answered: nothing else can be there
+                    # (saves a ZMQ_EVENTS, 3 us; a stray message from a
+                    # broken server is read at the next watch turn)
+                    return
         except zmq.Again:  # not expected after POLLIN; the next wake-up reads
             return
         except zmq.ZMQError as exc:  # the socket closed or the context ended
@@ -274,6 +280,10 @@ class Link:
         while True:
             await self._busy.wait()
             await asyncio.sleep(_WATCH_S)
+            if self._fdwatch is not None:
+                # replies first (a reply that came before the server went
+                # is the call's answer), and a stray one (see _on_readable)
+                self._fdwatch.drain()
             for entry in list(self._pending.values()):
                 if not entry.sent:  # _send_later checks those
                     continue
@@ -295,12 +305,11 @@ class Link:
         """Fail the calls in flight (``RuntimeError``), stop the tasks,
         close the socket; idempotent."""
         tasks = self._tasks
-        fdwatch = self._fdwatch
+        if self._fdwatch is not None:
+            await self._fdwatch.aclose()  # its polling task ends first
         self.close_now()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if fdwatch is not None:
-            await fdwatch.aclose()  # its polling task, if any, has ended
 
     def close_now(
         self, linger: int | None = None, why: str = "was closed during a call"
@@ -323,6 +332,25 @@ class Link:
             self._watch = None
         sock, self._socket = self._socket, None
         _lifecycle.close_socket(sock, linger)
+
+
+def _decode_reply(body: list) -> Reply:
+    """``protocol.decode_reply`` for the common success reply, with its
+    checks inline (2 us less per call); anything else goes to it."""
+    header = _framing_decode(body)  # a ProtocolError as decode_reply's
+    if type(header.get("v")) is int and header["v"] == _VERSION:
+        request_id, info = header.get("i"), header.get("in")
+        if (
+            type(request_id) is int
+            and header.get("ok") is True
+            and (info is None or type(info) is dict)
+        ):
+            return Reply(request_id, True, header.get("x"), info)
+    return protocol.decode_reply(body)
+
+
+_framing_decode = framing.decode
+_VERSION = protocol.PROTOCOL_VERSION
 
 
 class _Expired(Exception):

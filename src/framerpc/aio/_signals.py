@@ -267,6 +267,7 @@ class SignalHub:
         if self.closed:
             return
         tasks = list(self._tasks)
+        await self._fdwatch.aclose()  # its polling task ends first
         self.close_now()
         await asyncio.gather(*tasks, return_exceptions=True)
 
