@@ -10,13 +10,14 @@ server.serve()``, and a device may define ``async def`` methods. See
 ``docs/guides/asyncio.md`` for the rules.
 """
 
-from ._proxy import RemoteProperty, connect, proxy_class
+from ._proxy import AsyncProxy, RemoteProperty, connect, proxy_class
 from ._signals import AsyncSignal, SignalIterator
 from .client import AsyncClient
 from .server import serve
 
 __all__ = [
     "AsyncClient",
+    "AsyncProxy",
     "AsyncSignal",
     "RemoteProperty",
     "SignalIterator",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import zmq
 
@@ -23,7 +23,10 @@ from ..signal import RPCSignal
 from ._signals import AsyncSignal
 from .client import AsyncClient
 
-__all__ = ["RemoteProperty", "connect", "proxy_class"]
+__all__ = ["AsyncProxy", "RemoteProperty", "connect", "proxy_class"]
+
+T = TypeVar("T")
+P = TypeVar("P")
 
 
 class RemoteProperty:
@@ -119,6 +122,21 @@ def _remote_method(name: str, func: Callable) -> Callable:
     return remote
 
 
+class AsyncProxy(AsyncClient, Generic[T]):
+    """An asyncio proxy of interface ``T`` (the base of every class that
+    ``proxy_class`` makes).
+
+    Type checkers see the ``AsyncClient`` members; the interface's own
+    are ``Any`` unless mypy runs with ``framerpc.aio.mypy_plugin``, which
+    types each method as a coroutine of its return type (Python's typing
+    cannot write "T with its methods made async").
+    """
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
 @functools.cache
 def _client_members() -> frozenset[str]:
     names = {name for name in dir(AsyncClient) if not name.startswith("_")}
@@ -126,7 +144,7 @@ def _client_members() -> frozenset[str]:
 
 
 @functools.cache
-def proxy_class(interface: type) -> type[AsyncClient]:
+def proxy_class(interface: type) -> type[AsyncProxy[Any]]:
     """The asyncio proxy class of ``interface`` (one per interface).
 
     Raises
@@ -163,27 +181,48 @@ def proxy_class(interface: type) -> type[AsyncClient]:
             namespace[name] = _SignalSlot(name, attr)
         elif inspect.isfunction(attr):
             namespace[name] = _remote_method(name, attr)
-    return type(f"{interface.__name__}AsyncProxy", (AsyncClient,), namespace)
+    return type(f"{interface.__name__}AsyncProxy", (AsyncProxy,), namespace)
 
 
-class _Opening:
-    """What ``connect`` returns: await it for the proxy, or use it in
-    ``async with`` (the proxy is closed at the end of the block)."""
+class _Opening(Coroutine[Any, Any, P], Generic[P]):
+    """What ``connect`` returns: await it for the proxy, use it in ``async
+    with`` (the proxy is closed at the end of the block), or hand it to
+    ``asyncio.create_task`` / ``gather`` (it is a coroutine)."""
 
-    def __init__(self, klass: type[AsyncClient], url: str, kwargs: dict) -> None:
+    def __init__(self, klass: type[AsyncProxy[Any]], url: str, kwargs: dict) -> None:
         self._klass = klass
         self._url = url
         self._kwargs = kwargs
-        self._proxy: AsyncClient | None = None
+        self._proxy: Any = None
+        self._coro: Coroutine[Any, Any, P] | None = None
 
-    async def _open(self) -> Any:
-        return await self._klass.open(self._url, **self._kwargs)
+    async def _open(self) -> P:
+        proxy: Any = await self._klass.open(self._url, **self._kwargs)
+        return proxy  # type: ignore[no-any-return]
 
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._open().__await__()
+    def _opening(self) -> Coroutine[Any, Any, P]:
+        if self._coro is None:
+            self._coro = self._open()
+        return self._coro
 
-    async def __aenter__(self) -> Any:
-        self._proxy = await self._open()
+    # -- a coroutine: what asyncio.create_task drives -----------------------
+    def send(self, value: Any) -> Any:
+        return self._opening().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._opening().throw(typ)
+        return self._opening().throw(typ, val, tb)  # the deprecated form
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, P]:
+        return self._opening().__await__()
+
+    async def __aenter__(self) -> P:
+        self._proxy = await self._opening()
         return self._proxy
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -193,20 +232,23 @@ class _Opening:
 
 
 def connect(
-    interface: type,
+    interface: Callable[..., T],
     url: str,
     *,
     context: zmq.Context | None = None,
     timeout: int = 1000,
     raise_errors: bool = True,
     options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
-) -> Any:
+) -> _Opening[AsyncProxy[T]]:
     """Connect an asyncio proxy of ``interface`` to the server at ``url``.
 
     ``async with framerpc.aio.connect(Camera, url) as cam:`` opens it and
     closes it at the end of the block; ``cam = await
     framerpc.aio.connect(Camera, url)`` opens it (close it with ``await
-    cam.aclose()``).
+    cam.aclose()``); ``asyncio.create_task(connect(...))`` opens it in a
+    task. The proxy is an ``AsyncProxy[Camera]``: with mypy's
+    ``framerpc.aio.mypy_plugin`` its methods type-check as coroutines of
+    the interface's return types.
 
     Parameters
     ----------
@@ -235,4 +277,6 @@ def connect(
         "raise_errors": raise_errors,
         "options": options,
     }
+    if not isinstance(interface, type):  # before proxy_class's cache
+        raise TypeError(f"connect() needs an interface class, got {interface!r}")
     return _Opening(proxy_class(interface), url, kwargs)
