@@ -197,8 +197,8 @@ class _Opening(Coroutine[Any, Any, P], Generic[P]):
         self._coro: Coroutine[Any, Any, P] | None = None
 
     async def _open(self) -> P:
-        proxy: Any = await self._klass.open(self._url, **self._kwargs)
-        return proxy  # type: ignore[no-any-return]
+        proxy: P = await self._klass.open(self._url, **self._kwargs)  # type: ignore[assignment]
+        return proxy
 
     def _opening(self) -> Coroutine[Any, Any, P]:
         if self._coro is None:
@@ -222,8 +222,9 @@ class _Opening(Coroutine[Any, Any, P], Generic[P]):
         return self._opening().__await__()
 
     async def __aenter__(self) -> P:
-        self._proxy = await self._opening()
-        return self._proxy
+        proxy = await self._opening()
+        self._proxy = proxy
+        return proxy
 
     async def __aexit__(self, *exc_info: object) -> None:
         proxy, self._proxy = self._proxy, None
