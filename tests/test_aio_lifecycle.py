@@ -22,6 +22,7 @@ from test_aio_client import loop_mode, run, until  # noqa: F401 - a fixture
 import framerpc.aio
 from framerpc import protocol, transport
 from framerpc._lifecycle import DestroyHook
+from framerpc.aio import _fdwatch
 from framerpc.aio._link import Link
 
 
@@ -156,3 +157,24 @@ def test_a_stray_reply_does_not_stall_the_link(ctx, loop_mode) -> None:  # noqa:
         stop.set()
         thread.join(timeout=10)
         router.close()
+
+
+def test_each_reply_wakes_the_loop(server, monkeypatch, loop_mode) -> None:  # noqa: F811
+    """Every reply is read from the socket's wake-up, not found later by
+    the watch turn: with the watch's drain disabled, sequential and
+    overlapping calls still complete (a reader that leaves the queue
+    unchecked after a reply never gets the next wake-up)."""
+    monkeypatch.setattr(_fdwatch.FdWatch, "drain", lambda self: None)
+
+    async def main() -> None:
+        async with framerpc.aio.connect(Camera, server.url) as cam:
+            for i in range(50):
+                assert await asyncio.wait_for(cam.echo(i), 20) == i
+            results = await asyncio.wait_for(
+                asyncio.gather(*(cam.add(i, 1) for i in range(50))), 20
+            )
+            assert results == [i + 1 for i in range(50)]
+            for i in range(20):
+                assert await asyncio.wait_for(cam.echo(i), 20) == i
+
+    run(main())

@@ -198,9 +198,10 @@ class Link:
             return False
         # a send may take the wake-up of a reply that came meanwhile (one
         # can only come while an earlier request is unanswered: the check
-        # costs 3-8 us, a tenth of the call's overhead); inproc has no
-        # watch turn to catch a stray message (see _on_readable): always
-        if self._unanswered or self._watch is None:
+        # costs 3-8 us, a tenth of the call's overhead); other calls in
+        # flight: check anyway (a stray extra reply from a broken server
+        # would have made the count low)
+        if self._unanswered or len(self._pending) > 1:
             self._fdwatch.kick()  # type: ignore[union-attr]
         self._unanswered += 1
         return True
@@ -259,11 +260,8 @@ class Link:
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
                 entry.future.set_result(reply)
-                if not self._unanswered and not pending:
-                    # every request is answered: nothing else can be there
-                    # (saves a ZMQ_EVENTS, 3 us; a stray message from a
-                    # broken server is read at the next watch turn)
-                    return
+                # the ZMQ_EVENTS that finds the queue empty is not to be
+                # saved: it re-arms the fd's wake-up for the next message
         except zmq.Again:  # not expected after POLLIN; the next wake-up reads
             return
         except zmq.ZMQError as exc:  # the socket closed or the context ended
@@ -281,8 +279,8 @@ class Link:
             await self._busy.wait()
             await asyncio.sleep(_WATCH_S)
             if self._fdwatch is not None:
-                # replies first (a reply that came before the server went
-                # is the call's answer), and a stray one (see _on_readable)
+                # replies first: a reply that came before the server went
+                # is the call's answer
                 self._fdwatch.drain()
             for entry in list(self._pending.values()):
                 if not entry.sent:  # _send_later checks those
