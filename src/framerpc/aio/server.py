@@ -94,8 +94,9 @@ async def serve(server: RPCServer) -> None:
                 return
             batch = 0
             try:
-                # ZMQ_EVENTS, not a zmq.Again, ends a drain (as the client)
-                while int(events(_EVENTS)) & _POLLIN:
+                # as the client: the first receive after a wake-up without
+                # a ZMQ_EVENTS check, which then ends the drain
+                while batch == 0 or int(events(_EVENTS)) & _POLLIN:
                     if batch >= _BATCH:  # a stream must not starve the tasks
                         if again[0] is None:
                             again[0] = loop.call_soon(on_readable)
@@ -111,6 +112,8 @@ async def serve(server: RPCServer) -> None:
                     finally:
                         server._message = None
                     batch += 1
+            except zmq.Again:  # a wake-up without a request (it re-arms the fd)
+                return
             except zmq.ZMQError as exc:  # the context ended: serve() stops
                 failure.append(exc)
                 _wake_serve(waiter)
