@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+# mypy.plugin first: imported alone, mypy.maptype trips over a circular
+# import inside mypy (as when this module is imported outside mypy)
+from mypy.plugin import AttributeContext, Plugin  # isort: skip
 from mypy.maptype import map_instance_to_supertype
 from mypy.nodes import Decorator, FuncDef, OverloadedFuncDef, TypeInfo, Var
-from mypy.plugin import AttributeContext, Plugin
 from mypy.subtypes import find_member
 from mypy.types import (
     AnyType,
