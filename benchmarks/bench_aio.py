@@ -23,23 +23,23 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 try:
-    from framerpc.bench import _peers
+    import framerpc
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from framerpc.bench import _peers
 
 import zmq
 
 import framerpc.aio
 from framerpc import framing
+from framerpc.tools.bench import processes, systems, timing, workloads
 
 WORKLOADS = ("echo", "1MiB", "24.9MB")
 TARGETS = {"echo": 1.5, "1MiB": 1.1, "24.9MB": 1.1}
@@ -47,21 +47,21 @@ CONCURRENCY = 100
 
 
 def _interface() -> type:
-    _, proxy_cls = _peers._framerpc_types()
+    _, proxy_cls = systems.framerpc_types()
     return proxy_cls.__bases__[0]  # BenchDevice
 
 
-async def _aio_samples(url: str, workload: _peers.Workload, n: int) -> list[int]:
+async def _aio_samples(url: str, workload: workloads.Workload, n: int) -> list[int]:
     clock = time.perf_counter_ns
     async with framerpc.aio.connect(_interface(), url, timeout=10000) as proxy:
-        text = _peers.ECHO_TEXT
+        text = workloads.ECHO_TEXT
 
         async def call() -> None:
             if workload.is_echo:
-                _peers._check_echo(await proxy.echo(text))
+                workloads.check_echo(await proxy.echo(text))
             else:
                 frame, _ = await proxy.grab(workload.name)
-                _peers._check(frame, workload)
+                workloads.check(frame, workload)
 
         for _ in range(max(3, n // 10)):
             await call()
@@ -73,24 +73,26 @@ async def _aio_samples(url: str, workload: _peers.Workload, n: int) -> list[int]
         return samples
 
 
-def _sync_samples(system: str, url: str, workload: _peers.Workload, n: int) -> list:
-    client = _peers.make_client(system, url)
+def _sync_samples(
+    system: str, url: str, workload: workloads.Workload, n: int
+) -> list[int]:
+    client = systems.make_client(system, url)
     try:
-        return _peers.sample(client, workload, n, max(3, n // 10))
+        return timing.sample(client, workload, n, max(3, n // 10))
     finally:
         client.close()
 
 
 async def _aio_concurrent(url: str, total: int) -> float:
     async with framerpc.aio.connect(_interface(), url, timeout=30000) as proxy:
-        text = _peers.ECHO_TEXT
+        text = workloads.ECHO_TEXT
         left = total
 
         async def worker() -> None:
             nonlocal left
             while left > 0:
                 left -= 1
-                _peers._check_echo(await proxy.echo(text))
+                workloads.check_echo(await proxy.echo(text))
 
         await asyncio.gather(*(proxy.echo(text) for _ in range(CONCURRENCY)))
         start = time.perf_counter()
@@ -99,7 +101,7 @@ async def _aio_concurrent(url: str, total: int) -> float:
 
 
 def _threads_concurrent(url: str, total: int) -> float:
-    _, proxy_cls = _peers._framerpc_types()
+    _, proxy_cls = systems.framerpc_types()
     context = zmq.Context()
     proxy = proxy_cls(context, url, timeout=30000)
     lock = threading.Lock()
@@ -114,7 +116,7 @@ def _threads_concurrent(url: str, total: int) -> float:
                 if left <= 0:
                     return
                 left -= 1
-            _peers._check_echo(proxy.echo(_peers.ECHO_TEXT))
+            workloads.check_echo(proxy.echo(workloads.ECHO_TEXT))
 
     threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
     for thread in threads:
@@ -129,26 +131,48 @@ def _threads_concurrent(url: str, total: int) -> float:
     return rate
 
 
-def _serve_in_loop(
-    system: str, url: str, conn: Any, env: dict, cpus: set[int] | None
-) -> None:
-    """Server process: the benchmark device served by ``await serve()``."""
-    _peers._prepare(env, cpus)
-    server_cls, _ = _peers._framerpc_types()
+def _serve_in_loop(url: str) -> None:
+    """Server process (``--serve-loop URL``): the benchmark device served
+    by ``await serve()``; prints its URL, stops when stdin closes."""
+    server_cls, _ = systems.framerpc_types()
     context = zmq.Context()
-    server = server_cls(context, url, _peers._frames())
-    conn.send(("ready", server.url, "asyncio"))
-    _peers._watch(conn, server.stop_server)
+    server = server_cls(context, url, workloads.frames())
+    print(server.url, flush=True)
+
+    def watch() -> None:
+        sys.stdin.read()  # EOF: the parent is done
+        server.stop_server()
+
+    threading.Thread(target=watch, daemon=True).start()
     asyncio.run(server.serve())
     context.term()
 
 
-def _start_loop_server(system: str, transport: str, workdir: str, cpus: Any) -> Any:
-    env = _peers.system_env(system)
-    url = _peers.server_url(transport, workdir)
-    process, conn = _peers._spawn(_serve_in_loop, (system, url, env, cpus), env)
-    _, bound, impl = _peers._expect(conn, process, "loop server", 60)
-    return _peers.ServerHandle(system, bound, impl, process, conn)
+class _LoopServer:
+    """A ``--serve-loop`` process of this script (same engine, same CPUs)."""
+
+    def __init__(self, transport: str, workdir: str) -> None:
+        url = systems.server_url(transport, workdir)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-loop", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url:
+            self.stop()
+            raise RuntimeError("the loop server did not start")
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def _median_us(samples: list[int]) -> float:
@@ -160,22 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--transport", default="tcp", choices=("tcp", "ipc"))
     parser.add_argument("--pin", action="store_true", help="all on CPU 0")
+    parser.add_argument("--serve-loop", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_loop:
+        _serve_in_loop(args.serve_loop)
+        return 0
     cpus = {0} if args.pin else None
     if cpus:
         os.sched_setaffinity(0, cpus)
     system = "framerpc-pure" if framing.IMPLEMENTATION == "pure" else "framerpc"
     print(f"engine: {framing.IMPLEMENTATION}, transport: {args.transport}")
     with tempfile.TemporaryDirectory() as workdir:
-        raw = _peers.start_server("raw", args.transport, workdir, cpus)
-        rpc = _peers.start_server(system, args.transport, workdir, cpus)
+        raw = processes.start_server("raw", args.transport, workdir, cpus)
+        rpc = processes.start_server(system, args.transport, workdir, cpus)
         try:
             print(
                 f"{'workload':>8} {'raw us':>9} {'sync us':>9} {'aio us':>9}"
                 f" {'aio/sync':>9} {'target':>7}"
             )
             for name in WORKLOADS:
-                workload = _peers._BY_NAME[name]
+                workload = workloads.BY_NAME[name]
                 n = workload.quick if args.quick else workload.samples
                 raw_us = _median_us(_sync_samples("raw", raw.url, workload, n))
                 sync_us = _median_us(_sync_samples(system, rpc.url, workload, n))
@@ -194,21 +222,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"({aio_rate / thread_rate:.2f}x)"
             )
         finally:
-            _peers.stop_server(raw)
-            _peers.stop_server(rpc)
-        loop_server = _start_loop_server(system, args.transport, workdir, cpus)
+            processes.stop_server(raw)
+            processes.stop_server(rpc)
+        loop_server = _LoopServer(args.transport, workdir)
         try:
             print("served by await server.serve():")
             print(f"{'workload':>8} {'sync us':>9} {'aio us':>9}")
             for name in WORKLOADS[:2]:
-                workload = _peers._BY_NAME[name]
+                workload = workloads.BY_NAME[name]
                 n = workload.quick if args.quick else workload.samples
                 url = loop_server.url
                 sync_us = _median_us(_sync_samples(system, url, workload, n))
                 aio_us = _median_us(asyncio.run(_aio_samples(url, workload, n)))
                 print(f"{name:>8} {sync_us:9.1f} {aio_us:9.1f}")
         finally:
-            _peers.stop_server(loop_server)
+            loop_server.stop()
     return 0
 
 

@@ -405,8 +405,8 @@ def test_calls_wait_for_a_connection(ctx, serve, tmp_path, loop_mode, monkeypatc
     monkeypatch.setattr(Link, "_send_later", spy)
 
     async def main() -> None:
-        # connect() gives an awaitable, not a coroutine: ensure_future
-        opening = asyncio.ensure_future(
+        # what connect() returns is a coroutine: create_task takes it
+        opening = asyncio.create_task(
             framerpc.aio.connect(Camera, url, context=ctx, timeout=20000)
         )
         await waited.wait()  # the inventory request could not go out

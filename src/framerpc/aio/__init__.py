@@ -6,19 +6,22 @@ properties are awaitables (``await cam.mode``, ``await cam.mode.set(v)``)
 and whose signals are async iterators (``async for args in
 cam.frame_ready``) or callbacks run on the loop. Many calls may be in
 flight at once on one proxy. Servers serve inside a loop with ``await
-server.serve()``, and a device may define ``async def`` methods. See
-``docs/guides/asyncio.md`` for the rules.
+server.serve()``, and a device may define ``async def`` methods. For
+mypy, the plugin ``framerpc.aio.mypy_plugin`` types a proxy's methods as
+coroutines. See ``docs/guides/asyncio.md`` for the rules.
 """
 
-from ._proxy import RemoteProperty, connect, proxy_class
+from ._proxy import AsyncProxy, RemoteProperty, connect, proxy_class
 from ._signals import AsyncSignal, SignalIterator
 from .client import AsyncClient
-from .server import serve
+from .server import ServerStoppedError, serve
 
 __all__ = [
     "AsyncClient",
+    "AsyncProxy",
     "AsyncSignal",
     "RemoteProperty",
+    "ServerStoppedError",
     "SignalIterator",
     "connect",
     "proxy_class",

@@ -93,6 +93,19 @@ class FdWatch:
         if int(self._sock.getsockopt(_EVENTS)) & _POLLIN:
             self._loop.call_soon(self._ready)
 
+    def drain(self) -> None:
+        """Run ``on_readable`` now if a message is waiting."""
+        if self._sock.closed:
+            return
+        try:
+            ready = int(self._sock.getsockopt(_EVENTS)) & _POLLIN
+        except zmq.ZMQError as exc:  # closed under us, or the context ended
+            _log.debug("socket watch stopped: %s", exc)
+            self._stop_watching()
+            return
+        if ready:
+            self._ready()
+
     async def writable(self, timeout_s: float) -> None:
         """Wait until the socket may have room to send, ``timeout_s`` at
         most (the caller tries again either way)."""
@@ -113,11 +126,16 @@ class FdWatch:
 
     async def aclose(self) -> None:
         """Stop watching; call before the socket closes."""
+        self.close_now()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def close_now(self) -> None:
+        """``aclose`` without waiting for the polling task to end (for
+        ``Context.destroy()``, which cannot await); in the loop's thread."""
         self._stop_watching()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if self._task is not None:  # kept: aclose waits for its end
+            self._task.cancel()
         if self._asock is not None:
             self._asock._clear_io_state()  # unregister before the fd closes
             self._asock = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import _sigseq
 from ..errors import RemoteError
-from ..protocol import Request, RPCEvents
+from ..wire.messages import Request, RPCEvents
 
 __all__ = ["follow"]
 

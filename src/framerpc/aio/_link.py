@@ -27,6 +27,7 @@ import zmq.asyncio
 from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError
+from ..wire import framing
 from ..wire import messages as protocol
 from ..wire.messages import Reply, Request, RPCEvents
 from ._fdwatch import FdWatch
@@ -80,6 +81,9 @@ class Link:
         self._watch: PeerWatch | None = None
         self._tasks: list[asyncio.Task] = []
         self._busy = asyncio.Event()
+        # requests sent minus replies read: with none outstanding, no reply
+        # can arrive meanwhile, so a send cannot take its wake-up
+        self._unanswered = 0
 
     @property
     def watch(self) -> PeerWatch | None:
@@ -194,8 +198,14 @@ class Link:
             transport.send_frames(self._socket, message, _NOBLOCK)
         except zmq.Again:  # not connected (IMMEDIATE) or the queue is full
             return False
-        # a send may take the wake-up of a reply that came meanwhile
-        self._fdwatch.kick()  # type: ignore[union-attr]
+        # a send may take the wake-up of a reply that came meanwhile (one
+        # can only come while an earlier request is unanswered: the check
+        # costs 3-8 us, a tenth of the call's overhead); other calls in
+        # flight: check anyway (a stray extra reply from a broken server
+        # would have made the count low)
+        if self._unanswered or len(self._pending) > 1:
+            self._fdwatch.kick()  # type: ignore[union-attr]
+        self._unanswered += 1
         return True
 
     async def _send_later(
@@ -232,16 +242,21 @@ class Link:
         recv = transport.recv_frames
         pending = self._pending
         events = sock.getsockopt
+        first = True
         try:
-            # ZMQ_EVENTS first: a zmq.Again raised at the end of each drain
-            # cost more than the check (about 5 us)
-            while int(events(_EVENTS)) & _POLLIN:
+            # woken by the fd, a message is almost always there: the first
+            # receive goes without asking ZMQ_EVENTS (3 us); after it the
+            # check, as a zmq.Again ending each drain cost more (5 us)
+            while first or int(events(_EVENTS)) & _POLLIN:
+                first = False
                 frames = recv(sock, _NOBLOCK)
+                if self._unanswered:
+                    self._unanswered -= 1
                 if len(frames) < 2 or len(frames[0]) != 0:
                     _log.warning("dropped a reply without delimiter from %s", self.url)
                     continue
                 try:
-                    reply = protocol.decode_reply(frames[1:])
+                    reply = _decode_reply(frames[1:])
                 except ProtocolError as exc:
                     _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
                     continue
@@ -250,7 +265,9 @@ class Link:
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
                 entry.future.set_result(reply)
-        except zmq.Again:  # not expected after POLLIN; the next wake-up reads
+                # the ZMQ_EVENTS that finds the queue empty is not to be
+                # saved: it re-arms the fd's wake-up for the next message
+        except zmq.Again:  # a wake-up without a message (it re-arms the fd)
             return
         except zmq.ZMQError as exc:  # the socket closed or the context ended
             if not self._closed:
@@ -266,6 +283,10 @@ class Link:
         while True:
             await self._busy.wait()
             await asyncio.sleep(_WATCH_S)
+            if self._fdwatch is not None:
+                # replies first: a reply that came before the server went
+                # is the call's answer
+                self._fdwatch.drain()
             for entry in list(self._pending.values()):
                 if not entry.sent:  # _send_later checks those
                     continue
@@ -286,24 +307,53 @@ class Link:
     async def aclose(self) -> None:
         """Fail the calls in flight (``RuntimeError``), stop the tasks,
         close the socket; idempotent."""
+        tasks = self._tasks
+        if self._fdwatch is not None:
+            await self._fdwatch.aclose()  # its polling task ends first
+        self.close_now()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close_now(
+        self, linger: int | None = None, why: str = "was closed during a call"
+    ) -> None:
+        """``aclose`` without waiting for the tasks to end (for
+        ``Context.destroy()``); in the loop's thread."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._fail_all(RuntimeError(f"client of {self.url} was closed during a call"))
+        self._fail_all(RuntimeError(f"client of {self.url} {why}"))
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
         if self._fdwatch is not None:
-            await self._fdwatch.aclose()  # before the socket closes
+            self._fdwatch.close_now()  # before the socket closes
             self._fdwatch = None
         if self._watch is not None:
             self._watch.close()
             self._watch = None
         sock, self._socket = self._socket, None
-        transport.close_quietly(sock)
+        _lifecycle.close_socket(sock, linger)
+
+
+def _decode_reply(body: list) -> Reply:
+    """``protocol.decode_reply`` for the common success reply, with its
+    checks inline (2 us less per call); anything else goes to it."""
+    header = _framing_decode(body)  # a ProtocolError as decode_reply's
+    if type(header.get("v")) is int and header["v"] == _VERSION:
+        request_id, info = header.get("i"), header.get("in")
+        if (
+            type(request_id) is int
+            and header.get("ok") is True
+            and (info is None or type(info) is dict)
+        ):
+            return Reply(request_id, True, header.get("x"), info)
+    return protocol.decode_reply(body)
+
+
+_framing_decode = framing.decode
+_VERSION = protocol.PROTOCOL_VERSION
 
 
 class _Expired(Exception):

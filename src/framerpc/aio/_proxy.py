@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import zmq
 
@@ -20,11 +20,15 @@ from .. import transport
 from ..client.interface import _public_members
 from ..property import RPCProperty
 from ..signal import RPCSignal
+from ..wire import messages as protocol
 from . import _follow  # sigseq: RemoteProperty.follow
 from ._signals import AsyncSignal
 from .client import AsyncClient
 
-__all__ = ["RemoteProperty", "connect", "proxy_class"]
+__all__ = ["AsyncProxy", "RemoteProperty", "connect", "proxy_class"]
+
+T = TypeVar("T")
+P = TypeVar("P")
 
 
 class RemoteProperty:
@@ -114,12 +118,42 @@ class _SignalSlot:
 
 
 def _remote_method(name: str, func: Callable) -> Callable:
+    encode_call = protocol.encode_call
+
     @functools.wraps(func)
     async def remote(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
-        return await self.call(name, *args, **kwargs)
+        # AsyncClient.call inlined: one coroutine less per call (2 us)
+        buffer_methods = self._buffer_methods
+        if name in buffer_methods:
+            timeout = buffer_methods[name]
+        else:
+            timeout = self._json_methods.get(name, self._timeout)
+        rid = next(self._ids)
+        frames = encode_call(rid, name, list(args), kwargs)
+        reply = await self._exchange(frames, rid, timeout, name)
+        if not reply.ok:
+            return self._failed(reply)
+        if reply.info is not None:
+            return reply.value, reply.info
+        return reply.value
 
     remote.__isabstractmethod__ = False  # type: ignore[attr-defined]
     return remote
+
+
+class AsyncProxy(AsyncClient, Generic[T]):
+    """An asyncio proxy of interface ``T`` (the base of every class that
+    ``proxy_class`` makes).
+
+    Type checkers see the ``AsyncClient`` members; the interface's own
+    are ``Any`` unless mypy runs with ``framerpc.aio.mypy_plugin``, which
+    types each method as a coroutine of its return type (Python's typing
+    cannot write "T with its methods made async").
+    """
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
 
 
 @functools.cache
@@ -129,7 +163,7 @@ def _client_members() -> frozenset[str]:
 
 
 @functools.cache
-def proxy_class(interface: type) -> type[AsyncClient]:
+def proxy_class(interface: type) -> type[AsyncProxy[Any]]:
     """The asyncio proxy class of ``interface`` (one per interface).
 
     Raises
@@ -166,28 +200,50 @@ def proxy_class(interface: type) -> type[AsyncClient]:
             namespace[name] = _SignalSlot(name, attr)
         elif inspect.isfunction(attr):
             namespace[name] = _remote_method(name, attr)
-    return type(f"{interface.__name__}AsyncProxy", (AsyncClient,), namespace)
+    return type(f"{interface.__name__}AsyncProxy", (AsyncProxy,), namespace)
 
 
-class _Opening:
-    """What ``connect`` returns: await it for the proxy, or use it in
-    ``async with`` (the proxy is closed at the end of the block)."""
+class _Opening(Coroutine[Any, Any, P], Generic[P]):
+    """What ``connect`` returns: await it for the proxy, use it in ``async
+    with`` (the proxy is closed at the end of the block), or hand it to
+    ``asyncio.create_task`` / ``gather`` (it is a coroutine)."""
 
-    def __init__(self, klass: type[AsyncClient], url: str, kwargs: dict) -> None:
+    def __init__(self, klass: type[AsyncProxy[Any]], url: str, kwargs: dict) -> None:
         self._klass = klass
         self._url = url
         self._kwargs = kwargs
-        self._proxy: AsyncClient | None = None
+        self._proxy: Any = None
+        self._coro: Coroutine[Any, Any, P] | None = None
 
-    async def _open(self) -> Any:
-        return await self._klass.open(self._url, **self._kwargs)
+    async def _open(self) -> P:
+        proxy: P = await self._klass.open(self._url, **self._kwargs)  # type: ignore[assignment]
+        return proxy
 
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._open().__await__()
+    def _opening(self) -> Coroutine[Any, Any, P]:
+        if self._coro is None:
+            self._coro = self._open()
+        return self._coro
 
-    async def __aenter__(self) -> Any:
-        self._proxy = await self._open()
-        return self._proxy
+    # -- a coroutine: what asyncio.create_task drives -----------------------
+    def send(self, value: Any) -> Any:
+        return self._opening().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._opening().throw(typ)
+        return self._opening().throw(typ, val, tb)  # the deprecated form
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, P]:
+        return self._opening().__await__()
+
+    async def __aenter__(self) -> P:
+        proxy = await self._opening()
+        self._proxy = proxy
+        return proxy
 
     async def __aexit__(self, *exc_info: object) -> None:
         proxy, self._proxy = self._proxy, None
@@ -196,20 +252,23 @@ class _Opening:
 
 
 def connect(
-    interface: type,
+    interface: Callable[..., T],
     url: str,
     *,
     context: zmq.Context | None = None,
     timeout: int = 1000,
     raise_errors: bool = True,
     options: transport.SocketOptions = transport.DEFAULT_OPTIONS,
-) -> Any:
+) -> _Opening[AsyncProxy[T]]:
     """Connect an asyncio proxy of ``interface`` to the server at ``url``.
 
     ``async with framerpc.aio.connect(Camera, url) as cam:`` opens it and
     closes it at the end of the block; ``cam = await
     framerpc.aio.connect(Camera, url)`` opens it (close it with ``await
-    cam.aclose()``).
+    cam.aclose()``); ``asyncio.create_task(connect(...))`` opens it in a
+    task. The proxy is an ``AsyncProxy[Camera]``: with mypy's
+    ``framerpc.aio.mypy_plugin`` its methods type-check as coroutines of
+    the interface's return types.
 
     Parameters
     ----------
@@ -238,4 +297,6 @@ def connect(
         "raise_errors": raise_errors,
         "options": options,
     }
+    if not isinstance(interface, type):  # before proxy_class's cache
+        raise TypeError(f"connect() needs an interface class, got {interface!r}")
     return _Opening(proxy_class(interface), url, kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from .. import _sigseq, transport
+from .. import _lifecycle, _sigseq, transport
 from ..errors import ProtocolError
 from ..signal import RPCSignal
 from ..wire import messages as protocol
@@ -286,13 +286,21 @@ class SignalHub:
         """Stop the reader and callback tasks, end the iterators, close."""
         if self.closed:
             return
-        self.closed = True
-        await self._fdwatch.aclose()  # before the socket closes
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        await self._fdwatch.aclose()  # its polling task ends first
+        self.close_now()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close_now(self, linger: int | None = None) -> None:
+        """``aclose`` without waiting for the callback tasks to end (for
+        ``Context.destroy()``); in the loop's thread."""
+        if self.closed:
+            return
+        self.closed = True
+        self._fdwatch.close_now()  # before the socket closes
+        for task in list(self._tasks):
+            task.cancel()
         for iterators in self._iterators.values():
             for iterator in list(iterators):
                 iterator.close()
-        transport.close_quietly(self._socket)
+        _lifecycle.close_socket(self._socket, linger)

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import zmq
 
-from .. import transport
+from .. import _lifecycle, transport
 from ..client import NoResult
 from ..errors import ProtocolError, RemoteError
 from ..wire import messages as protocol
@@ -96,6 +96,8 @@ class AsyncClient:
         self._properties: list[str] = []
         self._signal_names: list[str] = []
         self._signal_hub: SignalHub | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._destroy_hook: _lifecycle.DestroyHook | None = None
 
     # -- opening ----------------------------------------------------------
     @classmethod
@@ -114,6 +116,12 @@ class AsyncClient:
         return client
 
     async def _open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # context.destroy() closes this client's sockets instead of hanging
+        # in term() (framerpc's sockets are on a shadow: see _lifecycle)
+        self._destroy_hook = _lifecycle.DestroyHook(
+            self.context, f"AsyncClient {self.url}", self._on_context_destroy
+        )
         try:
             self._link.open(self.context)
             await self._load_inventory()
@@ -326,6 +334,34 @@ class AsyncClient:
         if hub is not None:
             await hub.aclose()
         await self._link.aclose()
+        if self._destroy_hook is not None:
+            self._destroy_hook.release()
+
+    def _on_context_destroy(self, linger: int | None) -> None:
+        """``context.destroy()`` (any thread): close the sockets in the
+        loop's thread, which owns them, before ``term()`` waits for them."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or not loop.is_running():
+            self._close_now(linger)  # nothing else is using the sockets
+            return
+        try:
+            loop.call_soon_threadsafe(self._close_now, linger)
+        except RuntimeError:  # the loop closed meanwhile
+            self._close_now(linger)
+
+    def _close_now(self, linger: int | None) -> None:
+        """Close everything without awaiting (``aclose`` still may be
+        awaited after); calls in flight raise ``RuntimeError``."""
+        for task in self._tasks:
+            task.cancel()
+        hub = self._signal_hub
+        if hub is not None:
+            hub.close_now(linger)
+        self._link.close_now(linger, "stopped: its context was destroyed")
 
     @property
     def _pending(self) -> dict:

@@ -36,7 +36,7 @@ from ._fdwatch import FdWatch
 if TYPE_CHECKING:
     from ..server import RPCServer
 
-__all__ = ["serve", "serve_blocking"]
+__all__ = ["ServerStoppedError", "serve", "serve_blocking"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ async def serve(server: RPCServer) -> None:
     from another thread, or an authorised STOP_SERVER request (0.2 s
     after it, as ``serve_forever``); closes the sockets and unregisters
     on return. Cancelling the task that awaits it stops it too. Async
-    method calls still running at stop are cancelled (their clients get
-    no reply).
+    method calls still running at stop are cancelled, and their clients
+    get an error reply (``ServerStoppedError``: a ``NoResult``, or
+    ``RemoteError`` with ``raise_errors``).
 
     Raises
     ------
@@ -73,79 +74,85 @@ async def serve(server: RPCServer) -> None:
         raise RuntimeError("the server is already serving")
     sock = server._socket
     server._serving_ident = threading.get_ident()
-    calls: set[asyncio.Task] = set()
+    calls = _Calls()
     watch: FdWatch | None = None
-    ticker: list[asyncio.TimerHandle] = []
     try:
         if server._dead:
             _log.debug("serve called on a stopped server")
             return
         loop = asyncio.get_running_loop()
-        wakeup: list[asyncio.Future | None] = [None]
+        waiter: list[asyncio.Future | None] = [None]
+        failure: list[BaseException] = []
+        events = sock.getsockopt
+        recv = transport.recv_frames
+        again: list[asyncio.Handle | None] = [None]
 
-        def on_readable() -> None:  # the serve loop reads, not the callback
-            waiter = wakeup[0]
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        def on_readable() -> None:
+            """Answer what is there, in the fd's callback: waking the serve
+            task instead took one more loop turn and a future per request
+            (about half of a 200 us echo)."""
+            again[0] = None
+            if failure or server._stopping:
+                return
+            batch = 0
+            try:
+                # as the client: the first receive after a wake-up without
+                # a ZMQ_EVENTS check, which then ends the drain
+                while batch == 0 or int(events(_EVENTS)) & _POLLIN:
+                    if batch >= _BATCH:  # a stream must not starve the tasks
+                        if again[0] is None:
+                            again[0] = loop.call_soon(on_readable)
+                        return
+                    frames = recv(sock, _NOBLOCK)
+                    server._message = frames  # whose CURVE key _peer_key reads
+                    try:
+                        handle(frames)
+                    except Exception as exc:  # a bug must not end serving
+                        if _lifecycle.is_context_terminated(exc):
+                            raise
+                        _log.exception("unexpected error while handling a message")
+                    finally:
+                        server._message = None
+                    batch += 1
+            except zmq.Again:  # a wake-up without a request (it re-arms the fd)
+                return
+            except zmq.ZMQError as exc:  # the context ended: serve() stops
+                failure.append(exc)
+                _wake_serve(waiter)
 
-        # one perpetual 0.1 s tick (to notice stop_server) instead of a
-        # timer per wait: scheduling and cancelling one cost 15 us a call
-
-        def tick() -> None:
-            on_readable()
-            ticker[:] = [loop.call_later(_POLL_MS / 1000, tick)]
-
-        tick()
         watch = FdWatch(sock, on_readable)
         handle = _handler(server, calls, watch)
         backlog = server._backlog
         flush_wait = _FLUSH_WAIT_MS
-        events = sock.getsockopt
-        recv = transport.recv_frames
         sdnotify.ready()
         watchdog = server._watchdog if server._watchdog.enabled else None
         server._ready.set()
         while not server._stopping and (
             server._stop_at is None or time.monotonic() < server._stop_at
         ):
-            batch = 0
-            # ZMQ_EVENTS, not a zmq.Again, ends a drain (as the client)
-            while batch < _BATCH and int(events(_EVENTS)) & _POLLIN:
-                frames = recv(sock, _NOBLOCK)
-                server._message = frames  # whose CURVE key _peer_key reads
-                try:
-                    handle(frames)
-                except Exception as exc:  # a bug here must not end serving
-                    if _lifecycle.is_context_terminated(exc):
-                        raise
-                    _log.exception("unexpected error while handling a message")
-                finally:
-                    server._message = None
-                batch += 1
-            if batch >= _BATCH:  # a stream of requests must not starve tasks
-                await asyncio.sleep(0)
-            else:
-                wait = _POLL_MS
-                if backlog.pending:  # replies wait for room: retry often
-                    if backlog.flush():
-                        flush_wait = _FLUSH_WAIT_MS
-                    else:
-                        flush_wait = min(2 * flush_wait, _POLL_MS)
-                    wait = flush_wait
+            wait = _POLL_MS
+            if backlog.pending:  # replies wait for room: retry often
+                if backlog.flush():
+                    flush_wait = _FLUSH_WAIT_MS
+                else:
+                    flush_wait = min(2 * flush_wait, _POLL_MS)
+                wait = flush_wait
                 # the flush may have taken the fd's wake-up: look again
-                if not int(events(_EVENTS)) & _POLLIN:
-                    waiter = wakeup[0] = loop.create_future()
-                    timer = (
-                        loop.call_later(wait / 1000, _wake, waiter)
-                        if wait < _POLL_MS
-                        else None
-                    )
-                    try:
-                        await waiter
-                    finally:
-                        if timer is not None:
-                            timer.cancel()
-                        wakeup[0] = None
+                if int(events(_EVENTS)) & _POLLIN:
+                    on_readable()
+            if failure:
+                raise failure[0]
+            # requests are answered by on_readable meanwhile; this task
+            # only keeps time (stop, watchdog, registry, the backlog)
+            future = waiter[0] = loop.create_future()
+            timer = loop.call_later(wait / 1000, _wake, future)
+            try:
+                await future
+            finally:
+                timer.cancel()
+                waiter[0] = None
+            if failure:
+                raise failure[0]
             if watchdog is not None:
                 watchdog.tick()
             link = server._registry_link
@@ -158,14 +165,25 @@ async def serve(server: RPCServer) -> None:
         server._terminated = True
         _log.debug("context of %s terminated: serving stops", server.url)
     finally:
-        for handle in ticker:
-            handle.cancel()
-        await _cancel(calls)
         if watch is not None:
-            await watch.aclose()  # the loop stops watching the fd first
+            await watch.aclose()  # no request is read from now on
+        await _cancel(server, calls)
         server._serving_ident = None
         server._shutdown()
         server._serving.release()
+
+
+def _wake_serve(waiter: list[asyncio.Future | None]) -> None:
+    future = waiter[0]
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class _Calls(set):
+    """The tasks of the async method calls running; ``stopping`` once
+    serve() cancels them at stop (they then reply an error)."""
+
+    stopping = False
 
 
 def _wake(waiter: asyncio.Future) -> None:
@@ -179,7 +197,7 @@ def serve_blocking(server: RPCServer) -> None:
     asyncio.run(serve(server))
 
 
-def _handler(server: RPCServer, calls: set[asyncio.Task], watch: FdWatch) -> Any:
+def _handler(server: RPCServer, calls: _Calls, watch: FdWatch) -> Any:
     """The function that answers one received message."""
     respond = server._responder.handle
     backlog = server._backlog
@@ -208,7 +226,9 @@ def _handler(server: RPCServer, calls: set[asyncio.Task], watch: FdWatch) -> Any
                 except ProtocolError:
                     pass  # the general path answers with the error
                 else:
-                    task = asyncio.create_task(_run(server, envelope, request, watch))
+                    task = asyncio.create_task(
+                        _run(server, envelope, request, watch, calls)
+                    )
                     calls.add(task)
                     task.add_done_callback(calls.discard)
                     return
@@ -220,7 +240,11 @@ def _handler(server: RPCServer, calls: set[asyncio.Task], watch: FdWatch) -> Any
 
 
 async def _run(
-    server: RPCServer, envelope: list, request: protocol.Request, watch: FdWatch
+    server: RPCServer,
+    envelope: list,
+    request: protocol.Request,
+    watch: FdWatch,
+    calls: _Calls,
 ) -> None:
     """Run one async method call and send its reply."""
     rid, name = request.request_id, request.method
@@ -235,9 +259,32 @@ async def _run(
             frames = protocol.encode_result(rid, result)
     except Exception as exc:  # a failing method or a result msgpack refuses
         frames = server._method_failed(rid, name, exc)
+    except asyncio.CancelledError:
+        if not calls.stopping:
+            raise  # not serve()'s cancellation at stop
+        # serving stops: the client gets an error now, not a timeout later
+        try:
+            raise ServerStoppedError(
+                f"{server.url} stopped serving during the call"
+            ) from None
+        except ServerStoppedError as exc:
+            frames = server._method_failed(rid, name, exc)
+        _reply(server, envelope, frames, rid, name)
+        raise
+    _reply(server, envelope, frames, rid, name)
+    watch.kick()  # the send may have taken the wake-up of a request
+
+
+class ServerStoppedError(RuntimeError):
+    """The error replied to an ``async def`` call still running when its
+    server stopped serving (the call was cancelled)."""
+
+
+def _reply(
+    server: RPCServer, envelope: list, frames: list, rid: int, name: str
+) -> None:
     try:
         server._send(envelope, frames, rid)
-        watch.kick()  # the send may have taken the wake-up of a request
     except zmq.ZMQError as exc:  # the context ended: nobody to answer
         _log.debug("reply to %s not sent: %s", name, exc)
 
@@ -248,9 +295,18 @@ def _check_buffer_result(name: str, result: Any) -> None:
     check(name, result)
 
 
-async def _cancel(calls: set[asyncio.Task]) -> None:
+async def _cancel(server: RPCServer, calls: _Calls) -> None:
+    """Cancel the async calls still running; each replies an error
+    (``ServerStoppedError``) to its client before it ends."""
     if not calls:
         return
+    calls.stopping = True
     for task in calls:
         task.cancel()
-    await asyncio.wait(list(calls), timeout=_CANCEL_WAIT_S)
+    _, pending = await asyncio.wait(list(calls), timeout=_CANCEL_WAIT_S)
+    if pending:
+        _log.warning(
+            "%d async call(s) of %s ignored cancellation at stop",
+            len(pending),
+            server.url,
+        )
