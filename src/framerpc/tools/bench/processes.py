@@ -227,7 +227,8 @@ def run_client(conn: Connection, system: str, job: tuple) -> None:
     """A client process: imports its libraries, sends ``("hello",
     implementation)``, waits for the server URL on ``conn``, then reports
     ``("start", name)`` and ``("samples", name, list_ns)`` per workload,
-    ``("stream", name, result)`` and ``("done",)``; ``("error", text)``
+    each followed by a wait for the parent's "go" (``ClientProcess.go_on``),
+    then ``("stream", name, result)`` and ``("done",)``; ``("error", text)``
     on failure. ``job``: the fields of a ``ClientJob``."""
     plan, stream_workload, stream_seconds = job
     client = None
@@ -241,8 +242,14 @@ def run_client(conn: Connection, system: str, job: tuple) -> None:
         url = conn.recv()
         client = make_client(system, url)
         for name, n, warmup in plan:
+            # after each report, wait until the parent has read both
+            # processes' CPU counters: a phase must not start before, nor the
+            # client close its context (whose threads' CPU time would vanish
+            # from /proc) before the last phase is read
             conn.send(("start", name))
+            conn.recv()
             conn.send(("samples", name, sample(client, BY_NAME[name], n, warmup)))
+            conn.recv()
         if stream_workload is not None:
             conn.send(("start", f"stream {stream_workload}"))
             result = stream(client, BY_NAME[stream_workload], stream_seconds)
@@ -351,6 +358,11 @@ class ClientProcess:
             self.conn, self.process, what, START_TIMEOUT_S
         )
         self.conn.send(url)
+
+    def go_on(self) -> None:
+        """Let the client go on after a "start" or "samples" report (read
+        the CPU counters first)."""
+        self.conn.send("go")
 
     def messages(self, timeout: float) -> Iterator[tuple]:
         """Yield the client's reports until "done".

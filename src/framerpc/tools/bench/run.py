@@ -243,6 +243,8 @@ def _run_pair(
                     total[2] += calls[name]
             elif kind == "stream":
                 results.streams[(system, transport)] = message[2]
+            if kind in ("start", "samples"):
+                client.go_on()  # the client waits for it (CPU counters read)
     finally:
         client.close()
         if server is not None and not processes.stop_server(server):
