@@ -43,7 +43,10 @@ class SocketOptions:
         ``heartbeat_ivl_ms + heartbeat_timeout_ms`` (4 s by default); a
         killed process is noticed at once (its kernel closes the
         connection). A call in flight then raises
-        ``PeerLostError``, whatever its timeout.
+        ``PeerLostError``, whatever its timeout. A client's signal (SUB)
+        socket sends PINGs but never times out: it cannot read while its
+        queue is full (a slow listener), so a timeout would drop a healthy
+        link (and made libzmq abort the process on the reconnect).
         ``heartbeat_ivl_ms=0`` turns heartbeats off (for peers older than
         libzmq 4.2): a frozen peer then goes unnoticed, and a call without
         timeout waits for a server that is down until it is back.

@@ -48,6 +48,13 @@ def make_socket(
         sock.setsockopt(zmq.HEARTBEAT_IVL, options.heartbeat_ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, options.heartbeat_timeout_ms)
         sock.setsockopt(zmq.HEARTBEAT_TTL, options.heartbeat_ttl_ms)
+        if kind == zmq.SUB:
+            # A SUB whose queue is full stops reading, so it cannot see the
+            # PONGs: its timeout would drop a healthy link, and the reconnect
+            # then aborts the process in libzmq (zeromq/libzmq#3596, #3937).
+            # It still PINGs, so the publisher keeps it; the proxy's request
+            # socket notices a dead server (tests/test_stalled_listener.py).
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 0)
     if server:
         sock.setsockopt(zmq.MAXMSGSIZE, options.max_message_size)
     if options.security is not None:
