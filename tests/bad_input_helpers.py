@@ -17,12 +17,8 @@ from framerpc.protocol import (
 
 #: Generous bound (ms) for an answer that must come: catches a hang only.
 REPLY_WAIT_MS = 5000
-
-
 #: How long (ms) to wait for an answer that must not come.
 SILENCE_MS = 500
-
-
 #: Ext codes of the framing layer (wire ids, see framerpc.wire._framing_py).
 EXT_BUFFER, EXT_ARRAY, EXT_INLINE_ARRAY = 1, 2, 3
 
