@@ -20,8 +20,6 @@ from framerpc.transport import DEFAULT_OPTIONS
 # 256 KiB frames: over both engines' zero-copy thresholds (16 KiB compiled,
 # 64 KiB pure), so they are lent to libzmq, not copied.
 SHAPE = (64, 1024)
-
-
 DTYPE = np.uint32
 
 

@@ -159,8 +159,6 @@ def _ext_header(code: int, spec) -> bytes:
 
 
 _FRAME_12 = bytes(12)
-
-
 BAD_REFERENCES = {
     "size mismatch": ([_ext_header(2, [1, "<u2", [5]]), _FRAME_12]),
     "frame 0": ([_ext_header(2, [0, "<u2", [6]]), _FRAME_12]),
