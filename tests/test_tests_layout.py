@@ -42,3 +42,12 @@ def test_each_folder_of_tests_mirrors_a_framerpc_package():
     assert folders, "the tests are meant to be in folders per package"
     missing = sorted(f for f in folders if not (PACKAGE / f / "__init__.py").is_file())
     assert missing == []
+
+
+def test_only_one_conftest():
+    # Under the prepend import mode a second conftest.py is imported as the
+    # module ``conftest`` too, and ``from conftest import wait_until`` in a
+    # test could then get the wrong one: shared helpers of a folder go in a
+    # plain module beside its tests (tests/registry/registry_helpers.py).
+    found = [p.relative_to(TESTS).as_posix() for p in TESTS.rglob("conftest.py")]
+    assert found == ["conftest.py"]
