@@ -51,3 +51,15 @@ def test_only_one_conftest():
     # plain module beside its tests (tests/registry/registry_helpers.py).
     found = [p.relative_to(TESTS).as_posix() for p in TESTS.rglob("conftest.py")]
     assert found == ["conftest.py"]
+
+
+def test_helper_module_names_are_unique_across_folders():
+    # every folder of tests ends up on sys.path: a helper module name used
+    # twice would import whichever folder came first
+    names = Counter(
+        path.name
+        for path in TESTS.rglob("*.py")
+        if not path.name.startswith("test_")
+        and "fuzz" not in path.relative_to(TESTS).parts
+    )
+    assert [name for name, n in names.items() if n > 1] == []
