@@ -189,7 +189,7 @@ def _walk_py(value, list buffers, Py_ssize_t limit):
 # _walk's copy of the header, costs several times what writing the bytes
 # costs. _put writes the common values (exact builtin types, arrays and
 # buffers in their own frame) in msgpack's own encoding, byte for byte
-# (tests/test_framing_parity.py); on anything else, or past
+# (tests/wire/test_framing_parity.py); on anything else, or past
 # _SMALL_HEADER bytes, encode starts again on the general path.
 cdef enum:
     _SMALL_HEADER = 1024

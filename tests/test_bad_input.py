@@ -1,12 +1,13 @@
-"""Bad input never stops a server, a registry or a signal receiver.
+"""Bad input never stops a server, a registry or a signal receiver: the server.
 
 Raw DEALER and REQ sockets send malformed messages of every kind listed in
 the robustness issue (not msgpack, truncated, wrong types, unknown event or
 version, missing fields, too many frames, dangling frame references, arrays
-whose dtype and shape do not match their frame, huge declared sizes) and
-oversized ones. Each malformed message that can be answered gets an error
-reply naming the problem, is logged, and a well-formed call is answered
-afterwards. Decoding never unpickles anything.
+whose dtype and shape do not match their frame, huge declared sizes). Each
+malformed message that can be answered gets an error reply naming the
+problem, is logged, and a well-formed call is answered afterwards. Decoding
+never unpickles anything. Oversized messages, the registry and the signal
+receiver: the other tests/test_bad_input_*.py files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import logging
 import pickle
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,36 +23,26 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from bad_input_helpers import (
+    EXT_ARRAY,
+    EXT_BUFFER,
+    EXT_INLINE_ARRAY,
+    REPLY_WAIT_MS,
+    _dealer_exchange,
+    _echo_frames,
+    _ext,
+    _logged,
+    _pack,
+    _req_exchange,
+)
 from conftest import wait_until
 
-from framerpc import framing, protocol, transport
+from framerpc import framing, protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import (
-    RegistryEvents,
-    RegistryMessage,
     Request,
     RPCEvents,
-    SignalEmission,
 )
-from framerpc.registry import DeviceRegistry, list_devices, register_device
-from framerpc.signal import RPCSignal
-from framerpc.signal_receiver import RPCSignalReceiver
-
-#: Generous bound (ms) for an answer that must come: catches a hang only.
-REPLY_WAIT_MS = 5000
-#: How long (ms) to wait for an answer that must not come.
-SILENCE_MS = 500
-#: Ext codes of the framing layer (wire ids, see framerpc.wire._framing_py).
-EXT_BUFFER, EXT_ARRAY, EXT_INLINE_ARRAY = 1, 2, 3
-
-
-def _pack(**fields: Any) -> bytes:
-    """A msgpack map header with exactly ``fields`` (no validation at all)."""
-    return msgpack.packb(fields, use_bin_type=True)
-
-
-def _ext(code: int, payload: Any) -> msgpack.ExtType:
-    return msgpack.ExtType(code, msgpack.packb(payload, use_bin_type=True))
 
 
 def _call(rid: int, **fields: Any) -> bytes:
@@ -63,6 +53,7 @@ def _call(rid: int, **fields: Any) -> bytes:
 
 
 _TRUNCATED = _call(31, a=["a fairly long argument to cut in half"])[:20]
+
 
 # name -> (frames after the delimiter, request id the reply echoes, error text)
 SERVER_CASES: dict[str, tuple[list[bytes], int, str]] = {
@@ -189,12 +180,6 @@ def _inventory_frames(rid: int) -> list:
     return protocol.encode_request(Request(RPCEvents.GET_INVENTORY, rid))
 
 
-def _echo_frames(rid: int, value: Any) -> list:
-    return protocol.encode_request(
-        Request(RPCEvents.METHOD_CALL, rid, "echo", [value], {})
-    )
-
-
 @pytest.fixture
 def raw(ctx: zmq.Context) -> Iterator[Callable[..., zmq.Socket]]:
     """Make raw sockets connected to a URL; all closed at the end."""
@@ -210,31 +195,6 @@ def raw(ctx: zmq.Context) -> Iterator[Callable[..., zmq.Socket]]:
     yield make
     for sock in made:
         sock.close()
-
-
-def _dealer_exchange(sock: zmq.Socket, frames: list, wait_ms: int = REPLY_WAIT_MS):
-    """Send ``[b"", *frames]``; the reply body after the delimiter, or None."""
-    sock.send_multipart([b"", *frames], copy=False)
-    if not sock.poll(wait_ms):
-        return None
-    delimiter, *body = sock.recv_multipart()
-    assert delimiter == b"", "the reply must keep the delimiter"
-    return body
-
-
-def _req_exchange(sock: zmq.Socket, frames: list) -> list[bytes]:
-    sock.send_multipart(frames, copy=False)
-    assert sock.poll(REPLY_WAIT_MS), "no reply on the REQ socket"
-    return sock.recv_multipart()
-
-
-def _logged(caplog: pytest.LogCaptureFixture, logger: str, *parts: str) -> bool:
-    return any(
-        (record.name == logger or record.name.startswith(logger + "."))
-        and record.levelno >= logging.WARNING
-        and all(part in record.getMessage() for part in parts)
-        for record in caplog.records
-    )
 
 
 @contextlib.contextmanager
@@ -260,9 +220,6 @@ def serving(server) -> Iterator[list[BaseException]]:
         server.stop_server()
         thread.join(timeout=5)
         assert not thread.is_alive(), "serve_forever did not return"
-
-
-# -- server ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", list(SERVER_CASES))
@@ -371,279 +328,6 @@ def test_message_without_delimiter_is_dropped_and_logged(tcp_camera, raw, caplog
     good = protocol.decode_reply(_dealer_exchange(sock, _echo_frames(2, "ok")))
     assert (good.ok, good.value, good.request_id) == (True, "ok", 2)
 
-
-# -- oversized messages ------------------------------------------------------------
-
-LIMIT = 64 * 1024
-
-
-@pytest.fixture
-def small_server(ctx, serve):
-    """A camera accepting frames of at most 64 KiB, on loopback TCP."""
-    from devices import CameraServer
-
-    options = transport.SocketOptions(max_message_size=LIMIT)
-    return serve(CameraServer(ctx, "tcp://127.0.0.1", options=options))
-
-
-def test_oversized_message_drops_only_its_sender(small_server, raw, connect):
-    sock = raw(small_server.url)
-    # under the limit: served
-    body = _dealer_exchange(sock, _echo_frames(1, b"x" * (LIMIT - 1024)))
-    assert body is not None and protocol.decode_reply(body).ok
-    # 1 MiB frame: libzmq drops the connection, there is no reply to give
-    assert _dealer_exchange(sock, _echo_frames(2, b"x" * (1 << 20)), SILENCE_MS) is None
-    # other clients are served meanwhile
-    proxy = connect(small_server.url)
-    assert proxy.echo("others are served") == "others are served"
-    # the same socket reconnects and is served again
-    body = _dealer_exchange(sock, _echo_frames(3, "after reconnect"))
-    assert body is not None, "the dropped client was not served after reconnecting"
-    reply = protocol.decode_reply(body)
-    assert (reply.ok, reply.request_id, reply.value) == (True, 3, "after reconnect")
-    assert proxy.add(1, 2) == 3
-
-
-def test_default_limit_serves_a_1_mib_message(tcp_camera, raw):
-    """The 64 KiB limit above, not the message, is what drops the sender."""
-    sock = raw(tcp_camera.url)
-    data = bytes(range(256)) * 4096
-    body = _dealer_exchange(sock, _echo_frames(1, data))
-    assert body is not None
-    reply = protocol.decode_reply(body)
-    assert reply.ok and bytes(reply.value) == data
-
-
-# -- registry ----------------------------------------------------------------------
-
-
-def _registry_header(rid: Any = 1, **fields: Any) -> bytes:
-    header = {"v": 1, "e": "LIST_DEVICES", "i": rid, "pl": {}}
-    header.update(fields)
-    return _pack(**header)
-
-
-# name -> (frames after the delimiter, request id the reply echoes, error text)
-REGISTRY_CASES: dict[str, tuple[list[bytes], int, str]] = {
-    "not msgpack": ([b"\xc1\xc1 not msgpack"], 0, "not valid msgpack"),
-    "truncated msgpack": ([_registry_header(40)[:9]], 0, "not valid msgpack"),
-    "header is a list": ([msgpack.packb(["LIST_DEVICES"])], 0, "header must be a map"),
-    "id is a str": ([_registry_header("x")], 0, "int id"),
-    "payload is a list": ([_registry_header(41, pl=[])], 41, "payload map"),
-    "event is an int": ([_registry_header(42, e=3)], 42, "unknown registry event"),
-    "unknown event": ([_registry_header(43, e="DANCE")], 43, "DANCE"),
-    "reply event sent as a request": ([_registry_header(44, e="ACK")], 44, "ACK"),
-    "unknown version": ([_registry_header(45, v=2)], 45, "protocol version 2"),
-    "no version": ([_pack(e="LIST_DEVICES", i=46, pl={})], 46, "version None"),
-    "register without type": (
-        [_registry_header(47, e="REGISTER", pl={"addr": "tcp://h:1"})],
-        47,
-        "device_type",
-    ),
-    "register with an int name": (
-        [
-            _registry_header(
-                48, e="REGISTER", pl={"device_type": "c", "addr": "a", "name": 3}
-            )
-        ],
-        48,
-        "'name' must be str",
-    ),
-    "alive timeout of nan": (
-        [
-            _registry_header(
-                49, e="CHECK_ALIVE", pl={"uuid": "u", "alive_timeout": 1e999}
-            )
-        ],
-        49,
-        "must be positive",
-    ),
-    "too many frames": (
-        [_registry_header(50), *[b"x"] * framing.MAX_FRAMES],
-        50,
-        f"the limit is {framing.MAX_FRAMES}",
-    ),
-    "reference to a missing frame": (
-        [_registry_header(51, pl={"x": _ext(EXT_BUFFER, 2)})],
-        51,
-        "refers to frame 2",
-    ),
-    "array larger than its frame": (
-        [_registry_header(52, pl={"x": _ext(EXT_ARRAY, [1, "<u4", [9]])}), b"1234"],
-        52,
-        "needs 36 bytes, its frame has 4",
-    ),
-    "bin32 declaring 4 GiB": ([b"\x81\xa1x\xc6\xff\xff\xff\xffab"], 0, "msgpack"),
-    # refused by the default depth limit of framing.decode
-    "nesting 100000 deep": ([b"\x91" * 100_000], 0, "deeper than 100"),
-}
-
-
-@pytest.fixture
-def registry(ctx) -> Iterator[DeviceRegistry]:
-    reg = DeviceRegistry(ctx, "tcp://127.0.0.1", poll_interval=0.02)
-    reg.start()
-    yield reg
-    reg.stop()
-    reg.join(timeout=5)
-    assert not reg.is_alive()
-
-
-def _registry_reply(body: list[bytes] | None) -> RegistryMessage:
-    assert body is not None, "no reply from the registry"
-    return protocol.decode_registry(body)
-
-
-def _assert_registry_serves(ctx, registry) -> None:
-    name, _ = register_device(ctx, registry.url, "cam", f"tcp://h:{uuid.uuid4().int}")
-    assert name in list_devices(ctx, registry.url)
-    assert registry.is_alive()
-
-
-@pytest.mark.parametrize("case", list(REGISTRY_CASES))
-def test_registry_answers_a_malformed_message_with_unsupported(
-    ctx, registry, raw, caplog, case
-):
-    frames, rid, text = REGISTRY_CASES[case]
-    sock = raw(registry.url)
-    with caplog.at_level(logging.WARNING, logger="framerpc.registry"):
-        reply = _registry_reply(_dealer_exchange(sock, frames))
-        assert reply.event is RegistryEvents.UNSUPPORTED
-        assert reply.request_id == rid
-        assert text in reply.payload["error"]
-        assert wait_until(lambda: _logged(caplog, "framerpc.registry", text))
-    _assert_registry_serves(ctx, registry)
-
-
-@pytest.mark.parametrize("case", ["not msgpack", "unknown event", "too many frames"])
-def test_registry_answers_a_malformed_message_from_a_req_socket(
-    ctx, registry, raw, case
-):
-    frames, rid, text = REGISTRY_CASES[case]
-    sock = raw(registry.url, zmq.REQ)
-    reply = protocol.decode_registry(_req_exchange(sock, frames))
-    assert (reply.event, reply.request_id) == (RegistryEvents.UNSUPPORTED, rid)
-    assert text in reply.payload["error"]
-    good = RegistryMessage(RegistryEvents.LIST_DEVICES, {}, 3)
-    reply = protocol.decode_registry(
-        _req_exchange(sock, protocol.encode_registry(good))
-    )
-    assert (reply.event, reply.request_id) == (RegistryEvents.DEVICES, 3)
-
-
-def test_registry_drops_an_oversized_message_and_serves_on(ctx, registry, raw):
-    """The registry accepts frames up to 1 MiB; a larger one drops its sender."""
-    sock = raw(registry.url)
-    huge = _registry_header(1, pl={"pad": b"\0" * (2 << 20)})
-    assert _dealer_exchange(sock, [huge], SILENCE_MS) is None
-    _assert_registry_serves(ctx, registry)
-    reply = _registry_reply(_dealer_exchange(sock, [_registry_header(2)]))
-    assert (reply.event, reply.request_id) == (RegistryEvents.DEVICES, 2)
-
-
-def test_registry_refuses_a_version_of_the_wrong_type(ctx, registry, raw):
-    sock = raw(registry.url)
-    frames = framing.encode({"v": np.array([1, 1]), "e": "LIST_DEVICES", "i": 5})
-    reply = _registry_reply(_dealer_exchange(sock, frames, 1000))
-    assert (reply.event, reply.request_id) == (RegistryEvents.UNSUPPORTED, 5)
-
-
-# -- signal socket -----------------------------------------------------------------
-
-
-@pytest.fixture
-def publisher(ctx) -> Iterator[tuple[zmq.Socket, str]]:
-    sock = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    url = f"inproc://signals-{uuid.uuid4().hex}"
-    sock.bind(url)
-    yield sock, url
-    sock.close()
-
-
-@contextlib.contextmanager
-def receiving(ctx, url: str, signals: dict) -> Iterator[RPCSignalReceiver]:
-    receiver = RPCSignalReceiver(ctx, url, signals)
-    receiver.start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-        receiver.join(timeout=5)
-        assert not receiver.is_alive()
-
-
-def _subscribe(pub: zmq.Socket, receiver: RPCSignalReceiver) -> None:
-    """Publish the handshake until the receiver's subscription is live."""
-    token = uuid.uuid4().hex
-    seen = receiver.expect_token(token)
-    handshake = protocol.encode_signal(SignalEmission(protocol.SYNC_SIGNAL, [token]))
-    assert wait_until(lambda: pub.send_multipart(handshake) or seen.wait(0.02))
-
-
-def _signal_header(**fields: Any) -> bytes:
-    header = {"v": 1, "e": "EMIT_SIGNAL", "s": "count", "x": [1]}
-    header.update(fields)
-    return _pack(**header)
-
-
-# Garbage that tests/test_signal_receiver.py does not already send.
-SIGNAL_GARBAGE = {
-    "truncated msgpack": [_signal_header()[:7]],
-    "too many frames": [_signal_header(), *[b"x"] * framing.MAX_FRAMES],
-    "args is a map": [_signal_header(x={"a": 1})],
-    "name is an int": [_signal_header(s=5)],
-    "array larger than its frame": [
-        _signal_header(x=[_ext(EXT_ARRAY, [1, "<f8", [4]])]),
-        b"\0" * 8,
-    ],
-    "object dtype": [_signal_header(x=[_ext(EXT_ARRAY, [1, "|O", [1]])]), b"\0" * 8],
-    "bin32 declaring 4 GiB": [b"\x81\xa1x\xc6\xff\xff\xff\xffab"],
-    "nesting 100000 deep": [b"\x91" * 100_000],
-}
-
-
-def test_signal_garbage_is_ignored_and_logged(ctx, publisher, caplog):
-    pub, url = publisher
-    received: list[tuple] = []
-    signals = {"count": RPCSignal(int)}
-    signals["count"].connect(lambda *args: received.append(args))
-    with (
-        caplog.at_level(logging.WARNING, logger="framerpc.signal_receiver"),
-        receiving(ctx, url, signals) as receiver,
-    ):
-        _subscribe(pub, receiver)
-        for frames in SIGNAL_GARBAGE.values():
-            pub.send_multipart(frames)
-        pub.send_multipart(protocol.encode_signal(SignalEmission("count", [42])))
-        assert wait_until(lambda: received == [(42,)])
-        assert receiver.is_alive()
-        malformed = [r for r in caplog.records if "malformed signal" in r.getMessage()]
-        assert len(malformed) == len(SIGNAL_GARBAGE)
-
-
-@pytest.mark.parametrize("field", ["v", "e"])
-def test_signal_receiver_survives_array_valued_header_fields(
-    ctx, publisher, monkeypatch, field
-):
-    pub, url = publisher
-    died: list = []  # the thread's exception, instead of a pytest warning
-    monkeypatch.setattr(threading, "excepthook", died.append)
-    received: list[tuple] = []
-    signals = {"count": RPCSignal(int)}
-    signals["count"].connect(lambda *args: received.append(args))
-    with receiving(ctx, url, signals) as receiver:
-        _subscribe(pub, receiver)
-        header = {"v": 1, "e": "EMIT_SIGNAL", "s": "count", "x": [1]}
-        header[field] = np.array([1, 2])
-        pub.send_multipart(framing.encode(header))
-        pub.send_multipart(protocol.encode_signal(SignalEmission("count", [42])))
-        assert wait_until(lambda: received or not receiver.is_alive())
-        assert died == [], f"the receiver thread died: {died[0].exc_value!r}"
-        assert received == [(42,)]
-
-
-# -- nothing from the wire is executed ---------------------------------------------
 
 _side_effects: list[str] = []
 

@@ -4,7 +4,7 @@ A ``Channel`` is a client's side of its calls, a ``Responder`` a server's
 side of the common one; both move their frames with the pure message I/O
 (``framerpc.transport._zmqio_py``). ``framerpc.rpc.callpath`` picks this module or
 the compiled one (same names, same behaviour; the parity tests in
-tests/test_callpath_parity.py run both).
+tests/rpc/test_callpath_parity.py run both).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Chooses the call path engine: compiled ``framerpc.rpc._callpath`` or
 its pure twin ``framerpc.rpc._callpath_py`` (same names, same behaviour;
-tests/test_callpath_parity.py runs both).
+tests/rpc/test_callpath_parity.py runs both).
 
 The compiled engine runs when the compiled framing and message I/O do
 (``FRAMERPC_PURE`` unset, everything built): it calls the compiled

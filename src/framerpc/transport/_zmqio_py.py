@@ -4,7 +4,7 @@
 only (send, receive, lend, release): the call path built on them is
 ``framerpc.rpc``. ``framerpc.transport.zmqio`` picks this module or the
 compiled one (same names, same behaviour; the parity tests in
-tests/test_zmqio_parity.py run both).
+tests/transport/test_zmqio_parity.py run both).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ marker, and the rare paths (arrays, bytes-like values, ext references).
 The engines (``_framing_py`` and the compiled ``_framing``) differ in the
 hot loops over containers and scalars, and the compiled one also writes
 and reads the usual array and buffer references itself (the same bytes,
-tests/test_framing_parity.py). Everything else, the errors included,
+tests/wire/test_framing_parity.py). Everything else, the errors included,
 exists once, here.
 """
 

@@ -1,7 +1,7 @@
 """Pure-Python framing: a header dict plus buffers <-> a list of frames.
 
 The reference behaviour of the framing layer; ``ext/_framing.pyx`` matches
-it function for function (tests/test_framing_parity.py checks both give
+it function for function (tests/wire/test_framing_parity.py checks both give
 the same frames). Nothing here knows about sockets.
 
 Layout of one message (see ``docs/protocol.md``)::

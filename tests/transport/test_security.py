@@ -1,19 +1,18 @@
-"""Tests of framerpc.security at socket level: CURVE key files, settings, and
-the shared ZAP authenticator deciding which clients a ROUTER or PUB answers.
+"""Tests of framerpc.security at socket level: the shared ZAP authenticator
+deciding which clients a ROUTER or PUB answers. Settings, key files and
+security wired into the endpoints: test_security_keys.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import zmq
-from conftest import wait_until
+from security_helpers import REFUSED_WAIT_MS, Keys
 
 from framerpc import security
 from framerpc.security import (
@@ -21,7 +20,6 @@ from framerpc.security import (
     Security,
     apply_client,
     apply_server,
-    generate_keys,
     load_public_key,
 )
 
@@ -29,37 +27,8 @@ pytestmark = pytest.mark.skipif(
     not security.curve_available(), reason="libzmq was built without CURVE"
 )
 
-#: A refused client gets nothing: how long to wait for that nothing (ms).
-REFUSED_WAIT_MS = 300
 #: Generous bound for an allowed exchange (ms): catches a hang only.
 ALLOWED_WAIT_MS = 5000
-
-
-class Keys:
-    """Key files of a test: a server, allowed clients and a stranger."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.allowed = root / "allowed"
-        self.allowed.mkdir()
-        self.server_public, self.server_secret = generate_keys(root / "server", "srv")
-        self.alice_public, self.alice_secret = self.client("alice", allow=True)
-        self.mallory_public, self.mallory_secret = self.client("mallory", allow=False)
-
-    def client(self, name: str, allow: bool) -> tuple[Path, Path]:
-        """A new client key pair; its public file is copied to ``allowed``."""
-        public, secret = generate_keys(self.root / name, name)
-        if allow:
-            shutil.copy(public, self.allowed / public.name)
-        return public, secret
-
-    def server(self, allowed: Path | None = None) -> Security:
-        return Security.from_files(
-            self.server_secret, allowed_clients_dir=allowed or self.allowed
-        )
-
-    def for_client(self, secret: Path) -> Security:
-        return Security.from_files(secret, server_public_file=self.server_public)
 
 
 @pytest.fixture
@@ -331,126 +300,3 @@ def test_apply_client_needs_the_server_key(keys, sockets):
         apply_client(client, no_server)
     apply_client(client, no_server, load_public_key(keys.server_public))
     assert client.getsockopt(zmq.MECHANISM) == zmq.CURVE
-
-
-# -- settings and key files --------------------------------------------------------
-
-
-def test_generate_keys_writes_a_loadable_private_pair(tmp_path):
-    public, secret = generate_keys(tmp_path / "new" / "folder", "device")
-    assert (public.name, secret.name) == ("device.key", "device.key_secret")
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    settings = Security.from_files(secret)
-    assert settings.public_key == load_public_key(public) == load_public_key(secret)
-    assert len(settings.secret_key) == 40
-
-
-def test_generate_keys_never_overwrites_by_default(tmp_path):
-    public, secret = generate_keys(tmp_path, "device")
-    before = load_public_key(public)
-    with pytest.raises(FileExistsError, match=r"device\.key"):
-        generate_keys(tmp_path, "device")
-    assert load_public_key(public) == before
-    generate_keys(tmp_path, "device", overwrite=True)
-    assert load_public_key(public) != before
-    assert Security.from_files(secret).public_key == load_public_key(public)
-
-
-@pytest.mark.parametrize("name", ["", "a/b", "..", "a\\b"])
-def test_generate_keys_rejects_path_like_names(tmp_path, name):
-    with pytest.raises(ValueError, match="name"):
-        generate_keys(tmp_path, name)
-
-
-def test_settings_validate_their_keys(keys, tmp_path):
-    alice = Security.from_files(keys.alice_secret)
-    mallory = Security.from_files(keys.mallory_secret)
-    as_text = Security(alice.public_key.decode(), alice.secret_key.decode())
-    assert as_text.public_key == alice.public_key  # str keys become bytes
-    with pytest.raises(ValueError, match="public_key"):
-        Security(b"short", alice.secret_key)
-    with pytest.raises(ValueError, match="Z85"):
-        Security(b"\x00" * 40, alice.secret_key)
-    with pytest.raises(ValueError, match="does not belong"):
-        Security(alice.public_key, mallory.secret_key)
-    with pytest.raises(ValueError, match="server_public_key"):
-        Security(alice.public_key, alice.secret_key, server_public_key=b"x")
-    with pytest.raises(ValueError, match="not a folder"):
-        Security(
-            alice.public_key,
-            alice.secret_key,
-            allowed_clients_dir=tmp_path / "missing",
-        )
-    with pytest.raises(ValueError, match="no secret key"):
-        Security.from_files(keys.alice_public)
-    with pytest.raises(OSError):
-        Security.from_files(tmp_path / "missing.key_secret")
-
-
-def test_settings_are_frozen_and_hide_the_secret(keys):
-    settings = keys.server()
-    assert settings.allowed_clients_dir == keys.allowed.resolve()
-    with pytest.raises(AttributeError):
-        settings.secret_key = b"x" * 40  # type: ignore[misc]
-    assert settings.secret_key.decode() not in repr(settings)
-    assert "hidden" in repr(settings)
-
-
-# -- wired into servers, clients, signals and the registry -------------------------
-
-
-def _secured(settings: Security):
-    from framerpc.transport import DEFAULT_OPTIONS
-
-    return dataclasses.replace(DEFAULT_OPTIONS, security=settings)
-
-
-def test_rpc_server_accepts_an_allowed_client_and_its_signals(ctx, keys, serve):
-    from devices import CameraProxy, CameraServer
-
-    server = serve(
-        CameraServer(ctx, "tcp://127.0.0.1", options=_secured(keys.server()))
-    )
-    options = _secured(keys.for_client(keys.alice_secret))
-    with CameraProxy(ctx, server.url, options=options) as proxy:
-        assert proxy.echo("secret") == "secret"
-        got: list = []
-        proxy.frame_ready.connect(got.append)
-        server.frame_ready.emit(7)
-        assert wait_until(lambda: got == [7])
-
-
-@pytest.mark.parametrize("who", ["stranger", "no keys"])
-def test_rpc_server_refuses_other_clients(ctx, keys, serve, who):
-    from devices import CameraProxy, CameraServer
-
-    server = serve(
-        CameraServer(ctx, "tcp://127.0.0.1", options=_secured(keys.server()))
-    )
-    options = (
-        _secured(keys.for_client(keys.mallory_secret)) if who == "stranger" else None
-    )
-    kwargs = {"options": options} if options else {}
-    with pytest.raises(TimeoutError):
-        CameraProxy(ctx, server.url, timeout=REFUSED_WAIT_MS, **kwargs)
-
-
-def test_registry_and_its_helpers_accept_the_same_settings(ctx, keys):
-    from framerpc.registry import DeviceRegistry, list_devices, register_device
-
-    registry = DeviceRegistry(ctx, "127.0.0.1", port=None, security=keys.server())
-    registry.start()
-    try:
-        alice = keys.for_client(keys.alice_secret)
-        accepted = register_device(
-            ctx, registry.url, "camera", "tcp://127.0.0.1:1", "cam", security=alice
-        )
-        assert accepted[0] == "cam"
-        assert list_devices(ctx, registry.url, security=alice) == {
-            "cam": ("camera", "tcp://127.0.0.1:1")
-        }
-        with pytest.raises(TimeoutError):
-            list_devices(ctx, registry.url, timeout=REFUSED_WAIT_MS)
-    finally:
-        registry.stop()
-        registry.join(timeout=5)

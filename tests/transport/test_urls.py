@@ -24,7 +24,7 @@ from framerpc.server import RPCServer
 
 #: Generous bound (s) for a child interpreter: catches a hang only.
 PROCESS_WAIT_S = 60
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD_BOTH = [
     "tcp://127.0.0.1:5555",

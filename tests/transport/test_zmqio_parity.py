@@ -1,7 +1,7 @@
 """The compiled message I/O (``framerpc.transport._zmqio``) and its pure twin
 (``framerpc.transport._zmqio_py``) move frames alike: large buffers lent until sent
 and given back, bad frames refused before anything is sent. (The call
-path built on them has its own parity tests: test_callpath_parity.py.)
+path built on them has its own parity tests: tests/rpc/test_callpath_parity.py.)
 
 The compiled half is skipped (with the reason) when it is not built; CI
 builds it.

@@ -38,7 +38,7 @@ from framerpc.protocol import (
     SignalEmission,
 )
 
-HARNESS = Path(__file__).resolve().parent / "fuzz" / "fuzz_decode.py"
+HARNESS = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_decode.py"
 #: Inputs the CI run of the harness tries (a fixed number, a fixed seed).
 HARNESS_RUNS = 2000
 HARNESS_COMMAND = [sys.executable, str(HARNESS), f"-runs={HARNESS_RUNS}"]

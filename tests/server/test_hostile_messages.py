@@ -6,6 +6,7 @@ refused (or served) while another client's call is answered, with the
 server's thread spending little CPU on it. The limits are the fields of
 ``SocketOptions`` (issue 11, "bounded work per message"). Also here: a
 ``bytes`` frame is lent to libzmq, not copied.
+The decoders alone, both engines: test_hostile_decoders.py.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import numpy as np
 import pytest
 import zmq
 from devices import CameraProxy, CameraServer
+from hostile_helpers import _array32, _call_header, _native_shapes
 
-from framerpc import legacy, protocol, transport
+from framerpc import protocol, transport
 from framerpc._ratelog import RateLimitedLog
-from framerpc.errors import MessageTooLargeError, ProtocolError
+from framerpc.errors import MessageTooLargeError
 from framerpc.transport import SocketOptions
 from framerpc.wire import _framing_py
 
@@ -43,70 +45,6 @@ try:
 except ImportError:  # no compiler: the pure engine only
     _framing_c = None
 ENGINES = [_framing_py] + ([_framing_c] if _framing_c is not None else [])
-
-
-# -- hostile bytes ---------------------------------------------------------------
-def _array32(count: int, item: bytes) -> bytes:
-    return b"\xdd" + count.to_bytes(4, "big") + item * count
-
-
-def _call_header(rid: int, args_msgpack: bytes, method: str = "echo") -> bytes:
-    """A METHOD_CALL header whose args list is the raw msgpack given."""
-    head = msgpack.packb({"v": 1, "e": "METHOD_CALL", "i": rid, "m": method})
-    # a fixmap of 4 entries becomes one of 6: "a" and "k" follow
-    return b"\x86" + head[1:] + b"\xa1a" + args_msgpack + b"\xa1k\x80"
-
-
-def _native_shapes(size: int) -> dict[str, tuple[bytes, int, str]]:
-    """name -> (header, request id of the reply, text of the refusal)."""
-    return {
-        "header of empty arrays": (_array32(size, b"\x90"), -1, "objects"),
-        "empty arrays as args": (
-            _call_header(1, b"\x91" + _array32(size, b"\x90")),
-            1,
-            "objects",
-        ),
-        "empty maps as args": (
-            _call_header(2, b"\x91" + _array32(size, b"\x80")),
-            2,
-            "objects",
-        ),
-        "small ints as args": (
-            _call_header(3, b"\x91" + _array32(size, b"\x01")),
-            3,
-            "objects",
-        ),
-        "short strings as args": (
-            _call_header(4, b"\x91" + _array32(size // 2, b"\xa1a")),
-            4,
-            "objects",
-        ),
-        "small arrays as args": (  # counted as they complete, not declared
-            _call_header(
-                9, b"\x91" + _array32(size // 18, b"\xdc\x00\x0f" + b"\x90" * 15)
-            ),
-            9,
-            "objects",
-        ),
-        "deep nesting as args": (
-            _call_header(5, b"\x91" * size + b"\xc0"),
-            5,
-            "deeper than",
-        ),
-        "inline arrays as args": (
-            _call_header(
-                6,
-                _array32(
-                    size // 16,
-                    msgpack.packb(
-                        msgpack.ExtType(3, msgpack.packb(["u1", [1], b"\0"]))
-                    ),
-                ),
-            ),
-            6,
-            "objects",
-        ),
-    }
 
 
 def _json_request(args_json: bytes) -> bytes:
@@ -326,73 +264,6 @@ def test_rate_limited_log_counts_what_it_leaves_out(caplog):
     assert caplog.records[-1].getMessage() == (
         "bad 10 (and 9 more not logged in the last 3600.0 s)"
     )
-
-
-# -- the decoders ----------------------------------------------------------------
-@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
-@pytest.mark.parametrize(
-    "shape", [s for s in _native_shapes(1) if s != "header of empty arrays"]
-)
-def test_both_engines_refuse_a_shape_with_the_same_error(engine, shape):
-    frame = _native_shapes(2 * MIB)[shape][0]
-    with pytest.raises(MessageTooLargeError) as caught:
-        engine.decode([frame])
-    reference = None
-    try:
-        _framing_py.decode([frame])
-    except MessageTooLargeError as exc:
-        reference = str(exc)
-    assert str(caught.value) == reference
-
-
-@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
-def test_decode_limits_are_exact(engine):
-    pad = "p" * 70_000
-    # header map, "a" key and its list, 996 ints, "pad" key and value: 1001
-    header = {"a": [1] * 996, "pad": pad}
-    frame = msgpack.packb(header)
-    assert engine.decode([frame], max_objects=1001) == header
-    with pytest.raises(MessageTooLargeError, match="more than 1000 objects"):
-        engine.decode([frame], max_objects=1000)
-    deep = {"a": [[[1]]], "pad": pad}  # depth 4
-    assert engine.decode([msgpack.packb(deep)], max_depth=4) == deep
-    with pytest.raises(MessageTooLargeError, match="deeper than 3"):
-        engine.decode([msgpack.packb(deep)], max_depth=3)
-    # a small header is not checked: its cost is bounded by its size
-    assert engine.decode([msgpack.packb({"a": [1] * 100})], max_objects=10)
-
-
-@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
-def test_an_ext_reference_counts_sixteen_objects(engine):
-    item = msgpack.ExtType(3, msgpack.packb(["u1", [1], b"\0"]))
-    frame = msgpack.packb({"a": [item] * 10, "pad": "p" * 70_000})
-    # header, "a", list, "pad", its value: 5; ten references: 160
-    assert len(engine.decode([frame], max_objects=165)["a"]) == 10
-    with pytest.raises(MessageTooLargeError):
-        engine.decode([frame], max_objects=164)
-
-
-def test_json_limits():
-    pad = '"' + "p" * 70_000 + '"'
-    deep = ("[" * 10 + "]" * 10).encode()
-    text = b'{"a": ' + deep + b', "pad": ' + pad.encode() + b"}"
-    assert legacy.loads(text, max_depth=11)["a"]
-    with pytest.raises(MessageTooLargeError, match="deeper than 10"):
-        legacy.loads(text, max_depth=10)
-    # brackets, commas and colons inside strings do not count
-    quoted = b'{"a": "' + b"[,:{" * 30_000 + b'"}'
-    assert legacy.loads(quoted, max_objects=10, max_depth=2)["a"]
-    with pytest.raises(MessageTooLargeError, match="exceeds the limit of 100"):
-        legacy.loads(b"{}" + b" " * 200, max_size=100)
-    with pytest.raises(ProtocolError):
-        legacy.loads(b"[" * 100_000)
-
-
-def test_peek_request_id_reads_only_the_leading_scalars():
-    assert protocol.peek_request_id(_native_shapes(1000)["empty maps as args"][0]) == 2
-    assert protocol.peek_request_id(msgpack.packb({"a": [1], "i": 3})) == -1
-    assert protocol.peek_request_id(b"\xdf\xff\xff\xff\xff") == -1
-    assert protocol.peek_request_id(b"") == -1
 
 
 # -- bytes frames are lent, not copied -------------------------------------------

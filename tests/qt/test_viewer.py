@@ -24,7 +24,7 @@ from qtpy import QtCore, QtGui
 from framerpc import DeviceRegistry
 from framerpc.demo import DEVICE_TYPE, DemoCamera
 
-VIEWER = Path(__file__).resolve().parent.parent / "examples" / "viewer.py"
+VIEWER = Path(__file__).resolve().parents[2] / "examples" / "viewer.py"
 WAIT_MS = 30_000  # a ceiling that only catches a hang
 
 pytestmark = pytest.mark.skipif(not VIEWER.exists(), reason="not a source checkout")
@@ -41,7 +41,7 @@ def load_viewer():
 @pytest.fixture(autouse=True)
 def collect_garbage_here():
     """Free QObjects left in reference cycles in the GUI thread (see
-    tests/test_qt.py), not on a framerpc thread that happens to run the
+    tests/qt/test_qt.py), not on a framerpc thread that happens to run the
     garbage collector."""
     yield
     gc.collect()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from engines import once_per_suite
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXT = ROOT / "ext"
 
 pytestmark = [

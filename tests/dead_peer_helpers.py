@@ -1,0 +1,31 @@
+"""Helpers shared by tests/test_dead_peers*.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from dead_peer_device import heartbeat_options
+
+#: Fast heartbeats of most tests: a frozen peer is noticed within ~1.2 s.
+FAST_IVL_MS, FAST_TIMEOUT_MS = 200, 1000
+FAST = heartbeat_options(FAST_IVL_MS, FAST_TIMEOUT_MS)
+#: Bound (s) that only catches a hang: far above every expected time.
+HANG_BOUND_S = 10.0
+
+
+def _call_in_thread(func: Callable[[], object]) -> tuple[threading.Thread, dict]:
+    """Run ``func`` in a thread; the dict gets its outcome and end time."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = func()
+        except BaseException as exc:
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome

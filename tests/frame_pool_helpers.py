@@ -1,0 +1,222 @@
+"""Helpers shared by tests/test_frame_pool*.py: frame checks and a camera serving
+pool frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import select
+import socket
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from framerpc import FramePool, RPCClient, RPCServer, RPCSignal, protocol, transport
+from framerpc.transport import DEFAULT_OPTIONS
+
+# 256 KiB frames: over both engines' zero-copy thresholds (16 KiB compiled,
+# 64 KiB pure), so they are lent to libzmq, not copied.
+SHAPE = (64, 1024)
+DTYPE = np.uint32
+
+
+def _check(frame: np.ndarray, seq: int) -> bool:
+    return bool(np.all(frame == seq))
+
+
+# -- a camera serving pool frames --------------------------------------------
+class CameraAPI:
+    frame_ready = RPCSignal(np.ndarray, int)
+
+    def grab(self) -> tuple:
+        raise NotImplementedError
+
+    def fresh(self, seq: int) -> tuple:
+        raise NotImplementedError
+
+    def plain(self, seq: int) -> tuple:
+        raise NotImplementedError
+
+    def ping(self) -> int:
+        raise NotImplementedError
+
+
+class PoolCamera(CameraAPI, RPCServer):
+    """Serves the latest pool frame (``grab``), a frame acquired per call
+    and kept by no one (``fresh``), or one plain array refilled in place
+    (``plain``, the pattern that tears)."""
+
+    def __init__(self, ctx: zmq.Context, url: str, pool: FramePool, **kw: Any):
+        self.pool = pool
+        self.served = threading.Event()
+        self.calls = 0  # of fresh and plain
+        self.plain_frame = np.zeros(pool.shape, pool.dtype)
+        self._latest: tuple[np.ndarray, int] | None = None
+        self._lock = threading.Lock()
+        RPCServer.__init__(self, ctx, url, **kw)
+
+    def publish(self, frame: np.ndarray, seq: int) -> None:
+        with self._lock:
+            self._latest = (frame, seq)
+
+    @RPCServer.register_method_buffer(timeout=20000)
+    def grab(self) -> tuple:
+        with self._lock:
+            assert self._latest is not None
+            frame, seq = self._latest
+        return frame, {"seq": seq}
+
+    @RPCServer.register_method_buffer(timeout=20000)
+    def fresh(self, seq: int) -> tuple:
+        frame = self.pool.acquire(timeout=0)
+        frame[...] = seq
+        self.calls += 1
+        self.served.set()
+        return frame, {"seq": seq}
+
+    @RPCServer.register_method_buffer(timeout=20000)
+    def plain(self, seq: int) -> tuple:
+        self.plain_frame[...] = seq
+        self.calls += 1
+        self.served.set()
+        return self.plain_frame, {"seq": seq}
+
+    @RPCServer.register_method_json
+    def ping(self) -> int:
+        return 1
+
+
+@RPCClient.register_interface(CameraAPI)
+class CameraProxy(CameraAPI, RPCClient):
+    pass
+
+
+def _no_heartbeats() -> transport.SocketOptions:
+    # a stalled link must stay up however long the test takes to look at it
+    return dataclasses.replace(DEFAULT_OPTIONS, heartbeat_ivl_ms=0)
+
+
+class StallingLink:
+    """A TCP forwarder between one client and a server whose
+    server-to-client direction can be stalled: what the server sends then
+    waits in the server's kernel buffers and in its libzmq."""
+
+    #: Receive buffer of the forwarder's server side (bytes; the kernel
+    #: doubles it); small, so that a stalled link absorbs little.
+    RCVBUF = 64 * 1024
+
+    def __init__(self, server_port: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._server_port = server_port
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._stop = threading.Event()
+        self._cut = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stalling link")
+        self._thread.start()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def cut(self) -> None:
+        """Close both connections, as a client that died would."""
+        self._cut.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def _run(self) -> None:
+        self._listener.settimeout(0.05)
+        client = None
+        while client is None and not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+        if client is None:
+            return
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+        upstream.connect(("127.0.0.1", self._server_port))
+        try:
+            while not self._stop.is_set() and not self._cut.is_set():
+                readers = [client] + ([upstream] if self._flowing.is_set() else [])
+                ready, _, _ = select.select(readers, [], [], 0.02)
+                for sock in ready:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    (upstream if sock is client else client).sendall(data)
+        finally:
+            client.close()
+            upstream.close()
+
+
+def _stuck_frame_shape() -> tuple[int, int]:
+    """Rows of 4 KiB, more than the kernel can hold between a server and a
+    stalled link (the server's send buffer grows up to tcp_wmem's maximum),
+    so the end of a reply stays in libzmq until the link moves again."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as file:
+            wmem_max = int(file.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        wmem_max = 4 << 20
+    nbytes = max(8 << 20, 2 * wmem_max + 2 * StallingLink.RCVBUF + (1 << 20))
+    if nbytes > 96 << 20:
+        pytest.skip(f"kernel send buffers up to {wmem_max} B: too large to stall")
+    return (nbytes // 4096, 1024)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+class RawClient:
+    """A DEALER sending native calls and reading their replies by hand,
+    through a ``StallingLink``."""
+
+    def __init__(self, ctx: zmq.Context, port: int) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, request_id: int, method: str, *args: Any) -> None:
+        frames = protocol.encode_call(request_id, method, list(args), {})
+        self.sock.send_multipart([b"", *frames])
+
+    def reply(self) -> tuple[np.ndarray, dict]:
+        assert self.sock.poll(30000), "no reply"
+        frames = self.sock.recv_multipart(copy=False)
+        reply = protocol.decode_reply(frames[1:])
+        assert reply.ok, reply.error
+        return reply.value, reply.info or {}
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _hold_a_reply_open(
+    ctx: zmq.Context, camera: PoolCamera, link: StallingLink, method: str
+) -> RawClient:
+    """Ask ``method`` through ``link``, stalled; return once the server has
+    handed the reply to libzmq (it has answered a later call since)."""
+    client = RawClient(ctx, link.port)
+    client.send(1, "ping")  # connected, handshake through
+    result, _ = client.reply()
+    assert result == 1
+    link.stall()
+    client.send(2, method, 7)
+    assert camera.served.wait(20)
+    # one request at a time: this answer means the reply above was sent
+    with CameraProxy(ctx, camera.url, timeout=20000) as other:
+        assert other.ping() == 1
+    return client

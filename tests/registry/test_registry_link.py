@@ -1,0 +1,256 @@
+"""Tests of framerpc.registry: RegistryLink, a server's registration kept alive.
+
+No test depends on a wall-clock deadline being met: registries and links
+run on a :class:`ManualClock` moved by hand, waits poll a condition with
+generous bounds, and "nothing arrived" is shown with a sentinel request.
+Helpers shared by tests/registry/test_registry*.py are in registry_helpers.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+from conftest import finishes_within, wait_until
+from manual_clock import ManualClock
+from registry_helpers import WAIT, inproc_url, sentinel_list
+
+from framerpc import transport
+from framerpc.protocol import RegistryEvents
+from framerpc.registry import (
+    AliveCheckState,
+    DeviceRegistry,
+    RegistryLink,
+    list_devices,
+    register_device,
+    send_alive_check,
+    unregister_device,
+)
+
+
+@pytest.fixture
+def start_registry(ctx: zmq.Context) -> Iterator[Callable[..., DeviceRegistry]]:
+    """Factory of started registries; each is stopped and joined at the end."""
+    started: list[DeviceRegistry] = []
+
+    def start(addr: str = "tcp://127.0.0.1", **kwargs) -> DeviceRegistry:
+        kwargs.setdefault("poll_interval", 0.02)
+        kwargs.setdefault("clock", ManualClock())
+        reg = DeviceRegistry(ctx, addr, **kwargs)
+        reg.start()
+        started.append(reg)
+        return reg
+
+    yield start
+    for reg in started:
+        reg.stop()
+        reg.join(timeout=3)
+        assert not reg.is_alive(), "registry thread did not end"
+
+
+@pytest.fixture
+def reg(start_registry) -> DeviceRegistry:
+    return start_registry()
+
+
+# -- RegistryLink -------------------------------------------------------------
+
+
+def checked_in_since(reg: DeviceRegistry, name: str, now: float) -> bool:
+    """Whether ``name`` checked in (or registered) at registry time >= ``now``."""
+    entry = reg.get_entry(name)
+    return entry is not None and entry.deadline >= now + entry.alive_timeout
+
+
+def ticking(link: RegistryLink, condition: Callable[[], object]) -> Callable:
+    """A condition for wait_until that ticks ``link`` before each check."""
+    return lambda: link.tick() or condition()
+
+
+def test_link_register_tick_and_unregister(ctx, start_registry):
+    clock, link_clock = ManualClock(), ManualClock()
+    reg = start_registry(clock=clock)
+    link = RegistryLink(
+        ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3, clock=link_clock
+    )
+    try:
+        assert link.register() == ("dev", link.uuid)
+        assert link.registry_url == reg.url
+        # Check-ins keep the device listed well past its 0.3 s deadline.
+        for _ in range(5):
+            clock.advance(0.2)
+            link_clock.advance(0.2)  # > the 0.1 s interval: a check-in is due
+            assert wait_until(
+                ticking(link, lambda: checked_in_since(reg, "dev", clock.now)), WAIT
+            )
+        assert "dev" in sentinel_list(ctx, reg)
+        assert link.unregister() is True
+        assert link.uuid is None
+        assert reg.get_devices() == {}
+        assert link.unregister() is False
+    finally:
+        link.close()
+        link.close()
+
+
+def test_link_tick_sends_without_waiting_for_the_answer(ctx):
+    silent = ctx.socket(zmq.ROUTER)  # takes the check-in, never answers
+    silent.setsockopt(zmq.LINGER, 0)
+    link_clock = ManualClock()
+    try:
+        port = silent.bind_to_random_port("tcp://127.0.0.1")
+        url = f"tcp://127.0.0.1:{port}"
+        link = RegistryLink(ctx, url, "cam", "dev", "tcp://h:1", 0.3, clock=link_clock)
+        link.uuid = "registered-before"
+        try:
+            link_clock.advance(1.0)
+            # Once connected, the check-in leaves and tick returns with the
+            # answer still pending: it never waited for it.
+            assert wait_until(ticking(link, lambda: silent.poll(0)), WAIT)
+            assert link._pending is RegistryEvents.CHECK_ALIVE
+            finishes_within(WAIT, link.tick)
+            assert link._pending is RegistryEvents.CHECK_ALIVE
+        finally:
+            link.close()
+    finally:
+        silent.close()
+
+
+def test_link_without_ticks_is_pruned(ctx, start_registry):
+    clock = ManualClock()
+    reg = start_registry(clock=clock)
+    link = RegistryLink(ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3)
+    try:
+        link.register()
+        clock.advance(0.31)
+        assert wait_until(lambda: not reg.get_devices(), WAIT)
+    finally:
+        link.close()
+
+
+def test_link_reregisters_when_forgotten(ctx, reg):
+    link_clock = ManualClock()
+    link = RegistryLink(
+        ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3, clock=link_clock
+    )
+    try:
+        _, old_uuid = link.register()
+        # Simulate a registry that lost the device (pruned, or restarted).
+        assert unregister_device(ctx, reg.url, old_uuid)
+        link_clock.advance(0.2)
+        # The registry lists the device before the link reads the ACK.
+        assert wait_until(ticking(link, lambda: link.uuid != old_uuid), WAIT)
+        assert link.name == "dev"
+        assert "dev" in reg.get_devices()
+        assert send_alive_check(ctx, reg.url, link.uuid) is AliveCheckState.ok
+    finally:
+        link.close()
+
+
+def test_link_reports_registry_gone(ctx, start_registry, caplog):
+    reg = start_registry(inproc_url())
+    link_clock = ManualClock()
+    link = RegistryLink(
+        ctx, reg.url, "cam", "dev", "tcp://h:1", alive_timeout=0.15, clock=link_clock
+    )
+    try:
+        link.register()
+        reg.stop()
+        reg.join(timeout=WAIT)
+
+        def later_tick() -> bool:
+            link_clock.advance(link.interval)
+            link.tick()
+            return "seems gone" in caplog.text
+
+        with caplog.at_level(logging.WARNING, logger="framerpc.registry"):
+            assert wait_until(later_tick, WAIT)
+    finally:
+        link.close()
+    link.tick()  # a closed link does nothing
+
+
+def test_link_unregister_never_raises_on_silence(ctx):
+    link = RegistryLink(ctx, inproc_url(), "cam", "dev", "tcp://h:1", 1.0)
+    link.uuid = "known-before"
+    try:
+        assert finishes_within(WAIT, lambda: link.unregister(timeout=100)) is False
+    finally:
+        link.close()
+
+
+def start_again(start_registry, url: str, **kwargs) -> DeviceRegistry:
+    """Start a registry at ``url``, which a stopped one held a moment ago.
+
+    ZeroMQ releases a TCP port in its I/O thread after close(), so the
+    port may stay busy for a few milliseconds after join().
+    """
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return start_registry(url, **kwargs)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "inproc"])
+def test_link_reregisters_after_registry_restart(ctx, start_registry, kind):
+    first = start_registry("tcp://127.0.0.1" if kind == "tcp" else inproc_url())
+    link_clock = ManualClock()
+    link = RegistryLink(
+        ctx, first.url, "cam", "dev", "tcp://h:1", alive_timeout=0.3, clock=link_clock
+    )
+
+    def later_tick(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            link_clock.advance(link.interval)
+            link.tick()
+            return condition()
+
+        return check
+
+    try:
+        _, old_uuid = link.register()
+        link_clock.advance(0.2)
+        assert wait_until(
+            ticking(link, lambda: link._pending is None and link._sock is not None),
+            WAIT,
+        )
+        first.stop()
+        first.join(timeout=WAIT)
+        assert not first.is_alive()
+        bind = f"tcp://127.0.0.1:{first.port}" if kind == "tcp" else first.url
+        second = start_again(start_registry, bind)
+        assert second.get_devices() == {}
+        assert wait_until(
+            later_tick(lambda: second.get_devices() == {"dev": ("cam", "tcp://h:1")}),
+            WAIT,
+        )
+        assert wait_until(ticking(link, lambda: link.uuid != old_uuid), WAIT)
+        assert link.name == "dev"
+    finally:
+        link.close()
+
+
+def test_helpers_close_their_sockets(ctx, reg, monkeypatch):
+    made: list[zmq.Socket] = []
+    real_make_socket = transport.make_socket
+
+    def recording(*args, **kwargs):
+        sock = real_make_socket(*args, **kwargs)
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr(transport, "make_socket", recording)
+    _, dev_uuid = register_device(ctx, reg.url, "cam", "tcp://h:1", "dev")
+    send_alive_check(ctx, reg.url, dev_uuid)
+    send_alive_check(ctx, inproc_url(), dev_uuid, timeout=50)
+    list_devices(ctx, reg.url)
+    unregister_device(ctx, reg.url, dev_uuid)
+    assert len(made) == 5
+    assert all(sock.closed for sock in made)

@@ -1,0 +1,174 @@
+"""FramePool (issue 14): a camera serving pool frames never tears one, and what a
+plain reused array does today (the reason for the pool), shown
+deterministically. Frames are filled with their sequence number (see
+test_frame_pool.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+from conftest import wait_until
+from frame_pool_helpers import (
+    DTYPE,
+    SHAPE,
+    CameraProxy,
+    PoolCamera,
+    StallingLink,
+    _check,
+    _hold_a_reply_open,
+    _no_heartbeats,
+    _port,
+    _stuck_frame_shape,
+)
+
+from framerpc import FramePool
+
+
+@pytest.fixture
+def make_camera(ctx: zmq.Context, serve: Callable) -> Callable[..., PoolCamera]:
+    def make(url: str, pool: FramePool, **kw: Any) -> PoolCamera:
+        return serve(PoolCamera(ctx, url, pool, **kw))
+
+    return make
+
+
+def test_pool_frames_are_never_torn(ctx, url, make_camera):
+    """Three clients fetch while a writer refills the pool as fast as it
+    can and emits every tenth frame; every frame received matches its
+    sequence number, also when checked again one fetch later (over
+    inproc:// the client's array is the slot's own memory)."""
+    # few slots: a slot given back too early would be refilled within
+    # microseconds, while its frame is still being sent or read
+    pool = FramePool(SHAPE, DTYPE, depth=6)
+    camera = make_camera(url, pool)
+    first = pool.acquire()
+    first[...] = 1
+    camera.publish(first, 1)
+    del first
+    stop = threading.Event()
+    written = [1]
+
+    def writer() -> None:
+        seq = 1
+        while not stop.is_set():
+            try:
+                frame = pool.acquire(timeout=0.05)
+            except TimeoutError:  # every slot out: a normal wait, not an error
+                continue
+            seq += 1
+            frame[...] = seq
+            camera.publish(frame, seq)
+            if seq % 10 == 0:
+                camera.frame_ready.emit(frame, seq)
+            written[0] = seq
+            del frame
+
+    bad: list[str] = []
+    fetched: list[int] = []
+    signalled: list[int] = []
+    kept: list[tuple[np.ndarray, int]] = []
+
+    def on_frame(frame: np.ndarray, seq: int) -> None:
+        if kept and not _check(*kept[-1]):
+            bad.append(f"signal {kept[-1][1]} changed later")
+        kept.clear()
+        if _check(frame, seq):
+            kept.append((frame, seq))  # checked again at the next one
+        else:
+            bad.append(f"signal {seq}: {np.unique(frame)[:5]}")
+        signalled.append(seq)
+
+    def client(count: int) -> None:
+        try:
+            with CameraProxy(ctx, camera.url, timeout=20000) as proxy:
+                previous: tuple[np.ndarray, int] | None = None
+                for _ in range(count):
+                    frame, info = proxy.grab()
+                    if previous is not None and not _check(*previous):
+                        bad.append(f"{previous[1]} changed after it arrived")
+                    previous = None
+                    if _check(frame, info["seq"]):
+                        previous = (frame, info["seq"])  # checked again later
+                    else:
+                        bad.append(f"{info['seq']}: {np.unique(frame)[:5]}")
+                    fetched.append(info["seq"])
+        except Exception as exc:  # reported by the assertion below
+            bad.append(repr(exc))
+
+    listener = CameraProxy(ctx, camera.url, timeout=20000)
+    try:
+        listener.frame_ready.connect(on_frame)
+        threads = [threading.Thread(target=writer)]
+        threads += [threading.Thread(target=client, args=(60,)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads[1:]:
+            thread.join(60)
+        assert wait_until(lambda: bool(signalled), timeout=20)
+        stop.set()
+        threads[0].join(20)
+    finally:
+        stop.set()
+        listener.close()
+    kept.clear()
+    assert not bad, bad[:5]
+    assert len(fetched) == 180
+    # the slots were reused many times over while the clients fetched
+    assert written[0] > 3 * pool.depth
+    assert len(set(fetched)) > pool.depth
+
+
+@pytest.fixture
+def stalling_link() -> Iterator[Callable[[int], StallingLink]]:
+    links: list[StallingLink] = []
+
+    def make(port: int) -> StallingLink:
+        links.append(StallingLink(port))
+        return links[-1]
+
+    yield make
+    for link in links:
+        link.close()
+
+
+# -- today's behaviour of a plain array (why the pool exists) ---------------
+def test_documents_that_a_plain_array_refilled_after_return_tears_over_tcp(
+    ctx, make_camera, stalling_link
+):
+    """DOCUMENTS TODAY'S BEHAVIOUR, not a wish: a plain array returned from
+    a buffer method is sent after the method returns, from its own memory.
+    A camera that refills it while the reply is still on its way (here: a
+    client that has not read it yet) changes what the client receives; the
+    start of the frame had left already, the rest is the next frame."""
+    pool = FramePool(_stuck_frame_shape(), DTYPE, depth=1)
+    camera = make_camera("tcp://127.0.0.1", pool, options=_no_heartbeats())
+    link = stalling_link(_port(camera.url))
+    client = _hold_a_reply_open(ctx, camera, link, "plain")
+    try:
+        camera.plain_frame[...] = 8  # the camera's next frame, same array
+        link.resume()
+        frame, info = client.reply()
+        assert info["seq"] == 7
+        assert frame[0, 0] == 7 and frame[-1, -1] == 8  # torn
+    finally:
+        client.close()
+
+
+def test_documents_that_a_plain_array_changes_under_an_inproc_client(ctx, make_camera):
+    """DOCUMENTS TODAY'S BEHAVIOUR: over inproc:// the client's received
+    array is the server's plain array itself, so refilling it changes a
+    frame the client already holds. A pool frame cannot be refilled then
+    (see test_over_inproc_the_receiver_holds_the_slot)."""
+    pool = FramePool(SHAPE, DTYPE, depth=1)
+    camera = make_camera(f"inproc://pool-{id(pool)}", pool)
+    with CameraProxy(ctx, camera.url, timeout=20000) as proxy:
+        frame, info = proxy.plain(1)
+        assert info["seq"] == 1 and _check(frame, 1)
+        camera.plain_frame[...] = 2
+        assert _check(frame, 2)  # changed after it arrived
