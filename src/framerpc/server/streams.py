@@ -27,7 +27,7 @@ import zmq
 from .. import _lifecycle, transport
 from .._ratelog import RateLimitedLog
 from ..errors import ProtocolError
-from ..stream import credit_window, declared_streams
+from ..stream import PREFETCH, credit_window, declared_streams
 from ..transport.waker import Waker
 from ..wire import streams as _streamproto
 from .stream_publisher import StreamPublisher
@@ -39,9 +39,11 @@ _log = logging.getLogger(__name__)
 #: Most subscriptions a server keeps at once; more are refused.
 MAX_SUBSCRIBERS = 256
 #: Send high-water mark (messages) of the stream socket per subscriber:
-#: credit bounds what an honest subscriber has in flight; this bounds a
-#: subscriber that grants credit without reading.
-_SNDHWM = 16
+#: credit bounds what an honest subscriber has in flight (its credit
+#: window, at most PREFETCH frames, and a control reply); this bounds a
+#: subscriber that grants credit without reading, each of whose queued
+#: frames pins a whole published buffer: so no more than an honest one.
+_SNDHWM = PREFETCH + 2
 #: Largest message (bytes) the stream socket accepts: only small control
 #: messages travel to the server; libzmq drops a peer sending more.
 _MAX_IN = 4 * _streamproto.MAX_CONTROL
