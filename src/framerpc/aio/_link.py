@@ -38,6 +38,8 @@ _log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+#: Most messages the reader takes in one turn of the loop.
+_BATCH = 256
 #: How often (s) calls in flight check that their server is still there.
 _WATCH_S = 0.1
 
@@ -235,7 +237,12 @@ class Link:
         try:
             # ZMQ_EVENTS first: a zmq.Again raised at the end of each drain
             # cost more than the check (about 5 us)
+            budget = _BATCH
             while int(events(_EVENTS)) & _POLLIN:
+                budget -= 1
+                if budget < 0:  # the rest next turn: a flood must not starve the loop
+                    self._fdwatch.kick()  # type: ignore[union-attr]
+                    return
                 frames = recv(sock, _NOBLOCK)
                 if len(frames) < 2 or len(frames[0]) != 0:
                     _log.warning("dropped a reply without delimiter from %s", self.url)
