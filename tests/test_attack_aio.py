@@ -13,10 +13,18 @@ import logging
 
 import zmq
 
-from framerpc import transport
+from framerpc import RPCServer, transport
+from framerpc.aio import server as aio_server
 from framerpc.aio._link import Link
 from framerpc.aio._signals import SignalHub
-from framerpc.wire.messages import Reply, encode_reply
+from framerpc.wire.messages import (
+    Reply,
+    Request,
+    RPCEvents,
+    decode_reply,
+    encode_reply,
+    encode_request,
+)
 
 HANG_S = 30
 _names = itertools.count()
@@ -125,3 +133,58 @@ def test_a_flood_of_garbage_emissions_does_not_starve_the_loop(ctx):
         logger.removeHandler(dropped)
         pub.close()
     assert any(0 < n < total for n in seen), seen[:5]
+
+
+class Holder:
+    def hold(self) -> None:
+        """async: never returns (until the server stops)."""
+        raise NotImplementedError
+
+    def add(self, a: int, b: int) -> int:
+        """sync: ``a + b``."""
+        raise NotImplementedError
+
+
+class HolderServer(Holder, RPCServer):
+    @RPCServer.register_method_json(timeout=None)
+    async def hold(self) -> None:
+        await asyncio.Event().wait()
+
+    @RPCServer.register_method_json
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+def test_async_calls_that_never_return_are_bounded(ctx, monkeypatch):
+    """Calls of a never-returning async method each keep a task for ever
+    (their client may have given up or left): beyond MAX_ASYNC_CALLS the
+    server answers with a clear error instead of growing without bound,
+    and sync calls are still answered."""
+    monkeypatch.setattr(aio_server, "MAX_ASYNC_CALLS", 5, raising=False)
+    server = HolderServer(ctx, f"inproc://attack-hold-{next(_names)}")
+    server.start()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(server.url)
+
+    def call(rid: int, method: str, *args: int) -> None:
+        request = Request(RPCEvents.METHOD_CALL, rid, method=method, args=list(args))
+        dealer.send_multipart([b"", *encode_request(request)])
+
+    try:
+        for rid in range(8):
+            call(rid, "hold")
+        call(100, "add", 2, 3)  # the sentinel: answered after the 8 above
+        replies = {}
+        while 100 not in replies:
+            assert dealer.poll(HANG_S * 1000)
+            reply = decode_reply(dealer.recv_multipart()[1:])
+            replies[reply.request_id] = reply
+        assert replies[100].ok and replies[100].value == 5
+        refused = sorted(rid for rid, r in replies.items() if rid != 100)
+        assert refused == [5, 6, 7]
+        for rid in refused:
+            assert not replies[rid].ok and "server busy" in replies[rid].error
+    finally:
+        dealer.close()
+        server.close()
