@@ -19,6 +19,7 @@ from conftest import wait_until
 
 import framerpc
 from framerpc.stream import PREFETCH
+from framerpc.transport import SocketOptions
 from framerpc.wire import streams as _streamproto
 
 WAIT_S = 20
@@ -89,3 +90,45 @@ def test_credit_without_reading_pins_only_the_credit_window(ctx, served):
         assert pinned <= bound + 1, pinned
     finally:
         hog.close()
+
+
+@pytest.mark.parametrize("policy, window", [("latest", 1), ("queue", 8)])
+def test_with_heartbeats_off_a_vanished_subscriber_is_forgotten(
+    ctx, served, policy, window
+):
+    """A subscriber that never granted credit gets no frame, so no send
+    ever found it gone: with heartbeats off, every crashed subscriber kept
+    its place (and its window of frames) for ever, until the hub refused
+    everyone (MAX_SUBSCRIBERS). A live one that does not read is kept."""
+    server = served(options=SocketOptions(heartbeat_ivl_ms=0))
+    hub = server._stream_hub
+    assert hub is not None
+    subscribe = _streamproto.encode_control("sub", s="frames", p=policy, n=window)
+    live = ctx.socket(zmq.DEALER)
+    live.setsockopt(zmq.LINGER, 0)
+    live.connect(hub.url)
+    ghost = ctx.socket(zmq.DEALER)
+    ghost.setsockopt(zmq.LINGER, 0)
+    ghost.connect(hub.url)
+    try:
+        live.send(subscribe)
+        ghost.send(subscribe)
+        assert wait_until(lambda: len(hub._subs) == 2, WAIT_S)
+        for i in range(window + 2):
+            server.frames.publish(np.full(64, i, dtype=np.uint8))
+        ghost.close()
+        assert wait_until(lambda: server.frames.stats["subscribers"] == 1, WAIT_S)
+        assert server.frames.stats["pending"] == window  # the live one's
+        # the live one still gets frames once it grants credit
+        live.send(_streamproto.encode_control("credit", c=1))
+        while True:
+            assert live.poll(WAIT_S * 1000)
+            frames = live.recv_multipart(copy=False)
+            first, frame, _ = _streamproto.decode_incoming(frames)
+            if first["e"] == "frame":
+                break
+        assert first["q"] == 2 and frame[0] == 2  # the oldest in its window
+    finally:
+        live.close()
+        if not ghost.closed:
+            ghost.close()

@@ -53,6 +53,10 @@ _IDLE_S = 0.25
 #: Wait (ms) before retrying a send refused for a full subscriber queue;
 #: doubled while nothing goes out (a ROUTER's POLLOUT is not per peer).
 _RETRY_MS = 2
+#: With heartbeats off, how often (s) the hub sends each subscriber a
+#: "probe": a subscriber without credit gets no frame, so without it one
+#: that vanished would keep its place (MAX_SUBSCRIBERS) for ever.
+_PROBE_S = 1.0
 
 
 class _Item:
@@ -108,7 +112,8 @@ class StreamHub(threading.Thread):
         Filled by ``attach``.
     options : SocketOptions
         Socket tuning; ``dead_peer_ms`` is how long a silent subscriber is
-        kept (forever with heartbeats off, until a send finds it gone).
+        kept (with heartbeats off: until a send, or a probe every
+        ``_PROBE_S``, finds its connection gone).
     """
 
     def __init__(
@@ -223,6 +228,9 @@ class StreamHub(threading.Thread):
                 if dead_ms is not None and now >= next_sweep:
                     next_sweep = now + _IDLE_S
                     self._sweep(now - dead_ms / 1000)
+                elif dead_ms is None and now >= next_sweep:
+                    next_sweep = now + _PROBE_S
+                    self._probe(sock)
         except zmq.ZMQError as exc:
             if not _lifecycle.is_context_terminated(exc):
                 _log.error("stream hub at %s failed: %s", self.url, exc)
@@ -311,6 +319,25 @@ class StreamHub(threading.Thread):
             for sub in silent:
                 _log.info("stream %s: forgot a silent subscriber", sub.stream)
                 self._forget(sub)
+
+    def _probe(self, sock: zmq.Socket) -> None:
+        """Forget the subscribers whose connection is gone (ROUTER_MANDATORY
+        refuses a send to them); live ones ignore the probe."""
+        with self._lock:
+            subs = list(self._subs.values())
+        probe = _streamproto.encode_control("probe")
+        for sub in subs:
+            try:
+                sock.send_multipart([sub.identity, probe], zmq.NOBLOCK)
+            except zmq.Again:  # there, with a full queue
+                pass
+            except zmq.ZMQError as exc:
+                if _lifecycle.is_context_terminated(exc):
+                    raise
+                with self._lock:  # EHOSTUNREACH: it left
+                    if self._subs.get(sub.identity) is sub:
+                        _log.info("stream %s: forgot a vanished subscriber", sub.stream)
+                        self._forget(sub)
 
     def _reply(self, identity: bytes, event: str, **fields: Any) -> None:
         try:
