@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import itertools
+import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -132,3 +134,32 @@ def test_with_heartbeats_off_a_vanished_subscriber_is_forgotten(
         live.close()
         if not ghost.closed:
             ghost.close()
+
+
+def test_a_message_of_many_frames_costs_the_hub_no_object_per_frame(ctx, served):
+    """The hub reads its socket like every framerpc socket: parts past
+    ``RECV_FRAMES_KEPT`` are dropped as they are read. A single message of
+    300,000 empty frames (600 KB on the wire) made it build 300,000
+    Python objects (tens of MB, about a second of CPU during which no
+    subscriber got a frame)."""
+    server = served()
+    hub = server._stream_hub
+    assert hub is not None
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(hub.url)
+    parts = 300_000
+    tracemalloc.start()
+    try:
+        raw.send_multipart([b""] * parts)
+        raw.send(_streamproto.encode_control("credit", c=1))  # the sentinel
+        replies = []
+        while not replies or replies[-1]["e"] != "nosub":
+            assert raw.poll(WAIT_S * 1000)
+            replies.append(msgpack.unpackb(raw.recv()))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        raw.close()
+    assert replies[0]["e"] == "err" and "frames" in replies[0]["er"]
+    assert peak < 8 * 2**20, peak  # 300,000 frame objects: far more

@@ -252,10 +252,12 @@ class StreamHub(threading.Thread):
         # a bounded batch, so that sending is not starved by a flood
         for _ in range(256):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                # not recv_multipart: parts past RECV_FRAMES_KEPT are dropped
+                # as read, without a Python object each
+                frames = transport.recv_frames(sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            identity = frames[0].bytes
+            identity = bytes(frames[0])
             try:
                 control = _streamproto.decode_control(frames[1:])
                 self._handle(identity, control)
