@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import threading
 import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ from conftest import wait_until
 import framerpc
 from framerpc.stream import PREFETCH
 from framerpc.transport import SocketOptions
+from framerpc.wire import framing
 from framerpc.wire import streams as _streamproto
+from framerpc.wire._framing_common import OutOfBand
 
 WAIT_S = 20
 _names = itertools.count()
@@ -163,3 +166,45 @@ def test_a_message_of_many_frames_costs_the_hub_no_object_per_frame(ctx, served)
         raw.close()
     assert replies[0]["e"] == "err" and "frames" in replies[0]["er"]
     assert peak < 8 * 2**20, peak  # 300,000 frame objects: far more
+
+
+def test_a_subscription_reads_a_many_frame_message_without_an_object_each(
+    ctx, served
+):
+    """The same on the subscriber's side, against a hostile stream server:
+    the message is dropped as read, and the frame after it arrives."""
+    server = served()
+    proxy = framerpc.connect(Cam, ctx, server.url)
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    port = fake.bind_to_random_port("tcp://127.0.0.1")
+    done = threading.Event()
+
+    def serve_badly() -> None:
+        assert fake.poll(WAIT_S * 1000)
+        identity, _ = fake.recv_multipart()  # "sub"
+        ok = _streamproto.encode_control("ok", s="frames", ep=7, n=1, pi=0)
+        body = framing.encode({"t": 1.0, "in": {}, "x": OutOfBand(b"good")})
+        fake.send_multipart([identity, ok])
+        fake.send_multipart([identity, *([b""] * 300_000)])
+        fake.send_multipart([identity, _streamproto.encode_meta(5, 0, 7), *body])
+        done.wait(WAIT_S)
+
+    thread = threading.Thread(target=serve_badly)
+    tracemalloc.start()
+    try:
+        handle = proxy.frames
+        handle.url = f"tcp://127.0.0.1:{port}"
+        thread.start()
+        with handle.subscribe() as sub:
+            frame, info = sub.get(WAIT_S)
+            _, peak = tracemalloc.get_traced_memory()
+        assert bytes(frame) == b"good" and info["seq"] == 5
+        assert peak < 8 * 2**20, peak  # 300,000 frame objects: far more
+    finally:
+        tracemalloc.stop()
+        done.set()
+        if thread.ident is not None:
+            thread.join(WAIT_S)
+        fake.close()
+        proxy.close()

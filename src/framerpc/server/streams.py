@@ -133,6 +133,10 @@ class StreamHub(threading.Thread):
         self._closed = False
         self._refusals = RateLimitedLog(_log)
         self.refused = 0  # malformed or refused messages, for tests and stats
+        # control replies waiting for room (the oldest go past the bound)
+        self._unsent: collections.deque[list] = collections.deque(
+            maxlen=MAX_SUBSCRIBERS
+        )
         self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
         self._waker: Waker | None = None
         try:
@@ -342,14 +346,22 @@ class StreamHub(threading.Thread):
                         self._forget(sub)
 
     def _reply(self, identity: bytes, event: str, **fields: Any) -> None:
+        message = [identity, _streamproto.encode_control(event, **fields)]
+        if not self._send_reply(message):
+            self._unsent.append(message)  # sent by _flush when there is room
+
+    def _send_reply(self, message: list) -> bool:
+        """Send a control reply; False when its peer's queue is full (libzmq
+        may also see it full for a moment after the peer has read it)."""
         try:
-            self._socket.send_multipart(
-                [identity, _streamproto.encode_control(event, **fields)], zmq.NOBLOCK
-            )
+            self._socket.send_multipart(message, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
         except zmq.ZMQError as exc:
             if _lifecycle.is_context_terminated(exc):
                 raise
-            _log.debug("stream reply not sent: %s", exc)  # gone, or full
+            _log.debug("stream reply not sent: %s", exc)  # gone
+        return True
 
     def _flush(self, sock: zmq.Socket) -> bool:
         """Send what credit allows; True when a full queue refused a frame."""
@@ -362,6 +374,11 @@ class StreamHub(threading.Thread):
                     batch.append((sub, item, sub.dropped))
                     sub.dropped = 0
         blocked = False
+        if self._unsent:  # control replies refused by a full queue, retried
+            waiting = [m for m in self._unsent if not self._send_reply(m)]
+            self._unsent.clear()
+            self._unsent.extend(waiting)
+            blocked = bool(waiting)
         epoch = self.epoch
         for sub, item, dropped in batch:
             meta = _streamproto.encode_meta(item.seq, dropped, epoch)
