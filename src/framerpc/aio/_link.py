@@ -39,6 +39,8 @@ _log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+#: Most messages the reader takes in one turn of the loop.
+_BATCH = 256
 #: How often (s) calls in flight check that their server is still there.
 _WATCH_S = 0.1
 
@@ -247,8 +249,13 @@ class Link:
             # woken by the fd, a message is almost always there: the first
             # receive goes without asking ZMQ_EVENTS (3 us); after it the
             # check, as a zmq.Again ending each drain cost more (5 us)
+            budget = _BATCH
             while first or int(events(_EVENTS)) & _POLLIN:
                 first = False
+                budget -= 1
+                if budget < 0:  # the rest next turn: a flood must not starve the loop
+                    self._fdwatch.kick()  # type: ignore[union-attr]
+                    return
                 frames = recv(sock, _NOBLOCK)
                 if self._unanswered:
                     self._unanswered -= 1

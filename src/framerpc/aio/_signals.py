@@ -26,6 +26,8 @@ _log = logging.getLogger(__name__)
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+#: Most emissions the reader takes in one turn of the loop.
+_BATCH = 256
 #: Default bound of an iterator's queue (emissions).
 DEFAULT_QUEUE = 1000
 
@@ -232,7 +234,12 @@ class SignalHub:
         sock = self._socket
         recv = transport.recv_frames
         events = sock.getsockopt
+        budget = _BATCH
         while int(events(_EVENTS)) & _POLLIN:  # cheaper than a zmq.Again
+            budget -= 1
+            if budget < 0:  # the rest next turn: a flood must not starve the loop
+                self._fdwatch.kick()
+                return
             frames = recv(sock, _NOBLOCK)
             try:
                 self._dispatch(protocol.decode_signal(frames))

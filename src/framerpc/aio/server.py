@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .. import _lifecycle, sdnotify, transport
+from .._ratelog import RateLimitedLog
 from ..errors import ProtocolError
 from ..wire import framing
 from ..wire import messages as protocol
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["ServerStoppedError", "serve", "serve_blocking"]
 
 _log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(_log)
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
@@ -50,6 +52,10 @@ _POLL_MS = 100
 _FLUSH_WAIT_MS = 2
 #: Messages handled in a row before the serve loop lets other tasks run.
 _BATCH = 64
+#: Most ``async def`` method calls running at once; more are refused with
+#: an error reply: a call that never returns holds its task (about 1.4 KB)
+#: for ever, even after its client gave up or left.
+MAX_ASYNC_CALLS = 10_000
 #: Longest wait (s) at stop for async method tasks to end once cancelled.
 _CANCEL_WAIT_S = 2.0
 
@@ -226,6 +232,9 @@ def _handler(server: RPCServer, calls: _Calls, watch: FdWatch) -> Any:
                 except ProtocolError:
                     pass  # the general path answers with the error
                 else:
+                    if len(calls) >= MAX_ASYNC_CALLS:
+                        _refuse(server, envelope, request)
+                        return
                     task = asyncio.create_task(
                         _run(server, envelope, request, watch, calls)
                     )
@@ -287,6 +296,16 @@ def _reply(
         server._send(envelope, frames, rid)
     except zmq.ZMQError as exc:  # the context ended: nobody to answer
         _log.debug("reply to %s not sent: %s", name, exc)
+
+
+def _refuse(server: RPCServer, envelope: list, request: protocol.Request) -> None:
+    """Answer a call beyond ``MAX_ASYNC_CALLS`` with an error."""
+    busy = RuntimeError(
+        f"server busy: {MAX_ASYNC_CALLS} async method calls already running"
+    )
+    _refusals.warning("refused a call of %s: %s", request.method, busy)
+    rid = request.request_id
+    server._send(envelope, server._method_failed(rid, request.method, busy), rid)
 
 
 def _check_buffer_result(name: str, result: Any) -> None:

@@ -220,7 +220,8 @@ class Subscription(threading.Thread):
                 if sock in ready:
                     for _ in range(64):
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            # parts past RECV_FRAMES_KEPT dropped as read
+                            frames = transport.recv_frames(sock, zmq.NOBLOCK)
                         except zmq.Again:
                             break
                         subscribed = self._on_message(frames, subscribed)

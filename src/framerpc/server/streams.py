@@ -27,7 +27,7 @@ import zmq
 from .. import _lifecycle, transport
 from .._ratelog import RateLimitedLog
 from ..errors import ProtocolError
-from ..stream import credit_window, declared_streams
+from ..stream import PREFETCH, credit_window, declared_streams
 from ..transport.waker import Waker
 from ..wire import streams as _streamproto
 from .stream_publisher import StreamPublisher
@@ -39,9 +39,11 @@ _log = logging.getLogger(__name__)
 #: Most subscriptions a server keeps at once; more are refused.
 MAX_SUBSCRIBERS = 256
 #: Send high-water mark (messages) of the stream socket per subscriber:
-#: credit bounds what an honest subscriber has in flight; this bounds a
-#: subscriber that grants credit without reading.
-_SNDHWM = 16
+#: credit bounds what an honest subscriber has in flight (its credit
+#: window, at most PREFETCH frames, and a control reply); this bounds a
+#: subscriber that grants credit without reading, each of whose queued
+#: frames pins a whole published buffer: so no more than an honest one.
+_SNDHWM = PREFETCH + 2
 #: Largest message (bytes) the stream socket accepts: only small control
 #: messages travel to the server; libzmq drops a peer sending more.
 _MAX_IN = 4 * _streamproto.MAX_CONTROL
@@ -51,6 +53,10 @@ _IDLE_S = 0.25
 #: Wait (ms) before retrying a send refused for a full subscriber queue;
 #: doubled while nothing goes out (a ROUTER's POLLOUT is not per peer).
 _RETRY_MS = 2
+#: With heartbeats off, how often (s) the hub sends each subscriber a
+#: "probe": a subscriber without credit gets no frame, so without it one
+#: that vanished would keep its place (MAX_SUBSCRIBERS) for ever.
+_PROBE_S = 1.0
 
 
 class _Item:
@@ -106,7 +112,8 @@ class StreamHub(threading.Thread):
         Filled by ``attach``.
     options : SocketOptions
         Socket tuning; ``dead_peer_ms`` is how long a silent subscriber is
-        kept (forever with heartbeats off, until a send finds it gone).
+        kept (with heartbeats off: until a send, or a probe every
+        ``_PROBE_S``, finds its connection gone).
     """
 
     def __init__(
@@ -126,6 +133,10 @@ class StreamHub(threading.Thread):
         self._closed = False
         self._refusals = RateLimitedLog(_log)
         self.refused = 0  # malformed or refused messages, for tests and stats
+        # control replies waiting for room (the oldest go past the bound)
+        self._unsent: collections.deque[list] = collections.deque(
+            maxlen=MAX_SUBSCRIBERS
+        )
         self._socket = transport.make_socket(context, zmq.ROUTER, options, server=True)
         self._waker: Waker | None = None
         try:
@@ -221,6 +232,9 @@ class StreamHub(threading.Thread):
                 if dead_ms is not None and now >= next_sweep:
                     next_sweep = now + _IDLE_S
                     self._sweep(now - dead_ms / 1000)
+                elif dead_ms is None and now >= next_sweep:
+                    next_sweep = now + _PROBE_S
+                    self._probe(sock)
         except zmq.ZMQError as exc:
             if not _lifecycle.is_context_terminated(exc):
                 _log.error("stream hub at %s failed: %s", self.url, exc)
@@ -242,10 +256,12 @@ class StreamHub(threading.Thread):
         # a bounded batch, so that sending is not starved by a flood
         for _ in range(256):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                # not recv_multipart: parts past RECV_FRAMES_KEPT are dropped
+                # as read, without a Python object each
+                frames = transport.recv_frames(sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            identity = frames[0].bytes
+            identity = bytes(frames[0])
             try:
                 control = _streamproto.decode_control(frames[1:])
                 self._handle(identity, control)
@@ -310,15 +326,42 @@ class StreamHub(threading.Thread):
                 _log.info("stream %s: forgot a silent subscriber", sub.stream)
                 self._forget(sub)
 
+    def _probe(self, sock: zmq.Socket) -> None:
+        """Forget the subscribers whose connection is gone (ROUTER_MANDATORY
+        refuses a send to them); live ones ignore the probe."""
+        with self._lock:
+            subs = list(self._subs.values())
+        probe = _streamproto.encode_control("probe")
+        for sub in subs:
+            try:
+                sock.send_multipart([sub.identity, probe], zmq.NOBLOCK)
+            except zmq.Again:  # there, with a full queue
+                pass
+            except zmq.ZMQError as exc:
+                if _lifecycle.is_context_terminated(exc):
+                    raise
+                with self._lock:  # EHOSTUNREACH: it left
+                    if self._subs.get(sub.identity) is sub:
+                        _log.info("stream %s: forgot a vanished subscriber", sub.stream)
+                        self._forget(sub)
+
     def _reply(self, identity: bytes, event: str, **fields: Any) -> None:
+        message = [identity, _streamproto.encode_control(event, **fields)]
+        if not self._send_reply(message):
+            self._unsent.append(message)  # sent by _flush when there is room
+
+    def _send_reply(self, message: list) -> bool:
+        """Send a control reply; False when its peer's queue is full (libzmq
+        may also see it full for a moment after the peer has read it)."""
         try:
-            self._socket.send_multipart(
-                [identity, _streamproto.encode_control(event, **fields)], zmq.NOBLOCK
-            )
+            self._socket.send_multipart(message, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
         except zmq.ZMQError as exc:
             if _lifecycle.is_context_terminated(exc):
                 raise
-            _log.debug("stream reply not sent: %s", exc)  # gone, or full
+            _log.debug("stream reply not sent: %s", exc)  # gone
+        return True
 
     def _flush(self, sock: zmq.Socket) -> bool:
         """Send what credit allows; True when a full queue refused a frame."""
@@ -331,6 +374,11 @@ class StreamHub(threading.Thread):
                     batch.append((sub, item, sub.dropped))
                     sub.dropped = 0
         blocked = False
+        if self._unsent:  # control replies refused by a full queue, retried
+            waiting = [m for m in self._unsent if not self._send_reply(m)]
+            self._unsent.clear()
+            self._unsent.extend(waiting)
+            blocked = bool(waiting)
         epoch = self.epoch
         for sub, item, dropped in batch:
             meta = _streamproto.encode_meta(item.seq, dropped, epoch)

@@ -18,6 +18,8 @@ Server to subscriber::
      "pi": ping interval in ms, 0 for none}                 # after "sub"
     {"v", "e": "err", "er": text}      # a refused or malformed message
     {"v", "e": "nosub"}                # credit/ping of an unknown subscriber
+    {"v", "e": "probe"}                # heartbeats off: is it still there?
+                                       # (ignored; a send that fails tells)
     [{"v", "e": "frame", "q": seq, "d": dropped, "ep": epoch},
      header, buffer]                   # one frame, against one credit
 
