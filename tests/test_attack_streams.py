@@ -168,9 +168,7 @@ def test_a_message_of_many_frames_costs_the_hub_no_object_per_frame(ctx, served)
     assert peak < 8 * 2**20, peak  # 300,000 frame objects: far more
 
 
-def test_a_subscription_reads_a_many_frame_message_without_an_object_each(
-    ctx, served
-):
+def test_a_subscription_reads_a_many_frame_message_without_an_object_each(ctx, served):
     """The same on the subscriber's side, against a hostile stream server:
     the message is dropped as read, and the frame after it arrives."""
     server = served()

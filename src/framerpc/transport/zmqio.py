@@ -29,6 +29,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+
 def _select() -> tuple[ModuleType, str]:
     if pure_requested():
         return _zmqio_py, "pure"
