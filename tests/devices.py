@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
+import zmq
 
 from framerpc.client import RPCClient
 from framerpc.property import RPCProperty
@@ -27,6 +29,25 @@ DTYPES = ["uint8", "uint16", "int32", "float32", "float64", "complex64", "bool"]
 FRAME_4K = (2160, 3840, 3)
 #: How long a blocked handler waits at most for the test to release it (s).
 BLOCK_LIMIT_S = 10
+
+
+_S = TypeVar("_S")
+
+
+def bind_again(make: Callable[[], _S], timeout: float = 10.0) -> _S:
+    """``make()``, a server on the URL of one that just stopped: libzmq
+    closes the old listener in its I/O thread, so the port may still be
+    taken for a moment (longer on a loaded machine). Retries on
+    EADDRINUSE until ``timeout`` seconds, a ceiling that only catches a
+    port that is really taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return make()
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_array(shape: tuple[int, ...] | list[int], dtype: str) -> np.ndarray:

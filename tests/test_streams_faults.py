@@ -6,13 +6,13 @@ a hang.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import msgpack
 import pytest
 import zmq
 from conftest import wait_until
+from devices import bind_again
 from streams_helpers import WAIT_S, Cam, CamServer, _frame, _hub, _hub_sub
 
 import framerpc
@@ -92,14 +92,7 @@ def test_a_vanished_subscriber_is_forgotten_with_its_buffers(ctx, served, proxie
 
 
 def _bind_again(ctx: zmq.Context, url: str) -> CamServer:
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            return CamServer(ctx, url)
-        except zmq.ZMQError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    return bind_again(lambda: CamServer(ctx, url))
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])

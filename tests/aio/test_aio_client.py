@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.asyncio
-from devices import Camera, CameraServer, make_array
+from devices import Camera, CameraServer, bind_again, make_array
 from test_dead_peers import child  # noqa: F401 - the fixture
 
 import framerpc.aio
@@ -483,7 +483,8 @@ def test_signals_follow_a_restarted_server(ctx, serve) -> None:
             assert await anext(frames) == (1,)
             old_signals = cam.signal_hub.url
             await asyncio.to_thread(first.close)
-            second = serve(CameraServer(ctx, url))  # same port, new signal port
+            # same port, new signal port
+            second = serve(bind_again(lambda: CameraServer(ctx, url)))
             await until(lambda: cam.signal_hub.url != old_signals)
             assert cam.signal_hub.url.endswith(f":{second._signal_port}")
             # emit until one arrives: the subscription takes a moment

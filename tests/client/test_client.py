@@ -7,13 +7,18 @@ from __future__ import annotations
 import gc
 import inspect
 import threading
-import time
 import warnings
 
 import pytest
 import zmq
 from conftest import finishes_within, wait_until
-from devices import Camera, CameraProxy, CameraServer, ExtendedCameraProxy
+from devices import (
+    Camera,
+    CameraProxy,
+    CameraServer,
+    ExtendedCameraProxy,
+    bind_again,
+)
 
 from framerpc.client import NoResult, RPCClient
 from framerpc.signal import UntypedSignal
@@ -275,16 +280,8 @@ def test_stop_server_with_the_server_gone_returns_false(ctx, connect):
 
 
 def _bind_again(ctx, url: str) -> CameraServer:
-    """A new server on the URL of one that just stopped (the OS may need a
-    moment to release the port)."""
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            return CameraServer(ctx, url)
-        except zmq.ZMQError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    """A new server on the URL of one that just stopped."""
+    return bind_again(lambda: CameraServer(ctx, url))
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
