@@ -294,14 +294,23 @@ class Link:
                 # replies first: a reply that came before the server went
                 # is the call's answer
                 self._fdwatch.drain()
+            lost: list[tuple[_Pending, PeerLostError]] = []
             for entry in list(self._pending.values()):
                 if not entry.sent:  # _send_later checks those
                     continue
                 try:
                     watch.check(entry.mark, True, entry.endless)
                 except PeerLostError as exc:
-                    if not entry.future.done():
-                        entry.future.set_exception(exc)
+                    lost.append((entry, exc))
+            if lost and self._fdwatch is not None:
+                # libzmq reports the disconnect before it hands over the
+                # messages read with it: a reply sent right before the
+                # server closed (a call cancelled at its stop) comes next
+                await asyncio.sleep(_WATCH_S / 2)
+                self._fdwatch.drain()
+            for entry, exc in lost:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
             if not self._pending:
                 self._busy.clear()
 

@@ -56,6 +56,8 @@ _BATCH = 64
 #: an error reply: a call that never returns holds its task (about 1.4 KB)
 #: for ever, even after its client gave up or left.
 MAX_ASYNC_CALLS = 10_000
+#: Wait (s) after the cancelled calls replied, before the socket closes.
+_REPLY_GRACE_S = 0.2
 #: Longest wait (s) at stop for async method tasks to end once cancelled.
 _CANCEL_WAIT_S = 2.0
 
@@ -323,6 +325,9 @@ async def _cancel(server: RPCServer, calls: _Calls) -> None:
     for task in calls:
         task.cancel()
     _, pending = await asyncio.wait(list(calls), timeout=_CANCEL_WAIT_S)
+    # as after STOP_SERVER's acknowledgement: a client whose connection
+    # closes right after a reply drops that reply unread (ZMQ_IMMEDIATE)
+    await asyncio.sleep(_REPLY_GRACE_S)
     if pending:
         _log.warning(
             "%d async call(s) of %s ignored cancellation at stop",
