@@ -35,16 +35,28 @@ def test_a_server_process_runs_the_given_checkout(tmp_path, system):
         assert processes.stop_server(server), "the server needed terminate()"
 
 
+def _checkout(folder: Path) -> Path:
+    """A checkout's layout (src/framerpc): the suite may run an installed
+    framerpc, whose folder is site-packages, not a checkout."""
+    package = folder / "src" / "framerpc"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    return folder
+
+
 def test_baseline_names_the_src_folder_of_a_checkout(tmp_path):
-    checkout = Path(processes.own_library()).parent
+    checkout = _checkout(tmp_path / "checkout")
     args = run._parse(["--baseline", str(checkout)])
-    assert args.baseline == processes.own_library()
+    assert args.baseline == str((checkout / "src").resolve())
+    # a folder holding the package itself is taken as it is
+    args = run._parse(["--baseline", str(checkout / "src")])
+    assert args.baseline == str((checkout / "src").resolve())
     with pytest.raises(SystemExit):
         run._parse(["--baseline", str(tmp_path)])  # no framerpc there
 
 
-def test_a_baseline_twin_follows_each_framerpc_system():
-    checkout = str(Path(processes.own_library()).parent)
+def test_a_baseline_twin_follows_each_framerpc_system(tmp_path):
+    checkout = str(_checkout(tmp_path / "checkout"))
     args = run._parse(["--systems", "raw,framerpc,framerpc-mv", "--baseline", checkout])
     order = run._systems(args, [])
     assert order == [
