@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 import pytest
 import zmq
 from conftest import wait_until
-from devices import Camera, CameraProxy, ExtendedCameraProxy
+from devices import Camera, CameraProxy, ExtendedCameraProxy, bind_again
 
 import framerpc
 from framerpc import NoResult, RemoteError, RPCClient, RPCProperty, RPCServer
@@ -189,23 +189,6 @@ def _free_tcp_url() -> str:
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
-def _bind_when_free(make, timeout: float = 20.0):
-    """``make()`` once the address it binds is free again."""
-    made: list = []
-
-    def attempt() -> bool:
-        try:
-            made.append(make())
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EADDRINUSE:
-                raise
-            return False
-        return True
-
-    assert wait_until(attempt, timeout), "the address stayed in use"
-    return made[0]
-
-
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
 def test_proxy_without_signals_reloads_the_inventory_after_a_restart(
     ctx, kind, tmp_path
@@ -219,7 +202,7 @@ def test_proxy_without_signals_reloads_the_inventory_after_a_restart(
         assert proxy._restart_watcher is not None
         assert "extra" not in proxy._json_methods
         # ZeroMQ frees a closed socket's address in its I/O thread, later
-        second = _bind_when_free(lambda: PlainV2(ctx, url))
+        second = bind_again(lambda: PlainV2(ctx, url), 20.0)
         with second:
             second.start()
             # the watcher reads the new inventory once the connection is back

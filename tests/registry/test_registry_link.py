@@ -9,12 +9,12 @@ Helpers shared by tests/registry/test_registry*.py are in registry_helpers.py.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
 from conftest import finishes_within, wait_until
+from devices import bind_again
 from manual_clock import ManualClock
 from registry_helpers import WAIT, inproc_url, sentinel_list
 
@@ -183,19 +183,8 @@ def test_link_unregister_never_raises_on_silence(ctx):
 
 
 def start_again(start_registry, url: str, **kwargs) -> DeviceRegistry:
-    """Start a registry at ``url``, which a stopped one held a moment ago.
-
-    ZeroMQ releases a TCP port in its I/O thread after close(), so the
-    port may stay busy for a few milliseconds after join().
-    """
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            return start_registry(url, **kwargs)
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    """Start a registry at ``url``, which a stopped one held a moment ago."""
+    return bind_again(lambda: start_registry(url, **kwargs), WAIT)
 
 
 @pytest.mark.parametrize("kind", ["tcp", "inproc"])
