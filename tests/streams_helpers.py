@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
+import pytest
+import zmq
 from conftest import wait_until
 
 import framerpc
@@ -43,3 +47,37 @@ def _hub_sub(server: CamServer, count: int = 1):
 
 def _frame(seq_value: int, size: int = 64) -> np.ndarray:
     return np.full(size, seq_value % 251, dtype=np.uint8)
+
+
+# -- fixtures of the stream tests (tests/conftest.py loads this module as a
+# plugin: one definition for the three test files) ------------------------
+
+
+@pytest.fixture
+def served(ctx: zmq.Context) -> Iterator[Callable[..., CamServer]]:
+    """Make and start CamServers; all closed at the end."""
+    servers: list[CamServer] = []
+
+    def make(url: str = "tcp://127.0.0.1", **kwargs) -> CamServer:
+        server = CamServer(ctx, url, **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def proxies(ctx: zmq.Context) -> Iterator[Callable[..., Cam]]:
+    made: list = []
+
+    def make(url: str, **kwargs) -> Cam:
+        proxy = framerpc.connect(Cam, ctx, url, **kwargs)
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()

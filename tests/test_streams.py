@@ -12,48 +12,15 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-import zmq
 from conftest import wait_until
-from streams_helpers import WAIT_S, Cam, CamServer, _frame, _hub_sub
+from streams_helpers import WAIT_S, Cam, _frame, _hub_sub
 
 import framerpc
 from framerpc.errors import SerializationError
 from framerpc.stream import MAX_QUEUE, check_policy
-
-
-@pytest.fixture
-def served(ctx: zmq.Context) -> Iterator[Callable[..., CamServer]]:
-    """Make and start CamServers; all closed at the end."""
-    servers: list[CamServer] = []
-
-    def make(url: str = "tcp://127.0.0.1", **kwargs) -> CamServer:
-        server = CamServer(ctx, url, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture
-def proxies(ctx: zmq.Context) -> Iterator[Callable[..., Cam]]:
-    made: list = []
-
-    def make(url: str, **kwargs) -> Cam:
-        proxy = framerpc.connect(Cam, ctx, url, **kwargs)
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        proxy.close()
-
 
 # -- the model ---------------------------------------------------------------
 

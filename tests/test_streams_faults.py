@@ -6,50 +6,17 @@ a hang.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import msgpack
 import pytest
 import zmq
 from conftest import wait_until
 from devices import bind_again
-from streams_helpers import WAIT_S, Cam, CamServer, _frame, _hub, _hub_sub
+from streams_helpers import WAIT_S, CamServer, _frame, _hub, _hub_sub
 
 import framerpc
 from framerpc.errors import ProtocolError, RemoteError
 from framerpc.transport import SocketOptions
 from framerpc.wire import streams as _streamproto
-
-
-@pytest.fixture
-def served(ctx: zmq.Context) -> Iterator[Callable[..., CamServer]]:
-    """Make and start CamServers; all closed at the end."""
-    servers: list[CamServer] = []
-
-    def make(url: str = "tcp://127.0.0.1", **kwargs) -> CamServer:
-        server = CamServer(ctx, url, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture
-def proxies(ctx: zmq.Context) -> Iterator[Callable[..., Cam]]:
-    made: list = []
-
-    def make(url: str, **kwargs) -> Cam:
-        proxy = framerpc.connect(Cam, ctx, url, **kwargs)
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        proxy.close()
-
 
 # -- faults ------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ a hang.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 
 import msgpack
 import pytest
@@ -22,37 +21,6 @@ from framerpc.errors import RemoteError
 from framerpc.server.streams import StreamPublisher
 from framerpc.transport import SocketOptions
 from framerpc.wire import streams as _streamproto
-
-
-@pytest.fixture
-def served(ctx: zmq.Context) -> Iterator[Callable[..., CamServer]]:
-    """Make and start CamServers; all closed at the end."""
-    servers: list[CamServer] = []
-
-    def make(url: str = "tcp://127.0.0.1", **kwargs) -> CamServer:
-        server = CamServer(ctx, url, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
-
-
-@pytest.fixture
-def proxies(ctx: zmq.Context) -> Iterator[Callable[..., Cam]]:
-    made: list = []
-
-    def make(url: str, **kwargs) -> Cam:
-        proxy = framerpc.connect(Cam, ctx, url, **kwargs)
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        proxy.close()
-
 
 # -- interop -----------------------------------------------------------------
 
