@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -61,3 +62,24 @@ def _logged(caplog: pytest.LogCaptureFixture, logger: str, *parts: str) -> bool:
         and all(part in record.getMessage() for part in parts)
         for record in caplog.records
     )
+
+
+# -- fixtures shared by the test files of this subject (tests/conftest.py
+# loads this module as a plugin) ---------------------------------------
+
+
+@pytest.fixture
+def raw(ctx: zmq.Context) -> Iterator[Callable[..., zmq.Socket]]:
+    """Make raw sockets connected to a URL; all closed at the end."""
+    made: list[zmq.Socket] = []
+
+    def make(url: str, kind: int = zmq.DEALER) -> zmq.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        made.append(sock)
+        sock.connect(url)
+        return sock
+
+    yield make
+    for sock in made:
+        sock.close()

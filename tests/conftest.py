@@ -18,7 +18,13 @@ from short_repr import install_hypothesis_printers
 
 # Fixtures shared by several test files live beside them in plain modules,
 # loaded here as plugins (importing a fixture into a test file shadows it).
-pytest_plugins = ["streams_helpers"]
+pytest_plugins = [
+    "bad_input_helpers",
+    "dead_peer_helpers",
+    "frame_pool_helpers",
+    "legacy_peers",
+    "streams_helpers",
+]
 
 # Property tests on a loaded 2-core machine: no per-example deadline (a
 # slow example is not a bug), nothing written into the checkout, one short

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from dead_peer_device import heartbeat_options
 
 #: Fast heartbeats of most tests: a frozen peer is noticed within ~1.2 s.
@@ -29,3 +31,14 @@ def _call_in_thread(func: Callable[[], object]) -> tuple[threading.Thread, dict]
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, outcome
+
+
+# -- fixtures shared by the test files of this subject (tests/conftest.py
+# loads this module as a plugin) ---------------------------------------
+
+
+@pytest.fixture(params=["tcp", "ipc"])
+def address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "tcp":
+        return "tcp://127.0.0.1"
+    return f"ipc://{tmp_path}/probe.sock"

@@ -8,6 +8,7 @@ import dataclasses
 import select
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -220,3 +221,28 @@ def _hold_a_reply_open(
     with CameraProxy(ctx, camera.url, timeout=20000) as other:
         assert other.ping() == 1
     return client
+
+
+# -- fixtures shared by the test files of this subject (tests/conftest.py
+# loads this module as a plugin) ---------------------------------------
+
+
+@pytest.fixture
+def make_camera(ctx: zmq.Context, serve: Callable) -> Callable[..., PoolCamera]:
+    def make(url: str, pool: FramePool, **kw: Any) -> PoolCamera:
+        return serve(PoolCamera(ctx, url, pool, **kw))
+
+    return make
+
+
+@pytest.fixture
+def stalling_link() -> Iterator[Callable[[int], StallingLink]]:
+    links: list[StallingLink] = []
+
+    def make(port: int) -> StallingLink:
+        links.append(StallingLink(port))
+        return links[-1]
+
+    yield make
+    for link in links:
+        link.close()

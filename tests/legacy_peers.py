@@ -22,9 +22,10 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import zmq
 
 #: How often (ms) a peer loop wakes to notice close().
@@ -413,3 +414,21 @@ class LegacyClient:
         self.sock.close()
         if self.sub is not None:
             self.sub.close()
+
+
+# -- fixtures shared by the test files of this subject (tests/conftest.py
+# loads this module as a plugin) ---------------------------------------
+
+
+@pytest.fixture
+def legacy_client(ctx: zmq.Context) -> Iterator[Callable[[str], LegacyClient]]:
+    """Make :class:`LegacyClient` peers; all closed at the end."""
+    clients: list[LegacyClient] = []
+
+    def make(url: str) -> LegacyClient:
+        clients.append(LegacyClient(ctx, url))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()

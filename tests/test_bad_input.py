@@ -16,7 +16,7 @@ import contextlib
 import logging
 import pickle
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -178,23 +178,6 @@ SERVER_CASES: dict[str, tuple[list[bytes], int, str]] = {
 
 def _inventory_frames(rid: int) -> list:
     return protocol.encode_request(Request(RPCEvents.GET_INVENTORY, rid))
-
-
-@pytest.fixture
-def raw(ctx: zmq.Context) -> Iterator[Callable[..., zmq.Socket]]:
-    """Make raw sockets connected to a URL; all closed at the end."""
-    made: list[zmq.Socket] = []
-
-    def make(url: str, kind: int = zmq.DEALER) -> zmq.Socket:
-        sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        made.append(sock)
-        sock.connect(url)
-        return sock
-
-    yield make
-    for sock in made:
-        sock.close()
 
 
 @contextlib.contextmanager

@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
-import zmq
 from bad_input_helpers import SILENCE_MS, _dealer_exchange, _echo_frames
 
 from framerpc import protocol, transport
-
-
-@pytest.fixture
-def raw(ctx: zmq.Context) -> Iterator[Callable[..., zmq.Socket]]:
-    """Make raw sockets connected to a URL; all closed at the end."""
-    made: list[zmq.Socket] = []
-
-    def make(url: str, kind: int = zmq.DEALER) -> zmq.Socket:
-        sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        made.append(sock)
-        sock.connect(url)
-        return sock
-
-    yield make
-    for sock in made:
-        sock.close()
-
 
 LIMIT = 64 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -29,23 +29,6 @@ from framerpc.protocol import (
     RegistryMessage,
 )
 from framerpc.registry import DeviceRegistry, list_devices, register_device
-
-
-@pytest.fixture
-def raw(ctx: zmq.Context) -> Iterator[Callable[..., zmq.Socket]]:
-    """Make raw sockets connected to a URL; all closed at the end."""
-    made: list[zmq.Socket] = []
-
-    def make(url: str, kind: int = zmq.DEALER) -> zmq.Socket:
-        sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        made.append(sock)
-        sock.connect(url)
-        return sock
-
-    yield make
-    for sock in made:
-        sock.close()
 
 
 def _registry_header(rid: Any = 1, **fields: Any) -> bytes:

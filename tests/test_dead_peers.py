@@ -79,13 +79,6 @@ def child() -> Iterator[Callable[..., Child]]:
         server.kill()
 
 
-@pytest.fixture(params=["tcp", "ipc"])
-def address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "tcp":
-        return "tcp://127.0.0.1"
-    return f"ipc://{tmp_path}/probe.sock"
-
-
 def _restart(child: Callable[..., Child], url: str, **kwargs: int) -> Child:
     """A new child server on the URL of one just killed (the OS may need a
     moment to release the port)."""

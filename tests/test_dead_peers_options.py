@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import zmq
@@ -27,13 +26,6 @@ from framerpc._peerwatch import PeerWatch
 from framerpc.transport import DEFAULT_OPTIONS, SocketOptions, make_socket
 
 ENGINES = CALLPATH_ENGINES
-
-
-@pytest.fixture(params=["tcp", "ipc"])
-def address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "tcp":
-        return "tcp://127.0.0.1"
-    return f"ipc://{tmp_path}/probe.sock"
 
 
 # -- options ----------------------------------------------------------------------

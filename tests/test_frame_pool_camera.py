@@ -7,19 +7,13 @@ test_frame_pool.py).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
-import pytest
-import zmq
 from conftest import wait_until
 from frame_pool_helpers import (
     DTYPE,
     SHAPE,
     CameraProxy,
-    PoolCamera,
-    StallingLink,
     _check,
     _hold_a_reply_open,
     _no_heartbeats,
@@ -28,14 +22,6 @@ from frame_pool_helpers import (
 )
 
 from framerpc import FramePool
-
-
-@pytest.fixture
-def make_camera(ctx: zmq.Context, serve: Callable) -> Callable[..., PoolCamera]:
-    def make(url: str, pool: FramePool, **kw: Any) -> PoolCamera:
-        return serve(PoolCamera(ctx, url, pool, **kw))
-
-    return make
 
 
 def test_pool_frames_are_never_torn(ctx, url, make_camera):
@@ -122,19 +108,6 @@ def test_pool_frames_are_never_torn(ctx, url, make_camera):
     # the slots were reused many times over while the clients fetched
     assert written[0] > 3 * pool.depth
     assert len(set(fetched)) > pool.depth
-
-
-@pytest.fixture
-def stalling_link() -> Iterator[Callable[[int], StallingLink]]:
-    links: list[StallingLink] = []
-
-    def make(port: int) -> StallingLink:
-        links.append(StallingLink(port))
-        return links[-1]
-
-    yield make
-    for link in links:
-        link.close()
 
 
 # -- today's behaviour of a plain array (why the pool exists) ---------------

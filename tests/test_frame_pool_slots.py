@@ -5,8 +5,6 @@ its frame: sending, a vanished client, the reply backlog, signals, inproc.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +14,6 @@ from frame_pool_helpers import (
     DTYPE,
     SHAPE,
     CameraProxy,
-    PoolCamera,
-    StallingLink,
     _check,
     _hold_a_reply_open,
     _no_heartbeats,
@@ -33,27 +29,6 @@ def _free(pool: FramePool) -> int:
     compiled engine does that at its next send or receive)."""
     transport.release_returned_buffers()
     return pool.available
-
-
-@pytest.fixture
-def make_camera(ctx: zmq.Context, serve: Callable) -> Callable[..., PoolCamera]:
-    def make(url: str, pool: FramePool, **kw: Any) -> PoolCamera:
-        return serve(PoolCamera(ctx, url, pool, **kw))
-
-    return make
-
-
-@pytest.fixture
-def stalling_link() -> Iterator[Callable[[int], StallingLink]]:
-    links: list[StallingLink] = []
-
-    def make(port: int) -> StallingLink:
-        links.append(StallingLink(port))
-        return links[-1]
-
-    yield make
-    for link in links:
-        link.close()
 
 
 def test_a_slot_stays_out_while_its_frame_is_being_sent(

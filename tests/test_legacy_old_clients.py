@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-import zmq
 from conftest import wait_until
 from devices import CameraServer, make_array, make_bytes
 from legacy_peers import LegacyClient
@@ -26,20 +25,6 @@ from framerpc.protocol import (
 from framerpc.wire import json_codec as legacy
 
 # == older clients -> framerpc server ==========================================
-
-
-@pytest.fixture
-def legacy_client(ctx: zmq.Context) -> Iterator[Callable[[str], LegacyClient]]:
-    """Make :class:`LegacyClient` peers; all closed at the end."""
-    clients: list[LegacyClient] = []
-
-    def make(url: str) -> LegacyClient:
-        clients.append(LegacyClient(ctx, url))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def test_inventory_row(tcp_camera, legacy_client):

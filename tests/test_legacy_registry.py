@@ -7,7 +7,7 @@ the other tests/test_legacy_*.py files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,20 +28,6 @@ from framerpc.registry import (
 )
 
 # == registry, both ways =========================================================
-
-
-@pytest.fixture
-def legacy_client(ctx: zmq.Context) -> Iterator[Callable[[str], LegacyClient]]:
-    """Make :class:`LegacyClient` peers; all closed at the end."""
-    clients: list[LegacyClient] = []
-
-    def make(url: str) -> LegacyClient:
-        clients.append(LegacyClient(ctx, url))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture
