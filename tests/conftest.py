@@ -23,6 +23,7 @@ pytest_plugins = [
     "dead_peer_helpers",
     "frame_pool_helpers",
     "legacy_peers",
+    "registry_fixtures",
     "streams_helpers",
 ]
 

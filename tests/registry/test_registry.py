@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
@@ -29,32 +28,6 @@ from framerpc.registry import (
     send_alive_check,
     unregister_device,
 )
-
-
-@pytest.fixture
-def start_registry(ctx: zmq.Context) -> Iterator[Callable[..., DeviceRegistry]]:
-    """Factory of started registries; each is stopped and joined at the end."""
-    started: list[DeviceRegistry] = []
-
-    def start(addr: str = "tcp://127.0.0.1", **kwargs) -> DeviceRegistry:
-        kwargs.setdefault("poll_interval", 0.02)
-        kwargs.setdefault("clock", ManualClock())
-        reg = DeviceRegistry(ctx, addr, **kwargs)
-        reg.start()
-        started.append(reg)
-        return reg
-
-    yield start
-    for reg in started:
-        reg.stop()
-        reg.join(timeout=3)
-        assert not reg.is_alive(), "registry thread did not end"
-
-
-@pytest.fixture
-def reg(start_registry) -> DeviceRegistry:
-    return start_registry()
-
 
 # -- DeviceRegistry through the helpers ---------------------------------------
 

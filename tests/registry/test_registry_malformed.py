@@ -8,12 +8,9 @@ Helpers shared by tests/registry/test_registry*.py are in registry_helpers.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import msgpack
 import pytest
 import zmq
-from manual_clock import ManualClock
 from registry_helpers import WAIT, inproc_url, raw_exchange
 
 from framerpc import framing, protocol
@@ -22,32 +19,6 @@ from framerpc.registry import (
     DeviceRegistry,
     list_devices,
 )
-
-
-@pytest.fixture
-def start_registry(ctx: zmq.Context) -> Iterator[Callable[..., DeviceRegistry]]:
-    """Factory of started registries; each is stopped and joined at the end."""
-    started: list[DeviceRegistry] = []
-
-    def start(addr: str = "tcp://127.0.0.1", **kwargs) -> DeviceRegistry:
-        kwargs.setdefault("poll_interval", 0.02)
-        kwargs.setdefault("clock", ManualClock())
-        reg = DeviceRegistry(ctx, addr, **kwargs)
-        reg.start()
-        started.append(reg)
-        return reg
-
-    yield start
-    for reg in started:
-        reg.stop()
-        reg.join(timeout=3)
-        assert not reg.is_alive(), "registry thread did not end"
-
-
-@pytest.fixture
-def reg(start_registry) -> DeviceRegistry:
-    return start_registry()
-
 
 # -- malformed input ----------------------------------------------------------
 
