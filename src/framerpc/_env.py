@@ -7,10 +7,20 @@ path at build time, before framerpc or its dependencies are importable.
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
 import os
 import warnings
+from types import ModuleType
 
-__all__ = ["TRUE_WORDS", "FALSE_WORDS", "parse_flag", "env_flag", "pure_requested"]
+__all__ = [
+    "TRUE_WORDS",
+    "FALSE_WORDS",
+    "parse_flag",
+    "env_flag",
+    "pure_requested",
+    "choose_engine",
+]
 
 #: Accepted spellings, compared case-insensitively after stripping blanks.
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -56,8 +66,23 @@ def env_flag(name: str) -> bool:
 def pure_requested() -> bool:
     """Whether ``FRAMERPC_PURE`` asks for the pure-Python engines.
 
-    The one place the engine switches (``framerpc.wire.framing``,
-    ``framerpc.transport.zmqio``) read it: parsed once per process, so a
-    misspelt value warns once.
+    The engine switches (``framerpc.wire.framing``,
+    ``framerpc.transport.zmqio``) read it through ``choose_engine``:
+    parsed once per process, so a misspelt value warns once.
     """
     return env_flag("FRAMERPC_PURE")
+
+
+def choose_engine(
+    compiled: str, pure: ModuleType, log: logging.Logger
+) -> tuple[ModuleType, str]:
+    """The engine module of a compiled/pure pair and its name ("compiled"
+    or "pure"): the pure twin when ``FRAMERPC_PURE`` asks for it or when
+    the compiled module ``compiled`` is not built (said on ``log``)."""
+    if pure_requested():
+        return pure, "pure"
+    try:
+        return importlib.import_module(compiled), "compiled"
+    except ImportError as exc:
+        log.debug("%s unavailable, using its pure twin: %s", compiled, exc)
+        return pure, "pure"

@@ -4,19 +4,17 @@
 The one switch for this pair, in the style of pyzmq's
 ``zmq/backend/select.py``: one function picks the module, and the names
 it provides are taken from it explicitly. ``FRAMERPC_PURE`` (read once, by
-``framerpc._env.pure_requested``) forces the twin; a compiled module that
+``framerpc._env.choose_engine``) forces the twin; a compiled module that
 is not built falls back to it. ``IO_IMPLEMENTATION`` tells which one is
 live (``"compiled"`` or ``"pure"``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .._env import pure_requested
+from .._env import choose_engine
 from . import _zmqio_py
 
 __all__ = [
@@ -30,17 +28,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-def _select() -> tuple[ModuleType, str]:
-    if pure_requested():
-        return _zmqio_py, "pure"
-    try:
-        return importlib.import_module("framerpc.transport._zmqio"), "compiled"
-    except ImportError as exc:
-        _log.debug("compiled message I/O unavailable, using pure Python: %s", exc)
-        return _zmqio_py, "pure"
-
-
-_engine, IO_IMPLEMENTATION = _select()
+_engine, IO_IMPLEMENTATION = choose_engine("framerpc.transport._zmqio", _zmqio_py, _log)
 if TYPE_CHECKING:  # both engines have the signatures of the pure twin
     from ._zmqio_py import (
         recv_frames,

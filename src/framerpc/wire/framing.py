@@ -5,7 +5,7 @@ The one switch for this pair, in the style of pyzmq's
 ``zmq/backend/select.py``: one function picks the module, and the names
 it provides (``encode``, ``decode``) are taken from it explicitly. Set
 ``FRAMERPC_PURE=1`` (or true/yes/on, any case; read once by
-``framerpc._env.pure_requested``) to force the twin; empty, 0, false, no
+``framerpc._env.choose_engine``) to force the twin; empty, 0, false, no
 and off keep the compiled engine, and an engine that is not built falls
 back to the twin. ``IMPLEMENTATION`` tells which one is live
 (``"compiled"`` or ``"pure"``). The constants and ``OutOfBand`` are the
@@ -14,12 +14,10 @@ same objects in both engines (``framerpc.wire._framing_common``).
 
 from __future__ import annotations
 
-import importlib
 import logging
-from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .._env import pure_requested
+from .._env import choose_engine
 from . import _framing_py
 from ._framing_common import (
     EXT_ARRAY,
@@ -51,17 +49,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-def _select() -> tuple[ModuleType, str]:
-    if pure_requested():
-        return _framing_py, "pure"
-    try:
-        return importlib.import_module("framerpc.wire._framing"), "compiled"
-    except ImportError as exc:
-        _log.debug("compiled framing layer unavailable, using pure Python: %s", exc)
-        return _framing_py, "pure"
-
-
-_engine, IMPLEMENTATION = _select()
+_engine, IMPLEMENTATION = choose_engine("framerpc.wire._framing", _framing_py, _log)
 if TYPE_CHECKING:  # both engines have the signatures of the pure twin
     from ._framing_py import decode, encode
 else:
