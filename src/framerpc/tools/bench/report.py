@@ -14,9 +14,16 @@ import numpy as np
 import zmq
 
 from .systems import BASELINE, SYSTEMS, base_system, label
-from .workloads import BY_NAME, TARGETS, WORKLOADS
+from .workloads import BY_NAME, SHM_TARGETS, SHM_WORKLOADS, TARGETS, WORKLOADS
 
-__all__ = ["Results", "latency_rows", "machine", "plot", "print_tables"]
+__all__ = [
+    "Results",
+    "latency_rows",
+    "machine",
+    "plot",
+    "print_tables",
+    "shm_ratios",
+]
 
 #: Largest new/baseline ratio of a cell's median that counts as no loss.
 BASELINE_TOLERANCE = 1.03
@@ -46,8 +53,13 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for (system, transport, name), samples in results.samples.items():
         data = np.asarray(samples, dtype=np.float64)
-        raw = results.samples.get(("raw", transport, name))
+        # iceoryx2 ("shm") is compared with raw pyzmq's same-host transport
+        raw = results.samples.get(
+            ("raw", "ipc" if transport == "shm" else transport, name)
+        )
         raw_median = float(np.median(raw)) if raw else None
+        raw_ipc = results.samples.get(("raw", "ipc", name))
+        raw_ipc_median = float(np.median(raw_ipc)) if raw_ipc else None
         median = float(np.median(data))
         medians = results.pair_medians[(system, transport, name)]
         server_ns, client_ns, calls = results.cpu.get(
@@ -77,6 +89,7 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
                 },
                 "pair_medians_ns": medians,
                 "ratio_to_raw": median / raw_median if raw_median else None,
+                "ratio_to_raw_ipc": median / raw_ipc_median if raw_ipc_median else None,
                 "server_cpu_ns": server_ns / calls if calls else None,
                 "client_cpu_ns": client_ns / calls if calls else None,
             }
@@ -85,7 +98,7 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
     rows.sort(
         key=lambda r: (
             order[r["workload"]],
-            r["transport"] != "tcp",
+            ("tcp", "ipc", "shm").index(r["transport"]),
             _order(r["system"]),
         )
     )
@@ -150,6 +163,8 @@ def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
             note = f"target <= {target:.2f}x: " + (
                 "ok" if ratio <= target else "MISSED"
             )
+        elif row["transport"] == "shm":
+            note = "shared memory; vs raw over ipc"
         unit = _ns(row["median_ns"]).split()[1]
         scale = 1e3 if unit == "us" else 1e6
         pairs_text = "/".join(f"{m / scale:.1f}" for m in row["pair_medians_ns"])
@@ -195,6 +210,62 @@ def _print_pairs(rows: list[dict], title: str, twin: Any, check: bool) -> None:
         )
 
 
+def shm_ratios(rows: list[dict]) -> list[dict[str, Any]]:
+    """Issue 14's ratios: framerpc's median over raw pyzmq ipc's and over
+    iceoryx2's, per transport framerpc ran on, for ``SHM_WORKLOADS``.
+
+    Returns
+    -------
+    list of dict
+        ``workload``, ``transport``, ``framerpc_ns``, then per reference
+        (``raw ipc``, ``iceoryx2``): its median (``<ref>_ns``), the ratio
+        and whether it meets ``SHM_TARGETS`` (None where not measured).
+    """
+    found = []
+    for row in rows:
+        if row["system"] != "framerpc" or row["workload"] not in SHM_WORKLOADS:
+            continue
+        name, median = row["workload"], row["median_ns"]
+        entry: dict[str, Any] = {
+            "workload": name,
+            "transport": row["transport"],
+            "framerpc_ns": median,
+        }
+        for ref, (system, transport) in {
+            "raw ipc": ("raw", "ipc"),
+            "iceoryx2": ("iceoryx2", "shm"),
+        }.items():
+            other = _find(rows, system, transport, name)
+            ratio = median / other["median_ns"] if other else None
+            entry[f"{ref}_ns"] = other["median_ns"] if other else None
+            entry[f"ratio_to_{ref}"] = ratio
+            entry[f"meets_{ref}"] = None if ratio is None else ratio <= SHM_TARGETS[ref]
+        found.append(entry)
+    return found
+
+
+def _print_shm(rows: list[dict]) -> None:
+    found = shm_ratios(rows)
+    if not found:
+        return
+    print()
+    targets = ", ".join(f"/ {ref} <= {t:.2f}x" for ref, t in SHM_TARGETS.items())
+    print(f"issue 14, a plain array fetched on one host (framerpc {targets}):")
+    for entry in found:
+        parts = []
+        for ref in SHM_TARGETS:
+            ratio = entry[f"ratio_to_{ref}"]
+            if ratio is None:
+                parts.append(f"{ref} not measured")
+                continue
+            verdict = "ok" if entry[f"meets_{ref}"] else "MISSED"
+            parts.append(f"{ref} {_ns(entry[f'{ref}_ns'])}: {ratio:.2f}x {verdict}")
+        print(
+            f"  {entry['workload']:<8} framerpc {entry['transport']:<4} "
+            f"{_ns(entry['framerpc_ns']):>9}   " + "   ".join(parts)
+        )
+
+
 def print_tables(rows: list[dict], results: Results, args: Any) -> None:
     """Print the latency table, the comparisons and the stream table."""
     _print_latency(rows, args.pairs, args.pin)
@@ -222,6 +293,7 @@ def print_tables(rows: list[dict], results: Results, args: Any) -> None:
     _print_pairs(rows, title, idiom_twin, False)
     title = f"this checkout vs the baseline {args.baseline} (new / baseline):"
     _print_pairs(rows, title, baseline_twin, True)
+    _print_shm(rows)
     if results.streams:
         print()
         seconds = args.stream_seconds
@@ -232,8 +304,10 @@ def print_tables(rows: list[dict], results: Results, args: Any) -> None:
         )
         print(header)
         print("-" * len(header))
-        for transport in args.transports:
-            raw = results.streams.get(("raw", transport))
+        for transport in getattr(args, "run_transports", args.transports):
+            raw = results.streams.get(
+                ("raw", "ipc" if transport == "shm" else transport)
+            )
             for system in args.systems:
                 result = results.streams.get((system, transport))
                 if result is None:
@@ -274,6 +348,7 @@ def machine(results: Results) -> dict[str, Any]:
         "msgpack": version("msgpack"),
         "framerpc": version("framerpc"),
         "imagezmq": version("imagezmq"),
+        "iceoryx2": version("iceoryx2"),
         "implementations": {k: sorted(v) for k, v in results.implementations.items()},
         "libraries": {k: sorted(v) for k, v in results.libraries.items()},
     }
@@ -298,7 +373,8 @@ def plot(path: str, rows: list[dict], transports: list[str]) -> str | None:
                 (row["nbytes"], row["median_ns"] / 1e6)
                 for row in rows
                 if row["system"] == system
-                and row["transport"] == transport
+                # iceoryx2 has no ZeroMQ transport: a reference on every panel
+                and row["transport"] in (transport, "shm")
                 and row["workload"] != "echo"
             )
             if points:

@@ -1,5 +1,6 @@
 """The systems under test: raw pyzmq, framerpc (array and memoryview
-idioms, compiled and pure) and imageZMQ, each a server and a client.
+idioms, compiled and pure), imageZMQ and iceoryx2 (``iceoryx``), each a
+server and a client.
 
 Every client has one method, ``call(workload)``, that does one request,
 wraps the reply as the application would (a numpy array for a frame, a str
@@ -9,8 +10,8 @@ measure exactly the same work.
 
 A system named ``<name>@baseline`` is ``<name>`` run against another
 checkout of framerpc (the runner's ``--baseline``); the code here is the
-same for both. This module imports neither framerpc nor imagezmq at
-import time: a child process sets its library path, environment
+same for both. This module imports neither framerpc, imagezmq nor
+iceoryx2 at import time: a child process sets its library path, environment
 (``FRAMERPC_PURE``) and CPU affinity first.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from . import iceoryx
 from .timing import BenchClient
 from .workloads import ECHO_TEXT, WORKLOADS, Workload, check, check_echo
 
@@ -41,6 +43,7 @@ __all__ = [
     "server_url",
     "supports",
     "system_env",
+    "transports",
 ]
 
 #: Systems under test. "-pure": framerpc with ``FRAMERPC_PURE=1``; "-mv":
@@ -53,6 +56,7 @@ SYSTEMS = (
     "framerpc-pure",
     "framerpc-pure-mv",
     "imagezmq",
+    "iceoryx2",
 )
 #: Suffix of a framerpc system run against the ``--baseline`` checkout.
 BASELINE = "@baseline"
@@ -63,7 +67,11 @@ _LABELS = {
     "framerpc-pure": "framerpc PURE",
     "framerpc-pure-mv": "fr. PURE mview",
     "imagezmq": "imageZMQ",
+    "iceoryx2": "iceoryx2 req-resp",
 }
+#: Transports of the systems that do not run over ZeroMQ: iceoryx2 moves
+#: its data through shared memory ("shm") and ignores ``--transports``.
+_OWN_TRANSPORTS = {"iceoryx2": ("shm",)}
 #: How often (ms) a baseline server's receive loop wakes to notice a stop.
 _POLL_MS = 100
 
@@ -85,6 +93,12 @@ def system_env(system: str) -> dict[str, str | None]:
     return {"FRAMERPC_PURE": "1"} if pure else {}
 
 
+def transports(system: str, chosen: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The transports ``system`` runs on when ``chosen`` are asked for: a
+    ZeroMQ system's are ``chosen``, iceoryx2's its own ("shm")."""
+    return _OWN_TRANSPORTS.get(base_system(system), tuple(chosen))
+
+
 def supports(system: str, workload: Workload) -> bool:
     """Whether ``system`` has a meaningful version of ``workload`` (one to
     report: imageZMQ's pairs still run an echo phase, untimed)."""
@@ -104,11 +118,16 @@ def implementation(system: str) -> str:
         import imagezmq
 
         return f"imagezmq {getattr(imagezmq, '__version__', '?')}"
+    if system == "iceoryx2":
+        return f"iceoryx2 {iceoryx.version()}"
     return f"pyzmq {zmq.__version__}"
 
 
 def server_url(transport: str, workdir: str) -> str:
-    """URL to bind: tcp loopback without a port, or an ipc path in ``workdir``."""
+    """URL to bind: tcp loopback without a port, an ipc path in ``workdir``,
+    or a fresh iceoryx2 service name ("shm")."""
+    if transport == "shm":
+        return iceoryx.new_url()
     if transport == "tcp":
         return "tcp://127.0.0.1"
     if transport == "ipc":
@@ -237,10 +256,12 @@ class Server:
         self._context.term()
 
 
-def make_server(system: str, url: str) -> Server:
+def make_server(system: str, url: str) -> Server | iceoryx.IceoryxServer:
     """Bind a server of ``system`` at ``url`` (a tcp URL without port: any)."""
     from .workloads import frames
 
+    if base_system(system) == "iceoryx2":
+        return iceoryx.IceoryxServer(url, frames())
     return Server(base_system(system), url, frames())
 
 
@@ -362,4 +383,6 @@ def make_client(system: str, url: str) -> BenchClient:
         return ImageZMQClient(url)
     if base == "raw":
         return RawClient(url)
+    if base == "iceoryx2":
+        return iceoryx.IceoryxClient(url)
     raise ValueError(f"unknown system {system!r}")
