@@ -231,15 +231,17 @@ class IceoryxClient:
         pending.delete()  # the response outlives it; the request slot is free
         return response
 
+    def fetch(self, workload: Workload) -> np.ndarray:
+        """Request ``workload``'s frame: an array on its response slot."""
+        return wrap(self._request(self._names[workload.name]), workload)
+
     def call(self, workload: Workload) -> None:
         if workload.shape is None:
             response = self._request(self._echo)
             check_echo(bytes(response.payload().as_memory_view()).decode())
             response.delete()
             return
-        response = self._request(self._names[workload.name])
-        arr = wrap(response, workload)
-        check(arr, workload)
+        check(self.fetch(workload), workload)
 
     def close(self) -> None:
         self._end.delete(self._client, self._listener, self._notifier)
