@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def system_env(system: str) -> dict[str, str | None]:
     return {"FRAMERPC_PURE": "1"} if pure else {}
 
 
-def transports(system: str, chosen: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def transports(system: str, chosen: Sequence[str]) -> tuple[str, ...]:
     """The transports ``system`` runs on when ``chosen`` are asked for: a
     ZeroMQ system's are ``chosen``, iceoryx2's its own ("shm")."""
     return _OWN_TRANSPORTS.get(base_system(system), tuple(chosen))
