@@ -87,6 +87,10 @@ def _results(medians_us: dict[tuple[str, str, str], float]) -> report.Results:
     for key, median in medians_us.items():
         results.samples[key] = [int(median * 1e3)] * 3
         results.pair_medians[key] = [median * 1e3]
+        # CPU time per call of both processes: a quarter of the latency each,
+        # except iceoryx2's, a half each
+        share = 2 if key[0] == "iceoryx2" else 4
+        results.cpu[key] = [int(median * 1e3 / share)] * 2 + [1]
     return results
 
 
@@ -115,6 +119,8 @@ def test_the_report_gives_issue_14s_two_ratios(capsys):
     assert ipc["meets_raw ipc"] is True
     assert ipc["ratio_to_iceoryx2"] == pytest.approx(1.25)
     assert ipc["meets_iceoryx2"] is False
+    assert ipc["cpu_ratio_to_raw ipc"] == pytest.approx(0.5)
+    assert ipc["cpu_ratio_to_iceoryx2"] == pytest.approx(0.625)
     assert found[("24.9MB", "tcp")]["meets_raw ipc"] is False  # 0.8x > 0.6x
     small = found[("5.76MB", "ipc")]  # neither reference measured
     assert small["ratio_to_raw ipc"] is None and small["meets_iceoryx2"] is None
@@ -130,5 +136,8 @@ def test_the_report_gives_issue_14s_two_ratios(capsys):
     )
     report.print_tables(rows, results, args)
     out = capsys.readouterr().out
-    assert "raw ipc 10.00 ms: 0.50x ok   iceoryx2 4.00 ms: 1.25x MISSED" in out
+    assert (
+        "raw ipc 10.00 ms: 0.50x ok (cpu 0.50x)   "
+        "iceoryx2 4.00 ms: 1.25x MISSED (cpu 0.62x)"
+    ) in out
     assert "raw ipc not measured   iceoryx2 not measured" in out

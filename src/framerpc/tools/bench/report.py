@@ -219,7 +219,9 @@ def shm_ratios(rows: list[dict]) -> list[dict[str, Any]]:
     list of dict
         ``workload``, ``transport``, ``framerpc_ns``, then per reference
         (``raw ipc``, ``iceoryx2``): its median (``<ref>_ns``), the ratio
-        and whether it meets ``SHM_TARGETS`` (None where not measured).
+        and whether it meets ``SHM_TARGETS`` (None where not measured), and
+        the ratio of the CPU time per call of both processes
+        (``cpu_ratio_to_<ref>``; on a loaded machine the steadier figure).
     """
     found = []
     for row in rows:
@@ -240,6 +242,10 @@ def shm_ratios(rows: list[dict]) -> list[dict[str, Any]]:
             entry[f"{ref}_ns"] = other["median_ns"] if other else None
             entry[f"ratio_to_{ref}"] = ratio
             entry[f"meets_{ref}"] = None if ratio is None else ratio <= SHM_TARGETS[ref]
+            cpu = _cpu_per_call(row)
+            other_cpu = _cpu_per_call(other) if other else None
+            cpu_ratio = cpu / other_cpu if cpu and other_cpu else None
+            entry[f"cpu_ratio_to_{ref}"] = cpu_ratio
         found.append(entry)
     return found
 
@@ -259,7 +265,11 @@ def _print_shm(rows: list[dict]) -> None:
                 parts.append(f"{ref} not measured")
                 continue
             verdict = "ok" if entry[f"meets_{ref}"] else "MISSED"
-            parts.append(f"{ref} {_ns(entry[f'{ref}_ns'])}: {ratio:.2f}x {verdict}")
+            cpu = entry[f"cpu_ratio_to_{ref}"]
+            cpu_text = "" if cpu is None else f" (cpu {cpu:.2f}x)"
+            parts.append(
+                f"{ref} {_ns(entry[f'{ref}_ns'])}: {ratio:.2f}x {verdict}{cpu_text}"
+            )
         print(
             f"  {entry['workload']:<8} framerpc {entry['transport']:<4} "
             f"{_ns(entry['framerpc_ns']):>9}   " + "   ".join(parts)
