@@ -1,7 +1,8 @@
-"""The benchmark's iceoryx2 system (issue 14's shared-memory reference).
+"""The benchmark's iceoryx2 system (issue 14's shared-memory reference) and
+issue 14's same-host figures (``same_host``).
 
-The runner runs it on its own transport ("shm"), compares it with raw
-pyzmq over ipc, prints issue 14's two ratios, and skips it with a note
+The runner runs iceoryx2 on its own transport ("shm"), compares it with
+raw pyzmq over ipc, prints issue 14's ratios, and skips it with a note
 when iceoryx2 is not installed (the ``test`` extra does not install it:
 only the first test needs it).
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from framerpc.tools.bench import processes, report, run, systems
+from framerpc.tools.bench import processes, report, run, same_host, systems
 from framerpc.tools.bench.workloads import BY_NAME, make_frame
 
 
@@ -112,7 +113,7 @@ def test_the_report_gives_issue_14s_two_ratios(capsys):
     tcp = next(r for r in rows if r["system"] == "framerpc" and r["transport"] == "tcp")
     assert tcp["ratio_to_raw"] == pytest.approx(0.5)
     assert tcp["ratio_to_raw_ipc"] == pytest.approx(0.8)
-    found = {(e["workload"], e["transport"]): e for e in report.shm_ratios(rows)}
+    found = {(e["workload"], e["transport"]): e for e in same_host.shm_ratios(rows)}
     assert set(found) == {("24.9MB", "ipc"), ("24.9MB", "tcp"), ("5.76MB", "ipc")}
     ipc = found[("24.9MB", "ipc")]
     assert ipc["ratio_to_raw ipc"] == pytest.approx(0.5)
@@ -135,9 +136,38 @@ def test_the_report_gives_issue_14s_two_ratios(capsys):
         stream_workload="24.9MB",
     )
     report.print_tables(rows, results, args)
+    same_host.print_same_host(rows)
     out = capsys.readouterr().out
     assert (
         "raw ipc 10.00 ms: 0.50x ok (cpu 0.50x)   "
         "iceoryx2 4.00 ms: 1.25x MISSED (cpu 0.62x)"
     ) in out
     assert "raw ipc not measured   iceoryx2 not measured" in out
+
+
+def test_the_pool_frame_is_compared_with_its_own_echo(capsys):
+    results = _results(
+        {
+            ("framerpc-pool", "ipc", "echo"): 100.0,
+            ("framerpc-pool", "ipc", "24.9MB"): 150.0,
+            ("framerpc-pool", "tcp", "echo"): 100.0,
+            ("framerpc-pool", "tcp", "24.9MB"): 900.0,
+            ("framerpc", "tcp", "24.9MB"): 9000.0,
+            ("framerpc-pool", "tcp", "5.76MB"): 100.0,
+        }
+    )
+    found = {
+        e["transport"]: e for e in same_host.pool_ratios(report.latency_rows(results))
+    }
+    assert set(found) == {"ipc", "tcp"}
+    assert found["ipc"]["ratio_to_echo"] == pytest.approx(1.5)
+    assert found["ipc"]["meets_echo"] is True and found["ipc"]["meets_ms"] is True
+    assert found["ipc"]["ratio_to_plain"] is None
+    tcp = found["tcp"]
+    assert tcp["meets_echo"] is False and tcp["meets_ms"] is False  # 9x, 0.9 ms
+    assert tcp["ratio_to_plain"] == pytest.approx(0.1)
+    assert tcp["cpu_ratio_to_echo"] == pytest.approx(9.0)
+    same_host.print_same_host(report.latency_rows(results))
+    out = capsys.readouterr().out
+    assert "ipc   150.0 us: 1.5x its echo 100.0 us ok (cpu 1.50x), ok in time" in out
+    assert "pool / plain 0.10x" in out

@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 
 from .systems import BASELINE, SYSTEMS, base_system, label
-from .workloads import BY_NAME, SHM_TARGETS, SHM_WORKLOADS, TARGETS, WORKLOADS
+from .workloads import BY_NAME, TARGETS, WORKLOADS
 
 __all__ = [
     "Results",
@@ -22,7 +22,6 @@ __all__ = [
     "machine",
     "plot",
     "print_tables",
-    "shm_ratios",
 ]
 
 #: Largest new/baseline ratio of a cell's median that counts as no loss.
@@ -210,72 +209,6 @@ def _print_pairs(rows: list[dict], title: str, twin: Any, check: bool) -> None:
         )
 
 
-def shm_ratios(rows: list[dict]) -> list[dict[str, Any]]:
-    """Issue 14's ratios: framerpc's median over raw pyzmq ipc's and over
-    iceoryx2's, per transport framerpc ran on, for ``SHM_WORKLOADS``.
-
-    Returns
-    -------
-    list of dict
-        ``workload``, ``transport``, ``framerpc_ns``, then per reference
-        (``raw ipc``, ``iceoryx2``): its median (``<ref>_ns``), the ratio
-        and whether it meets ``SHM_TARGETS`` (None where not measured), and
-        the ratio of the CPU time per call of both processes
-        (``cpu_ratio_to_<ref>``; on a loaded machine the steadier figure).
-    """
-    found = []
-    for row in rows:
-        if row["system"] != "framerpc" or row["workload"] not in SHM_WORKLOADS:
-            continue
-        name, median = row["workload"], row["median_ns"]
-        entry: dict[str, Any] = {
-            "workload": name,
-            "transport": row["transport"],
-            "framerpc_ns": median,
-        }
-        for ref, (system, transport) in {
-            "raw ipc": ("raw", "ipc"),
-            "iceoryx2": ("iceoryx2", "shm"),
-        }.items():
-            other = _find(rows, system, transport, name)
-            ratio = median / other["median_ns"] if other else None
-            entry[f"{ref}_ns"] = other["median_ns"] if other else None
-            entry[f"ratio_to_{ref}"] = ratio
-            entry[f"meets_{ref}"] = None if ratio is None else ratio <= SHM_TARGETS[ref]
-            cpu = _cpu_per_call(row)
-            other_cpu = _cpu_per_call(other) if other else None
-            cpu_ratio = cpu / other_cpu if cpu and other_cpu else None
-            entry[f"cpu_ratio_to_{ref}"] = cpu_ratio
-        found.append(entry)
-    return found
-
-
-def _print_shm(rows: list[dict]) -> None:
-    found = shm_ratios(rows)
-    if not found:
-        return
-    print()
-    targets = ", ".join(f"/ {ref} <= {t:.2f}x" for ref, t in SHM_TARGETS.items())
-    print(f"issue 14, a plain array fetched on one host (framerpc {targets}):")
-    for entry in found:
-        parts = []
-        for ref in SHM_TARGETS:
-            ratio = entry[f"ratio_to_{ref}"]
-            if ratio is None:
-                parts.append(f"{ref} not measured")
-                continue
-            verdict = "ok" if entry[f"meets_{ref}"] else "MISSED"
-            cpu = entry[f"cpu_ratio_to_{ref}"]
-            cpu_text = "" if cpu is None else f" (cpu {cpu:.2f}x)"
-            parts.append(
-                f"{ref} {_ns(entry[f'{ref}_ns'])}: {ratio:.2f}x {verdict}{cpu_text}"
-            )
-        print(
-            f"  {entry['workload']:<8} framerpc {entry['transport']:<4} "
-            f"{_ns(entry['framerpc_ns']):>9}   " + "   ".join(parts)
-        )
-
-
 def print_tables(rows: list[dict], results: Results, args: Any) -> None:
     """Print the latency table, the comparisons and the stream table."""
     _print_latency(rows, args.pairs, args.pin)
@@ -303,7 +236,6 @@ def print_tables(rows: list[dict], results: Results, args: Any) -> None:
     _print_pairs(rows, title, idiom_twin, False)
     title = f"this checkout vs the baseline {args.baseline} (new / baseline):"
     _print_pairs(rows, title, baseline_twin, True)
-    _print_shm(rows)
     if results.streams:
         print()
         seconds = args.stream_seconds

@@ -16,8 +16,10 @@ on its own transport, "shm", whatever ``--transports`` says, and its
 "vs raw" ratio is to raw pyzmq over ipc. Workloads: an echo call of a
 10-character string and fetches of 64 KiB, 1 MiB, a 5.76 MB uint16 frame
 and a 24.9 MB uint8 frame, each received as a numpy array and checked.
-With framerpc and raw pyzmq over ipc, and iceoryx2, the tables end with
-issue 14's ratios for the 5.76 MB and 24.9 MB fetches (``SHM_TARGETS``).
+"framerpc-pool" (not run by default) returns a ``FramePool`` frame. The
+tables end with issue 14's ratios (``same_host``): framerpc's 5.76 MB and
+24.9 MB fetches over raw pyzmq ipc's and iceoryx2's, and the pool's 24.9 MB
+fetch over its echo.
 
 Every system runs in ``--pairs`` independent server/client process pairs
 whose samples are pooled (latencies on a small VM are bimodal per pair);
@@ -52,9 +54,9 @@ from typing import TextIO
 
 import numpy as np
 
-from . import processes, report
+from . import processes, report, same_host
 from .systems import BASELINE, SYSTEMS, base_system, label, supports, transports
-from .workloads import SHM_TARGETS, TARGETS, WORKLOADS
+from .workloads import POOL_TARGETS, SHM_TARGETS, TARGETS, WORKLOADS
 
 __all__ = ["main"]
 
@@ -302,9 +304,11 @@ def _document(args, systems, cpus, rows, results, notes, elapsed) -> dict:
             "stream_seconds": args.stream_seconds,
             "targets": TARGETS,
             "shm_targets": SHM_TARGETS,
+            "pool_targets": POOL_TARGETS,
         },
         "latency": rows,
-        "shm_ratios": report.shm_ratios(rows),
+        "shm_ratios": same_host.shm_ratios(rows),
+        "pool_ratios": same_host.pool_ratios(rows),
         "stream": [
             {"system": system, "transport": transport, "workload": STREAM_WORKLOAD}
             | result
@@ -395,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     rows = report.latency_rows(results)
     report.print_tables(rows, results, args)
+    same_host.print_same_host(rows)
     for note in notes:
         print(f"note: {note}")
     print(f"total time {elapsed:.1f} s")

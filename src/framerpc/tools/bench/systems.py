@@ -49,13 +49,15 @@ __all__ = [
 
 #: Systems under test. "-pure": framerpc with ``FRAMERPC_PURE=1``; "-mv":
 #: the documented buffer-method idiom, ``memoryview(frame)`` with shape and
-#: dtype in the info dict, where "framerpc" returns the array itself.
+#: dtype in the info dict, where "framerpc" returns the array itself;
+#: "-pool": a ``FramePool`` frame (issue 14), filled once, never refilled.
 SYSTEMS = (
     "raw",
     "framerpc",
     "framerpc-mv",
     "framerpc-pure",
     "framerpc-pure-mv",
+    "framerpc-pool",
     "imagezmq",
     "iceoryx2",
 )
@@ -67,6 +69,7 @@ _LABELS = {
     "framerpc-mv": "framerpc mview",
     "framerpc-pure": "framerpc PURE",
     "framerpc-pure-mv": "fr. PURE mview",
+    "framerpc-pool": "framerpc pool",
     "imagezmq": "imageZMQ",
     "iceoryx2": "iceoryx2 req-resp",
 }
@@ -163,12 +166,21 @@ def framerpc_types() -> tuple[type, type]:
         def grab_view(self, kind: str) -> tuple:
             """The documented idiom: ``memoryview(frame)``, shape and dtype."""
 
+        @abstractmethod
+        def grab_pooled(self, kind: str) -> tuple:
+            """A ``FramePool`` slot holding frame ``kind``, and its info dict."""
+
     class BenchServer(BenchDevice, RPCServer):
         def __init__(
-            self, context: zmq.Context, url: str, frames: dict[str, np.ndarray]
+            self,
+            context: zmq.Context,
+            url: str,
+            frames: dict[str, np.ndarray],
+            pooled: bool = False,
         ) -> None:
             RPCServer.__init__(self, context, url)
             self._frames = frames
+            self._pools = _pools(frames) if pooled else {}
 
         @RPCServer.register_method_json
         def echo(self, text: str) -> str:
@@ -189,12 +201,36 @@ def framerpc_types() -> tuple[type, type]:
                 "dtype": frame.dtype.str,
             }
 
+        @RPCServer.register_method_buffer
+        def grab_pooled(self, kind: str) -> tuple:
+            frame = self._pools[kind].acquire(timeout=5)
+            return frame, {"shape": list(frame.shape), "dtype": frame.dtype.str}
+
     @RPCClient.register_interface(BenchDevice)
     class BenchProxy(BenchDevice, RPCClient):
         pass
 
     _FRAMERPC_TYPES = (BenchServer, BenchProxy)
     return _FRAMERPC_TYPES
+
+
+#: Slots per pool of the "-pool" system.
+POOL_DEPTH = 4
+
+
+def _pools(frames: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A ``FramePool`` per frame, every slot holding that frame (imported
+    here: a ``--baseline`` checkout may predate it)."""
+    from framerpc import FramePool
+
+    pools = {}
+    for name, frame in frames.items():
+        pool = pools[name] = FramePool(frame.shape, frame.dtype, POOL_DEPTH)
+        slots = [pool.acquire(0) for _ in range(POOL_DEPTH)]
+        for slot in slots:
+            slot[...] = frame
+        del slots, slot  # back to the pool
+    return pools
 
 
 # -- servers --------------------------------------------------------------
@@ -209,7 +245,8 @@ class Server:
         if system.startswith("framerpc"):
             server_cls, _ = framerpc_types()
             self._context = zmq.Context()
-            self._framerpc = server_cls(self._context, url, frames)
+            pooled = system.endswith("-pool")
+            self._framerpc = server_cls(self._context, url, frames, pooled)
             self.url: str = self._framerpc.url
             return
         if system == "imagezmq":
@@ -343,12 +380,14 @@ class FramerpcClient:
     The "-mv" systems call ``grab_view`` instead, the documented idiom: the
     server returns ``memoryview(array)`` with shape and dtype in the info
     dict, and the client rebuilds the array from them, as a user would.
+    The "-pool" systems call ``grab_pooled``, a ``FramePool`` slot.
     """
 
     def __init__(self, url: str, system: str = "framerpc") -> None:
         _, proxy_cls = framerpc_types()
         self.system = system
         self._view = base_system(system).endswith("-mv")
+        self._pooled = base_system(system).endswith("-pool")
         self._context = zmq.Context()
         self._proxy = proxy_cls(self._context, url, timeout=10000)
 
@@ -359,6 +398,8 @@ class FramerpcClient:
             return
         if self._view:
             result = proxy.grab_view(workload.name)
+        elif self._pooled:
+            result = proxy.grab_pooled(workload.name)
         else:
             result = proxy.grab(workload.name)
         if not result:  # a NoResult: the remote side failed

@@ -13,6 +13,8 @@ import numpy as np
 __all__ = [
     "BY_NAME",
     "ECHO_TEXT",
+    "POOL_TARGETS",
+    "POOL_WORKLOAD",
     "SHM_TARGETS",
     "SHM_WORKLOADS",
     "TARGETS",
@@ -37,6 +39,12 @@ TARGETS = {"echo": 1.3, "64KiB": 1.2, "1MiB": 1.10, "5.76MB": 1.05, "24.9MB": 1.
 SHM_TARGETS = {"raw ipc": 0.6, "iceoryx2": 1.0}
 #: The workloads those targets are for.
 SHM_WORKLOADS = ("5.76MB", "24.9MB")
+#: Issue 14's targets for a ``FramePool`` frame fetched on the same host
+#: (zero copies): at most this ratio to the same server's echo call, and at
+#: most this many milliseconds.
+POOL_TARGETS = {"vs echo": 2.0, "ms": 0.5}
+#: The workload those targets are for.
+POOL_WORKLOAD = "24.9MB"
 
 
 @dataclass(frozen=True)
