@@ -10,6 +10,7 @@ only the first test needs it).
 from __future__ import annotations
 
 import importlib.util
+import json
 import types
 from pathlib import Path
 
@@ -55,6 +56,24 @@ def test_a_server_process_answers_and_leaves_no_service(tmp_path):
     assert not iceoryx.service_exists(server.url)
     # every server has a service of its own
     assert iceoryx.new_url() != iceoryx.new_url()
+
+
+def test_the_runner_measures_iceoryx2_next_to_raw_ipc(tmp_path, capsys):
+    pytest.importorskip("iceoryx2")
+    out = tmp_path / "out.json"
+    argv = ["--quick", "--pairs", "1", "--workloads", "echo", "--transports", "ipc"]
+    argv += ["--systems", "raw,iceoryx2", "--stream-seconds", "0", "--json", str(out)]
+    assert run.main(argv) == 0
+    document = json.loads(out.read_text())
+    assert document["errors"] == []
+    cells = {(r["system"], r["transport"]): r for r in document["latency"]}
+    assert set(cells) == {("raw", "ipc"), ("iceoryx2", "shm")}
+    row = cells[("iceoryx2", "shm")]
+    assert row["n"] == BY_NAME["echo"].quick
+    assert row["ratio_to_raw"] == pytest.approx(
+        row["median_ns"] / cells[("raw", "ipc")]["median_ns"]
+    )
+    assert "iceoryx2 req-resp" in capsys.readouterr().out
 
 
 def test_without_iceoryx2_the_runner_skips_it_with_a_note(monkeypatch):

@@ -104,7 +104,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer samples (<1 min)")
     parser.add_argument(
-        "--transports", default="tcp,ipc", help="comma-separated (default tcp,ipc)"
+        "--transports",
+        default="tcp,ipc",
+        help="comma-separated (default tcp,ipc; iceoryx2 runs on shared memory)",
     )
     parser.add_argument(
         "--systems",
