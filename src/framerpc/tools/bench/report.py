@@ -16,13 +16,7 @@ import zmq
 from .systems import BASELINE, SYSTEMS, base_system, label
 from .workloads import BY_NAME, TARGETS, WORKLOADS
 
-__all__ = [
-    "Results",
-    "latency_rows",
-    "machine",
-    "plot",
-    "print_tables",
-]
+__all__ = ["Results", "latency_rows", "machine", "plot", "print_tables"]
 
 #: Largest new/baseline ratio of a cell's median that counts as no loss.
 BASELINE_TOLERANCE = 1.03
