@@ -2,7 +2,8 @@
 
 A server process loads the harness by path and then framerpc from the
 folder it is told (what ``framerpc bench --baseline`` relies on), reports
-that folder, answers both buffer idioms, and stops cleanly.
+that folder, answers both buffer idioms and a ``FramePool`` frame, and
+stops cleanly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from framerpc.tools.bench import processes, run, systems
 from framerpc.tools.bench.workloads import BY_NAME
 
 
-@pytest.mark.parametrize("system", ["framerpc", "framerpc-mv"])
+@pytest.mark.parametrize("system", ["framerpc", "framerpc-mv", "framerpc-pool"])
 def test_a_server_process_runs_the_given_checkout(tmp_path, system):
     library = processes.own_library()
     server = processes.start_server(system, "ipc", str(tmp_path), library=library)

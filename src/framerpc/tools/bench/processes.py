@@ -29,6 +29,7 @@ from .systems import (
     make_server,
     server_url,
     system_env,
+    transports,
 )
 from .timing import profiled, sample, stream
 from .workloads import BY_NAME
@@ -298,7 +299,8 @@ def start_server(
     RuntimeError
         The server failed or did not report within ``START_TIMEOUT_S``.
     """
-    url = server_url(transport, workdir)
+    # iceoryx2 has a transport of its own ("shm") whatever is asked
+    url = server_url(transports(system, (transport,))[0], workdir)
     kwargs: dict[str, Any] = {"system": system, "url": url, "profile": profile}
     kwargs["profile_cpu"] = profile_cpu
     process, conn = _spawn(("serve", kwargs), system_env(system), cpus, library)

@@ -46,8 +46,13 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for (system, transport, name), samples in results.samples.items():
         data = np.asarray(samples, dtype=np.float64)
-        raw = results.samples.get(("raw", transport, name))
+        # iceoryx2 ("shm") is compared with raw pyzmq's same-host transport
+        raw = results.samples.get(
+            ("raw", "ipc" if transport == "shm" else transport, name)
+        )
         raw_median = float(np.median(raw)) if raw else None
+        raw_ipc = results.samples.get(("raw", "ipc", name))
+        raw_ipc_median = float(np.median(raw_ipc)) if raw_ipc else None
         median = float(np.median(data))
         medians = results.pair_medians[(system, transport, name)]
         server_ns, client_ns, calls = results.cpu.get(
@@ -77,6 +82,7 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
                 },
                 "pair_medians_ns": medians,
                 "ratio_to_raw": median / raw_median if raw_median else None,
+                "ratio_to_raw_ipc": median / raw_ipc_median if raw_ipc_median else None,
                 "server_cpu_ns": server_ns / calls if calls else None,
                 "client_cpu_ns": client_ns / calls if calls else None,
             }
@@ -85,7 +91,7 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
     rows.sort(
         key=lambda r: (
             order[r["workload"]],
-            r["transport"] != "tcp",
+            ("tcp", "ipc", "shm").index(r["transport"]),
             _order(r["system"]),
         )
     )
@@ -150,6 +156,8 @@ def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
             note = f"target <= {target:.2f}x: " + (
                 "ok" if ratio <= target else "MISSED"
             )
+        elif row["transport"] == "shm":
+            note = "shared memory; vs raw over ipc"
         unit = _ns(row["median_ns"]).split()[1]
         scale = 1e3 if unit == "us" else 1e6
         pairs_text = "/".join(f"{m / scale:.1f}" for m in row["pair_medians_ns"])
@@ -232,8 +240,10 @@ def print_tables(rows: list[dict], results: Results, args: Any) -> None:
         )
         print(header)
         print("-" * len(header))
-        for transport in args.transports:
-            raw = results.streams.get(("raw", transport))
+        for transport in getattr(args, "run_transports", args.transports):
+            raw = results.streams.get(
+                ("raw", "ipc" if transport == "shm" else transport)
+            )
             for system in args.systems:
                 result = results.streams.get((system, transport))
                 if result is None:
@@ -274,6 +284,7 @@ def machine(results: Results) -> dict[str, Any]:
         "msgpack": version("msgpack"),
         "framerpc": version("framerpc"),
         "imagezmq": version("imagezmq"),
+        "iceoryx2": version("iceoryx2"),
         "implementations": {k: sorted(v) for k, v in results.implementations.items()},
         "libraries": {k: sorted(v) for k, v in results.libraries.items()},
     }
@@ -298,7 +309,8 @@ def plot(path: str, rows: list[dict], transports: list[str]) -> str | None:
                 (row["nbytes"], row["median_ns"] / 1e6)
                 for row in rows
                 if row["system"] == system
-                and row["transport"] == transport
+                # iceoryx2 has no ZeroMQ transport: a reference on every panel
+                and row["transport"] in (transport, "shm")
                 and row["workload"] != "echo"
             )
             if points:

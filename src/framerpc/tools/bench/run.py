@@ -1,4 +1,4 @@
-"""Benchmark framerpc against raw pyzmq (and imageZMQ when installed).
+"""Benchmark framerpc against raw pyzmq (and imageZMQ, iceoryx2 when installed).
 
     framerpc bench [--quick] [--transports tcp,ipc] [--pairs 3]
                    [--systems raw,framerpc,framerpc-mv,...] [--workloads ...]
@@ -9,10 +9,17 @@ Systems: raw pyzmq REQ/REP with ``copy=False`` (the reference), framerpc
 with its live framing layer returning the array ("framerpc") or the
 documented idiom, ``memoryview(array)`` with shape and dtype in the info
 dict ("framerpc-mv"), the same two with ``FRAMERPC_PURE=1`` (client and
-server), and imageZMQ's ``send_array``/``recv_array`` when ``imagezmq`` is
-importable. Workloads: an echo call of a 10-character string and fetches of
-64 KiB, 1 MiB, a 5.76 MB uint16 frame and a 24.9 MB uint8 frame, each
-received as a numpy array and checked.
+server), imageZMQ's ``send_array``/``recv_array`` when ``imagezmq`` is
+importable, and iceoryx2's request-response over shared memory (one copy
+into a loaned slot; ``iceoryx``) when ``iceoryx2`` is importable: it runs
+on its own transport, "shm", whatever ``--transports`` says, and its
+"vs raw" ratio is to raw pyzmq over ipc. Workloads: an echo call of a
+10-character string and fetches of 64 KiB, 1 MiB, a 5.76 MB uint16 frame
+and a 24.9 MB uint8 frame, each received as a numpy array and checked.
+"framerpc-pool" (not run by default) returns a ``FramePool`` frame. The
+tables end with issue 14's ratios (``same_host``): framerpc's 5.76 MB and
+24.9 MB fetches over raw pyzmq ipc's and iceoryx2's, and the pool's 24.9 MB
+fetch over its echo.
 
 Every system runs in ``--pairs`` independent server/client process pairs
 whose samples are pooled (latencies on a small VM are bimodal per pair);
@@ -47,9 +54,9 @@ from typing import TextIO
 
 import numpy as np
 
-from . import processes, report
-from .systems import BASELINE, SYSTEMS, base_system, label, supports
-from .workloads import TARGETS, WORKLOADS
+from . import processes, report, same_host
+from .systems import BASELINE, SYSTEMS, base_system, label, supports, transports
+from .workloads import POOL_TARGETS, SHM_TARGETS, TARGETS, WORKLOADS
 
 __all__ = ["main"]
 
@@ -97,11 +104,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer samples (<1 min)")
     parser.add_argument(
-        "--transports", default="tcp,ipc", help="comma-separated (default tcp,ipc)"
+        "--transports",
+        default="tcp,ipc",
+        help="comma-separated (default tcp,ipc; iceoryx2 runs on shared memory)",
     )
     parser.add_argument(
         "--systems",
-        default="raw,framerpc,framerpc-mv,framerpc-pure,imagezmq",
+        default="raw,framerpc,framerpc-mv,framerpc-pure,imagezmq,iceoryx2",
         help=f"comma-separated subset of {','.join(SYSTEMS)}",
     )
     parser.add_argument(
@@ -261,6 +270,9 @@ def _systems(args: argparse.Namespace, notes: list[str]) -> list[str]:
     if "imagezmq" in systems and importlib.util.find_spec("imagezmq") is None:
         systems.remove("imagezmq")
         notes.append("imageZMQ is not importable (pip install imagezmq): skipped")
+    if "iceoryx2" in systems and importlib.util.find_spec("iceoryx2") is None:
+        systems.remove("iceoryx2")
+        notes.append("iceoryx2 is not importable (pip install iceoryx2): skipped")
     if args.baseline is None:
         return systems
     twinned = []
@@ -269,6 +281,15 @@ def _systems(args: argparse.Namespace, notes: list[str]) -> list[str]:
         if system.startswith("framerpc"):
             twinned.append(system + BASELINE)
     return twinned
+
+
+def _cells(order: Sequence[str], chosen: Sequence[str]) -> list[tuple[str, str]]:
+    """(transport, system) in the order a pair runs them: the ``chosen``
+    transports, then a system's own ("shm" for iceoryx2), each once."""
+    every: list[str] = list(chosen)
+    for system in order:
+        every += [t for t in transports(system, chosen) if t not in every]
+    return [(t, s) for t in every for s in order if t in transports(s, chosen)]
 
 
 def _document(args, systems, cpus, rows, results, notes, elapsed) -> dict:
@@ -284,8 +305,12 @@ def _document(args, systems, cpus, rows, results, notes, elapsed) -> dict:
             "pin": sorted(cpus) if cpus else None,
             "stream_seconds": args.stream_seconds,
             "targets": TARGETS,
+            "shm_targets": SHM_TARGETS,
+            "pool_targets": POOL_TARGETS,
         },
         "latency": rows,
+        "shm_ratios": same_host.shm_ratios(rows),
+        "pool_ratios": same_host.pool_ratios(rows),
         "stream": [
             {"system": system, "transport": transport, "workload": STREAM_WORKLOAD}
             | result
@@ -331,12 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes.ClientJob(plan),
             processes.ClientJob(plan, streamed, args.stream_seconds),
         )
-    total = (
-        args.pairs * len(args.transports) * sum(len(j[0].plan) for j in jobs.values())
-    )
-    total += len(args.transports) * sum(
-        1 for j in jobs.values() if j[1].stream_workload
-    )
+    cells = _cells(systems, args.transports)
+    args.run_transports = list(dict.fromkeys(t for t, _ in cells))
+    total = args.pairs * sum(len(jobs[s][0].plan) for _, s in cells)
+    total += sum(1 for _, s in cells if jobs[s][1].stream_workload)
     progress = Progress(total)
     for note in notes:
         progress.note(f"note: {note}")
@@ -356,29 +379,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             # and goes first in every other pair
             order = [s for g in rotated for s in (g[::-1] if pair % 2 else g)]
             last = pair == args.pairs - 1
-            for transport in args.transports:
-                for system in order:
-                    library = args.baseline if system.endswith(BASELINE) else None
-                    try:
-                        _run_pair(
-                            system,
-                            transport,
-                            jobs[system][1 if last else 0],
-                            workdir,
-                            cpus,
-                            library,
-                            results,
-                            progress,
-                            f"(pair {pair + 1}/{args.pairs})",
-                        )
-                    except Exception as exc:
-                        message = f"{system} {transport} pair {pair + 1}: {exc}"
-                        results.errors.append(message)
-                        progress.note(f"error: {message}")
+            for transport, system in _cells(order, args.transports):
+                library = args.baseline if system.endswith(BASELINE) else None
+                try:
+                    _run_pair(
+                        system,
+                        transport,
+                        jobs[system][1 if last else 0],
+                        workdir,
+                        cpus,
+                        library,
+                        results,
+                        progress,
+                        f"(pair {pair + 1}/{args.pairs})",
+                    )
+                except Exception as exc:
+                    message = f"{system} {transport} pair {pair + 1}: {exc}"
+                    results.errors.append(message)
+                    progress.note(f"error: {message}")
     progress.close()
     elapsed = time.monotonic() - started
     rows = report.latency_rows(results)
     report.print_tables(rows, results, args)
+    same_host.print_same_host(rows)
     for note in notes:
         print(f"note: {note}")
     print(f"total time {elapsed:.1f} s")

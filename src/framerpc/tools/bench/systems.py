@@ -1,5 +1,6 @@
 """The systems under test: raw pyzmq, framerpc (array and memoryview
-idioms, compiled and pure) and imageZMQ, each a server and a client.
+idioms, compiled and pure), imageZMQ and iceoryx2 (``iceoryx``), each a
+server and a client.
 
 Every client has one method, ``call(workload)``, that does one request,
 wraps the reply as the application would (a numpy array for a frame, a str
@@ -9,8 +10,8 @@ measure exactly the same work.
 
 A system named ``<name>@baseline`` is ``<name>`` run against another
 checkout of framerpc (the runner's ``--baseline``); the code here is the
-same for both. This module imports neither framerpc nor imagezmq at
-import time: a child process sets its library path, environment
+same for both. This module imports neither framerpc, imagezmq nor
+iceoryx2 at import time: a child process sets its library path, environment
 (``FRAMERPC_PURE``) and CPU affinity first.
 """
 
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import zmq
 
+from . import iceoryx
 from .timing import BenchClient
 from .workloads import ECHO_TEXT, WORKLOADS, Workload, check, check_echo
 
@@ -41,18 +44,22 @@ __all__ = [
     "server_url",
     "supports",
     "system_env",
+    "transports",
 ]
 
 #: Systems under test. "-pure": framerpc with ``FRAMERPC_PURE=1``; "-mv":
 #: the documented buffer-method idiom, ``memoryview(frame)`` with shape and
-#: dtype in the info dict, where "framerpc" returns the array itself.
+#: dtype in the info dict, where "framerpc" returns the array itself;
+#: "-pool": a ``FramePool`` frame (issue 14), filled once, never refilled.
 SYSTEMS = (
     "raw",
     "framerpc",
     "framerpc-mv",
     "framerpc-pure",
     "framerpc-pure-mv",
+    "framerpc-pool",
     "imagezmq",
+    "iceoryx2",
 )
 #: Suffix of a framerpc system run against the ``--baseline`` checkout.
 BASELINE = "@baseline"
@@ -62,8 +69,13 @@ _LABELS = {
     "framerpc-mv": "framerpc mview",
     "framerpc-pure": "framerpc PURE",
     "framerpc-pure-mv": "fr. PURE mview",
+    "framerpc-pool": "framerpc pool",
     "imagezmq": "imageZMQ",
+    "iceoryx2": "iceoryx2 req-resp",
 }
+#: Transports of the systems that do not run over ZeroMQ: iceoryx2 moves
+#: its data through shared memory ("shm") and ignores ``--transports``.
+_OWN_TRANSPORTS = {"iceoryx2": ("shm",)}
 #: How often (ms) a baseline server's receive loop wakes to notice a stop.
 _POLL_MS = 100
 
@@ -85,6 +97,12 @@ def system_env(system: str) -> dict[str, str | None]:
     return {"FRAMERPC_PURE": "1"} if pure else {}
 
 
+def transports(system: str, chosen: Sequence[str]) -> tuple[str, ...]:
+    """The transports ``system`` runs on when ``chosen`` are asked for: a
+    ZeroMQ system's are ``chosen``, iceoryx2's its own ("shm")."""
+    return _OWN_TRANSPORTS.get(base_system(system), tuple(chosen))
+
+
 def supports(system: str, workload: Workload) -> bool:
     """Whether ``system`` has a meaningful version of ``workload`` (one to
     report: imageZMQ's pairs still run an echo phase, untimed)."""
@@ -104,11 +122,16 @@ def implementation(system: str) -> str:
         import imagezmq
 
         return f"imagezmq {getattr(imagezmq, '__version__', '?')}"
+    if system == "iceoryx2":
+        return f"iceoryx2 {iceoryx.version()}"
     return f"pyzmq {zmq.__version__}"
 
 
 def server_url(transport: str, workdir: str) -> str:
-    """URL to bind: tcp loopback without a port, or an ipc path in ``workdir``."""
+    """URL to bind: tcp loopback without a port, an ipc path in ``workdir``,
+    or a fresh iceoryx2 service name ("shm")."""
+    if transport == "shm":
+        return iceoryx.new_url()
     if transport == "tcp":
         return "tcp://127.0.0.1"
     if transport == "ipc":
@@ -143,12 +166,21 @@ def framerpc_types() -> tuple[type, type]:
         def grab_view(self, kind: str) -> tuple:
             """The documented idiom: ``memoryview(frame)``, shape and dtype."""
 
+        @abstractmethod
+        def grab_pooled(self, kind: str) -> tuple:
+            """A ``FramePool`` slot holding frame ``kind``, and its info dict."""
+
     class BenchServer(BenchDevice, RPCServer):
         def __init__(
-            self, context: zmq.Context, url: str, frames: dict[str, np.ndarray]
+            self,
+            context: zmq.Context,
+            url: str,
+            frames: dict[str, np.ndarray],
+            pooled: bool = False,
         ) -> None:
             RPCServer.__init__(self, context, url)
             self._frames = frames
+            self._pools = _pools(frames) if pooled else {}
 
         @RPCServer.register_method_json
         def echo(self, text: str) -> str:
@@ -169,12 +201,36 @@ def framerpc_types() -> tuple[type, type]:
                 "dtype": frame.dtype.str,
             }
 
+        @RPCServer.register_method_buffer
+        def grab_pooled(self, kind: str) -> tuple:
+            frame = self._pools[kind].acquire(timeout=5)
+            return frame, {"shape": list(frame.shape), "dtype": frame.dtype.str}
+
     @RPCClient.register_interface(BenchDevice)
     class BenchProxy(BenchDevice, RPCClient):
         pass
 
     _FRAMERPC_TYPES = (BenchServer, BenchProxy)
     return _FRAMERPC_TYPES
+
+
+#: Slots per pool of the "-pool" system.
+POOL_DEPTH = 4
+
+
+def _pools(frames: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A ``FramePool`` per frame, every slot holding that frame (imported
+    here: a ``--baseline`` checkout may predate it)."""
+    from framerpc import FramePool
+
+    pools = {}
+    for name, frame in frames.items():
+        pool = pools[name] = FramePool(frame.shape, frame.dtype, POOL_DEPTH)
+        slots = [pool.acquire(0) for _ in range(POOL_DEPTH)]
+        for slot in slots:
+            slot[...] = frame
+        del slots, slot  # back to the pool
+    return pools
 
 
 # -- servers --------------------------------------------------------------
@@ -189,7 +245,8 @@ class Server:
         if system.startswith("framerpc"):
             server_cls, _ = framerpc_types()
             self._context = zmq.Context()
-            self._framerpc = server_cls(self._context, url, frames)
+            pooled = system.endswith("-pool")
+            self._framerpc = server_cls(self._context, url, frames, pooled)
             self.url: str = self._framerpc.url
             return
         if system == "imagezmq":
@@ -237,10 +294,12 @@ class Server:
         self._context.term()
 
 
-def make_server(system: str, url: str) -> Server:
+def make_server(system: str, url: str) -> Server | iceoryx.IceoryxServer:
     """Bind a server of ``system`` at ``url`` (a tcp URL without port: any)."""
     from .workloads import frames
 
+    if base_system(system) == "iceoryx2":
+        return iceoryx.IceoryxServer(url, frames())
     return Server(base_system(system), url, frames())
 
 
@@ -321,12 +380,14 @@ class FramerpcClient:
     The "-mv" systems call ``grab_view`` instead, the documented idiom: the
     server returns ``memoryview(array)`` with shape and dtype in the info
     dict, and the client rebuilds the array from them, as a user would.
+    The "-pool" systems call ``grab_pooled``, a ``FramePool`` slot.
     """
 
     def __init__(self, url: str, system: str = "framerpc") -> None:
         _, proxy_cls = framerpc_types()
         self.system = system
         self._view = base_system(system).endswith("-mv")
+        self._pooled = base_system(system).endswith("-pool")
         self._context = zmq.Context()
         self._proxy = proxy_cls(self._context, url, timeout=10000)
 
@@ -337,6 +398,8 @@ class FramerpcClient:
             return
         if self._view:
             result = proxy.grab_view(workload.name)
+        elif self._pooled:
+            result = proxy.grab_pooled(workload.name)
         else:
             result = proxy.grab(workload.name)
         if not result:  # a NoResult: the remote side failed
@@ -362,4 +425,6 @@ def make_client(system: str, url: str) -> BenchClient:
         return ImageZMQClient(url)
     if base == "raw":
         return RawClient(url)
+    if base == "iceoryx2":
+        return iceoryx.IceoryxClient(url)
     raise ValueError(f"unknown system {system!r}")
