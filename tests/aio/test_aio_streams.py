@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from streams_helpers import WAIT_S, Cam, _frame, _hub_sub
+from test_aio_client import loop_mode  # noqa: F401 - a fixture
 
 import framerpc.aio
 from framerpc.aio import AsyncStream, AsyncSubscription
@@ -49,7 +50,13 @@ async def until(condition: Callable[[], object], timeout: float = WAIT_S) -> Non
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc", "inproc"])
-def test_frames_arrive_read_only_in_order_with_info(ctx, served, tmp_path, kind):
+def test_frames_arrive_read_only_in_order_with_info(
+    ctx,
+    served,
+    tmp_path,
+    kind,
+    loop_mode,  # noqa: F811
+):
     url = {
         "tcp": "tcp://127.0.0.1",
         "ipc": f"ipc://{tmp_path}/cam.sock",
@@ -113,7 +120,7 @@ def test_a_queue_subscriber_that_keeps_up_gets_every_frame_in_order(ctx, served)
     run(main())
 
 
-def test_a_slow_latest_consumer_gets_drops_counted(ctx, served):
+def test_a_slow_latest_consumer_gets_drops_counted(ctx, served, loop_mode):  # noqa: F811
     """As in the sync client: the seqs seen only grow, each frame holds
     what was published with its seq, the drops add up to the gaps, and
     the last frame arrives."""
@@ -247,7 +254,7 @@ def test_latest_reads_one_frame_and_unsubscribes(ctx, served):
     run(main())
 
 
-def test_calls_on_the_same_proxy_go_on_while_streaming(ctx, served):
+def test_calls_on_the_same_proxy_go_on_while_streaming(ctx, served, loop_mode):  # noqa: F811
     """A consumer task iterating frames and many calls in flight on the
     same proxy, at once: every call answered, every frame in order."""
     server = served()

@@ -16,6 +16,7 @@ import pytest
 import zmq
 from devices import bind_again
 from streams_helpers import WAIT_S, Cam, CamServer, _frame, _hub
+from test_aio_client import loop_mode  # noqa: F401 - a fixture
 from test_aio_streams import run, until
 
 import framerpc
@@ -28,7 +29,7 @@ from framerpc.wire import framing
 from framerpc.wire._framing_common import OutOfBand
 
 
-def test_close_ends_an_iteration_and_closes_the_socket(ctx, served):
+def test_close_ends_an_iteration_and_closes_the_socket(ctx, served, loop_mode):  # noqa: F811
     server = served()
 
     async def main() -> None:
@@ -55,7 +56,7 @@ def test_close_ends_an_iteration_and_closes_the_socket(ctx, served):
     run(main())
 
 
-def test_closing_the_proxy_ends_iterations_and_callbacks(ctx, served):
+def test_closing_the_proxy_ends_iterations_and_callbacks(ctx, served, loop_mode):  # noqa: F811
     server = served()
 
     async def main() -> None:
@@ -85,7 +86,7 @@ def test_closing_the_proxy_ends_iterations_and_callbacks(ctx, served):
     run(main())
 
 
-def test_cancelling_the_consumer_leaves_nothing_running(ctx, served):
+def test_cancelling_the_consumer_leaves_nothing_running(ctx, served, loop_mode):  # noqa: F811
     """The task iterating inside ``async with`` is cancelled: the
     subscription is closed (socket, timer), the server forgets it, and no
     task is left (``run`` checks)."""
@@ -117,6 +118,26 @@ def test_cancelling_the_consumer_leaves_nothing_running(ctx, served):
     run(main())
 
 
+def test_destroying_the_context_closes_the_subscriptions(served, loop_mode):  # noqa: F811
+    """``Context.destroy()`` on the loop under a live subscription: its
+    socket is closed (term() does not hang) and its iteration ends."""
+    server = served()
+    client_ctx = zmq.Context()
+
+    async def main() -> None:
+        cam = await framerpc.aio.connect(Cam, server.url, context=client_ctx)
+        sub = await cam.frames.subscribe(policy="latest")
+        consumer = asyncio.create_task(anext(sub))
+        await asyncio.sleep(0)
+        client_ctx.destroy(linger=0)
+        assert client_ctx.closed and sub.closed and sub._socket.closed
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(consumer, WAIT_S)
+        await cam.aclose()  # still fine after
+
+    run(main())
+
+
 def test_cancelling_a_get_with_timeout_keeps_the_subscription(ctx, served):
     server = served()
 
@@ -139,7 +160,7 @@ def test_cancelling_a_get_with_timeout_keeps_the_subscription(ctx, served):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
-def test_a_subscription_follows_a_server_restart(ctx, tmp_path, kind):
+def test_a_subscription_follows_a_server_restart(ctx, tmp_path, kind, loop_mode):  # noqa: F811
     """The new server process binds a new stream socket (tcp: a new port;
     ipc: the same path, which answers "nosub") and has a new epoch: the
     subscription resumes, seq counts from 0 again."""
