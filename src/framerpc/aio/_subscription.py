@@ -226,7 +226,10 @@ class AsyncSubscription:
             self._timer.cancel()
             self._timer = None
         if self._url is not None and not self._socket.closed:
-            self._send("unsub")
+            try:
+                self._send("unsub")  # the server forgets it now, not later
+            except zmq.ZMQError:
+                pass  # the context is ending: the socket closes anyway
         self._fdwatch.close_now()  # before the socket closes
         _lifecycle.close_socket(self._socket, linger)
         for task in list(self._tasks):
