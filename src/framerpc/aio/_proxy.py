@@ -20,9 +20,11 @@ from .. import transport
 from ..client.interface import _public_members
 from ..property import RPCProperty
 from ..signal import RPCSignal
+from ..stream import RPCStream
 from ..wire import messages as protocol
 from . import _follow  # sigseq: RemoteProperty.follow
 from ._signals import AsyncSignal
+from ._streams import StreamSlot
 from .client import AsyncClient
 
 __all__ = ["AsyncProxy", "RemoteProperty", "connect", "proxy_class"]
@@ -198,6 +200,8 @@ def proxy_class(interface: type) -> type[AsyncProxy[Any]]:
             )
         elif isinstance(attr, RPCSignal):
             namespace[name] = _SignalSlot(name, attr)
+        elif isinstance(attr, RPCStream):
+            namespace[name] = StreamSlot(name, attr)
         elif inspect.isfunction(attr):
             namespace[name] = _remote_method(name, attr)
     return type(f"{interface.__name__}AsyncProxy", (AsyncProxy,), namespace)

@@ -23,9 +23,6 @@ __all__ = ["AsyncSignal", "SignalHub", "SignalIterator"]
 
 _log = logging.getLogger(__name__)
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 #: Most emissions the reader takes in one turn of the loop.
 _BATCH = 256
 #: Default bound of an iterator's queue (emissions).
@@ -231,20 +228,14 @@ class SignalHub:
         self._tokens.pop(token, None)
 
     def _on_readable(self) -> None:
-        sock = self._socket
-        recv = transport.recv_frames
-        events = sock.getsockopt
-        budget = _BATCH
-        while int(events(_EVENTS)) & _POLLIN:  # cheaper than a zmq.Again
-            budget -= 1
-            if budget < 0:  # the rest next turn: a flood must not starve the loop
-                self._fdwatch.kick()
-                return
-            frames = recv(sock, _NOBLOCK)
-            try:
-                self._dispatch(protocol.decode_signal(frames))
-            except ProtocolError as exc:
-                _log.warning("malformed emission from %s: %s", self.url, exc)
+        # _BATCH emissions a turn, the rest next turn (FdWatch.read_each)
+        self._fdwatch.read_each(self._on_message, _BATCH)
+
+    def _on_message(self, frames: list) -> None:
+        try:
+            self._dispatch(protocol.decode_signal(frames))
+        except ProtocolError as exc:
+            _log.warning("malformed emission from %s: %s", self.url, exc)
 
     def _dispatch(self, emission: protocol.SignalEmission) -> None:
         name, args = emission.name, emission.args

@@ -25,6 +25,7 @@ from ..client import NoResult
 from ..errors import ProtocolError, RemoteError
 from ..wire import messages as protocol
 from ..wire.messages import Reply, Request, RPCEvents
+from . import _streams
 from ._link import Link, private_context
 from ._signals import SignalHub
 
@@ -141,6 +142,7 @@ class AsyncClient:
         self._buffer_methods = dict(inventory.get("buffer_methods", {}))
         self._properties = list(inventory.get("properties", []))
         self._signal_names = list(inventory.get("signals", []))
+        _streams.apply_inventory(self, inventory)  # streams: their URL
         if self._signal_names:
             signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
             zctx = private_context(self.context)
@@ -152,12 +154,15 @@ class AsyncClient:
             }
             self._signal_hub = SignalHub(zctx, signal_url, self._options, types)
             await self._sync_signals()
-            if self._link.watch is not None:
-                self._tasks.append(
-                    asyncio.create_task(
-                        self._follow_restarts(), name=f"aio-restarts {self.url}"
-                    )
+        # streams too follow a restarted server (a new stream_url)
+        if self._link.watch is not None and (
+            self._signal_names or _streams.has_streams(self)
+        ):
+            self._tasks.append(
+                asyncio.create_task(
+                    self._follow_restarts(), name=f"aio-restarts {self.url}"
                 )
+            )
 
     async def _sync_signals(self) -> None:
         """Wait until the subscription is live, so no emission is missed."""
@@ -284,7 +289,7 @@ class AsyncClient:
         connection came back after a loss (a restarted server binds a new
         signal port), read the inventory again and follow its signals."""
         watch, hub = self._link.watch, self._signal_hub
-        assert watch is not None and hub is not None
+        assert watch is not None
         losses = watch.losses
         while True:
             await asyncio.sleep(_WATCH_S)
@@ -301,7 +306,13 @@ class AsyncClient:
                 continue  # tried again at the next turn
             losses = seen
             inventory = reply.value if reply.ok else None
-            if type(inventory) is dict and type(inventory.get("signal_url")) is str:
+            if type(inventory) is dict:
+                _streams.apply_inventory(self, inventory)  # streams: new URL
+            if (
+                hub is not None
+                and type(inventory) is dict
+                and type(inventory.get("signal_url")) is str
+            ):
                 hub.follow(transport.connect_url_for(self.url, inventory["signal_url"]))
 
     # -- signals ----------------------------------------------------------
@@ -330,6 +341,7 @@ class AsyncClient:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await _streams.aclose_all(self)  # streams: their iterations end
         hub, self._signal_hub = self._signal_hub, None
         if hub is not None:
             await hub.aclose()
@@ -358,6 +370,7 @@ class AsyncClient:
         awaited after); calls in flight raise ``RuntimeError``."""
         for task in self._tasks:
             task.cancel()
+        _streams.close_all_now(self, linger)  # streams
         hub = self._signal_hub
         if hub is not None:
             hub.close_now(linger)

@@ -6,8 +6,9 @@ so without this plugin the interface's members of the proxy are ``Any``
 (``AsyncProxy.__getattr__``). With it, mypy sees each method of the
 interface with its own parameters, returning a coroutine of its return
 type (``await cam.set_exposure(5)`` is a ``bool``, ``cam.set_exposure("x")``
-an error), each ``RPCProperty`` as a ``RemoteProperty`` and each
-``RPCSignal`` as an ``AsyncSignal``.
+an error), each ``RPCProperty`` as a ``RemoteProperty``, each
+``RPCSignal`` as an ``AsyncSignal`` and each ``RPCStream`` as an
+``AsyncStream``.
 
 Enable it in the mypy configuration::
 
@@ -42,6 +43,8 @@ _PROPERTY = "framerpc.property.RPCProperty"
 _SIGNAL = "framerpc.signal.RPCSignal"
 _REMOTE_PROPERTY = "framerpc.aio._proxy.RemoteProperty"
 _ASYNC_SIGNAL = "framerpc.aio._signals.AsyncSignal"
+_STREAM = "framerpc.stream.RPCStream"
+_ASYNC_STREAM = "framerpc.aio._streams.AsyncStream"
 
 
 class _ProxyPlugin(Plugin):
@@ -83,6 +86,8 @@ def _interface_member(ctx: AttributeContext) -> Type:
         declared = get_proper_type(node.type)
         if isinstance(declared, Instance) and declared.type.has_base(_SIGNAL):
             return _instance(api, _ASYNC_SIGNAL) or ctx.default_attr_type
+        if isinstance(declared, Instance) and declared.type.has_base(_STREAM):
+            return _instance(api, _ASYNC_STREAM) or ctx.default_attr_type
         return ctx.default_attr_type
     member = get_proper_type(find_member(name, interface, interface))
     if isinstance(member, CallableType):
