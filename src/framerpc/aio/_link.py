@@ -49,7 +49,7 @@ class _Pending:
     """A call in flight: its future, its deadline (loop time, None: no
     timeout) and what the peer watch needs."""
 
-    __slots__ = ("deadline", "endless", "future", "mark", "sent")
+    __slots__ = ("deadline", "endless", "future", "mark", "reply", "sent")
 
     def __init__(self, future: asyncio.Future, deadline: float | None) -> None:
         self.future = future
@@ -57,6 +57,7 @@ class _Pending:
         self.mark = 0
         self.endless = deadline is None
         self.sent = False
+        self.reply: Reply | None = None
 
 
 class Link:
@@ -152,7 +153,8 @@ class Link:
             entry.sent = True
             if watch is not None and not self._busy.is_set():
                 self._busy.set()
-            return await future
+            await future
+            return entry.reply  # type: ignore[return-value]
         except _Expired:
             what = describe(request) if request is not None else repr(method)
             raise TimeoutError(
@@ -271,7 +273,8 @@ class Link:
                 if entry is None or entry.future.done():
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
-                entry.future.set_result(reply)
+                entry.reply = reply
+                entry.future.set_result(None)
                 # the ZMQ_EVENTS that finds the queue empty is not to be
                 # saved: it re-arms the fd's wake-up for the next message
         except zmq.Again:  # a wake-up without a message (it re-arms the fd)
@@ -294,25 +297,36 @@ class Link:
                 # replies first: a reply that came before the server went
                 # is the call's answer
                 self._fdwatch.drain()
-            lost: list[tuple[_Pending, PeerLostError]] = []
-            for entry in list(self._pending.values()):
-                if not entry.sent:  # _send_later checks those
-                    continue
-                try:
-                    watch.check(entry.mark, True, entry.endless)
-                except PeerLostError as exc:
-                    lost.append((entry, exc))
-            if lost and self._fdwatch is not None:
-                # libzmq reports the disconnect before it hands over the
-                # messages read with it: a reply sent right before the
-                # server closed (a call cancelled at its stop) comes next
-                await asyncio.sleep(_WATCH_S / 2)
-                self._fdwatch.drain()
-            for entry, exc in lost:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
+            # the watch's own locals hold no call across its sleeps: a call's
+            # reply (a 25 MB frame) kept alive for 0.1 s made libzmq's next
+            # buffers fresh memory, page-faulted in at every call
+            lost = self._lost_calls(watch)
+            if lost:
+                if self._fdwatch is not None:
+                    # libzmq reports the disconnect before it hands over the
+                    # messages read with it: a reply sent right before the
+                    # server closed (a call cancelled at its stop) comes next
+                    await asyncio.sleep(_WATCH_S / 2)
+                    self._fdwatch.drain()
+                for entry, exc in lost:
+                    if not entry.future.done():
+                        entry.future.set_exception(exc)
+                del entry, exc
+                lost.clear()
             if not self._pending:
                 self._busy.clear()
+
+    def _lost_calls(self, watch: PeerWatch) -> list[tuple[_Pending, PeerLostError]]:
+        """The calls sent whose server went away (``PeerWatch.check``)."""
+        lost = []
+        for entry in list(self._pending.values()):
+            if not entry.sent:  # _send_later checks those
+                continue
+            try:
+                watch.check(entry.mark, True, entry.endless)
+            except PeerLostError as exc:
+                lost.append((entry, exc))
+        return lost
 
     def _fail_all(self, exc: BaseException) -> None:
         for entry in list(self._pending.values()):
