@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import zmq
 import zmq.asyncio
@@ -40,6 +41,13 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _BATCH = 256
 #: How often (s) calls in flight check that their server is still there.
 _WATCH_S = 0.1
+#: Most calls of one client in flight (sent, not yet answered); more wait
+#: for a slot. The request socket's receive queue (RCVHWM) holds as many
+#: replies: when it was full (100) while the loop was blocked, libzmq
+#: stopped reading the connection, the heartbeat PONGs with it, and the
+#: link fell to its own heartbeat timeout. A hostile server still meets
+#: a bound (this many messages), after which that timeout applies.
+MAX_IN_FLIGHT = 10_000
 
 
 class _Pending:
@@ -84,6 +92,9 @@ class Link:
         # requests sent minus replies read: with none outstanding, no reply
         # can arrive meanwhile, so a send cannot take its wake-up
         self._unanswered = 0
+        self._limit = MAX_IN_FLIGHT
+        self._in_flight = 0  # calls sent and not finished
+        self._slot_waiters: deque[asyncio.Future] = deque()
 
     @property
     def watch(self) -> PeerWatch | None:
@@ -100,6 +111,8 @@ class Link:
             private_context(context), zmq.DEALER, self._options
         )
         self._socket = sock
+        # room for the reply of every call in flight (see MAX_IN_FLIGHT)
+        sock.setsockopt(zmq.RCVHWM, max(self._limit, self._options.hwm))
         if not self.url.startswith("inproc://"):  # cannot go away alone
             fresh_ms = self._options.reconnect_ivl_ms // 2  # see PeerWatch
             self._watch = PeerWatch(
@@ -143,11 +156,14 @@ class Link:
             ):
                 self._arm(deadline)
             message = [b"", *frames]
+            if self._in_flight >= self._limit or self._slot_waiters:
+                await self._wait_slot(future)
             if watch is not None:
                 entry.mark = watch.mark()
             if not self._try_send(message):
                 await self._send_later(message, entry, future)
             entry.sent = True
+            self._in_flight += 1
             if watch is not None and not self._busy.is_set():
                 self._busy.set()
             await future
@@ -165,6 +181,40 @@ class Link:
             ) from None
         finally:
             self._pending.pop(rid, None)
+            if entry.sent:
+                self._in_flight -= 1
+                if self._slot_waiters:
+                    self._free_slot()
+
+    async def _wait_slot(self, future: asyncio.Future) -> None:
+        """Wait, in turn, until fewer than ``MAX_IN_FLIGHT`` calls are in
+        flight, or until the call's timer fires (``_Expired``)."""
+        while True:
+            slot = self._loop.create_future()  # type: ignore[union-attr]
+            self._slot_waiters.append(slot)
+            try:
+                await asyncio.wait((slot, future), return_when=asyncio.FIRST_COMPLETED)
+                if future.done():
+                    future.result()  # raises _Expired, or the closing error
+                if self._closed:
+                    raise RuntimeError(f"client of {self.url} was closed during a call")
+            except BaseException:
+                if not slot.done():
+                    slot.cancel()
+                    self._slot_waiters.remove(slot)
+                elif not slot.cancelled():
+                    self._free_slot()  # its turn goes to the next in line
+                raise
+            if self._in_flight < self._limit:
+                return
+
+    def _free_slot(self) -> None:
+        """A call ended: the first call waiting for a slot may send."""
+        while self._slot_waiters:
+            slot = self._slot_waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
 
     def _arm(self, deadline: float) -> None:
         """Have ``_expire_due`` run at ``deadline`` (loop time).
