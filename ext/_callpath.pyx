@@ -39,7 +39,7 @@ from framerpc.wire.messages import (
 )
 from framerpc.rpc import _callpath_py
 
-__all__ = ["Channel", "Responder", "WAIT_SLICE_MS"]
+__all__ = ["Channel", "Responder", "WAIT_SLICE_MS", "read_reply"]
 
 cdef object _decode = decode
 cdef object _encode = encode
@@ -85,6 +85,18 @@ cdef object _decode_reply_fast(list body):
             return _decode_reply(body)
         return _Reply(request_id, True, header.get(_K_VALUE), info)
     return _decode_reply(body)  # a failure: not the hot path
+
+
+def read_reply(sock):
+    """The next reply waiting on the DEALER ``sock``, without blocking, or
+    None (see ``_callpath_py.read_reply``): one C call for the receive,
+    the delimiter check and the header's decoding."""
+    cdef list frames = []
+    if _recv_message(_handle(sock), frames, _NOBLOCK):
+        return None  # this receive re-armed the ZMQ_FD wake-up
+    if len(frames) < 2 or len(frames[0]) != 0:
+        raise ProtocolError("reply without delimiter")
+    return _decode_reply_fast(frames[1:])
 
 
 cdef double _monotonic():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import zmq
 import zmq.asyncio
@@ -27,8 +28,7 @@ import zmq.asyncio
 from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError
-from ..wire import framing
-from ..wire import messages as protocol
+from ..rpc import callpath
 from ..wire.messages import Reply, Request, RPCEvents
 from ._fdwatch import FdWatch
 
@@ -37,19 +37,24 @@ __all__ = ["Link", "describe"]
 _log = logging.getLogger(__name__)
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 #: Most messages the reader takes in one turn of the loop.
 _BATCH = 256
 #: How often (s) calls in flight check that their server is still there.
 _WATCH_S = 0.1
+#: Most calls of one client in flight (sent, not yet answered); more wait
+#: for a slot. The request socket's receive queue (RCVHWM) holds as many
+#: replies: when it was full (100) while the loop was blocked, libzmq
+#: stopped reading the connection, the heartbeat PONGs with it, and the
+#: link fell to its own heartbeat timeout. A hostile server still meets
+#: a bound (this many messages), after which that timeout applies.
+MAX_IN_FLIGHT = 10_000
 
 
 class _Pending:
     """A call in flight: its future, its deadline (loop time, None: no
     timeout) and what the peer watch needs."""
 
-    __slots__ = ("deadline", "endless", "future", "mark", "sent")
+    __slots__ = ("deadline", "endless", "future", "mark", "reply", "sent")
 
     def __init__(self, future: asyncio.Future, deadline: float | None) -> None:
         self.future = future
@@ -57,6 +62,7 @@ class _Pending:
         self.mark = 0
         self.endless = deadline is None
         self.sent = False
+        self.reply: Reply | None = None
 
 
 class Link:
@@ -86,6 +92,9 @@ class Link:
         # requests sent minus replies read: with none outstanding, no reply
         # can arrive meanwhile, so a send cannot take its wake-up
         self._unanswered = 0
+        self._limit = MAX_IN_FLIGHT
+        self._in_flight = 0  # calls sent and not finished
+        self._slot_waiters: deque[asyncio.Future] = deque()
 
     @property
     def watch(self) -> PeerWatch | None:
@@ -102,6 +111,8 @@ class Link:
             private_context(context), zmq.DEALER, self._options
         )
         self._socket = sock
+        # room for the reply of every call in flight (see MAX_IN_FLIGHT)
+        sock.setsockopt(zmq.RCVHWM, max(self._limit, self._options.hwm))
         if not self.url.startswith("inproc://"):  # cannot go away alone
             fresh_ms = self._options.reconnect_ivl_ms // 2  # see PeerWatch
             self._watch = PeerWatch(
@@ -145,14 +156,18 @@ class Link:
             ):
                 self._arm(deadline)
             message = [b"", *frames]
+            if self._in_flight >= self._limit or self._slot_waiters:
+                await self._wait_slot(future)
             if watch is not None:
                 entry.mark = watch.mark()
             if not self._try_send(message):
                 await self._send_later(message, entry, future)
             entry.sent = True
+            self._in_flight += 1
             if watch is not None and not self._busy.is_set():
                 self._busy.set()
-            return await future
+            await future
+            return entry.reply  # type: ignore[return-value]
         except _Expired:
             what = describe(request) if request is not None else repr(method)
             raise TimeoutError(
@@ -166,6 +181,40 @@ class Link:
             ) from None
         finally:
             self._pending.pop(rid, None)
+            if entry.sent:
+                self._in_flight -= 1
+                if self._slot_waiters:
+                    self._free_slot()
+
+    async def _wait_slot(self, future: asyncio.Future) -> None:
+        """Wait, in turn, until fewer than ``MAX_IN_FLIGHT`` calls are in
+        flight, or until the call's timer fires (``_Expired``)."""
+        while True:
+            slot = self._loop.create_future()  # type: ignore[union-attr]
+            self._slot_waiters.append(slot)
+            try:
+                await asyncio.wait((slot, future), return_when=asyncio.FIRST_COMPLETED)
+                if future.done():
+                    future.result()  # raises _Expired, or the closing error
+                if self._closed:
+                    raise RuntimeError(f"client of {self.url} was closed during a call")
+            except BaseException:
+                if not slot.done():
+                    slot.cancel()
+                    self._slot_waiters.remove(slot)
+                elif not slot.cancelled():
+                    self._free_slot()  # its turn goes to the next in line
+                raise
+            if self._in_flight < self._limit:
+                return
+
+    def _free_slot(self) -> None:
+        """A call ended: the first call waiting for a slot may send."""
+        while self._slot_waiters:
+            slot = self._slot_waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
 
     def _arm(self, deadline: float) -> None:
         """Have ``_expire_due`` run at ``deadline`` (loop time).
@@ -241,41 +290,32 @@ class Link:
         sock = self._socket
         if sock is None:
             return
-        recv = transport.recv_frames
+        read = _read_reply
         pending = self._pending
-        events = sock.getsockopt
-        first = True
         try:
-            # woken by the fd, a message is almost always there: the first
-            # receive goes without asking ZMQ_EVENTS (3 us); after it the
-            # check, as a zmq.Again ending each drain cost more (5 us)
-            budget = _BATCH
-            while first or int(events(_EVENTS)) & _POLLIN:
-                first = False
-                budget -= 1
-                if budget < 0:  # the rest next turn: a flood must not starve the loop
-                    self._fdwatch.kick()  # type: ignore[union-attr]
-                    return
-                frames = recv(sock, _NOBLOCK)
-                if self._unanswered:
-                    self._unanswered -= 1
-                if len(frames) < 2 or len(frames[0]) != 0:
-                    _log.warning("dropped a reply without delimiter from %s", self.url)
-                    continue
+            # one C call per message (compiled engine): receive, delimiter
+            # and header; the receive that finds nothing (None) re-arms the
+            # fd's wake-up as a ZMQ_EVENTS check would, and costs no more
+            for _ in range(_BATCH):
                 try:
-                    reply = _decode_reply(frames[1:])
+                    reply = read(sock)
                 except ProtocolError as exc:
+                    if self._unanswered:
+                        self._unanswered -= 1
                     _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
                     continue
+                if reply is None:
+                    return
+                if self._unanswered:
+                    self._unanswered -= 1
                 entry = pending.pop(reply.request_id, None)
                 if entry is None or entry.future.done():
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
-                entry.future.set_result(reply)
-                # the ZMQ_EVENTS that finds the queue empty is not to be
-                # saved: it re-arms the fd's wake-up for the next message
-        except zmq.Again:  # a wake-up without a message (it re-arms the fd)
-            return
+                entry.reply = reply
+                entry.future.set_result(None)
+            # the rest next turn: a flood must not starve the loop
+            self._fdwatch.kick()  # type: ignore[union-attr]
         except zmq.ZMQError as exc:  # the socket closed or the context ended
             if not self._closed:
                 _log.debug("reader of %s stopped: %s", self.url, exc)
@@ -294,25 +334,36 @@ class Link:
                 # replies first: a reply that came before the server went
                 # is the call's answer
                 self._fdwatch.drain()
-            lost: list[tuple[_Pending, PeerLostError]] = []
-            for entry in list(self._pending.values()):
-                if not entry.sent:  # _send_later checks those
-                    continue
-                try:
-                    watch.check(entry.mark, True, entry.endless)
-                except PeerLostError as exc:
-                    lost.append((entry, exc))
-            if lost and self._fdwatch is not None:
-                # libzmq reports the disconnect before it hands over the
-                # messages read with it: a reply sent right before the
-                # server closed (a call cancelled at its stop) comes next
-                await asyncio.sleep(_WATCH_S / 2)
-                self._fdwatch.drain()
-            for entry, exc in lost:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
+            # the watch's own locals hold no call across its sleeps: a call's
+            # reply (a 25 MB frame) kept alive for 0.1 s made libzmq's next
+            # buffers fresh memory, page-faulted in at every call
+            lost = self._lost_calls(watch)
+            if lost:
+                if self._fdwatch is not None:
+                    # libzmq reports the disconnect before it hands over the
+                    # messages read with it: a reply sent right before the
+                    # server closed (a call cancelled at its stop) comes next
+                    await asyncio.sleep(_WATCH_S / 2)
+                    self._fdwatch.drain()
+                for entry, exc in lost:
+                    if not entry.future.done():
+                        entry.future.set_exception(exc)
+                del entry, exc
+                lost.clear()
             if not self._pending:
                 self._busy.clear()
+
+    def _lost_calls(self, watch: PeerWatch) -> list[tuple[_Pending, PeerLostError]]:
+        """The calls sent whose server went away (``PeerWatch.check``)."""
+        lost = []
+        for entry in list(self._pending.values()):
+            if not entry.sent:  # _send_later checks those
+                continue
+            try:
+                watch.check(entry.mark, True, entry.endless)
+            except PeerLostError as exc:
+                lost.append((entry, exc))
+        return lost
 
     def _fail_all(self, exc: BaseException) -> None:
         for entry in list(self._pending.values()):
@@ -353,23 +404,7 @@ class Link:
         _lifecycle.close_socket(sock, linger)
 
 
-def _decode_reply(body: list) -> Reply:
-    """``protocol.decode_reply`` for the common success reply, with its
-    checks inline (2 us less per call); anything else goes to it."""
-    header = _framing_decode(body)  # a ProtocolError as decode_reply's
-    if type(header.get("v")) is int and header["v"] == _VERSION:
-        request_id, info = header.get("i"), header.get("in")
-        if (
-            type(request_id) is int
-            and header.get("ok") is True
-            and (info is None or type(info) is dict)
-        ):
-            return Reply(request_id, True, header.get("x"), info)
-    return protocol.decode_reply(body)
-
-
-_framing_decode = framing.decode
-_VERSION = protocol.PROTOCOL_VERSION
+_read_reply = callpath.read_reply
 
 
 class _Expired(Exception):

@@ -23,15 +23,18 @@ from ..wire.messages import (
     KEY_ARGS,
     KEY_EVENT,
     KEY_ID,
+    KEY_INFO,
     KEY_KWARGS,
     KEY_METHOD,
+    KEY_OK,
+    KEY_VALUE,
     KEY_VERSION,
     PROTOCOL_VERSION,
     Reply,
     RPCEvents,
 )
 
-__all__ = ["WAIT_SLICE_MS", "Channel", "Responder"]
+__all__ = ["WAIT_SLICE_MS", "Channel", "Responder", "read_reply"]
 
 # the switch module's logger, whichever twin runs
 _log = logging.getLogger("framerpc.rpc.callpath")
@@ -309,6 +312,39 @@ class Responder:
         except (zmq.ZMQError, TypeError) as exc:
             self.send_failed(envelope, exc, request_id, out)
         return True
+
+
+def read_reply(sock: zmq.Socket) -> Reply | None:
+    """The next reply waiting on the DEALER ``sock``, without blocking
+    (the asyncio client's reader): None when there is none. The receive
+    that finds none re-arms the socket's ``ZMQ_FD`` wake-up, as a
+    ``ZMQ_EVENTS`` check does.
+
+    Raises
+    ------
+    ProtocolError
+        The message has no empty delimiter frame, or ``decode_reply``
+        refuses it (with its words); the message is consumed.
+    """
+    try:
+        frames = recv_frames(sock, _NOBLOCK)
+    except zmq.Again:
+        return None
+    if len(frames) < 2 or len(frames[0]) != 0:
+        raise ProtocolError("reply without delimiter")
+    body = frames[1:]
+    header = framing.decode(body)  # raises decode_reply's ProtocolError
+    # decode_reply's checks for the common success reply, inline
+    version, request_id = header.get(KEY_VERSION), header.get(KEY_ID)
+    if type(version) is int and version == PROTOCOL_VERSION:
+        info = header.get(KEY_INFO)
+        if (
+            type(request_id) is int
+            and header.get(KEY_OK) is True
+            and (info is None or type(info) is dict)
+        ):
+            return Reply(request_id, True, header.get(KEY_VALUE), info)
+    return messages.decode_reply(body)
 
 
 def _deadline(timeout: int | None) -> float | None:
