@@ -229,6 +229,7 @@ cdef class Responder:
     cdef public object sock, target, json_methods, buffer_methods
     cdef public object check_buffer_result, failed, send_failed, fallback
     cdef public tuple limits
+    cdef public object shm
 
     def __init__(self, sock, target, dict json_methods, dict buffer_methods,
                  check_buffer_result, failed, send_failed, fallback=None,
@@ -242,6 +243,7 @@ cdef class Responder:
         self.send_failed = send_failed
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
+        self.shm = None
 
     def handle(self, list frames):
         """Answer ``frames`` if it is the common request; see the class."""
@@ -285,9 +287,12 @@ cdef class Responder:
                         or not isinstance(result[1], dict)
                         or not isinstance(result[0], _BUFFER_TYPES)):
                     self.check_buffer_result(name, result)
-                out = _encode({_K_VERSION: _PROTOCOL_VERSION, _K_ID: request_id,
-                               _K_OK: True, _K_VALUE: _OutOfBand(result[0]),
-                               _K_INFO: result[1]})
+                if self.shm is not None:  # may become a shared-memory reference
+                    out = self.shm(frames[0], request_id, result)
+                else:
+                    out = _encode({_K_VERSION: _PROTOCOL_VERSION, _K_ID: request_id,
+                                   _K_OK: True, _K_VALUE: _OutOfBand(result[0]),
+                                   _K_INFO: result[1]})
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         message = frames[:2] + out

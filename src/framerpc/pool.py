@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import transport
+from .transport import shm
 
 __all__ = ["DEFAULT_ACQUIRE_TIMEOUT_S", "FramePool"]
 
@@ -76,7 +77,7 @@ class _Lease:
     """The base object of one acquired frame; gives the slot back when
     the frame, its views and every buffer export of it are gone."""
 
-    __slots__ = ("__array_interface__", "_give_back", "_index", "_storage")
+    __slots__ = ("__array_interface__", "_give_back", "_index", "_segment", "_storage")
 
     def __init__(
         self,
@@ -84,10 +85,14 @@ class _Lease:
         index: int,
         interface: dict[str, Any],
         give_back: Callable[[int], None],
+        segment: Any = None,
     ) -> None:
         self._storage = storage  # the memory outlives the pool if need be
         self._index = index
         self._give_back = give_back
+        # shm: the pool's shared segment (None: private memory); a server
+        # sends a same-host client a reference into it instead of a copy
+        self._segment = segment
         self.__array_interface__ = interface
 
     def __del__(self) -> None:
@@ -182,8 +187,17 @@ class FramePool:
         self.dtype = kind
         self.depth = int(depth)
         self.nbytes = math.prod(self.shape) * kind.itemsize
-        # one allocation per slot: a slot never shares pages with another
-        self._slots = [np.empty(self.nbytes, np.uint8) for _ in range(self.depth)]
+        # shm: the slots lie in one shared segment when the host has them
+        # (page-aligned each); else one allocation per slot. Either way a
+        # slot never shares pages with another.
+        self._segment = _shared_segment(self.nbytes, self.depth)
+        if self._segment is not None:
+            stride = shm.round_pages(self.nbytes)
+            self._slots = [
+                self._segment.array(i * stride, self.nbytes) for i in range(self.depth)
+            ]
+        else:
+            self._slots = [np.empty(self.nbytes, np.uint8) for _ in range(self.depth)]
         self._interfaces = [
             {
                 "version": 3,
@@ -197,6 +211,12 @@ class FramePool:
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(self.depth):
             self._free.put(index)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the slots lie in shared memory (same-host clients then
+        receive a reference to the frame instead of its bytes)."""
+        return self._segment is not None
 
     @property
     def available(self) -> int:
@@ -232,7 +252,11 @@ class FramePool:
         except queue.Empty:
             index = self._wait(wait)
         lease = _Lease(
-            self._slots[index], index, self._interfaces[index], self._free.put
+            self._slots[index],
+            index,
+            self._interfaces[index],
+            self._free.put,
+            self._segment,
         )
         return np.asarray(lease)
 
@@ -262,6 +286,24 @@ class FramePool:
             f"<FramePool {self.shape} {self.dtype} depth={self.depth} "
             f"available={self.available}>"
         )
+
+
+#: Largest pool (bytes, all slots) put in shared memory; larger ones use
+#: private memory (their frames then travel over the socket).
+MAX_SHARED_POOL_BYTES = 4 << 30
+
+
+def _shared_segment(nbytes: int, depth: int) -> Any:
+    """A shared segment for ``depth`` page-aligned slots, or None (no
+    /dev/shm, too large, or no room: private memory works everywhere)."""
+    stride = shm.round_pages(nbytes)
+    if not shm.AVAILABLE or stride * depth > MAX_SHARED_POOL_BYTES:
+        return None
+    try:
+        return shm.Segment(stride * depth)
+    except OSError as exc:
+        _log.info("frame pool in private memory: %s", exc)
+        return None
 
 
 def _check_timeout(timeout: float) -> float:

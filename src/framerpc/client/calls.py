@@ -64,6 +64,7 @@ class CallsMixin:
     _json_methods: dict[str, int | None]
     _buffer_methods: dict[str, int | None]
     _watch: PeerWatch | None
+    _shm: Any  # framerpc.client.shm.ShmLink or None
 
     def execute(self, method_name: str, params: dict) -> tuple[bool, Any]:
         """Call a remote method.
@@ -113,6 +114,9 @@ class CallsMixin:
             try:
                 if self._closed:
                     raise RuntimeError(f"client of {self.url} is closed")
+                shm = self._shm
+                if shm is not None and shm.pending:
+                    shm.flush(self.socket)  # released slots, batched
                 reply = self._channel.call(
                     next(self._ids), method_name, list(args), kwargs, remaining
                 )
@@ -126,6 +130,10 @@ class CallsMixin:
         if not reply.ok:
             return NoResult(reply.error, reply.traceback)
         if reply.info is not None:
+            shm = self._shm
+            if type(reply.value) is dict and shm is not None:
+                # a reference into the server's shared memory (wire.shm)
+                return shm.resolve(reply.value), reply.info
             return reply.value, reply.info
         return reply.value
 

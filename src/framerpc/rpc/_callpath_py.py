@@ -227,6 +227,14 @@ class Responder:
     limits : tuple, optional
         ``(max_frames, max_header, max_objects, max_depth)`` for
         ``framerpc.wire.framing.decode``; its defaults when None.
+
+    Attributes
+    ----------
+    shm : callable or None
+        ``(identity, request_id, result) -> frames``: builds a buffer
+        method's reply instead of the plain encoding (the server's
+        shared-memory slots, ``framerpc.server.shm_frames``); None until
+        a client shook hands for shared memory.
     """
 
     def __init__(
@@ -250,6 +258,7 @@ class Responder:
         self.send_failed = send_failed
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
+        self.shm: Callable | None = None
 
     def handle(self, frames: list) -> bool:
         """Answer ``frames`` if it is the common request; see the class."""
@@ -297,9 +306,12 @@ class Responder:
                 out = messages.encode_result(request_id, result)
             else:
                 self.check_buffer_result(name, result)
-                out = messages.encode_result(
-                    request_id, result[0], result[1], buffer_reply=True
-                )
+                if self.shm is not None:  # may become a shared-memory reference
+                    out = self.shm(frames[0], request_id, result)
+                else:
+                    out = messages.encode_result(
+                        request_id, result[0], result[1], buffer_reply=True
+                    )
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         envelope = frames[:2]

@@ -102,6 +102,8 @@ class ServeLoopMixin:
                         self._message = None
                 if watchdog is not None:
                     watchdog.tick()
+                if self._shm.clients:  # reclaims the slots of ended clients
+                    self._shm.tick()
                 link = self._registry_link
                 if link is not None:
                     link.tick()
@@ -167,6 +169,9 @@ class ServeLoopMixin:
             if isinstance(decoded, Exception):
                 raise decoded
             request = messages.request_from_header(decoded)
+            if request.event is RPCEvents.SHM_RELEASE:  # one-way: no reply
+                self._shm.release(envelope[0], request.value)
+                return
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.

@@ -1,0 +1,199 @@
+"""A client's side of same-host shared memory: the handshake, read-only
+arrays mapped on the server's segments, and their release.
+
+After the inventory, a native client of an ``ipc://`` or ``tcp://`` server
+creates a ``0600`` probe segment holding a random nonce and sends
+``SHM_HELLO`` (see ``framerpc.wire.shm``). Only a server on the same host
+running as the same user can read the probe; it then answers buffer
+calls of ``SocketOptions.shm_threshold`` bytes or more with a reference
+to a segment instead of the frame. An older server answers with an error
+and a server with ``shm=False`` with ``false``: the client then gets
+today's frames, silently.
+
+A reference becomes a read-only numpy array over the segment, mapped
+read-only (``PROT_READ``). The array's base is a ``_Lease``: when the
+array and every view of it are gone, the lease queues its slot for
+release. Queued releases go out, batched, in front of the client's next
+call, or within ``_FLUSH_S`` from a timer thread, whichever is first.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+from typing import Any
+
+import numpy as np
+import zmq
+
+from .. import transport
+from ..errors import ProtocolError
+from ..transport import shm as segments
+from ..wire import shm as wire_shm
+from ..wire.messages import Request, RPCEvents
+
+__all__ = ["ShmLink", "connect"]
+
+_log = logging.getLogger(__name__)
+
+#: Longest time (s) a released slot waits for the client's next call
+#: before the timer thread sends the release.
+_FLUSH_S = 0.2
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class _Lease:
+    """The base of one received array: queues the slot's release when the
+    array and all its views are gone."""
+
+    __slots__ = ("__array_interface__", "_map", "_pending", "_slot")
+
+    def __init__(
+        self,
+        mapped: segments.Attached,
+        interface: dict,
+        slot: tuple[int, int],
+        pending: collections.deque,
+    ) -> None:
+        self._map = mapped  # keeps the segment mapped while the array lives
+        self._slot = slot
+        self._pending = pending
+        self.__array_interface__ = interface
+
+    def __del__(self) -> None:
+        # any thread, on garbage collection: deque.append needs no lock
+        self._pending.append(self._slot)
+
+
+class ShmLink:
+    """One client's attached segments and queued releases.
+
+    Parameters
+    ----------
+    client : RPCClient
+        Whose lock and socket the releases use.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.cache = segments.AttachCache()
+        self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def resolve(self, value: dict) -> np.ndarray:
+        """The read-only array a reference names (see the module).
+
+        Raises
+        ------
+        ProtocolError
+            A malformed reference, or a segment that cannot be mapped or
+            is too small for it (its slot is released all the same).
+        """
+        ref = wire_shm.parse_ref(value)
+        slot = (ref.slot, ref.generation)
+        try:
+            mapped = self.cache.get(ref.segment)
+        except (OSError, ValueError) as exc:
+            self.pending.append(slot)
+            raise ProtocolError(f"cannot map shared-memory reply: {exc}") from None
+        if ref.offset + ref.nbytes > mapped.size:
+            self.pending.append(slot)
+            raise ProtocolError("shared-memory reply beyond its segment")
+        interface = {
+            "version": 3,
+            "shape": ref.shape,
+            "typestr": ref.dtype.str,
+            "data": (mapped.address + ref.offset, True),  # read-only
+            "strides": None,
+        }
+        if self._timer is None:
+            self._start_timer()
+        return np.asarray(_Lease(mapped, interface, slot, self.pending))
+
+    def flush(self, sock: Any) -> None:
+        """Send the queued releases on ``sock`` without blocking (the
+        caller holds the client's lock); what a full queue refuses stays
+        queued."""
+        pending = self.pending
+        while pending:
+            batch = []
+            while pending and len(batch) < wire_shm.MAX_RELEASES:
+                batch.append(pending.popleft())
+            try:
+                transport.send_frames(
+                    sock, [b"", *wire_shm.encode_release(batch)], _NOBLOCK
+                )
+            except zmq.Again:  # not connected, or the queue is full
+                pending.extendleft(reversed(batch))
+                return
+            except zmq.ZMQError as exc:  # the server reclaims them anyway
+                _log.debug("could not send shared-memory releases: %s", exc)
+                return
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Thread(
+            target=self._run_timer, name="framerpc-shm-release", daemon=True
+        )
+        self._timer.start()
+
+    def _run_timer(self) -> None:
+        client = self._client
+        while not self._stop.wait(_FLUSH_S):
+            if not self.pending or not client._lock.acquire(blocking=False):
+                continue  # a call in flight flushes them itself
+            try:
+                if not client._closed:
+                    self.flush(client.socket)
+            except Exception:  # a closed socket: nothing left to do
+                _log.debug("shared-memory release timer", exc_info=True)
+            finally:
+                client._lock.release()
+
+    def close(self) -> None:
+        """Stop the timer (the caller flushes first, under the lock) and
+        forget the mappings; arrays still alive keep theirs."""
+        self._stop.set()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout=2)
+        self.cache.close()
+
+
+def connect(client: Any) -> ShmLink | None:
+    """Shake hands for shared memory with ``client``'s server; the link, or
+    None when shared memory is off, unavailable or refused."""
+    options = client._options
+    url = client.url
+    if (
+        not options.shm
+        or not segments.AVAILABLE
+        or client._protocol != "native"
+        or not url.startswith(("ipc://", "tcp://"))
+    ):
+        return None
+    nonce = secrets.token_bytes(16)
+    try:
+        probe = segments.Segment(len(nonce))
+    except OSError as exc:
+        _log.debug("no shared-memory probe: %s", exc)
+        return None
+    try:
+        probe.map[: len(nonce)] = nonce
+        request = Request(
+            RPCEvents.SHM_HELLO, next(client._ids), name=probe.name, value=nonce
+        )
+        reply = client._request(request, client._timeout)
+    except (TimeoutError, RuntimeError) as exc:
+        _log.debug("no shared-memory handshake with %s: %s", url, exc)
+        return None
+    finally:
+        probe.close()
+    answer = reply.value if reply.ok else None
+    if type(answer) is not dict or answer.get(wire_shm.REF_KEY) is not True:
+        _log.debug("shared memory not used with %s: %s", url, reply.error or answer)
+        return None
+    _log.debug("buffer replies from %s may come through shared memory", url)
+    return ShmLink(client)
