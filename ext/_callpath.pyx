@@ -37,6 +37,7 @@ from framerpc.wire.messages import (
     RPCEvents,
     decode_reply,
 )
+from framerpc.wire.shm import KEY_RELEASES
 from framerpc.rpc import _callpath_py
 
 __all__ = ["Channel", "Responder", "WAIT_SLICE_MS"]
@@ -59,6 +60,7 @@ cdef str _K_KWARGS = KEY_KWARGS
 cdef str _K_VALUE = KEY_VALUE
 cdef str _K_OK = KEY_OK
 cdef str _K_INFO = KEY_INFO
+cdef str _K_RELEASES = KEY_RELEASES
 
 # the switch module's logger: the same records whichever engine runs
 _log = logging.getLogger("framerpc.rpc.callpath")
@@ -229,7 +231,7 @@ cdef class Responder:
     cdef public object sock, target, json_methods, buffer_methods
     cdef public object check_buffer_result, failed, send_failed, fallback
     cdef public tuple limits
-    cdef public object shm
+    cdef public object shm, shm_release
 
     def __init__(self, sock, target, dict json_methods, dict buffer_methods,
                  check_buffer_result, failed, send_failed, fallback=None,
@@ -244,6 +246,7 @@ cdef class Responder:
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
         self.shm = None
+        self.shm_release = None
 
     def handle(self, list frames):
         """Answer ``frames`` if it is the common request; see the class."""
@@ -274,6 +277,10 @@ cdef class Responder:
                 return False
             self.fallback(frames[:2], frames[2:], header)
             return True
+        if self.shm is not None:  # slots this client is done with
+            releases = header.get(_K_RELEASES)
+            if releases is not None:
+                self.shm_release(frames[0], releases)
         is_json = name in <dict>self.json_methods
         try:
             result = getattr(self.target, name)(*args, **kwargs)

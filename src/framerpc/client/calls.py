@@ -16,6 +16,7 @@ from .. import transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
 from ..wire import json_codec, messages
+from ..wire import shm as wire_shm
 from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["CallsMixin", "NoResult"]
@@ -115,11 +116,16 @@ class CallsMixin:
                 if self._closed:
                     raise RuntimeError(f"client of {self.url} is closed")
                 shm = self._shm
-                if shm is not None and shm.pending:
-                    shm.flush(self.socket)  # released slots, batched
-                reply = self._channel.call(
-                    next(self._ids), method_name, list(args), kwargs, remaining
-                )
+                if shm is not None and shm.pending:  # released slots ride along
+                    request_id = next(self._ids)
+                    frames = wire_shm.encode_call_releasing(
+                        request_id, method_name, list(args), kwargs, shm.take()
+                    )
+                    reply = self._channel.request(frames, request_id, remaining)
+                else:
+                    reply = self._channel.call(
+                        next(self._ids), method_name, list(args), kwargs, remaining
+                    )
             except TimeoutError as exc:
                 raise self._no_reply(exc, what, timeout, started) from None
             finally:

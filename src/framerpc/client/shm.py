@@ -13,8 +13,9 @@ today's frames, silently.
 A reference becomes a read-only numpy array over the segment, mapped
 read-only (``PROT_READ``). The array's base is a ``_Lease``: when the
 array and every view of it are gone, the lease queues its slot for
-release. Queued releases go out, batched, in front of the client's next
-call, or within ``_FLUSH_S`` from a timer thread, whichever is first.
+release. Queued releases go out, batched, with the client's next call
+(in its header), or within ``_FLUSH_S`` from a timer thread in a message
+of their own, whichever is first.
 """
 
 from __future__ import annotations
@@ -113,15 +114,21 @@ class ShmLink:
             self._start_timer()
         return np.asarray(_Lease(mapped, interface, slot, self.pending))
 
+    def take(self) -> list[tuple[int, int]]:
+        """The queued releases, at most ``MAX_RELEASES`` (a request carries
+        them, see ``wire.shm.encode_call_releasing``)."""
+        pending, batch = self.pending, []
+        while pending and len(batch) < wire_shm.MAX_RELEASES:
+            batch.append(pending.popleft())
+        return batch
+
     def flush(self, sock: Any) -> None:
         """Send the queued releases on ``sock`` without blocking (the
         caller holds the client's lock); what a full queue refuses stays
         queued."""
         pending = self.pending
         while pending:
-            batch = []
-            while pending and len(batch) < wire_shm.MAX_RELEASES:
-                batch.append(pending.popleft())
+            batch = self.take()
             try:
                 transport.send_frames(
                     sock, [b"", *wire_shm.encode_release(batch)], _NOBLOCK

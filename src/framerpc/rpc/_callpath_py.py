@@ -30,6 +30,7 @@ from ..wire.messages import (
     Reply,
     RPCEvents,
 )
+from ..wire.shm import KEY_RELEASES
 
 __all__ = ["WAIT_SLICE_MS", "Channel", "Responder"]
 
@@ -235,6 +236,9 @@ class Responder:
         method's reply instead of the plain encoding (the server's
         shared-memory slots, ``framerpc.server.shm_frames``); None until
         a client shook hands for shared memory.
+    shm_release : callable or None
+        ``(identity, pairs)``: the slots a call's header releases (key
+        ``rl``, ``framerpc.wire.shm``); read only while ``shm`` is set.
     """
 
     def __init__(
@@ -259,6 +263,7 @@ class Responder:
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
         self.shm: Callable | None = None
+        self.shm_release: Callable | None = None
 
     def handle(self, frames: list) -> bool:
         """Answer ``frames`` if it is the common request; see the class."""
@@ -299,6 +304,10 @@ class Responder:
                 return False
             self.fallback(frames[:2], frames[2:], header)
             return True
+        if self.shm is not None:  # slots this client is done with
+            releases = header.get(KEY_RELEASES)
+            if releases is not None:
+                self.shm_release(frames[0], releases)
         is_json = name in self.json_methods
         try:
             result = getattr(self.target, name)(*args, **kwargs)

@@ -80,6 +80,7 @@ class DispatchMixin:
         identity = bytes(self._message[0]) if self._message else b""
         answer = self._shm.hello(identity, request.name, request.value)
         if self._shm.clients:  # plain calls may now answer with references
+            self._responder.shm_release = self._shm.release
             self._responder.shm = self._shm.reply
         return answer
 

@@ -15,6 +15,7 @@ from .. import _lifecycle, sdnotify, transport
 from ..errors import ProtocolError
 from ..wire import framing, messages
 from ..wire.messages import Reply, RPCEvents
+from ..wire.shm import KEY_RELEASES
 from .dispatch import _clip
 
 __all__ = ["ServeLoopMixin"]
@@ -172,6 +173,8 @@ class ServeLoopMixin:
             if request.event is RPCEvents.SHM_RELEASE:  # one-way: no reply
                 self._shm.release(envelope[0], request.value)
                 return
+            if KEY_RELEASES in decoded and self._shm.clients:  # a call's releases
+                self._shm.release(envelope[0], decoded[KEY_RELEASES])
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.

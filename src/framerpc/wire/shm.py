@@ -19,9 +19,13 @@ Reference
     numpy dtype string (``"<u2"``), ``shape`` a list of ints. A buffer
     reply's ``x`` is never a map otherwise, so the two cannot be mixed up.
 Release
-    ``SHM_RELEASE`` (``x``: a list of ``[slot, generation]`` pairs, at
-    most ``MAX_RELEASES``) is one-way: the server sends no reply. A pair
-    that does not name a slot the sender holds is ignored and counted.
+    The client's next ``METHOD_CALL`` carries the slots it is done with
+    under the header key ``rl`` (a list of ``[slot, generation]`` pairs,
+    at most ``MAX_RELEASES``); when it makes no call, ``SHM_RELEASE``
+    (``x``: the same list) carries them, one-way: the server sends no
+    reply. A pair that does not name a slot the sender holds is ignored
+    and counted. Only a server that answered the handshake with ``true``
+    receives either.
 """
 
 from __future__ import annotations
@@ -32,12 +36,26 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProtocolError
-from .messages import Request, RPCEvents, encode_request
+from . import framing
+from .messages import (
+    KEY_ARGS,
+    KEY_EVENT,
+    KEY_ID,
+    KEY_KWARGS,
+    KEY_METHOD,
+    KEY_VERSION,
+    PROTOCOL_VERSION,
+    Request,
+    RPCEvents,
+    encode_request,
+)
 
 __all__ = [
     "MAX_RELEASES",
     "REF_KEY",
     "ShmRef",
+    "KEY_RELEASES",
+    "encode_call_releasing",
     "encode_hello",
     "encode_release",
     "hello_reply",
@@ -49,6 +67,8 @@ __all__ = [
 
 #: The key of a reference map (and of the handshake's answer).
 REF_KEY = "shm"
+#: The header key of the releases a METHOD_CALL carries.
+KEY_RELEASES = "rl"
 #: Most pairs in one release message (a client sends several if need be).
 MAX_RELEASES = 1024
 _MAX_DIMS = 32
@@ -88,9 +108,31 @@ def encode_release(pairs: list[tuple[int, int]]) -> list:
     )
 
 
+def encode_call_releasing(
+    request_id: int, method: str, args: list, kwargs: dict, pairs: list
+) -> list:
+    """Frames of a METHOD_CALL (``messages.encode_call``) that also
+    releases ``pairs`` (at most ``MAX_RELEASES``)."""
+    if len(pairs) > MAX_RELEASES:
+        raise ValueError(f"at most {MAX_RELEASES} slots per request")
+    return framing.encode(
+        {
+            KEY_VERSION: PROTOCOL_VERSION,
+            KEY_EVENT: "METHOD_CALL",
+            KEY_ID: request_id,
+            KEY_METHOD: method,
+            KEY_ARGS: args,
+            KEY_KWARGS: kwargs,
+            KEY_RELEASES: [[s, g] for s, g in pairs],
+        }
+    )
+
+
 def parse_releases(value: list) -> tuple[list[tuple[int, int]], int]:
     """The ``(slot, generation)`` pairs of a release and how many items
     were malformed (or beyond ``MAX_RELEASES``)."""
+    if type(value) is not list:
+        return [], 1
     pairs, bad = [], max(0, len(value) - MAX_RELEASES)
     for item in value[:MAX_RELEASES]:
         if (
