@@ -37,6 +37,11 @@ frame while it travels, per engine:
   receiving side closes its copy (inproc://: the client's array is the
   slot's memory until it is garbage collected), or when it drops it (a
   peer that disconnected or died, a context terminated).
+- same-host clients with shared memory (``framerpc.server.shm_frames``):
+  the slots lie in one shared segment (``/dev/shm``) when the host has
+  one, and such a client receives a reference to the slot instead of its
+  bytes; the server keeps the frame until that client released it (its
+  array collected) or ended.
 - a reply refused by a full client queue waits in the server's reply
   backlog with its frames (the slot stays out); a reply given up on (over
   the backlog's bounds, or its client gone) drops them at once.
@@ -77,7 +82,14 @@ class _Lease:
     """The base object of one acquired frame; gives the slot back when
     the frame, its views and every buffer export of it are gone."""
 
-    __slots__ = ("__array_interface__", "_give_back", "_index", "_segment", "_storage")
+    __slots__ = (
+        "__array_interface__",
+        "_free",
+        "_give_back",
+        "_index",
+        "_segment",
+        "_storage",
+    )
 
     def __init__(
         self,
@@ -91,8 +103,10 @@ class _Lease:
         self._index = index
         self._give_back = give_back
         # shm: the pool's shared segment (None: private memory); a server
-        # sends a same-host client a reference into it instead of a copy
+        # sends a same-host client a reference into it instead of a copy,
+        # while the pool's free slots (``_free``) are not all gone
         self._segment = segment
+        self._free = getattr(give_back, "__self__", None)
         self.__array_interface__ = interface
 
     def __del__(self) -> None:
@@ -121,7 +135,11 @@ class FramePool:
         wire); object and structured dtypes raise ``TypeError``.
     depth : int
         Number of slots (at least 1). Memory: ``depth * nbytes``, reserved
-        when the pool is created (pages are touched when first written).
+        when the pool is created (pages are touched when first written);
+        on Linux in one shared segment of ``/dev/shm`` (reserved there at
+        once; private memory when it has no room or the pool is over
+        ``MAX_SHARED_POOL_BYTES``), so same-host clients read frames
+        without a copy (see ``shared``).
         Use at least one slot more than the frames you hold yourself (the
         latest frame, a frame being filled) plus the fetches you expect in
         flight.

@@ -7,7 +7,9 @@ or more as a reference into a segment of ``/dev/shm``:
 - a frame of a ``FramePool`` whose slots lie in shared memory is referred
   to where it is (zero copies); the server keeps the frame (hence its
   pool slot) until the client releases it, so it cannot be refilled
-  while the client reads it;
+  while the client reads it. When the pool has no free slot left, the
+  frame is copied instead (as below) and its slot returns at once: clients
+  holding frames never starve the camera of slots;
 - any other array is copied once into a server-owned segment (the
   arena), one segment per slot, reused for arrays of the same size.
 
@@ -149,6 +151,8 @@ class ShmServer:
             type(base) is _Lease
             and base._segment is not None
             and value.flags.c_contiguous
+            and base._free is not None
+            and base._free.qsize() > 0  # the camera can still acquire
         ):
             segment = base._segment
             offset = int(value.ctypes.data) - segment.address
