@@ -17,6 +17,7 @@ from framerpc.transport._zmqio cimport _handle, _recv_message, _send_frames, _se
 
 import logging
 
+import numpy as np
 import zmq
 
 from framerpc.transport._zmqio_py import BUFFER_TYPES
@@ -43,6 +44,7 @@ from framerpc.rpc import _callpath_py
 __all__ = ["Channel", "Responder", "WAIT_SLICE_MS"]
 
 cdef object _decode = decode
+cdef object _ndarray = np.ndarray
 cdef object _encode = encode
 cdef object _OutOfBand = OutOfBand
 cdef tuple _BUFFER_TYPES = BUFFER_TYPES
@@ -232,6 +234,7 @@ cdef class Responder:
     cdef public object check_buffer_result, failed, send_failed, fallback
     cdef public tuple limits
     cdef public object shm, shm_release
+    cdef public Py_ssize_t shm_threshold
 
     def __init__(self, sock, target, dict json_methods, dict buffer_methods,
                  check_buffer_result, failed, send_failed, fallback=None,
@@ -247,6 +250,7 @@ cdef class Responder:
         self.limits = tuple(limits) if limits is not None else ()
         self.shm = None
         self.shm_release = None
+        self.shm_threshold = 0
 
     def handle(self, list frames):
         """Answer ``frames`` if it is the common request; see the class."""
@@ -294,7 +298,10 @@ cdef class Responder:
                         or not isinstance(result[1], dict)
                         or not isinstance(result[0], _BUFFER_TYPES)):
                     self.check_buffer_result(name, result)
-                if self.shm is not None:  # may become a shared-memory reference
+                value = result[0]
+                if (self.shm is not None  # may become a shared-memory reference
+                        and type(value) is _ndarray
+                        and value.nbytes >= self.shm_threshold):
                     out = self.shm(frames[0], request_id, result)
                 else:
                     out = _encode({_K_VERSION: _PROTOCOL_VERSION, _K_ID: request_id,

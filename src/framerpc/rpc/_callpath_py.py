@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import zmq
 
 from ..errors import ProtocolError
@@ -239,6 +240,9 @@ class Responder:
     shm_release : callable or None
         ``(identity, pairs)``: the slots a call's header releases (key
         ``rl``, ``framerpc.wire.shm``); read only while ``shm`` is set.
+    shm_threshold : int
+        ``shm`` is called for numpy arrays of this many bytes or more only
+        (smaller results keep the plain encoding, without a Python call).
     """
 
     def __init__(
@@ -264,6 +268,7 @@ class Responder:
         self.limits = tuple(limits) if limits is not None else ()
         self.shm: Callable | None = None
         self.shm_release: Callable | None = None
+        self.shm_threshold = 0
 
     def handle(self, frames: list) -> bool:
         """Answer ``frames`` if it is the common request; see the class."""
@@ -315,7 +320,12 @@ class Responder:
                 out = messages.encode_result(request_id, result)
             else:
                 self.check_buffer_result(name, result)
-                if self.shm is not None:  # may become a shared-memory reference
+                value = result[0]
+                if (
+                    self.shm is not None  # may become a shared-memory reference
+                    and type(value) is np.ndarray
+                    and value.nbytes >= self.shm_threshold
+                ):
                     out = self.shm(frames[0], request_id, result)
                 else:
                     out = messages.encode_result(

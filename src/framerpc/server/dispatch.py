@@ -81,6 +81,7 @@ class DispatchMixin:
         answer = self._shm.hello(identity, request.name, request.value)
         if self._shm.clients:  # plain calls may now answer with references
             self._responder.shm_release = self._shm.release
+            self._responder.shm_threshold = self._shm.threshold
             self._responder.shm = self._shm.reply
         return answer
 
