@@ -23,8 +23,8 @@ When a bound is hit the reply goes over the socket as it always did
 shared memory never blocks or fails a call.
 
 A client whose process ended (checked every ``_SWEEP_S`` against the
-process id and start time named by its probe segment) gets its slots
-reclaimed.
+process id and start time named by its probe segment, from the serve
+loop and before each reply) gets its slots reclaimed.
 """
 
 from __future__ import annotations
@@ -131,6 +131,8 @@ class ShmServer:
         ``identity`` (a frame or bytes): a reference when it can be one,
         else today's frames. ``result`` was checked already."""
         value, info = result
+        if self.clients:  # also here: the asyncio serve loop has no tick
+            self.tick()
         client = self.clients.get(bytes(identity)) if self.clients else None
         if (
             client is not None
