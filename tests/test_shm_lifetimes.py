@@ -63,6 +63,25 @@ def test_a_release_cannot_free_another_clients_slot(ctx, shm_url, serve) -> None
         assert camera.stats["shm_bogus_releases"] == 6
 
 
+def test_a_closed_client_says_goodbye_unless_it_holds_arrays(
+    ctx, shm_url, serve
+) -> None:
+    camera = serve(ShmCamera(ctx, shm_url))
+    with ShmCameraProxy(ctx, camera.url) as proxy:
+        frame, _ = proxy.plain(1)
+        del frame
+    assert wait_until(lambda: not camera._shm.clients)
+    assert camera.stats["shm_slots_held"] == 0
+    with ShmCameraProxy(ctx, camera.url) as proxy:
+        kept, _ = proxy.plain(2)
+    assert len(camera._shm.clients) == 1
+    with ShmCameraProxy(ctx, camera.url) as other:  # served in order after it
+        assert other.ping() == 1
+    # the closed client's array stays the server's to protect
+    assert camera.stats["shm_slots_held"] == 1 and np.all(kept == 2)
+    del kept
+
+
 _CLIENT = """
 import sys, time, zmq
 from framerpc import RPCClient

@@ -235,8 +235,8 @@ class RPCClient(InventoryMixin, CallsMixin):
         if shm is not None:  # its timer thread takes the lock
             shm.close()
         with self._lock:  # wait for a call in flight to notice _closed
-            if shm is not None:  # the releases queued so far
-                shm.flush(self.socket)
+            if shm is not None:  # the releases queued so far, and goodbye
+                shm.goodbye(self.socket)
             if self._watch is not None:
                 self._watch.close()
             transport.close_quietly(self.socket)

@@ -24,6 +24,7 @@ import collections
 import logging
 import secrets
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class _Lease:
     """The base of one received array: queues the slot's release when the
     array and all its views are gone."""
 
-    __slots__ = ("__array_interface__", "_map", "_pending", "_slot")
+    __slots__ = ("__array_interface__", "__weakref__", "_map", "_pending", "_slot")
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class ShmLink:
         self._client = client
         self.cache = segments.AttachCache()
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        self._live: weakref.WeakSet[_Lease] = weakref.WeakSet()  # not released
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
 
@@ -112,7 +114,9 @@ class ShmLink:
         }
         if self._timer is None:
             self._start_timer()
-        return np.asarray(_Lease(mapped, interface, slot, self.pending))
+        lease = _Lease(mapped, interface, slot, self.pending)
+        self._live.add(lease)
+        return np.asarray(lease)
 
     def take(self) -> list[tuple[int, int]]:
         """The queued releases, at most ``MAX_RELEASES`` (a request carries
@@ -139,6 +143,20 @@ class ShmLink:
             except zmq.ZMQError as exc:  # the server reclaims them anyway
                 _log.debug("could not send shared-memory releases: %s", exc)
                 return
+
+    def goodbye(self, sock: Any) -> None:
+        """At close (under the client's lock): send the queued releases and,
+        when no array of ours is alive any more, an empty release, which
+        tells the server it may forget this client. With arrays alive the
+        server keeps their slots until this process ends (they stay
+        correct)."""
+        self.flush(sock)
+        if self._live or self.pending:
+            return
+        try:
+            transport.send_frames(sock, [b"", *wire_shm.encode_release([])], _NOBLOCK)
+        except zmq.ZMQError as exc:  # the server reclaims when we exit
+            _log.debug("could not say goodbye to the server: %s", exc)
 
     def _start_timer(self) -> None:
         self._timer = threading.Thread(

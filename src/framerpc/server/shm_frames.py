@@ -237,6 +237,9 @@ class ShmServer:
     def release(self, identity: Any, value: list) -> None:
         """A client's ``SHM_RELEASE``: free the slots it names that it holds."""
         owner = bytes(identity)
+        if type(value) is list and not value:  # goodbye: the client closed
+            self.forget(owner)
+            return
         pairs, bad = wire_shm.parse_releases(value)
         self.bogus_releases += bad
         for slot, generation in pairs:

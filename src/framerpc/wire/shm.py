@@ -24,8 +24,9 @@ Release
     at most ``MAX_RELEASES``); when it makes no call, ``SHM_RELEASE``
     (``x``: the same list) carries them, one-way: the server sends no
     reply. A pair that does not name a slot the sender holds is ignored
-    and counted. Only a server that answered the handshake with ``true``
-    receives either.
+    and counted. An empty ``SHM_RELEASE`` says goodbye: the client closed
+    and holds no array any more; the server forgets it. Only a server
+    that answered the handshake with ``true`` receives any of these.
 """
 
 from __future__ import annotations
