@@ -176,6 +176,7 @@ def test_the_slots_of_an_ended_process_are_reclaimed() -> None:
         server.clients[b"gone"] = type(server.clients[b"alive"])(pid, 12345)
         for identity in (b"alive", b"gone"):
             server.reply(identity, 1, (np.ones(100, np.uint8), {}))
+        server._next_sweep = 0.0  # due now (a reply may have swept just before)
         server.tick()
         stats = server.stats()
         assert stats["shm_reclaimed"] == 1 and stats["shm_slots_held"] == 1
