@@ -174,6 +174,7 @@ def test_the_slots_of_an_ended_process_are_reclaimed() -> None:
     try:
         assert _hello(server, b"alive")
         server.clients[b"gone"] = type(server.clients[b"alive"])(pid, 12345)
+        server._next_sweep = float("inf")  # no sweep before both hold a slot
         for identity in (b"alive", b"gone"):
             server.reply(identity, 1, (np.ones(100, np.uint8), {}))
         server._next_sweep = 0.0  # due now (a reply may have swept just before)
