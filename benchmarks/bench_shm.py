@@ -20,6 +20,9 @@ each cell is the median ms per call. Systems, taking turns in each round:
   client (today's path).
 
 Frames: 5.76 MB (1200x800x3 uint16) and 24.9 MB (2160x3840x3 uint8).
+``--sweep`` instead measures plain arrays of 16 KiB to 1 MiB over ipc://
+through shared memory (a server with ``shm_threshold=0``) and through the
+socket, to place ``SocketOptions.shm_threshold``.
 ``FRAMERPC_PURE=1`` measures the pure engine (the processes inherit it).
 Targets (issue 14): pool frame <= 2x echo and < 0.5 ms; plain array
 <= 0.6x raw pyzmq over ipc://.
@@ -216,6 +219,57 @@ def run_pair(transport: str, rounds: int, calls: int) -> dict[str, list[float]]:
     return samples
 
 
+SWEEP = [16 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20]
+
+
+def _sweep_server(url: str, urls: Any) -> None:
+    class Sized(RPCServer):
+        def __init__(self, ctx: zmq.Context, url: str, **kw: Any) -> None:
+            self.arrays = {n: np.ones(n, np.uint8) for n in SWEEP}
+            RPCServer.__init__(self, ctx, url, **kw)
+
+        @RPCServer.register_method_buffer
+        def sized(self, n: int) -> tuple:
+            return self.arrays[n], {}
+
+    ctx = zmq.Context()
+    options = dataclasses.replace(DEFAULT_OPTIONS, shm_threshold=0)
+    server = Sized(ctx, url, options=options)
+    urls.put(server.url)
+    server.serve_forever()
+    ctx.term()
+
+
+def sweep(calls: int) -> None:
+    """Print the median us per fetch of plain arrays, shm against socket."""
+    spawn = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="bench-shm-") as folder:
+        urls = spawn.Queue()
+        server = spawn.Process(target=_sweep_server, args=(f"ipc://{folder}/s", urls))
+        server.start()
+        url = urls.get(timeout=60)
+        ctx = zmq.Context()
+        off = dataclasses.replace(DEFAULT_OPTIONS, shm=False)
+        shm, plain = RPCClient(ctx, url), RPCClient(ctx, url, options=off)
+        try:
+            for n in SWEEP:
+                cells = []
+                for client in (shm, plain):
+                    fetch = lambda c=client, n=n: c.execute("sized", {"args": [n]})  # noqa: E731
+                    _time(fetch, 50)
+                    cells.append(1e6 * statistics.median(_time(fetch, calls)))
+                shm_us, socket_us = cells
+                print(
+                    f"{n >> 10:6d} KiB  shm {shm_us:8.1f} us  socket {socket_us:8.1f}"
+                )
+        finally:
+            shm.stop_server()
+            shm.close()
+            plain.close()
+            ctx.term()
+            server.join(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transports", default="ipc,tcp")
@@ -223,8 +277,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=20, help="5.76 MB calls per round")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--sweep", action="store_true", help="place the threshold")
     args = parser.parse_args()
     import framerpc.transport as transport_module
+
+    if args.sweep:
+        sweep(max(100, args.calls * 20))
+        return
 
     engine = transport_module.IO_IMPLEMENTATION
     results: dict[str, Any] = {"engine": engine}

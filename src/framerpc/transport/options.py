@@ -125,7 +125,10 @@ class SocketOptions:
         either side: every frame goes through the socket.
     shm_threshold : int
         Smallest array (bytes) a server sends through shared memory
-        (default 256 KiB; smaller ones are cheaper over the socket).
+        (default 256 KiB: where a plain array's one copy into a segment
+        became cheaper than the socket over ``ipc://``, compiled engine,
+        measured by ``benchmarks/bench_shm.py --sweep``; smaller ones are
+        cheaper over the socket).
     shm_max_bytes : int
         Most bytes of segments a server creates to copy plain arrays into
         (default 256 MiB, reserved in ``/dev/shm`` as they are created);
