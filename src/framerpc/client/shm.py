@@ -121,7 +121,7 @@ class ShmLink:
     def take(self) -> list[tuple[int, int]]:
         """The queued releases, at most ``MAX_RELEASES`` (a request carries
         them, see ``wire.shm.encode_call_releasing``)."""
-        pending, batch = self.pending, []
+        pending, batch = self.pending, list[tuple[int, int]]()
         while pending and len(batch) < wire_shm.MAX_RELEASES:
             batch.append(pending.popleft())
         return batch

@@ -267,7 +267,7 @@ class Responder:
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
         self.shm: Callable | None = None
-        self.shm_release: Callable | None = None
+        self.shm_release: Any = None  # set with shm
         self.shm_threshold = 0
 
     def handle(self, frames: list) -> bool:

@@ -147,7 +147,8 @@ class ShmServer:
 
     def _place(self, owner: bytes, client: _Client, value: np.ndarray) -> dict | None:
         if len(client.slots) >= self.max_slots:
-            return self._fallback("client holds %d slots", len(client.slots))
+            self._fallback("client holds %d slots", len(client.slots))
+            return None
         base = value.base
         if (
             type(base) is _Lease
@@ -165,7 +166,8 @@ class ShmServer:
                 )
         segment = self._arena_take(value.nbytes)
         if segment is None:
-            return self._fallback("arena full (%d bytes)", self._arena_bytes)
+            self._fallback("arena full (%d bytes)", self._arena_bytes)
+            return None
         target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
             value.shape
         )
@@ -205,7 +207,6 @@ class ShmServer:
         self._fallback_log.warning(
             "shared memory exhausted, reply sent over the socket: " + why, *args
         )
-        return None
 
     def _arena_take(self, nbytes: int) -> segments.Segment | None:
         size = segments.round_pages(nbytes)
