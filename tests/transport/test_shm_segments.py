@@ -115,6 +115,22 @@ def test_the_attach_cache_is_bounded() -> None:
             segment.close()
 
 
+def test_the_attach_cache_forgets_unlinked_segments() -> None:
+    gone, kept, new = shm.Segment(4096), shm.Segment(4096), shm.Segment(4096)
+    cache = shm.AttachCache()
+    try:
+        cache.get(gone.name)
+        cache.get(kept.name)
+        gone.close()
+        assert len(cache) == 2
+        cache.get(new.name)  # a new attach drops the unlinked one
+        assert len(cache) == 2
+        assert cache.get(kept.name).name == kept.name and len(cache) == 2
+    finally:
+        for segment in (gone, kept, new):
+            segment.close()
+
+
 _CHILD = """
 import sys, time
 from framerpc.transport import shm

@@ -260,11 +260,18 @@ def attach(name: str) -> Attached:
     return Attached(name, view, info.st_size)
 
 
+def _exists(name: str) -> bool:
+    return os.path.exists(os.path.join(SHM_DIR, name))
+
+
 class AttachCache:
     """The segments a client mapped, by name, at most ``limit`` of them.
 
     Beyond ``limit`` the oldest is forgotten (its mapping lives on while
-    arrays use it). ``close`` forgets all of them. Thread-safe.
+    arrays use it). Each new attach also forgets the mappings whose
+    segment was unlinked meanwhile (the server closed it or is gone), so
+    the cache does not keep their memory. ``close`` forgets all of them.
+    Thread-safe.
     """
 
     def __init__(self, limit: int = 64) -> None:
@@ -280,6 +287,8 @@ class AttachCache:
                 return found
         found = attach(name)
         with self._lock:
+            for old in [n for n in self._maps if not _exists(n)]:
+                del self._maps[old]
             self._maps[name] = found
             while len(self._maps) > self.limit:
                 del self._maps[next(iter(self._maps))]
