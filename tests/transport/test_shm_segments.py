@@ -83,6 +83,34 @@ def test_attach_refuses_names_that_are_not_this_users_segments(name: str) -> Non
         shm.attach(name)
 
 
+_OTHER_USER = """
+import os, sys
+os.setgid(65534)
+os.setuid(65534)
+try:
+    os.open(sys.argv[1], os.O_RDONLY)
+except PermissionError:
+    print("refused")
+else:
+    print("opened")
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run as another user")
+def test_another_local_user_cannot_open_a_segment() -> None:
+    segment = shm.Segment(4096)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _OTHER_USER, _path(segment.name)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.stdout.strip() == "refused", done.stderr
+    finally:
+        segment.close()
+
+
 def test_attach_refuses_a_segment_with_wider_mode() -> None:
     segment = shm.Segment(4096)
     try:
