@@ -110,6 +110,24 @@ def test_a_client_holding_frames_never_starves_the_pool(ctx, shm_url, serve) -> 
         del held
 
 
+def test_a_call_that_cannot_be_sent_keeps_the_queued_releases(
+    ctx, shm_url, serve, monkeypatch
+) -> None:
+    from framerpc.client import shm as client_shm
+
+    monkeypatch.setattr(client_shm, "_FLUSH_S", 60.0)  # no timer flush
+    camera = serve(ShmCamera(ctx, shm_url))
+    with ShmCameraProxy(ctx, camera.url) as proxy:
+        frame, _ = proxy.plain(1)
+        del frame
+        assert len(proxy._shm.pending) == 1
+        with pytest.raises(TypeError):
+            proxy.plain(object())  # msgpack refuses it: nothing is sent
+        assert len(proxy._shm.pending) == 1
+        assert proxy.ping() == 1
+        assert camera.stats["shm_slots_held"] == 0
+
+
 def test_too_many_slots_held_falls_back_to_the_socket(ctx, shm_url, serve) -> None:
     camera = serve(ShmCamera(ctx, shm_url, options=options(shm_max_slots=2)))
     with ShmCameraProxy(ctx, camera.url) as proxy:

@@ -117,10 +117,14 @@ class CallsMixin:
                     raise RuntimeError(f"client of {self.url} is closed")
                 shm = self._shm
                 if shm is not None and shm.pending:  # released slots ride along
-                    request_id = next(self._ids)
-                    frames = wire_shm.encode_call_releasing(
-                        request_id, method_name, list(args), kwargs, shm.take()
-                    )
+                    request_id, pairs = next(self._ids), shm.take()
+                    try:
+                        frames = wire_shm.encode_call_releasing(
+                            request_id, method_name, list(args), kwargs, pairs
+                        )
+                    except Exception:  # an argument msgpack refuses
+                        shm.pending.extendleft(reversed(pairs))
+                        raise
                     reply = self._channel.request(frames, request_id, remaining)
                 else:
                     reply = self._channel.call(
