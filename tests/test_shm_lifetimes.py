@@ -82,6 +82,28 @@ def test_a_closed_client_says_goodbye_unless_it_holds_arrays(
     del kept
 
 
+def test_a_reconnected_client_keeps_its_slots(ctx, shm_url, serve) -> None:
+    camera = serve(ShmCamera(ctx, shm_url))
+    with ShmCameraProxy(ctx, camera.url) as proxy:
+        frame, _ = proxy.grab_pool(5)
+        # a new connection has a new routing id (as after a network cut)
+        with proxy._lock:
+            proxy.socket.disconnect(camera.url)
+            proxy.socket.connect(camera.url)
+        # what the watchers do on a reconnection (a request sent while the
+        # old connection was closing may be lost: they try again)
+        assert wait_until(lambda: proxy._reload_inventory() is not None)
+        assert len(camera._shm.clients) == 1  # moved, not added
+        assert np.all(frame == 5)
+        del frame
+        assert proxy.ping() == 1
+        assert wait_until(lambda: camera.stats["shm_slots_held"] == 0)
+        assert camera.stats["shm_bogus_releases"] == 0
+        again, _ = proxy.grab_pool(6)
+        assert in_shared_memory(again) and np.all(again == 6)
+        del again
+
+
 _CLIENT = """
 import sys, time, zmq
 from framerpc import RPCClient

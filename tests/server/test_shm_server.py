@@ -67,6 +67,32 @@ def test_the_handshake_needs_the_probes_nonce() -> None:
         server.close()
 
 
+def test_a_handshake_with_the_same_token_moves_the_clients_slots() -> None:
+    server = _server(shm_threshold=1)
+    token, other = b"T" * 16, b"U" * 16
+
+    def hello(identity: bytes, secret: bytes) -> bool:
+        probe = _probe(secret)
+        try:
+            return server.hello(identity, probe.name, secret)["shm"]
+        finally:
+            probe.close()
+
+    try:
+        assert hello(b"first", NONCE + token)
+        ref = _ref(server.reply(b"first", 1, (np.ones(10, np.uint8), {})))
+        assert hello(b"second", NONCE + token)  # reconnected: same token
+        assert list(server.clients) == [b"second"]
+        assert hello(b"third", NONCE + other)  # another client of this process
+        assert set(server.clients) == {b"second", b"third"}
+        server.release(b"first", [[ref.slot, ref.generation]])  # the old id
+        assert server.stats()["shm_bogus_releases"] == 1
+        server.release(b"second", [[ref.slot, ref.generation]])
+        assert server.stats()["shm_slots_held"] == 0
+    finally:
+        server.close()
+
+
 def test_shm_off_answers_false() -> None:
     server = _server(shm=False)
     assert not _hello(server, b"a")

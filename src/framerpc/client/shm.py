@@ -80,11 +80,20 @@ class ShmLink:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        # names this link to the server across reconnections (a new
+        # connection has a new routing id; see ``handshake``)
+        self.token = secrets.token_bytes(16)
         self.cache = segments.AttachCache()
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
         self._live: weakref.WeakSet[_Lease] = weakref.WeakSet()  # not released
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
+
+    def handshake(self) -> bool | None:
+        """Shake hands (again, after a reconnection: the server then moves
+        the slots this link holds to the new connection); whether the
+        server said yes, None when it did not answer in time."""
+        return _hello(self._client, self.token)
 
     def resolve(self, value: dict) -> np.ndarray:
         """The read-only array a reference names (see the module).
@@ -191,34 +200,41 @@ def connect(client: Any) -> ShmLink | None:
     """Shake hands for shared memory with ``client``'s server; the link, or
     None when shared memory is off, unavailable or refused."""
     options = client._options
-    url = client.url
     if (
         not options.shm
         or not segments.AVAILABLE
         or client._protocol != "native"
-        or not url.startswith(("ipc://", "tcp://"))
+        or not client.url.startswith(("ipc://", "tcp://"))
     ):
         return None
-    nonce = secrets.token_bytes(16)
+    link = ShmLink(client)
+    return link if link.handshake() else None  # no timer started yet
+
+
+def _hello(client: Any, token: bytes) -> bool | None:
+    """One handshake (see the module): a nonce and this link's ``token``
+    in a probe segment, named in ``SHM_HELLO``; whether the server said yes
+    (None: no answer in time)."""
+    secret = secrets.token_bytes(16) + token
     try:
-        probe = segments.Segment(len(nonce))
+        probe = segments.Segment(len(secret))
     except OSError as exc:
         _log.debug("no shared-memory probe: %s", exc)
-        return None
+        return False
     try:
-        probe.map[: len(nonce)] = nonce
+        probe.map[: len(secret)] = secret
         request = Request(
-            RPCEvents.SHM_HELLO, next(client._ids), name=probe.name, value=nonce
+            RPCEvents.SHM_HELLO, next(client._ids), name=probe.name, value=secret
         )
         reply = client._request(request, client._timeout)
     except (TimeoutError, RuntimeError) as exc:
-        _log.debug("no shared-memory handshake with %s: %s", url, exc)
+        _log.debug("no shared-memory handshake with %s: %s", client.url, exc)
         return None
     finally:
         probe.close()
     answer = reply.value if reply.ok else None
     if type(answer) is not dict or answer.get(wire_shm.REF_KEY) is not True:
-        _log.debug("shared memory not used with %s: %s", url, reply.error or answer)
-        return None
-    _log.debug("buffer replies from %s may come through shared memory", url)
-    return ShmLink(client)
+        _log.debug("no shared memory with %s: %s", client.url, reply.error or answer)
+        return False
+    _log.debug("buffer replies from %s may come through shared memory", client.url)
+    return True

@@ -53,14 +53,17 @@ _log = logging.getLogger(__name__)
 _SWEEP_S = 1.0
 #: Most clients with shared memory at a time (later ones use the socket).
 _MAX_CLIENTS = 1024
+#: Bytes of the client token at the end of a handshake's nonce.
+_TOKEN = 16
 
 
 class _Client:
-    __slots__ = ("pid", "slots", "start")
+    __slots__ = ("pid", "slots", "start", "token")
 
-    def __init__(self, pid: int, start: int) -> None:
+    def __init__(self, pid: int, start: int, token: bytes = b"") -> None:
         self.pid = pid
         self.start = start
+        self.token = token  # names the client across reconnections
         self.slots: set[int] = set()
 
 
@@ -120,9 +123,28 @@ class ShmServer:
         ):
             capable = _read_probe(probe, len(nonce)) == nonce
         if capable and identity not in self.clients:
-            self.clients[identity] = _Client(owner[1], owner[2])  # type: ignore[index]
+            assert owner is not None
+            token = nonce[-_TOKEN:] if len(nonce) >= 2 * _TOKEN else b""
+            self.clients[identity] = self._reconnected(identity, owner, token) or (
+                _Client(owner[1], owner[2], token)
+            )
         _log.debug("shared memory for client %s: %s", identity.hex(), capable)
         return wire_shm.hello_reply(capable)
+
+    def _reconnected(
+        self, identity: bytes, owner: tuple[int, int, int], token: bytes
+    ) -> _Client | None:
+        """The entry of the same client (process and token) under an old
+        routing id, moved with its slots to ``identity``; None if none."""
+        if not token:
+            return None
+        for old, client in self.clients.items():
+            if client.token == token and (client.pid, client.start) == owner[1:]:
+                del self.clients[old]
+                for slot in client.slots:
+                    self._handouts[slot].owner = identity
+                return client
+        return None
 
     # -- replies -------------------------------------------------------------
 

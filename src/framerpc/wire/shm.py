@@ -4,8 +4,12 @@ reference a buffer reply carries instead of its frame, and the release.
 Handshake
     The client creates a ``0600`` probe segment holding a random nonce
     and sends ``SHM_HELLO`` (``p``: the probe's name, ``x``: the nonce,
-    bytes). A server that can open the probe and read the nonce runs on
-    the same host as the same user; it replies ``ok`` with ``x`` a map
+    bytes). ``x`` may end with a 16-byte client token (the client's
+    does: 16 random bytes, then the token): after a reconnection (a new
+    routing id), a handshake with the same token from the same process
+    moves the slots the client holds to the new connection. A server
+    that can open the probe and read the nonce runs on the same host
+    as the same user; it replies ``ok`` with ``x`` a map
     ``{"shm": true}`` (``false`` when it has shared memory turned off or
     cannot read the probe). An older server replies with an error
     (unknown event): the client then uses the socket, as it does for any
