@@ -17,6 +17,7 @@ from framerpc.transport._zmqio cimport _handle, _recv_message, _send_frames, _se
 
 import logging
 
+import numpy as np
 import zmq
 
 from framerpc.transport._zmqio_py import BUFFER_TYPES
@@ -37,11 +38,13 @@ from framerpc.wire.messages import (
     RPCEvents,
     decode_reply,
 )
+from framerpc.wire.shm import KEY_RELEASES
 from framerpc.rpc import _callpath_py
 
 __all__ = ["Channel", "Responder", "WAIT_SLICE_MS", "read_reply"]
 
 cdef object _decode = decode
+cdef object _ndarray = np.ndarray
 cdef object _encode = encode
 cdef object _OutOfBand = OutOfBand
 cdef tuple _BUFFER_TYPES = BUFFER_TYPES
@@ -59,6 +62,7 @@ cdef str _K_KWARGS = KEY_KWARGS
 cdef str _K_VALUE = KEY_VALUE
 cdef str _K_OK = KEY_OK
 cdef str _K_INFO = KEY_INFO
+cdef str _K_RELEASES = KEY_RELEASES
 
 # the switch module's logger: the same records whichever engine runs
 _log = logging.getLogger("framerpc.rpc.callpath")
@@ -241,6 +245,8 @@ cdef class Responder:
     cdef public object sock, target, json_methods, buffer_methods
     cdef public object check_buffer_result, failed, send_failed, fallback
     cdef public tuple limits
+    cdef public object shm, shm_release
+    cdef public Py_ssize_t shm_threshold
 
     def __init__(self, sock, target, dict json_methods, dict buffer_methods,
                  check_buffer_result, failed, send_failed, fallback=None,
@@ -254,6 +260,9 @@ cdef class Responder:
         self.send_failed = send_failed
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
+        self.shm = None
+        self.shm_release = None
+        self.shm_threshold = 0
 
     def handle(self, list frames):
         """Answer ``frames`` if it is the common request; see the class."""
@@ -284,6 +293,10 @@ cdef class Responder:
                 return False
             self.fallback(frames[:2], frames[2:], header)
             return True
+        if self.shm is not None:  # slots this client is done with
+            releases = header.get(_K_RELEASES)
+            if releases is not None:
+                self.shm_release(frames[0], releases)
         is_json = name in <dict>self.json_methods
         try:
             result = getattr(self.target, name)(*args, **kwargs)
@@ -297,9 +310,15 @@ cdef class Responder:
                         or not isinstance(result[1], dict)
                         or not isinstance(result[0], _BUFFER_TYPES)):
                     self.check_buffer_result(name, result)
-                out = _encode({_K_VERSION: _PROTOCOL_VERSION, _K_ID: request_id,
-                               _K_OK: True, _K_VALUE: _OutOfBand(result[0]),
-                               _K_INFO: result[1]})
+                value = result[0]
+                if (self.shm is not None  # may become a shared-memory reference
+                        and type(value) is _ndarray
+                        and value.nbytes >= self.shm_threshold):
+                    out = self.shm(frames[0], request_id, result)
+                else:
+                    out = _encode({_K_VERSION: _PROTOCOL_VERSION, _K_ID: request_id,
+                                   _K_OK: True, _K_VALUE: _OutOfBand(result[0]),
+                                   _K_INFO: result[1]})
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         message = frames[:2] + out

@@ -24,6 +24,7 @@ pytest_plugins = [
     "frame_pool_helpers",
     "legacy_peers",
     "registry_fixtures",
+    "shm_helpers",
     "streams_helpers",
 ]
 

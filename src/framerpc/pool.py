@@ -37,6 +37,11 @@ frame while it travels, per engine:
   receiving side closes its copy (inproc://: the client's array is the
   slot's memory until it is garbage collected), or when it drops it (a
   peer that disconnected or died, a context terminated).
+- same-host clients with shared memory (``framerpc.server.shm_frames``):
+  the slots lie in one shared segment (``/dev/shm``) when the host has
+  one, and such a client receives a reference to the slot instead of its
+  bytes; the server keeps the frame until that client released it (its
+  array collected) or ended.
 - a reply refused by a full client queue waits in the server's reply
   backlog with its frames (the slot stays out); a reply given up on (over
   the backlog's bounds, or its client gone) drops them at once.
@@ -58,6 +63,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import transport
+from .transport import shm
 
 __all__ = ["DEFAULT_ACQUIRE_TIMEOUT_S", "FramePool"]
 
@@ -76,7 +82,14 @@ class _Lease:
     """The base object of one acquired frame; gives the slot back when
     the frame, its views and every buffer export of it are gone."""
 
-    __slots__ = ("__array_interface__", "_give_back", "_index", "_storage")
+    __slots__ = (
+        "__array_interface__",
+        "_free",
+        "_give_back",
+        "_index",
+        "_segment",
+        "_storage",
+    )
 
     def __init__(
         self,
@@ -84,10 +97,16 @@ class _Lease:
         index: int,
         interface: dict[str, Any],
         give_back: Callable[[int], None],
+        segment: Any = None,
     ) -> None:
         self._storage = storage  # the memory outlives the pool if need be
         self._index = index
         self._give_back = give_back
+        # shm: the pool's shared segment (None: private memory); a server
+        # sends a same-host client a reference into it instead of a copy,
+        # while the pool's free slots (``_free``) are not all gone
+        self._segment = segment
+        self._free = getattr(give_back, "__self__", None)
         self.__array_interface__ = interface
 
     def __del__(self) -> None:
@@ -116,7 +135,11 @@ class FramePool:
         wire); object and structured dtypes raise ``TypeError``.
     depth : int
         Number of slots (at least 1). Memory: ``depth * nbytes``, reserved
-        when the pool is created (pages are touched when first written).
+        when the pool is created (pages are touched when first written);
+        on Linux in one shared segment of ``/dev/shm`` (reserved there at
+        once; private memory when it has no room or the pool is over
+        ``MAX_SHARED_POOL_BYTES``), so same-host clients read frames
+        without a copy (see ``shared``).
         Use at least one slot more than the frames you hold yourself (the
         latest frame, a frame being filled) plus the fetches you expect in
         flight.
@@ -182,8 +205,17 @@ class FramePool:
         self.dtype = kind
         self.depth = int(depth)
         self.nbytes = math.prod(self.shape) * kind.itemsize
-        # one allocation per slot: a slot never shares pages with another
-        self._slots = [np.empty(self.nbytes, np.uint8) for _ in range(self.depth)]
+        # shm: the slots lie in one shared segment when the host has them
+        # (page-aligned each); else one allocation per slot. Either way a
+        # slot never shares pages with another.
+        self._segment = _shared_segment(self.nbytes, self.depth)
+        if self._segment is not None:
+            stride = shm.round_pages(self.nbytes)
+            self._slots = [
+                self._segment.array(i * stride, self.nbytes) for i in range(self.depth)
+            ]
+        else:
+            self._slots = [np.empty(self.nbytes, np.uint8) for _ in range(self.depth)]
         self._interfaces = [
             {
                 "version": 3,
@@ -197,6 +229,12 @@ class FramePool:
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(self.depth):
             self._free.put(index)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the slots lie in shared memory (same-host clients then
+        receive a reference to the frame instead of its bytes)."""
+        return self._segment is not None
 
     @property
     def available(self) -> int:
@@ -232,7 +270,11 @@ class FramePool:
         except queue.Empty:
             index = self._wait(wait)
         lease = _Lease(
-            self._slots[index], index, self._interfaces[index], self._free.put
+            self._slots[index],
+            index,
+            self._interfaces[index],
+            self._free.put,
+            self._segment,
         )
         return np.asarray(lease)
 
@@ -262,6 +304,24 @@ class FramePool:
             f"<FramePool {self.shape} {self.dtype} depth={self.depth} "
             f"available={self.available}>"
         )
+
+
+#: Largest pool (bytes, all slots) put in shared memory; larger ones use
+#: private memory (their frames then travel over the socket).
+MAX_SHARED_POOL_BYTES = 4 << 30
+
+
+def _shared_segment(nbytes: int, depth: int) -> Any:
+    """A shared segment for ``depth`` page-aligned slots, or None (no
+    /dev/shm, too large, or no room: private memory works everywhere)."""
+    stride = shm.round_pages(nbytes)
+    if not shm.AVAILABLE or stride * depth > MAX_SHARED_POOL_BYTES:
+        return None
+    try:
+        return shm.Segment(stride * depth)
+    except OSError as exc:
+        _log.info("frame pool in private memory: %s", exc)
+        return None
 
 
 def _check_timeout(timeout: float) -> float:

@@ -16,6 +16,7 @@ from .. import transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
 from ..wire import json_codec, messages
+from ..wire import shm as wire_shm
 from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["CallsMixin", "NoResult"]
@@ -64,6 +65,7 @@ class CallsMixin:
     _json_methods: dict[str, int | None]
     _buffer_methods: dict[str, int | None]
     _watch: PeerWatch | None
+    _shm: Any  # framerpc.client.shm.ShmLink or None
 
     def execute(self, method_name: str, params: dict) -> tuple[bool, Any]:
         """Call a remote method.
@@ -113,9 +115,21 @@ class CallsMixin:
             try:
                 if self._closed:
                     raise RuntimeError(f"client of {self.url} is closed")
-                reply = self._channel.call(
-                    next(self._ids), method_name, list(args), kwargs, remaining
-                )
+                shm = self._shm
+                if shm is not None and shm.pending:  # released slots ride along
+                    request_id, pairs = next(self._ids), shm.take()
+                    try:
+                        frames = wire_shm.encode_call_releasing(
+                            request_id, method_name, list(args), kwargs, pairs
+                        )
+                    except Exception:  # an argument msgpack refuses
+                        shm.pending.extendleft(reversed(pairs))
+                        raise
+                    reply = self._channel.request(frames, request_id, remaining)
+                else:
+                    reply = self._channel.call(
+                        next(self._ids), method_name, list(args), kwargs, remaining
+                    )
             except TimeoutError as exc:
                 raise self._no_reply(exc, what, timeout, started) from None
             finally:
@@ -126,6 +140,10 @@ class CallsMixin:
         if not reply.ok:
             return NoResult(reply.error, reply.traceback)
         if reply.info is not None:
+            shm = self._shm
+            if type(reply.value) is dict and shm is not None:
+                # a reference into the server's shared memory (wire.shm)
+                return shm.resolve(reply.value), reply.info
             return reply.value, reply.info
         return reply.value
 

@@ -128,6 +128,10 @@ class InventoryMixin:
         if type(inventory) is not dict or "signal_url" not in inventory:
             return None
         self._apply_inventory(inventory)
+        shm = getattr(self, "_shm", None)
+        if shm is not None and shm.handshake() is False:  # a new connection
+            self._shm = None  # the server has shared memory no more
+            shm.close()
         return transport.connect_url_for(self.url, inventory["signal_url"])
 
     def _apply_inventory(self, inventory: dict) -> None:

@@ -34,6 +34,7 @@ from ..rpc import callpath
 from ..signal import RPCSignal
 from ..signal_receiver import RPCSignalReceiver
 from ..wire.messages import Request, RPCEvents
+from . import shm as _shmlink
 from . import streams as _streamsub
 from .calls import CallsMixin, NoResult
 from .interface import bind_interface
@@ -180,10 +181,12 @@ class RPCClient(InventoryMixin, CallsMixin):
             raise
         self._channel = callpath.Channel(self.socket, url)
         self._watch: PeerWatch | None = None
+        self._shm: _shmlink.ShmLink | None = None
         try:
             self._watch_socket()
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
+            self._shm = _shmlink.connect(self)  # same host and user: shm
             with self._life_lock:
                 if self._closed:  # context.destroy() came during __init__
                     raise RuntimeError(f"client of {url}: context destroyed")
@@ -228,7 +231,12 @@ class RPCClient(InventoryMixin, CallsMixin):
             own_thread = thread is threading.current_thread()
             if thread.ident is not None and not own_thread:
                 thread.join(timeout=2)
+        shm, self._shm = self._shm, None
+        if shm is not None:  # its timer thread takes the lock
+            shm.close()
         with self._lock:  # wait for a call in flight to notice _closed
+            if shm is not None:  # the releases queued so far, and goodbye
+                shm.goodbye(self.socket)
             if self._watch is not None:
                 self._watch.close()
             transport.close_quietly(self.socket)

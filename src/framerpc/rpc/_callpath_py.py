@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import zmq
 
 from ..errors import ProtocolError
@@ -33,6 +34,7 @@ from ..wire.messages import (
     Reply,
     RPCEvents,
 )
+from ..wire.shm import KEY_RELEASES
 
 __all__ = ["WAIT_SLICE_MS", "Channel", "Responder", "read_reply"]
 
@@ -230,6 +232,20 @@ class Responder:
     limits : tuple, optional
         ``(max_frames, max_header, max_objects, max_depth)`` for
         ``framerpc.wire.framing.decode``; its defaults when None.
+
+    Attributes
+    ----------
+    shm : callable or None
+        ``(identity, request_id, result) -> frames``: builds a buffer
+        method's reply instead of the plain encoding (the server's
+        shared-memory slots, ``framerpc.server.shm_frames``); None until
+        a client shook hands for shared memory.
+    shm_release : callable or None
+        ``(identity, pairs)``: the slots a call's header releases (key
+        ``rl``, ``framerpc.wire.shm``); read only while ``shm`` is set.
+    shm_threshold : int
+        ``shm`` is called for numpy arrays of this many bytes or more only
+        (smaller results keep the plain encoding, without a Python call).
     """
 
     def __init__(
@@ -253,6 +269,9 @@ class Responder:
         self.send_failed = send_failed
         self.fallback = fallback
         self.limits = tuple(limits) if limits is not None else ()
+        self.shm: Callable | None = None
+        self.shm_release: Any = None  # set with shm
+        self.shm_threshold = 0
 
     def handle(self, frames: list) -> bool:
         """Answer ``frames`` if it is the common request; see the class."""
@@ -293,6 +312,10 @@ class Responder:
                 return False
             self.fallback(frames[:2], frames[2:], header)
             return True
+        if self.shm is not None:  # slots this client is done with
+            releases = header.get(KEY_RELEASES)
+            if releases is not None:
+                self.shm_release(frames[0], releases)
         is_json = name in self.json_methods
         try:
             result = getattr(self.target, name)(*args, **kwargs)
@@ -300,9 +323,17 @@ class Responder:
                 out = messages.encode_result(request_id, result)
             else:
                 self.check_buffer_result(name, result)
-                out = messages.encode_result(
-                    request_id, result[0], result[1], buffer_reply=True
-                )
+                value = result[0]
+                if (
+                    self.shm is not None  # may become a shared-memory reference
+                    and type(value) is np.ndarray
+                    and value.nbytes >= self.shm_threshold
+                ):
+                    out = self.shm(frames[0], request_id, result)
+                else:
+                    out = messages.encode_result(
+                        request_id, result[0], result[1], buffer_reply=True
+                    )
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         envelope = frames[:2]

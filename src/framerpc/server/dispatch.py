@@ -27,6 +27,11 @@ class DispatchMixin:
         the plain method calls before this)."""
         reply, is_buffer = self._execute(request)
         try:
+            if is_buffer and reply.ok and self._shm.clients and self._message:
+                # a same-host client may get a shared-memory reference
+                return self._shm.reply(
+                    self._message[0], reply.request_id, (reply.value, reply.info)
+                )
             return messages.encode_reply(reply, is_buffer)
         except Exception as exc:  # a result msgpack cannot carry
             return messages.encode_reply(_failure(request, exc))
@@ -50,6 +55,8 @@ class DispatchMixin:
                 value, info = None, None
             elif event is RPCEvents.GET_INVENTORY:
                 value, info = self._inventory(), None
+            elif event is RPCEvents.SHM_HELLO:
+                value, info = self._shm_hello(request), None
             elif event is RPCEvents.INIT_SIGNALS_HANDLING:
                 # Published on the signal socket: the client's receiver sees
                 # its token once its subscription is live (no slow joiner).
@@ -67,6 +74,16 @@ class DispatchMixin:
             return Reply(rid, False, error=str(exc)), False
         except Exception as exc:
             return _failure(request, exc), False
+
+    def _shm_hello(self, request: Request) -> dict:
+        """Answer a client's shared-memory handshake (``framerpc.wire.shm``)."""
+        identity = bytes(self._message[0]) if self._message else b""
+        answer = self._shm.hello(identity, request.name, request.value)
+        if self._shm.clients:  # plain calls may now answer with references
+            self._responder.shm_release = self._shm.release
+            self._responder.shm_threshold = self._shm.threshold
+            self._responder.shm = self._shm.reply
+        return answer
 
     def _call(self, request: Request) -> tuple[Any, dict | None]:
         name = request.method

@@ -42,6 +42,7 @@ from .json_branch import JsonBranchMixin
 from .publishing import PublishingMixin, _signal_budget
 from .registration import RegistrationMixin
 from .serve_loop import ServeLoopMixin
+from .shm_frames import ShmServer
 
 __all__ = ["RPCServer"]
 
@@ -193,6 +194,7 @@ class RPCServer(
         )
         # a flood of bad requests must not flood the log
         self._refusals = RateLimitedLog(_log)
+        self._shm = ShmServer(options)  # same-host clients' shared memory
         # answers plain method calls; _handle_body takes everything else
         # with the same envelope, _handle the other envelopes
         self._responder = callpath.Responder(
@@ -321,6 +323,7 @@ class RPCServer(
                 self._backlog.flush()
                 self._backlog.clear("the server stopped")
             self._close_sockets()
+            self._shm.close()  # unlinks its segments
             hook = getattr(self, "_destroy_hook", None)
             if hook is not None:
                 hook.release()
@@ -343,7 +346,13 @@ class RPCServer(
             libzmq released them, emissions of 4 KiB or more only);
             ``signal_bytes_in_flight``: bytes of emissions libzmq still
             holds for subscribers (those of 4 KiB or more, see
-            ``SocketOptions.signal_buffer_bytes``).
+            ``SocketOptions.signal_buffer_bytes``). Shared memory
+            (``framerpc.server.shm_frames``): ``shm_replies`` sent as
+            references, ``shm_copies`` of them copied into the server's
+            segments (the others were pool frames, not copied),
+            ``shm_fallbacks`` sent over the socket because a bound was hit,
+            ``shm_bogus_releases`` ignored, ``shm_reclaimed`` slots taken
+            back from clients that ended, ``shm_slots_held`` now.
         """
         backlog = self._backlog
         with self._signal_lock:
@@ -358,6 +367,7 @@ class RPCServer(
             "dropped_signals_for_all": for_all,
             "dropped_signals_for_some": dropped_signals - for_all,
             "signal_bytes_in_flight": in_flight,
+            **self._shm.stats(),
         }
 
     @property

@@ -15,6 +15,7 @@ from .. import _lifecycle, sdnotify, transport
 from ..errors import ProtocolError
 from ..wire import framing, messages
 from ..wire.messages import Reply, RPCEvents
+from ..wire.shm import KEY_RELEASES
 from .dispatch import _clip
 
 __all__ = ["ServeLoopMixin"]
@@ -102,6 +103,8 @@ class ServeLoopMixin:
                         self._message = None
                 if watchdog is not None:
                     watchdog.tick()
+                if self._shm.clients:  # reclaims the slots of ended clients
+                    self._shm.tick()
                 link = self._registry_link
                 if link is not None:
                     link.tick()
@@ -167,6 +170,11 @@ class ServeLoopMixin:
             if isinstance(decoded, Exception):
                 raise decoded
             request = messages.request_from_header(decoded)
+            if request.event is RPCEvents.SHM_RELEASE:  # one-way: no reply
+                self._shm.release(envelope[0], request.value)
+                return
+            if KEY_RELEASES in decoded and self._shm.clients:  # a call's releases
+                self._shm.release(envelope[0], decoded[KEY_RELEASES])
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.

@@ -116,6 +116,28 @@ class SocketOptions:
         for emissions from 4 KiB (``stats["dropped_signals_for_some"]``).
         The mark is set once, before the socket is bound: libzmq can stop
         a connected subscriber's queue for good when it changes.
+    shm : bool
+        Same-host shared memory (Linux ``/dev/shm``; see the docs'
+        shared-memory section): a client and a server of one host and
+        user find out at the handshake, and buffer replies of
+        ``shm_threshold`` bytes or more then travel as references into a
+        segment of the server instead of through the socket. False on
+        either side: every frame goes through the socket.
+    shm_threshold : int
+        Smallest array (bytes) a server sends through shared memory
+        (default 256 KiB: where a plain array's one copy into a segment
+        became cheaper than the socket over ``ipc://``, compiled engine,
+        measured by ``benchmarks/bench_shm.py --sweep``; smaller ones are
+        cheaper over the socket).
+    shm_max_bytes : int
+        Most bytes of segments a server creates to copy plain arrays into
+        (default 256 MiB, reserved in ``/dev/shm`` as they are created);
+        ``FramePool`` frames in shared memory do not count (they are the
+        pool's). Beyond it replies go over the socket (counted).
+    shm_max_slots : int
+        Most replies one client may hold in shared memory before it
+        releases them (default 16); beyond it its replies go over the
+        socket (counted).
     """
 
     linger_ms: int = 200
@@ -139,6 +161,10 @@ class SocketOptions:
     reply_backlog_total_bytes: int = 256 << 20
     signal_buffer_bytes: int = 64 << 20
     signal_hwm: int = 500
+    shm: bool = True
+    shm_threshold: int = 256 << 10
+    shm_max_bytes: int = 256 << 20
+    shm_max_slots: int = 16
 
     @property
     def dead_peer_ms(self) -> int | None:

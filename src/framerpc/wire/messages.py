@@ -107,6 +107,10 @@ class RPCEvents(StrEnum):
     PROPERTY_SET = "PROPERTY_SET"
     STOP_SERVER = "STOP_SERVER"
     EMIT_SIGNAL = "EMIT_SIGNAL"
+    # shared memory (framerpc.wire.shm): the same-host handshake, and the
+    # client's one-way release of the slots it is done with
+    SHM_HELLO = "SHM_HELLO"
+    SHM_RELEASE = "SHM_RELEASE"
 
 
 class RegistryEvents(StrEnum):
@@ -134,6 +138,8 @@ _REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
     ),
     RPCEvents.PROPERTY_GET: (("name", "p", str),),
     RPCEvents.PROPERTY_SET: (("name", "p", str), ("value", "x", None)),
+    RPCEvents.SHM_HELLO: (("name", "p", str), ("value", "x", bytes)),
+    RPCEvents.SHM_RELEASE: (("value", "x", list),),
 }
 
 

@@ -1,0 +1,240 @@
+"""A client's side of same-host shared memory: the handshake, read-only
+arrays mapped on the server's segments, and their release.
+
+After the inventory, a native client of an ``ipc://`` or ``tcp://`` server
+creates a ``0600`` probe segment holding a random nonce and sends
+``SHM_HELLO`` (see ``framerpc.wire.shm``). Only a server on the same host
+running as the same user can read the probe; it then answers buffer
+calls of ``SocketOptions.shm_threshold`` bytes or more with a reference
+to a segment instead of the frame. An older server answers with an error
+and a server with ``shm=False`` with ``false``: the client then gets
+today's frames, silently.
+
+A reference becomes a read-only numpy array over the segment, mapped
+read-only (``PROT_READ``). The array's base is a ``_Lease``: when the
+array and every view of it are gone, the lease queues its slot for
+release. Queued releases go out, batched, with the client's next call
+(in its header), or within ``_FLUSH_S`` from a timer thread in a message
+of their own, whichever is first.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+import zmq
+
+from .. import transport
+from ..errors import ProtocolError
+from ..transport import shm as segments
+from ..wire import shm as wire_shm
+from ..wire.messages import Request, RPCEvents
+
+__all__ = ["ShmLink", "connect"]
+
+_log = logging.getLogger(__name__)
+
+#: Longest time (s) a released slot waits for the client's next call
+#: before the timer thread sends the release.
+_FLUSH_S = 0.2
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+class _Lease:
+    """The base of one received array: queues the slot's release when the
+    array and all its views are gone."""
+
+    __slots__ = ("__array_interface__", "__weakref__", "_map", "_pending", "_slot")
+
+    def __init__(
+        self,
+        mapped: segments.Attached,
+        interface: dict,
+        slot: tuple[int, int],
+        pending: collections.deque,
+    ) -> None:
+        self._map = mapped  # keeps the segment mapped while the array lives
+        self._slot = slot
+        self._pending = pending
+        self.__array_interface__ = interface
+
+    def __del__(self) -> None:
+        # any thread, on garbage collection: deque.append needs no lock
+        self._pending.append(self._slot)
+
+
+class ShmLink:
+    """One client's attached segments and queued releases.
+
+    Parameters
+    ----------
+    client : RPCClient
+        Whose lock and socket the releases use.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        # names this link to the server across reconnections (a new
+        # connection has a new routing id; see ``handshake``)
+        self.token = secrets.token_bytes(16)
+        self.cache = segments.AttachCache()
+        self.pending: collections.deque[tuple[int, int]] = collections.deque()
+        self._live: weakref.WeakSet[_Lease] = weakref.WeakSet()  # not released
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def handshake(self) -> bool | None:
+        """Shake hands (again, after a reconnection: the server then moves
+        the slots this link holds to the new connection); whether the
+        server said yes, None when it did not answer in time."""
+        return _hello(self._client, self.token)
+
+    def resolve(self, value: dict) -> np.ndarray:
+        """The read-only array a reference names (see the module).
+
+        Raises
+        ------
+        ProtocolError
+            A malformed reference, or a segment that cannot be mapped or
+            is too small for it (its slot is released all the same).
+        """
+        ref = wire_shm.parse_ref(value)
+        slot = (ref.slot, ref.generation)
+        try:
+            mapped = self.cache.get(ref.segment)
+        except (OSError, ValueError) as exc:
+            self.pending.append(slot)
+            raise ProtocolError(f"cannot map shared-memory reply: {exc}") from None
+        if ref.offset + ref.nbytes > mapped.size:
+            self.pending.append(slot)
+            raise ProtocolError("shared-memory reply beyond its segment")
+        interface = {
+            "version": 3,
+            "shape": ref.shape,
+            "typestr": ref.dtype.str,
+            "data": (mapped.address + ref.offset, True),  # read-only
+            "strides": None,
+        }
+        if self._timer is None:
+            self._start_timer()
+        lease = _Lease(mapped, interface, slot, self.pending)
+        self._live.add(lease)
+        return np.asarray(lease)
+
+    def take(self) -> list[tuple[int, int]]:
+        """The queued releases, at most ``MAX_RELEASES`` (a request carries
+        them, see ``wire.shm.encode_call_releasing``)."""
+        pending, batch = self.pending, list[tuple[int, int]]()
+        while pending and len(batch) < wire_shm.MAX_RELEASES:
+            batch.append(pending.popleft())
+        return batch
+
+    def flush(self, sock: Any) -> None:
+        """Send the queued releases on ``sock`` without blocking (the
+        caller holds the client's lock); what a full queue refuses stays
+        queued."""
+        pending = self.pending
+        while pending:
+            batch = self.take()
+            try:
+                transport.send_frames(
+                    sock, [b"", *wire_shm.encode_release(batch)], _NOBLOCK
+                )
+            except zmq.Again:  # not connected, or the queue is full
+                pending.extendleft(reversed(batch))
+                return
+            except zmq.ZMQError as exc:  # the server reclaims them anyway
+                _log.debug("could not send shared-memory releases: %s", exc)
+                return
+
+    def goodbye(self, sock: Any) -> None:
+        """At close (under the client's lock): send the queued releases and,
+        when no array of ours is alive any more, an empty release, which
+        tells the server it may forget this client. With arrays alive the
+        server keeps their slots until this process ends (they stay
+        correct)."""
+        self.flush(sock)
+        if self._live or self.pending:
+            return
+        try:
+            transport.send_frames(sock, [b"", *wire_shm.encode_release([])], _NOBLOCK)
+        except zmq.ZMQError as exc:  # the server reclaims when we exit
+            _log.debug("could not say goodbye to the server: %s", exc)
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Thread(
+            target=self._run_timer, name="framerpc-shm-release", daemon=True
+        )
+        self._timer.start()
+
+    def _run_timer(self) -> None:
+        client = self._client
+        while not self._stop.wait(_FLUSH_S):
+            if not self.pending or not client._lock.acquire(blocking=False):
+                continue  # a call in flight flushes them itself
+            try:
+                if not client._closed:
+                    self.flush(client.socket)
+            except Exception:  # a closed socket: nothing left to do
+                _log.debug("shared-memory release timer", exc_info=True)
+            finally:
+                client._lock.release()
+
+    def close(self) -> None:
+        """Stop the timer (the caller flushes first, under the lock) and
+        forget the mappings; arrays still alive keep theirs."""
+        self._stop.set()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout=2)
+        self.cache.close()
+
+
+def connect(client: Any) -> ShmLink | None:
+    """Shake hands for shared memory with ``client``'s server; the link, or
+    None when shared memory is off, unavailable or refused."""
+    options = client._options
+    if (
+        not options.shm
+        or not segments.AVAILABLE
+        or client._protocol != "native"
+        or not client.url.startswith(("ipc://", "tcp://"))
+    ):
+        return None
+    link = ShmLink(client)
+    return link if link.handshake() else None  # no timer started yet
+
+
+def _hello(client: Any, token: bytes) -> bool | None:
+    """One handshake (see the module): a nonce and this link's ``token``
+    in a probe segment, named in ``SHM_HELLO``; whether the server said yes
+    (None: no answer in time)."""
+    secret = secrets.token_bytes(16) + token
+    try:
+        probe = segments.Segment(len(secret))
+    except OSError as exc:
+        _log.debug("no shared-memory probe: %s", exc)
+        return False
+    try:
+        probe.map[: len(secret)] = secret
+        request = Request(
+            RPCEvents.SHM_HELLO, next(client._ids), name=probe.name, value=secret
+        )
+        reply = client._request(request, client._timeout)
+    except (TimeoutError, RuntimeError) as exc:
+        _log.debug("no shared-memory handshake with %s: %s", client.url, exc)
+        return None
+    finally:
+        probe.close()
+    answer = reply.value if reply.ok else None
+    if type(answer) is not dict or answer.get(wire_shm.REF_KEY) is not True:
+        _log.debug("no shared memory with %s: %s", client.url, reply.error or answer)
+        return False
+    _log.debug("buffer replies from %s may come through shared memory", client.url)
+    return True

@@ -1,0 +1,347 @@
+"""Same-host buffer replies through shared memory: the server's slots.
+
+A client that shook hands (``SHM_HELLO``, see ``framerpc.wire.shm``)
+receives a buffer method's array of ``SocketOptions.shm_threshold`` bytes
+or more as a reference into a segment of ``/dev/shm``:
+
+- a frame of a ``FramePool`` whose slots lie in shared memory is referred
+  to where it is (zero copies); the server keeps the frame (hence its
+  pool slot) until the client releases it, so it cannot be refilled
+  while the client reads it. When the pool has no free slot left, the
+  frame is copied instead (as below) and its slot returns at once: clients
+  holding frames never starve the camera of slots;
+- any other array is copied once into a server-owned segment (the
+  arena), one segment per slot, reused for arrays of the same size.
+
+Each handout is a slot number and a generation, owned by the client
+(routing id) it was sent to until that client releases it. A release
+that names a slot the sender does not hold, or an old generation, is
+ignored and counted. Bounds: ``shm_max_slots`` handouts per client,
+``shm_max_bytes`` of arena segments in all, ``_MAX_CLIENTS`` clients.
+When a bound is hit the reply goes over the socket as it always did
+(counted in ``stats["shm_fallbacks"]``, logged at most once a second):
+shared memory never blocks or fails a call.
+
+A client whose process ended (checked every ``_SWEEP_S`` against the
+process id and start time named by its probe segment, from the serve
+loop and before each reply) gets its slots reclaimed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import stat
+import time
+from typing import Any
+
+import numpy as np
+
+from .._ratelog import RateLimitedLog
+from ..pool import _Lease
+from ..transport import SocketOptions
+from ..transport import shm as segments
+from ..wire import messages
+from ..wire import shm as wire_shm
+
+__all__ = ["ShmServer"]
+
+_log = logging.getLogger(__name__)
+
+#: How often (s) the serve loop checks that shared-memory clients live.
+_SWEEP_S = 1.0
+#: Most clients with shared memory at a time (later ones use the socket).
+_MAX_CLIENTS = 1024
+#: Bytes of the client token at the end of a handshake's nonce.
+_TOKEN = 16
+
+
+class _Client:
+    __slots__ = ("pid", "slots", "start", "token")
+
+    def __init__(self, pid: int, start: int, token: bytes = b"") -> None:
+        self.pid = pid
+        self.start = start
+        self.token = token  # names the client across reconnections
+        self.slots: set[int] = set()
+
+
+class _Handout:
+    __slots__ = ("arena", "generation", "holder", "owner")
+
+    def __init__(self, owner: bytes, generation: int, holder: Any, arena: Any) -> None:
+        self.owner = owner
+        self.generation = generation
+        self.holder = holder  # a pool frame (keeps its slot out) or None
+        self.arena = arena  # the arena segment, back to the free list after
+
+
+class ShmServer:
+    """A server's shared-memory clients, slots and arena (see the module).
+
+    Used from the serving thread only; ``stats`` from any.
+
+    Parameters
+    ----------
+    options : SocketOptions
+        ``shm``, ``shm_threshold``, ``shm_max_bytes``, ``shm_max_slots``.
+    """
+
+    def __init__(self, options: SocketOptions) -> None:
+        self.enabled = bool(options.shm) and segments.AVAILABLE
+        self.threshold = options.shm_threshold
+        self.max_bytes = options.shm_max_bytes
+        self.max_slots = options.shm_max_slots
+        self.clients: dict[bytes, _Client] = {}
+        self._handouts: dict[int, _Handout] = {}
+        self._free_ids: list[int] = []
+        self._next_id = 0
+        self._generations = itertools.count(1)
+        self._arena_free: dict[int, list[segments.Segment]] = {}
+        self._arena_bytes = 0
+        self._next_sweep = 0.0
+        self._fallback_log = RateLimitedLog(_log)
+        self.replies = 0
+        self.copies = 0
+        self.fallbacks = 0
+        self.bogus_releases = 0
+        self.reclaimed = 0
+
+    # -- handshake ---------------------------------------------------------
+
+    def hello(self, identity: bytes, probe: str, nonce: bytes) -> dict:
+        """Answer a client's ``SHM_HELLO``: whether it may use shared memory."""
+        capable = False
+        owner = segments.parse_name(probe)
+        if (
+            self.enabled
+            and owner is not None
+            and owner[0] == os.getuid()
+            and (identity in self.clients or len(self.clients) < _MAX_CLIENTS)
+            and 8 <= len(nonce) <= 64
+        ):
+            capable = _read_probe(probe, len(nonce)) == nonce
+        if capable and identity not in self.clients:
+            assert owner is not None
+            token = nonce[-_TOKEN:] if len(nonce) >= 2 * _TOKEN else b""
+            self.clients[identity] = self._reconnected(identity, owner, token) or (
+                _Client(owner[1], owner[2], token)
+            )
+        _log.debug("shared memory for client %s: %s", identity.hex(), capable)
+        return wire_shm.hello_reply(capable)
+
+    def _reconnected(
+        self, identity: bytes, owner: tuple[int, int, int], token: bytes
+    ) -> _Client | None:
+        """The entry of the same client (process and token) under an old
+        routing id, moved with its slots to ``identity``; None if none."""
+        if not token:
+            return None
+        for old, client in self.clients.items():
+            if client.token == token and (client.pid, client.start) == owner[1:]:
+                del self.clients[old]
+                for slot in client.slots:
+                    self._handouts[slot].owner = identity
+                return client
+        return None
+
+    # -- replies -------------------------------------------------------------
+
+    def reply(self, identity: Any, request_id: int, result: tuple) -> list:
+        """Frames of a buffer method's reply to the client of routing id
+        ``identity`` (a frame or bytes): a reference when it can be one,
+        else today's frames. ``result`` was checked already."""
+        value, info = result
+        if self.clients:  # also here: the asyncio serve loop has no tick
+            self.tick()
+        client = self.clients.get(bytes(identity)) if self.clients else None
+        if (
+            client is not None
+            and type(value) is np.ndarray
+            and value.nbytes >= self.threshold
+        ):
+            ref = self._place(bytes(identity), client, value)
+            if ref is not None:
+                self.replies += 1
+                return messages.encode_result(request_id, ref, info)
+        return messages.encode_result(request_id, value, info, buffer_reply=True)
+
+    def _place(self, owner: bytes, client: _Client, value: np.ndarray) -> dict | None:
+        if len(client.slots) >= self.max_slots:
+            self._fallback("client holds %d slots", len(client.slots))
+            return None
+        base = value.base
+        if (
+            type(base) is _Lease
+            and base._segment is not None
+            and value.flags.c_contiguous
+            and base._free is not None
+            and base._free.qsize() > 0  # the camera can still acquire
+        ):
+            segment = base._segment
+            offset = int(value.ctypes.data) - segment.address
+            if 0 <= offset and offset + value.nbytes <= segment.size:
+                # zero copies: the frame itself stays out until released
+                return self._hand_out(
+                    owner, client, segment, offset, value, value, None
+                )
+        segment = self._arena_take(value.nbytes)
+        if segment is None:
+            self._fallback("arena full (%d bytes)", self._arena_bytes)
+            return None
+        target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
+            value.shape
+        )
+        np.copyto(target, value, casting="no")
+        self.copies += 1
+        return self._hand_out(owner, client, segment, 0, value, None, segment)
+
+    def _hand_out(
+        self,
+        owner: bytes,
+        client: _Client,
+        segment: segments.Segment,
+        offset: int,
+        value: np.ndarray,
+        holder: Any,
+        arena: Any,
+    ) -> dict:
+        if self._free_ids:
+            slot = self._free_ids.pop()
+        else:
+            slot, self._next_id = self._next_id, self._next_id + 1
+        generation = next(self._generations)
+        self._handouts[slot] = _Handout(owner, generation, holder, arena)
+        client.slots.add(slot)
+        return wire_shm.make_ref(
+            segment.name,
+            offset,
+            value.nbytes,
+            slot,
+            generation,
+            value.dtype,
+            value.shape,
+        )
+
+    def _fallback(self, why: str, *args: Any) -> None:
+        self.fallbacks += 1
+        self._fallback_log.warning(
+            "shared memory exhausted, reply sent over the socket: " + why, *args
+        )
+
+    def _arena_take(self, nbytes: int) -> segments.Segment | None:
+        size = segments.round_pages(nbytes)
+        free = self._arena_free.get(size)
+        if free:
+            return free.pop()
+        # make room: segments of other sizes nobody holds go first
+        for other, spare in list(self._arena_free.items()):
+            while spare and self._arena_bytes + size > self.max_bytes:
+                self._drop_arena(spare.pop())
+            if not spare:
+                del self._arena_free[other]
+        if self._arena_bytes + size > self.max_bytes:
+            return None
+        try:
+            segment = segments.Segment(size)
+        except OSError as exc:
+            _log.info("no shared-memory segment of %d bytes: %s", size, exc)
+            return None
+        self._arena_bytes += segment.size
+        return segment
+
+    def _drop_arena(self, segment: segments.Segment) -> None:
+        self._arena_bytes -= segment.size
+        segment.close()
+
+    # -- releases and reclaiming -------------------------------------------
+
+    def release(self, identity: Any, value: list) -> None:
+        """A client's ``SHM_RELEASE``: free the slots it names that it holds."""
+        owner = bytes(identity)
+        if type(value) is list and not value:  # goodbye: the client closed
+            self.forget(owner)
+            return
+        pairs, bad = wire_shm.parse_releases(value)
+        self.bogus_releases += bad
+        for slot, generation in pairs:
+            handout = self._handouts.get(slot)
+            if (
+                handout is None
+                or handout.owner != owner
+                or handout.generation != generation
+            ):
+                self.bogus_releases += 1
+                continue
+            self._free(slot)
+
+    def _free(self, slot: int) -> None:
+        handout = self._handouts.pop(slot)
+        client = self.clients.get(handout.owner)
+        if client is not None:
+            client.slots.discard(slot)
+        if handout.arena is not None:
+            segment = handout.arena
+            self._arena_free.setdefault(segment.size, []).append(segment)
+        handout.holder = None  # a pool frame's slot goes back with it
+        self._free_ids.append(slot)
+
+    def tick(self) -> None:
+        """Reclaim the slots of clients whose process ended (at most once
+        every ``_SWEEP_S``; the serve loop calls it)."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + _SWEEP_S
+        for identity, client in list(self.clients.items()):
+            if not segments.process_alive(client.pid, client.start):
+                self.forget(identity)
+
+    def forget(self, identity: bytes) -> None:
+        """Drop a client and reclaim every slot it holds."""
+        client = self.clients.pop(identity, None)
+        if client is None:
+            return
+        self.reclaimed += len(client.slots)
+        for slot in list(client.slots):
+            self._free(slot)
+        _log.debug("reclaimed the shared-memory slots of %s", identity.hex())
+
+    def close(self) -> None:
+        """Reclaim everything and unlink the arena."""
+        for identity in list(self.clients):
+            self.forget(identity)
+        for spare in self._arena_free.values():
+            for segment in spare:
+                self._drop_arena(segment)
+        self._arena_free.clear()
+
+    def stats(self) -> dict[str, int]:
+        """The counters ``RPCServer.stats`` adds (see there)."""
+        return {
+            "shm_replies": self.replies,
+            "shm_copies": self.copies,
+            "shm_fallbacks": self.fallbacks,
+            "shm_bogus_releases": self.bogus_releases,
+            "shm_reclaimed": self.reclaimed,
+            "shm_slots_held": len(self._handouts),
+        }
+
+
+def _read_probe(name: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of a client's probe segment, or None when
+    it cannot be opened (another host, another user) or is not ``0600``."""
+    try:
+        fd = os.open(os.path.join(segments.SHM_DIR, name), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o600:
+            return None
+        return os.pread(fd, size, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
