@@ -17,12 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from .. import transport
 
-__all__ = ["Channel", "Responder", "WAIT_SLICE_MS", "IMPLEMENTATION", "select_engine"]
+__all__ = [
+    "Channel",
+    "Responder",
+    "WAIT_SLICE_MS",
+    "call_fields",
+    "IMPLEMENTATION",
+    "select_engine",
+]
 
 _log = logging.getLogger(__name__)
 
 #: What each engine module provides, and this module passes on.
-PUBLIC_API = ("Channel", "Responder", "WAIT_SLICE_MS")
+PUBLIC_API = ("Channel", "Responder", "WAIT_SLICE_MS", "call_fields")
 
 _ENGINES = {
     "compiled": "framerpc.rpc._callpath",
@@ -58,8 +65,9 @@ if _names is None:
     _names = select_engine("pure")
 
 if TYPE_CHECKING:  # both engines have the pure one's signatures
-    from ._callpath_py import WAIT_SLICE_MS, Channel, Responder
+    from ._callpath_py import WAIT_SLICE_MS, Channel, Responder, call_fields
 else:
     Channel = _names["Channel"]
     Responder = _names["Responder"]
     WAIT_SLICE_MS = _names["WAIT_SLICE_MS"]
+    call_fields = _names["call_fields"]

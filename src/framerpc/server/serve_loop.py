@@ -13,6 +13,7 @@ import zmq
 
 from .. import _lifecycle, sdnotify, transport
 from ..errors import ProtocolError
+from ..rpc import requests
 from ..wire import framing, messages
 from ..wire.messages import Reply, RPCEvents
 from .dispatch import _clip
@@ -166,7 +167,7 @@ class ServeLoopMixin:
         try:
             if isinstance(decoded, Exception):
                 raise decoded
-            request = messages.request_from_header(decoded)
+            request = requests.request_from_header(decoded)
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.
