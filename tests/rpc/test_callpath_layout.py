@@ -251,6 +251,15 @@ def test_each_responder_uses_its_engines_one_check(path):
         assert f"{key})" not in responder.replace("_K_", "KEY_"), (path.name, key)
 
 
+def test_wire_says_where_the_request_parser_went():
+    from framerpc.wire import messages
+
+    for name in ("decode_request", "request_from_header"):
+        with pytest.raises(AttributeError, match=r"moved to framerpc\.rpc\.requests"):
+            getattr(messages, name)
+    assert not hasattr(messages, "no_such_name")
+
+
 def test_the_general_parser_uses_the_live_engines_check():
     from framerpc import protocol
     from framerpc.rpc import callpath, requests
