@@ -8,7 +8,8 @@ whose functions are called from C (declared in ``_zmqio.pxd``); headers
 are built and read with the keys of ``framerpc.wire.messages``. Anything the
 checks here refuse goes to ``framerpc.wire.messages`` (a reply) or to the
 server's general path (a request), which say what is wrong, so both
-engines answer alike.
+engines answer alike. ``call_fields`` is this engine's one check of a
+METHOD_CALL's fields, the Responder's and the general request parser's.
 """
 
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -36,12 +37,14 @@ from framerpc.wire.messages import (
     PROTOCOL_VERSION,
     Reply,
     RPCEvents,
+    check_version,
     decode_reply,
+    request_event,
 )
 from framerpc.wire.shm import KEY_RELEASES
 from framerpc.rpc import _callpath_py
 
-__all__ = ["Channel", "Responder", "WAIT_SLICE_MS", "read_reply"]
+__all__ = ["Channel", "Responder", "WAIT_SLICE_MS", "read_reply", "call_fields"]
 
 cdef object _decode = decode
 cdef object _ndarray = np.ndarray
@@ -101,6 +104,49 @@ def read_reply(sock):
     if len(frames) < 2 or len(frames[0]) != 0:
         raise ProtocolError("reply without delimiter")
     return _decode_reply_fast(frames[1:])
+def call_fields(dict header):
+    """Compiled twin of ``framerpc.rpc._callpath_py.call_fields`` (see
+    there): ``(request_id, method, args, kwargs)`` or ProtocolError."""
+    return _call_fields(header, True)
+
+
+cdef tuple _call_fields(dict header, bint explain):
+    """The one METHOD_CALL check of this engine, as the pure twin's
+    ``_call_fields``: None for a refused header without ``explain``."""
+    version, event = header.get(_K_VERSION), header.get(_K_EVENT)
+    # types first: comparing an array to a str or int is no check
+    if type(version) is not int or version != _PROTOCOL_VERSION:
+        if explain:
+            check_version(header)  # raises, with wire's text
+        return None
+    if type(event) is not str or event != _METHOD_CALL:
+        if explain:
+            request_event(header)  # raises for a non-request event
+            raise ProtocolError(f"{event!r} is not a METHOD_CALL request")
+        return None
+    method, args = header.get(_K_METHOD), header.get(_K_ARGS)
+    kwargs, request_id = header.get(_K_KWARGS), header.get(_K_ID)
+    if type(method) is not str:
+        return _refuse(header, explain, _K_METHOD, "method", str)
+    if type(args) is not list:
+        return _refuse(header, explain, _K_ARGS, "args", list)
+    if type(kwargs) is not dict:
+        return _refuse(header, explain, _K_KWARGS, "kwargs", dict)
+    if type(request_id) is not int:
+        if explain:  # the text of Request's own check
+            raise ProtocolError(f"request id must be an int, got {request_id!r}")
+        return None
+    return (request_id, method, args, kwargs)
+
+
+cdef tuple _refuse(dict header, bint explain, str key, str attr, type kind):
+    # field ``key`` is missing or mistyped: None, or with explain the error
+    if not explain:
+        return None
+    if key not in header:
+        raise ProtocolError(f"METHOD_CALL request lacks field {key!r} ({attr})")
+    raise ProtocolError(f"METHOD_CALL field {attr!r} must be {kind.__name__}, "
+                        f"got {type(header[key]).__name__}")
 
 
 cdef double _monotonic():
@@ -267,6 +313,7 @@ cdef class Responder:
     def handle(self, list frames):
         """Answer ``frames`` if it is the common request; see the class."""
         cdef dict header
+        cdef tuple fields
         cdef bint is_json
         cdef list message
         if len(frames) < 3 or len(frames[1]) != 0:
@@ -279,16 +326,10 @@ cdef class Responder:
                 return False
             self.fallback(frames[:2], frames[2:], exc)
             return True
-        version, event = header.get(_K_VERSION), header.get(_K_EVENT)
-        request_id, name = header.get(_K_ID), header.get(_K_METHOD)
-        args, kwargs = header.get(_K_ARGS), header.get(_K_KWARGS)
-        # the pure twin's checks of a METHOD_CALL (see there)
-        if (type(version) is not int or version != _PROTOCOL_VERSION
-                or type(event) is not str or event != _METHOD_CALL
-                or type(request_id) is not int or type(name) is not str
-                or type(args) is not list or type(kwargs) is not dict
-                or (name not in <dict>self.json_methods
-                    and name not in <dict>self.buffer_methods)):
+        # the one METHOD_CALL check (see the pure twin)
+        fields = _call_fields(header, False)
+        if fields is None or (fields[1] not in <dict>self.json_methods
+                              and fields[1] not in <dict>self.buffer_methods):
             if self.fallback is None:
                 return False
             self.fallback(frames[:2], frames[2:], header)
@@ -297,6 +338,7 @@ cdef class Responder:
             releases = header.get(_K_RELEASES)
             if releases is not None:
                 self.shm_release(frames[0], releases)
+        request_id, name, args, kwargs = fields
         is_json = name in <dict>self.json_methods
         try:
             result = getattr(self.target, name)(*args, **kwargs)

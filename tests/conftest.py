@@ -19,6 +19,7 @@ from short_repr import install_hypothesis_printers
 # Fixtures shared by several test files live beside them in plain modules,
 # loaded here as plugins (importing a fixture into a test file shadows it).
 pytest_plugins = [
+    "aio_helpers",
     "bad_input_helpers",
     "dead_peer_helpers",
     "frame_pool_helpers",

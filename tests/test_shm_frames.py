@@ -5,6 +5,7 @@ copied once, small ones and off switches over the socket, older peers."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from shm_helpers import (
     options,
 )
 
-from framerpc.wire import messages
+from framerpc.errors import ProtocolError
+from framerpc.rpc import requests
 
 pytestmark = needs_shm
 
@@ -181,8 +183,16 @@ def test_the_off_switch_keeps_todays_frames(ctx, shm_url, serve, side) -> None:
 def test_an_older_server_answers_unknown_event_and_the_client_uses_the_socket(
     ctx, shm_url, serve, monkeypatch
 ) -> None:
-    # what a server without shared memory does with SHM_HELLO
-    monkeypatch.delitem(messages._REQUEST_EVENTS, "SHM_HELLO")
+    # what a server without shared memory does with SHM_HELLO (server side
+    # only: the client in this process still builds its request)
+    parse = requests.request_from_header
+
+    def older_server_parse(header: dict) -> Any:
+        if header.get("e") == "SHM_HELLO":
+            raise ProtocolError("unknown event 'SHM_HELLO' for a request")
+        return parse(header)
+
+    monkeypatch.setattr(requests, "request_from_header", older_server_parse)
     camera = serve(ShmCamera(ctx, shm_url))
     with ShmCameraProxy(ctx, camera.url) as proxy:
         assert proxy._shm is None

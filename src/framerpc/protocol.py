@@ -1,6 +1,14 @@
 """Old import path of ``framerpc.wire.messages`` (native messages and wire
-constants), kept so existing imports keep working."""
+constants) and ``framerpc.rpc.requests`` (the request parser: a
+METHOD_CALL's fields are checked in ``framerpc.rpc``), kept so existing
+imports keep working."""
 
+from .rpc.requests import (
+    decode_request as decode_request,
+)
+from .rpc.requests import (
+    request_from_header as request_from_header,
+)
 from .wire.messages import (
     PROTOCOL_VERSION as PROTOCOL_VERSION,
 )
@@ -32,9 +40,6 @@ from .wire.messages import (
     decode_reply as decode_reply,
 )
 from .wire.messages import (
-    decode_request as decode_request,
-)
-from .wire.messages import (
     decode_signal as decode_signal,
 )
 from .wire.messages import (
@@ -63,9 +68,6 @@ from .wire.messages import (
 )
 from .wire.messages import (
     peek_request_id as peek_request_id,
-)
-from .wire.messages import (
-    request_from_header as request_from_header,
 )
 
 __all__ = [

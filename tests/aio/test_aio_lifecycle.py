@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pytest
 import zmq
+from aio_helpers import run, until
 from devices import Camera, CameraServer
-from test_aio_client import loop_mode, run, until  # noqa: F401 - a fixture
 
 import framerpc.aio
 from framerpc import protocol, transport
@@ -37,7 +37,7 @@ def _hooks(context: zmq.Context) -> list:
     return [s for s in context._sockets if isinstance(s, DestroyHook)]
 
 
-def test_destroy_in_the_loop_under_a_live_proxy(server, loop_mode) -> None:  # noqa: F811
+def test_destroy_in_the_loop_under_a_live_proxy(server, loop_mode) -> None:
     client_ctx = zmq.Context()
 
     async def main() -> None:
@@ -59,7 +59,7 @@ def test_destroy_in_the_loop_under_a_live_proxy(server, loop_mode) -> None:  # n
     run(main())
 
 
-def test_destroy_from_another_thread(server, loop_mode) -> None:  # noqa: F811
+def test_destroy_from_another_thread(server, loop_mode) -> None:
     client_ctx = zmq.Context()
 
     async def main() -> None:
@@ -118,7 +118,7 @@ def test_aclose_leaves_no_hook(server) -> None:
     client_ctx.term()  # returns: nothing left open
 
 
-def test_a_stray_reply_does_not_stall_the_link(ctx, loop_mode) -> None:  # noqa: F811
+def test_a_stray_reply_does_not_stall_the_link(ctx, loop_mode) -> None:
     """A broken server that answers every request twice: the link reads a
     message only while a request is unanswered, so the extra replies stay
     unread; the next replies must still be seen (the watch turn kicks)."""
@@ -159,7 +159,7 @@ def test_a_stray_reply_does_not_stall_the_link(ctx, loop_mode) -> None:  # noqa:
         router.close()
 
 
-def test_each_reply_wakes_the_loop(server, monkeypatch, loop_mode) -> None:  # noqa: F811
+def test_each_reply_wakes_the_loop(server, monkeypatch, loop_mode) -> None:
     """Every reply is read from the socket's wake-up, not found later by
     the watch turn: with the watch's drain disabled, sequential and
     overlapping calls still complete (a reader that leaves the queue

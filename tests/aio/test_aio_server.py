@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from test_aio_client import loop_mode, run, until  # noqa: F401 - a fixture
+from aio_helpers import run, until
 
 import framerpc.aio
 from framerpc import NoResult, RPCClient, RPCProperty, RPCServer, RPCSignal
@@ -127,7 +127,7 @@ def test_async_methods_are_detected(ctx) -> None:
         server.close()
 
 
-def test_async_calls_run_concurrently(ctx, loop_mode) -> None:  # noqa: F811
+def test_async_calls_run_concurrently(ctx, loop_mode) -> None:
     async def main() -> None:
         server = WorkerServer(ctx, "tcp://127.0.0.1")
         serving = asyncio.create_task(server.serve())
@@ -150,7 +150,7 @@ def test_async_calls_run_concurrently(ctx, loop_mode) -> None:  # noqa: F811
     run(main())
 
 
-def test_sync_and_async_members_mix(ctx, loop_mode) -> None:  # noqa: F811
+def test_sync_and_async_members_mix(ctx, loop_mode) -> None:
     async def main() -> None:
         server = WorkerServer(ctx, "tcp://127.0.0.1")
         serving = asyncio.create_task(server.serve())
@@ -178,7 +178,7 @@ def test_sync_and_async_members_mix(ctx, loop_mode) -> None:  # noqa: F811
     run(main())
 
 
-def test_a_flood_of_calls_to_a_loop_served_device(ctx, loop_mode) -> None:  # noqa: F811
+def test_a_flood_of_calls_to_a_loop_served_device(ctx, loop_mode) -> None:
     """More requests at once than the reader answers in one go (64): the
     rest are answered after the other tasks ran, none is left unread."""
 

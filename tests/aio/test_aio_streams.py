@@ -11,42 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
 import pytest
+from aio_helpers import run, until
 from streams_helpers import WAIT_S, Cam, _frame, _hub_sub
-from test_aio_client import loop_mode  # noqa: F401 - a fixture
 
 import framerpc.aio
 from framerpc.aio import AsyncStream, AsyncSubscription
-
-#: Ceiling (s) of one test's coroutine: only catches a hang.
-HANG_S = 40
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run(coro), failing if any other task outlives it."""
-
-    async def main() -> Any:
-        try:
-            return await asyncio.wait_for(coro, HANG_S)
-        finally:
-            current = asyncio.current_task()
-            left = [t for t in asyncio.all_tasks() if t is not current]
-            assert not left, f"tasks left on the loop: {left}"
-
-    return asyncio.run(main())
-
-
-async def until(condition: Callable[[], object], timeout: float = WAIT_S) -> None:
-    """Wait on the loop until ``condition()`` is true; a hang ceiling."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.005)
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc", "inproc"])
@@ -55,7 +28,7 @@ def test_frames_arrive_read_only_in_order_with_info(
     served,
     tmp_path,
     kind,
-    loop_mode,  # noqa: F811
+    loop_mode,
 ):
     url = {
         "tcp": "tcp://127.0.0.1",
@@ -120,7 +93,7 @@ def test_a_queue_subscriber_that_keeps_up_gets_every_frame_in_order(ctx, served)
     run(main())
 
 
-def test_a_slow_latest_consumer_gets_drops_counted(ctx, served, loop_mode):  # noqa: F811
+def test_a_slow_latest_consumer_gets_drops_counted(ctx, served, loop_mode):
     """As in the sync client: the seqs seen only grow, each frame holds
     what was published with its seq, the drops add up to the gaps, and
     the last frame arrives."""
@@ -254,7 +227,7 @@ def test_latest_reads_one_frame_and_unsubscribes(ctx, served):
     run(main())
 
 
-def test_calls_on_the_same_proxy_go_on_while_streaming(ctx, served, loop_mode):  # noqa: F811
+def test_calls_on_the_same_proxy_go_on_while_streaming(ctx, served, loop_mode):
     """A consumer task iterating frames and many calls in flight on the
     same proxy, at once: every call answered, every frame in order."""
     server = served()

@@ -14,10 +14,9 @@ import logging
 import msgpack
 import pytest
 import zmq
+from aio_helpers import run, until
 from devices import bind_again
 from streams_helpers import WAIT_S, Cam, CamServer, _frame, _hub
-from test_aio_client import loop_mode  # noqa: F401 - a fixture
-from test_aio_streams import run, until
 
 import framerpc
 import framerpc.aio
@@ -29,7 +28,7 @@ from framerpc.wire import framing
 from framerpc.wire._framing_common import OutOfBand
 
 
-def test_close_ends_an_iteration_and_closes_the_socket(ctx, served, loop_mode):  # noqa: F811
+def test_close_ends_an_iteration_and_closes_the_socket(ctx, served, loop_mode):
     server = served()
 
     async def main() -> None:
@@ -56,7 +55,7 @@ def test_close_ends_an_iteration_and_closes_the_socket(ctx, served, loop_mode): 
     run(main())
 
 
-def test_closing_the_proxy_ends_iterations_and_callbacks(ctx, served, loop_mode):  # noqa: F811
+def test_closing_the_proxy_ends_iterations_and_callbacks(ctx, served, loop_mode):
     server = served()
 
     async def main() -> None:
@@ -86,7 +85,7 @@ def test_closing_the_proxy_ends_iterations_and_callbacks(ctx, served, loop_mode)
     run(main())
 
 
-def test_cancelling_the_consumer_leaves_nothing_running(ctx, served, loop_mode):  # noqa: F811
+def test_cancelling_the_consumer_leaves_nothing_running(ctx, served, loop_mode):
     """The task iterating inside ``async with`` is cancelled: the
     subscription is closed (socket, timer), the server forgets it, and no
     task is left (``run`` checks)."""
@@ -118,7 +117,7 @@ def test_cancelling_the_consumer_leaves_nothing_running(ctx, served, loop_mode):
     run(main())
 
 
-def test_destroying_the_context_closes_the_subscriptions(served, loop_mode):  # noqa: F811
+def test_destroying_the_context_closes_the_subscriptions(served, loop_mode):
     """``Context.destroy()`` on the loop under a live subscription: its
     socket is closed (term() does not hang) and its iteration ends."""
     server = served()
@@ -160,7 +159,7 @@ def test_cancelling_a_get_with_timeout_keeps_the_subscription(ctx, served):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
-def test_a_subscription_follows_a_server_restart(ctx, tmp_path, kind, loop_mode):  # noqa: F811
+def test_a_subscription_follows_a_server_restart(ctx, tmp_path, kind, loop_mode):
     """The new server process binds a new stream socket (tcp: a new port;
     ipc: the same path, which answers "nosub") and has a new epoch: the
     subscription resumes, seq counts from 0 again."""

@@ -30,6 +30,7 @@ import zmq
 from .. import _lifecycle, sdnotify, transport
 from .._ratelog import RateLimitedLog
 from ..errors import ProtocolError
+from ..rpc import requests
 from ..wire import framing
 from ..wire import messages as protocol
 from ._fdwatch import FdWatch
@@ -230,7 +231,7 @@ def _handler(server: RPCServer, calls: _Calls, watch: FdWatch) -> Any:
                 and decoded.get("m") in async_methods
             ):
                 try:
-                    request = protocol.request_from_header(decoded)
+                    request = requests.request_from_header(decoded)
                 except ProtocolError:
                     pass  # the general path answers with the error
                 else:

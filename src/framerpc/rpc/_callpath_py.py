@@ -2,7 +2,9 @@
 
 A ``Channel`` is a client's side of its calls, a ``Responder`` a server's
 side of the common one; both move their frames with the pure message I/O
-(``framerpc.transport._zmqio_py``). ``framerpc.rpc.callpath`` picks this module or
+(``framerpc.transport._zmqio_py``). ``call_fields`` is the one check of a
+METHOD_CALL's fields, the Responder's and the general request parser's
+(``framerpc.rpc.requests``). ``framerpc.rpc.callpath`` picks this module or
 the compiled one (same names, same behaviour; the parity tests in
 tests/rpc/test_callpath_parity.py run both).
 """
@@ -36,7 +38,7 @@ from ..wire.messages import (
 )
 from ..wire.shm import KEY_RELEASES
 
-__all__ = ["WAIT_SLICE_MS", "Channel", "Responder", "read_reply"]
+__all__ = ["WAIT_SLICE_MS", "Channel", "Responder", "read_reply", "call_fields"]
 
 # the switch module's logger, whichever twin runs
 _log = logging.getLogger("framerpc.rpc.callpath")
@@ -47,6 +49,63 @@ _METHOD_CALL = RPCEvents.METHOD_CALL.value
 #: Longest single wait (ms) of a ``Channel``: how soon a call notices
 #: that another thread closed its client.
 WAIT_SLICE_MS = 100
+
+
+def call_fields(header: dict) -> tuple[int, str, list, dict]:
+    """The request id, method, args and kwargs of a decoded METHOD_CALL
+    header: the only check of a METHOD_CALL's fields (with its compiled
+    twin), in the order and with the texts the general parser always had.
+
+    Raises
+    ------
+    ProtocolError
+        A wrong version or event, a missing or mistyped field, or a
+        request id that is not an int.
+    """
+    return _call_fields(header, True)  # type: ignore[return-value]
+
+
+def _call_fields(header: dict, explain: bool) -> tuple | None:
+    """``call_fields``; without ``explain``, None instead of raising (the
+    Responder's hot path hands a refused header on without a text)."""
+    version, event = header.get(KEY_VERSION), header.get(KEY_EVENT)
+    # Types first: comparing an array to a str or int is no check.
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        if explain:
+            messages.check_version(header)  # raises, with wire's text
+        return None
+    if type(event) is not str or event != _METHOD_CALL:
+        if explain:
+            messages.request_event(header)  # raises for a non-request event
+            raise ProtocolError(f"{event!r} is not a METHOD_CALL request")
+        return None
+    method, args = header.get(KEY_METHOD), header.get(KEY_ARGS)
+    kwargs, request_id = header.get(KEY_KWARGS), header.get(KEY_ID)
+    if type(method) is not str:
+        return _refuse(header, explain, KEY_METHOD, "method", str)
+    if type(args) is not list:
+        return _refuse(header, explain, KEY_ARGS, "args", list)
+    if type(kwargs) is not dict:
+        return _refuse(header, explain, KEY_KWARGS, "kwargs", dict)
+    if type(request_id) is not int:
+        if explain:  # the text of Request's own check
+            raise ProtocolError(f"request id must be an int, got {request_id!r}")
+        return None
+    return request_id, method, args, kwargs
+
+
+def _refuse(
+    header: dict, explain: bool, key: str, attr: str, kind: type
+) -> tuple | None:
+    # field ``key`` is missing or mistyped: None, or with explain the error
+    if not explain:
+        return None
+    if key not in header:
+        raise ProtocolError(f"METHOD_CALL request lacks field {key!r} ({attr})")
+    raise ProtocolError(
+        f"METHOD_CALL field {attr!r} must be {kind.__name__}, "
+        f"got {type(header[key]).__name__}"
+    )
 
 
 class Channel:
@@ -290,23 +349,11 @@ class Responder:
                 return False
             self.fallback(frames[:2], frames[2:], exc)
             return True
-        version, event = header.get(KEY_VERSION), header.get(KEY_EVENT)
-        request_id, name = header.get(KEY_ID), header.get(KEY_METHOD)
-        args, kwargs = header.get(KEY_ARGS), header.get(KEY_KWARGS)
-        # The checks of messages.decode_request, for this one event (the
-        # compiled twin has the same): anything else goes to the general
-        # path, which decodes it with messages.request_from_header. Types
-        # first: comparing an array to a str or int is no check.
-        if (
-            type(version) is not int
-            or version != PROTOCOL_VERSION
-            or type(event) is not str
-            or event != _METHOD_CALL
-            or type(request_id) is not int
-            or type(name) is not str
-            or type(args) is not list
-            or type(kwargs) is not dict
-            or (name not in self.json_methods and name not in self.buffer_methods)
+        # the one METHOD_CALL check: what it refuses, and calls of other
+        # methods, go to the general path (framerpc.rpc.requests)
+        fields = _call_fields(header, False)
+        if fields is None or (
+            fields[1] not in self.json_methods and fields[1] not in self.buffer_methods
         ):
             if self.fallback is None:
                 return False
@@ -316,6 +363,7 @@ class Responder:
             releases = header.get(KEY_RELEASES)
             if releases is not None:
                 self.shm_release(frames[0], releases)
+        request_id, name, args, kwargs = fields
         is_json = name in self.json_methods
         try:
             result = getattr(self.target, name)(*args, **kwargs)

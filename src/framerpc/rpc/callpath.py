@@ -23,13 +23,14 @@ __all__ = [
     "WAIT_SLICE_MS",
     "IMPLEMENTATION",
     "read_reply",
+    "call_fields",
     "select_engine",
 ]
 
 _log = logging.getLogger(__name__)
 
 #: What each engine module provides, and this module passes on.
-PUBLIC_API = ("Channel", "Responder", "WAIT_SLICE_MS", "read_reply")
+PUBLIC_API = ("Channel", "Responder", "WAIT_SLICE_MS", "read_reply", "call_fields")
 
 _ENGINES = {
     "compiled": "framerpc.rpc._callpath",
@@ -65,9 +66,10 @@ if _names is None:
     _names = select_engine("pure")
 
 if TYPE_CHECKING:  # both engines have the pure one's signatures
-    from ._callpath_py import WAIT_SLICE_MS, Channel, Responder, read_reply
+    from ._callpath_py import WAIT_SLICE_MS, Channel, Responder, call_fields, read_reply
 else:
     Channel = _names["Channel"]
     Responder = _names["Responder"]
     WAIT_SLICE_MS = _names["WAIT_SLICE_MS"]
     read_reply = _names["read_reply"]
+    call_fields = _names["call_fields"]

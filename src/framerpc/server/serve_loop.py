@@ -13,6 +13,7 @@ import zmq
 
 from .. import _lifecycle, sdnotify, transport
 from ..errors import ProtocolError
+from ..rpc import requests
 from ..wire import framing, messages
 from ..wire.messages import Reply, RPCEvents
 from ..wire.shm import KEY_RELEASES
@@ -169,7 +170,7 @@ class ServeLoopMixin:
         try:
             if isinstance(decoded, Exception):
                 raise decoded
-            request = messages.request_from_header(decoded)
+            request = requests.request_from_header(decoded)
             if request.event is RPCEvents.SHM_RELEASE:  # one-way: no reply
                 self._shm.release(envelope[0], request.value)
                 return
