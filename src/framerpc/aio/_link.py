@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
+from .._ratelog import RateLimitedLog
 from ..errors import PeerLostError, ProtocolError
 from ..wire import framing
 from ..wire import messages as protocol
@@ -86,6 +87,8 @@ class Link:
         # requests sent minus replies read: with none outstanding, no reply
         # can arrive meanwhile, so a send cannot take its wake-up
         self._unanswered = 0
+        # a flood of bad replies logs at most one line a second
+        self._bad_replies = RateLimitedLog(_log)
 
     @property
     def watch(self) -> PeerWatch | None:
@@ -260,12 +263,16 @@ class Link:
                 if self._unanswered:
                     self._unanswered -= 1
                 if len(frames) < 2 or len(frames[0]) != 0:
-                    _log.warning("dropped a reply without delimiter from %s", self.url)
+                    self._bad_replies.warning(
+                        "dropped a reply without delimiter from %s", self.url
+                    )
                     continue
                 try:
                     reply = _decode_reply(frames[1:])
                 except ProtocolError as exc:
-                    _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                    self._bad_replies.warning(
+                        "dropped a malformed reply from %s: %s", self.url, exc
+                    )
                     continue
                 entry = pending.pop(reply.request_id, None)
                 if entry is None or entry.future.done():
