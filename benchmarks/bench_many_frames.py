@@ -7,15 +7,16 @@ per run.
 An empty frame is 2 bytes on the wire, so 16 MiB carries 8 million of
 them. pyzmq's ``send_multipart`` would take minutes to build such a
 message, so this script speaks ZMTP 3.0 (NULL mechanism) on a plain TCP
-socket and writes the whole message in one ``sendall``. The server is
-``bench_hostile.py --serve`` in a child process; the script reports:
+socket and writes the whole message in one ``sendall``. The server, in
+a child process, is ``bench_hostile.py``'s without heartbeats (see
+``serve``); the script reports:
 
 - the server's CPU time (user + system, all threads, libzmq's I/O thread
   included) between before and after the message,
 - the growth of its peak RSS (``VmHWM``),
 - the longest a well-formed ``echo`` call from another client took
-  (wall clock), of those made one after the other until the refusal of
-  the hostile call arrived,
+  (wall clock), of those it makes one after the other (in a thread)
+  while the message is sent and until its refusal arrived,
 - when that refusal arrived (from the first byte sent).
 """
 
@@ -23,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,11 +83,55 @@ def many_frames_message(header: bytes, count: int) -> bytes:
     )
 
 
+def serve() -> None:
+    """The child: ``bench_hostile``'s server without heartbeats (this raw
+    sender does not answer PINGs: libzmq would drop its connection, and
+    the unfinished message with it, as it never does for a peer that
+    answers them)."""
+    import dataclasses
+    import logging
+    import resource
+
+    from bench_hostile import _peak_rss_kb
+
+    from framerpc import RPCServer, transport
+
+    logging.basicConfig(level=logging.ERROR)  # refusals are the point here
+
+    class Server(RPCServer):
+        @RPCServer.register_method_json
+        def echo(self, value: object) -> object:
+            return value
+
+        @RPCServer.register_method_json
+        def stats(self) -> list:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            return [usage.ru_utime + usage.ru_stime, _peak_rss_kb()]
+
+    options = dataclasses.replace(transport.DEFAULT_OPTIONS, heartbeat_ivl_ms=0)
+    context = zmq.Context()
+    server = Server(context, "tcp://127.0.0.1", options=options)
+    print(server.url, flush=True)
+    server.serve_forever()
+    context.term()
+
+
+def read_message_frame(conn: socket.socket) -> bytes:
+    """The first message frame from the server (command frames skipped)."""
+    while True:
+        flags, size = _read_exactly(conn, 2)
+        if flags & 0x02:  # long frame: 8-byte size
+            size = struct.unpack(">Q", bytes([size]) + _read_exactly(conn, 7))[0]
+        body = _read_exactly(conn, size)
+        if not flags & 0x04:
+            return body
+
+
 def measure(count: int, timeout_s: float) -> dict:
     from framerpc import protocol
 
     child = subprocess.Popen(
-        [sys.executable, str(HERE / "bench_hostile.py"), "--serve"],
+        [sys.executable, __file__, "--serve"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -108,20 +153,32 @@ def measure(count: int, timeout_s: float) -> dict:
         hostile = zmtp_connect("127.0.0.1", int(url.rsplit(":", 1)[1]))
         header = protocol.encode_call(9, "echo", [1], {})[0]
         payload = many_frames_message(header, count)
-        start = time.perf_counter()
-        hostile.sendall(payload)
-        # calls from the other client, one after the other, until the
-        # refusal arrives: the slowest waited for the drain, if any did
-        other_s, rid = 0.0, 10
-        deadline = start + timeout_s
-        while not select.select([hostile], [], [], 0.02)[0]:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"no refusal within {timeout_s} s")
-            sent = time.perf_counter()
-            assert call("echo", ["x"], rid) == "x"
-            other_s, rid = max(other_s, time.perf_counter() - sent), rid + 1
-        refused_s = time.perf_counter() - start
-        hostile.recv(100)
+        # the other client calls, one call after the other, in a thread
+        # while the message is sent and refused: the slowest call waited
+        # for the server the longest
+        done, latencies = threading.Event(), [0.0]
+
+        def calls() -> None:
+            rid = 10
+            while not done.is_set():
+                sent = time.perf_counter()
+                assert call("echo", ["x"], rid) == "x"
+                latencies.append(time.perf_counter() - sent)
+                rid += 1
+                done.wait(0.01)
+
+        caller = threading.Thread(target=calls)
+        caller.start()
+        try:
+            start = time.perf_counter()
+            hostile.sendall(payload)
+            hostile.settimeout(timeout_s)
+            read_message_frame(hostile)  # the reply's delimiter: refused
+            refused_s = time.perf_counter() - start
+        finally:
+            done.set()
+            caller.join()
+        other_s = max(latencies)
         cpu1, rss1 = call("stats", [], 3)
         return {
             "frames": count,
@@ -145,7 +202,11 @@ def main() -> None:
     parser.add_argument("--frames", type=float, default=8e6, help="frames per message")
     parser.add_argument("--repeat", type=int, default=1, help="runs (fresh servers)")
     parser.add_argument("--timeout", type=float, default=300, help="s per wait")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.serve:
+        serve()
+        return
     from framerpc import transport
 
     engine = "pure" if os.environ.get("FRAMERPC_PURE") else transport.IO_IMPLEMENTATION
