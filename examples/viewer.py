@@ -30,6 +30,9 @@ from framerpc.demo import Camera
 from framerpc.qt import CallRunner, FramePump, QtFuture, QtSignals
 
 MAX_SIGNAL_LINES = 200  # the list keeps the latest lines only
+#: Longest wait (s) at closing for a grab in flight: ``grab`` has no timeout,
+#: so closing its proxy is what ends a grab that takes longer.
+PUMP_STOP_S = 0.5
 
 
 def to_rgb8(frame: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -216,7 +219,7 @@ class ViewerWindow(QtWidgets.QWidget):
             return
         self._shut = True
         if self._pump is not None:
-            self._pump.stop()
+            self._pump.stop(PUMP_STOP_S)  # bounded: a grab may never return
         if self._signals is not None:
             self._signals.close()
         self._runner.close()  # waits for a lookup or set in flight
@@ -224,7 +227,9 @@ class ViewerWindow(QtWidgets.QWidget):
         if self._control is None and opening is not None and opening.done():
             if opening.exception(0) is None:  # connected, not yet delivered
                 _, self._control, self._frames = opening.result(0)
-        self._close_proxies()
+        self._close_proxies()  # a grab still in flight raises within 0.1 s
+        if self._pump is not None:
+            self._pump.stop(PUMP_STOP_S)  # and its thread ends
 
     def _close_proxies(self) -> None:
         for proxy in (self._frames, self._control):

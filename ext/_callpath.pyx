@@ -22,6 +22,7 @@ import numpy as np
 import zmq
 
 from framerpc.transport._zmqio_py import BUFFER_TYPES
+from framerpc._ratelog import RateLimitedLog
 from framerpc.errors import ProtocolError
 from framerpc.wire.framing import OutOfBand, decode, encode
 from framerpc.wire.messages import (
@@ -165,6 +166,7 @@ cdef class Channel:
     cdef public object watch
     cdef int _rcvtimeo
     cdef object _mark
+    cdef object _bad_replies
 
     def __init__(self, sock, str url):
         self.sock = sock
@@ -173,6 +175,8 @@ cdef class Channel:
         self.watch = None
         self._rcvtimeo = -1
         self._mark = 0
+        # a flood of bad replies logs at most one line a second
+        self._bad_replies = RateLimitedLog(_log)
 
     def reset(self, sock):
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -202,7 +206,8 @@ cdef class Channel:
             try:
                 reply = _decode_reply_fast(body)
             except ProtocolError as exc:
-                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                self._bad_replies.warning(
+                    "dropped a malformed reply from %s: %s", self.url, exc)
             else:
                 reply_id = reply.request_id
                 if reply_id == request_id or reply_id == -1:
@@ -252,7 +257,8 @@ cdef class Channel:
             if len(frames) >= 2 and len(frames[0]) == 0:
                 del frames[0]
                 return frames
-            _log.warning("dropped a reply without delimiter from %s", self.url)
+            self._bad_replies.warning(
+                "dropped a reply without delimiter from %s", self.url)
             wait = self._wait_ms(deadline)
 
     cdef int _wait_ms(self, double deadline) except -1:

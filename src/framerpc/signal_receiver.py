@@ -121,7 +121,8 @@ class RPCSignalReceiver(threading.Thread):
                         self._follow_watch()
                 if sock not in ready:
                     continue
-                frames = sock.recv_multipart(copy=False)
+                # not recv_multipart: parts past RECV_FRAMES_KEPT are dropped
+                frames = transport.recv_frames(sock)
                 try:
                     self._dispatch(frames)
                 except ProtocolError as exc:

@@ -31,12 +31,14 @@ _names = itertools.count()
 
 
 class _Count(logging.Handler):
-    def __init__(self) -> None:
+    def __init__(self, text: str = "") -> None:
         super().__init__(logging.DEBUG)
+        self.text = text
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
+        if self.text in record.getMessage():
+            self.count += 1
 
 
 def test_a_flood_of_garbage_replies_does_not_starve_the_loop(ctx):
@@ -48,7 +50,8 @@ def test_a_flood_of_garbage_replies_does_not_starve_the_loop(ctx):
     router.setsockopt(zmq.LINGER, 0)
     router.setsockopt(zmq.SNDHWM, 0)
     router.bind(url)
-    dropped = _Count()
+    # late replies are logged one each (debug); garbage at most once a second
+    dropped = _Count("late reply")
     logger = logging.getLogger("framerpc.aio._link")
     logger.addHandler(dropped)
     old_level = logger.level
@@ -93,9 +96,9 @@ def test_a_flood_of_garbage_replies_does_not_starve_the_loop(ctx):
         logger.setLevel(old_level)
         router.close()
     assert answered
-    assert dropped.count == total
+    assert dropped.count == total // 2
     # the ticker ran while the reader was part way through the flood
-    assert any(0 < n < total for n in seen), seen[:5]
+    assert any(0 < n < total // 2 for n in seen), seen[:5]
 
 
 def test_a_flood_of_garbage_emissions_does_not_starve_the_loop(ctx):

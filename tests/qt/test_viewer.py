@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ pytest.importorskip("qtpy")
 
 from qtpy import QtCore, QtGui
 
-from framerpc import DeviceRegistry
+from framerpc import DeviceRegistry, RPCServer
 from framerpc.demo import DEVICE_TYPE, DemoCamera
 
 VIEWER = Path(__file__).resolve().parents[2] / "examples" / "viewer.py"
@@ -158,3 +159,47 @@ def test_closing_while_connecting_closes_the_proxies(qtbot, ctx, registry, camer
     window.close()  # before the connection was delivered to the GUI thread
     assert window._control is None and window._frames is None
     assert window._pump is None
+
+
+class StallingCamera(DemoCamera):
+    """A camera whose grabs, once ``stall`` is set, wait for ``release``
+    (a method without a timeout: the client waits as long)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.stall = threading.Event()
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        self.gave_up = False  # the stall ended without release
+        super().__init__(*args, **kwargs)
+
+    @RPCServer.register_method_buffer(timeout=None)
+    def grab(self, kind: str = "uint16") -> tuple:
+        if self.stall.is_set():
+            self.stalled.set()
+            self.gave_up = not self.release.wait(WAIT_MS / 1000)
+        return DemoCamera.grab(self, kind)
+
+
+def test_closing_during_a_grab_that_never_returns(qtbot, ctx, registry):
+    server = StallingCamera(ctx, "tcp://127.0.0.1")
+    with server:
+        server.register_to_registry(DEVICE_TYPE, "stalling-camera", registry.url)
+        server.start()
+        viewer = load_viewer()
+        window = viewer.ViewerWindow(ctx, registry.url, "stalling-camera")
+        try:
+            window.show()
+            window.start()
+            qtbot.waitUntil(lambda: window.frames_shown >= 1, timeout=WAIT_MS)
+            qtbot.waitUntil(window.exposure_spin.isEnabled, timeout=WAIT_MS)
+            server.stall.set()
+            # the GUI must take frames for the pump to grab again
+            qtbot.waitUntil(server.stalled.is_set, timeout=WAIT_MS)
+            # the grab in flight never returns by itself: closing must not
+            # wait for it (it waited for ever)
+            window.close()
+            assert not server.gave_up  # close() did not wait for the stall
+            assert window._frames is None and not window._pump.running
+        finally:
+            server.release.set()
+            window.close()

@@ -27,6 +27,7 @@ import zmq.asyncio
 
 from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
+from .._ratelog import RateLimitedLog
 from ..errors import PeerLostError, ProtocolError
 from ..rpc import callpath
 from ..wire.messages import Reply, Request, RPCEvents
@@ -95,6 +96,8 @@ class Link:
         self._limit = MAX_IN_FLIGHT
         self._in_flight = 0  # calls sent and not finished
         self._slot_waiters: deque[asyncio.Future] = deque()
+        # a flood of bad replies logs at most one line a second
+        self._bad_replies = RateLimitedLog(_log)
 
     @property
     def watch(self) -> PeerWatch | None:
@@ -302,7 +305,9 @@ class Link:
                 except ProtocolError as exc:
                     if self._unanswered:
                         self._unanswered -= 1
-                    _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                    self._bad_replies.warning(
+                        "dropped a malformed reply from %s: %s", self.url, exc
+                    )
                     continue
                 if reply is None:
                     return

@@ -94,7 +94,8 @@ def _exchange(
         # The empty delimiter makes REP and ROUTER registries both answer.
         sock.send_multipart([b"", frame], zmq.NOBLOCK)
         if sock.poll(remaining_ms(), zmq.POLLIN):
-            return _decode_reply(sock.recv_multipart())
+            # not recv_multipart: parts past RECV_FRAMES_KEPT are dropped
+            return _decode_reply([f.bytes for f in transport.recv_frames(sock)])
         raise TimeoutError(
             f"registry at {registry_url} did not answer {event} within {timeout} ms"
         )

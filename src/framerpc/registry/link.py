@@ -244,7 +244,8 @@ class RegistryLink:
     def _read_replies(self) -> None:
         sock = self._sock
         while sock is not None and sock.poll(0, zmq.POLLIN):
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            # not recv_multipart: parts past RECV_FRAMES_KEPT are dropped
+            frames = [f.bytes for f in transport.recv_frames(sock, zmq.NOBLOCK)]
             try:
                 reply = _decode_reply(frames)
             except ProtocolError as exc:

@@ -274,8 +274,9 @@ class DeviceRegistry(threading.Thread):
     def _serve_batch(self) -> None:
         for _ in range(_MAX_BATCH):
             try:
-                # Frames (copy=False) carry the sender's CURVE key (User-Id).
-                received = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                # Frames (not copied) carry the sender's CURVE key (User-Id);
+                # recv_frames drops the parts past RECV_FRAMES_KEPT unread.
+                received = transport.recv_frames(self._sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
             owner = peer_key(received[0]) if self._secured else None

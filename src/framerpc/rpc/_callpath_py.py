@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from .._ratelog import RateLimitedLog
 from ..errors import ProtocolError
 from ..transport._zmqio_py import recv_frames, send_frames
 from ..wire import framing, messages
@@ -146,6 +147,8 @@ class Channel:
         self.watch: Any = None
         self._rcvtimeo = -1
         self._mark = 0
+        # a flood of bad replies logs at most one line a second
+        self._bad_replies = RateLimitedLog(_log)
 
     def reset(self, sock: zmq.Socket) -> None:
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -189,7 +192,9 @@ class Channel:
             try:
                 reply = messages.decode_reply(body)
             except ProtocolError as exc:
-                _log.warning("dropped a malformed reply from %s: %s", self.url, exc)
+                self._bad_replies.warning(
+                    "dropped a malformed reply from %s: %s", self.url, exc
+                )
             else:
                 if reply.request_id == request_id or reply.request_id == -1:
                     return reply
@@ -239,7 +244,9 @@ class Channel:
                 continue
             if len(frames) >= 2 and len(frames[0]) == 0:
                 return frames[1:]
-            _log.warning("dropped a reply without delimiter from %s", self.url)
+            self._bad_replies.warning(
+                "dropped a reply without delimiter from %s", self.url
+            )
             wait = self._wait_ms(deadline)
 
     def _wait_ms(self, deadline: float | None) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import zmq
 
 from ..limits import MAX_FRAMES
+from . import _drain
 
 __all__ = [
     "BUFFER_TYPES",
@@ -101,7 +102,10 @@ RECV_FRAMES_KEPT = 2 * MAX_FRAMES
 
 
 def _drain_parts(sock: zmq.Socket) -> None:
-    """Read and drop the remaining parts of the message being received."""
+    """Read and drop the remaining parts of the message being received:
+    in batches where ``_drain`` can (few Python calls), else one by one."""
+    if _drain.drain is not None and _drain.drain(sock):
+        return
     recv = sock.recv
     while recv(0, copy=False).more:  # each part freed at once
         pass
