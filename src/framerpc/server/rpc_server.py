@@ -33,7 +33,7 @@ from ..limits import MAX_DEPTH, MAX_FRAMES, MAX_HEADER_SIZE, MAX_OBJECTS
 from ..property import RPCProperty
 from ..rpc import callpath
 from ..signal import RPCSignal
-from . import outbox
+from . import fanout, outbox
 from . import streams as _streamhub
 from .decorators import DecoratorsMixin
 from .discovery import DiscoveryMixin
@@ -165,14 +165,17 @@ class RPCServer(
         self._signal_socket: zmq.Socket | None = None
         # JSON signals for older clients: bound on their first request.
         self._legacy_signal_socket: zmq.Socket | None = None
+        self._legacy_signal_fanout: fanout.Fanout | None = None
         self._legacy_signal_port: int | None = None
         self._stream_hub: _streamhub.StreamHub | None = None  # streams
         try:
             self.url, self.port = transport.bind(self._socket, url, options)
             self._signal_socket = transport.make_socket(
-                self._zmq_context, zmq.PUB, options, server=True
+                self._zmq_context, zmq.XPUB, options, server=True
             )
             self._signal_socket.setsockopt(zmq.SNDHWM, options.signal_hwm)
+            # per-subscriber delivery and byte bound (fanout), before bind
+            self._signal_fanout = self._signal_budget.attach(self._signal_socket)
             self._signal_url, self._signal_port = transport.bind(
                 self._signal_socket,
                 transport.derive_endpoint(self.url, ".signals"),
