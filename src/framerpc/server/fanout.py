@@ -109,7 +109,7 @@ def encode_native(emission: SignalEmission) -> list:
 
 
 class _Subscriber:
-    __slots__ = ("ident", "prefix", "pending", "held", "dropped")
+    __slots__ = ("dropped", "held", "ident", "pending", "prefix")
 
     def __init__(self, ident: int, prefix: bytes) -> None:
         self.ident = ident
@@ -179,7 +179,9 @@ class SignalFanouts:
 
     def drop_for_all(self, reason: str) -> None:
         self.dropped_for_all += 1
-        self._warn_all.warning("signal emissions dropped for every subscriber: %s", reason)
+        self._warn_all.warning(
+            "signal emissions dropped for every subscriber: %s", reason
+        )
 
     def drop_for_one(self, sub: _Subscriber, reason: str) -> None:
         self.dropped_for_some += 1
