@@ -78,7 +78,8 @@ def _until_sentinel(sock: zmq.Socket, server: Publisher) -> list:
         payload = bytes(protocol.decode_signal(sock.recv_multipart()).args[0])
         if payload == SENTINEL:
             return got
-        got.append(payload)
+        if payload != b"sync":  # a late one of _reaches
+            got.append(payload)
 
 
 def test_departure_frees_bytes_and_record(ctx, socks):
@@ -87,19 +88,28 @@ def test_departure_frees_bytes_and_record(ctx, socks):
         url = server._inventory()["signal_url"]
         stalled = _sub(ctx, socks, url, stalled=True)
         _reaches(server, stalled)
-        for _ in range(30):  # 3 MB its queue keeps
+        for _ in range(300):  # 30 MB its queue keeps (under the bound)
             server.data.emit(b"d" * PAYLOAD)
         (gone,) = _records(server)
         assert server.stats["signal_bytes_in_flight"] > 0
         stalled.close(linger=0)
         socks.remove(stalled)
-        # libzmq frees its queue when the connection ends
-        assert wait_until(lambda: server.stats["signal_bytes_in_flight"] == 0)
+        # libzmq frees its queue when the connection ends: every tracker
+        # comes back (the untracked tail is counted until it is forgotten)
+        assert gone.pending
+
+        def freed() -> bool:  # stats reads the socket: libzmq acts then
+            assert server.stats is not None
+            with server._signal_lock:
+                return gone.release() == gone.tail
+
+        assert wait_until(freed)
         # its record is found and forgotten when the next subscriber comes
         reader = _sub(ctx, socks, url)
         _reaches(server, reader)
         (record,) = _records(server)
         assert record.ident != gone.ident
+        assert server.stats["signal_bytes_in_flight"] == 0
         server.data.emit(b"r" * PAYLOAD)
         assert [len(p) for p in _until_sentinel(reader, server)] == [PAYLOAD]
     finally:
@@ -186,11 +196,16 @@ def test_json_subscribers_decode_and_are_bounded(ctx, socks):
         got = []
         for index in range(count):
             server.text.emit(f"{index:08d}" + "t" * (PAYLOAD - 8))
-            assert reader.poll(20_000)  # a reader that keeps up
-            got.append(json.loads(reader.recv()))
+            message = {"args": ["sync"]}
+            while message["args"] == ["sync"]:  # a late one of _reaches
+                assert reader.poll(20_000)  # a reader that keeps up
+                message = json.loads(reader.recv())
+            got.append(message)
             assert max(r.held for r in records) <= bound
             if index % 5 == 4:  # released, as pyzmq's collector sees it
-                assert wait_until(lambda: min(r.release() for r in records) == 0)
+                assert wait_until(
+                    lambda: min(r.release() - r.tail for r in records) == 0
+                )
         numbers = [int(m["args"][0][:8]) for m in got]
         assert numbers == list(range(count))
         assert all(m["signal"] == "text" for m in got)

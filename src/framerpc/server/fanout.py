@@ -19,13 +19,19 @@ budget shared by all lets one stalled subscriber stop the others. Here
 - JSON emissions (the older protocol's socket) start with a prefix made of
   JSON whitespace only, 12 base-4 digits over ``b" \\t\\n\\r"``: a JSON
   parser skips it.
-- Frames of ``track_min`` bytes or more are lent to libzmq again for each
-  subscriber (``copy=False``, no copy of the payload), the last of them
-  with a ``zmq.MessageTracker``: the server knows per subscriber the bytes
-  libzmq still holds (its pipe releases messages in order). An emission
-  that would take a subscriber over ``limit`` is not sent to it, and
-  counted. ``XPUB_NODROP`` makes a queue full by ``signal_hwm`` refuse
-  (``EAGAIN``) instead of dropping silently: counted the same way.
+- Frames of ``track_min`` bytes or more are lent to libzmq once per
+  emission (one ``zmq.Frame``, ``copy=False``) and sent to each
+  subscriber by reference (libzmq counts references: no copy of the
+  payload). Once per ``limit / GRAINS`` bytes sent to a subscriber, its
+  emission's last large frame goes as a frame of its own with a
+  ``zmq.MessageTracker``: its pipe releases messages in order, so a
+  tracker's release says that emission and every earlier one were
+  released. The server thus knows per subscriber the bytes libzmq may
+  still hold (a subscriber may be counted up to ``limit / GRAINS`` more
+  than that). An emission that would take a subscriber over ``limit`` is
+  not sent to it, and counted. ``XPUB_NODROP`` makes a queue full by
+  ``signal_hwm`` refuse (``EAGAIN``) instead of dropping silently:
+  counted the same way.
 - The socket's input is read under the signal lock before each emission
   and when ``stats`` is read, a bounded number of messages at a time, with
   ``MAXMSGSIZE`` small (an XPUB keeps every message a peer sends until it
@@ -33,8 +39,8 @@ budget shared by all lets one stalled subscriber stop the others. Here
   empty until its subscription was read: the native handshake's token is
   an emission, so it reaches a new subscriber only after that.
 - A subscriber that leaves shows up as a bare ``b"\\x00"`` that does not
-  say who. libzmq frees what its queue held at once (its tracked bytes
-  come back); its record is found and forgotten when the next subscriber
+  say who. libzmq frees what its queue held when the socket is next used
+  (an emission, ``stats``): its tracked bytes come back; its record is found and forgotten when the next subscriber
   arrives, by probing each prefix with ``TOPICS_COUNT`` on the new pipe
   (a prefix without a pipe counts as a new topic). The same probe finds a
   second ``b""`` from a pipe that has a prefix already (ignored: one
@@ -75,6 +81,9 @@ READ_MAX = 4096
 _NATIVE_HEAD = b"\x87\xa1_\xc4\x04"
 _ID_PLACEHOLDER = b"\0\0\0\0"
 _JSON_DIGITS = 12
+#: A subscriber's emissions are tracked once per ``limit / GRAINS`` bytes:
+#: it may be counted as holding that much more than libzmq holds for it.
+GRAINS = 32
 _WHITESPACE = b" \t\n\r"
 
 
@@ -109,13 +118,19 @@ def encode_native(emission: SignalEmission) -> list:
 
 
 class _Subscriber:
-    __slots__ = ("dropped", "held", "ident", "pending", "prefix")
+    """What the server knows of one subscriber: ``held`` bytes libzmq may
+    still hold for it, the ``pending`` trackers and the bytes each stands
+    for (its emission and the untracked ones before it), the ``tail`` of
+    untracked bytes sent since the last tracker, ``dropped`` emissions."""
+
+    __slots__ = ("dropped", "held", "ident", "pending", "prefix", "tail")
 
     def __init__(self, ident: int, prefix: bytes) -> None:
         self.ident = ident
         self.prefix = prefix
         self.pending: deque = deque()  # (tracker, nbytes), oldest first
         self.held = 0
+        self.tail = 0
         self.dropped = 0
 
     def release(self) -> int:
@@ -149,6 +164,8 @@ class SignalFanouts:
     def __init__(self, limit: int, track_min: int) -> None:
         self.limit = limit
         self.track_min = track_min
+        #: Bytes sent to a subscriber between two tracked emissions.
+        self.grain = max(track_min, limit // GRAINS)
         self.dropped_for_all = 0
         self.dropped_for_some = 0
         self.fanouts: list[Fanout] = []
@@ -316,34 +333,43 @@ class Fanout:
         sizes = [memoryview(frame).nbytes for frame in frames]
         head = frames[0][skip:] if skip else frames[0]
         nbytes = sum(sizes) + (0 if skip else _JSON_DIGITS)
-        if nbytes > owner.limit:
+        limit = owner.limit
+        if nbytes > limit:
             owner.drop_for_all(
-                f"an emission of {nbytes} B exceeds the bound of {owner.limit} B "
+                f"an emission of {nbytes} B exceeds the bound of {limit} B "
                 "per subscriber"
             )
             return
         counted = nbytes >= owner.track_min
-        track_min = owner.track_min
-        lend = [size >= track_min for size in sizes]
-        if counted and not any(lend[1:]) and sizes[0] < track_min:
-            lend[0] = True  # only small frames: track the header
-        last_lent = max((i for i, on in enumerate(lend) if on), default=-1)
-        rest = frames[1:]
+        # frames lent once for all subscribers: libzmq shares them (a
+        # reference count), a new pyzmq Frame per send would cost ~30 us
+        rest: list = [
+            zmq.Frame(part, copy=False) if size >= owner.track_min else part
+            for part, size in zip(frames[1:], sizes[1:], strict=True)
+        ]
+        lent = [i for i, part in enumerate(rest) if type(part) is zmq.Frame]
+        last_lent = lent[-1] if lent else -1
+        big_head = sizes[0] >= owner.track_min
+        last = len(rest)
+        grain = owner.grain
         send = self.sock.send
         for sub in list(self.subscribers.values()):
-            if counted and sub.held + nbytes > owner.limit:
-                if sub.release() + nbytes > owner.limit:
+            if counted and sub.held + nbytes > limit:
+                if sub.release() + nbytes > limit:
                     owner.drop_for_one(
                         sub,
                         f"{sub.held} B still held for it, an emission of "
-                        f"{nbytes} B would exceed {owner.limit} B",
+                        f"{nbytes} B would exceed {limit} B",
                     )
                     continue
+            # tracked once per ``grain`` bytes sent to it (a tracker's
+            # release tells that every earlier emission was released too)
+            track = counted and sub.tail + nbytes >= grain
             first = sub.prefix + head
             tracker = None
             try:
-                if lend[0]:
-                    frame = zmq.Frame(first, track=last_lent == 0, copy=False)
+                if big_head or (track and last_lent < 0):
+                    frame = zmq.Frame(first, track=track and last_lent < 0, copy=False)
                     send(frame, (_SNDMORE if rest else 0) | _NOBLOCK, copy=False)
                     tracker = frame.tracker
                 else:
@@ -351,16 +377,19 @@ class Fanout:
             except zmq.Again:  # its queue is full (signal_hwm): nothing sent
                 owner.drop_for_one(sub, "its queue is full")
                 continue
-            last = len(rest)
-            for index, part in enumerate(rest, 1):
-                flags = _SNDMORE if index < last else 0
-                if lend[index]:
-                    frame = zmq.Frame(part, track=index == last_lent, copy=False)
+            for index, part in enumerate(rest):
+                flags = _SNDMORE if index < last - 1 else 0
+                if track and index == last_lent:  # its own Frame, tracked
+                    frame = zmq.Frame(frames[index + 1], track=True, copy=False)
                     send(frame, flags, copy=False)
-                    if index == last_lent:
-                        tracker = frame.tracker
+                    tracker = frame.tracker
                 else:
-                    send(part, flags)
-            if counted and tracker is not None:
-                sub.pending.append((tracker, nbytes))
-                sub.held += nbytes
+                    send(part, flags, copy=False)
+            if not counted:
+                continue
+            sub.held += nbytes
+            if track and tracker is not None:
+                sub.pending.append((tracker, sub.tail + nbytes))
+                sub.tail = 0
+            else:
+                sub.tail += nbytes
