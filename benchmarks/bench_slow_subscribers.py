@@ -8,16 +8,32 @@ as it can, on tcp, to two subscribers in this process: one that never
 reads (receive queue of 1 message, 4 KiB kernel buffer) and one that
 reads everything in a thread. Reported: the server's RSS growth (peak,
 ``VmHWM``, and after the burst), what the reader received, and the
-server's ``dropped_signals`` (for all / for some). Since the signal
-socket bounds each subscriber in bytes (``framerpc.server.fanout``), the
-stalled subscriber holds at most ``signal_buffer_bytes`` (64 MiB) and the
-reader receives every emission: the drops are the stalled one's.
-Measured on a loaded 2-core machine (compiled engine):
-10,000 x 100 KB: peak RSS growth 74 MB, reader 10,000, 9,490 dropped for
-the stalled one (it holds 500 emissions, its queue's mark);
-3,000 x 200 KB: 79 MB, reader 3,000, 2,680 dropped for it (64 MB held).
-Before (one PUB socket, one shared budget): the reader got 10,000 and
-330 of 3,000.
+server's ``dropped_signals`` (for all / for some, and per subscriber).
+Since the signal socket bounds each subscriber in bytes
+(``framerpc.server.fanout``), the stalled subscriber holds at most
+``signal_buffer_bytes`` (64 MiB) and at most ``signal_hwm`` (500)
+emissions, and its drops are its own. Measured on the loaded 2-core
+machine of issue 11, compiled engine (before: one PUB socket and one
+byte budget shared by all subscribers, same load):
+
+============== ================= ============= ====================
+burst          peak RSS growth   reader got    dropped (stalled /
+                                               reader; for all)
+============== ================= ============= ====================
+10,000 x 100KB 81-92 MB          5,499-10,000  9,502 / 0-4,502; 0
+  before       61 MB             9,560         9,061 for some; 440
+3,000 x 200KB  86-118 MB         2,632-3,001   2,664 / 0-370; 0
+  before       61 MB             328           2,672 for all
+20 x 24.9 MB   119-166 MB        13-15         18 / 6-7; 0
+  before       71 MB             2             18 for all
+============== ================= ============= ====================
+
+What the reader misses now is its own: in a burst as fast as the server
+can emit, its queue (500 emissions) fills when this process cannot read
+as fast as the server sends (10,000 x 100 KB), or it holds two frames of
+24.9 MB not yet read when a third comes (64 MiB bound). RSS growth
+includes the interpreter's buffers and the kernel's; the stalled
+subscriber's share is ``bytes in flight after``.
 
 ``cost``: time per ``emit`` (wall clock of the emit loop, and the
 server's CPU time per emit) with 1 and 50 reading subscribers, for 100 B
@@ -85,6 +101,11 @@ for line in sys.stdin:
         "for_all": stats.get("dropped_signals_for_all", stats["dropped_signals"])
         - stats0.get("dropped_signals_for_all", stats0["dropped_signals"]),
         "in_flight": stats["signal_bytes_in_flight"],
+        # per subscriber, most first (older builds: one shared budget)
+        "per_sub": sorted(
+            (r.dropped for r in getattr(server, "_signal_fanout", ())),
+            reverse=True,
+        ),
     }), flush=True)
 server.close()
 ctx.term()
@@ -233,15 +254,15 @@ def main() -> None:
         print("burst to 1 stalled + 1 reading subscriber (tcp)")
         print(
             "count x size | peak RSS growth MB | RSS after MB | reader got | "
-            "dropped for all / for some | bytes in flight after"
+            "dropped for all / for some (per subscriber) | bytes in flight after"
         )
         for count, size in ((10_000, 100_000), (3_000, 200_000), (20, 24_900_000)):
             r = burst(count, size)
             print(
                 f"{count} x {size / 1e6:g} MB | {r['peak_growth']} | "
                 f"{r['rss'] - r['rss0']:+d} | {r['received']} | "
-                f"{r['for_all']} / {r['dropped'] - r['for_all']} | "
-                f"{r['in_flight'] / 1e6:.1f} MB"
+                f"{r['for_all']} / {r['dropped'] - r['for_all']} "
+                f"{r.get('per_sub', [])} | {r['in_flight'] / 1e6:.1f} MB"
             )
     if "cost" in cases:
         print(

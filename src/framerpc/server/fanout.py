@@ -40,9 +40,10 @@ budget shared by all lets one stalled subscriber stop the others. Here
   an emission, so it reaches a new subscriber only after that.
 - A subscriber that leaves shows up as a bare ``b"\\x00"`` that does not
   say who. libzmq frees what its queue held when the socket is next used
-  (an emission, ``stats``): its tracked bytes come back; its record is found and forgotten when the next subscriber
-  arrives, by probing each prefix with ``TOPICS_COUNT`` on the new pipe
-  (a prefix without a pipe counts as a new topic). The same probe finds a
+  (an emission, ``stats``): its tracked bytes come back; its record is
+  found and forgotten when the next subscriber arrives, by probing each
+  prefix with ``TOPICS_COUNT`` on the new pipe (a prefix without a pipe
+  counts as a new topic). The same probe finds a
   second ``b""`` from a pipe that has a prefix already (ignored: one
   prefix, one bound per connection).
 """
