@@ -245,3 +245,67 @@ def test_prefixes_are_fixed_length_and_distinct():
     assert {len(p) for p in spaces} == {12} and len(spaces) == 299
     assert all(not p.strip(b" \t\n\r") for p in spaces)
     assert json.loads(fanout_module.json_prefix(77) + b'{"a": 1}') == {"a": 1}
+
+
+def test_an_idle_server_frees_what_a_departed_subscriber_held(ctx, socks, serve):
+    """No emission and no ``stats`` after the departure: the serve loop
+    reads the signal socket when idle, and libzmq frees the queue then."""
+    server = serve(Publisher(ctx, "tcp://127.0.0.1"))
+    url = server._inventory()["signal_url"]
+    stalled = _sub(ctx, socks, url, stalled=True)
+    _reaches(server, stalled)
+    for _ in range(300):  # 30 MB its queue keeps (under the bound)
+        server.data.emit(b"i" * PAYLOAD)
+    (gone,) = _records(server)
+    stalled.close(linger=0)
+    socks.remove(stalled)
+
+    def freed() -> bool:  # no stats(): that would read the socket itself
+        with server._signal_lock:
+            return gone.release() == gone.tail
+
+    assert wait_until(freed)
+
+
+def test_proxies_keep_receiving_beside_a_stalled_subscriber(ctx, socks, serve, connect):
+    """A sync proxy and an asyncio proxy get every emission (100 KB
+    strings, in the header) while a stalled subscriber is held to a
+    2 MiB bound."""
+    import asyncio
+
+    from devices import Camera, CameraServer
+
+    import framerpc.aio
+
+    bound = 2 << 20
+    server = serve(
+        CameraServer(
+            ctx, "tcp://127.0.0.1", options=SocketOptions(signal_buffer_bytes=bound)
+        )
+    )
+    stalled = _sub(ctx, socks, server._inventory()["signal_url"], stalled=True)
+    proxy = connect(server.url)
+    got: list[str] = []
+    proxy.mode_changed.connect(got.append)
+    texts = [f"{index:04d}" + "m" * (PAYLOAD - 4) for index in range(60)]
+
+    async def main() -> list[str]:
+        async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
+            changes = cam.mode_changed.subscribe()
+            # the stalled one, the proxy's and the asyncio client's
+            assert wait_until(lambda: len(_records(server)) == 3)
+            _reaches(server, stalled, lambda: server.frame_ready.emit(0))
+            seen = []
+            for index, text in enumerate(texts):
+                server.mode_changed.emit(text)
+                (value,) = await asyncio.wait_for(changes.__anext__(), 20)
+                seen.append(value)
+                assert wait_until(lambda n=index + 1: len(got) == n)
+            return seen
+
+    assert asyncio.run(main()) == texts
+    assert got == texts
+    stats = server.stats
+    assert stats["dropped_signals_for_all"] == 0
+    assert stats["dropped_signals_for_some"] > 0  # the stalled one's
+    assert 0 < stats["signal_bytes_in_flight"] <= 2 * bound

@@ -49,6 +49,18 @@ class PublishingMixin:
             except zmq.ContextTerminated:  # ctx.term(): no one left to receive
                 return
 
+    def _signals_idle(self) -> None:
+        """Read the signal sockets' input when the serve loop is idle:
+        libzmq frees what a departed subscriber held only when its socket
+        is used, and no emission may come for a long time."""
+        if self._signal_lock.acquire(blocking=False):  # an emitter has it
+            try:
+                self._signal_budget.refresh()
+            except zmq.ZMQError:  # closing, or ctx.term(): nothing to read
+                pass
+            finally:
+                self._signal_lock.release()
+
 
 def _signal_budget(options: transport.SocketOptions) -> fanout.SignalFanouts:
     """The counters and per-subscriber byte bound of the signal sockets:
