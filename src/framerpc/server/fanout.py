@@ -32,10 +32,12 @@ budget shared by all lets one stalled subscriber stop the others. Here
   not sent to it, and counted. ``XPUB_NODROP`` makes a queue full by
   ``signal_hwm`` refuse (``EAGAIN``) instead of dropping silently:
   counted the same way.
-- The socket's input is read under the signal lock before each emission
-  and when ``stats`` is read, a bounded number of messages at a time, with
-  ``MAXMSGSIZE`` small (an XPUB keeps every message a peer sends until it
-  is read; a bigger one disconnects that peer). A subscriber's queue is
+- The socket's input is read under the signal lock before emissions (at
+  most every ``READ_INTERVAL``, and before every handshake token), when
+  the serve loop is idle and when ``stats`` is read, a bounded number of
+  messages at a time, with ``MAXMSGSIZE`` small (an XPUB keeps every
+  message a peer sends until it is read; a bigger one disconnects that
+  peer). A subscriber's queue is
   empty until its subscription was read: the native handshake's token is
   an emission, so it reaches a new subscriber only after that.
 - A subscriber that leaves shows up as a bare ``b"\\x00"`` that does not
@@ -51,6 +53,7 @@ budget shared by all lets one stalled subscriber stop the others. Here
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -77,6 +80,8 @@ _UNSUBSCRIBE = int(zmq.UNSUBSCRIBE)
 MAX_INPUT = 256
 #: Most input messages read at a time (before an emission, or ``stats``).
 READ_MAX = 4096
+#: Shortest time (s) between two reads of the input before emissions.
+READ_INTERVAL = 0.005
 #: The header of a native emission up to the subscriber id: a map of 7
 #: keys whose first is "_", a bin of 4 bytes.
 _NATIVE_HEAD = b"\x87\xa1_\xc4\x04"
@@ -227,6 +232,7 @@ class Fanout:
         #: Input messages that were neither b"" subscriptions nor cancels.
         self.ignored = 0
         self._probe = True  # TOPICS_COUNT works (libzmq >= 4.3.5)
+        self._read_at = 0.0  # monotonic time of the next read before emitting
 
     def __iter__(self) -> Iterator[_Subscriber]:
         return iter(self.subscribers.values())
@@ -311,7 +317,13 @@ class Fanout:
     def publish(self, emission: SignalEmission) -> None:
         """Send ``emission`` to every subscriber within its bound (the
         caller holds the signal lock)."""
-        self.read_input()
+        # the input every READ_INTERVAL (a getsockopt costs microseconds),
+        # and always before a handshake token: it must reach a subscriber
+        # that has just subscribed
+        now = time.monotonic()
+        if now >= self._read_at or not emission.name:
+            self._read_at = now + READ_INTERVAL
+            self.read_input()
         if not self.subscribers:
             return
         if self.json:
@@ -341,6 +353,14 @@ class Fanout:
                 "per subscriber"
             )
             return
+        send = self.sock.send
+        if nbytes < owner.track_min and len(frames) == 1:  # small: the fast path
+            for sub in list(self.subscribers.values()):
+                try:
+                    send(sub.prefix + head, _NOBLOCK)
+                except zmq.Again:  # its queue is full (signal_hwm)
+                    owner.drop_for_one(sub, "its queue is full")
+            return
         counted = nbytes >= owner.track_min
         # frames lent once for all subscribers: libzmq shares them (a
         # reference count), a new pyzmq Frame per send would cost ~30 us
@@ -353,7 +373,6 @@ class Fanout:
         big_head = sizes[0] >= owner.track_min
         last = len(rest)
         grain = owner.grain
-        send = self.sock.send
         for sub in list(self.subscribers.values()):
             if counted and sub.held + nbytes > limit:
                 if sub.release() + nbytes > limit:
