@@ -76,8 +76,10 @@ _TOPICS = int(zmq.TOPICS_COUNT)
 _SUBSCRIBE = int(zmq.SUBSCRIBE)
 _UNSUBSCRIBE = int(zmq.UNSUBSCRIBE)
 #: Largest message a peer may send on a signal socket (a subscription is
-#: one byte and the topic); a larger one disconnects the peer.
-MAX_INPUT = 256
+#: one byte and the topic); a larger one disconnects the peer. libzmq
+#: applies it to the handshake's commands too: CURVE's INITIATE takes
+#: about 300 bytes, more with metadata.
+MAX_INPUT = 4096
 #: Most input messages read at a time (before an emission, or ``stats``).
 READ_MAX = 4096
 #: Shortest time (s) between two reads of the input before emissions.
@@ -196,7 +198,10 @@ class SignalFanouts:
         total = 0
         for fanout in self.fanouts:
             if not fanout.sock.closed:
-                fanout.read_input()
+                try:
+                    fanout.read_input()
+                except zmq.ZMQError:  # ctx.term() under way: nothing to read
+                    pass
             total += fanout.held()
         return total
 

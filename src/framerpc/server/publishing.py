@@ -56,8 +56,6 @@ class PublishingMixin:
         if self._signal_lock.acquire(blocking=False):  # an emitter has it
             try:
                 self._signal_budget.refresh()
-            except zmq.ZMQError:  # closing, or ctx.term(): nothing to read
-                pass
             finally:
                 self._signal_lock.release()
 
