@@ -162,8 +162,9 @@ class SignalFanouts:
     Attributes
     ----------
     dropped_for_all : int
-        Emissions sent to nobody: larger than ``limit``, or an argument
-        the older protocol's JSON cannot carry is not counted here.
+        Emissions sent to nobody: larger than ``limit``. (One whose
+        arguments JSON cannot carry is logged, not counted: the native
+        subscribers got it.)
     dropped_for_some : int
         Emissions not sent to one subscriber, once per such subscriber:
         its bytes held would exceed ``limit``, or its queue was full.
