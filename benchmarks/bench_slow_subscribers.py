@@ -8,11 +8,53 @@ as it can, on tcp, to two subscribers in this process: one that never
 reads (receive queue of 1 message, 4 KiB kernel buffer) and one that
 reads everything in a thread. Reported: the server's RSS growth (peak,
 ``VmHWM``, and after the burst), what the reader received, and the
-server's ``dropped_signals``.
+server's ``dropped_signals`` (for all / for some, and per subscriber).
+Since the signal socket bounds each subscriber in bytes
+(``framerpc.server.fanout``), the stalled subscriber holds at most
+``signal_buffer_bytes`` (64 MiB) and at most ``signal_hwm`` (500)
+emissions, and its drops are its own. Measured on the loaded 2-core
+machine of issue 11, compiled engine (before: one PUB socket and one
+byte budget shared by all subscribers, same load):
+
+============== ================= ============= ====================
+burst          peak RSS growth   reader got    dropped (stalled /
+                                               reader; for all)
+============== ================= ============= ====================
+10,000 x 100KB 81-92 MB          5,499-10,000  9,502 / 0-4,502; 0
+  before       61 MB             9,560         9,061 for some; 440
+3,000 x 200KB  86-118 MB         2,632-3,001   2,664 / 0-370; 0
+  before       61 MB             328           2,672 for all
+20 x 24.9 MB   119-166 MB        13-15         18 / 6-7; 0
+  before       71 MB             2             18 for all
+============== ================= ============= ====================
+
+What the reader misses now is its own: in a burst as fast as the server
+can emit, its queue (500 emissions) fills when this process cannot read
+as fast as the server sends (10,000 x 100 KB), or it holds two frames of
+24.9 MB not yet read when a third comes (64 MiB bound). RSS growth
+includes the interpreter's buffers and the kernel's; the stalled
+subscriber's share is ``bytes in flight after``.
 
 ``cost``: time per ``emit`` (wall clock of the emit loop, and the
 server's CPU time per emit) with 1 and 50 reading subscribers, for 100 B
-and 100 KB payloads.
+and 100 KB payloads. Server CPU per emit, before (one PUB send) and now
+(one send per subscriber, large frames shared by reference), same
+machine and load; the CPU includes libzmq's I/O thread, which now sends
+more (the slowest reader got more):
+
+============== ============ =============
+case           before (us)  now (us)
+============== ============ =============
+1 sub, 100 B   20-22        16-28
+1 sub, 100 KB  61-69        63-70
+50 subs, 100 B 20-27        160-186
+50 subs, 100KB 128-154      631-912
+============== ============ =============
+
+Without I/O (inproc subscribers that do not read, in one process):
+1 subscriber 100 B 8 -> 10 us, 100 KB 66 -> 23-56 us; 50 subscribers
+100 B 18 -> 92-117 us, 100 KB 46 -> 143-227 us: about 2 us per
+subscriber and emission.
 """
 
 from __future__ import annotations
@@ -76,6 +118,11 @@ for line in sys.stdin:
         "for_all": stats.get("dropped_signals_for_all", stats["dropped_signals"])
         - stats0.get("dropped_signals_for_all", stats0["dropped_signals"]),
         "in_flight": stats["signal_bytes_in_flight"],
+        # per subscriber, most first (older builds: one shared budget)
+        "per_sub": sorted(
+            (r.dropped for r in getattr(server, "_signal_fanout", ())),
+            reverse=True,
+        ),
     }), flush=True)
 server.close()
 ctx.term()
@@ -224,15 +271,15 @@ def main() -> None:
         print("burst to 1 stalled + 1 reading subscriber (tcp)")
         print(
             "count x size | peak RSS growth MB | RSS after MB | reader got | "
-            "dropped for all / for some | bytes in flight after"
+            "dropped for all / for some (per subscriber) | bytes in flight after"
         )
         for count, size in ((10_000, 100_000), (3_000, 200_000), (20, 24_900_000)):
             r = burst(count, size)
             print(
                 f"{count} x {size / 1e6:g} MB | {r['peak_growth']} | "
                 f"{r['rss'] - r['rss0']:+d} | {r['received']} | "
-                f"{r['for_all']} / {r['dropped'] - r['for_all']} | "
-                f"{r['in_flight'] / 1e6:.1f} MB"
+                f"{r['for_all']} / {r['dropped'] - r['for_all']} "
+                f"{r.get('per_sub', [])} | {r['in_flight'] / 1e6:.1f} MB"
             )
     if "cost" in cases:
         print(

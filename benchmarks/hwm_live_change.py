@@ -21,8 +21,9 @@ low-water mark also counts the binder's mark *at bind time*, so a mark
 set lower than that after connecting stops the pipe as soon as it fills.
 
 Setting the mark per emission from the emission's size (so that a
-subscriber's queue is bounded in bytes) therefore stops readers; see
-``framerpc.server.outbox.SignalBudget``.
+subscriber's queue is bounded in bytes) therefore stops readers;
+``framerpc.server.fanout`` bounds each subscriber in bytes on an XPUB
+socket instead, with the mark as bound.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A per-subscriber byte bound that libzmq allows: XPUB in manual mode,
-one private prefix per subscriber (a design note for issue 15, not used by
-framerpc yet).
+one private prefix per subscriber (a design note for issue 15; used since
+issue 11 by ``framerpc.server.fanout``, which adds what is listed at the
+end and lends each large frame once per emission).
 
 Run: ``python benchmarks/xpub_per_subscriber.py`` (a few seconds; both
 engines decode what it sends). Not a test: it prints what a stalled and a
@@ -18,13 +19,16 @@ which bytes libzmq still holds, drops for that subscriber alone when a
 bound would be passed, and counts it exactly. The send mark never changes
 (see ``hwm_live_change.py`` for why it must not).
 
-What a real implementation must add: read the XPUB's input promptly and
-bound it (``MAXMSGSIZE``; an XPUB keeps every message a peer sends until
-it is read); a subscriber's queue is empty until its subscription was
-read, so the signal handshake token must be sent after that; a subscriber
-that leaves shows up as a bare ``b"\\x00"`` (the prefix is not named);
-the cost is one small header and one send per subscriber per emission;
-the older JSON protocol's signal socket cannot take a binary prefix.
+What the real implementation (``framerpc.server.fanout``) adds: read
+the XPUB's input promptly and bound it (``MAXMSGSIZE``; an XPUB keeps
+every message a peer sends until it is read); a subscriber's queue is
+empty until its subscription was read, so the signal handshake token must
+be sent after that; a subscriber that leaves shows up as a bare
+``b"\\x00"`` (the prefix is not named); the cost is one small header
+and one send per subscriber per emission; the older JSON protocol's
+signal socket cannot take a binary prefix (it takes one of JSON
+whitespace). A departure's record is found with
+``TOPICS_COUNT`` when the next subscriber arrives.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ __all__ = ["RPCSignalReceiver"]
 _log = logging.getLogger(__name__)
 
 _POLL_MS = 100
+#: JSON whitespace, as bytes of length 1 (see framerpc.server.fanout).
+_JSON_SPACE = (b" ", b"\t", b"\n", b"\r")
 
 
 class RPCSignalReceiver(threading.Thread):
@@ -235,7 +237,10 @@ class RPCSignalReceiver(threading.Thread):
             return self._tokens.setdefault(token, threading.Event())
 
     def _dispatch(self, frames: list) -> None:
-        if protocol.is_legacy_frame(frames[0].buffer):
+        first = frames[0].buffer
+        # a framerpc server's JSON emissions start with a subscriber prefix
+        # of JSON whitespace (no msgpack header starts with those bytes)
+        if protocol.is_legacy_frame(first) or first[:1] in _JSON_SPACE:
             emission = legacy.decode_signal(frames[0])
         else:
             emission = protocol.decode_signal(frames)

@@ -69,18 +69,22 @@ class JsonBranchMixin:
                     "connect with framerpc's native protocol"
                 )
             sock = transport.make_socket(
-                self._zmq_context, zmq.PUB, self._options, server=True
+                self._zmq_context, zmq.XPUB, self._options, server=True
             )
             sock.setsockopt(zmq.SNDHWM, self._options.signal_hwm)
+            # per-subscriber delivery, JSON-whitespace prefixes (fanout)
+            legacy = self._signal_budget.attach(sock, json=True)
             try:
                 _, port = transport.bind(
                     sock, transport.derive_endpoint(self.url, ""), self._options
                 )
             except zmq.ZMQError as exc:
                 transport.close_quietly(sock)
+                self._signal_budget.fanouts.remove(legacy)
                 _log.warning("cannot bind the JSON signal socket: %s", exc)
                 raise _NoSignalPort(f"cannot bind a signal socket: {exc}") from exc
             self._legacy_signal_socket, self._legacy_signal_port = sock, port
+            self._legacy_signal_fanout = legacy
             return port
 
 

@@ -1,5 +1,6 @@
-"""Signal emissions: publishing on the PUB socket within the signal byte
-budget, and as JSON on the older clients' socket once one asked."""
+"""Signal emissions: published subscriber by subscriber on the XPUB signal
+socket, each subscriber bounded in bytes (``fanout``), and as JSON on the
+older clients' socket once one asked."""
 
 from __future__ import annotations
 
@@ -9,19 +10,18 @@ from typing import Any
 import zmq
 
 from .. import transport
-from ..errors import SerializationError
-from ..wire import json_codec, messages
 from ..wire.messages import SignalEmission
-from . import outbox
+from . import fanout
 
 __all__ = ["PublishingMixin"]
 
 _log = logging.getLogger(__name__)
 
 #: Frames of signal emissions from this size (bytes) are lent to libzmq and
-#: counted against ``SocketOptions.signal_buffer_bytes``; smaller ones are
-#: copied, and a stalled subscriber holds at most ``signal_hwm`` of them.
-#: Lower for a small buffer, so that those stay within a quarter of it.
+#: counted against ``SocketOptions.signal_buffer_bytes`` (per subscriber);
+#: smaller ones are copied, and a stalled subscriber holds at most
+#: ``signal_hwm`` of them. Lower for a small buffer, so that those stay
+#: within an eighth of it.
 _SIGNAL_TRACK_MIN = 4096
 
 
@@ -38,35 +38,32 @@ class PublishingMixin:
             seq = self._sequencer.stamp(name) if name else None
             epoch = self._sequencer.epoch if name else None
             emission = SignalEmission(name, list(args), seq, epoch)
-            frames = messages.encode_signal(emission)
-            # PUB drops silently for a subscriber whose queue is full; the
-            # budget bounds the bytes those queues hold (and counts drops)
             try:
-                self._signal_budget.send(sock, frames, transport.send_frames)
+                # subscriptions read first: a new subscriber's handshake
+                # token ("" emission) reaches it only once it has a prefix
+                self._signal_fanout.publish(emission)
+                # None until an older client asks for signals: no JSON cost
+                legacy = self._legacy_signal_fanout
+                if legacy is not None and name and not legacy.sock.closed:
+                    legacy.publish(SignalEmission(name, list(args)))
             except zmq.ContextTerminated:  # ctx.term(): no one left to receive
                 return
-            # None until an older client asks for signals: no JSON cost before.
-            legacy_sock = self._legacy_signal_socket
-            if legacy_sock is not None and name:
-                _publish_json_signal(legacy_sock, name, args, self._signal_budget)
+
+    def _signals_idle(self) -> None:
+        """Read the signal sockets' input when the serve loop is idle:
+        libzmq frees what a departed subscriber held only when its socket
+        is used, and no emission may come for a long time."""
+        if self._signal_lock.acquire(blocking=False):  # an emitter has it
+            try:
+                self._signal_budget.refresh()
+            finally:
+                self._signal_lock.release()
 
 
-def _signal_budget(options: transport.SocketOptions) -> outbox.SignalBudget:
-    """The byte budget of the signal sockets: ``signal_buffer_bytes`` less
-    what stalled subscribers may hold in uncounted (copied) frames, at most
-    ``signal_hwm`` emissions of one such frame per signal socket (2)."""
+def _signal_budget(options: transport.SocketOptions) -> fanout.SignalFanouts:
+    """The counters and per-subscriber byte bound of the signal sockets:
+    ``signal_buffer_bytes`` less what a stalled subscriber may hold in
+    uncounted (copied) emissions, at most ``signal_hwm`` of them."""
     total, hwm = options.signal_buffer_bytes, max(1, options.signal_hwm)
     track_min = max(64, min(_SIGNAL_TRACK_MIN, total // (8 * hwm)))
-    return outbox.SignalBudget(max(0, total - 2 * hwm * track_min), track_min)
-
-
-def _publish_json_signal(
-    sock: zmq.Socket, name: str, args: tuple, budget: outbox.SignalBudget
-) -> None:
-    """Publish one emission to older subscribers (caller holds the lock)."""
-    try:
-        frame = json_codec.encode_signal(SignalEmission(name, list(args)))
-    except SerializationError as exc:
-        _log.warning("signal %s not sent to JSON subscribers: %s", name, exc)
-        return
-    budget.send(sock, [frame], transport.send_frames)
+    return fanout.SignalFanouts(max(0, total - hwm * track_min), track_min)

@@ -3,19 +3,21 @@
 One thread runs ``RPCServer.serve_forever``: it receives requests on a
 ROUTER socket, dispatches them to the decorated methods and replies with
 the same routing envelope, so REQ and DEALER clients are both served and a
-bad message never breaks the socket's state. Signals go out on a PUB
-socket from whichever thread emits them.
+bad message never breaks the socket's state. Signals go out on an XPUB
+socket, subscriber by subscriber (``fanout``), from whichever thread
+emits them.
 
 Clients of the older JSON protocol (see ``framerpc.wire.json_codec``) are served
 on the same socket: a frame 0 starting with ``{`` takes the JSON branch.
-Their signals go out as JSON on a second PUB socket, bound at the first
+Their signals go out as JSON on a second XPUB socket, bound at the first
 JSON INIT_SIGNALS_HANDLING: native subscribers never see JSON (nor pay for
 encoding it) and older subscribers never see msgpack.
 
 This module holds the class, its construction and lifecycle; the jobs are
 mixins in this package: ``decorators``, ``discovery``, ``registration``,
 ``serve_loop``, ``dispatch``, ``json_branch``, ``publishing`` (and the
-reply backlog and signal budget in ``outbox``).
+reply backlog in ``outbox``, the per-subscriber signal bound in
+``fanout``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..limits import MAX_DEPTH, MAX_FRAMES, MAX_HEADER_SIZE, MAX_OBJECTS
 from ..property import RPCProperty
 from ..rpc import callpath
 from ..signal import RPCSignal
-from . import outbox
+from . import fanout, outbox
 from . import streams as _streamhub
 from .decorators import DecoratorsMixin
 from .discovery import DiscoveryMixin
@@ -166,14 +168,17 @@ class RPCServer(
         self._signal_socket: zmq.Socket | None = None
         # JSON signals for older clients: bound on their first request.
         self._legacy_signal_socket: zmq.Socket | None = None
+        self._legacy_signal_fanout: fanout.Fanout | None = None
         self._legacy_signal_port: int | None = None
         self._stream_hub: _streamhub.StreamHub | None = None  # streams
         try:
             self.url, self.port = transport.bind(self._socket, url, options)
             self._signal_socket = transport.make_socket(
-                self._zmq_context, zmq.PUB, options, server=True
+                self._zmq_context, zmq.XPUB, options, server=True
             )
             self._signal_socket.setsockopt(zmq.SNDHWM, options.signal_hwm)
+            # per-subscriber delivery and byte bound (fanout), before bind
+            self._signal_fanout = self._signal_budget.attach(self._signal_socket)
             self._signal_url, self._signal_port = transport.bind(
                 self._signal_socket,
                 transport.derive_endpoint(self.url, ".signals"),
@@ -340,14 +345,14 @@ class RPCServer(
             still waiting at stop); ``reply_backlog`` and
             ``reply_backlog_bytes``: replies waiting now for a client's
             queue; ``dropped_signals``: signal emissions dropped, the sum
-            of ``dropped_signals_for_all`` (for every subscriber: the
-            signal buffer was full) and ``dropped_signals_for_some`` (not
-            taken by a subscriber whose queue was full; counted once
-            libzmq released them, emissions of 4 KiB or more only);
+            of ``dropped_signals_for_all`` (sent to nobody: larger than a
+            subscriber's byte bound) and ``dropped_signals_for_some``
+            (not sent to a subscriber over its byte bound or whose queue
+            was full, once per such subscriber);
             ``signal_bytes_in_flight``: bytes of emissions libzmq still
-            holds for subscribers (those of 4 KiB or more, see
-            ``SocketOptions.signal_buffer_bytes``). Shared memory
-            (``framerpc.server.shm_frames``): ``shm_replies`` sent as
+            holds for all subscribers together (those of 4 KiB or more,
+            at most ``SocketOptions.signal_buffer_bytes`` per subscriber).
+            Shared memory (``framerpc.server.shm_frames``): ``shm_replies`` sent as
             references, ``shm_copies`` of them copied into the server's
             segments (the others were pool frames, not copied),
             ``shm_fallbacks`` sent over the socket because a bound was hit,

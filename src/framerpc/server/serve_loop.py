@@ -85,6 +85,7 @@ class ServeLoopMixin:
                             frames = transport.recv_frames(sock, zmq.NOBLOCK)
                 except zmq.Again:
                     frames = None
+                    self._signals_idle()  # departures free their bytes
                 if frames is not None:
                     # whose key _peer_key reads, also in the Responder's
                     # fallback; cleared after, not to keep the frames alive

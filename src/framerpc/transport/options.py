@@ -92,30 +92,25 @@ class SocketOptions:
     reply_backlog_total_bytes : int
         The same bound in bytes, summed over all clients.
     signal_buffer_bytes : int
-        Most bytes of signal emissions the server holds for subscribers
-        that have not read them yet (default 64 MiB). Emissions from
-        4 KiB (less for a small buffer) are counted for all subscribers
-        together; emissions that would exceed the buffer are dropped for
-        everyone, logged and counted (``RPCServer.stats``), and an
-        emission larger than the buffer is never sent. Smaller emissions
-        are copied and not counted: a stalled subscriber holds at most
-        ``signal_hwm`` of them, and part of the buffer (at most a
-        quarter) is kept for them (one stalled subscriber per signal
-        socket; each further one may hold up to ``signal_hwm`` x 4 KiB,
-        2 MiB by default, more).
+        Most bytes of signal emissions the server holds for one subscriber
+        that has not read them yet (default 64 MiB), on each signal socket
+        (native, and JSON once an older client asked): each emission is
+        sent subscriber by subscriber (``framerpc.server.fanout``). An
+        emission that would exceed a subscriber's bound is not sent to it,
+        logged at most once a second and counted
+        (``stats["dropped_signals_for_some"]``); the other subscribers get
+        it. An emission larger than the bound is sent to nobody
+        (``stats["dropped_signals_for_all"]``). Emissions under 4 KiB (less
+        for a small bound) are copied and not counted: part of the bound,
+        ``signal_hwm`` of them (at most an eighth), is kept for them.
     signal_hwm : int
         Send high-water mark of the signal sockets (messages per
-        subscriber, default 500). A subscriber that stops reading holds at
-        most this many emissions in the server: while ``signal_hwm`` times
-        the emission size stays well under ``signal_buffer_bytes`` (up to
-        about 100 KB per emission with the defaults) the other subscribers
-        go on receiving; with larger emissions a stalled subscriber can use
-        up the buffer, and emissions are dropped (counted) for everyone
-        until it reads or leaves. Memory stays bounded either way. What a
-        subscriber's full queue refuses is lost for it alone, counted
-        for emissions from 4 KiB (``stats["dropped_signals_for_some"]``).
-        The mark is set once, before the socket is bound: libzmq can stop
-        a connected subscriber's queue for good when it changes.
+        subscriber, default 500): a subscriber that stops reading holds at
+        most this many emissions, and at most ``signal_buffer_bytes`` of
+        them, in the server. What its full queue refuses is lost for it
+        alone and counted (``stats["dropped_signals_for_some"]``). The
+        mark is set once, before the socket is bound: libzmq can stop a
+        connected subscriber's queue for good when it changes.
     shm : bool
         Same-host shared memory (Linux ``/dev/shm``; see the docs'
         shared-memory section): a client and a server of one host and
