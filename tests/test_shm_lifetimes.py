@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import zmq
 from conftest import wait_until
-from shm_helpers import DEPTH, ShmCamera, ShmCameraProxy, in_shared_memory, needs_shm
+from shm_helpers import (
+    DEPTH,
+    ShmCamera,
+    ShmCameraProxy,
+    in_shared_memory,
+    needs_shm,
+    options,
+)
 
 from framerpc import RPCClient
 from framerpc.transport import shm as segments
@@ -24,6 +31,9 @@ from framerpc.wire import shm as wire_shm
 pytestmark = needs_shm
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
+# a heartbeat bound of a minute: a client whose connection is gone keeps
+# its slots that long after the server noticed (test_shm_frozen.py)
+_PATIENT = options(heartbeat_ivl_ms=1000, heartbeat_timeout_ms=59000)
 
 
 def _send_release(proxy: RPCClient, value: list) -> None:
@@ -66,7 +76,7 @@ def test_a_release_cannot_free_another_clients_slot(ctx, shm_url, serve) -> None
 def test_a_closed_client_says_goodbye_unless_it_holds_arrays(
     ctx, shm_url, serve
 ) -> None:
-    camera = serve(ShmCamera(ctx, shm_url))
+    camera = serve(ShmCamera(ctx, shm_url, options=_PATIENT))
     with ShmCameraProxy(ctx, camera.url) as proxy:
         frame, _ = proxy.plain(1)
         del frame
@@ -77,13 +87,14 @@ def test_a_closed_client_says_goodbye_unless_it_holds_arrays(
     assert len(camera._shm.clients) == 1
     with ShmCameraProxy(ctx, camera.url) as other:  # served in order after it
         assert other.ping() == 1
-    # the closed client's array stays the server's to protect
+    # the closed client's array stays the server's to protect (for a
+    # heartbeat bound after its lost connection is noticed)
     assert camera.stats["shm_slots_held"] == 1 and np.all(kept == 2)
     del kept
 
 
 def test_a_reconnected_client_keeps_its_slots(ctx, shm_url, serve) -> None:
-    camera = serve(ShmCamera(ctx, shm_url))
+    camera = serve(ShmCamera(ctx, shm_url, options=_PATIENT))
     with ShmCameraProxy(ctx, camera.url) as proxy:
         frame, _ = proxy.grab_pool(5)
         # a new connection has a new routing id (as after a network cut)

@@ -199,7 +199,7 @@ class RPCServer(
         )
         # a flood of bad requests must not flood the log
         self._refusals = RateLimitedLog(_log)
-        self._shm = ShmServer(options)  # same-host clients' shared memory
+        self._shm = ShmServer(options, self._socket)  # same-host shared memory
         # answers plain method calls; _handle_body takes everything else
         # with the same envelope, _handle the other envelopes
         self._responder = callpath.Responder(
@@ -357,7 +357,8 @@ class RPCServer(
             segments (the others were pool frames, not copied),
             ``shm_fallbacks`` sent over the socket because a bound was hit,
             ``shm_bogus_releases`` ignored, ``shm_reclaimed`` slots taken
-            back from clients that ended, ``shm_slots_held`` now.
+            back from clients that ended or whose connection was lost,
+            ``shm_slots_held`` now.
         """
         backlog = self._backlog
         with self._signal_lock:

@@ -24,7 +24,15 @@ shared memory never blocks or fails a call.
 
 A client whose process ended (checked every ``_SWEEP_S`` against the
 process id and start time named by its probe segment, from the serve
-loop and before each reply) gets its slots reclaimed.
+loop and before each reply) gets its slots reclaimed. So does a client
+whose connection is gone (closed, or dropped by libzmq when its
+heartbeats timed out: a frozen process, a cut link): each sweep sends
+the clients holding slots a probe (``wire.shm.encode_probe``), which
+the ROUTER (``ROUTER_MANDATORY``) refuses with ``EHOSTUNREACH`` when the
+connection is gone. A client unreachable for one heartbeat bound more
+(``SocketOptions.dead_peer_ms``, at least ``_SWEEP_S``) loses its slots:
+that leaves a client whose link came back the time to shake hands again
+with its token, which moves its slots to the new connection.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ import time
 from typing import Any
 
 import numpy as np
+import zmq
 
+from .. import _lifecycle
 from .._ratelog import RateLimitedLog
 from ..pool import _Lease
 from ..transport import SocketOptions
@@ -55,16 +65,21 @@ _SWEEP_S = 1.0
 _MAX_CLIENTS = 1024
 #: Bytes of the client token at the end of a handshake's nonce.
 _TOKEN = 16
+#: How long (s) an unreachable client keeps its slots when heartbeats are
+#: off (else one heartbeat bound): the default heartbeat bound.
+_GRACE_S = 4.0
+_PROBE = wire_shm.encode_probe()
 
 
 class _Client:
-    __slots__ = ("pid", "slots", "start", "token")
+    __slots__ = ("lost_at", "pid", "slots", "start", "token")
 
     def __init__(self, pid: int, start: int, token: bytes = b"") -> None:
         self.pid = pid
         self.start = start
         self.token = token  # names the client across reconnections
         self.slots: set[int] = set()
+        self.lost_at: float | None = None  # when a probe first failed
 
 
 class _Handout:
@@ -85,10 +100,14 @@ class ShmServer:
     Parameters
     ----------
     options : SocketOptions
-        ``shm``, ``shm_threshold``, ``shm_max_bytes``, ``shm_max_slots``.
+        ``shm``, ``shm_threshold``, ``shm_max_bytes``, ``shm_max_slots``,
+        and the heartbeat bound ``dead_peer_ms``.
+    sock : zmq.Socket, optional
+        The server's ROUTER (``ROUTER_MANDATORY``), to probe the clients
+        holding slots; without it only ended processes are reclaimed.
     """
 
-    def __init__(self, options: SocketOptions) -> None:
+    def __init__(self, options: SocketOptions, sock: zmq.Socket | None = None) -> None:
         self.enabled = bool(options.shm) and segments.AVAILABLE
         self.threshold = options.shm_threshold
         self.max_bytes = options.shm_max_bytes
@@ -101,6 +120,10 @@ class ShmServer:
         self._arena_free: dict[int, list[segments.Segment]] = {}
         self._arena_bytes = 0
         self._next_sweep = 0.0
+        self._sock = sock
+        bound = options.dead_peer_ms
+        self._grace = max(_SWEEP_S, _GRACE_S if bound is None else bound / 1000)
+        self.probes = 0  # probes sent (tests wait on it)
         self._fallback_log = RateLimitedLog(_log)
         self.replies = 0
         self.copies = 0
@@ -141,6 +164,7 @@ class ShmServer:
         for old, client in self.clients.items():
             if client.token == token and (client.pid, client.start) == owner[1:]:
                 del self.clients[old]
+                client.lost_at = None
                 for slot in client.slots:
                     self._handouts[slot].owner = identity
                 return client
@@ -288,8 +312,9 @@ class ShmServer:
         self._free_ids.append(slot)
 
     def tick(self) -> None:
-        """Reclaim the slots of clients whose process ended (at most once
-        every ``_SWEEP_S``; the serve loop calls it)."""
+        """Reclaim the slots of clients whose process ended or whose
+        connection is gone (at most once every ``_SWEEP_S``; the serve loop
+        calls it)."""
         now = time.monotonic()
         if now < self._next_sweep:
             return
@@ -297,6 +322,38 @@ class ShmServer:
         for identity, client in list(self.clients.items()):
             if not segments.process_alive(client.pid, client.start):
                 self.forget(identity)
+            elif client.slots and self._sock is not None:
+                self._probe(self._sock, identity, client, now)
+
+    def _probe(
+        self, sock: zmq.Socket, identity: bytes, client: _Client, now: float
+    ) -> None:
+        """Probe a client holding slots; reclaim them once it has been
+        unreachable for ``_grace`` (see the module)."""
+        self.probes += 1
+        try:
+            sock.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
+        except zmq.Again:  # its queue is full: the connection is there
+            pass
+        except zmq.ZMQError as exc:
+            if _lifecycle.is_context_terminated(exc):
+                raise
+            if exc.errno != zmq.EHOSTUNREACH:
+                _log.debug("probe of %s failed: %s", identity.hex(), exc)
+                return
+            if client.lost_at is None:
+                client.lost_at = now
+            elif now - client.lost_at >= self._grace:
+                _log.info(
+                    "client %s unreachable for %.1f s: its %d shared-memory "
+                    "slots are reclaimed",
+                    identity.hex(),
+                    now - client.lost_at,
+                    len(client.slots),
+                )
+                self.forget(identity)
+            return
+        client.lost_at = None
 
     def forget(self, identity: bytes) -> None:
         """Drop a client and reclaim every slot it holds."""

@@ -31,6 +31,12 @@ Release
     and counted. An empty ``SHM_RELEASE`` says goodbye: the client closed
     and holds no array any more; the server forgets it. Only a server
     that answered the handshake with ``true`` receives any of these.
+Probe
+    About once a second the server sends each client that holds slots a
+    reply to request ``PROBE_ID`` (-2, an id no request has; ``ok``, no
+    value), which clients drop as a late reply: a ROUTER refuses it when
+    the client's connection is gone (``EHOSTUNREACH``), so the server
+    learns that the client vanished or froze (its heartbeats timed out).
 """
 
 from __future__ import annotations
@@ -53,15 +59,18 @@ from .messages import (
     Request,
     RPCEvents,
     encode_request,
+    encode_result,
 )
 
 __all__ = [
     "MAX_RELEASES",
+    "PROBE_ID",
     "REF_KEY",
     "ShmRef",
     "KEY_RELEASES",
     "encode_call_releasing",
     "encode_hello",
+    "encode_probe",
     "encode_release",
     "hello_reply",
     "is_ref",
@@ -76,6 +85,9 @@ REF_KEY = "shm"
 KEY_RELEASES = "rl"
 #: Most pairs in one release message (a client sends several if need be).
 MAX_RELEASES = 1024
+#: The request id of the server's probe: -1 means "unreadable request",
+#: and clients number their requests from 0 up, so no call matches it.
+PROBE_ID = -2
 _MAX_DIMS = 32
 
 
@@ -102,6 +114,11 @@ def encode_hello(request_id: int, probe: str, nonce: bytes) -> list:
 def hello_reply(capable: bool) -> dict:
     """The value of the server's handshake reply."""
     return {REF_KEY: bool(capable)}
+
+
+def encode_probe() -> list:
+    """Frames of the server's probe (a reply clients drop, see above)."""
+    return encode_result(PROBE_ID, None)
 
 
 def encode_release(pairs: list[tuple[int, int]]) -> list:
