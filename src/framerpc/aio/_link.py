@@ -262,6 +262,12 @@ class Link:
         self._unanswered += 1
         return True
 
+    def sent_aside(self) -> None:
+        """A one-way message went out on the socket (shared-memory
+        releases): it may have taken a reply's wake-up, as in _try_send."""
+        if (self._unanswered or self._pending) and self._fdwatch is not None:
+            self._fdwatch.kick()
+
     async def _send_later(
         self, message: list, entry: _Pending, future: asyncio.Future
     ) -> None:
