@@ -16,11 +16,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+import zmq
 from aio_helpers import run, until
 from devices import bind_again
-from shm_helpers import ShmCamera, ShmCameraAPI, in_shared_memory, needs_shm, options
+from shm_helpers import (
+    DTYPE,
+    SHAPE,
+    ShmCamera,
+    ShmCameraAPI,
+    in_shared_memory,
+    needs_shm,
+    options,
+)
 
 import framerpc.aio
+from framerpc import RPCServer
 from framerpc.aio import _shm as aio_shm
 from framerpc.errors import ProtocolError
 from framerpc.rpc import requests
@@ -206,5 +216,58 @@ def test_a_restarted_server_gets_a_new_handshake(ctx, shm_url, serve) -> None:
             assert np.all(kept == 1)  # the old mapping lives on
             del frame, kept
             await until(lambda: second.stats["shm_slots_held"] == 0)
+
+    run(main())
+
+
+class _FreshAPI(ShmCameraAPI):
+    def fresh(self, seq: int) -> tuple:
+        raise NotImplementedError
+
+
+class _FreshCamera(_FreshAPI, ShmCamera):
+    """``fresh``: a new array per call (``plain`` refills one array, which
+    tears over the socket: the torn-frame rule)."""
+
+    @RPCServer.register_method_buffer(timeout=20000)
+    def fresh(self, seq: int) -> tuple:
+        return np.full(SHAPE, seq, DTYPE), {"seq": seq}
+
+
+def test_many_concurrent_calls_get_their_own_arrays(ctx, shm_url, serve) -> None:
+    """More calls in flight than a client may hold slots (16): the rest come
+    over the socket; every array is its own call's, every slot comes back."""
+    camera = serve(_FreshCamera(ctx, shm_url))
+
+    async def main() -> None:
+        async with framerpc.aio.connect(_FreshAPI, camera.url, context=ctx) as cam:
+            replies = await asyncio.gather(*(cam.fresh(i) for i in range(24)))
+            through = [in_shared_memory(frame) for frame, _ in replies]
+            assert 0 < sum(through) <= options().shm_max_slots
+            for i, (frame, info) in enumerate(replies):
+                assert info["seq"] == i and np.all(frame == i)
+            del replies
+            await until(lambda: camera.stats["shm_slots_held"] == 0)
+            assert camera.stats["shm_bogus_releases"] == 0
+
+    run(main())
+
+
+def test_a_destroyed_context_under_a_held_frame_stops_the_timer(
+    shm_url, ctx, serve
+) -> None:
+    camera = serve(ShmCamera(ctx, shm_url))
+    client_ctx = zmq.Context()
+
+    async def main() -> None:
+        cam = await framerpc.aio.connect(ShmCameraAPI, camera.url, context=client_ctx)
+        shm = cam._shm
+        frame, _ = await cam.grab_pool(8)
+        assert shm is not None and shm._timer is not None
+        client_ctx.destroy(linger=0)  # term() would hang on a live socket
+        assert cam._shm is None and shm._timer is None
+        assert np.all(frame == 8)  # the mapping lives on with the array
+        del frame
+        await cam.aclose()  # still fine after
 
     run(main())
