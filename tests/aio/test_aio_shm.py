@@ -125,6 +125,37 @@ def test_releases_go_with_the_next_call(ctx, shm_url, serve, monkeypatch) -> Non
     run(main())
 
 
+def test_a_call_never_sent_keeps_the_queued_releases(
+    ctx, shm_url, serve, monkeypatch
+) -> None:
+    monkeypatch.setattr(aio_shm, "_FLUSH_S", 3600.0)  # the timer never fires
+    camera = serve(ShmCamera(ctx, shm_url))
+
+    async def main() -> None:
+        async with framerpc.aio.connect(ShmCameraAPI, camera.url, context=ctx) as cam:
+            frame, _ = await cam.plain(1)
+            del frame
+            assert len(cam._shm.pending) == 1
+            with pytest.raises(TypeError):
+                await cam.plain(object())  # msgpack refuses it: nothing sent
+            assert len(cam._shm.pending) == 1
+            # a call cancelled while it waits for its turn (the in-flight
+            # bound reached): its request, with the releases, never left
+            cam._link._limit = 0
+            waiting = asyncio.create_task(cam.ping())
+            await until(lambda: cam._link._slot_waiters)
+            assert not cam._shm.pending  # taken by the waiting call
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert len(cam._shm.pending) == 1
+            cam._link._limit = 10_000
+            assert await cam.ping() == 1
+            assert camera.stats["shm_slots_held"] == 0
+
+    run(main())
+
+
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_the_off_switch_keeps_todays_frames(ctx, shm_url, serve, side) -> None:
     off = options(shm=False)

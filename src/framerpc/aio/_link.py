@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
@@ -135,9 +136,11 @@ class Link:
         timeout: int | None,
         method: str,
         request: Request | None = None,
+        unsent: Callable[[], object] | None = None,
     ) -> Reply:
         """Send a request and wait for the reply carrying ``rid``; errors
-        name ``method``, or ``request`` when given."""
+        name ``method``, or ``request`` when given. ``unsent`` is called
+        when the call ends without its request sent."""
         if self._closed or self._loop is None:
             raise RuntimeError(f"client of {self.url} is closed")
         loop = self._loop
@@ -188,6 +191,8 @@ class Link:
                 self._in_flight -= 1
                 if self._slot_waiters:
                     self._free_slot()
+            elif unsent is not None:
+                unsent()
 
     async def _wait_slot(self, future: asyncio.Future) -> None:
         """Wait, in turn, until fewer than ``MAX_IN_FLIGHT`` calls are in

@@ -133,9 +133,9 @@ def _remote_method(name: str, func: Callable) -> Callable:
         rid, shm = next(self._ids), self._shm
         if shm is None or not shm.pending:
             frames = encode_call(rid, name, list(args), kwargs)
+            reply = await self._exchange(frames, rid, timeout, name)
         else:  # released shared-memory slots ride along
-            frames = shm.call_frames(rid, name, list(args), kwargs)
-        reply = await self._exchange(frames, rid, timeout, name)
+            reply = await shm.call(rid, name, list(args), kwargs, timeout)
         if not reply.ok:
             return self._failed(reply)
         if reply.info is not None:

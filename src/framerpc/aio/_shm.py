@@ -6,7 +6,7 @@ After the inventory, ``connect`` shakes hands as the sync client does
 or ``shm=False`` on either side leave the client on the socket). Buffer
 replies that are references become read-only arrays over the server's
 segment (``Leases.resolve``). Released slots ride on the client's next
-method call (``call_frames``), or go out in a message of their own from
+method call (``call``), or go out in a message of their own from
 a loop timer within ``_FLUSH_S`` (no thread). ``aclose`` says goodbye; a
 restarted or reconnected server gets a new handshake (``rehandshake``).
 """
@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from ..client import shm as shared
-from ..wire.messages import Request, RPCEvents
+from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["AioShm", "connect", "rehandshake"]
 
@@ -65,6 +65,17 @@ class AioShm(shared.Leases):
         finally:
             probe.close()
         return shared.hello_accepted(reply, client.url)
+
+    async def call(
+        self, rid: int, method: str, args: list, kwargs: dict, timeout: int | None
+    ) -> Reply:
+        """A method call carrying the queued releases (in its header); they
+        are queued again when the request is never sent (a call cancelled
+        or timed out while it waited for the connection or its turn)."""
+        frames, pairs = self.call_frames(rid, method, args, kwargs)
+        return await self._client._exchange(
+            frames, rid, timeout, method, unsent=lambda: self.untake(pairs)
+        )
 
     def _leased(self) -> None:
         # the timer runs from the first array to the close: a lease can be

@@ -214,9 +214,9 @@ class AsyncClient:
         rid, shm = next(self._ids), self._shm
         if shm is None or not shm.pending:
             frames = protocol.encode_call(rid, method_name, list(args), kwargs)
+            reply = await self._exchange(frames, rid, timeout, method_name)
         else:  # released slots ride along
-            frames = shm.call_frames(rid, method_name, list(args), kwargs)
-        reply = await self._exchange(frames, rid, timeout, method_name)
+            reply = await shm.call(rid, method_name, list(args), kwargs, timeout)
         if not reply.ok:
             return self._failed(reply)
         if reply.info is not None:
@@ -247,9 +247,9 @@ class AsyncClient:
         rid, shm = next(self._ids), self._shm
         if shm is None or not shm.pending:
             frames = protocol.encode_call(rid, method_name, list(args), kwargs)
-        else:  # released slots ride along
-            frames = shm.call_frames(rid, method_name, list(args), kwargs)
-        return await self._exchange(frames, rid, timeout, method_name)
+            return await self._exchange(frames, rid, timeout, method_name)
+        # released slots ride along
+        return await shm.call(rid, method_name, list(args), kwargs, timeout)
 
     def _shm_array(self, value: dict) -> Any:
         """The read-only array a shared-memory reference names."""

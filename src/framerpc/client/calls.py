@@ -116,8 +116,10 @@ class CallsMixin:
                     raise RuntimeError(f"client of {self.url} is closed")
                 shm = self._shm
                 if shm is not None and shm.pending:  # released slots ride along
-                    request_id, call_args = next(self._ids), list(args)
-                    frames = shm.call_frames(request_id, method_name, call_args, kwargs)
+                    request_id = next(self._ids)
+                    frames, _ = shm.call_frames(
+                        request_id, method_name, list(args), kwargs
+                    )
                     reply = self._channel.request(frames, request_id, remaining)
                 else:
                     reply = self._channel.call(

@@ -137,17 +137,23 @@ class Leases:
 
     def call_frames(
         self, request_id: int, method: str, args: list, kwargs: dict
-    ) -> list:
-        """Frames of a METHOD_CALL carrying the queued releases (taken;
-        put back when an argument cannot be encoded)."""
+    ) -> tuple[list, list[tuple[int, int]]]:
+        """Frames of a METHOD_CALL carrying the queued releases, and those
+        (taken: ``untake`` them if the call is not sent; put back here
+        when an argument cannot be encoded)."""
         pairs = self.take()
         try:
-            return wire_shm.encode_call_releasing(
+            frames = wire_shm.encode_call_releasing(
                 request_id, method, args, kwargs, pairs
             )
         except Exception:  # an argument msgpack refuses
-            self.pending.extendleft(reversed(pairs))
+            self.untake(pairs)
             raise
+        return frames, pairs
+
+    def untake(self, pairs: list[tuple[int, int]]) -> None:
+        """Queue ``pairs`` (taken, then not sent) again, first in line."""
+        self.pending.extendleft(reversed(pairs))
 
     def flush(self, sock: Any) -> None:
         """Send the queued releases on ``sock`` without blocking (the
