@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
@@ -135,9 +136,11 @@ class Link:
         timeout: int | None,
         method: str,
         request: Request | None = None,
+        unsent: Callable[[], object] | None = None,
     ) -> Reply:
         """Send a request and wait for the reply carrying ``rid``; errors
-        name ``method``, or ``request`` when given."""
+        name ``method``, or ``request`` when given. ``unsent`` is called
+        when the call ends without its request sent."""
         if self._closed or self._loop is None:
             raise RuntimeError(f"client of {self.url} is closed")
         loop = self._loop
@@ -188,6 +191,8 @@ class Link:
                 self._in_flight -= 1
                 if self._slot_waiters:
                     self._free_slot()
+            elif unsent is not None:
+                unsent()
 
     async def _wait_slot(self, future: asyncio.Future) -> None:
         """Wait, in turn, until fewer than ``MAX_IN_FLIGHT`` calls are in
@@ -261,6 +266,12 @@ class Link:
             self._fdwatch.kick()  # type: ignore[union-attr]
         self._unanswered += 1
         return True
+
+    def sent_aside(self) -> None:
+        """A one-way message went out on the socket (shared-memory
+        releases): it may have taken a reply's wake-up, as in _try_send."""
+        if (self._unanswered or self._pending) and self._fdwatch is not None:
+            self._fdwatch.kick()
 
     async def _send_later(
         self, message: list, entry: _Pending, future: asyncio.Future

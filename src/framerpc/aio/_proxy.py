@@ -130,12 +130,17 @@ def _remote_method(name: str, func: Callable) -> Callable:
             timeout = buffer_methods[name]
         else:
             timeout = self._json_methods.get(name, self._timeout)
-        rid = next(self._ids)
-        frames = encode_call(rid, name, list(args), kwargs)
-        reply = await self._exchange(frames, rid, timeout, name)
+        rid, shm = next(self._ids), self._shm
+        if shm is None or not shm.pending:
+            frames = encode_call(rid, name, list(args), kwargs)
+            reply = await self._exchange(frames, rid, timeout, name)
+        else:  # released shared-memory slots ride along
+            reply = await shm.call(rid, name, list(args), kwargs, timeout)
         if not reply.ok:
             return self._failed(reply)
         if reply.info is not None:
+            if shm is not None and type(reply.value) is dict:  # a reference
+                return self._shm_array(reply.value), reply.info
             return reply.value, reply.info
         return reply.value
 

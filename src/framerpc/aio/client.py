@@ -25,7 +25,7 @@ from ..client import NoResult
 from ..errors import ProtocolError, RemoteError
 from ..wire import messages as protocol
 from ..wire.messages import Reply, Request, RPCEvents
-from . import _streams
+from . import _shm, _streams
 from ._link import Link, private_context
 from ._signals import SignalHub
 
@@ -99,6 +99,7 @@ class AsyncClient:
         self._signal_hub: SignalHub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._destroy_hook: _lifecycle.DestroyHook | None = None
+        self._shm: _shm.AioShm | None = None  # same host and user: see _shm
 
     # -- opening ----------------------------------------------------------
     @classmethod
@@ -143,6 +144,7 @@ class AsyncClient:
         self._properties = list(inventory.get("properties", []))
         self._signal_names = list(inventory.get("signals", []))
         _streams.apply_inventory(self, inventory)  # streams: their URL
+        self._shm = await _shm.connect(self)  # same host and user: shm
         if self._signal_names:
             signal_url = transport.connect_url_for(self.url, inventory["signal_url"])
             zctx = private_context(self.context)
@@ -154,9 +156,10 @@ class AsyncClient:
             }
             self._signal_hub = SignalHub(zctx, signal_url, self._options, types)
             await self._sync_signals()
-        # streams too follow a restarted server (a new stream_url)
+        # streams too follow a restarted server (a new stream_url), and
+        # shared memory (a new handshake)
         if self._link.watch is not None and (
-            self._signal_names or _streams.has_streams(self)
+            self._signal_names or _streams.has_streams(self) or self._shm is not None
         ):
             self._tasks.append(
                 asyncio.create_task(
@@ -208,12 +211,17 @@ class AsyncClient:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
-        rid = next(self._ids)
-        frames = protocol.encode_call(rid, method_name, list(args), kwargs)
-        reply = await self._exchange(frames, rid, timeout, method_name)
+        rid, shm = next(self._ids), self._shm
+        if shm is None or not shm.pending:
+            frames = protocol.encode_call(rid, method_name, list(args), kwargs)
+            reply = await self._exchange(frames, rid, timeout, method_name)
+        else:  # released slots ride along
+            reply = await shm.call(rid, method_name, list(args), kwargs, timeout)
         if not reply.ok:
             return self._failed(reply)
         if reply.info is not None:
+            if shm is not None and type(reply.value) is dict:  # a reference
+                return self._shm_array(reply.value), reply.info
             return reply.value, reply.info
         return reply.value
 
@@ -226,6 +234,8 @@ class AsyncClient:
         if not reply.ok:
             return False, (reply.error, reply.traceback)
         if reply.info is not None:
+            if self._shm is not None and type(reply.value) is dict:  # a reference
+                return True, (self._shm_array(reply.value), reply.info)
             return True, (reply.value, reply.info)
         return True, reply.value
 
@@ -234,9 +244,19 @@ class AsyncClient:
             timeout = self._buffer_methods[method_name]
         else:
             timeout = self._json_methods.get(method_name, self._timeout)
-        rid = next(self._ids)
-        frames = protocol.encode_call(rid, method_name, list(args), kwargs)
-        return await self._exchange(frames, rid, timeout, method_name)
+        rid, shm = next(self._ids), self._shm
+        if shm is None or not shm.pending:
+            frames = protocol.encode_call(rid, method_name, list(args), kwargs)
+            return await self._exchange(frames, rid, timeout, method_name)
+        # released slots ride along
+        return await shm.call(rid, method_name, list(args), kwargs, timeout)
+
+    def _shm_array(self, value: dict) -> Any:
+        """The read-only array a shared-memory reference names."""
+        shm = self._shm
+        if shm is None:  # closed during the call: the mapping is gone
+            raise RuntimeError(f"client of {self.url} was closed during a call")
+        return shm.resolve(value)
 
     async def get_property(self, name: str) -> Any:
         """The remote property ``name`` (a ``NoResult`` on a remote error,
@@ -308,6 +328,7 @@ class AsyncClient:
             inventory = reply.value if reply.ok else None
             if type(inventory) is dict:
                 _streams.apply_inventory(self, inventory)  # streams: new URL
+                await _shm.rehandshake(self)  # shared memory: shake hands again
             if (
                 hub is not None
                 and type(inventory) is dict
@@ -345,6 +366,10 @@ class AsyncClient:
         hub, self._signal_hub = self._signal_hub, None
         if hub is not None:
             await hub.aclose()
+        shm, self._shm = self._shm, None
+        if shm is not None:  # the releases queued so far, and goodbye
+            shm.close()
+            shm.goodbye_now()
         await self._link.aclose()
         if self._destroy_hook is not None:
             self._destroy_hook.release()
@@ -374,6 +399,9 @@ class AsyncClient:
         hub = self._signal_hub
         if hub is not None:
             hub.close_now(linger)
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.close()
         self._link.close_now(linger, "stopped: its context was destroyed")
 
     @property

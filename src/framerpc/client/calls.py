@@ -16,7 +16,6 @@ from .. import transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
 from ..wire import json_codec, messages
-from ..wire import shm as wire_shm
 from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["CallsMixin", "NoResult"]
@@ -117,14 +116,10 @@ class CallsMixin:
                     raise RuntimeError(f"client of {self.url} is closed")
                 shm = self._shm
                 if shm is not None and shm.pending:  # released slots ride along
-                    request_id, pairs = next(self._ids), shm.take()
-                    try:
-                        frames = wire_shm.encode_call_releasing(
-                            request_id, method_name, list(args), kwargs, pairs
-                        )
-                    except Exception:  # an argument msgpack refuses
-                        shm.pending.extendleft(reversed(pairs))
-                        raise
+                    request_id = next(self._ids)
+                    frames, _ = shm.call_frames(
+                        request_id, method_name, list(args), kwargs
+                    )
                     reply = self._channel.request(frames, request_id, remaining)
                 else:
                     reply = self._channel.call(

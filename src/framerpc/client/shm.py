@@ -16,6 +16,11 @@ array and every view of it are gone, the lease queues its slot for
 release. Queued releases go out, batched, with the client's next call
 (in its header), or within ``_FLUSH_S`` from a timer thread in a message
 of their own, whichever is first.
+
+``Leases`` (the arrays, their releases, the goodbye) and the handshake's
+parts (``eligible``, ``make_probe``, ``hello_accepted``) need no thread
+and no loop: the asyncio client (``framerpc.aio._shm``) uses them with a
+loop timer instead of the thread.
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ from ..transport import shm as segments
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents
 
-__all__ = ["ShmLink", "connect"]
+__all__ = [
+    "Leases",
+    "ShmLink",
+    "connect",
+    "eligible",
+    "hello_accepted",
+    "make_probe",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -69,31 +81,20 @@ class _Lease:
         self._pending.append(self._slot)
 
 
-class ShmLink:
-    """One client's attached segments and queued releases.
+class Leases:
+    """One client's attached segments, its arrays over them and their
+    queued releases (no thread, no loop: see the module)."""
 
-    Parameters
-    ----------
-    client : RPCClient
-        Whose lock and socket the releases use.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self) -> None:
         # names this link to the server across reconnections (a new
         # connection has a new routing id; see ``handshake``)
         self.token = secrets.token_bytes(16)
         self.cache = segments.AttachCache()
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
         self._live: weakref.WeakSet[_Lease] = weakref.WeakSet()  # not released
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
 
-    def handshake(self) -> bool | None:
-        """Shake hands (again, after a reconnection: the server then moves
-        the slots this link holds to the new connection); whether the
-        server said yes, None when it did not answer in time."""
-        return _hello(self._client, self.token)
+    def _leased(self) -> None:
+        """Called at each array made (the release timer starts here)."""
 
     def resolve(self, value: dict) -> np.ndarray:
         """The read-only array a reference names (see the module).
@@ -121,8 +122,7 @@ class ShmLink:
             "data": (mapped.address + ref.offset, True),  # read-only
             "strides": None,
         }
-        if self._timer is None:
-            self._start_timer()
+        self._leased()
         lease = _Lease(mapped, interface, slot, self.pending)
         self._live.add(lease)
         return np.asarray(lease)
@@ -134,6 +134,26 @@ class ShmLink:
         while pending and len(batch) < wire_shm.MAX_RELEASES:
             batch.append(pending.popleft())
         return batch
+
+    def call_frames(
+        self, request_id: int, method: str, args: list, kwargs: dict
+    ) -> tuple[list, list[tuple[int, int]]]:
+        """Frames of a METHOD_CALL carrying the queued releases, and those
+        (taken: ``untake`` them if the call is not sent; put back here
+        when an argument cannot be encoded)."""
+        pairs = self.take()
+        try:
+            frames = wire_shm.encode_call_releasing(
+                request_id, method, args, kwargs, pairs
+            )
+        except Exception:  # an argument msgpack refuses
+            self.untake(pairs)
+            raise
+        return frames, pairs
+
+    def untake(self, pairs: list[tuple[int, int]]) -> None:
+        """Queue ``pairs`` (taken, then not sent) again, first in line."""
+        self.pending.extendleft(reversed(pairs))
 
     def flush(self, sock: Any) -> None:
         """Send the queued releases on ``sock`` without blocking (the
@@ -167,6 +187,37 @@ class ShmLink:
         except zmq.ZMQError as exc:  # the server reclaims when we exit
             _log.debug("could not say goodbye to the server: %s", exc)
 
+    def close(self) -> None:
+        """Forget the mappings; arrays still alive keep theirs."""
+        self.cache.close()
+
+
+class ShmLink(Leases):
+    """The sync client's ``Leases``: handshake through its lock, releases
+    flushed by a timer thread.
+
+    Parameters
+    ----------
+    client : RPCClient
+        Whose lock and socket the releases use.
+    """
+
+    def __init__(self, client: Any) -> None:
+        super().__init__()
+        self._client = client
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def handshake(self) -> bool | None:
+        """Shake hands (again, after a reconnection: the server then moves
+        the slots this link holds to the new connection); whether the
+        server said yes, None when it did not answer in time."""
+        return _hello(self._client, self.token)
+
+    def _leased(self) -> None:
+        if self._timer is None:
+            self._start_timer()
+
     def _start_timer(self) -> None:
         self._timer = threading.Thread(
             target=self._run_timer, name="framerpc-shm-release", daemon=True
@@ -193,36 +244,67 @@ class ShmLink:
         timer = self._timer
         if timer is not None and timer is not threading.current_thread():
             timer.join(timeout=2)
-        self.cache.close()
+        super().close()
+
+
+def eligible(options: Any, protocol: str, url: str) -> bool:
+    """Whether a client may shake hands at all (shared memory on, a host
+    with segments, the native protocol, an ``ipc://`` or ``tcp://`` URL)."""
+    return (
+        options.shm
+        and segments.AVAILABLE
+        and protocol == "native"
+        and url.startswith(("ipc://", "tcp://"))
+    )
 
 
 def connect(client: Any) -> ShmLink | None:
     """Shake hands for shared memory with ``client``'s server; the link, or
     None when shared memory is off, unavailable or refused."""
-    options = client._options
-    if (
-        not options.shm
-        or not segments.AVAILABLE
-        or client._protocol != "native"
-        or not client.url.startswith(("ipc://", "tcp://"))
-    ):
+    if not eligible(client._options, client._protocol, client.url):
         return None
     link = ShmLink(client)
     return link if link.handshake() else None  # no timer started yet
+
+
+def make_probe(token: bytes) -> tuple[segments.Segment, bytes] | None:
+    """The probe segment of one handshake holding a nonce and ``token``,
+    and that secret (the request's value); None when no segment can be
+    made. The caller closes the probe once the server answered."""
+    secret = secrets.token_bytes(16) + token
+    try:
+        probe = segments.Segment(len(secret))
+    except OSError as exc:
+        _log.debug("no shared-memory probe: %s", exc)
+        return None
+    try:
+        probe.map[: len(secret)] = secret
+    except BaseException:
+        probe.close()
+        raise
+    return probe, secret
+
+
+def hello_accepted(reply: Any, url: str) -> bool:
+    """Whether the handshake's ``reply`` says yes (anything but
+    ``{"shm": true}`` says no: an older server, ``shm=False``)."""
+    answer = reply.value if reply.ok else None
+    if type(answer) is not dict or answer.get(wire_shm.REF_KEY) is not True:
+        _log.debug("no shared memory with %s: %s", url, reply.error or answer)
+        return False
+    _log.debug("buffer replies from %s may come through shared memory", url)
+    return True
 
 
 def _hello(client: Any, token: bytes) -> bool | None:
     """One handshake (see the module): a nonce and this link's ``token``
     in a probe segment, named in ``SHM_HELLO``; whether the server said yes
     (None: no answer in time)."""
-    secret = secrets.token_bytes(16) + token
-    try:
-        probe = segments.Segment(len(secret))
-    except OSError as exc:
-        _log.debug("no shared-memory probe: %s", exc)
+    made = make_probe(token)
+    if made is None:
         return False
+    probe, secret = made
     try:
-        probe.map[: len(secret)] = secret
         request = Request(
             RPCEvents.SHM_HELLO, next(client._ids), name=probe.name, value=secret
         )
@@ -232,9 +314,4 @@ def _hello(client: Any, token: bytes) -> bool | None:
         return None
     finally:
         probe.close()
-    answer = reply.value if reply.ok else None
-    if type(answer) is not dict or answer.get(wire_shm.REF_KEY) is not True:
-        _log.debug("no shared memory with %s: %s", client.url, reply.error or answer)
-        return False
-    _log.debug("buffer replies from %s may come through shared memory", client.url)
-    return True
+    return hello_accepted(reply, client.url)
