@@ -6,9 +6,11 @@ holding slots (framerpc.server.shm_frames, wire.shm.encode_probe)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 from conftest import wait_until
@@ -114,3 +116,23 @@ def test_a_client_closed_while_holding_arrays_gives_its_slots_back(
     assert wait_until(lambda: camera.pool.available == DEPTH)
     assert kept.shape == (512, 1024)  # still mapped in the client
     del kept
+
+
+def test_a_server_in_an_event_loop_reclaims_a_closed_holders_slots(
+    ctx, shm_url
+) -> None:
+    # ``await server.serve()`` sweeps from its own timekeeping, not only
+    # when it sends a buffer reply: here no call comes after the close
+    camera = ShmCamera(ctx, shm_url, options=_FAST)
+    thread = threading.Thread(target=lambda: asyncio.run(camera.serve()))
+    thread.start()
+    try:
+        with ShmCameraProxy(ctx, camera.url) as proxy:
+            kept, _ = proxy.grab_pool(4)
+        assert wait_until(lambda: camera.stats["shm_reclaimed"] == 1, 30)
+        assert wait_until(lambda: camera.pool.available == DEPTH)
+        del kept
+    finally:
+        camera.stop_server()
+        thread.join(20)
+        assert not thread.is_alive()

@@ -164,6 +164,8 @@ async def serve(server: RPCServer) -> None:
                 raise failure[0]
             if watchdog is not None:
                 watchdog.tick()
+            if server._shm.clients:  # slots of ended or unreachable clients
+                server._shm.tick()
             link = server._registry_link
             if link is not None:
                 link.tick()
