@@ -52,8 +52,7 @@ __all__ = [
 #: the documented buffer-method idiom, ``memoryview(frame)`` with shape and
 #: dtype in the info dict, where "framerpc" returns the array itself;
 #: "-pool": a ``FramePool`` frame (issue 14), filled once, never refilled;
-#: "-socket": "framerpc" with ``SocketOptions(shm=False)`` on the client, so
-#: that same-host frames take the socket as they did before shared memory.
+#: "-socket": with ``SocketOptions(shm=False)`` on the client (no shared memory).
 SYSTEMS = (
     "raw",
     "framerpc",
