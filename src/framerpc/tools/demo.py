@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import zmq
@@ -226,10 +228,12 @@ def trace_frames(
     return count / elapsed, nbytes / elapsed / 1e6, paths
 
 
-def _checked(result: object, shape: tuple, dtype: type) -> np.ndarray:
+def _checked(grab: Callable[[], Any], shape: tuple, dtype: type) -> np.ndarray:
+    """One frame from ``grab``, checked."""
+    result = grab()
     if not result:
         raise RuntimeError(f"grab failed: {getattr(result, 'error', result)}")
-    frame = result[0]  # type: ignore[index]
+    frame = result[0]
     if frame.shape != shape or frame.dtype != dtype:
         raise RuntimeError(f"unexpected frame {frame.dtype} {frame.shape}")
     return frame
@@ -239,23 +243,19 @@ def _fetch_report(
     camera: DemoCamera, proxy: CameraProxy, socket: CameraProxy, frames: int
 ) -> list[str]:
     """A line per kind of fetch: rate and the path each frame took."""
-    pooled = FRAME_SHAPES["uint8"]
-    fetches = [
-        (kind, shape, dtype, lambda k=kind: proxy.grab(k))
-        for kind, (shape, dtype) in FRAME_SHAPES.items()
+    fetches: list[tuple[str, str, Callable[[], Any]]] = [
+        (kind, kind, functools.partial(proxy.grab, kind)) for kind in FRAME_SHAPES
     ]
-    fetches.append(("pool", *pooled, proxy.grab_pooled))
-    fetches.append(("socket", *pooled, lambda: socket.grab("uint8")))
+    fetches.append(("pool", "uint8", proxy.grab_pooled))
+    fetches.append(("socket", "uint8", functools.partial(socket.grab, "uint8")))
     lines = [
         f"fetching {frames} frames of each (pool: a FramePool frame; socket: a "
         "client with shm=False); the path each took:"
     ]
-    for name, shape, dtype, grab in fetches:
-        rate, mbps, paths = trace_frames(
-            lambda g=grab, s=shape, d=dtype: _checked(g(), s, d),
-            lambda: camera.stats,
-            frames,
-        )
+    for name, kind, grab in fetches:
+        shape, dtype = FRAME_SHAPES[kind]
+        checked = functools.partial(_checked, grab, shape, dtype)
+        rate, mbps, paths = trace_frames(checked, lambda: camera.stats, frames)
         size = np.prod(shape) * np.dtype(dtype).itemsize / 1e6
         took = ", ".join(f"{n} {path}" for path, n in sorted(paths.items()))
         head = f"{name:>6} {'x'.join(map(str, shape))} ({size:.2f} MB):"
