@@ -107,7 +107,7 @@ def test_list_without_a_registry_fails_with_a_message(tmp_path, capsys):
 def test_demo_runs_end_to_end(capsys):
     assert cli.main(["demo", "--frames", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10, lines  # 6, then 4 of the stream part (test_demo_streams)
+    assert len(lines) == 13, lines  # 9, then 4 of the stream part (test_demo_streams)
     assert re.fullmatch(
         r"registry at tcp://127\.0\.0\.1:\d+; camera 'demo-camera' serving at "
         r"tcp://127\.0\.0\.1:\d+",
@@ -115,15 +115,18 @@ def test_demo_runs_end_to_end(capsys):
     )
     assert lines[1].startswith("found 'demo-camera' (camera) at tcp://127.0.0.1:")
     assert lines[2] == "exposure set to 2500 us"
-    assert re.search(r"uint16 1200x800x3 \(5\.76 MB\): .* frames/s .* MB/s", lines[3])
-    assert re.search(r"uint8 2160x3840x3 \(24\.88 MB\): .* frames/s", lines[4])
+    assert lines[3].startswith("fetching 2 frames of each")  # (test_demo_paths)
+    assert re.search(r"uint16 1200x800x3 \(5\.76 MB\): .* frames/s .* MB/s", lines[4])
+    assert re.search(r"uint8 2160x3840x3 \(24\.88 MB\): .* frames/s", lines[5])
+    assert re.search(r"pool 2160x3840x3 \(24\.88 MB\): .* frames/s", lines[6])
+    assert re.search(r"socket 2160x3840x3 \(24\.88 MB\): .* frames/s", lines[7])
     match = re.fullmatch(
         r"frame_ready signals received: (\d+); frames grabbed on the server: (\d+)",
-        lines[5],
+        lines[8],
     )
     assert match is not None
-    assert int(match.group(2)) == 4  # 2 frames of each kind
-    assert int(match.group(1)) <= 4  # signals may still be in flight
+    assert int(match.group(2)) == 8  # 2 frames of each of 4 fetches
+    assert int(match.group(1)) <= 8  # signals may still be in flight
 
 
 def test_a_command_is_required(capsys):

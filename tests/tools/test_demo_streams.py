@@ -16,18 +16,18 @@ FIGURES = r"(\d+) frames, \d+\.\d frames/s, (\d+) dropped"
 def test_the_demo_prints_the_stream_part_after_the_fetches():
     lines: list[str] = []
     run_demo(frames=1, out=lines.append, stream_seconds=0.5)
-    assert len(lines) == 10, lines
-    assert lines[5].startswith("frame_ready signals received: ")
+    assert len(lines) == 13, lines
+    assert lines[8].startswith("frame_ready signals received: ")
     assert re.fullmatch(
         r"stream: 1200x1600x3 uint8 \(5\.76 MB\) at 30 fps for 0\.5 s "
         r"to two subscribers",
-        lines[6],
-    ), lines[6]
-    viewer = re.fullmatch(rf"  viewer \(queue=4\): {FIGURES}", lines[7])
+        lines[9],
+    ), lines[9]
+    viewer = re.fullmatch(rf"  viewer \(queue=4\): {FIGURES}", lines[10])
     writer = re.fullmatch(
-        rf"  slow writer \(latest, 0\.2 s per frame\): {FIGURES}", lines[8]
+        rf"  slow writer \(latest, 0\.2 s per frame\): {FIGURES}", lines[11]
     )
-    published = re.fullmatch(r"  frames published: (\d+)", lines[9])
+    published = re.fullmatch(r"  frames published: (\d+)", lines[12])
     assert viewer and writer and published, lines
     # Both were subscribed before the first frame: a subscriber can only
     # have received or dropped frames that were published.
@@ -38,8 +38,8 @@ def test_the_demo_prints_the_stream_part_after_the_fetches():
 def test_the_demo_without_the_stream_part_prints_what_it_always_did():
     lines: list[str] = []
     run_demo(frames=1, out=lines.append, stream_seconds=0)
-    assert len(lines) == 6, lines
-    assert lines[5].startswith("frame_ready signals received: ")
+    assert len(lines) == 9, lines
+    assert lines[8].startswith("frame_ready signals received: ")
 
 
 def test_each_subscriber_gets_its_own_line_in_the_order_given():

@@ -43,6 +43,7 @@ __all__ = [
     "child_main",
     "cpu_ns",
     "own_library",
+    "server_stats",
     "start_server",
     "stop_server",
 ]
@@ -184,13 +185,19 @@ def _origin(system: str) -> str:
     return own_library() if system.startswith("framerpc") else ""
 
 
-def _watch(conn: Connection, on_stop: Callable[[], None]) -> threading.Thread:
-    """Call ``on_stop`` when the parent says "stop" or goes away."""
+def _watch(
+    conn: Connection,
+    on_stop: Callable[[], None],
+    counters: Callable[[], dict] = dict,
+) -> threading.Thread:
+    """Call ``on_stop`` when the parent says "stop" or goes away; answer
+    "stats" with ``("stats", counters())``."""
 
     def run() -> None:
         with contextlib.suppress(EOFError, OSError):
-            while conn.recv() != "stop":
-                pass
+            while (message := conn.recv()) != "stop":
+                if message == "stats":
+                    conn.send(("stats", counters()))
         on_stop()
 
     thread = threading.Thread(target=run, name="stop-watcher", daemon=True)
@@ -207,14 +214,15 @@ def serve(
 ) -> None:
     """A server process: binds at ``url``, sends ``("ready", bound_url,
     implementation)`` (or ``("error", text)``) and serves until ``conn``
-    receives "stop" or is closed. With ``profile``, the serving loop runs
+    receives "stop" or is closed; it answers "stats" with ``("stats",
+    dict)`` (see ``server_stats``). With ``profile``, the serving loop runs
     under cProfile (in CPU time with ``profile_cpu``), dumped to that path.
     """
     try:
         server = make_server(system, url)
         impl = implementation(base_system(system))
         conn.send(("ready", server.url, impl, _origin(system)))
-        _watch(conn, server.stop)
+        _watch(conn, server.stop, getattr(server, "counters", dict))
         with profiled(profile, profile_cpu):
             server.serve()
         server.close()
@@ -313,6 +321,20 @@ def start_server(
         conn.close()
         raise
     return ServerHandle(system, bound, impl, process, conn, where)
+
+
+def server_stats(handle: ServerHandle, timeout: float = STOP_TIMEOUT_S) -> dict:
+    """The server's counters now (``RPCServer.stats`` for framerpc; empty
+    for the other systems, or when the server does not answer in time)."""
+    try:
+        handle.conn.send("stats")
+        if handle.conn.poll(timeout):
+            message = handle.conn.recv()
+            if message[0] == "stats":
+                return dict(message[1])
+    except (OSError, EOFError):
+        pass
+    return {}
 
 
 def stop_server(handle: ServerHandle, timeout: float = STOP_TIMEOUT_S) -> bool:

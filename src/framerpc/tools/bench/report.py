@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,31 @@ import zmq
 from .systems import BASELINE, SYSTEMS, base_system, label
 from .workloads import BY_NAME, TARGETS, WORKLOADS
 
-__all__ = ["Results", "latency_rows", "machine", "plot", "print_tables"]
+__all__ = [
+    "Results",
+    "latency_rows",
+    "machine",
+    "path_counts",
+    "path_text",
+    "plot",
+    "print_tables",
+]
 
 #: Largest new/baseline ratio of a cell's median that counts as no loss.
 BASELINE_TOLERANCE = 1.03
 _QUANTILES = (1, 5, 25, 50, 75, 95, 99)
+#: The ``RPCServer.stats`` counters whose change tells a frame's path.
+_PATH_STATS = ("shm_replies", "shm_copies", "shm_fallbacks")
+#: What the "copies" column counts (printed under the table).
+COPIES_NOTE = (
+    "path and copies: from the framerpc server's stats over each phase (warm-up "
+    "calls included). shm: frames sent as references into shared memory "
+    "(shm_replies); copies/frame: shm_copies per frame fetched, the copies of a "
+    "frame's bytes the server makes (1: a plain array copied into its segment; "
+    "0: a FramePool frame referred to where it lies, or a frame sent over the "
+    "socket, which the server hands to libzmq without a copy and which the "
+    "kernel then copies into the socket and out to the client, not counted)"
+)
 
 
 class Results:
@@ -32,9 +53,47 @@ class Results:
         self.streams: dict[tuple[str, str], dict] = {}
         #: (system, transport, workload): [server ns, client ns, calls]
         self.cpu: dict[tuple[str, str, str], list[int]] = {}
+        #: (system, transport, workload): [frames fetched, shm_replies,
+        #: shm_copies, shm_fallbacks] over its phases (framerpc systems)
+        self.paths: dict[tuple[str, str, str], list[int]] = {}
         self.implementations: dict[str, set[str]] = {}
         self.libraries: dict[str, set[str]] = {}
         self.errors: list[str] = []
+
+
+def path_counts(before: dict, after: dict) -> tuple[int, ...]:
+    """How much ``shm_replies``, ``shm_copies`` and ``shm_fallbacks`` grew
+    from ``before`` to ``after`` (two ``RPCServer.stats``; 0 for a counter
+    a server has not, one without shared memory)."""
+    return tuple(after.get(key, 0) - before.get(key, 0) for key in _PATH_STATS)
+
+
+def _paths(counts: list[int] | None) -> dict[str, Any] | None:
+    if not counts or not counts[0]:
+        return None
+    frames, shm, copies, fallbacks = counts
+    return {
+        "frames": frames,
+        "shm_replies": shm,
+        "shm_copies": copies,
+        "shm_fallbacks": fallbacks,
+        "socket": frames - shm,
+        "copies_per_frame": copies / frames,
+    }
+
+
+def path_text(paths: dict[str, Any] | None) -> tuple[str, str]:
+    """The "path" and "copies" cells of a row's ``paths`` ("-": not known)."""
+    if paths is None:
+        return "-", "-"
+    frames, shm = paths["frames"], paths["shm_replies"]
+    if shm == frames:
+        path = "shm"
+    elif shm == 0:
+        path = "socket"
+    else:
+        path = f"shm {100 * shm / frames:.0f}%"
+    return path, f"{paths['copies_per_frame']:.2f}"
 
 
 def _order(system: str) -> tuple[int, bool]:
@@ -85,6 +144,7 @@ def latency_rows(results: Results) -> list[dict[str, Any]]:
                 "ratio_to_raw_ipc": median / raw_ipc_median if raw_ipc_median else None,
                 "server_cpu_ns": server_ns / calls if calls else None,
                 "client_cpu_ns": client_ns / calls if calls else None,
+                "paths": _paths(results.paths.get((system, transport, name))),
             }
         )
     order = {w.name: i for i, w in enumerate(WORKLOADS)}
@@ -139,8 +199,8 @@ def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
     )
     header = (
         f"{'workload':<8} {'transp':<6} {'system':<19} {'framing':<8} {'n':>6} "
-        f"{'median':>10} {'p99':>10} {'vs raw':>7} {'cpu/call':>9}  "
-        f"{'pair medians':<26} note"
+        f"{'median':>10} {'p99':>10} {'vs raw':>7} {'cpu/call':>9} "
+        f"{'path':>7} {'copies':>6}  {'pair medians':<26} note"
     )
     print(header)
     print("-" * len(header))
@@ -162,13 +222,16 @@ def _print_latency(rows: list[dict], pairs: int, pinned: bool) -> None:
         scale = 1e3 if unit == "us" else 1e6
         pairs_text = "/".join(f"{m / scale:.1f}" for m in row["pair_medians_ns"])
         impl = row["implementation"] if row["system"].startswith("framerpc") else "-"
+        path, copies = path_text(row["paths"])
         print(
             f"{row['workload']:<8} {row['transport']:<6} "
             f"{label(row['system']):<19} {impl:<8} {row['n']:>6} "
             f"{_ns(row['median_ns']):>10} {_ns(row['p99_ns']):>10} "
-            f"{_ratio(ratio)} {_cpu_text(row):>9}  {pairs_text + ' ' + unit:<26} "
-            f"{note}"
+            f"{_ratio(ratio)} {_cpu_text(row):>9} {path:>7} {copies:>6}  "
+            f"{pairs_text + ' ' + unit:<26} {note}"
         )
+    if any(row["paths"] for row in rows):
+        print(textwrap.fill(COPIES_NOTE, 100))
 
 
 def _print_pairs(rows: list[dict], title: str, twin: Any, check: bool) -> None:

@@ -56,7 +56,7 @@ import numpy as np
 
 from . import processes, report, same_host
 from .systems import BASELINE, SYSTEMS, base_system, label, supports, transports
-from .workloads import POOL_TARGETS, SHM_TARGETS, TARGETS, WORKLOADS
+from .workloads import BY_NAME, POOL_TARGETS, SHM_TARGETS, TARGETS, WORKLOADS
 
 __all__ = ["main"]
 
@@ -231,10 +231,15 @@ def _run_pair(
             raise RuntimeError(f"ran framerpc from {libraries}, not from {expected}")
         calls = {name: n + warmup for name, n, warmup in job.plan}
         started: tuple = (None, None)
+        counted: dict = {}  # the server's stats when the phase started
+        counts = system.startswith("framerpc")  # the others have no stats
         for message in client.messages(CLIENT_TIMEOUT_S):
             kind, name = message[0], message[1]
             if kind == "start":
                 progress.step(f"{label(system)} {transport} {name} {tag}")
+                counted = {}  # read first: its CPU is not the phase's
+                if counts and name in calls and not BY_NAME[name].is_echo:
+                    counted = processes.server_stats(server)
                 started = _cpu(server, client)
             elif kind == "samples" and message[2]:  # none: an untimed phase
                 key = (system, transport, name)
@@ -250,6 +255,12 @@ def _run_pair(
                     total[0] += used[0]
                     total[1] += used[1]
                     total[2] += calls[name]
+                if counted:  # which path the phase's frames took
+                    paths = results.paths.setdefault(key, [0, 0, 0, 0])
+                    after = processes.server_stats(server)
+                    deltas = report.path_counts(counted, after)
+                    for i, n in enumerate((calls[name], *deltas)):
+                        paths[i] += n
             elif kind == "stream":
                 results.streams[(system, transport)] = message[2]
             if kind in ("start", "samples"):

@@ -43,7 +43,9 @@ def shm_ratios(rows: list[dict]) -> list[dict[str, Any]]:
         (``raw ipc``, ``iceoryx2``): its median (``<ref>_ns``), the ratio
         (``ratio_to_<ref>``), whether it meets ``SHM_TARGETS``
         (``meets_<ref>``) and the ratio of CPU time per call
-        (``cpu_ratio_to_<ref>``); None where the reference was not measured.
+        (``cpu_ratio_to_<ref>``); ``socket_ns`` and ``ratio_to_socket``:
+        "framerpc-socket"'s median and framerpc's over it; None where the
+        reference was not measured.
     """
     found = []
     for row in rows:
@@ -62,6 +64,10 @@ def shm_ratios(rows: list[dict]) -> list[dict[str, Any]]:
             entry[f"ratio_to_{ref}"] = ratio
             entry[f"meets_{ref}"] = None if ratio is None else ratio <= SHM_TARGETS[ref]
             entry[f"cpu_ratio_to_{ref}"] = _cpu_ratio(row, other)
+        # the same fetch with shared memory off ("framerpc-socket")
+        socket = _find(rows, "framerpc-socket", row["transport"], name)
+        entry["socket_ns"] = socket["median_ns"] if socket else None
+        entry["ratio_to_socket"] = median / socket["median_ns"] if socket else None
         found.append(entry)
     return found
 
@@ -131,6 +137,11 @@ def print_same_host(rows: list[dict]) -> None:
                 f"{ref} {_ns(entry[f'{ref}_ns'])}: {ratio:.2f}x "
                 f"{_verdict(entry[f'meets_{ref}'])}"
                 + _cpu_text(entry[f"cpu_ratio_to_{ref}"])
+            )
+        if entry["ratio_to_socket"] is not None:
+            parts.append(
+                f"its socket path {_ns(entry['socket_ns'])}: "
+                f"{entry['ratio_to_socket']:.2f}x"
             )
         print(
             f"  {entry['workload']:<8} framerpc {entry['transport']:<4} "

@@ -17,6 +17,7 @@ iceoryx2 at import time: a child process sets its library path, environment
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Sequence
@@ -50,10 +51,12 @@ __all__ = [
 #: Systems under test. "-pure": framerpc with ``FRAMERPC_PURE=1``; "-mv":
 #: the documented buffer-method idiom, ``memoryview(frame)`` with shape and
 #: dtype in the info dict, where "framerpc" returns the array itself;
-#: "-pool": a ``FramePool`` frame (issue 14), filled once, never refilled.
+#: "-pool": a ``FramePool`` frame (issue 14), filled once, never refilled;
+#: "-socket": with ``SocketOptions(shm=False)`` on the client (no shared memory).
 SYSTEMS = (
     "raw",
     "framerpc",
+    "framerpc-socket",
     "framerpc-mv",
     "framerpc-pure",
     "framerpc-pure-mv",
@@ -66,6 +69,7 @@ BASELINE = "@baseline"
 _LABELS = {
     "raw": "raw pyzmq",
     "framerpc": "framerpc",
+    "framerpc-socket": "framerpc socket",
     "framerpc-mv": "framerpc mview",
     "framerpc-pure": "framerpc PURE",
     "framerpc-pure-mv": "fr. PURE mview",
@@ -287,6 +291,11 @@ class Server:
             self._framerpc.stop_server()
         self._stop.set()
 
+    def counters(self) -> dict[str, int]:
+        """The framerpc server's ``stats`` (any thread), else empty."""
+        stats = getattr(self._framerpc, "stats", None)
+        return dict(stats) if isinstance(stats, dict) else {}
+
     def close(self) -> None:
         """Close the sockets and the context (after ``serve`` returned)."""
         if self._framerpc is None:
@@ -380,7 +389,8 @@ class FramerpcClient:
     The "-mv" systems call ``grab_view`` instead, the documented idiom: the
     server returns ``memoryview(array)`` with shape and dtype in the info
     dict, and the client rebuilds the array from them, as a user would.
-    The "-pool" systems call ``grab_pooled``, a ``FramePool`` slot.
+    The "-pool" systems call ``grab_pooled``, a ``FramePool`` slot; the
+    "-socket" ones turn shared memory off (``SocketOptions(shm=False)``).
     """
 
     def __init__(self, url: str, system: str = "framerpc") -> None:
@@ -389,7 +399,9 @@ class FramerpcClient:
         self._view = base_system(system).endswith("-mv")
         self._pooled = base_system(system).endswith("-pool")
         self._context = zmq.Context()
-        self._proxy = proxy_cls(self._context, url, timeout=10000)
+        off = _socket_only() if base_system(system).endswith("-socket") else None
+        extra = {} if off is None else {"options": off}  # a baseline: no shm
+        self._proxy = proxy_cls(self._context, url, timeout=10000, **extra)
 
     def call(self, workload: Workload) -> None:
         proxy = self._proxy
@@ -414,6 +426,14 @@ class FramerpcClient:
     def close(self) -> None:
         self._proxy.close()
         self._context.destroy(linger=0)
+
+
+def _socket_only() -> Any:
+    """Default ``SocketOptions`` with shared memory off (None: it has none)."""
+    from framerpc.transport import DEFAULT_OPTIONS
+
+    shm = hasattr(DEFAULT_OPTIONS, "shm")
+    return dataclasses.replace(DEFAULT_OPTIONS, shm=False) if shm else None
 
 
 def make_client(system: str, url: str) -> BenchClient:
