@@ -36,6 +36,14 @@ class RateLimitedLog:
     def warning(self, message: str, *args: Any) -> None:
         """Log ``message % args`` as a warning, unless one was logged less
         than ``interval`` seconds ago (then count it)."""
+        self._log(logging.WARNING, message, args)
+
+    def info(self, message: str, *args: Any) -> None:
+        """As ``warning``, at the INFO level: for what a peer causes and a
+        counter already reports (the server is not at fault)."""
+        self._log(logging.INFO, message, args)
+
+    def _log(self, level: int, message: str, args: tuple) -> None:
         now = time.monotonic()
         with self._lock:
             if now < self._next:
@@ -46,4 +54,4 @@ class RateLimitedLog:
         if skipped:
             message += " (and %d more not logged in the last %.1f s)"
             args = (*args, skipped, self.interval)
-        self.logger.warning(message, *args)
+        self.logger.log(level, message, *args)

@@ -222,7 +222,7 @@ def test_drops_are_logged_at_most_once_a_second(ctx, socks, caplog):
     server = Publisher(
         ctx, "tcp://127.0.0.1", options=SocketOptions(signal_buffer_bytes=bound)
     )
-    caplog.set_level(logging.WARNING, logger="framerpc.server")
+    caplog.set_level(logging.INFO, logger="framerpc.server")
     try:
         url = server._inventory()["signal_url"]
         stalled = _sub(ctx, socks, url, stalled=True)
@@ -232,8 +232,10 @@ def test_drops_are_logged_at_most_once_a_second(ctx, socks, caplog):
             server.data.emit(b"l" * PAYLOAD)
         dropped = server.stats["dropped_signals_for_some"]
         assert dropped > 50
-        warnings = [r for r in caplog.records if "does not read" in r.getMessage()]
-        assert 1 <= len(warnings) < dropped
+        records = [r for r in caplog.records if "does not read" in r.getMessage()]
+        assert 1 <= len(records) < dropped
+        # a subscriber's own stall is no server warning (it is counted)
+        assert all(r.levelno == logging.INFO for r in records)
     finally:
         server.stop_server()
 

@@ -215,7 +215,9 @@ class SignalFanouts:
     def drop_for_one(self, sub: _Subscriber, reason: str) -> None:
         self.dropped_for_some += 1
         sub.dropped += 1
-        self._warn_some.warning(
+        # INFO: a subscriber that stops reading (or is going away) is its
+        # own doing, counted in stats; the others are served all the same
+        self._warn_some.info(
             "signal emissions dropped for a subscriber that does not read: %s", reason
         )
 

@@ -97,7 +97,7 @@ class SocketOptions:
         (native, and JSON once an older client asked): each emission is
         sent subscriber by subscriber (``framerpc.server.fanout``). An
         emission that would exceed a subscriber's bound is not sent to it,
-        logged at most once a second and counted
+        logged (INFO) at most once a second and counted
         (``stats["dropped_signals_for_some"]``); the other subscribers get
         it. An emission larger than the bound is sent to nobody
         (``stats["dropped_signals_for_all"]``). Emissions under 4 KiB (less
