@@ -54,16 +54,6 @@ _LOCK_ATTR = "_framerpc_notify_lock"
 RESYNC_AFTER = 8
 
 
-class _InfoLogger:
-    """``RateLimitedLog`` writes warnings; restarts are news, not trouble."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-
-    def warning(self, message: str, *args: Any) -> None:
-        self._logger.info(message, *args)
-
-
 # -- server side --------------------------------------------------------------
 class Sequencer:
     """Per-signal emission counters of one server.
@@ -176,7 +166,7 @@ class SeqTracker:
         self._gap_log = RateLimitedLog(_log)
         self._bad_log = RateLimitedLog(_log)
         # a publisher changing epochs at each emission must not flood the log
-        self._restart_log = RateLimitedLog(_InfoLogger(_log))  # type: ignore[arg-type]
+        self._restart_log = RateLimitedLog(_log)  # restarts are news: info()
 
     def accept(self, state: SequenceState, name: str, seq: Any, epoch: Any) -> bool:
         """Whether to pass on an emission of signal ``name`` numbered ``seq``
@@ -198,7 +188,7 @@ class SeqTracker:
         if state.epoch != epoch:
             if state.epoch is not None:
                 state.restarts += 1
-                self._restart_log.warning(
+                self._restart_log.info(
                     "signal %s from %s: server restarted, numbering starts "
                     "again at %d (was %s)",
                     name,
