@@ -24,6 +24,7 @@ pytest_plugins = [
     "dead_peer_helpers",
     "frame_pool_helpers",
     "legacy_peers",
+    "router_dealer",
     "registry_fixtures",
     "shm_helpers",
     "streams_helpers",
