@@ -8,6 +8,7 @@ in FRAMERPC_VIEWER_SCREENSHOT when set (docs/img/viewer.png is made so).
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import os
@@ -22,7 +23,7 @@ pytest.importorskip("qtpy")
 
 from qtpy import QtCore, QtGui
 
-from framerpc import DeviceRegistry, RPCServer
+from framerpc import DeviceRegistry, RPCProperty, RPCServer, connect
 from framerpc.demo import DEVICE_TYPE, DemoCamera
 
 VIEWER = Path(__file__).resolve().parents[2] / "examples" / "viewer.py"
@@ -200,6 +201,63 @@ def test_closing_during_a_grab_that_never_returns(qtbot, ctx, registry):
             window.close()
             assert not server.gave_up  # close() did not wait for the stall
             assert window._frames is None and not window._pump.running
+        finally:
+            server.release.set()
+            window.close()
+
+
+class StallingSetCamera(DemoCamera):
+    """A camera whose exposure setter, once ``stall`` is set, waits for
+    ``release`` (the server answers that set no sooner)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.stall = threading.Event()
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        self.gave_up = False  # the stall ended without release
+        super().__init__(*args, **kwargs)
+
+    def _set_stalling(self, value: int) -> None:
+        if self.stall.is_set():
+            self.stalled.set()
+            self.gave_up = not self.release.wait(WAIT_MS / 1000)
+        DemoCamera._set_exposure(self, value)
+
+    exposure = RPCProperty(
+        DemoCamera._get_exposure,
+        _set_stalling,
+        doc="Exposure (us).",
+        notify=DemoCamera.exposure_changed,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_closing_during_a_property_set_that_never_returns(
+    qtbot, ctx, registry, monkeypatch
+):
+    server = StallingSetCamera(ctx, "tcp://127.0.0.1")
+    with server:
+        server.register_to_registry(DEVICE_TYPE, "stalling-set-camera", registry.url)
+        server.start()
+        viewer = load_viewer()
+        # proxies without a call timeout, as a user may make them: the set
+        # in flight then waits for the server as long as it takes
+        monkeypatch.setattr(viewer, "connect", functools.partial(connect, timeout=None))
+        window = viewer.ViewerWindow(ctx, registry.url, "stalling-set-camera")
+        try:
+            window.show()
+            window.start()
+            qtbot.waitUntil(window.exposure_spin.isEnabled, timeout=WAIT_MS)
+            server.stall.set()
+            window.exposure_spin.setValue(2000)
+            qtbot.mouseClick(window.apply_button, QtCore.Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(server.stalled.is_set, timeout=WAIT_MS)
+            # closing must not wait for the set's answer (it waited until
+            # the server gave up)
+            window.close()
+            assert not server.gave_up
+            assert window._control is None and window._frames is None
+            assert not window._pump.running
         finally:
             server.release.set()
             window.close()
