@@ -162,9 +162,10 @@ def test_closing_while_connecting_closes_the_proxies(qtbot, ctx, registry, camer
     assert window._pump is None
 
 
-class StallingCamera(DemoCamera):
-    """A camera whose grabs, once ``stall`` is set, wait for ``release``
-    (a method without a timeout: the client waits as long)."""
+class _Stalling(DemoCamera):
+    """A demo camera with a stall: once ``stall`` is set, ``_wait_stalled``
+    waits for ``release`` (``gave_up`` tells it came no sooner than the
+    ceiling)."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.stall = threading.Event()
@@ -173,11 +174,19 @@ class StallingCamera(DemoCamera):
         self.gave_up = False  # the stall ended without release
         super().__init__(*args, **kwargs)
 
-    @RPCServer.register_method_buffer(timeout=None)
-    def grab(self, kind: str = "uint16") -> tuple:
+    def _wait_stalled(self) -> None:
         if self.stall.is_set():
             self.stalled.set()
             self.gave_up = not self.release.wait(WAIT_MS / 1000)
+
+
+class StallingCamera(_Stalling):
+    """A camera whose grabs stall (a method without a timeout: the client
+    waits as long)."""
+
+    @RPCServer.register_method_buffer(timeout=None)
+    def grab(self, kind: str = "uint16") -> tuple:
+        self._wait_stalled()
         return DemoCamera.grab(self, kind)
 
 
@@ -206,21 +215,12 @@ def test_closing_during_a_grab_that_never_returns(qtbot, ctx, registry):
             window.close()
 
 
-class StallingSetCamera(DemoCamera):
-    """A camera whose exposure setter, once ``stall`` is set, waits for
-    ``release`` (the server answers that set no sooner)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.stall = threading.Event()
-        self.stalled = threading.Event()
-        self.release = threading.Event()
-        self.gave_up = False  # the stall ended without release
-        super().__init__(*args, **kwargs)
+class StallingSetCamera(_Stalling):
+    """A camera whose exposure setter stalls (the server answers that set
+    no sooner)."""
 
     def _set_stalling(self, value: int) -> None:
-        if self.stall.is_set():
-            self.stalled.set()
-            self.gave_up = not self.release.wait(WAIT_MS / 1000)
+        self._wait_stalled()
         DemoCamera._set_exposure(self, value)
 
     exposure = RPCProperty(
