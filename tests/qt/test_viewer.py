@@ -23,7 +23,7 @@ pytest.importorskip("qtpy")
 
 from qtpy import QtCore, QtGui
 
-from framerpc import DeviceRegistry, RPCProperty, RPCServer, connect
+from framerpc import RPCProperty, RPCServer, connect
 from framerpc.demo import DEVICE_TYPE, DemoCamera
 
 VIEWER = Path(__file__).resolve().parents[2] / "examples" / "viewer.py"
@@ -47,16 +47,6 @@ def collect_garbage_here():
     garbage collector."""
     yield
     gc.collect()
-
-
-@pytest.fixture
-def registry(ctx):
-    running = DeviceRegistry(ctx, "127.0.0.1", port=None)
-    running.start()
-    yield running
-    running.stop()
-    running.join(timeout=10)
-    assert not running.is_alive()
 
 
 @pytest.fixture
