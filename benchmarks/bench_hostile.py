@@ -3,8 +3,9 @@
 Run: ``python benchmarks/bench_hostile.py [--sizes 4,16] [--shapes a,b]``
 (``FRAMERPC_PURE=1`` for the pure engine). Not a test: it prints a table.
 
-Each (shape, size) gets a fresh server in a child process, so that its
-peak RSS (``VmHWM``, a high-water mark) starts from a quiet baseline.
+Each (shape, size) gets a fresh server in a child process
+(``hostile_server.py``), so that its peak RSS (``VmHWM``, a high-water
+mark) starts from a quiet baseline.
 The parent sends the hostile message from a raw DEALER socket, then at
 once a well-formed ``echo`` call from another socket, and reports:
 
@@ -24,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from typing import Any
 
 import msgpack
 import zmq
+from hostile_server import server_process
 
 MIB = 1024 * 1024
 
@@ -80,45 +80,6 @@ def shapes(size: int) -> dict[str, bytes]:
     }
 
 
-def _peak_rss_kb() -> int:
-    """Peak RSS (kB) of this process image. Not ru_maxrss: Linux carries it
-    over exec from the parent, whose frames are hundreds of MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-# -- the child: a server ---------------------------------------------------------------
-def serve() -> None:
-    import logging
-
-    from framerpc import RPCServer
-
-    logging.basicConfig(level=logging.ERROR)  # refusals are the point here
-
-    class Server(RPCServer):
-        @RPCServer.register_method_json
-        def echo(self, value: Any) -> Any:
-            return value
-
-        @RPCServer.register_method_json
-        def length(self, value: Any) -> int:
-            return len(value)
-
-        @RPCServer.register_method_json
-        def stats(self) -> list:
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            return [usage.ru_utime + usage.ru_stime, _peak_rss_kb()]
-
-    context = zmq.Context()
-    server = Server(context, "tcp://127.0.0.1")
-    print(server.url, flush=True)
-    server.serve_forever()
-    context.term()
-
-
 # -- the parent --------------------------------------------------------------------
 def _exchange(sock: zmq.Socket, frame: bytes, timeout_s: float) -> list:
     sock.send_multipart([b"", frame], copy=False)
@@ -136,15 +97,16 @@ def _call_json_method(sock: zmq.Socket, name: str, args: list, rid: int) -> Any:
 
 
 def measure(frame: bytes, timeout_s: float) -> dict:
+    with server_process() as url:
+        return _measure(url, frame, timeout_s)
+
+
+def _measure(url: str, frame: bytes, timeout_s: float) -> dict:
     from framerpc import protocol
 
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
-    )
     context = zmq.Context()
     hostile, other = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
     try:
-        url = child.stdout.readline().strip()  # type: ignore[union-attr]
         for sock in (hostile, other):
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(url)
@@ -180,20 +142,14 @@ def measure(frame: bytes, timeout_s: float) -> dict:
         hostile.close()
         other.close()
         context.term()
-        child.kill()
-        child.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default="4,16", help="MiB, comma-separated")
     parser.add_argument("--shapes", default="", help="substrings of shape names")
     parser.add_argument("--timeout", type=float, default=120, help="s per message")
     options = parser.parse_args()
-    if options.serve:
-        serve()
-        return
     from framerpc import framing
 
     engine = "pure" if os.environ.get("FRAMERPC_PURE") else framing.IMPLEMENTATION

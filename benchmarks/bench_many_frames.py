@@ -8,8 +8,8 @@ An empty frame is 2 bytes on the wire, so 16 MiB carries 8 million of
 them. pyzmq's ``send_multipart`` would take minutes to build such a
 message, so this script speaks ZMTP 3.0 (NULL mechanism) on a plain TCP
 socket and writes the whole message in one ``sendall``. The server, in
-a child process, is ``bench_hostile.py``'s without heartbeats (see
-``serve``); the script reports:
+a child process, is ``bench_hostile.py``'s (``hostile_server.py``)
+without heartbeats; the script reports:
 
 - the server's CPU time (user + system, all threads, libzmq's I/O thread
   included) between before and after the message,
@@ -26,13 +26,13 @@ import argparse
 import os
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import zmq
+from hostile_server import server_process
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,39 +83,6 @@ def many_frames_message(header: bytes, count: int) -> bytes:
     )
 
 
-def serve() -> None:
-    """The child: ``bench_hostile``'s server without heartbeats (this raw
-    sender does not answer PINGs: libzmq would drop its connection, and
-    the unfinished message with it, as it never does for a peer that
-    answers them)."""
-    import dataclasses
-    import logging
-    import resource
-
-    from bench_hostile import _peak_rss_kb
-
-    from framerpc import RPCServer, transport
-
-    logging.basicConfig(level=logging.ERROR)  # refusals are the point here
-
-    class Server(RPCServer):
-        @RPCServer.register_method_json
-        def echo(self, value: object) -> object:
-            return value
-
-        @RPCServer.register_method_json
-        def stats(self) -> list:
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            return [usage.ru_utime + usage.ru_stime, _peak_rss_kb()]
-
-    options = dataclasses.replace(transport.DEFAULT_OPTIONS, heartbeat_ivl_ms=0)
-    context = zmq.Context()
-    server = Server(context, "tcp://127.0.0.1", options=options)
-    print(server.url, flush=True)
-    server.serve_forever()
-    context.term()
-
-
 def read_message_frame(conn: socket.socket) -> bytes:
     """The first message frame from the server (command frames skipped)."""
     while True:
@@ -128,19 +95,19 @@ def read_message_frame(conn: socket.socket) -> bytes:
 
 
 def measure(count: int, timeout_s: float) -> dict:
+    # this raw sender does not answer PINGs: no heartbeats
+    with server_process(heartbeats=False) as url:
+        return _measure(url, count, timeout_s)
+
+
+def _measure(url: str, count: int, timeout_s: float) -> dict:
     from framerpc import protocol
 
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     context = zmq.Context()
     other = context.socket(zmq.DEALER)
     other.setsockopt(zmq.LINGER, 0)
     hostile = None
     try:
-        url = child.stdout.readline().strip()  # type: ignore[union-attr]
         other.connect(url)
 
         def call(name: str, args: list, rid: int):
@@ -193,8 +160,6 @@ def measure(count: int, timeout_s: float) -> dict:
             hostile.close()
         other.close()
         context.term()
-        child.kill()
-        child.wait()
 
 
 def main() -> None:
@@ -202,11 +167,7 @@ def main() -> None:
     parser.add_argument("--frames", type=float, default=8e6, help="frames per message")
     parser.add_argument("--repeat", type=int, default=1, help="runs (fresh servers)")
     parser.add_argument("--timeout", type=float, default=300, help="s per wait")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
-    if options.serve:
-        serve()
-        return
     from framerpc import transport
 
     engine = "pure" if os.environ.get("FRAMERPC_PURE") else transport.IO_IMPLEMENTATION

@@ -222,12 +222,17 @@ class ViewerWindow(QtWidgets.QWidget):
             self._pump.stop(PUMP_STOP_S)  # bounded: a grab may never return
         if self._signals is not None:
             self._signals.close()
-        self._runner.close()  # waits for a lookup or set in flight
+        delivered = self._control is not None
+        # A property get/set in flight waits for a stalled server as long as
+        # its proxy's timeout (for ever without one): closing the proxies
+        # first ends it (and a grab) within 0.1 s, so the join is bounded.
+        self._close_proxies()
+        self._runner.close()  # waits for a lookup in flight (its own timeouts)
         opening = self._opening
-        if self._control is None and opening is not None and opening.done():
+        if not delivered and opening is not None and opening.done():
             if opening.exception(0) is None:  # connected, not yet delivered
                 _, self._control, self._frames = opening.result(0)
-        self._close_proxies()  # a grab still in flight raises within 0.1 s
+                self._close_proxies()
         if self._pump is not None:
             self._pump.stop(PUMP_STOP_S)  # and its thread ends
 

@@ -21,9 +21,11 @@ from short_repr import install_hypothesis_printers
 pytest_plugins = [
     "aio_helpers",
     "bad_input_helpers",
+    "curve_keys",
     "dead_peer_helpers",
     "frame_pool_helpers",
     "legacy_peers",
+    "router_dealer",
     "registry_fixtures",
     "shm_helpers",
     "streams_helpers",

@@ -1,4 +1,5 @@
-"""Helpers shared by tests/test_dead_peers*.py."""
+"""Helpers shared by tests/test_dead_peers*.py (``rebind`` by
+tests/test_signal_seq.py too)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+import zmq
 from dead_peer_device import heartbeat_options
 
 #: Fast heartbeats of most tests: a frozen peer is noticed within ~1.2 s.
@@ -15,6 +18,21 @@ FAST_IVL_MS, FAST_TIMEOUT_MS = 200, 1000
 FAST = heartbeat_options(FAST_IVL_MS, FAST_TIMEOUT_MS)
 #: Bound (s) that only catches a hang: far above every expected time.
 HANG_BOUND_S = 10.0
+
+
+T = TypeVar("T")
+
+
+def rebind(make: Callable[[], T], bound_s: float = HANG_BOUND_S) -> T:
+    """``make()`` a server on the URL of one just stopped, again while the
+    OS has not released the port yet (``ZMQError``), up to ``bound_s``."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        try:
+            return make()
+        except zmq.ZMQError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
 
 def _call_in_thread(func: Callable[[], object]) -> tuple[threading.Thread, dict]:

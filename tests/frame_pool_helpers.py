@@ -1,5 +1,6 @@
-"""Helpers shared by tests/test_frame_pool*.py: frame checks and a camera serving
-pool frames.
+"""Helpers shared by tests/test_frame_pool*.py: frame checks, the never-torn
+harness (also used by tests/test_shm_frames.py) and a camera serving pool
+frames.
 """
 
 from __future__ import annotations
@@ -26,6 +27,127 @@ DTYPE = np.uint32
 
 def _check(frame: np.ndarray, seq: int) -> bool:
     return bool(np.all(frame == seq))
+
+
+class Rechecked:
+    """Checks each frame received against its sequence number, and the one
+    before again: a frame must not change after it arrived (a slot refilled
+    under it). Problems go to ``bad``, prefixed with ``label``."""
+
+    def __init__(self, bad: list[str], label: str = "") -> None:
+        self.bad = bad
+        self.label = label
+        self.previous: tuple[np.ndarray, int] | None = None
+
+    def check(self, frame: np.ndarray, seq: int) -> None:
+        if self.previous is not None and not _check(*self.previous):
+            self.bad.append(f"{self.label}{self.previous[1]} changed after it arrived")
+        self.previous = None
+        if _check(frame, seq):
+            self.previous = (frame, seq)  # checked again at the next one
+        else:
+            self.bad.append(f"{self.label}{seq}: {np.unique(frame)[:5]}")
+
+    def clear(self) -> None:
+        """Let go of the frame held for the next check (and its slot)."""
+        self.previous = None
+
+
+@dataclasses.dataclass
+class NeverTorn:
+    """What ``fetch_while_refilling`` saw: problems, the sequence numbers
+    fetched, and how many frames the writer wrote."""
+
+    bad: list[str]
+    fetched: list[int]
+    written: int
+
+
+def fetch_while_refilling(
+    pool: FramePool,
+    publish: Callable[[np.ndarray, int], None],
+    connect: Callable[[], Any],
+    method: str,
+    *,
+    clients: int = 3,
+    count: int = 60,
+    wrap: int | None = None,
+    on_written: Callable[[np.ndarray, int], None] | None = None,
+    on_frame: Callable[[np.ndarray], str | None] | None = None,
+    while_writing: Callable[[], None] | None = None,
+) -> NeverTorn:
+    """The never-torn harness: a writer refills ``pool`` as fast as it can,
+    each frame filled with its sequence number and handed to ``publish``,
+    while ``clients`` threads each fetch ``count`` frames with
+    ``connect().<method>()`` (``(frame, {"seq": ...})``), every one checked
+    and checked again one fetch later (``Rechecked``).
+
+    Parameters
+    ----------
+    wrap : int, optional
+        Sequence numbers wrap at this (what the dtype holds).
+    on_written : callable, optional
+        ``(frame, seq)`` after each frame published, in the writer thread.
+    on_frame : callable, optional
+        The per-frame hook: ``(frame) -> problem or None`` for each frame
+        a client fetched (e.g. where its memory lies).
+    while_writing : callable, optional
+        Called once the clients are done, the writer still running.
+    """
+    first = pool.acquire()
+    first[...] = 1
+    publish(first, 1)
+    del first
+    stop = threading.Event()
+    written = [1]
+    bad: list[str] = []
+    fetched: list[int] = []
+
+    def writer() -> None:
+        seq = 1
+        while not stop.is_set():
+            try:
+                frame = pool.acquire(timeout=0.05)
+            except TimeoutError:  # every slot out: a normal wait, not an error
+                continue
+            seq = seq + 1 if wrap is None else (seq + 1) % wrap
+            frame[...] = seq
+            publish(frame, seq)
+            if on_written is not None:
+                on_written(frame, seq)
+            written[0] += 1
+            del frame
+
+    def client() -> None:
+        try:
+            with connect() as proxy:
+                checked = Rechecked(bad)
+                for _ in range(count):
+                    frame, info = getattr(proxy, method)()
+                    problem = on_frame(frame) if on_frame is not None else None
+                    if problem is not None:
+                        bad.append(problem)
+                    checked.check(frame, info["seq"])
+                    fetched.append(info["seq"])
+                    del frame
+                checked.clear()
+        except Exception as exc:  # reported by the caller's assertion
+            bad.append(repr(exc))
+
+    threads = [threading.Thread(target=writer)]
+    threads += [threading.Thread(target=client) for _ in range(clients)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads[1:]:
+            thread.join(60)
+        if while_writing is not None:
+            while_writing()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(20)
+    return NeverTorn(bad, fetched, written[0])
 
 
 # -- a camera serving pool frames --------------------------------------------

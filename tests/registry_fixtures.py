@@ -1,4 +1,5 @@
-"""Fixtures of the registry tests (tests/registry/), loaded as a plugin by
+"""Fixtures of the registry tests (tests/registry/), and ``registry`` (a
+running one) for the tests of its users, loaded as a plugin by
 tests/conftest.py: a helper module there would not be importable when the
 plugins load, before pytest puts that folder on sys.path."""
 
@@ -36,3 +37,15 @@ def start_registry(ctx: zmq.Context) -> Iterator[Callable[..., DeviceRegistry]]:
 @pytest.fixture
 def reg(start_registry) -> DeviceRegistry:
     return start_registry()
+
+
+@pytest.fixture
+def registry(ctx: zmq.Context) -> Iterator[DeviceRegistry]:
+    """A running registry on loopback TCP, port picked by the OS, on the real
+    clock (for tests of its users: the command line, the viewer, bad input)."""
+    running = DeviceRegistry(ctx, "127.0.0.1", port=None, poll_interval=0.02)
+    running.start()
+    yield running
+    running.stop()
+    running.join(timeout=5)
+    assert not running.is_alive()

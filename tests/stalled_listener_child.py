@@ -19,13 +19,14 @@ import threading
 import time
 
 import zmq
+from dead_peer_device import heartbeat_options  # beside this script
 
 from framerpc.aio import AsyncClient
 from framerpc.aio._signals import AsyncSignal
 from framerpc.client import RPCClient
 from framerpc.server import RPCServer
 from framerpc.signal import RPCSignal
-from framerpc.transport import DEFAULT_OPTIONS, SocketOptions
+from framerpc.transport import SocketOptions
 
 PAYLOAD = 100_000  # bytes per emission
 #: Bound (s) that only catches a hang.
@@ -35,16 +36,6 @@ HANG_S = 30.0
 class Publisher(RPCServer):
     data = RPCSignal(bytes)
     mark = RPCSignal(int)
-
-
-def options(ivl_ms: int, timeout_ms: int) -> SocketOptions:
-    if ivl_ms == 0:
-        return DEFAULT_OPTIONS
-    return SocketOptions(
-        heartbeat_ivl_ms=ivl_ms,
-        heartbeat_timeout_ms=timeout_ms,
-        heartbeat_ttl_ms=max(100, timeout_ms),
-    )
 
 
 def _await_mark(
@@ -61,7 +52,7 @@ def _await_mark(
 
 
 def main(kind: str, ivl_ms: int, timeout_ms: int, count: int) -> None:
-    opts = options(ivl_ms, timeout_ms)
+    opts = heartbeat_options(ivl_ms, timeout_ms)
     ctx = zmq.Context()
     server = Publisher(ctx, "tcp://127.0.0.1", options=opts)
     serving = threading.Thread(target=server.serve_forever)

@@ -1,8 +1,11 @@
-"""Helpers shared by tests/test_streams*.py: a camera with a stream, its hub."""
+"""Helpers shared by tests/test_streams*.py and tests/test_attack_streams.py: a
+camera with a stream, its hub, a hostile stream server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -11,6 +14,9 @@ from conftest import wait_until
 
 import framerpc
 from framerpc.server.streams import StreamHub
+from framerpc.wire import framing
+from framerpc.wire import streams as _streamproto
+from framerpc.wire._framing_common import OutOfBand
 
 #: Ceiling (s) of every wait: catches a hang, never a speed check.
 WAIT_S = 20
@@ -47,6 +53,44 @@ def _hub_sub(server: CamServer, count: int = 1):
 
 def _frame(seq_value: int, size: int = 64) -> np.ndarray:
     return np.full(size, seq_value % 251, dtype=np.uint8)
+
+
+#: What a stream server answers a "sub" with (epoch 7, window 1).
+STREAM_OK = [_streamproto.encode_control("ok", s="frames", ep=7, n=1, pi=0)]
+#: A well-formed frame: seq 5 of epoch 7, the bytes b"good".
+GOOD_FRAME = [
+    _streamproto.encode_meta(5, 0, 7),
+    *framing.encode({"t": 1.0, "in": {}, "x": OutOfBand(b"good")}),
+]
+
+
+@contextlib.contextmanager
+def hostile_stream_server(
+    ctx: zmq.Context, messages: Sequence[list[bytes]]
+) -> Iterator[str]:
+    """A fake stream server on tcp loopback (its URL): it answers the first
+    subscriber's "sub" with ``messages`` (each a list of frames), in order,
+    then keeps its socket open until the block ends."""
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    port = fake.bind_to_random_port("tcp://127.0.0.1")
+    done = threading.Event()
+
+    def serve_badly() -> None:
+        assert fake.poll(WAIT_S * 1000)
+        identity, _ = fake.recv_multipart()  # "sub"
+        for message in messages:
+            fake.send_multipart([identity, *message])
+        done.wait(WAIT_S)
+
+    thread = threading.Thread(target=serve_badly)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{port}"
+    finally:
+        done.set()
+        thread.join(WAIT_S)
+        fake.close()
 
 
 # -- fixtures of the stream tests (tests/conftest.py loads this module as a

@@ -9,55 +9,22 @@ from __future__ import annotations
 
 import gc
 import itertools
-import threading
 import tracemalloc
 import weakref
-from collections.abc import Callable, Iterator
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
 from conftest import wait_until
+from streams_helpers import GOOD_FRAME, STREAM_OK, WAIT_S, Cam, hostile_stream_server
 
 import framerpc
 from framerpc.stream import PREFETCH
 from framerpc.transport import SocketOptions
-from framerpc.wire import framing
 from framerpc.wire import streams as _streamproto
-from framerpc.wire._framing_common import OutOfBand
 
-WAIT_S = 20
 _names = itertools.count()
-
-
-class Cam:
-    frames = framerpc.RPCStream(doc="sensor images")
-
-    def ping(self) -> str:
-        """Answer "pong"."""
-        raise NotImplementedError
-
-
-class CamServer(Cam, framerpc.RPCServer):
-    @framerpc.RPCServer.register_method_json
-    def ping(self) -> str:
-        return "pong"
-
-
-@pytest.fixture
-def served(ctx: zmq.Context) -> Iterator[Callable[..., CamServer]]:
-    servers: list[CamServer] = []
-
-    def make(url: str = "tcp://127.0.0.1", **kwargs) -> CamServer:
-        server = CamServer(ctx, url, **kwargs)
-        servers.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 def test_credit_without_reading_pins_only_the_credit_window(ctx, served):
@@ -173,36 +140,17 @@ def test_a_subscription_reads_a_many_frame_message_without_an_object_each(ctx, s
     the message is dropped as read, and the frame after it arrives."""
     server = served()
     proxy = framerpc.connect(Cam, ctx, server.url)
-    fake = ctx.socket(zmq.ROUTER)
-    fake.setsockopt(zmq.LINGER, 0)
-    port = fake.bind_to_random_port("tcp://127.0.0.1")
-    done = threading.Event()
-
-    def serve_badly() -> None:
-        assert fake.poll(WAIT_S * 1000)
-        identity, _ = fake.recv_multipart()  # "sub"
-        ok = _streamproto.encode_control("ok", s="frames", ep=7, n=1, pi=0)
-        body = framing.encode({"t": 1.0, "in": {}, "x": OutOfBand(b"good")})
-        fake.send_multipart([identity, ok])
-        fake.send_multipart([identity, *([b""] * 300_000)])
-        fake.send_multipart([identity, _streamproto.encode_meta(5, 0, 7), *body])
-        done.wait(WAIT_S)
-
-    thread = threading.Thread(target=serve_badly)
+    many = [b""] * 300_000
     tracemalloc.start()
     try:
-        handle = proxy.frames
-        handle.url = f"tcp://127.0.0.1:{port}"
-        thread.start()
-        with handle.subscribe() as sub:
-            frame, info = sub.get(WAIT_S)
-            _, peak = tracemalloc.get_traced_memory()
+        with hostile_stream_server(ctx, [STREAM_OK, many, GOOD_FRAME]) as url:
+            handle = proxy.frames
+            handle.url = url
+            with handle.subscribe() as sub:
+                frame, info = sub.get(WAIT_S)
+                _, peak = tracemalloc.get_traced_memory()
         assert bytes(frame) == b"good" and info["seq"] == 5
         assert peak < 8 * 2**20, peak  # 300,000 frame objects: far more
     finally:
         tracemalloc.stop()
-        done.set()
-        if thread.ident is not None:
-            thread.join(WAIT_S)
-        fake.close()
         proxy.close()

@@ -27,7 +27,7 @@ from manual_clock import ManualClock
 from framerpc import protocol
 from framerpc.errors import ProtocolError
 from framerpc.protocol import RegistryEvents, RegistryMessage, SignalEmission
-from framerpc.registry import DeviceRegistry, RegistryLink, list_devices
+from framerpc.registry import RegistryLink, list_devices
 from framerpc.signal import RPCSignal
 from framerpc.signal_receiver import RPCSignalReceiver
 from framerpc.transport._zmqio_py import RECV_FRAMES_KEPT
@@ -52,16 +52,6 @@ def _bounded(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> bool:
         and _frame_count(record.getMessage()) <= RECV_FRAMES_KEPT
         for record in caplog.records
     )
-
-
-@pytest.fixture
-def registry(ctx) -> Iterator[DeviceRegistry]:
-    reg = DeviceRegistry(ctx, "tcp://127.0.0.1", poll_interval=0.02)
-    reg.start()
-    yield reg
-    reg.stop()
-    reg.join(timeout=5)
-    assert not reg.is_alive()
 
 
 def test_registry_refuses_a_native_request_of_many_frames(ctx, registry, raw):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -28,7 +27,7 @@ from framerpc.protocol import (
     RegistryEvents,
     RegistryMessage,
 )
-from framerpc.registry import DeviceRegistry, list_devices, register_device
+from framerpc.registry import list_devices, register_device
 
 
 def _registry_header(rid: Any = 1, **fields: Any) -> bytes:
@@ -91,16 +90,6 @@ REGISTRY_CASES: dict[str, tuple[list[bytes], int, str]] = {
     # refused by the default depth limit of framing.decode
     "nesting 100000 deep": ([b"\x91" * 100_000], 0, "deeper than 100"),
 }
-
-
-@pytest.fixture
-def registry(ctx) -> Iterator[DeviceRegistry]:
-    reg = DeviceRegistry(ctx, "tcp://127.0.0.1", poll_interval=0.02)
-    reg.start()
-    yield reg
-    reg.stop()
-    reg.join(timeout=5)
-    assert not reg.is_alive()
 
 
 def _registry_reply(body: list[bytes] | None) -> RegistryMessage:

@@ -6,19 +6,19 @@ test_frame_pool.py).
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from conftest import wait_until
 from frame_pool_helpers import (
     DTYPE,
     SHAPE,
     CameraProxy,
+    Rechecked,
     _check,
     _hold_a_reply_open,
     _no_heartbeats,
     _port,
     _stuck_frame_shape,
+    fetch_while_refilling,
 )
 
 from framerpc import FramePool
@@ -33,81 +33,39 @@ def test_pool_frames_are_never_torn(ctx, url, make_camera):
     # microseconds, while its frame is still being sent or read
     pool = FramePool(SHAPE, DTYPE, depth=6)
     camera = make_camera(url, pool)
-    first = pool.acquire()
-    first[...] = 1
-    camera.publish(first, 1)
-    del first
-    stop = threading.Event()
-    written = [1]
-
-    def writer() -> None:
-        seq = 1
-        while not stop.is_set():
-            try:
-                frame = pool.acquire(timeout=0.05)
-            except TimeoutError:  # every slot out: a normal wait, not an error
-                continue
-            seq += 1
-            frame[...] = seq
-            camera.publish(frame, seq)
-            if seq % 10 == 0:
-                camera.frame_ready.emit(frame, seq)
-            written[0] = seq
-            del frame
-
     bad: list[str] = []
-    fetched: list[int] = []
     signalled: list[int] = []
-    kept: list[tuple[np.ndarray, int]] = []
+    heard = Rechecked(bad, "signal ")
 
     def on_frame(frame: np.ndarray, seq: int) -> None:
-        if kept and not _check(*kept[-1]):
-            bad.append(f"signal {kept[-1][1]} changed later")
-        kept.clear()
-        if _check(frame, seq):
-            kept.append((frame, seq))  # checked again at the next one
-        else:
-            bad.append(f"signal {seq}: {np.unique(frame)[:5]}")
+        heard.check(frame, seq)
         signalled.append(seq)
 
-    def client(count: int) -> None:
-        try:
-            with CameraProxy(ctx, camera.url, timeout=20000) as proxy:
-                previous: tuple[np.ndarray, int] | None = None
-                for _ in range(count):
-                    frame, info = proxy.grab()
-                    if previous is not None and not _check(*previous):
-                        bad.append(f"{previous[1]} changed after it arrived")
-                    previous = None
-                    if _check(frame, info["seq"]):
-                        previous = (frame, info["seq"])  # checked again later
-                    else:
-                        bad.append(f"{info['seq']}: {np.unique(frame)[:5]}")
-                    fetched.append(info["seq"])
-        except Exception as exc:  # reported by the assertion below
-            bad.append(repr(exc))
+    def emit_every_tenth(frame: np.ndarray, seq: int) -> None:
+        if seq % 10 == 0:
+            camera.frame_ready.emit(frame, seq)
 
     listener = CameraProxy(ctx, camera.url, timeout=20000)
     try:
         listener.frame_ready.connect(on_frame)
-        threads = [threading.Thread(target=writer)]
-        threads += [threading.Thread(target=client, args=(60,)) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads[1:]:
-            thread.join(60)
-        assert wait_until(lambda: bool(signalled), timeout=20)
-        stop.set()
-        threads[0].join(20)
+        seen = fetch_while_refilling(
+            pool,
+            camera.publish,
+            lambda: CameraProxy(ctx, camera.url, timeout=20000),
+            "grab",
+            on_written=emit_every_tenth,
+            while_writing=lambda: wait_until(lambda: bool(signalled), timeout=20),
+        )
     finally:
-        stop.set()
         listener.close()
-    kept.clear()
+    heard.clear()
+    assert signalled, "no signal arrived"
+    bad += seen.bad
     assert not bad, bad[:5]
-    assert len(fetched) == 180
+    assert len(seen.fetched) == 180
     # the slots were reused many times over while the clients fetched
-    assert written[0] > 3 * pool.depth
-    assert len(set(fetched)) > pool.depth
+    assert seen.written > 3 * pool.depth
+    assert len(set(seen.fetched)) > pool.depth
 
 
 # -- today's behaviour of a plain array (why the pool exists) ---------------

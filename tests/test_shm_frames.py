@@ -4,12 +4,12 @@ copied once, small ones and off switches over the socket, older peers."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import wait_until
+from frame_pool_helpers import fetch_while_refilling
 from shm_helpers import (
     DEPTH,
     ShmCamera,
@@ -214,66 +214,22 @@ def test_an_inproc_client_does_not_shake_hands(ctx, serve) -> None:
 def test_pool_frames_are_never_torn_through_shared_memory(ctx, shm_url, serve) -> None:
     """A writer refills the pool as fast as it can while three clients
     fetch the latest frame; each frame holds its sequence number, also
-    when checked again one fetch later."""
+    when checked again one fetch later, and lies in shared memory."""
     camera = serve(ShmCamera(ctx, shm_url))
-    pool = camera.pool
-    first = pool.acquire()
-    first[...] = 1
-    camera.publish(first, 1)
-    del first
-    stop = threading.Event()
-    written = [1]
-
-    def writer() -> None:
-        seq = 1
-        while not stop.is_set():
-            try:
-                frame = pool.acquire(timeout=0.05)
-            except TimeoutError:  # every slot out: wait, not an error
-                continue
-            seq = (seq + 1) % 60000
-            frame[...] = seq
-            camera.publish(frame, seq)
-            written[0] += 1
-            del frame
-
-    bad: list[str] = []
-    fetched: list[int] = []
-
-    def client(count: int) -> None:
-        try:
-            with ShmCameraProxy(ctx, camera.url, timeout=20000) as proxy:
-                previous = None
-                for _ in range(count):
-                    frame, info = proxy.latest()
-                    if previous is not None and not np.all(previous[0] == previous[1]):
-                        bad.append(f"{previous[1]} changed after it arrived")
-                    if not in_shared_memory(frame):
-                        bad.append("a frame came over the socket")
-                    if np.all(frame == info["seq"]):
-                        previous = (frame, info["seq"])
-                    else:
-                        bad.append(f"{info['seq']}: {np.unique(frame)[:5]}")
-                        previous = None
-                    fetched.append(info["seq"])
-                    del frame
-                del previous
-        except Exception as exc:  # reported by the assertion below
-            bad.append(repr(exc))
-
-    threads = [threading.Thread(target=writer)]
-    threads += [threading.Thread(target=client, args=(40,)) for _ in range(3)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads[1:]:
-            thread.join(60)
-    finally:
-        stop.set()
-        threads[0].join(20)
-    assert not bad, bad[:5]
-    assert len(fetched) == 120
-    assert written[0] > 2 * DEPTH  # slots were reused while clients fetched
+    seen = fetch_while_refilling(
+        camera.pool,
+        camera.publish,
+        lambda: ShmCameraProxy(ctx, camera.url, timeout=20000),
+        "latest",
+        count=40,
+        wrap=60000,  # uint16 frames
+        on_frame=lambda frame: (
+            None if in_shared_memory(frame) else "a frame came over the socket"
+        ),
+    )
+    assert not seen.bad, seen.bad[:5]
+    assert len(seen.fetched) == 120
+    assert seen.written > 2 * DEPTH  # slots were reused while clients fetched
     stats = camera.stats
     assert stats["shm_replies"] == 120
     # most went without a copy (a copy when the pool had no slot left)

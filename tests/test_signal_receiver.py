@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import json
-import uuid
 import warnings
 from collections.abc import Iterator
 
@@ -13,8 +12,9 @@ import msgpack
 import pytest
 import zmq
 from conftest import wait_until
+from signal_helpers import synced_receiver
 
-from framerpc.protocol import SYNC_SIGNAL, SignalEmission, encode_signal
+from framerpc.protocol import SignalEmission, encode_signal
 from framerpc.signal import RPCSignal
 from framerpc.signal_receiver import RPCSignalReceiver
 
@@ -54,19 +54,8 @@ def signals() -> dict[str, RPCSignal]:
 @pytest.fixture
 def receiver(ctx, pub, signals) -> Iterator[RPCSignalReceiver]:
     """A started receiver, subscribed (handshake done), stopped at the end."""
-    sock, endpoint = pub
-    thread = RPCSignalReceiver(ctx, endpoint, signals)
-    thread.start()
-    try:
-        token = uuid.uuid4().hex
-        seen = thread.expect_token(token)
-        handshake = encode_signal(SignalEmission(SYNC_SIGNAL, [token]))
-        assert wait_until(lambda: sock.send_multipart(handshake) or seen.wait(0.02))
+    with synced_receiver(ctx, pub, signals) as thread:
         yield thread
-    finally:
-        thread.stop()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
 
 
 def _publish(pub, name: str, *args) -> None:

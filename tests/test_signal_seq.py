@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,11 +17,13 @@ import msgpack
 import pytest
 import zmq
 from conftest import wait_until
+from dead_peer_helpers import rebind
+from signal_helpers import synced_receiver
 
 from framerpc.client import RPCClient
 from framerpc.errors import RemoteError
 from framerpc.property import RPCProperty
-from framerpc.protocol import SYNC_SIGNAL, SignalEmission, decode_signal, encode_signal
+from framerpc.protocol import SignalEmission, decode_signal, encode_signal
 from framerpc.server import RPCServer
 from framerpc.signal import RPCSignal
 from framerpc.signal_receiver import RPCSignalReceiver
@@ -179,19 +180,8 @@ def count() -> RPCSignal:
 
 @pytest.fixture
 def receiver(ctx, pub, count) -> Iterator[RPCSignalReceiver]:
-    sock, endpoint = pub
-    thread = RPCSignalReceiver(ctx, endpoint, {"count": count})
-    thread.start()
-    try:
-        token = uuid.uuid4().hex
-        seen = thread.expect_token(token)
-        handshake = encode_signal(SignalEmission(SYNC_SIGNAL, [token]))
-        assert wait_until(lambda: sock.send_multipart(handshake) or seen.wait(0.02))
+    with synced_receiver(ctx, pub, {"count": count}) as thread:
         yield thread
-    finally:
-        thread.stop()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
 
 
 def _send(pub, value: int, seq: Any = None, epoch: Any = None) -> None:
@@ -353,14 +343,7 @@ def test_a_server_restart_restarts_the_numbers_visibly(ctx):
         old_epoch = ticks.seen[-1][2]
         first.stop_server()
         thread.join(timeout=BOUND_S)
-        deadline = time.monotonic() + BOUND_S
-        while True:  # the OS may need a moment to release the port
-            try:
-                second = MeterServer(ctx, first.url)
-                break
-            except zmq.ZMQError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        second = rebind(lambda: MeterServer(ctx, first.url), BOUND_S)
         thread = threading.Thread(target=second.serve_forever, daemon=True)
         thread.start()
 

@@ -12,7 +12,16 @@ import msgpack
 import pytest
 import zmq
 from conftest import wait_until
-from streams_helpers import WAIT_S, Cam, CamServer, _hub, _hub_sub
+from streams_helpers import (
+    GOOD_FRAME,
+    STREAM_OK,
+    WAIT_S,
+    Cam,
+    CamServer,
+    _hub,
+    _hub_sub,
+    hostile_stream_server,
+)
 
 import framerpc
 from framerpc import legacy, transport
@@ -168,46 +177,23 @@ def test_a_subscription_survives_a_hostile_server(ctx, served, proxies):
     """Garbage from the stream socket is logged and skipped: the frames
     after it still arrive, in order."""
     from framerpc import framing
-    from framerpc.wire._framing_common import OutOfBand
 
     server = served()
     proxy = proxies(server.url)
-    fake = ctx.socket(zmq.ROUTER)
-    fake.setsockopt(zmq.LINGER, 0)
-    port = fake.bind_to_random_port("tcp://127.0.0.1")
-    done = threading.Event()
-
-    def serve_badly() -> None:
-        assert fake.poll(WAIT_S * 1000)
-        identity, _ = fake.recv_multipart()  # "sub"
-        ok = _streamproto.encode_control("ok", s="frames", ep=7, n=1, pi=0)
-        body = framing.encode({"t": 1.0, "in": {}, "x": OutOfBand(b"good")})
-        bad_body = framing.encode({"t": "x", "in": 3, "x": 5})
-        for message in (
-            [b"\xc1"],
-            [msgpack.packb({"v": 1, "e": "frame", "q": 0, "d": 0, "ep": 7})],
-            [_streamproto.encode_meta(0, 0, 7), *bad_body],
-            [_streamproto.encode_meta(1, 0, 7), b"\x00" * 10, b"junk"],
-            ok,
-            [_streamproto.encode_meta(5, 0, 7), *body],
-        ):
-            parts = message if isinstance(message, list) else [message]
-            fake.send_multipart([identity, *parts])
-        done.wait(WAIT_S)
-
-    thread = threading.Thread(target=serve_badly)
-    thread.start()
-    try:
+    bad_body = framing.encode({"t": "x", "in": 3, "x": 5})
+    garbage = [
+        [b"\xc1"],
+        [msgpack.packb({"v": 1, "e": "frame", "q": 0, "d": 0, "ep": 7})],
+        [_streamproto.encode_meta(0, 0, 7), *bad_body],
+        [_streamproto.encode_meta(1, 0, 7), b"\x00" * 10, b"junk"],
+    ]
+    with hostile_stream_server(ctx, [*garbage, STREAM_OK, GOOD_FRAME]) as url:
         handle = proxy.frames
-        handle.url = f"tcp://127.0.0.1:{port}"
+        handle.url = url
         with handle.subscribe() as sub:
             frame, info = sub.get(WAIT_S)
             assert bytes(frame) == b"good" and info["seq"] == 5
             assert info["epoch"] == 7
-    finally:
-        done.set()
-        thread.join(WAIT_S)
-        fake.close()
 
 
 def test_subscribe_to_a_server_that_is_down_returns_and_logs(served, proxies, caplog):

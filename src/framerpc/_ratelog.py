@@ -16,7 +16,9 @@ class RateLimitedLog:
 
     The first warning is logged at once; those that follow within the
     interval are only counted, and the next one logged after it says how
-    many were left out. Thread-safe.
+    many were left out. ``count`` does the same for events that come in
+    numbers (replies dropped), each record telling the total since the
+    last. Thread-safe.
 
     Parameters
     ----------
@@ -32,6 +34,7 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self._next = 0.0  # monotonic time of the next record allowed
         self._skipped = 0
+        self._counted = 0  # events given to count() since its last record
 
     def warning(self, message: str, *args: Any) -> None:
         """Log ``message % args`` as a warning, unless one was logged less
@@ -42,6 +45,31 @@ class RateLimitedLog:
         """As ``warning``, at the INFO level: for what a peer causes and a
         counter already reports (the server is not at fault)."""
         self._log(logging.INFO, message, args)
+
+    def count(self, number: int, what: str, reason: str) -> None:
+        """Count ``number`` more events and log a warning with the total
+        since the last record, unless one was logged less than
+        ``interval`` seconds ago.
+
+        Parameters
+        ----------
+        number : int
+            How many events happened now.
+        what : str
+            What is counted, e.g. ``"replies dropped"``.
+        reason : str
+            Why, for this latest batch.
+        """
+        now = time.monotonic()
+        with self._lock:
+            self._counted += number
+            if now < self._next:
+                return
+            total, self._counted = self._counted, 0
+            self._next = now + self.interval
+        self.logger.warning(
+            "%d %s in the last %.0f s (last: %s)", total, what, self.interval, reason
+        )
 
     def _log(self, level: int, message: str, args: tuple) -> None:
         now = time.monotonic()

@@ -17,12 +17,12 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import zmq
-from devices import Camera, CameraServer
+from aio_helpers import until
+from devices import Camera
 
 import framerpc.aio
 from framerpc.aio import _link
@@ -30,19 +30,6 @@ from framerpc.aio import _link
 #: Ceiling (s) of a test's coroutine and of its waits: only catches a hang.
 HANG_S = 30
 CHILD = Path(__file__).with_name("blocked_loop_child.py")
-
-
-async def _until(condition: Callable[[], object]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_S
-    while not condition():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def server(ctx: zmq.Context, serve: Callable) -> CameraServer:
-    return serve(CameraServer(ctx, "tcp://127.0.0.1"))
 
 
 def test_loop_blocked_past_the_heartbeat_bound_keeps_the_link() -> None:
@@ -79,11 +66,11 @@ def test_calls_beyond_the_limit_wait_for_a_slot(ctx, server, monkeypatch) -> Non
             link = cam._link
             # block() holds the server until release is set (no timeout)
             blocked = [asyncio.create_task(cam.block()) for _ in range(2)]
-            await _until(lambda: link._in_flight == 2)
+            await until(lambda: link._in_flight == 2, HANG_S)
             waiting = asyncio.create_task(cam.echo("after"))
             timed = asyncio.create_task(cam.add(1, 2))  # 0.5 s timeout
             dropped = asyncio.create_task(cam.echo("never"))
-            await _until(lambda: len(link._slot_waiters) == 3)
+            await until(lambda: len(link._slot_waiters) == 3, HANG_S)
             dropped.cancel()
             with pytest.raises(TimeoutError, match="'add'"):
                 await timed  # its timeout counts while it waits for a slot
@@ -108,10 +95,10 @@ def test_a_woken_call_cancelled_passes_its_turn_on(ctx, server, monkeypatch) -> 
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
             link = cam._link
             blocked = asyncio.create_task(cam.block())
-            await _until(lambda: link._in_flight == 1)
+            await until(lambda: link._in_flight == 1, HANG_S)
             first = asyncio.create_task(cam.echo("first"))
             second = asyncio.create_task(cam.echo("second"))
-            await _until(lambda: len(link._slot_waiters) == 2)
+            await until(lambda: len(link._slot_waiters) == 2, HANG_S)
             free = link._free_slot
 
             def free_then_cancel() -> None:

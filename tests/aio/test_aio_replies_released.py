@@ -13,30 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
 
 import numpy as np
-import pytest
-import zmq
-from devices import Camera, CameraServer
+from aio_helpers import until
+from devices import Camera
 
 import framerpc.aio
 
 #: Ceiling (s) of a test's coroutine and of its waits: only catches a hang.
 HANG_S = 30
-
-
-async def _until(condition: Callable[[], object]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_S
-    while not condition():
-        assert loop.time() < deadline, "condition not met"
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def server(ctx: zmq.Context, serve: Callable) -> CameraServer:
-    return serve(CameraServer(ctx, "tcp://127.0.0.1"))
 
 
 def test_reply_checked_by_the_peer_watch_is_released(ctx, server) -> None:
@@ -56,16 +41,17 @@ def test_reply_checked_by_the_peer_watch_is_released(ctx, server) -> None:
             # block() holds the server (served by one thread): grab() waits
             # behind it, in flight while the watch looks at both calls
             blocked = asyncio.create_task(cam.block())
-            await _until(lambda: server.calls.count("block") == 1)
+            await until(lambda: server.calls.count("block") == 1, HANG_S)
             grabbed = asyncio.create_task(cam.grab([512, 512], "uint8"))
-            await _until(
+            await until(
                 lambda: (
                     len(link._pending) == 2
                     and all(entry.sent for entry in link._pending.values())
-                )
+                ),
+                HANG_S,
             )
             checks.clear()
-            await _until(lambda: len(checks) >= 2)  # one turn of the watch
+            await until(lambda: len(checks) >= 2, HANG_S)  # one turn of the watch
             server.release.set()
             assert await blocked is True
             frame, info = await grabbed

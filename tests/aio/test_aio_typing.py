@@ -6,12 +6,11 @@ type-checks (the interface's members are ``Any``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from engines import once_per_suite
+from readme_blocks import run_mypy_strict
 
 pytest.importorskip("mypy")
 pytestmark = once_per_suite
@@ -54,24 +53,7 @@ def _mypy(tmp_path: Path, source: str, plugin: bool) -> str:
     config.write_text(
         "[mypy]\n" + ("plugins = framerpc.aio.mypy_plugin\n" if plugin else "")
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--cache-dir",
-            "/dev/null",
-            "--config-file",
-            str(config),
-            "lamp.py",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    result = run_mypy_strict("--config-file", str(config), "lamp.py", cwd=tmp_path)
     assert "INTERNAL ERROR" not in result.stdout + result.stderr, result.stderr
     return result.stdout
 

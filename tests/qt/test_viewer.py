@@ -8,6 +8,7 @@ in FRAMERPC_VIEWER_SCREENSHOT when set (docs/img/viewer.png is made so).
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import os
@@ -22,7 +23,7 @@ pytest.importorskip("qtpy")
 
 from qtpy import QtCore, QtGui
 
-from framerpc import DeviceRegistry, RPCServer
+from framerpc import RPCProperty, RPCServer, connect
 from framerpc.demo import DEVICE_TYPE, DemoCamera
 
 VIEWER = Path(__file__).resolve().parents[2] / "examples" / "viewer.py"
@@ -46,16 +47,6 @@ def collect_garbage_here():
     garbage collector."""
     yield
     gc.collect()
-
-
-@pytest.fixture
-def registry(ctx):
-    running = DeviceRegistry(ctx, "127.0.0.1", port=None)
-    running.start()
-    yield running
-    running.stop()
-    running.join(timeout=10)
-    assert not running.is_alive()
 
 
 @pytest.fixture
@@ -161,9 +152,10 @@ def test_closing_while_connecting_closes_the_proxies(qtbot, ctx, registry, camer
     assert window._pump is None
 
 
-class StallingCamera(DemoCamera):
-    """A camera whose grabs, once ``stall`` is set, wait for ``release``
-    (a method without a timeout: the client waits as long)."""
+class _Stalling(DemoCamera):
+    """A demo camera with a stall: once ``stall`` is set, ``_wait_stalled``
+    waits for ``release`` (``gave_up`` tells it came no sooner than the
+    ceiling)."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.stall = threading.Event()
@@ -172,11 +164,19 @@ class StallingCamera(DemoCamera):
         self.gave_up = False  # the stall ended without release
         super().__init__(*args, **kwargs)
 
-    @RPCServer.register_method_buffer(timeout=None)
-    def grab(self, kind: str = "uint16") -> tuple:
+    def _wait_stalled(self) -> None:
         if self.stall.is_set():
             self.stalled.set()
             self.gave_up = not self.release.wait(WAIT_MS / 1000)
+
+
+class StallingCamera(_Stalling):
+    """A camera whose grabs stall (a method without a timeout: the client
+    waits as long)."""
+
+    @RPCServer.register_method_buffer(timeout=None)
+    def grab(self, kind: str = "uint16") -> tuple:
+        self._wait_stalled()
         return DemoCamera.grab(self, kind)
 
 
@@ -200,6 +200,54 @@ def test_closing_during_a_grab_that_never_returns(qtbot, ctx, registry):
             window.close()
             assert not server.gave_up  # close() did not wait for the stall
             assert window._frames is None and not window._pump.running
+        finally:
+            server.release.set()
+            window.close()
+
+
+class StallingSetCamera(_Stalling):
+    """A camera whose exposure setter stalls (the server answers that set
+    no sooner)."""
+
+    def _set_stalling(self, value: int) -> None:
+        self._wait_stalled()
+        DemoCamera._set_exposure(self, value)
+
+    exposure = RPCProperty(
+        DemoCamera._get_exposure,
+        _set_stalling,
+        doc="Exposure (us).",
+        notify=DemoCamera.exposure_changed,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_closing_during_a_property_set_that_never_returns(
+    qtbot, ctx, registry, monkeypatch
+):
+    server = StallingSetCamera(ctx, "tcp://127.0.0.1")
+    with server:
+        server.register_to_registry(DEVICE_TYPE, "stalling-set-camera", registry.url)
+        server.start()
+        viewer = load_viewer()
+        # proxies without a call timeout, as a user may make them: the set
+        # in flight then waits for the server as long as it takes
+        monkeypatch.setattr(viewer, "connect", functools.partial(connect, timeout=None))
+        window = viewer.ViewerWindow(ctx, registry.url, "stalling-set-camera")
+        try:
+            window.show()
+            window.start()
+            qtbot.waitUntil(window.exposure_spin.isEnabled, timeout=WAIT_MS)
+            server.stall.set()
+            window.exposure_spin.setValue(2000)
+            qtbot.mouseClick(window.apply_button, QtCore.Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(server.stalled.is_set, timeout=WAIT_MS)
+            # closing must not wait for the set's answer (it waited until
+            # the server gave up)
+            window.close()
+            assert not server.gave_up
+            assert window._control is None and window._frames is None
+            assert not window._pump.running
         finally:
             server.release.set()
             window.close()

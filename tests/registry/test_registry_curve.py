@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import wait_until
+from curve_keys import needs_curve
 from manual_clock import ManualClock
 from registry_helpers import WAIT, Recorder, inproc_url
 
@@ -26,10 +27,6 @@ from framerpc.registry import (
 )
 
 # -- owners under CURVE ---------------------------------------------------------
-
-curve = pytest.mark.skipif(
-    not security.curve_available(), reason="libzmq was built without CURVE"
-)
 
 
 class Keys:
@@ -56,7 +53,7 @@ class Keys:
         )
 
 
-@curve
+@needs_curve
 @pytest.mark.parametrize("folder", [False, True], ids=["any-key", "allowed-keys"])
 def test_another_key_can_neither_overwrite_nor_evict(
     ctx, start_registry, tmp_path, folder
@@ -100,7 +97,7 @@ def test_another_key_can_neither_overwrite_nor_evict(
     assert reg.get_entry("cam").owner == mallory.public_key.decode()
 
 
-@curve
+@needs_curve
 def test_a_secured_link_takes_its_entry_back_after_a_restart(
     ctx, start_registry, tmp_path
 ):
@@ -125,7 +122,7 @@ def test_a_secured_link_takes_its_entry_back_after_a_restart(
         second.close()
 
 
-@curve
+@needs_curve
 def test_a_secured_registry_refuses_requests_of_an_unknown_key(ctx, tmp_path):
     # Fail closed: should libzmq not report the sender's key, nobody owns
     # the entry, so nothing is changed (LIST_DEVICES still answers).

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from engines import CALLPATH_ENGINES
+from router_dealer import WAIT_MS  # noqa: F401 (the pair's receive bound, re-exported)
 
 from framerpc import protocol
 from framerpc.protocol import Reply
@@ -13,8 +12,6 @@ from framerpc.protocol import Reply
 ENGINES = CALLPATH_ENGINES
 _pure = CALLPATH_ENGINES[0].values[0]
 _compiled = CALLPATH_ENGINES[1].values[0]
-WAIT_MS = 2000
-_ids = itertools.count(1)
 
 
 class Target:

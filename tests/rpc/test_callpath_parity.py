@@ -17,14 +17,11 @@ import threading
 
 import msgpack
 import pytest
-import zmq
 from callpath_parity_helpers import (
     ENGINES,
-    WAIT_MS,
     Target,
     _compiled,
     _failed,
-    _ids,
     _pure,
 )
 
@@ -111,20 +108,6 @@ MESSAGES = {
     "json": ([b'{"event": "GET_INVENTORY"}'], False),
     "garbage": ([b"\xc1\xc1"], False),
 }
-
-
-@pytest.fixture
-def pair(ctx):
-    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    endpoint = f"inproc://parity-{next(_ids)}"
-    router.bind(endpoint)
-    dealer.connect(endpoint)
-    for sock in (router, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, WAIT_MS)
-    yield router, dealer
-    router.close()
-    dealer.close()
 
 
 def _answer(engine, router, dealer, body):

@@ -14,14 +14,11 @@ import sys
 
 import msgpack
 import pytest
-import zmq
 from callpath_parity_helpers import (
     ENGINES,
-    WAIT_MS,
     Target,
     _compiled,
     _failed,
-    _ids,
     _pure,
 )
 from engines import once_per_suite
@@ -31,21 +28,6 @@ from framerpc.errors import ProtocolError
 from framerpc.protocol import RPCEvents
 from framerpc.rpc import callpath
 from framerpc.server.dispatch import _check_buffer_result  # the check servers pass in
-
-
-@pytest.fixture
-def pair(ctx):
-    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    endpoint = f"inproc://parity-{next(_ids)}"
-    router.bind(endpoint)
-    dealer.connect(endpoint)
-    for sock in (router, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, WAIT_MS)
-    yield router, dealer
-    router.close()
-    dealer.close()
-
 
 # -- the Responder and protocol.request_from_header agree ------------------
 # The call path holds the only inline checks of a METHOD_CALL; the general

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from callpath_parity_helpers import ENGINES, _ids
+from callpath_parity_helpers import ENGINES
 from test_callpath_parity import BAD_REPLIES  # the Channel's twin cases
 
 from framerpc import protocol
@@ -23,20 +23,15 @@ HANG_MS = 20000
 
 
 @pytest.fixture
-def pair(ctx):
-    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    endpoint = f"inproc://read-reply-{next(_ids)}"
-    router.bind(endpoint)
-    dealer.connect(endpoint)
-    for sock in (router, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
+def known_pair(make_pair):
+    """``make_pair``'s sockets (no receive bound), the DEALER's identity
+    known to the ROUTER."""
+    router, dealer = make_pair()
     # the router learns the dealer's identity from a first message
     dealer.send_multipart([b"", b"hello"])
     assert router.poll(HANG_MS)
     identity = router.recv_multipart()[0]
-    yield router, dealer, identity
-    router.close()
-    dealer.close()
+    return router, dealer, identity
 
 
 def _deliver(router, dealer, identity, *messages: list) -> None:
@@ -48,8 +43,8 @@ def _deliver(router, dealer, identity, *messages: list) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_replies_in_order_then_none(engine, pair):
-    router, dealer, identity = pair
+def test_replies_in_order_then_none(engine, known_pair):
+    router, dealer, identity = known_pair
     read = engine.callpath.read_reply
     assert read(dealer) is None
     array = np.arange(5000, dtype=np.uint16)
@@ -74,8 +69,8 @@ def test_replies_in_order_then_none(engine, pair):
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("bad", BAD_REPLIES, ids=BAD_REPLIES)
-def test_bad_replies_raise_the_protocol_s_words(engine, bad, pair):
-    router, dealer, identity = pair
+def test_bad_replies_raise_the_protocol_s_words(engine, bad, known_pair):
+    router, dealer, identity = known_pair
     header = msgpack.packb(BAD_REPLIES[bad])
     with pytest.raises(ProtocolError) as expected:
         protocol.decode_reply([header])
@@ -90,8 +85,8 @@ def test_bad_replies_raise_the_protocol_s_words(engine, bad, pair):
 @pytest.mark.parametrize(
     "message", [[b"x", b"y"], [b"only"], [b""]], ids=["not empty", "one", "bare"]
 )
-def test_without_delimiter_is_refused_and_consumed(engine, message, pair):
-    router, dealer, identity = pair
+def test_without_delimiter_is_refused_and_consumed(engine, message, known_pair):
+    router, dealer, identity = known_pair
     _deliver(router, dealer, identity, message)
     with pytest.raises(ProtocolError, match="without delimiter"):
         engine.callpath.read_reply(dealer)
@@ -99,10 +94,10 @@ def test_without_delimiter_is_refused_and_consumed(engine, message, pair):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_the_empty_receive_re_arms_the_fd(engine, pair):
+def test_the_empty_receive_re_arms_the_fd(engine, known_pair):
     """After read_reply returned None, the socket's ZMQ_FD signals the next
     reply (the asyncio reader waits on it with no ZMQ_EVENTS check)."""
-    router, dealer, identity = pair
+    router, dealer, identity = known_pair
     fd = dealer.getsockopt(zmq.FD)
     poller = select.poll()
     poller.register(fd, select.POLLIN)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import zmq
-from callpath_parity_helpers import ENGINES, WAIT_MS, _ids
+from callpath_parity_helpers import ENGINES, WAIT_MS
 
 from framerpc import protocol
 from framerpc.protocol import Request, RPCEvents
@@ -26,18 +25,9 @@ FLOOD = 500  # of each kind: malformed, undelimited
 
 
 @pytest.fixture
-def pair(ctx) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
-    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    endpoint = f"inproc://flood-{next(_ids)}"
-    router.bind(endpoint)
-    dealer.connect(endpoint)
-    for sock in (router, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-    yield router, dealer
-    router.close()
-    dealer.close()
+def flood_pair(make_pair) -> tuple[zmq.Socket, zmq.Socket]:
+    """``make_pair``'s sockets without queue bounds: the flood all waits."""
+    return make_pair(SNDHWM=0, RCVHWM=0)
 
 
 def _flood_then_answer(router: zmq.Socket, request_id: int) -> threading.Thread:
@@ -56,8 +46,8 @@ def _flood_then_answer(router: zmq.Socket, request_id: int) -> threading.Thread:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_flood_of_bad_replies_logs_about_once_a_second(engine, pair, caplog):
-    router, dealer = pair
+def test_a_flood_of_bad_replies_logs_about_once_a_second(engine, flood_pair, caplog):
+    router, dealer = flood_pair
     channel = engine.Channel(dealer, "inproc://flood")
     thread = _flood_then_answer(router, 60)
     request = protocol.encode_request(

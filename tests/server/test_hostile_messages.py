@@ -266,6 +266,24 @@ def test_rate_limited_log_counts_what_it_leaves_out(caplog):
     )
 
 
+def test_rate_limited_log_count_logs_the_total_since_its_last_record(caplog):
+    """``count`` (the reply backlog's drops) adds up the numbers it is given,
+    so each record tells how many events it stands for."""
+    log = RateLimitedLog(logging.getLogger("framerpc.test_ratelog"), interval=3600)
+    with caplog.at_level(logging.WARNING, logger="framerpc.test_ratelog"):
+        log.count(3, "replies dropped", "first")
+        log.count(4, "replies dropped", "second")
+        log.count(5, "replies dropped", "third")
+        assert [r.getMessage() for r in caplog.records] == [
+            "3 replies dropped in the last 3600 s (last: first)"
+        ]
+        log._next = 0.0  # the interval has passed
+        log.count(1, "replies dropped", "fourth")
+    assert caplog.records[-1].getMessage() == (
+        "10 replies dropped in the last 3600 s (last: fourth)"
+    )
+
+
 # -- bytes frames are lent, not copied -------------------------------------------
 @pytest.mark.parametrize("size", [20_000, 70_000, 4 * MIB])
 def test_a_bytes_frame_is_lent_to_libzmq(ctx, size):

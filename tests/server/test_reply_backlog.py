@@ -4,6 +4,7 @@ gives up on (issue 11)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from devices import CameraServer
 from engines import CALLPATH_ENGINES
 
 from framerpc import protocol
+from framerpc.server.outbox import ReplyBacklog
 from framerpc.transport import SocketOptions
 
 IN_FLIGHT = 1000
@@ -141,6 +143,27 @@ def test_a_reply_to_an_unknown_client_is_counted(ctx):
         assert server.stats["reply_backlog"] == 0
     finally:
         server.stop_server()
+
+
+def test_replies_over_the_byte_bound_are_logged_once_with_their_number(caplog):
+    """Drops beyond a bound are counted exactly and logged at most once a
+    second (``framerpc._ratelog``), not once per reply."""
+    backlog = ReplyBacklog(None, None, 10, max_bytes=0, max_total_bytes=0)
+    backlog._warn.interval = 3600  # no second record, however slow the machine
+    with caplog.at_level(logging.WARNING, logger="framerpc.server"):
+        for _ in range(5):
+            backlog.add([b"peer", b"", b"reply"])
+    assert backlog.dropped == 5 and not backlog.pending
+    records = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert records == [
+        "1 replies dropped in the last 3600 s (last: a reply of 9 B exceeds"
+        " the backlog's byte bound)"
+    ]
+    backlog._warn._next = 0.0  # the interval has passed
+    backlog.lost(2, "client gone")
+    assert caplog.records[-1].getMessage() == (
+        "6 replies dropped in the last 3600 s (last: client gone)"
+    )
 
 
 class _Echo:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import zmq
 from conftest import wait_until
+from curve_keys import Keys, needs_curve
 from devices import CameraProxy, CameraServer
 
-from framerpc import security
-from framerpc.security import Security, generate_keys
+from framerpc.security import Security
 from framerpc.transport import SocketOptions
 
 PROTOCOLS = ["native", "legacy"]
@@ -82,54 +82,22 @@ def test_local_stop_server_always_works(ctx):
 
 # -- CURVE: administrators' keys -------------------------------------------
 
-curve = pytest.mark.skipif(
-    not security.curve_available(), reason="libzmq was built without CURVE"
-)
+
+def _server(keys: Keys, admins: bool = True) -> SocketOptions:
+    admins_dir = keys.admins if admins else None
+    return SocketOptions(security=keys.server(admins=admins_dir))
 
 
-class Keys:
-    def __init__(self, root: Path) -> None:
-        self.allowed = root / "allowed"
-        self.admins = root / "admins"
-        self.allowed.mkdir()
-        self.admins.mkdir()
-        self.server_public, self.server_secret = generate_keys(root / "srv", "srv")
-        self.admin = self._client(root, "admin", admin=True)
-        self.user = self._client(root, "user", admin=False)
-
-    def _client(self, root: Path, name: str, admin: bool) -> Path:
-        public, secret = generate_keys(root / name, name)
-        shutil.copy(public, self.allowed / public.name)
-        if admin:
-            shutil.copy(public, self.admins / public.name)
-        return secret
-
-    def server(self, admins: bool = True) -> SocketOptions:
-        return SocketOptions(
-            security=Security.from_files(
-                self.server_secret,
-                allowed_clients_dir=self.allowed,
-                admin_keys_dir=self.admins if admins else None,
-            )
-        )
-
-    def client(self, secret: Path) -> SocketOptions:
-        return SocketOptions(
-            security=Security.from_files(secret, server_public_file=self.server_public)
-        )
+def _client(keys: Keys, secret: Path) -> SocketOptions:
+    return SocketOptions(security=keys.for_client(secret))
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return Keys(tmp_path)
-
-
-@curve
+@needs_curve
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_non_admin_key_cannot_stop(ctx, keys: Keys, protocol, serve: Callable):
-    server = serve(CameraServer(ctx, "tcp://127.0.0.1", options=keys.server()))
+    server = serve(CameraServer(ctx, "tcp://127.0.0.1", options=_server(keys)))
     proxy = CameraProxy(
-        ctx, server.url, protocol=protocol, options=keys.client(keys.user)
+        ctx, server.url, protocol=protocol, options=_client(keys, keys.alice_secret)
     )
     try:
         assert proxy.echo("in") == "in"  # an allowed client...
@@ -140,13 +108,13 @@ def test_non_admin_key_cannot_stop(ctx, keys: Keys, protocol, serve: Callable):
         proxy.close()
 
 
-@curve
+@needs_curve
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_admin_key_stops(ctx, keys: Keys, protocol):
-    server = CameraServer(ctx, "tcp://127.0.0.1", options=keys.server())
+    server = CameraServer(ctx, "tcp://127.0.0.1", options=_server(keys))
     thread = _serve(server)
     proxy = CameraProxy(
-        ctx, server.url, protocol=protocol, options=keys.client(keys.admin)
+        ctx, server.url, protocol=protocol, options=_client(keys, keys.admin_secret)
     )
     try:
         assert proxy.stop_server() is True
@@ -157,10 +125,12 @@ def test_admin_key_stops(ctx, keys: Keys, protocol):
         thread.join(5)
 
 
-@curve
+@needs_curve
 def test_secured_server_without_admins_refuses_everyone(ctx, keys: Keys, serve):
-    server = serve(CameraServer(ctx, "tcp://127.0.0.1", options=keys.server(False)))
-    proxy = CameraProxy(ctx, server.url, options=keys.client(keys.admin))
+    server = serve(
+        CameraServer(ctx, "tcp://127.0.0.1", options=_server(keys, admins=False))
+    )
+    proxy = CameraProxy(ctx, server.url, options=_client(keys, keys.admin_secret))
     try:
         assert proxy.stop_server() is False
         assert wait_until(lambda: proxy.echo(1) == 1)
@@ -168,19 +138,19 @@ def test_secured_server_without_admins_refuses_everyone(ctx, keys: Keys, serve):
         proxy.close()
 
 
-@curve
+@needs_curve
 def test_admin_keys_dir_needs_allowed_clients_dir(keys: Keys):
     with pytest.raises(ValueError, match="allowed_clients_dir"):
         Security.from_files(keys.server_secret, admin_keys_dir=keys.admins)
 
 
-@curve
+@needs_curve
 def test_admin_keys_are_read_at_each_request(ctx, keys: Keys, serve: Callable):
-    server = serve(CameraServer(ctx, "tcp://127.0.0.1", options=keys.server()))
-    proxy = CameraProxy(ctx, server.url, options=keys.client(keys.user))
+    server = serve(CameraServer(ctx, "tcp://127.0.0.1", options=_server(keys)))
+    proxy = CameraProxy(ctx, server.url, options=_client(keys, keys.alice_secret))
     try:
         assert proxy.stop_server() is False
-        public = keys.user.with_suffix(".key")
+        public = keys.alice_public  # allowed, not an administrator
         shutil.copy(public, keys.admins / public.name)
         assert proxy.stop_server() is True
         assert wait_until(lambda: server._stop_at is not None)

@@ -18,26 +18,14 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-import zmq
 
 from framerpc import cli, security
-from framerpc.registry import DeviceRegistry, register_device
+from framerpc.registry import register_device
 
 #: Generous bound (s) for a subprocess to start or stop: catches a hang only.
 PROCESS_WAIT_S = 30
 #: Loopback, and a port the OS picks.
 REGISTRY_ARGS = ["--addr", "127.0.0.1", "--port", "0"]
-
-
-@pytest.fixture
-def registry(ctx: zmq.Context) -> Iterator[DeviceRegistry]:
-    """A running registry on loopback TCP, port picked by the OS."""
-    reg = DeviceRegistry(ctx, "127.0.0.1", port=None, poll_interval=0.02)
-    reg.start()
-    yield reg
-    reg.stop()
-    reg.join(timeout=5)
-    assert not reg.is_alive()
 
 
 # -- keys --------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import zmq
 from legacy_peers import LegacyServer
 
 from framerpc.property import RPCProperty
-from framerpc.registry import DeviceRegistry
 from framerpc.server import RPCServer
 from framerpc.signal import RPCSignal
 from framerpc.tools import cli, cli_device
@@ -114,15 +113,6 @@ def stage(ctx, serve) -> Iterator[Stage]:
     server.stop_ticking.set()
     if server.ticker is not None:
         server.ticker.join(timeout=5)
-
-
-@pytest.fixture
-def registry(ctx: zmq.Context) -> Iterator[DeviceRegistry]:
-    reg = DeviceRegistry(ctx, "127.0.0.1", port=None, poll_interval=0.02)
-    reg.start()
-    yield reg
-    reg.stop()
-    reg.join(timeout=5)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

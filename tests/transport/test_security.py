@@ -8,13 +8,11 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import zmq
-from security_helpers import REFUSED_WAIT_MS, Keys
+from curve_keys import REFUSED_WAIT_MS, needs_curve
 
-from framerpc import security
 from framerpc.security import (
     Authenticator,
     Security,
@@ -23,17 +21,10 @@ from framerpc.security import (
     load_public_key,
 )
 
-pytestmark = pytest.mark.skipif(
-    not security.curve_available(), reason="libzmq was built without CURVE"
-)
+pytestmark = needs_curve
 
 #: Generous bound for an allowed exchange (ms): catches a hang only.
 ALLOWED_WAIT_MS = 5000
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return Keys(tmp_path)
 
 
 def _zap_threads() -> list[threading.Thread]:

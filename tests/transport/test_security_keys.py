@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import stat
-from pathlib import Path
 
 import pytest
 from conftest import wait_until
-from security_helpers import REFUSED_WAIT_MS, Keys
+from curve_keys import REFUSED_WAIT_MS, needs_curve
 
-from framerpc import security
 from framerpc.security import Security, generate_keys, load_public_key
 
-pytestmark = pytest.mark.skipif(
-    not security.curve_available(), reason="libzmq was built without CURVE"
-)
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return Keys(tmp_path)
+pytestmark = needs_curve
 
 
 # -- settings and key files --------------------------------------------------------

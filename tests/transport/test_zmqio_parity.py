@@ -9,7 +9,6 @@ builds it.
 
 from __future__ import annotations
 
-import itertools
 import time
 import weakref
 
@@ -17,25 +16,10 @@ import numpy as np
 import pytest
 import zmq
 from engines import IO_ENGINES
+from router_dealer import WAIT_MS  # the pair's receive bound
 
 ENGINES = IO_ENGINES
 _compiled = IO_ENGINES[1].values[0]
-WAIT_MS = 2000
-_ids = itertools.count(1)
-
-
-@pytest.fixture
-def pair(ctx):
-    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
-    endpoint = f"inproc://parity-{next(_ids)}"
-    router.bind(endpoint)
-    dealer.connect(endpoint)
-    for sock in (router, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, WAIT_MS)
-    yield router, dealer
-    router.close()
-    dealer.close()
 
 
 def _given_back(engine, ref, timeout=20.0):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .. import _lifecycle, transport
+from ..client.subscription import _PING_S, _POLL_S, _RESUBSCRIBE_S
 from ..errors import ProtocolError, RemoteError
 from ..stream import Policy, credit_window
 from ..wire import streams as _streamproto
@@ -36,14 +37,6 @@ __all__ = ["AsyncSubscription"]
 
 _log = logging.getLogger(__name__)
 
-#: Interval (s) of the housekeeping timer: how soon a subscription
-#: notices a new URL or resends an unanswered "sub" (as the sync one).
-_POLL_S = 0.1
-#: Wait (s) for the server's answer before subscribing again.
-_RESUBSCRIBE_S = 1.0
-#: Ping interval (s) when heartbeats are off (a ping still finds out that
-#: the server restarted).
-_PING_S = 1.0
 #: Wait (s) for the server's acknowledgement when the proxy has no timeout.
 _ANSWER_S = 2.0
 

@@ -162,14 +162,7 @@ async def serve(server: RPCServer) -> None:
                 waiter[0] = None
             if failure:
                 raise failure[0]
-            if watchdog is not None:
-                watchdog.tick()
-            if server._shm.clients:  # slots of ended or unreachable clients
-                server._shm.tick()
-            link = server._registry_link
-            if link is not None:
-                link.tick()
-                server.name, server.uuid = link.name, link.uuid
+            server._keep_time(watchdog)  # the sync serve loop's
     except zmq.ZMQError as exc:
         if not _lifecycle.is_context_terminated(exc):
             raise

@@ -39,8 +39,9 @@ __all__ = ["Subscription"]
 
 _log = logging.getLogger(__name__)
 
-#: Longest wait (s) of a subscription thread: how soon it notices a new
-#: URL or resends an unanswered subscription.
+#: Longest wait (s) of a subscription thread (the asyncio one's timer
+#: interval, ``framerpc.aio._subscription``, imports these three): how soon
+#: it notices a new URL or resends an unanswered subscription.
 _POLL_S = 0.1
 #: Wait (s) for the server's answer before subscribing again.
 _RESUBSCRIBE_S = 1.0

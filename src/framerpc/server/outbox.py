@@ -1,6 +1,6 @@
 """What a server keeps for clients slower than it: replies a client's full
 queue refused (``ReplyBacklog``), bounded; what goes beyond is dropped,
-counted, and logged at most once a second (``RateLimitedLog``). The server
+counted, and logged at most once a second (``framerpc._ratelog``). The server
 calls it from its serve loop: it does not lock. (Signal emissions are
 bounded per subscriber by ``framerpc.server.fanout``.)
 """
@@ -8,53 +8,18 @@ bounded per subscriber by ``framerpc.server.fanout``.)
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 
 import zmq
 
-__all__ = ["RateLimitedLog", "ReplyBacklog"]
+from .._ratelog import RateLimitedLog
+
+__all__ = ["ReplyBacklog"]
 
 _log = logging.getLogger("framerpc.server")
 
 _NOBLOCK = int(zmq.NOBLOCK)
-
-
-class RateLimitedLog:
-    """A warning at most every ``interval`` seconds, with the count since.
-
-    Parameters
-    ----------
-    logger : logging.Logger
-        Where the warnings go.
-    what : str
-        What is counted, e.g. ``"replies dropped"``.
-    interval : float
-        Shortest time (s) between two warnings.
-    """
-
-    def __init__(self, logger: logging.Logger, what: str, interval: float = 1.0):
-        self._logger = logger
-        self._what = what
-        self._interval = interval
-        self._next = 0.0
-        self._unlogged = 0
-
-    def count(self, number: int, reason: str) -> None:
-        """Note ``number`` more events; log now if the interval has passed."""
-        self._unlogged += number
-        now = time.monotonic()
-        if now >= self._next:
-            self._logger.warning(
-                "%d %s in the last %.0f s (last: %s)",
-                self._unlogged,
-                self._what,
-                self._interval,
-                reason,
-            )
-            self._unlogged = 0
-            self._next = now + self._interval
 
 
 def _nbytes(frames: list) -> int:
@@ -108,7 +73,7 @@ class ReplyBacklog:
         self.messages = 0
         self.nbytes = 0
         self.dropped = 0
-        self._warn = RateLimitedLog(_log, "replies dropped")
+        self._warn = RateLimitedLog(_log)
 
     @property
     def pending(self) -> bool:
@@ -175,7 +140,7 @@ class ReplyBacklog:
     def lost(self, number: int, reason: str) -> None:
         """Count ``number`` replies given up on; logged at most once a second."""
         self.dropped += number
-        self._warn.count(number, reason)
+        self._warn.count(number, "replies dropped", reason)
 
     def _forget(self, peer: bytes, reason: str) -> None:
         queue = self._queues.pop(peer)

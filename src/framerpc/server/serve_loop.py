@@ -42,6 +42,20 @@ _FLUSH_WAIT_MS = 2
 class ServeLoopMixin:
     """RPCServer's serve loop (see ``RPCServer``)."""
 
+    def _keep_time(self, watchdog: Any) -> None:
+        """Once a turn of a serve loop (this one and ``framerpc.aio``'s):
+        the systemd ``watchdog`` (None: off), shared-memory slots of ended
+        clients, the registry link."""
+        if watchdog is not None:
+            watchdog.tick()
+        if self._shm.clients:  # reclaims the slots of ended clients
+            self._shm.tick()
+        link = self._registry_link
+        if link is not None:
+            link.tick()
+            # the link may have registered again under a new name
+            self.name, self.uuid = link.name, link.uuid
+
     def serve_forever(self) -> None:
         """Serve requests until ``stop_server`` or a STOP_SERVER request
         (then for 0.2 s more, so that the client reads the acknowledgement).
@@ -103,15 +117,7 @@ class ServeLoopMixin:
                         _log.exception("unexpected error while handling a message")
                     finally:
                         self._message = None
-                if watchdog is not None:
-                    watchdog.tick()
-                if self._shm.clients:  # reclaims the slots of ended clients
-                    self._shm.tick()
-                link = self._registry_link
-                if link is not None:
-                    link.tick()
-                    # the link may have registered again under a new name
-                    self.name, self.uuid = link.name, link.uuid
+                self._keep_time(watchdog)
         except zmq.ZMQError as exc:
             if not _lifecycle.is_context_terminated(exc):
                 raise

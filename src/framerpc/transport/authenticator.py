@@ -92,6 +92,27 @@ _entries: dict[int, _ContextEntry] = {}
 _entries_lock = threading.Lock()
 
 
+def _take_lease(context: zmq.Context) -> _ContextEntry:
+    """A lease on ``context``'s entry, made (its handler started) by the
+    first one. Call with ``_entries_lock`` held."""
+    # One handler per libzmq context: framerpc's servers use a shadow of the
+    # context that a registry or the user may use directly (same key).
+    entry = _entries.get(context.underlying)
+    if entry is None:
+        entry = _entries[context.underlying] = _ContextEntry(context)
+    entry.leases += 1
+    return entry
+
+
+def _drop_lease(context: zmq.Context, entry: _ContextEntry) -> None:
+    """Give a lease back; the last one stops the handler. Call with
+    ``_entries_lock`` held."""
+    entry.leases -= 1
+    if entry.leases == 0:
+        del _entries[context.underlying]
+        entry.handler.stop()
+
+
 def _domain_for(folder: Path) -> str:
     digest = hashlib.sha256(os.fsencode(folder)).hexdigest()[:24]
     return _DOMAIN_PREFIX + digest
@@ -141,12 +162,7 @@ class Authenticator:
         self.domain = _domain_for(folder)
         self._closed = False
         with _entries_lock:
-            # One handler per libzmq context: framerpc's servers use a shadow
-            # of the context that a registry or the user may use directly.
-            entry = _entries.get(context.underlying)
-            if entry is None:
-                entry = _entries[context.underlying] = _ContextEntry(context)
-            entry.leases += 1
+            entry = _take_lease(context)
             entry.domains[self.domain] = entry.domains.get(self.domain, 0) + 1
             entry.handler.configure_curve(domain=self.domain, location=str(folder))
         self._entry = entry
@@ -181,14 +197,11 @@ class Authenticator:
                 return
             self._closed = True
             entry = self._entry
-            entry.leases -= 1
             entry.domains[self.domain] -= 1
             if entry.domains[self.domain] == 0:
                 del entry.domains[self.domain]
                 entry.handler.certs.pop(self.domain, None)
-            if entry.leases == 0:
-                del _entries[self.context.underlying]
-                entry.handler.stop()
+            _drop_lease(self.context, entry)
 
     def __enter__(self) -> Authenticator:
         return self
@@ -242,13 +255,8 @@ class ClientKeys:
         self.context = context
         self._closed = False
         with _entries_lock:
-            # keyed like Authenticator's: one handler per libzmq context,
-            # shared with the servers' leases (a shadow context is the same)
-            entry = _entries.get(context.underlying)
-            if entry is None:
-                entry = _entries[context.underlying] = _ContextEntry(context)
-            entry.leases += 1
-        self._entry = entry
+            # shared with the servers' leases: one handler per libzmq context
+            self._entry = _take_lease(context)
 
     def close(self) -> None:
         """Release the lease (idempotent); the last one stops the handler."""
@@ -256,7 +264,4 @@ class ClientKeys:
             if self._closed:
                 return
             self._closed = True
-            self._entry.leases -= 1
-            if self._entry.leases == 0:
-                del _entries[self.context.underlying]
-                self._entry.handler.stop()
+            _drop_lease(self.context, self._entry)
