@@ -171,9 +171,9 @@ def test_each_reply_wakes_the_loop(server, monkeypatch, loop_mode) -> None:
             for i in range(50):
                 assert await asyncio.wait_for(cam.echo(i), 20) == i
             results = await asyncio.wait_for(
-                asyncio.gather(*(cam.add(i, 1) for i in range(50))), 20
+                asyncio.gather(*(cam.echo(i) for i in range(50))), 20
             )
-            assert results == [i + 1 for i in range(50)]
+            assert results == list(range(50))  # echo: add's 0.5 s is too short under load
             for i in range(20):
                 assert await asyncio.wait_for(cam.echo(i), 20) == i
 
