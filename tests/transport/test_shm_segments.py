@@ -315,3 +315,33 @@ def test_a_live_segment_of_another_pid_namespace_survives_the_sweep(
             child.stdout.close()
             if name and os.path.exists(_path(name)):
                 os.unlink(_path(name))
+
+
+_FORK_IN_NEW_NAMESPACE = """
+import ctypes, os, sys
+from framerpc.transport import shm
+before = shm.pid_namespace()
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x20000000) != 0:  # CLONE_NEWPID: for children to come
+    print("unsupported", flush=True)
+    sys.exit(0)
+child = os.fork()
+if child == 0:
+    now = shm.pid_namespace()
+    truth = os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
+    print(now != before and now == truth, flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_child_forked_into_a_new_pid_namespace_names_its_own() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_IN_NEW_NAMESPACE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.stdout.strip() == "unsupported":
+        pytest.skip("needs unshare(CLONE_NEWPID) (root or user namespaces)")
+    assert done.stdout.strip() == "True", done.stderr

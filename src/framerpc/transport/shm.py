@@ -131,6 +131,15 @@ def pid_namespace() -> int:
     return _namespace
 
 
+def _forget_namespace() -> None:
+    global _namespace
+    _namespace = None
+
+
+# a child forked after unshare(CLONE_NEWPID) is in another namespace
+os.register_at_fork(after_in_child=_forget_namespace)
+
+
 def _new_name() -> str:
     pid = os.getpid()
     start = process_start(pid) or 0
