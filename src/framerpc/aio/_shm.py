@@ -71,20 +71,22 @@ class AioShm(shared.Leases):
     async def _retry_later(self) -> None:
         """Shake hands again after the back-off until the server answers; a
         final no (an older server, ``shm=False``) drops the link."""
-        while not self._closed:
-            wait = self.retry.wait()
-            if wait is None:
-                return
-            await asyncio.sleep(wait)
-            if await self.handshake() is False:
-                client = self._client
-                if client._shm is self:
-                    client._shm = None
-                self.close()
-                return
+        try:
+            while not self._closed:
+                wait = self.retry.wait()
+                if wait is None:
+                    return
+                await asyncio.sleep(wait)
+                if await self.handshake() is False:
+                    client = self._client
+                    if client._shm is self:
+                        client._shm = None
+                    self.close()
+                    return
+        finally:  # at once: a handshake answered None later starts a new task
+            self._retrying = None
 
     def _retried(self, task: asyncio.Task) -> None:
-        self._retrying = None
         tasks = self._client._tasks
         if task in tasks:
             tasks.remove(task)
