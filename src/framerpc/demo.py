@@ -17,6 +17,9 @@ from .tools.demo import (
     DemoCamera as DemoCamera,
 )
 from .tools.demo import (
+    PooledCamera as PooledCamera,
+)
+from .tools.demo import (
     fetch_frames as fetch_frames,
 )
 from .tools.demo import (
@@ -29,6 +32,7 @@ __all__ = [
     "Camera",
     "CameraProxy",
     "DemoCamera",
+    "PooledCamera",
     "fetch_frames",
     "run_demo",
 ]

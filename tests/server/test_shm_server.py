@@ -212,6 +212,71 @@ def test_the_slots_of_an_ended_process_are_reclaimed() -> None:
         server.close()
 
 
+def _foreign_probe(pid: int) -> str:
+    """A probe holding NONCE, named as one made by process ``pid`` of
+    another pid namespace (a container sharing /dev/shm)."""
+    other = (segments.pid_namespace() + 1) & 0xFFFFFFFF
+    name = f"framerpc-{os.getuid()}-{pid}-12345-{other:08x}{os.urandom(12).hex()}"
+    fd = os.open(os.path.join(segments.SHM_DIR, name), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, NONCE)
+    finally:
+        os.close(fd)
+    return name
+
+
+def _ended_pid() -> int:
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(ended.stdout)
+
+
+def test_a_client_of_another_pid_namespace_keeps_its_slots() -> None:
+    """Its pid means nothing here: that no such process is seen is no sign
+    that it ended."""
+    server = _server(shm_threshold=1)
+    probe = _foreign_probe(_ended_pid())
+    try:
+        assert server.hello(b"foreign", probe, NONCE)["shm"]
+        assert _ref(server.reply(b"foreign", 1, (np.ones(100, np.uint8), {})))
+        server._next_sweep = 0.0
+        server.tick()
+        assert list(server.clients) == [b"foreign"]
+        assert server.stats()["shm_slots_held"] == 1
+    finally:
+        os.unlink(os.path.join(segments.SHM_DIR, probe))
+        server.close()
+
+
+def test_a_client_of_another_pid_namespace_is_forgotten_when_unreachable() -> None:
+    """Probed even without slots (its process cannot be checked); gone
+    once unreachable for the grace (here 0)."""
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    options = dataclasses.replace(DEFAULT_OPTIONS, shm_threshold=1)
+    server = ShmServer(options, router)
+    server._grace = 0.0
+    probe = _foreign_probe(_ended_pid())
+    try:
+        assert server.hello(b"foreign", probe, NONCE)["shm"]
+        assert _hello(server, b"local")  # ours, alive: neither probed nor lost
+        for _ in range(2):  # the first probe marks it, the second forgets
+            server._next_sweep = 0.0
+            server.tick()
+        assert server.probes == 2
+        assert list(server.clients) == [b"local"]
+    finally:
+        os.unlink(os.path.join(segments.SHM_DIR, probe))
+        server.close()
+        router.close(0)
+        ctx.term()
+
+
 def test_close_unlinks_the_arena() -> None:
     server = _server(shm_threshold=1)
     assert _hello(server, b"a")

@@ -1,11 +1,13 @@
 """Shared-memory segments (issue 14, framerpc.transport.shm): 0600 files with
 unguessable names carrying uid, pid and start time; read-only attach;
 unlinked at close; segments of a process killed with SIGKILL removed by the
-next one."""
+next one, those of other pid namespaces (containers sharing /dev/shm) left
+alone."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -34,6 +36,10 @@ def test_a_segment_is_0600_and_its_name_says_whose_it_is() -> None:
             uid, pid, start = shm.parse_name(segment.name)
             assert (uid, pid) == (os.getuid(), os.getpid())
             assert start == shm.process_start(os.getpid())
+            # the token starts with the creator's pid namespace
+            assert shm.same_namespace(segment.name)
+            assert segment.name[-32:-24] == f"{shm.pid_namespace():08x}"
+        assert shm.pid_namespace() == os.stat("/proc/self/ns/pid").st_ino
         assert first.size == shm.round_pages(1) and second.size == 8192
         # 32 random hex digits: two segments never share a name
         assert first.name[-32:] != second.name[-32:]
@@ -76,6 +82,8 @@ def test_attach_is_read_only() -> None:
         "framerpc-0-1-2-xyz",
         "psm_1234",
         f"framerpc-{os.getuid() + 1}-1-2-" + "a" * 32,
+        f"framerpc-{os.getuid()}-\u0661-2-" + "a" * 32,  # a non-ASCII digit
+        f"framerpc-{os.getuid()}-{'1' * 5000}-2-" + "a" * 32,  # too long
     ],
 )
 def test_attach_refuses_names_that_are_not_this_users_segments(name: str) -> None:
@@ -191,3 +199,149 @@ def test_segments_of_a_process_killed_with_sigkill_are_removed_by_the_next(
     assert not os.path.exists(_path(name))
     assert os.path.exists(_path(ours.name))
     ours.close()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return int(ended.stdout)
+
+
+def _plant(name: str) -> str:
+    """A 0600 file named ``name`` in /dev/shm, as a segment would be."""
+    path = _path(name)
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    return path
+
+
+def test_the_sweep_removes_only_dead_segments_of_its_own_pid_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uid, ours = os.getuid(), f"{shm.pid_namespace():08x}"
+    other = f"{(shm.pid_namespace() + 1) & 0xFFFFFFFF:08x}"
+    dead, me = _dead_pid(), os.getpid()
+    start = shm.process_start(me)
+    random = os.urandom(12).hex()
+    gone = f"framerpc-{uid}-{dead}-12345-{ours}{random}"
+    kept = {
+        # a process of another namespace: its pid means nothing here
+        "foreign": f"framerpc-{uid}-{dead}-12345-{other}{random}",
+        "foreign, our pid": f"framerpc-{uid}-{me}-{start + 1}-{other}{random}",
+        "alive": f"framerpc-{uid}-{me}-{start}-{ours}{random}",
+        "another user": f"framerpc-{uid + 1}-{dead}-12345-{ours}{random}",
+        # junk is never taken for a segment
+        "not hex": f"framerpc-{uid}-{dead}-12345-{ours}" + "g" * 24,
+        "short token": f"framerpc-{uid}-{dead}-12345-{ours}",
+        "extra field": f"framerpc-{uid}-{dead}-1-12345-{ours}{random}",
+        "suffix": f"framerpc-{uid}-{dead}-12345-{ours}{random}.x",
+        "unicode digit": f"framerpc-{uid}-{dead}-1234\u0665-{ours}{random}",
+    }
+    paths = [_plant(gone)] + [_plant(name) for name in kept.values()]
+    try:
+        assert not shm.same_namespace(kept["foreign"])
+        assert shm.same_namespace(gone)
+        monkeypatch.setattr(shm, "_stale_done", False)
+        assert shm.remove_stale() >= 1
+        assert not os.path.exists(_path(gone))
+        for what, name in kept.items():
+            assert os.path.exists(_path(name)), what
+    finally:
+        for path in paths:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+_IN_NAMESPACE = """
+import sys
+from framerpc.transport import shm
+segment = shm.Segment(4096)
+print(segment.name, flush=True)
+sys.stdin.read()  # until the test closes it
+segment.close()
+"""
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def test_a_live_segment_of_another_pid_namespace_survives_the_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process in its own pid namespace (as in a container sharing
+    /dev/shm) has pid 1 there: seen from here, another process."""
+    if not _unshare_works():
+        pytest.skip("needs unshare --pid (root or user namespaces)")
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
+    child = subprocess.Popen(
+        [*unshare, sys.executable, "-c", _IN_NAMESPACE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    name = ""
+    try:
+        name = child.stdout.readline().strip()
+        _uid, pid, start = shm.parse_name(name)
+        assert not shm.same_namespace(name)
+        assert not shm.process_alive(pid, start)  # it looks dead from here
+        monkeypatch.setattr(shm, "_stale_done", False)
+        shm.remove_stale()
+        assert os.path.exists(_path(name))
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(20)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(20)
+            child.stdout.close()
+            if name and os.path.exists(_path(name)):
+                os.unlink(_path(name))
+
+
+_FORK_IN_NEW_NAMESPACE = """
+import ctypes, os, sys
+from framerpc.transport import shm
+before = shm.pid_namespace()
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x20000000) != 0:  # CLONE_NEWPID: for children to come
+    print("unsupported", flush=True)
+    sys.exit(0)
+child = os.fork()
+if child == 0:
+    now = shm.pid_namespace()
+    truth = os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
+    print(now != before and now == truth, flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_child_forked_into_a_new_pid_namespace_names_its_own() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_IN_NEW_NAMESPACE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.stdout.strip() == "unsupported":
+        pytest.skip("needs unshare(CLONE_NEWPID) (root or user namespaces)")
+    assert done.stdout.strip() == "True", done.stderr

@@ -9,6 +9,9 @@ segment (``Leases.resolve``). Released slots ride on the client's next
 method call (``call``), or go out in a message of their own from
 a loop timer within ``_FLUSH_S`` (no thread). ``aclose`` says goodbye; a
 restarted or reconnected server gets a new handshake (``rehandshake``).
+A handshake without an answer in time is tried again by a task of the
+client, beside its calls, which never wait for it
+(``framerpc.client.shm_retry``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 from typing import Any
 
 from ..client import shm as shared
+from ..client import shm_retry
 from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["AioShm", "connect", "rehandshake"]
@@ -44,11 +48,60 @@ class AioShm(shared.Leases):
         self._client = client
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self.retry = shm_retry.HandshakeRetry()
+        self._retrying: asyncio.Task | None = None
 
     async def handshake(self) -> bool | None:
         """Shake hands (again after a reconnection: the same server moves
         the slots this client holds to the new connection); whether the
-        server said yes, None when it did not answer in time."""
+        server said yes, None when it did not answer in time: a task of
+        the client then tries again later (``shm_retry``)."""
+        answer = await self._hello()
+        self.retry.answered(answer)
+        if answer is None and self._retrying is None and not self._closed:
+            client = self._client
+            task = client._loop.create_task(
+                self._retry_later(), name=f"aio-shm-retry {client.url}"
+            )
+            self._retrying = task
+            client._tasks.append(task)  # aclose cancels it
+            task.add_done_callback(self._retried)
+        return answer
+
+    async def _retry_later(self) -> None:
+        """Shake hands again after the back-off until the server answers; a
+        final no (an older server, ``shm=False``) drops the link."""
+        try:
+            while not self._closed:
+                wait = self.retry.wait()
+                if wait is None:
+                    return
+                await asyncio.sleep(wait)
+                if await self.handshake() is False:
+                    client = self._client
+                    if client._shm is self:
+                        client._shm = None
+                    self.close()
+                    return
+        finally:  # at once: a handshake answered None later starts a new task
+            self._retrying = None
+
+    def _retried(self, task: asyncio.Task) -> None:
+        tasks = self._client._tasks
+        if task in tasks:
+            tasks.remove(task)
+
+    def goodbye(self, sock: Any) -> None:
+        """``Leases.goodbye`` to a server that said yes; to one that has not
+        (yet), the queued releases only."""
+        if self.retry.accepted:
+            super().goodbye(sock)
+        else:
+            self.flush(sock)
+
+    async def _hello(self) -> bool | None:
+        """One handshake: whether the server said yes, None when it did not
+        answer in time."""
         client = self._client
         made = shared.make_probe(self.token)
         if made is None:
@@ -124,6 +177,9 @@ class AioShm(shared.Leases):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        retrying = self._retrying
+        if retrying is not None and retrying is not _current_task():
+            retrying.cancel()
         super().close()
 
 
@@ -133,10 +189,17 @@ async def connect(client: Any) -> AioShm | None:
     if not shared.eligible(client._options, "native", client.url):
         return None
     link = AioShm(client)
-    if await link.handshake():
-        return link
-    link.close()
-    return None
+    if await link.handshake() is False:
+        link.close()
+        return None
+    return link  # also without an answer in time: it tries again
+
+
+def _current_task() -> asyncio.Task | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # closed from a thread without a running loop
+        return None
 
 
 async def rehandshake(client: Any) -> None:

@@ -8,7 +8,9 @@ running as the same user can read the probe; it then answers buffer
 calls of ``SocketOptions.shm_threshold`` bytes or more with a reference
 to a segment instead of the frame. An older server answers with an error
 and a server with ``shm=False`` with ``false``: the client then gets
-today's frames, silently.
+today's frames, silently. A server that does not answer in time (busy)
+is asked again later, the client on the socket meanwhile
+(``framerpc.client.shm_retry``: when, and why no call waits for it).
 
 A reference becomes a read-only numpy array over the segment, mapped
 read-only (``PROT_READ``). The array's base is a ``_Lease``: when the
@@ -40,6 +42,7 @@ from ..errors import ProtocolError
 from ..transport import shm as segments
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents
+from . import shm_retry
 
 __all__ = [
     "Leases",
@@ -207,26 +210,58 @@ class ShmLink(Leases):
         self._client = client
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
+        self._timer_lock = threading.Lock()
+        self.retry = shm_retry.HandshakeRetry()
 
     def handshake(self) -> bool | None:
         """Shake hands (again, after a reconnection: the server then moves
         the slots this link holds to the new connection); whether the
-        server said yes, None when it did not answer in time."""
-        return _hello(self._client, self.token)
+        server said yes, None when it did not answer in time: the timer
+        thread then tries again later (``shm_retry``)."""
+        answer = _hello(self._client, self.token)
+        self.retry.answered(answer)
+        if answer is None:
+            self._start_timer()
+        return answer
+
+    def _retry(self) -> None:
+        """The timer thread's handshake retry, while no call holds the
+        client's lock (else at a later tick); a final no (an older server,
+        ``shm=False``) drops the link, as after a restart."""
+        client = self._client
+        if client._closed or client._lock.locked():
+            return
+        if self.handshake() is False:
+            if client._shm is self:
+                client._shm = None
+            self.close()  # this thread ends with it
+
+    def goodbye(self, sock: Any) -> None:
+        """``Leases.goodbye`` to a server that said yes; to one that has not
+        (yet), the queued releases only."""
+        if self.retry.accepted:
+            super().goodbye(sock)
+        else:
+            self.flush(sock)
 
     def _leased(self) -> None:
         if self._timer is None:
             self._start_timer()
 
     def _start_timer(self) -> None:
-        self._timer = threading.Thread(
-            target=self._run_timer, name="framerpc-shm-release", daemon=True
-        )
-        self._timer.start()
+        with self._timer_lock:  # a lease and a handshake retry may race
+            if self._timer is not None or self._stop.is_set():
+                return
+            self._timer = threading.Thread(
+                target=self._run_timer, name="framerpc-shm-release", daemon=True
+            )
+            self._timer.start()
 
     def _run_timer(self) -> None:
         client = self._client
         while not self._stop.wait(_FLUSH_S):
+            if self.retry.wait() == 0:  # a handshake without an answer
+                self._retry()
             if not self.pending or not client._lock.acquire(blocking=False):
                 continue  # a call in flight flushes them itself
             try:
@@ -260,11 +295,15 @@ def eligible(options: Any, protocol: str, url: str) -> bool:
 
 def connect(client: Any) -> ShmLink | None:
     """Shake hands for shared memory with ``client``'s server; the link, or
-    None when shared memory is off, unavailable or refused."""
+    None when shared memory is off, unavailable or refused. A server that
+    did not answer in time gets a link too, on the socket until a later
+    handshake succeeds (``shm_retry``)."""
     if not eligible(client._options, client._protocol, client.url):
         return None
     link = ShmLink(client)
-    return link if link.handshake() else None  # no timer started yet
+    if link.handshake() is False:
+        return None  # no timer started yet
+    return link
 
 
 def make_probe(token: bytes) -> tuple[segments.Segment, bytes] | None:

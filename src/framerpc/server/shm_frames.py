@@ -32,7 +32,10 @@ the ROUTER (``ROUTER_MANDATORY``) refuses with ``EHOSTUNREACH`` when the
 connection is gone. A client unreachable for one heartbeat bound more
 (``SocketOptions.dead_peer_ms``, at least ``_SWEEP_S``) loses its slots:
 that leaves a client whose link came back the time to shake hands again
-with its token, which moves its slots to the new connection.
+with its token, which moves its slots to the new connection. A client
+of another pid namespace (a container sharing ``/dev/shm``, see
+``transport.shm``) cannot be checked by process id: it is probed, slots
+or not, and forgotten only when unreachable.
 """
 
 from __future__ import annotations
@@ -72,11 +75,15 @@ _PROBE = wire_shm.encode_probe()
 
 
 class _Client:
-    __slots__ = ("lost_at", "pid", "slots", "start", "token")
+    __slots__ = ("local", "lost_at", "pid", "slots", "start", "token")
 
-    def __init__(self, pid: int, start: int, token: bytes = b"") -> None:
+    def __init__(
+        self, pid: int, start: int, token: bytes = b"", local: bool = True
+    ) -> None:
         self.pid = pid
         self.start = start
+        # its process is in our pid namespace (else only probes tell it gone)
+        self.local = local
         self.token = token  # names the client across reconnections
         self.slots: set[int] = set()
         self.lost_at: float | None = None  # when a probe first failed
@@ -149,7 +156,7 @@ class ShmServer:
             assert owner is not None
             token = nonce[-_TOKEN:] if len(nonce) >= 2 * _TOKEN else b""
             self.clients[identity] = self._reconnected(identity, owner, token) or (
-                _Client(owner[1], owner[2], token)
+                _Client(owner[1], owner[2], token, segments.same_namespace(probe))
             )
         _log.debug("shared memory for client %s: %s", identity.hex(), capable)
         return wire_shm.hello_reply(capable)
@@ -320,9 +327,9 @@ class ShmServer:
             return
         self._next_sweep = now + _SWEEP_S
         for identity, client in list(self.clients.items()):
-            if not segments.process_alive(client.pid, client.start):
+            if client.local and not segments.process_alive(client.pid, client.start):
                 self.forget(identity)
-            elif client.slots and self._sock is not None:
+            elif (client.slots or not client.local) and self._sock is not None:
                 self._probe(self._sock, identity, client, now)
 
     def _probe(

@@ -40,6 +40,7 @@ __all__ = [
     "Camera",
     "CameraProxy",
     "DemoCamera",
+    "PooledCamera",
     "fetch_frames",
     "frame_path",
     "in_shared_segment",
@@ -66,11 +67,6 @@ class Camera(ABC):
         """Return the latest frame of ``kind`` and its metadata dict."""
 
     @abstractmethod
-    def grab_pooled(self) -> tuple:
-        """Return a 24.9 MB uint8 frame of the camera's ``FramePool`` and
-        its metadata dict (sent without a copy)."""
-
-    @abstractmethod
     def frame_count(self) -> int:
         """Return how many frames were grabbed since start."""
 
@@ -79,7 +75,22 @@ class Camera(ABC):
     )
 
 
-class DemoCamera(Camera, RPCServer):
+class PooledCamera(Camera):
+    """A ``Camera`` that also serves frames of a ``FramePool``: the demo
+    camera's interface.
+
+    Its own interface, not an abstract method of ``Camera``, so that a
+    camera written against ``Camera`` (``grab``, ``frame_count``,
+    ``exposure``) keeps instantiating and serving as it did.
+    """
+
+    @abstractmethod
+    def grab_pooled(self) -> tuple:
+        """Return a 24.9 MB uint8 frame of the camera's ``FramePool`` and
+        its metadata dict (sent without a copy)."""
+
+
+class DemoCamera(PooledCamera, RPCServer):
     """A camera that serves synthetic frames (a gradient that shifts)."""
 
     def __init__(self, context: zmq.Context, url: str, **kwargs) -> None:
@@ -132,9 +143,10 @@ class DemoCamera(Camera, RPCServer):
     )
 
 
-@RPCClient.register_interface(Camera)
-class CameraProxy(Camera, RPCClient):
-    """Client-side camera: calls travel to a ``DemoCamera``."""
+@RPCClient.register_interface(PooledCamera)
+class CameraProxy(PooledCamera, RPCClient):
+    """Client-side camera: calls travel to a ``DemoCamera`` (or any
+    ``Camera`` server: ``grab_pooled`` then returns a ``NoResult``)."""
 
 
 def fetch_frames(camera: Camera, kind: str, count: int) -> tuple[float, float]:

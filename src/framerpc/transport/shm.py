@@ -7,14 +7,27 @@ tracker unlinks, and warns about, segments a client merely attached.
 
 Names are ``framerpc-<uid>-<pid>-<start>-<token>``: the creator's user,
 process id and process start time (clock ticks since boot, from
-``/proc/<pid>/stat``) and 32 random hex digits (``secrets``), so a name
-cannot be guessed, and the next framerpc process of that user can tell
-the segments of processes that no longer exist (the pid gone, or reused
-by a process that started at another time) and remove them
+``/proc/<pid>/stat``) and 32 hex digits: 8 naming the creator's pid
+namespace (``pid_namespace``), then 24 random ones (``secrets``, 96 bits),
+so a name cannot be guessed, and the next framerpc process of that user
+can tell the segments of processes that no longer exist (the pid gone, or
+reused by a process that started at another time) and remove them
 (``remove_stale``): a process killed with SIGKILL leaves no garbage in
 ``/dev/shm`` beyond the next start. A segment is unlinked when its
 ``Segment`` is closed or collected; mappings live on until unmapped, so
 a client keeps reading what it holds.
+
+Pid namespaces: containers that share ``/dev/shm`` (docker ``--ipc=host``
+or ``--ipc=shareable``, a bind-mounted ``/dev/shm``) but not the pid
+namespace cannot see each other's processes, so the sweep removes only
+segments created in its own namespace; the others wait for the next
+framerpc process of their namespace. The namespace rides in the token,
+not in a field of its own, so names keep the form that every framerpc
+version checks (a reference's segment, the ``SHM_HELLO`` probe). Names
+made by a framerpc from before the namespace (32 random digits) read as
+another namespace's and are left alone (a reboot empties ``/dev/shm``);
+in the one case of 2**32 where their digits match ours they are swept by
+pid and start time as that older framerpc swept every name.
 
 Space is reserved when a segment is created (``posix_fallocate``): a
 full ``/dev/shm`` raises ``OSError`` there instead of killing the process
@@ -43,8 +56,11 @@ __all__ = [
     "Segment",
     "attach",
     "process_start",
+    "parse_name",
+    "pid_namespace",
     "process_alive",
     "remove_stale",
+    "same_namespace",
     "round_pages",
 ]
 
@@ -59,7 +75,13 @@ AVAILABLE = (
     and os.path.isdir("/proc/self")
 )
 _PREFIX = "framerpc-"
-_NAME = re.compile(r"framerpc-(\d+)-(\d+)-(\d+)-([0-9a-f]{32})\Z")
+# ASCII digits of bounded length (``\d`` takes any Unicode digit, and a
+# name comes from the wire too): a name is at most 84 characters
+_NAME = re.compile(
+    r"framerpc-([0-9]{1,10})-([0-9]{1,10})-([0-9]{1,20})-([0-9a-f]{32})\Z"
+)
+#: Hex digits of the token naming the creator's pid namespace.
+_NS_DIGITS = 8
 _PAGE = mmap.PAGESIZE
 _stale_done = False
 _stale_lock = threading.Lock()
@@ -92,10 +114,37 @@ def process_alive(pid: int, start: int) -> bool:
     return process_start(pid) == start
 
 
+_namespace: int | None = None
+
+
+def pid_namespace() -> int:
+    """This process's pid namespace: the inode of ``/proc/self/ns/pid``
+    (its low 32 bits: Linux numbers namespaces with 32 bits), 0 where the
+    kernel does not tell (processes that cannot tell sweep each other's
+    segments, as before namespaces were named)."""
+    global _namespace
+    if _namespace is None:
+        try:
+            _namespace = os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
+        except OSError:
+            _namespace = 0
+    return _namespace
+
+
+def _forget_namespace() -> None:
+    global _namespace
+    _namespace = None
+
+
+# a child forked after unshare(CLONE_NEWPID) is in another namespace
+os.register_at_fork(after_in_child=_forget_namespace)
+
+
 def _new_name() -> str:
     pid = os.getpid()
     start = process_start(pid) or 0
-    return f"{_PREFIX}{os.getuid()}-{pid}-{start}-{secrets.token_hex(16)}"
+    token = f"{pid_namespace():08x}{secrets.token_hex(12)}"
+    return f"{_PREFIX}{os.getuid()}-{pid}-{start}-{token}"
 
 
 def parse_name(name: str) -> tuple[int, int, int] | None:
@@ -107,9 +156,19 @@ def parse_name(name: str) -> tuple[int, int, int] | None:
     return int(match[1]), int(match[2]), int(match[3])
 
 
+def same_namespace(name: str) -> bool:
+    """Whether framerpc segment ``name`` was created in this process's pid
+    namespace, so that its pid and start time can be checked here (see
+    the module); False for any other name."""
+    match = _NAME.match(name)
+    return match is not None and int(match[4][:_NS_DIGITS], 16) == pid_namespace()
+
+
 def remove_stale() -> int:
-    """Unlink this user's framerpc segments whose process is gone; return
-    how many. Runs once per process (``Segment`` calls it)."""
+    """Unlink this user's framerpc segments, created in this pid namespace,
+    whose process is gone; return how many. Segments of other namespaces
+    and names of other forms are left alone (see the module). Runs once
+    per process (``Segment`` calls it)."""
     global _stale_done
     with _stale_lock:
         if _stale_done or not AVAILABLE:
@@ -122,7 +181,12 @@ def remove_stale() -> int:
         return 0
     for name in names:
         owner = parse_name(name)
-        if owner is None or owner[0] != uid or process_alive(owner[1], owner[2]):
+        if (
+            owner is None
+            or owner[0] != uid
+            or not same_namespace(name)
+            or process_alive(owner[1], owner[2])
+        ):
             continue
         try:
             os.unlink(os.path.join(SHM_DIR, name))

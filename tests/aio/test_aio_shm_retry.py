@@ -1,0 +1,101 @@
+"""An asyncio client whose shared-memory handshake got no answer in time
+tries again later from a task of its own (issue 14, framerpc.aio._shm and
+framerpc.client.shm_retry), beside its calls; a final no is never asked
+again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from aio_helpers import run, until
+from conftest import wait_until
+from shm_helpers import ShmCamera, ShmCameraAPI, in_shared_memory, needs_shm
+from shm_retry_helpers import TIMEOUT_MS, hold_first_hello
+
+import framerpc.aio
+from framerpc.client import shm_retry
+from framerpc.wire import shm as wire_shm
+
+pytestmark = needs_shm
+
+
+def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    camera = serve(ShmCamera(ctx, shm_url))
+    release, hellos = hold_first_hello(camera)
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            ShmCameraAPI, camera.url, context=ctx, timeout=TIMEOUT_MS
+        ) as cam:
+            release.set()  # the client has given up on its handshake
+            link = cam._shm
+            assert link is not None and not link.retry.accepted
+            assert link._retrying is not None  # a task tries again
+            frame, _ = await cam.plain(5)  # on the socket meanwhile
+            assert np.all(frame == 5)
+            await until(lambda: link.retry.accepted)
+            assert hellos[0] >= 2 and cam._shm is link
+            await until(lambda: link._retrying is None)  # its task ended
+            frame, _ = await cam.grab_pool(3)
+            assert in_shared_memory(frame) and np.all(frame == 3)
+            assert camera.stats["shm_replies"] >= 1
+            del frame
+
+    run(main())  # no task left on the loop
+    assert wait_until(lambda: not camera._shm.clients)  # goodbye
+
+
+def test_a_final_no_after_a_timeout_is_never_asked_again(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    camera = serve(ShmCamera(ctx, shm_url))
+    release, hellos = hold_first_hello(
+        camera, answer=lambda _identity: wire_shm.hello_reply(False)
+    )
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            ShmCameraAPI, camera.url, context=ctx, timeout=TIMEOUT_MS
+        ) as cam:
+            release.set()
+            link = cam._shm
+            assert link is not None
+            await until(lambda: cam._shm is None)  # the retry heard no
+            await until(lambda: link._retrying is None)  # its task ended
+            asked = hellos[0]
+            assert asked >= 2  # more when a retry timed out under load
+            assert await cam.ping() == 1  # a call after: no new handshake
+            frame, _ = await cam.plain(4)
+            assert np.all(frame == 4) and not in_shared_memory(frame)
+            assert hellos[0] == asked
+            del frame
+
+    run(main())
+
+
+def test_closing_while_a_retry_waits_cancels_it(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 3600.0)  # never due here
+    camera = serve(ShmCamera(ctx, shm_url))
+    release, _hellos = hold_first_hello(camera)
+
+    async def main() -> None:
+        cam = await framerpc.aio.connect(
+            ShmCameraAPI, camera.url, context=ctx, timeout=TIMEOUT_MS
+        )
+        try:
+            release.set()
+            link = cam._shm
+            assert link is not None
+            task = link._retrying
+            assert task is not None and not task.done()
+        finally:
+            await cam.aclose()
+        assert task.cancelled()
+
+    run(main())  # no task left on the loop

@@ -1,0 +1,108 @@
+"""A sync client whose shared-memory handshake got no answer in time tries
+again later (issue 14, framerpc.client.shm_retry): a server busy at
+connect no longer costs the client shared memory for its whole life; a
+final no (``shm=False``, an older server) is never asked again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import wait_until
+from shm_helpers import ShmCamera, ShmCameraProxy, in_shared_memory, needs_shm
+from shm_retry_helpers import TIMEOUT_MS, hold_first_hello
+
+from framerpc.client import shm_retry
+from framerpc.wire import shm as wire_shm
+
+
+def test_the_back_off_doubles_up_to_its_cap_and_an_answer_resets_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(shm_retry.time, "monotonic", lambda: now[0])
+    retry = shm_retry.HandshakeRetry()
+    assert retry.wait() is None and not retry.accepted
+    waits = []
+    for _ in range(8):
+        retry.answered(None)
+        waits.append(retry.wait())
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert retry.tries == 8
+    now[0] += 31.0
+    assert retry.wait() == 0  # due
+    retry.answered(True)
+    assert retry.accepted and retry.wait() is None and retry.tries == 0
+    retry.answered(None)  # e.g. a restarted server busy at the new handshake
+    assert not retry.accepted and retry.wait() == 1.0
+    retry.answered(False)  # final: nothing more is scheduled
+    assert not retry.accepted and retry.wait() is None
+
+
+@needs_shm
+def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    camera = serve(ShmCamera(ctx, shm_url))
+    release, hellos = hold_first_hello(camera)
+    with ShmCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS) as proxy:
+        release.set()  # the constructor has given up on its handshake
+        link = proxy._shm
+        assert link is not None and not link.retry.accepted
+        # on the socket meanwhile: calls work as they did
+        frame, _ = proxy.plain(5)
+        assert np.all(frame == 5)
+        assert wait_until(lambda: link.retry.accepted)
+        assert hellos[0] >= 2 and proxy._shm is link
+        frame, _ = proxy.grab_pool(3)
+        assert in_shared_memory(frame) and np.all(frame == 3)
+        assert camera.stats["shm_replies"] >= 1
+        del frame
+    assert wait_until(lambda: not camera._shm.clients)  # goodbye
+
+
+@needs_shm
+def test_a_final_no_after_a_timeout_is_never_asked_again(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    camera = serve(ShmCamera(ctx, shm_url))
+    release, hellos = hold_first_hello(
+        camera, answer=lambda _identity: wire_shm.hello_reply(False)
+    )
+    with ShmCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS) as proxy:
+        release.set()
+        link = proxy._shm
+        assert link is not None
+        assert wait_until(lambda: proxy._shm is None)  # the retry heard no
+        timer = link._timer
+        assert timer is not None
+        timer.join(10)  # the link's thread ends: no retry can follow
+        assert not timer.is_alive()
+        asked = hellos[0]
+        assert asked >= 2  # more when a retry timed out under load
+        assert proxy.ping() == 1  # a call after: still no new handshake
+        frame, _ = proxy.plain(4)
+        assert np.all(frame == 4) and not in_shared_memory(frame)
+        assert hellos[0] == asked
+        del frame
+
+
+@needs_shm
+def test_closing_while_a_retry_waits_ends_the_links_thread(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 3600.0)  # never due here
+    camera = serve(ShmCamera(ctx, shm_url))
+    release, hellos = hold_first_hello(camera)
+    proxy = ShmCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS)
+    try:
+        release.set()
+        link = proxy._shm
+        assert link is not None and link.retry.wait() is not None
+        timer = link._timer
+        assert timer is not None and timer.is_alive()  # it will try again
+    finally:
+        proxy.close()
+    assert not timer.is_alive()  # joined by close
+    assert hellos[0] == 1
