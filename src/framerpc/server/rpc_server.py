@@ -45,6 +45,7 @@ from .publishing import PublishingMixin, _signal_budget
 from .registration import RegistrationMixin
 from .serve_loop import ServeLoopMixin
 from .shm_frames import ShmServer
+from .shm_signals import ShmSignals
 
 __all__ = ["RPCServer"]
 
@@ -200,6 +201,8 @@ class RPCServer(
         # a flood of bad requests must not flood the log
         self._refusals = RateLimitedLog(_log)
         self._shm = ShmServer(options, self._socket)  # same-host shared memory
+        if self._shm.enabled:  # and references in signals (shm_signals)
+            ShmSignals(self._shm, self._signal_fanout, self._signal_lock)
         # answers plain method calls; _handle_body takes everything else
         # with the same envelope, _handle the other envelopes
         self._responder = callpath.Responder(

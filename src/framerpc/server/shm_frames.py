@@ -130,6 +130,7 @@ class ShmServer:
         self.fallbacks = 0
         self.bogus_releases = 0
         self.reclaimed = 0
+        self.signals: Any = None  # shm_signals.ShmSignals: signals' slots
 
     # -- handshake ---------------------------------------------------------
 
@@ -165,6 +166,8 @@ class ShmServer:
             if client.token == token and (client.pid, client.start) == owner[1:]:
                 del self.clients[old]
                 client.lost_at = None
+                if self.signals is not None:
+                    self.signals.rename(old, identity)
                 for slot in client.slots:
                     self._handouts[slot].owner = identity
                 return client
@@ -289,6 +292,8 @@ class ShmServer:
             return
         pairs, bad = wire_shm.parse_releases(value)
         self.bogus_releases += bad
+        if self.signals is not None:  # signal slots: shm_signals' own
+            pairs = self.signals.release(owner, pairs)
         for slot, generation in pairs:
             handout = self._handouts.get(slot)
             if (
@@ -322,7 +327,9 @@ class ShmServer:
         for identity, client in list(self.clients.items()):
             if not segments.process_alive(client.pid, client.start):
                 self.forget(identity)
-            elif client.slots and self._sock is not None:
+            elif self._sock is not None and (
+                client.slots or (self.signals and self.signals.holds(identity))
+            ):
                 self._probe(self._sock, identity, client, now)
 
     def _probe(
@@ -357,6 +364,8 @@ class ShmServer:
 
     def forget(self, identity: bytes) -> None:
         """Drop a client and reclaim every slot it holds."""
+        if self.signals is not None:
+            self.signals.forget(identity)
         client = self.clients.pop(identity, None)
         if client is None:
             return
@@ -369,6 +378,8 @@ class ShmServer:
         """Reclaim everything and unlink the arena."""
         for identity in list(self.clients):
             self.forget(identity)
+        if self.signals is not None:
+            self.signals.close()
         for spare in self._arena_free.values():
             for segment in spare:
                 self._drop_arena(segment)
@@ -383,6 +394,7 @@ class ShmServer:
             "shm_bogus_releases": self.bogus_releases,
             "shm_reclaimed": self.reclaimed,
             "shm_slots_held": len(self._handouts),
+            **(self.signals.stats() if self.signals is not None else {}),
         }
 
 

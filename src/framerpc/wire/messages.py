@@ -114,6 +114,8 @@ class RPCEvents(StrEnum):
     # client's one-way release of the slots it is done with
     SHM_HELLO = "SHM_HELLO"
     SHM_RELEASE = "SHM_RELEASE"
+    # claims a fan-out subscriber for references in signals (wire.shm)
+    SHM_SUBSCRIBER = "SHM_SUBSCRIBER"
 
 
 class RegistryEvents(StrEnum):
@@ -140,6 +142,7 @@ _REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
     RPCEvents.PROPERTY_SET: (("name", "p", str), ("value", "x", None)),
     RPCEvents.SHM_HELLO: (("name", "p", str), ("value", "x", bytes)),
     RPCEvents.SHM_RELEASE: (("value", "x", list),),
+    RPCEvents.SHM_SUBSCRIBER: (("value", "x", list),),
 }
 
 
