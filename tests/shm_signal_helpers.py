@@ -53,8 +53,13 @@ class SignalCameraProxy(SignalCameraAPI, RPCClient):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         self.received: queue.Queue = queue.Queue()
+        self.keep = True  # False: the listener drops what it receives
         RPCClient.__init__(self, *args, **kw)
-        self.frame_ready.connect(lambda frame, seq: self.received.put((frame, seq)))
+        self.frame_ready.connect(self._keep)
+
+    def _keep(self, frame: np.ndarray, seq: int) -> None:
+        if self.keep:
+            self.received.put((frame, seq))
 
     def next(self, timeout: float = 20) -> tuple[np.ndarray, int]:
         return self.received.get(timeout=timeout)

@@ -413,6 +413,7 @@ class ShmSignals:
             "shm_signal_copies": self.copies,
             "shm_signal_fallbacks": self.fallbacks,
             "shm_signal_refused": self.returned,
+            "shm_signal_bogus": self.bogus,
             "shm_signal_slots_held": len(self._slots),
             "shm_signal_bound": len(self.claims),
         }
