@@ -110,12 +110,9 @@ class RPCEvents(StrEnum):
     PROPERTY_SET = "PROPERTY_SET"
     STOP_SERVER = "STOP_SERVER"
     EMIT_SIGNAL = "EMIT_SIGNAL"
-    # shared memory (framerpc.wire.shm): the same-host handshake, and the
-    # client's one-way release of the slots it is done with
-    SHM_HELLO = "SHM_HELLO"
-    SHM_RELEASE = "SHM_RELEASE"
-    # claims a fan-out subscriber for references in signals (wire.shm)
-    SHM_SUBSCRIBER = "SHM_SUBSCRIBER"
+    SHM_HELLO = "SHM_HELLO"  # shared memory (wire.shm): same-host handshake,
+    SHM_RELEASE = "SHM_RELEASE"  # the client's one-way release of slots,
+    SHM_SUBSCRIBER = "SHM_SUBSCRIBER"  # its claim of a signal subscriber
 
 
 class RegistryEvents(StrEnum):
