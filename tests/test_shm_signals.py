@@ -143,3 +143,21 @@ def test_an_unclaimed_subscriber_gets_frames_next_to_a_claimed_one(
             assert np.all(mine == 6) and np.all(theirs == 6)
             assert camera.stats["shm_signal_refs"] == 1
             del mine, theirs
+
+
+def test_an_array_no_listener_keeps_frees_its_pool_slot_at_once(
+    ctx, shm_url, serve, monkeypatch
+) -> None:
+    from framerpc.client import shm as client_shm
+
+    monkeypatch.setattr(client_shm, "_FLUSH_S", 60.0)  # no timer flush
+    camera = serve(SignalCamera(ctx, shm_url))
+    with SignalCameraProxy(ctx, camera.url) as proxy:
+        proxy.keep = False  # the listener lets every array go
+        for seq in range(3 * camera.pool.depth):  # more emissions than slots
+            camera.emit_pool(seq)
+            # the receiver sends the release after the listener returned
+            assert wait_until(lambda: camera.pool.available == camera.pool.depth)
+        assert camera.stats["shm_signal_copies"] == 0
+        assert camera.stats["shm_signal_refs"] == 3 * camera.pool.depth
+        assert camera.stats["shm_signal_slots_held"] == 0

@@ -137,6 +137,8 @@ class RPCSignalReceiver(threading.Thread):
                     _log.warning("ignored a malformed signal message: %s", exc)
                 except Exception:  # a bug here must not silence the signals
                     _log.exception("ignored a signal message that failed")
+                if self.shm is not None:  # the arrays its listeners let go
+                    self.shm.flush()
         except zmq.ZMQError as exc:
             # ETERM: ctx.term() or ctx.destroy(), a clean stop
             if not (self._stop_flag.is_set() or _lifecycle.is_context_terminated(exc)):

@@ -44,10 +44,13 @@ class SignalShm:
     ----------
     leases : client.shm.Leases
         The link whose leases release the signal arrays.
+    client : RPCClient, optional
+        Whose lock and socket ``flush`` sends the releases on.
     """
 
-    def __init__(self, leases: Any) -> None:
+    def __init__(self, leases: Any, client: Any = None) -> None:
         self.leases = leases
+        self._client = client
         self._nonces: collections.deque[bytes] = collections.deque(maxlen=8)
         self._arrived = threading.Event()
 
@@ -71,6 +74,21 @@ class SignalShm:
         if failed is not None:
             raise failed
         return emission
+
+    def flush(self) -> None:
+        """Send the queued releases now if no call is in flight (the
+        receiver calls it after each emission: a listener that did not keep
+        the array frees its slot at once, not at the link's next timer;
+        a pool frame's slot goes back to the camera that soon)."""
+        client = self._client
+        if not self.leases.pending or client is None:
+            return
+        if client._lock.acquire(blocking=False):  # else the next call, the timer
+            try:
+                if not client._closed:
+                    self.leases.flush(client.socket)
+            finally:
+                client._lock.release()
 
     def nonce(self, value: bytes) -> None:
         """A nonce the server sent this subscription (receiver thread)."""
@@ -101,7 +119,7 @@ def claim(client: Any) -> bool:
     link, receiver = client._shm, client._signal_receiver
     if link is None or receiver is None or receiver.subscriber is None:
         return False
-    shm = SignalShm(link)
+    shm = SignalShm(link, client)
     receiver.shm = shm  # before the claim: the nonce comes through it
     ident = receiver.subscriber
     if not _ask(client, [ident]):
