@@ -23,12 +23,13 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents, SignalEmission
 
-__all__ = ["SignalShm", "claim"]
+__all__ = ["SignalShm", "accepted", "claim"]
 
 _log = logging.getLogger(__name__)
 
@@ -44,13 +45,14 @@ class SignalShm:
     ----------
     leases : client.shm.Leases
         The link whose leases release the signal arrays.
-    client : RPCClient, optional
-        Whose lock and socket ``flush`` sends the releases on.
+    send : callable, optional
+        Sends the queued releases now if it can, without blocking
+        (``flush`` calls it).
     """
 
-    def __init__(self, leases: Any, client: Any = None) -> None:
+    def __init__(self, leases: Any, send: Callable[[], None] | None = None) -> None:
         self.leases = leases
-        self._client = client
+        self._send = send
         self._nonces: collections.deque[bytes] = collections.deque(maxlen=8)
         self._arrived = threading.Event()
 
@@ -80,29 +82,28 @@ class SignalShm:
         receiver calls it after each emission: a listener that did not keep
         the array frees its slot at once, not at the link's next timer;
         a pool frame's slot goes back to the camera that soon)."""
-        client = self._client
-        if not self.leases.pending or client is None:
-            return
-        if client._lock.acquire(blocking=False):  # else the next call, the timer
-            try:
-                if not client._closed:
-                    self.leases.flush(client.socket)
-            finally:
-                client._lock.release()
+        if self.leases.pending and self._send is not None:
+            self._send()
 
     def nonce(self, value: bytes) -> None:
         """A nonce the server sent this subscription (receiver thread)."""
         self._nonces.append(value)
         self._arrived.set()
 
+    def take_nonce(self) -> bytes | None:
+        """The oldest nonce received and not taken yet, or None."""
+        try:
+            return self._nonces.popleft()
+        except IndexError:
+            return None
+
     def next_nonce(self, timeout: float) -> bytes | None:
         """The next nonce received within ``timeout`` s, or None."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                return self._nonces.popleft()
-            except IndexError:
-                pass
+            nonce = self.take_nonce()
+            if nonce is not None:
+                return nonce
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -112,6 +113,12 @@ class SignalShm:
             self._arrived.wait(left)
 
 
+def accepted(reply: Any) -> bool:
+    """Whether a reply to ``SHM_SUBSCRIBER`` says yes."""
+    answer = reply.value if reply.ok else None
+    return type(answer) is dict and answer.get(wire_shm.REF_KEY) is True
+
+
 def claim(client: Any) -> bool:
     """Claim ``client``'s signal subscriber for references (see the
     module); whether the server bound it. Called once the client has its
@@ -119,7 +126,7 @@ def claim(client: Any) -> bool:
     link, receiver = client._shm, client._signal_receiver
     if link is None or receiver is None or receiver.subscriber is None:
         return False
-    shm = SignalShm(link, client)
+    shm = SignalShm(link, lambda: _send_releases(client, link))
     receiver.shm = shm  # before the claim: the nonce comes through it
     ident = receiver.subscriber
     if not _ask(client, [ident]):
@@ -139,6 +146,15 @@ def claim(client: Any) -> bool:
     return False  # receiver.shm stays: a reference can come only if bound
 
 
+def _send_releases(client: Any, link: Any) -> None:
+    if client._lock.acquire(blocking=False):  # else the next call, the timer
+        try:
+            if not client._closed:
+                link.flush(client.socket)
+        finally:
+            client._lock.release()
+
+
 def _ask(client: Any, value: list) -> bool:
     request = Request(RPCEvents.SHM_SUBSCRIBER, next(client._ids), value=value)
     try:
@@ -146,5 +162,4 @@ def _ask(client: Any, value: list) -> bool:
     except (TimeoutError, RuntimeError) as exc:
         _log.debug("no shared memory for signals of %s: %s", client.url, exc)
         return False
-    answer = reply.value if reply.ok else None
-    return type(answer) is dict and answer.get(wire_shm.REF_KEY) is True
+    return accepted(reply)
