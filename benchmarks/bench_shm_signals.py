@@ -2,7 +2,7 @@
 socket (not a test).
 
     python benchmarks/bench_shm_signals.py [--subscribers 1,3] [--transport ipc]
-                                           [--latency 20] [--stream 40]
+                                           [--latency 20] [--seconds 2]
                                            [--json out.json]
 
 The server runs in this process; each subscriber is a process of its own
@@ -18,9 +18,11 @@ and reports). For each number of subscribers, each path and each source:
 * ``latency``: one emission at a time, the median and p90 ms from the
   ``emit`` call to the last subscriber's listener (``time.monotonic`` is
   one clock for all processes of a host);
-* ``stream``: ``--stream`` emissions back to back; emissions/s delivered
-  to each subscriber (median over subscribers) and emissions dropped for
-  them (``dropped_signals_for_some``: the per-subscriber byte bound).
+* ``stream``: emissions back to back for ``--seconds``; emissions/s
+  emitted, emissions/s delivered to each subscriber (median over
+  subscribers), emissions dropped for them (``dropped_signals_for_some``:
+  the per-subscriber byte bound of the socket path) and sent over the
+  socket for want of shared memory (``shm_signal_fallbacks``).
 
 ``FRAMERPC_PURE=1`` measures the pure engine (the processes inherit it).
 """
@@ -44,8 +46,8 @@ import zmq
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from framerpc import FramePool, RPCClient, RPCServer, RPCSignal  # noqa: E402
-from framerpc.transport import DEFAULT_OPTIONS  # noqa: E402
+from framerpc import FramePool, RPCClient, RPCServer, RPCSignal
+from framerpc.transport import DEFAULT_OPTIONS
 
 SHAPE = (2160, 3840, 3)  # 24.9 MB uint8
 POOL_DEPTH = 4
@@ -95,7 +97,7 @@ def _subscriber(url: str, shm: bool, ready: Any, out: Any, stop: Any) -> None:
 
 
 def _run(
-    camera: Camera, subs: int, shm: bool, source: str, latency: int, stream: int
+    camera: Camera, subs: int, shm: bool, source: str, latency: int, seconds: float
 ) -> dict:
     mpctx = mp.get_context("spawn")
     ready, out, stop = mpctx.Queue(), mpctx.Queue(), mpctx.Event()
@@ -112,10 +114,13 @@ def _run(
         camera.emit(source, seq)
         worst = max(out.get(timeout=30)[1] for _ in procs)
         lat.append(worst * 1000)
-    dropped0 = camera.stats["dropped_signals_for_some"]
+    before = camera.stats
     start = time.monotonic()
-    for seq in range(stream):
-        camera.emit(source, seq)
+    emitted = 0
+    while time.monotonic() - start < seconds:
+        camera.emit(source, emitted)
+        emitted += 1
+    emit_s = time.monotonic() - start
     times: dict[int, list[float]] = {}
     while True:
         try:
@@ -135,10 +140,14 @@ def _run(
         "bound": sum(bound),
         "latency_ms_median": statistics.median(lat),
         "latency_ms_p90": lat[int(0.9 * (len(lat) - 1))],
-        "emissions_per_s": statistics.median(rates) if rates else 0.0,
+        "emitted_per_s": emitted / emit_s,
+        "delivered_per_s": statistics.median(rates) if rates else 0.0,
         "delivered": sum(len(t) for t in times.values()),
-        "dropped": camera.stats["dropped_signals_for_some"] - dropped0,
-        "emitted": stream * subs,
+        "emitted": emitted * subs,
+        "dropped": camera.stats["dropped_signals_for_some"]
+        - before["dropped_signals_for_some"],
+        "fallbacks": camera.stats.get("shm_signal_fallbacks", 0)
+        - before.get("shm_signal_fallbacks", 0),
     }
 
 
@@ -147,7 +156,7 @@ def main() -> None:
     parser.add_argument("--subscribers", default="1,3")
     parser.add_argument("--transport", default="ipc", choices=["ipc", "tcp"])
     parser.add_argument("--latency", type=int, default=20)
-    parser.add_argument("--stream", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--json")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp()
@@ -161,15 +170,15 @@ def main() -> None:
         for subs in (int(n) for n in args.subscribers.split(",")):
             for source in ("plain", "pool"):
                 for shm in (True, False):
-                    row = _run(camera, subs, shm, source, args.latency, args.stream)
+                    row = _run(camera, subs, shm, source, args.latency, args.seconds)
                     rows.append(row)
                     print(
                         f"{subs} sub  {row['path']:6s} {source:5s} bound={row['bound']}"
                         f"  latency median {row['latency_ms_median']:7.2f} ms"
                         f"  p90 {row['latency_ms_p90']:7.2f} ms"
-                        f"  stream {row['emissions_per_s']:6.1f} emissions/s"
-                        f"  delivered {row['delivered']}/{row['emitted']}"
-                        f"  dropped {row['dropped']}",
+                        f"  emitted {row['emitted_per_s']:6.1f}/s"
+                        f"  delivered {row['delivered_per_s']:6.1f}/s per sub"
+                        f"  dropped {row['dropped']} fallbacks {row['fallbacks']}",
                         flush=True,
                     )
     finally:

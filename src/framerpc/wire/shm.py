@@ -295,7 +295,8 @@ def decode_signal(
         raise ProtocolError("expected a signal emission")
     refs: list[tuple[int, dict]] = []
     if type(args) is dict:
-        args, fields = args.get(_ARGS_KEY), args.get(REF_KEY)
+        xmap: dict = args
+        args, fields = xmap.get(_ARGS_KEY), xmap.get(REF_KEY)
         if type(args) is not list or type(fields) is not list:
             raise ProtocolError("a signal's shared-memory map needs a and shm")
         for item in fields:
