@@ -141,6 +141,33 @@ def test_a_killed_subscriber_gives_its_slots_back(ctx, shm_url, serve) -> None:
     assert wait_until(lambda: camera.stats["shm_signal_bound"] == 0)
 
 
+def test_a_frozen_subscriber_gives_its_slots_back(ctx, shm_url, serve) -> None:
+    # short heartbeats: the frozen client's connection drops within ~1.5 s;
+    # it holds signal slots only, which the server's probes must cover
+    fast = options(heartbeat_ivl_ms=250, heartbeat_timeout_ms=1250)
+    camera = serve(SignalCamera(ctx, shm_url, options=fast))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CLIENT, camera.url, _TESTS],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "bound"
+        camera.emit_plain(1)
+        camera.emit_pool(2)
+        assert child.stdout.readline().strip() == "held"
+        assert camera.stats["shm_slots_held"] == 0  # no reply's slot
+        child.send_signal(signal.SIGSTOP)
+        # the process lives: only its lost connection can free the slots
+        assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 0, 30)
+        assert child.poll() is None
+        assert wait_until(lambda: camera.pool.available == 4)
+    finally:
+        child.send_signal(signal.SIGKILL)  # also ends a stopped process
+        child.wait(20)
+        child.stdout.close()
+
+
 def test_a_second_client_cannot_claim_another_clients_subscriber(
     ctx, shm_url, serve, monkeypatch
 ) -> None:
