@@ -105,6 +105,26 @@ def test_a_subscriber_that_stops_reading_then_leaves_gives_its_slots_back(
     assert wait_until(lambda: camera.stats["shm_signal_bound"] == 0)
 
 
+def test_a_subscriber_holding_pool_frames_leaves_the_camera_half_its_pool(
+    ctx, shm_url, serve
+) -> None:
+    camera = serve(SignalCamera(ctx, shm_url))
+    proxy = SignalCameraProxy(ctx, camera.url)
+    try:  # the listener keeps every frame (a stalled viewer alike)
+        depth = camera.pool.depth
+        for seq in range(depth + 2):  # acquire never waits
+            camera.emit_pool(seq)
+        held = [proxy.next() for _ in range(depth + 2)]
+        assert all(np.all(f == seq) and in_shared_memory(f) for f, seq in held)
+        stats = camera.stats
+        assert stats["shm_signal_copies"] == depth + 2 - depth // 2
+        assert camera.pool.available == depth - depth // 2
+        del held
+        assert wait_until(lambda: camera.pool.available == depth)
+    finally:
+        proxy.close()
+
+
 _CLIENT = """
 import sys, time, zmq
 sys.path.insert(0, sys.argv[2])

@@ -1,36 +1,28 @@
 """Signal emissions carrying frames through shared memory (issue 14).
 
-A same-host client whose RPC connection shook hands (``SHM_HELLO``, see
-``framerpc.server.shm_frames``) claims its own fan-out subscriber
-(``framerpc.server.fanout``) in two steps (``framerpc.wire.shm``,
-"Signals"): it names the subscriber id its emissions carry, the server
-sends that subscriber alone a random nonce, and the client hands the
-nonce back on the same RPC connection. Only the owner of a subscription
-receives its nonce: another client can neither bind someone else's
-subscriber to itself (its frames would become references that the owner
-cannot release) nor pin their slots.
+A same-host client whose RPC connection shook hands (``SHM_HELLO``,
+``server.shm_frames``) claims its own fan-out subscriber (``server.fanout``;
+``wire.shm``, "Signals"): it names the subscriber id its emissions carry,
+the server sends that subscriber alone a random nonce, and the client
+hands it back on the same connection. Only the owner of a subscription
+sees its nonce: no client can bind another's subscriber or pin its slots.
 
-An emission whose top-level arguments hold arrays of ``shm_threshold``
-bytes or more then reaches the bound subscribers as references: each
-array is placed once for all of them (a ``FramePool`` frame in shared
-memory is referred to where it lies, zero copies; any other array is
-copied once into a segment of this module's own arena, bounded by
-``shm_max_bytes`` as the replies' arena is). Each slot counts its
-holders (RPC connections, once per reference sent); each release
-(``rl`` or ``SHM_RELEASE`` on the holder's RPC connection, routed here by
-``ShmServer.release`` for slot numbers from ``SIGNAL_SLOT_BASE``) takes
-one off, and the slot is free when none is left. References come back
-without a release when the send is refused (the subscriber's queue is
-full, its byte bound), and when the holder's client is forgotten by
-``ShmServer`` (goodbye at close, process ended, unreachable for the
-heartbeat bound). A subscriber that departs loses its binding; the
-references it was sent stay with its RPC connection (the client may
-still hold those arrays) until released or the client is forgotten.
-
-A bound subscriber holding ``shm_max_slots`` references, a full arena or
-an array that cannot be referred to gets today's frames (counted in
-``shm_signal_fallbacks``). Everyone else (other hosts, JSON, clients that
-never claimed, ``shm`` off on either side) gets today's frames.
+Then each top-level argument array of ``shm_threshold`` bytes or more of
+an emission is placed once for all bound subscribers: a ``FramePool``
+frame in shared memory is referred to in place (no copy) for at most half
+the pool's slots at a time, any other array is copied once into this
+module's arena (bounded by ``shm_max_bytes``, as the replies' arena).
+Each slot counts its holders (RPC connections, once per reference sent);
+each release (``rl`` or ``SHM_RELEASE``, routed here by
+``ShmServer.release`` for slots from ``SIGNAL_SLOT_BASE``) takes one off;
+the slot is free when none is left. References come back without a
+release when the send is refused (a full queue) or when ``ShmServer``
+forgets the holder (goodbye, process ended, unreachable). A subscriber
+that departs loses its binding; the references it was sent stay with its
+connection (the client may hold those arrays) until released or the
+client is forgotten. A subscriber holding ``shm_max_slots`` references
+or a full arena gets today's frames (``shm_signal_fallbacks``), as does
+everyone else (other hosts, JSON, unclaimed, ``shm`` off on either side).
 
 Threads: ``publish`` runs in an emitting thread under the server's
 signal lock, ``claim``, ``release`` and ``forget`` in the serving thread;
@@ -72,11 +64,12 @@ _YES = wire_shm.hello_reply(True)
 
 
 class _Slot:
-    __slots__ = ("arena", "frame", "generation", "holders")
+    __slots__ = ("arena", "frame", "generation", "holders", "pool")
 
     def __init__(self, generation: int, frame: Any, arena: Any) -> None:
         self.generation = generation
         self.frame = frame  # a pool frame (keeps its pool slot out) or None
+        self.pool = 0  # id() of the frame's pool's free list (counted pins)
         self.arena = arena  # an arena segment, back to the free list after
         self.holders: dict[bytes, int] = {}  # RPC identity -> references
 
@@ -110,6 +103,7 @@ class ShmSignals:
         self._next_id = wire_shm.SIGNAL_SLOT_BASE
         self._generations = itertools.count(1)
         self._held: dict[bytes, int] = {}  # RPC identity -> references held
+        self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
         self._arena_free: dict[int, list[segments.Segment]] = {}
         self._arena_bytes = 0
         self._lock = threading.Lock()
@@ -251,8 +245,17 @@ class ShmSignals:
         ):
             segment = base._segment
             offset = int(value.ctypes.data) - segment.address
+            pool = id(base._free)
+            # at most half its slots (the camera keeps the rest, however
+            # long subscribers hold frames): beyond, one copy
+            depth = segment.size // segments.round_pages(value.nbytes)
+            pinned = self._pinned.get(pool, 0)
             if 0 <= offset and offset + value.nbytes <= segment.size:
-                return self._slot(segment, offset, value, value, None)  # 0 copies
+                if pinned < depth // 2:
+                    placed = self._slot(segment, offset, value, value, None)
+                    placed[2].pool = pool
+                    self._pinned[pool] = pinned + 1
+                    return placed  # 0 copies
         segment = self._arena_take(value.nbytes)
         if segment is None:
             self._fallback("signal arena full (%d bytes)", self._arena_bytes)
@@ -359,6 +362,10 @@ class ShmSignals:
         slot = self._slots.pop(number)
         if slot.arena is not None:
             self._arena_free.setdefault(slot.arena.size, []).append(slot.arena)
+        if slot.pool:
+            left = self._pinned.pop(slot.pool) - 1
+            if left:
+                self._pinned[slot.pool] = left
         slot.frame = None  # a pool frame's slot goes back with it
         self._free_ids.append(number)
 
