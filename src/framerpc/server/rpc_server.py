@@ -361,7 +361,10 @@ class RPCServer(
             ``shm_fallbacks`` sent over the socket because a bound was hit,
             ``shm_bogus_releases`` ignored, ``shm_reclaimed`` slots taken
             back from clients that ended or whose connection was lost,
-            ``shm_slots_held`` now.
+            ``shm_slots_held`` now. Signals (``server.shm_signals``, with
+            shared memory on): ``shm_signal_refs``, ``shm_signal_copies``,
+            ``shm_signal_fallbacks``, ``shm_signal_refused``,
+            ``shm_signal_bogus``, ``shm_signal_slots_held``, ``shm_signal_bound``.
         """
         backlog = self._backlog
         with self._signal_lock:
