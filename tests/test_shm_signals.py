@@ -161,3 +161,22 @@ def test_an_array_no_listener_keeps_frees_its_pool_slot_at_once(
         assert camera.stats["shm_signal_copies"] == 0
         assert camera.stats["shm_signal_refs"] == 3 * camera.pool.depth
         assert camera.stats["shm_signal_slots_held"] == 0
+
+
+def test_a_server_that_refuses_the_claim_keeps_todays_frames(
+    ctx, shm_url, serve, monkeypatch
+) -> None:
+    from framerpc.errors import ProtocolError
+    from framerpc.server import dispatch
+
+    def older(self, request):  # a server before signals through shm
+        raise ProtocolError("unknown event 'SHM_SUBSCRIBER'")
+
+    monkeypatch.setattr(dispatch.DispatchMixin, "_shm_subscriber", older)
+    camera = serve(SignalCamera(ctx, shm_url))
+    with SignalCameraProxy(ctx, camera.url) as proxy:
+        assert proxy._shm is not None and not bound(proxy)
+        camera.emit_plain(3)
+        frame, seq = proxy.next()
+        assert seq == 3 and np.all(frame == 3) and not in_shared_memory(frame)
+        del frame
