@@ -102,11 +102,34 @@ def _run(
     mpctx = mp.get_context("spawn")
     ready, out, stop = mpctx.Queue(), mpctx.Queue(), mpctx.Event()
     procs = [
-        mpctx.Process(target=_subscriber, args=(camera.url, shm, ready, out, stop))
+        mpctx.Process(
+            target=_subscriber, args=(camera.url, shm, ready, out, stop), daemon=True
+        )
         for _ in range(subs)
     ]
     for proc in procs:
         proc.start()
+    try:
+        return _measure(camera, subs, shm, source, latency, seconds, procs, ready, out)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _measure(
+    camera: Camera,
+    subs: int,
+    shm: bool,
+    source: str,
+    latency: int,
+    seconds: float,
+    procs: list,
+    ready: Any,
+    out: Any,
+) -> dict:
     bound = [ready.get(timeout=60) for _ in procs]
     time.sleep(0.5)
     lat: list[float] = []
@@ -129,9 +152,6 @@ def _run(
             break
         times.setdefault(pid, []).append(at)
     rates = [len(t) / (max(t) - start) for t in times.values() if t]
-    stop.set()
-    for proc in procs:
-        proc.join(30)
     lat.sort()
     return {
         "subscribers": subs,
