@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -17,6 +18,7 @@ from .errors import ProtocolError
 from .signal import RPCSignal
 from .wire import json_codec as legacy
 from .wire import messages as protocol
+from .wire import shm as wire_shm
 
 __all__ = ["RPCSignalReceiver"]
 
@@ -89,6 +91,10 @@ class RPCSignalReceiver(threading.Thread):
         self._on_reconnect = on_reconnect
         self._server_lost = False
         self._seq = _sigseq.SeqTracker(url)  # sigseq: checks emission numbers
+        #: client.shm_signals.SignalShm once the client claimed shared memory
+        self.shm: Any = None
+        #: The server's id of this subscription (``wire.shm.subscriber_of``)
+        self.subscriber: int | None = None
         self.socket = transport.make_socket(context, zmq.SUB, options)
         self._monitor: zmq.Socket | None = None
         try:
@@ -131,6 +137,8 @@ class RPCSignalReceiver(threading.Thread):
                     _log.warning("ignored a malformed signal message: %s", exc)
                 except Exception:  # a bug here must not silence the signals
                     _log.exception("ignored a signal message that failed")
+                if self.shm is not None:  # the arrays its listeners let go
+                    self.shm.flush()
         except zmq.ZMQError as exc:
             # ETERM: ctx.term() or ctx.destroy(), a clean stop
             if not (self._stop_flag.is_set() or _lifecycle.is_context_terminated(exc)):
@@ -242,10 +250,15 @@ class RPCSignalReceiver(threading.Thread):
         # of JSON whitespace (no msgpack header starts with those bytes)
         if protocol.is_legacy_frame(first) or first[:1] in _JSON_SPACE:
             emission = legacy.decode_signal(frames[0])
-        else:
+        elif self.shm is None:
             emission = protocol.decode_signal(frames)
+        else:  # arrays may come as references into shared memory
+            emission = self.shm.decode(frames)
         name, args = emission.name, emission.args
         if name == protocol.SYNC_SIGNAL:
+            self.subscriber = wire_shm.subscriber_of(first)
+            if args and type(args[0]) is bytes and self.shm is not None:
+                self.shm.nonce(args[0])  # a claim's proof (client.shm_signals)
             if args and type(args[0]) is str:
                 # Other clients' tokens arrive too: only ours are awaited.
                 with self._tokens_lock:

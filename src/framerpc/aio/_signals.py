@@ -17,6 +17,7 @@ from .. import _lifecycle, _sigseq, transport
 from ..errors import ProtocolError
 from ..signal import RPCSignal
 from ..wire import messages as protocol
+from ..wire import shm as wire_shm
 from ._fdwatch import FdWatch
 
 __all__ = ["AsyncSignal", "SignalHub", "SignalIterator"]
@@ -198,6 +199,10 @@ class SignalHub:
         self._tasks: set[asyncio.Task] = set()
         self.sequences: dict[str, _sigseq.SequenceState] = {}  # sigseq
         self._seq = _sigseq.SeqTracker(url)  # sigseq
+        #: client.shm_signals.SignalShm once the proxy claimed shared memory
+        self.shm: Any = None
+        #: The server's id of this subscription (``wire.shm.subscriber_of``)
+        self.subscriber: int | None = None
         self._socket = transport.make_socket(context, zmq.SUB, options)
         try:
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
@@ -232,14 +237,26 @@ class SignalHub:
         self._fdwatch.read_each(self._on_message, _BATCH)
 
     def _on_message(self, frames: list) -> None:
+        shm = self.shm
         try:
-            self._dispatch(protocol.decode_signal(frames))
+            if shm is None:
+                self._dispatch(protocol.decode_signal(frames), frames)
+            else:  # arrays may come as references into shared memory
+                self._dispatch(shm.decode(frames), frames)
         except ProtocolError as exc:
             _log.warning("malformed emission from %s: %s", self.url, exc)
+        if shm is not None:  # the arrays the callbacks let go
+            shm.flush()
 
-    def _dispatch(self, emission: protocol.SignalEmission) -> None:
+    def _dispatch(
+        self, emission: protocol.SignalEmission, frames: list | None = None
+    ) -> None:
         name, args = emission.name, emission.args
         if name == protocol.SYNC_SIGNAL:
+            if frames is not None:  # its prefix names this subscription
+                self.subscriber = wire_shm.subscriber_of(frames[0].buffer)
+            if args and type(args[0]) is bytes and self.shm is not None:
+                self.shm.nonce(args[0])  # a claim's proof (aio._shm_signals)
             if args and type(args[0]) is str:
                 seen = self._tokens.get(args[0])  # other clients' come too
                 if seen is not None:

@@ -25,7 +25,7 @@ from ..client import NoResult
 from ..errors import ProtocolError, RemoteError
 from ..wire import messages as protocol
 from ..wire.messages import Reply, Request, RPCEvents
-from . import _shm, _streams
+from . import _shm, _shm_signals, _streams
 from ._link import Link, private_context
 from ._signals import SignalHub
 
@@ -156,6 +156,8 @@ class AsyncClient:
             }
             self._signal_hub = SignalHub(zctx, signal_url, self._options, types)
             await self._sync_signals()
+            if self._shm is not None:  # signals' arrays through shared memory
+                await _shm_signals.claim(self)
         # streams too follow a restarted server (a new stream_url), and
         # shared memory (a new handshake)
         if self._link.watch is not None and (

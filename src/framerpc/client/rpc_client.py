@@ -35,6 +35,7 @@ from ..signal import RPCSignal
 from ..signal_receiver import RPCSignalReceiver
 from ..wire.messages import Request, RPCEvents
 from . import shm as _shmlink
+from . import shm_signals as _shmsig
 from . import streams as _streamsub
 from .calls import CallsMixin, NoResult
 from .interface import bind_interface
@@ -187,6 +188,8 @@ class RPCClient(InventoryMixin, CallsMixin):
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
             self._shm = _shmlink.connect(self)  # same host and user: shm
+            if self._shm is not None and self._signal_receiver is not None:
+                _shmsig.claim(self)  # signals' arrays through shared memory too
             with self._life_lock:
                 if self._closed:  # context.destroy() came during __init__
                     raise RuntimeError(f"client of {url}: context destroyed")

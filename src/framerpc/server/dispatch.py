@@ -12,6 +12,7 @@ import zmq
 from .. import _sigseq, transport
 from ..transport import keys
 from ..wire import messages
+from ..wire import shm as wire_shm
 from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["DispatchMixin"]
@@ -57,6 +58,8 @@ class DispatchMixin:
                 value, info = self._inventory(), None
             elif event is RPCEvents.SHM_HELLO:
                 value, info = self._shm_hello(request), None
+            elif event is RPCEvents.SHM_SUBSCRIBER:  # shm_signals
+                value, info = self._shm_subscriber(request), None
             elif event is RPCEvents.INIT_SIGNALS_HANDLING:
                 # Published on the signal socket: the client's receiver sees
                 # its token once its subscription is live (no slow joiner).
@@ -84,6 +87,13 @@ class DispatchMixin:
             self._responder.shm_threshold = self._shm.threshold
             self._responder.shm = self._shm.reply
         return answer
+
+    def _shm_subscriber(self, request: Request) -> dict:
+        """Answer a claim of a signal subscriber (``server.shm_signals``)."""
+        signals = self._shm.signals
+        if signals is None or not self._message:
+            return wire_shm.hello_reply(False)
+        return signals.claim(bytes(self._message[0]), request.value)
 
     def _call(self, request: Request) -> tuple[Any, dict | None]:
         name = request.method

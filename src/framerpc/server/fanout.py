@@ -56,6 +56,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import zmq
 
@@ -241,6 +242,7 @@ class Fanout:
         self.ignored = 0
         self._probe = True  # TOPICS_COUNT works (libzmq >= 4.3.5)
         self._read_at = 0.0  # monotonic time of the next read before emitting
+        self.shm: Any = None  # shm_signals.ShmSignals: references for some
 
     def __iter__(self) -> Iterator[_Subscriber]:
         return iter(self.subscribers.values())
@@ -320,6 +322,8 @@ class Fanout:
 
     def _forget(self, sub: _Subscriber) -> None:
         del self.subscribers[sub.ident]
+        if self.shm is not None:
+            self.shm.departed(sub.ident)
 
     # -- output --------------------------------------------------------------
     def publish(self, emission: SignalEmission) -> None:
@@ -347,9 +351,17 @@ class Fanout:
         else:
             frames = encode_native(emission)
             skip = len(_NATIVE_HEAD) + 4
+            if self.shm is not None and self.shm.claims and emission.name:
+                # same-host subscribers that claimed theirs get references
+                rest = self.shm.publish(emission)
+                if rest:
+                    self._send_each(frames, skip, rest)
+                return
         self._send_each(frames, skip)
 
-    def _send_each(self, frames: list, skip: int) -> None:
+    def _send_each(
+        self, frames: list, skip: int, subs: list[_Subscriber] | None = None
+    ) -> None:
         owner = self.owner
         sizes = [memoryview(frame).nbytes for frame in frames]
         head = frames[0][skip:] if skip else frames[0]
@@ -362,8 +374,10 @@ class Fanout:
             )
             return
         send = self.sock.send
+        if subs is None:
+            subs = list(self.subscribers.values())
         if nbytes < owner.track_min and len(frames) == 1:  # small: the fast path
-            for sub in list(self.subscribers.values()):
+            for sub in subs:
                 try:
                     send(sub.prefix + head, _NOBLOCK)
                 except zmq.Again:  # its queue is full (signal_hwm)
@@ -381,7 +395,7 @@ class Fanout:
         big_head = sizes[0] >= owner.track_min
         last = len(rest)
         grain = owner.grain
-        for sub in list(self.subscribers.values()):
+        for sub in subs:
             if counted and sub.held + nbytes > limit:
                 if sub.release() + nbytes > limit:
                     owner.drop_for_one(

@@ -45,6 +45,7 @@ from .publishing import PublishingMixin, _signal_budget
 from .registration import RegistrationMixin
 from .serve_loop import ServeLoopMixin
 from .shm_frames import ShmServer
+from .shm_signals import ShmSignals
 
 __all__ = ["RPCServer"]
 
@@ -200,6 +201,8 @@ class RPCServer(
         # a flood of bad requests must not flood the log
         self._refusals = RateLimitedLog(_log)
         self._shm = ShmServer(options, self._socket)  # same-host shared memory
+        if self._shm.enabled:  # and references in signals (shm_signals)
+            ShmSignals(self._shm, self._signal_fanout, self._signal_lock)
         # answers plain method calls; _handle_body takes everything else
         # with the same envelope, _handle the other envelopes
         self._responder = callpath.Responder(
@@ -358,7 +361,10 @@ class RPCServer(
             ``shm_fallbacks`` sent over the socket because a bound was hit,
             ``shm_bogus_releases`` ignored, ``shm_reclaimed`` slots taken
             back from clients that ended or whose connection was lost,
-            ``shm_slots_held`` now.
+            ``shm_slots_held`` now. Signals (``server.shm_signals``, with
+            shared memory on): ``shm_signal_refs``, ``shm_signal_copies``,
+            ``shm_signal_fallbacks``, ``shm_signal_refused``,
+            ``shm_signal_bogus``, ``shm_signal_slots_held``, ``shm_signal_bound``.
         """
         backlog = self._backlog
         with self._signal_lock:

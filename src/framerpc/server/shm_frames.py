@@ -137,6 +137,7 @@ class ShmServer:
         self.fallbacks = 0
         self.bogus_releases = 0
         self.reclaimed = 0
+        self.signals: Any = None  # shm_signals.ShmSignals: signals' slots
 
     # -- handshake ---------------------------------------------------------
 
@@ -172,6 +173,8 @@ class ShmServer:
             if client.token == token and (client.pid, client.start) == owner[1:]:
                 del self.clients[old]
                 client.lost_at = None
+                if self.signals is not None:
+                    self.signals.rename(old, identity)
                 for slot in client.slots:
                     self._handouts[slot].owner = identity
                 return client
@@ -296,6 +299,8 @@ class ShmServer:
             return
         pairs, bad = wire_shm.parse_releases(value)
         self.bogus_releases += bad
+        if self.signals is not None:  # signal slots: shm_signals' own
+            pairs = self.signals.release(owner, pairs)
         for slot, generation in pairs:
             handout = self._handouts.get(slot)
             if (
@@ -329,7 +334,11 @@ class ShmServer:
         for identity, client in list(self.clients.items()):
             if client.local and not segments.process_alive(client.pid, client.start):
                 self.forget(identity)
-            elif (client.slots or not client.local) and self._sock is not None:
+            elif self._sock is not None and (
+                client.slots
+                or not client.local
+                or (self.signals and self.signals.holds(identity))
+            ):
                 self._probe(self._sock, identity, client, now)
 
     def _probe(
@@ -364,6 +373,8 @@ class ShmServer:
 
     def forget(self, identity: bytes) -> None:
         """Drop a client and reclaim every slot it holds."""
+        if self.signals is not None:
+            self.signals.forget(identity)
         client = self.clients.pop(identity, None)
         if client is None:
             return
@@ -376,6 +387,8 @@ class ShmServer:
         """Reclaim everything and unlink the arena."""
         for identity in list(self.clients):
             self.forget(identity)
+        if self.signals is not None:
+            self.signals.close()
         for spare in self._arena_free.values():
             for segment in spare:
                 self._drop_arena(segment)
@@ -390,6 +403,7 @@ class ShmServer:
             "shm_bogus_releases": self.bogus_releases,
             "shm_reclaimed": self.reclaimed,
             "shm_slots_held": len(self._handouts),
+            **(self.signals.stats() if self.signals is not None else {}),
         }
 
 

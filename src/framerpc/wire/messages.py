@@ -110,10 +110,9 @@ class RPCEvents(StrEnum):
     PROPERTY_SET = "PROPERTY_SET"
     STOP_SERVER = "STOP_SERVER"
     EMIT_SIGNAL = "EMIT_SIGNAL"
-    # shared memory (framerpc.wire.shm): the same-host handshake, and the
-    # client's one-way release of the slots it is done with
-    SHM_HELLO = "SHM_HELLO"
-    SHM_RELEASE = "SHM_RELEASE"
+    SHM_HELLO = "SHM_HELLO"  # shared memory (wire.shm): same-host handshake,
+    SHM_RELEASE = "SHM_RELEASE"  # the client's one-way release of slots,
+    SHM_SUBSCRIBER = "SHM_SUBSCRIBER"  # its claim of a signal subscriber
 
 
 class RegistryEvents(StrEnum):
@@ -140,6 +139,7 @@ _REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
     RPCEvents.PROPERTY_SET: (("name", "p", str), ("value", "x", None)),
     RPCEvents.SHM_HELLO: (("name", "p", str), ("value", "x", bytes)),
     RPCEvents.SHM_RELEASE: (("value", "x", list),),
+    RPCEvents.SHM_SUBSCRIBER: (("value", "x", list),),
 }
 
 

@@ -31,6 +31,25 @@ Release
     and counted. An empty ``SHM_RELEASE`` says goodbye: the client closed
     and holds no array any more; the server forgets it. Only a server
     that answered the handshake with ``true`` receives any of these.
+Signals
+    A subscriber of the signal socket that shook hands on its RPC
+    connection may claim its fan-out subscriber (``framerpc.server.fanout``:
+    every native emission's header starts with ``"_"``, the subscriber's
+    id, 4 bytes big-endian). ``SHM_SUBSCRIBER`` with ``x = [id]`` (an int)
+    makes the server send that subscriber alone a ``""`` emission whose
+    ``x`` is ``[nonce]`` (16 random bytes: only the owner of the
+    subscription sees it) and reply ``{"shm": true}``; ``SHM_SUBSCRIBER``
+    with ``x = [nonce]`` (bytes) from the same connection then binds the
+    subscriber to it (reply ``{"shm": true}``, else ``false``). From then
+    on an emission whose top-level arguments hold arrays of
+    ``shm_threshold`` bytes or more reaches that subscriber with ``x`` a
+    map ``{"a": args, "shm": [[index, segment, offset, nbytes, slot,
+    generation, dtype, shape], ...]}``: ``args`` holds nil at each
+    ``index``, whose array is the reference's (the fields of a reply's
+    reference). Every other emission's ``x`` is a list. Signal slots are
+    numbered from ``SIGNAL_SLOT_BASE``; several subscribers may hold the
+    same slot, and each releases it like a reply's (``rl``,
+    ``SHM_RELEASE``) on its RPC connection.
 Probe
     About once a second the server sends each client that holds slots a
     reply to request ``PROBE_ID`` (-2, an id no request has; ``ok``, no
@@ -58,6 +77,8 @@ from .messages import (
     PROTOCOL_VERSION,
     Request,
     RPCEvents,
+    SignalEmission,
+    check_version,
     encode_request,
     encode_result,
 )
@@ -65,6 +86,10 @@ from .messages import (
 __all__ = [
     "MAX_RELEASES",
     "PROBE_ID",
+    "SIGNAL_SLOT_BASE",
+    "decode_signal",
+    "make_signal_args",
+    "subscriber_of",
     "REF_KEY",
     "ShmRef",
     "KEY_RELEASES",
@@ -89,6 +114,12 @@ MAX_RELEASES = 1024
 #: and clients number their requests from 0 up, so no call matches it.
 PROBE_ID = -2
 _MAX_DIMS = 32
+#: The first slot number of signal references (replies' are below).
+SIGNAL_SLOT_BASE = 1 << 32
+#: How a native emission's header starts: a map of 7 keys, "_": bin 4.
+_SIGNAL_HEAD = b"\x87\xa1_\xc4\x04"
+#: The key of a signal's arguments when ``x`` is a map (see above).
+_ARGS_KEY = "a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,3 +256,59 @@ def parse_ref(value: dict) -> ShmRef:
     if count * kind.itemsize != nbytes:
         raise ProtocolError("shared-memory reference: shape and dtype != nbytes")
     return ShmRef(segment, offset, nbytes, slot, generation, kind, tuple(shape))
+
+
+def subscriber_of(first: Any) -> int | None:
+    """The fan-out subscriber id a native emission's first frame starts
+    with (a buffer), or None."""
+    if first[:5] != _SIGNAL_HEAD or len(first) < 9:
+        return None
+    return int.from_bytes(first[5:9], "big")
+
+
+def make_signal_args(args: list, refs: dict[int, dict]) -> dict:
+    """The ``x`` of an emission whose arguments at the keys of ``refs``
+    (reference maps, ``make_ref``) travel through shared memory."""
+    return {
+        _ARGS_KEY: [None if i in refs else a for i, a in enumerate(args)],
+        REF_KEY: [[i, *ref[REF_KEY]] for i, ref in refs.items()],
+    }
+
+
+def decode_signal(
+    frames: Any,
+    max_frames: int = framing.MAX_FRAMES,
+    max_header: int = framing.MAX_HEADER_SIZE,
+) -> tuple[SignalEmission, list[tuple[int, dict]]]:
+    """Parse an emission that may carry references (see the module): the
+    emission (nil where a reference goes) and ``(index, reference map)``
+    pairs for ``parse_ref``.
+
+    Raises
+    ------
+    ProtocolError
+        Not a signal emission, or a malformed map ``x``.
+    """
+    header = check_version(framing.decode(frames, max_frames, max_header))
+    name, args = header.get("s"), header.get("x")
+    if header.get("e") != "EMIT_SIGNAL" or type(name) is not str:
+        raise ProtocolError("expected a signal emission")
+    refs: list[tuple[int, dict]] = []
+    if type(args) is dict:
+        xmap: dict = args
+        args, fields = xmap.get(_ARGS_KEY), xmap.get(REF_KEY)
+        if type(args) is not list or type(fields) is not list:
+            raise ProtocolError("a signal's shared-memory map needs a and shm")
+        for item in fields:
+            if (
+                type(item) is not list
+                or not item
+                or type(item[0]) is not int
+                or not 0 <= item[0] < len(args)
+                or args[item[0]] is not None
+            ):
+                raise ProtocolError("bad argument index in a signal reference")
+            refs.append((item[0], {REF_KEY: item[1:]}))
+    elif type(args) is not list:
+        raise ProtocolError("signal emission needs a name and an args list")
+    return SignalEmission(name, args, header.get("q"), header.get("ep")), refs

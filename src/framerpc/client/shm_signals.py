@@ -1,0 +1,165 @@
+"""A sync client's signals through shared memory (issue 14): claiming its
+fan-out subscriber, and emissions whose arrays are references.
+
+Once the client shook hands for shared memory (``client.shm``) and its
+signal receiver saw its subscriber id (the handshake token's emission
+names it, ``wire.shm.subscriber_of``), ``claim`` sends ``SHM_SUBSCRIBER``
+with that id; the server sends the subscription alone a nonce, which the
+receiver passes here, and ``claim`` hands it back on the RPC connection
+(``wire.shm``, "Signals"; ``server.shm_signals``). From then on the
+receiver decodes emissions with ``SignalShm.decode``: an array that came
+as a reference is a read-only numpy array over the server's segment (no
+copy), whose base is a lease of the client's ``ShmLink``: it is released
+when the array and its views are garbage collected, batched with the
+client's next call or by the link's timer, as buffer replies are.
+
+An older server answers the claim with an error, a server with ``shm``
+off with ``false``: the signals keep today's frames, silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..wire import shm as wire_shm
+from ..wire.messages import Request, RPCEvents, SignalEmission
+
+__all__ = ["SignalShm", "accepted", "claim"]
+
+_log = logging.getLogger(__name__)
+
+#: Longest wait (s) for the server's nonce on the signal socket.
+_NONCE_WAIT_S = 2.0
+
+
+class SignalShm:
+    """The receiver's side (see the module): decodes emissions with
+    ``leases`` and collects the nonces the server sends this subscription.
+
+    Parameters
+    ----------
+    leases : client.shm.Leases
+        The link whose leases release the signal arrays.
+    send : callable, optional
+        Sends the queued releases now if it can, without blocking
+        (``flush`` calls it).
+    """
+
+    def __init__(self, leases: Any, send: Callable[[], None] | None = None) -> None:
+        self.leases = leases
+        self._send = send
+        self._nonces: collections.deque[bytes] = collections.deque(maxlen=8)
+        self._arrived = threading.Event()
+
+    def decode(self, frames: list) -> SignalEmission:
+        """An emission with its references resolved (``wire.shm``).
+
+        Raises
+        ------
+        ProtocolError
+            A malformed emission or reference, or a segment that cannot be
+            mapped (the references' slots are released all the same).
+        """
+        emission, refs = wire_shm.decode_signal(frames)
+        args = emission.args
+        failed = None
+        for index, ref in refs:
+            try:
+                args[index] = self.leases.resolve(ref)
+            except Exception as exc:  # resolved ones are released on GC
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        return emission
+
+    def flush(self) -> None:
+        """Send the queued releases now if no call is in flight (the
+        receiver calls it after each emission: a listener that did not keep
+        the array frees its slot at once, not at the link's next timer;
+        a pool frame's slot goes back to the camera that soon)."""
+        if self.leases.pending and self._send is not None:
+            self._send()
+
+    def nonce(self, value: bytes) -> None:
+        """A nonce the server sent this subscription (receiver thread)."""
+        self._nonces.append(value)
+        self._arrived.set()
+
+    def take_nonce(self) -> bytes | None:
+        """The oldest nonce received and not taken yet, or None."""
+        try:
+            return self._nonces.popleft()
+        except IndexError:
+            return None
+
+    def next_nonce(self, timeout: float) -> bytes | None:
+        """The next nonce received within ``timeout`` s, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nonce = self.take_nonce()
+            if nonce is not None:
+                return nonce
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._arrived.clear()
+            if self._nonces:
+                continue
+            self._arrived.wait(left)
+
+
+def accepted(reply: Any) -> bool:
+    """Whether a reply to ``SHM_SUBSCRIBER`` says yes."""
+    answer = reply.value if reply.ok else None
+    return type(answer) is dict and answer.get(wire_shm.REF_KEY) is True
+
+
+def claim(client: Any) -> bool:
+    """Claim ``client``'s signal subscriber for references (see the
+    module); whether the server bound it. Called once the client has its
+    shared-memory link and its signal receiver is subscribed."""
+    link, receiver = client._shm, client._signal_receiver
+    if link is None or receiver is None or receiver.subscriber is None:
+        return False
+    shm = SignalShm(link, lambda: _send_releases(client, link))
+    receiver.shm = shm  # before the claim: the nonce comes through it
+    ident = receiver.subscriber
+    if not _ask(client, [ident]):
+        receiver.shm = None
+        return False
+    # another client's claim of ours may send us its nonce too: the
+    # server takes only the one it sent for our connection
+    deadline = time.monotonic() + _NONCE_WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        nonce = shm.next_nonce(left)
+        if nonce is None:
+            break
+        if _ask(client, [nonce]):
+            _log.debug("signal arrays from %s may use shared memory", client.url)
+            return True
+    _log.debug("signal subscriber of %s not bound", client.url)
+    return False  # receiver.shm stays: a reference can come only if bound
+
+
+def _send_releases(client: Any, link: Any) -> None:
+    if client._lock.acquire(blocking=False):  # else the next call, the timer
+        try:
+            if not client._closed:
+                link.flush(client.socket)
+        finally:
+            client._lock.release()
+
+
+def _ask(client: Any, value: list) -> bool:
+    request = Request(RPCEvents.SHM_SUBSCRIBER, next(client._ids), value=value)
+    try:
+        reply = client._request(request, client._timeout)
+    except (TimeoutError, RuntimeError) as exc:
+        _log.debug("no shared memory for signals of %s: %s", client.url, exc)
+        return False
+    return accepted(reply)

@@ -1,0 +1,450 @@
+"""Signal emissions carrying frames through shared memory (issue 14).
+
+A same-host client whose RPC connection shook hands (``SHM_HELLO``,
+``server.shm_frames``) claims its own fan-out subscriber (``server.fanout``;
+``wire.shm``, "Signals"): it names the subscriber id its emissions carry,
+the server sends that subscriber alone a random nonce, and the client
+hands it back on the same connection. Only the owner of a subscription
+sees its nonce: no client can bind another's subscriber or pin its slots.
+
+Then each top-level argument array of ``shm_threshold`` bytes or more of
+an emission is placed once for all bound subscribers: a ``FramePool``
+frame in shared memory is referred to in place (no copy) for at most half
+the pool's slots at a time, any other array is copied once into this
+module's arena (bounded by ``shm_max_bytes``, as the replies' arena).
+Each slot counts its holders (RPC connections, once per reference sent);
+each release (``rl`` or ``SHM_RELEASE``, routed here by
+``ShmServer.release`` for slots from ``SIGNAL_SLOT_BASE``) takes one off;
+the slot is free when none is left. References come back without a
+release when the send is refused (a full queue) or when ``ShmServer``
+forgets the holder (goodbye, process ended, unreachable). A subscriber
+that departs loses its binding; the references it was sent stay with its
+connection (the client may hold those arrays) until released or the
+client is forgotten. A subscriber holding ``shm_max_slots`` references
+or a full arena gets today's frames (``shm_signal_fallbacks``), as does
+everyone else (other hosts, JSON, unclaimed, ``shm`` off on either side).
+
+Threads: ``publish`` runs in an emitting thread under the server's
+signal lock, ``claim``, ``release`` and ``forget`` in the serving thread;
+a lock of its own guards the slots.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zmq
+
+from .._ratelog import RateLimitedLog
+from ..pool import _Lease
+from ..transport import shm as segments
+from ..wire import framing
+from ..wire import shm as wire_shm
+from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
+
+if TYPE_CHECKING:
+    from .fanout import Fanout, _Subscriber
+    from .shm_frames import ShmServer
+
+__all__ = ["ShmSignals"]
+
+_log = logging.getLogger(__name__)
+
+_NOBLOCK = int(zmq.NOBLOCK)
+#: Most claims waiting for their nonce (older ones are dropped).
+_MAX_PENDING = 64
+_NONCE = 16
+_NO = wire_shm.hello_reply(False)
+_YES = wire_shm.hello_reply(True)
+
+
+class _Slot:
+    __slots__ = ("arena", "frame", "generation", "holders", "pool")
+
+    def __init__(self, generation: int, frame: Any, arena: Any) -> None:
+        self.generation = generation
+        self.frame = frame  # a pool frame (keeps its pool slot out) or None
+        self.pool = 0  # id() of the frame's pool's free list (counted pins)
+        self.arena = arena  # an arena segment, back to the free list after
+        self.holders: dict[bytes, int] = {}  # RPC identity -> references
+
+
+class ShmSignals:
+    """References in signal emissions for claimed subscribers (see the
+    module).
+
+    Parameters
+    ----------
+    shm : ShmServer
+        The server's shared-memory clients (who may claim).
+    fanout : Fanout
+        The native signal socket's fanout.
+    signal_lock : threading.Lock
+        The server's signal lock (the fanout's socket is used under it).
+    """
+
+    def __init__(self, shm: ShmServer, fanout: Fanout, signal_lock: Any) -> None:
+        self._shm = shm
+        self._fanout = fanout
+        self._signal_lock = signal_lock
+        self.threshold = shm.threshold
+        self.max_bytes = shm.max_bytes
+        self.max_slots = shm.max_slots
+        #: fan-out subscriber id -> the RPC identity that claimed it
+        self.claims: dict[int, bytes] = {}
+        self._pending: dict[bytes, tuple[int, bytes]] = {}  # nonce -> claim
+        self._slots: dict[int, _Slot] = {}
+        self._free_ids: list[int] = []
+        self._next_id = wire_shm.SIGNAL_SLOT_BASE
+        self._generations = itertools.count(1)
+        self._held: dict[bytes, int] = {}  # RPC identity -> references held
+        self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
+        self._arena_free: dict[int, list[segments.Segment]] = {}
+        self._arena_bytes = 0
+        self._lock = threading.Lock()
+        self._fallback_log = RateLimitedLog(_log)
+        self.refs = 0
+        self.copies = 0
+        self.fallbacks = 0
+        self.returned = 0
+        self.bogus = 0
+        self.reclaimed = 0
+        fanout.shm = self  # attached to both
+        shm.signals = self
+
+    # -- claims (serving thread) -------------------------------------------
+
+    def claim(self, identity: bytes, value: Any) -> dict:
+        """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals")."""
+        item = value[0] if type(value) is list and len(value) == 1 else None
+        if identity not in self._shm.clients or item is None:
+            return _NO
+        if type(item) is int:
+            return _YES if self._send_nonce(identity, item) else _NO
+        if type(item) is not bytes:
+            return _NO
+        with self._lock:
+            entry = self._pending.pop(item, None)
+            if entry is None or entry[1] != identity:
+                self.bogus += 1
+                return _NO
+            if entry[0] not in self._fanout.subscribers:  # left meanwhile
+                return _NO
+            self.claims[entry[0]] = identity
+        _log.debug("subscriber %d bound to client %s", entry[0], identity.hex())
+        return _YES
+
+    def _send_nonce(self, identity: bytes, ident: int) -> bool:
+        nonce = secrets.token_bytes(_NONCE)
+        head = _header(SignalEmission("", [nonce]))
+        fanout = self._fanout
+        with self._signal_lock:
+            if fanout.sock.closed:
+                return False
+            try:
+                fanout.read_input()  # a subscriber that has just arrived
+                sub = fanout.subscribers.get(ident)
+                if sub is None:
+                    return False
+                fanout.sock.send(sub.prefix + head, _NOBLOCK)
+            except zmq.ZMQError:  # its queue is full, or closing
+                return False
+        with self._lock:
+            while len(self._pending) >= _MAX_PENDING:
+                del self._pending[next(iter(self._pending))]
+            self._pending[nonce] = (ident, identity)
+        return True
+
+    def departed(self, ident: int) -> None:
+        """A subscriber left (the fanout forgot it): unbind it."""
+        with self._lock:
+            self.claims.pop(ident, None)
+
+    # -- emissions (an emitting thread, under the signal lock) ---------------
+
+    def publish(self, emission: SignalEmission) -> list[_Subscriber]:
+        """Send the bound subscribers that can take them ``emission``'s
+        arrays as references; the subscribers left for today's frames."""
+        subs = list(self._fanout.subscribers.values())
+        args = emission.args
+        big = [
+            i
+            for i, arg in enumerate(args)
+            if type(arg) is np.ndarray
+            and arg.nbytes >= self.threshold
+            and not arg.dtype.hasobject
+            and arg.dtype.fields is None
+        ]
+        if not big:
+            return subs
+        with self._lock:
+            claims, held, cap = self.claims, self._held, self.max_slots
+            targets, rest = [], []
+            for sub in subs:
+                who = claims.get(sub.ident)
+                if who is None:
+                    rest.append(sub)
+                elif held.get(who, 0) + len(big) > cap:
+                    self._fallback("a subscriber holds %d slots", held.get(who, 0))
+                    rest.append(sub)
+                else:
+                    targets.append((sub, who))
+            if not targets:
+                return subs
+            refs, slots = self._place_all(args, big)
+            if refs is None:
+                return subs
+            for slot in slots:
+                for _, who in targets:
+                    slot[1].holders[who] = slot[1].holders.get(who, 0) + 1
+            for _, who in targets:
+                held[who] = held.get(who, 0) + len(slots)
+        xmap = wire_shm.make_signal_args(args, refs)
+        frames = framing.encode(_header_dict(emission, xmap))
+        before = [sub.dropped for sub, _ in targets]
+        self._fanout._send_each(frames, len(_HEAD_PREFIX), [s for s, _ in targets])
+        with self._lock:
+            for (sub, who), dropped in zip(targets, before, strict=True):
+                if sub.dropped != dropped:  # refused: its references come back
+                    self.returned += 1
+                    for number, _ in slots:
+                        self._take_back(number, who, 1)
+                else:
+                    self.refs += len(slots)
+        return rest
+
+    def _place_all(
+        self, args: list, big: list[int]
+    ) -> tuple[dict[int, dict] | None, list[tuple[int, _Slot]]]:
+        refs: dict[int, dict] = {}
+        slots: list[tuple[int, _Slot]] = []
+        for index in big:
+            placed = self._place(args[index])
+            if placed is None:  # undo the others: the socket takes them all
+                for number, slot in slots:
+                    if not slot.holders:
+                        self._free(number)
+                return None, []
+            refs[index], number, slot = placed
+            slots.append((number, slot))
+        return refs, slots
+
+    def _place(self, value: np.ndarray) -> tuple[dict, int, _Slot] | None:
+        base = value.base
+        if (
+            type(base) is _Lease
+            and base._segment is not None
+            and value.flags.c_contiguous
+            and base._free is not None
+            and base._free.qsize() > 0  # the camera can still acquire
+        ):
+            segment = base._segment
+            offset = int(value.ctypes.data) - segment.address
+            pool = id(base._free)
+            # at most half its slots (the camera keeps the rest, however
+            # long subscribers hold frames): beyond, one copy
+            depth = segment.size // segments.round_pages(value.nbytes)
+            pinned = self._pinned.get(pool, 0)
+            if 0 <= offset and offset + value.nbytes <= segment.size:
+                if pinned < depth // 2:
+                    placed = self._slot(segment, offset, value, value, None)
+                    placed[2].pool = pool
+                    self._pinned[pool] = pinned + 1
+                    return placed  # 0 copies
+        segment = self._arena_take(value.nbytes)
+        if segment is None:
+            self._fallback("signal arena full (%d bytes)", self._arena_bytes)
+            return None
+        target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
+            value.shape
+        )
+        np.copyto(target, value, casting="no")
+        self.copies += 1
+        return self._slot(segment, 0, value, None, segment)
+
+    def _slot(
+        self,
+        segment: segments.Segment,
+        offset: int,
+        value: np.ndarray,
+        frame: Any,
+        arena: Any,
+    ) -> tuple[dict, int, _Slot]:
+        if self._free_ids:
+            number = self._free_ids.pop()
+        else:
+            number, self._next_id = self._next_id, self._next_id + 1
+        slot = _Slot(next(self._generations), frame, arena)
+        self._slots[number] = slot
+        ref = wire_shm.make_ref(
+            segment.name,
+            offset,
+            value.nbytes,
+            number,
+            slot.generation,
+            value.dtype,
+            value.shape,
+        )
+        return ref, number, slot
+
+    def _fallback(self, why: str, *args: Any) -> None:
+        self.fallbacks += 1
+        self._fallback_log.warning(
+            "shared memory for signals exhausted, frames sent: " + why, *args
+        )
+
+    def _arena_take(self, nbytes: int) -> segments.Segment | None:
+        size = segments.round_pages(nbytes)
+        free = self._arena_free.get(size)
+        if free:
+            return free.pop()
+        for other, spare in list(self._arena_free.items()):
+            while spare and self._arena_bytes + size > self.max_bytes:
+                segment = spare.pop()
+                self._arena_bytes -= segment.size
+                segment.close()
+            if not spare:
+                del self._arena_free[other]
+        if self._arena_bytes + size > self.max_bytes:
+            return None
+        try:
+            segment = segments.Segment(size)
+        except OSError as exc:
+            _log.info("no shared-memory segment of %d bytes: %s", size, exc)
+            return None
+        self._arena_bytes += segment.size
+        return segment
+
+    # -- releases (serving thread) --------------------------------------------
+
+    def release(self, owner: bytes, pairs: list[tuple[int, int]]) -> list:
+        """Take one reference of ``owner`` off each signal slot ``pairs``
+        names; the pairs that name replies' slots (below
+        ``SIGNAL_SLOT_BASE``)."""
+        rest = []
+        with self._lock:
+            for number, generation in pairs:
+                if number < wire_shm.SIGNAL_SLOT_BASE:
+                    rest.append((number, generation))
+                    continue
+                slot = self._slots.get(number)
+                if (
+                    slot is None
+                    or slot.generation != generation
+                    or owner not in slot.holders
+                ):
+                    self.bogus += 1
+                    continue
+                self._take_back(number, owner, 1)
+        return rest
+
+    def _take_back(self, number: int, owner: bytes, count: int) -> None:
+        slot = self._slots[number]
+        left = slot.holders[owner] - count
+        if left > 0:
+            slot.holders[owner] = left
+        else:
+            del slot.holders[owner]
+        held = self._held.get(owner, 0) - count
+        if held > 0:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
+        if not slot.holders:
+            self._free(number)
+
+    def _free(self, number: int) -> None:
+        slot = self._slots.pop(number)
+        if slot.arena is not None:
+            self._arena_free.setdefault(slot.arena.size, []).append(slot.arena)
+        if slot.pool:
+            left = self._pinned.pop(slot.pool) - 1
+            if left:
+                self._pinned[slot.pool] = left
+        slot.frame = None  # a pool frame's slot goes back with it
+        self._free_ids.append(number)
+
+    def holds(self, identity: bytes) -> bool:
+        """Whether ``identity`` holds references (ShmServer probes it)."""
+        return identity in self._held
+
+    def forget(self, identity: bytes) -> None:
+        """``ShmServer`` forgot ``identity``: unbind its subscribers and
+        take back every reference it holds."""
+        with self._lock:
+            for ident in [i for i, who in self.claims.items() if who == identity]:
+                del self.claims[ident]
+            if identity not in self._held:
+                return
+            for number, slot in list(self._slots.items()):
+                count = slot.holders.get(identity)
+                if count:
+                    self.reclaimed += count
+                    self._take_back(number, identity, count)
+
+    def rename(self, old: bytes, new: bytes) -> None:
+        """A client reconnected (``ShmServer``): its references move along."""
+        with self._lock:
+            for ident, who in list(self.claims.items()):
+                if who == old:
+                    self.claims[ident] = new
+            if old in self._held:
+                self._held[new] = self._held.pop(old)
+                for slot in self._slots.values():
+                    if old in slot.holders:
+                        slot.holders[new] = slot.holders.pop(old)
+
+    def close(self) -> None:
+        """Drop every slot and unlink the arena (the server stopped)."""
+        with self._lock:
+            self.claims.clear()
+            self._held.clear()
+            for number in list(self._slots):
+                self._slots[number].holders.clear()
+                self._free(number)
+            for spare in self._arena_free.values():
+                for segment in spare:
+                    self._arena_bytes -= segment.size
+                    segment.close()
+            self._arena_free.clear()
+
+    def stats(self) -> dict[str, int]:
+        """The counters ``RPCServer.stats`` adds (see there)."""
+        return {
+            "shm_signal_refs": self.refs,
+            "shm_signal_copies": self.copies,
+            "shm_signal_fallbacks": self.fallbacks,
+            "shm_signal_refused": self.returned,
+            "shm_signal_bogus": self.bogus,
+            "shm_signal_slots_held": len(self._slots),
+            "shm_signal_bound": len(self.claims),
+        }
+
+
+#: What ``fanout.encode_native`` starts with, up to the subscriber id.
+_HEAD_PREFIX = b"\x87\xa1_\xc4\x04\0\0\0\0"
+
+
+def _header_dict(emission: SignalEmission, x: Any) -> dict:
+    """A native emission's header (``fanout.encode_native``'s layout: the
+    subscriber id first, 7 keys) with ``x`` as given."""
+    return {
+        "_": b"\0\0\0\0",
+        "v": PROTOCOL_VERSION,
+        "e": RPCEvents.EMIT_SIGNAL.value,
+        "s": emission.name,
+        "x": x,
+        "q": emission.seq,
+        "ep": emission.epoch,
+    }
+
+
+def _header(emission: SignalEmission) -> bytes:
+    """A small emission's one frame, without its subscriber prefix."""
+    frames = framing.encode(_header_dict(emission, emission.args))
+    return bytes(frames[0])[len(_HEAD_PREFIX) :]
