@@ -173,7 +173,7 @@ def test_each_reply_wakes_the_loop(server, monkeypatch, loop_mode) -> None:
             results = await asyncio.wait_for(
                 asyncio.gather(*(cam.echo(i) for i in range(50))), 20
             )
-            assert results == list(range(50))  # echo: add's 0.5 s is too short under load
+            assert results == list(range(50))  # echo: add has a 0.5 s timeout
             for i in range(20):
                 assert await asyncio.wait_for(cam.echo(i), 20) == i
 
