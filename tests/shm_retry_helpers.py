@@ -4,11 +4,15 @@ past the client's timeout, as a busy server's would be."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from shm_helpers import ShmCamera
+
+from framerpc.transport import shm as segments
 
 #: The client's timeout (ms), hence its handshake's: the server's first
 #: SHM_HELLO is held until the client has given up on it.
@@ -35,3 +39,24 @@ def hold_first_hello(
 
     camera._shm.hello = hello
     return release, count
+
+
+def hold_first_hello_until_given_up(camera: ShmCamera) -> None:
+    """Make the server hold its first SHM_HELLO until the client gave up on
+    it (its probe segment is gone), for clients whose constructor needs the
+    server again before the test could release it (an asyncio proxy with
+    signals asks for them right after the handshake)."""
+    first = [True]
+    real = camera._shm.hello
+
+    def hello(identity: bytes, probe: str, nonce: bytes) -> dict:
+        if first[0]:
+            first[0] = False
+            path = os.path.join(segments.SHM_DIR, probe)
+            deadline = time.monotonic() + 30
+            while os.path.exists(path):
+                assert time.monotonic() < deadline, "the client never gave up"
+                time.sleep(0.01)
+        return real(identity, probe, nonce)
+
+    camera._shm.hello = hello

@@ -10,7 +10,12 @@ import pytest
 from aio_helpers import run, until
 from conftest import wait_until
 from shm_helpers import ShmCamera, ShmCameraAPI, in_shared_memory, needs_shm
-from shm_retry_helpers import TIMEOUT_MS, hold_first_hello
+from shm_retry_helpers import (
+    TIMEOUT_MS,
+    hold_first_hello,
+    hold_first_hello_until_given_up,
+)
+from shm_signal_helpers import SignalCamera, SignalCameraAPI
 
 import framerpc.aio
 from framerpc.client import shm_retry
@@ -99,3 +104,25 @@ def test_closing_while_a_retry_waits_cancels_it(
         assert task.cancelled()
 
     run(main())  # no task left on the loop
+
+
+def test_a_late_yes_brings_the_signal_arrays_to_shared_memory_too(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    camera = serve(SignalCamera(ctx, shm_url))
+    hold_first_hello_until_given_up(camera)
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            SignalCameraAPI, camera.url, context=ctx, timeout=TIMEOUT_MS
+        ) as cam:
+            frames = cam.frame_ready.subscribe()
+            assert not cam._shm.retry.accepted
+            await until(lambda: camera.stats["shm_signal_bound"] == 1)
+            camera.emit_plain(7)
+            frame, seq = await anext(frames)
+            assert seq == 7 and np.all(frame == 7) and in_shared_memory(frame)
+            del frame
+
+    run(main())

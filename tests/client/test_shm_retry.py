@@ -10,6 +10,7 @@ import pytest
 from conftest import wait_until
 from shm_helpers import ShmCamera, ShmCameraProxy, in_shared_memory, needs_shm
 from shm_retry_helpers import TIMEOUT_MS, hold_first_hello
+from shm_signal_helpers import SignalCamera, SignalCameraProxy
 
 from framerpc.client import shm_retry
 from framerpc.wire import shm as wire_shm
@@ -106,3 +107,22 @@ def test_closing_while_a_retry_waits_ends_the_links_thread(
         proxy.close()
     assert not timer.is_alive()  # joined by close
     assert hellos[0] == 1
+
+
+@needs_shm
+def test_a_late_yes_brings_the_signal_arrays_to_shared_memory_too(
+    ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found at the merge of the retry and signal claims: a client accepted
+    only by a retry kept its signals' arrays on the socket."""
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    camera = serve(SignalCamera(ctx, shm_url))
+    release, _ = hold_first_hello(camera)
+    with SignalCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS) as proxy:
+        release.set()
+        assert camera.stats["shm_signal_bound"] == 0
+        assert wait_until(lambda: camera.stats["shm_signal_bound"] == 1)
+        camera.emit_plain(7)
+        frame, seq = proxy.next()
+        assert seq == 7 and np.all(frame == 7) and in_shared_memory(frame)
+        del frame

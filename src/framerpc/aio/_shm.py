@@ -23,6 +23,7 @@ from typing import Any
 from ..client import shm as shared
 from ..client import shm_retry
 from ..wire.messages import Reply, Request, RPCEvents
+from . import _shm_signals
 
 __all__ = ["AioShm", "connect", "rehandshake"]
 
@@ -77,12 +78,15 @@ class AioShm(shared.Leases):
                 if wait is None:
                     return
                 await asyncio.sleep(wait)
-                if await self.handshake() is False:
-                    client = self._client
+                answer = await self.handshake()
+                client = self._client
+                if answer is False:
                     if client._shm is self:
                         client._shm = None
                     self.close()
                     return
+                if answer and client._signal_hub is not None:
+                    await _shm_signals.claim(client)  # a late yes: signals too
         finally:  # at once: a handshake answered None later starts a new task
             self._retrying = None
 

@@ -156,8 +156,8 @@ class AsyncClient:
             }
             self._signal_hub = SignalHub(zctx, signal_url, self._options, types)
             await self._sync_signals()
-            if self._shm is not None:  # signals' arrays through shared memory
-                await _shm_signals.claim(self)
+            if self._shm is not None and self._shm.retry.accepted:
+                await _shm_signals.claim(self)  # signals' arrays through shm too
         # streams too follow a restarted server (a new stream_url), and
         # shared memory (a new handshake)
         if self._link.watch is not None and (

@@ -188,7 +188,8 @@ class RPCClient(InventoryMixin, CallsMixin):
             self.socket.connect(url)
             self._load_inventory(protocol == "auto")
             self._shm = _shmlink.connect(self)  # same host and user: shm
-            if self._shm is not None and self._signal_receiver is not None:
+            shm, receiver = self._shm, self._signal_receiver
+            if shm is not None and shm.retry.accepted and receiver is not None:
                 _shmsig.claim(self)  # signals' arrays through shared memory too
             with self._life_lock:
                 if self._closed:  # context.destroy() came during __init__

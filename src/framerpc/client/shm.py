@@ -42,7 +42,7 @@ from ..errors import ProtocolError
 from ..transport import shm as segments
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents
-from . import shm_retry
+from . import shm_retry, shm_signals
 
 __all__ = [
     "Leases",
@@ -231,10 +231,13 @@ class ShmLink(Leases):
         client = self._client
         if client._closed or client._lock.locked():
             return
-        if self.handshake() is False:
+        answer = self.handshake()
+        if answer is False:
             if client._shm is self:
                 client._shm = None
             self.close()  # this thread ends with it
+        elif answer and client._signal_receiver is not None:
+            shm_signals.claim(client)  # a late yes: signals' arrays too
 
     def goodbye(self, sock: Any) -> None:
         """``Leases.goodbye`` to a server that said yes; to one that has not
