@@ -388,14 +388,21 @@ class ShmServer:
 
 def _read_probe(name: str, size: int) -> bytes | None:
     """The first ``size`` bytes of a client's probe segment, or None when
-    it cannot be opened (another host, another user) or is not ``0600``."""
+    it cannot be opened (another host, another user) or is not a ``0600``
+    regular file. ``O_NONBLOCK``: opening a FIFO named by a peer must not
+    wait for a writer (it would stop the serve loop for good)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(os.path.join(segments.SHM_DIR, name), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(segments.SHM_DIR, name), flags)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o600:
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_uid != os.getuid()
+            or stat.S_IMODE(info.st_mode) != 0o600
+        ):
             return None
         return os.pread(fd, size, 0)
     except OSError:
