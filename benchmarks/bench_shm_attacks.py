@@ -13,6 +13,8 @@ about 100 Hz by a thread). While the attack runs, another client calls
 - the server's CPU time (user + system, all threads) during the attack,
 - its RSS growth (now, ``VmRSS``) and peak RSS growth (``VmHWM``),
 - the slowest echo the other client saw (ms),
+- the server's CPU use over 3 s after the attack (its signal still
+  ticking at 100 Hz), in percent of a core,
 - what the attack left in the server (shared-memory clients and slots,
   fan-out subscriber records, counters), and whether a fresh
   well-behaved same-host client still gets shared memory.
@@ -32,8 +34,8 @@ Attacks:
 ``fanout_churn``
     3,000 subscribers connect, subscribe and leave, 50 at a time.
 ``fanout_many``
-    900 subscribers connect and stay until each got an emission, then
-    all leave.
+    900 subscribers (``--subscribers``) connect and stay until each got
+    an emission, then all leave.
 """
 
 from __future__ import annotations
@@ -287,7 +289,7 @@ def attack_fanout_churn(child: Child) -> dict:
 
 def attack_fanout_many(child: Child) -> dict:
     socks = []
-    for _ in range(900):  # under 1,024 file descriptors a side
+    for _ in range(SUBSCRIBERS):
         sub = child.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 10)
@@ -339,6 +341,8 @@ def measure(name: str) -> dict:
             other.close()
         time.sleep(2.5)  # one shared-memory sweep and fan-out idle read
         after = child.probe()
+        time.sleep(3.0)  # what the server spends afterwards, idle but ticking
+        idle = child.probe()["cpu"] - after["cpu"]
         fresh = _fresh_client_gets_shm(child)
         return {
             "attack": name,
@@ -347,6 +351,7 @@ def measure(name: str) -> dict:
             "rss_mb": round((after["rss"] - before["rss"]) / 1024, 1),
             "peak_mb": round((after["hwm"] - before["hwm"]) / 1024, 1),
             "other_ms": round(max(latencies) * 1000, 1),
+            "idle_cpu_pct": round(idle / 3.0 * 100, 1),
             "shm_clients": after["shm_clients"],
             "slots": after["shm_slots_held"],
             "bogus": after["shm_bogus_releases"],
@@ -358,6 +363,10 @@ def measure(name: str) -> dict:
     finally:
         child.close()
 
+
+#: Subscribers of ``fanout_many`` (``--subscribers``; under 1,024 file
+#: descriptors a side).
+SUBSCRIBERS = 900
 
 ATTACKS = [
     "hello_flood",
@@ -372,8 +381,10 @@ ATTACKS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--subscribers", type=int, default=SUBSCRIBERS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    globals()["SUBSCRIBERS"] = args.subscribers
     if args.serve:
         serve()
         return
