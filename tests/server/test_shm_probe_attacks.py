@@ -119,6 +119,7 @@ def test_other_files_named_as_probe_are_refused(tmp_path) -> None:
                 directory,
                 link,
                 "framerpc-" + "9" * 300,
+                "framerpc-" + "9" * 5000 + "-1-1-" + "a" * 32,  # int() refuses it
                 "../" * 10 + "dev/zero",
             ):
                 assert server.hello(b"x", name, NONCE) == {wire_shm.REF_KEY: False}, (

@@ -59,7 +59,9 @@ AVAILABLE = (
     and os.path.isdir("/proc/self")
 )
 _PREFIX = "framerpc-"
-_NAME = re.compile(r"framerpc-(\d+)-(\d+)-(\d+)-([0-9a-f]{32})\Z")
+# bounded digit counts: a peer names the probe, and int() refuses
+# (ValueError) strings of over 4,300 digits
+_NAME = re.compile(r"framerpc-(\d{1,10})-(\d{1,10})-(\d{1,20})-([0-9a-f]{32})\Z")
 _PAGE = mmap.PAGESIZE
 _stale_done = False
 _stale_lock = threading.Lock()
