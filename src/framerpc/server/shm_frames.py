@@ -127,6 +127,7 @@ class ShmServer:
         self._arena_free: dict[int, list[segments.Segment]] = {}
         self._arena_bytes = 0
         self._next_sweep = 0.0
+        self._next_drop = 0.0
         self._sock = sock
         bound = options.dead_peer_ms
         self._grace = max(_SWEEP_S, _GRACE_S if bound is None else bound / 1000)
@@ -145,6 +146,8 @@ class ShmServer:
         """Answer a client's ``SHM_HELLO``: whether it may use shared memory."""
         capable = False
         owner = segments.parse_name(probe)
+        if len(self.clients) >= _MAX_CLIENTS and identity not in self.clients:
+            self._drop_unreachable()
         if (
             self.enabled
             and owner is not None
@@ -161,6 +164,27 @@ class ShmServer:
             )
         _log.debug("shared memory for client %s: %s", identity.hex(), capable)
         return wire_shm.hello_reply(capable)
+
+    def _drop_unreachable(self) -> None:
+        """Table full: forget the clients holding no slot whose connection
+        is gone (closed without a goodbye, process still alive), which
+        ``tick`` never probes; at most once every ``_SWEEP_S``. Without it
+        such entries stayed until their process ended, and once
+        ``_MAX_CLIENTS`` of them had piled up no client got shared memory."""
+        now = time.monotonic()
+        if self._sock is None or now < self._next_drop:
+            return
+        self._next_drop = now + _SWEEP_S
+        for identity, client in list(self.clients.items()):
+            if client.slots:
+                continue  # tick's probes and grace apply
+            try:
+                self._sock.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                if _lifecycle.is_context_terminated(exc):
+                    raise
+                if exc.errno == zmq.EHOSTUNREACH:
+                    self.forget(identity)
 
     def _reconnected(
         self, identity: bytes, owner: tuple[int, int, int], token: bytes
@@ -409,14 +433,21 @@ class ShmServer:
 
 def _read_probe(name: str, size: int) -> bytes | None:
     """The first ``size`` bytes of a client's probe segment, or None when
-    it cannot be opened (another host, another user) or is not ``0600``."""
+    it cannot be opened (another host, another user) or is not a ``0600``
+    regular file. ``O_NONBLOCK``: opening a FIFO named by a peer must not
+    wait for a writer (it would stop the serve loop for good)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(os.path.join(segments.SHM_DIR, name), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(segments.SHM_DIR, name), flags)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) != 0o600:
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_uid != os.getuid()
+            or stat.S_IMODE(info.st_mode) != 0o600
+        ):
             return None
         return os.pread(fd, size, 0)
     except OSError:

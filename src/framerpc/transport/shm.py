@@ -308,7 +308,9 @@ def attach(name: str) -> Attached:
     owner = parse_name(name)
     if owner is None or owner[0] != os.getuid():
         raise ValueError(f"not a shared-memory segment of this user: {name[:80]!r}")
-    fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY | os.O_NOFOLLOW)
+    # O_NONBLOCK: a FIFO of that name must not wait for a writer
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(os.path.join(SHM_DIR, name), flags)
     try:
         info = os.fstat(fd)
         if (
