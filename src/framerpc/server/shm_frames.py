@@ -43,7 +43,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import stat
 import time
 from typing import Any
 
@@ -155,7 +154,7 @@ class ShmServer:
             and (identity in self.clients or len(self.clients) < _MAX_CLIENTS)
             and 8 <= len(nonce) <= 64
         ):
-            capable = _read_probe(probe, len(nonce)) == nonce
+            capable = segments.read_probe(probe, len(nonce)) == nonce
         if capable and identity not in self.clients:
             assert owner is not None
             token = nonce[-_TOKEN:] if len(nonce) >= 2 * _TOKEN else b""
@@ -429,28 +428,3 @@ class ShmServer:
             "shm_slots_held": len(self._handouts),
             **(self.signals.stats() if self.signals is not None else {}),
         }
-
-
-def _read_probe(name: str, size: int) -> bytes | None:
-    """The first ``size`` bytes of a client's probe segment, or None when
-    it cannot be opened (another host, another user) or is not a ``0600``
-    regular file. ``O_NONBLOCK``: opening a FIFO named by a peer must not
-    wait for a writer (it would stop the serve loop for good)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(os.path.join(segments.SHM_DIR, name), flags)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if (
-            not stat.S_ISREG(info.st_mode)
-            or info.st_uid != os.getuid()
-            or stat.S_IMODE(info.st_mode) != 0o600
-        ):
-            return None
-        return os.pread(fd, size, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)

@@ -59,6 +59,7 @@ __all__ = [
     "parse_name",
     "pid_namespace",
     "process_alive",
+    "read_probe",
     "remove_stale",
     "same_namespace",
     "round_pages",
@@ -367,3 +368,28 @@ class AttachCache:
         """Forget every mapping (arrays still using one keep it mapped)."""
         with self._lock:
             self._maps.clear()
+
+
+def read_probe(name: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of a peer's probe segment, or None when
+    it cannot be opened (another host, another user) or is not a ``0600``
+    regular file. ``O_NONBLOCK``: opening a FIFO named by a peer must not
+    wait for a writer (it would stop the serve loop for good)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), flags)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_uid != os.getuid()
+            or stat.S_IMODE(info.st_mode) != 0o600
+        ):
+            return None
+        return os.pread(fd, size, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
