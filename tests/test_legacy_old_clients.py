@@ -33,7 +33,7 @@ def test_inventory_row(tcp_camera, legacy_client):
     assert reply["json_methods"]["add"] == 500
     assert reply["json_methods"]["arg_types"] is None
     assert reply["buffer_methods"] == {
-        "grab": 5000,
+        "grab": 30000,
         "read_buffer": None,
         "echo_buffer": 10000,
         "bad_buffer": 10000,

@@ -60,7 +60,15 @@ CASES = [(order, "tcp") for order in ORDERS] + [
 def test_shutdown_order_in_a_child_process(order: str, kind: str):
     result = run_child(order, kind)
     assert result.returncode == 0, result.stderr[-6000:]
-    assert result.stderr == "", result.stderr[-6000:]
+    # the emitter floods: on a loaded machine the proxy's queue fills and it
+    # reports the emissions it lost (the sequence check's warning), which
+    # is not a shutdown fault; anything else on stderr is
+    stderr = "".join(
+        line
+        for line in result.stderr.splitlines(keepends=True)
+        if " emission(s) lost before number " not in line
+    )
+    assert stderr == "", result.stderr[-6000:]
     assert f"{order} {kind} x{REPETITIONS}: ok" in result.stdout
 
 

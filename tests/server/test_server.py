@@ -88,7 +88,7 @@ def test_decorators_bare_and_called_publish_their_timeouts(tcp_camera, connect):
         "unsendable": 10000,
     }
     assert proxy._buffer_methods == {
-        "grab": 5000,
+        "grab": 30000,
         "read_buffer": None,
         "echo_buffer": 10000,
         "bad_buffer": 10000,
