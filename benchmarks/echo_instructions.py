@@ -5,18 +5,24 @@
                                            [--kinds echo,small,frame] [--jobs 2]
 
 Timing runs on a loaded 2-CPU VM cannot show a 3% change of a 50 us call;
-an instruction count can. Each measurement runs one process under
-``valgrind --tool=callgrind`` holding a server (its serving thread) and a
-client connected to it (``ipc://`` in a temporary folder by default, so a
-same-host client shakes hands for shared memory as it would in use;
-``inproc://`` leaves that out), makes warm-up calls of every kind, then
-``N`` calls of one kind. The difference of the totals (every thread of
-the process: client, serving thread, libzmq's I/O threads) of a run with
-``N = --calls`` and one with ``N = 0``, divided by ``--calls``, is the
-cost of one call on both sides, start-up and warm-up cancelled out.
-The totals of identical runs differ by a few million instructions (start-up;
-not per call): with 5000 calls that is under 1k per call, about 1% of an
-echo call; run twice to see the spread.
+an instruction count can. A server process and a client process talk over
+``ipc://`` (a temporary folder; or tcp loopback), so a same-host client
+shakes hands for shared memory as it would in use. One of the two runs
+under ``valgrind --tool=callgrind`` (all its threads, libzmq's I/O thread
+included), the other natively. The client makes warm-up calls of every
+kind, then ``N`` calls of one kind, then stops the server. The difference
+of the counted side's totals of a run with ``N = --calls`` and one with
+``N = 0``, divided by ``--calls``, is that side's cost of one call,
+start-up and warm-up cancelled out; client and server are counted in
+separate runs and added.
+
+One Python thread per process on purpose: with client and server in one
+process their contention for the GIL (a 5 ms switch interval, in wall
+time, which valgrind stretches 50-100x) made identical runs differ by
+several percent. What is left: the totals of identical runs differ by a
+few million instructions (start-up, the server's idle wake-ups while the
+client starts), under 1k per call with 5000 calls, about 1% of an echo
+call; run twice to see the spread.
 
 Kinds: ``echo`` (a 10-character str there and back, a JSON method),
 ``small`` (two ints and a keyword in, a small dict out) and, with
@@ -44,7 +50,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 __all__ = ["count", "main"]
@@ -56,10 +61,9 @@ _WARMUP = 300
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
-def _worker(transport: str, kind: str, calls: int) -> None:
-    """One measured process: a server thread and a client, ``_WARMUP`` calls
-    of each kind then ``calls`` of ``kind`` (imports framerpc from
-    ``PYTHONPATH``)."""
+def _device() -> tuple[type, type]:
+    """The measured device's server and proxy classes (imports framerpc
+    from ``PYTHONPATH``)."""
     import numpy as np
     import zmq
 
@@ -97,13 +101,30 @@ def _worker(transport: str, kind: str, calls: int) -> None:
     class Proxy(Device, RPCClient):
         pass
 
-    folder = tempfile.mkdtemp()
-    url = f"ipc://{folder}/echo.sock" if transport == "ipc" else "inproc://echo"
+    return Server, Proxy
+
+
+def _serve(url: str) -> None:
+    """The server process: bind ``url``, print the bound URL, serve until
+    the client's STOP_SERVER."""
+    import zmq
+
+    server_cls, _ = _device()
     context = zmq.Context()
-    server = Server(context, url)
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    proxy = Proxy(context, url, timeout=60000)
+    server = server_cls(context, url)
+    print(server.url, flush=True)
+    server.serve_forever()
+    context.term()
+
+
+def _call(url: str, kind: str, calls: int) -> None:
+    """The client process: warm-up calls of every kind, ``calls`` of
+    ``kind``, then stop the server."""
+    import zmq
+
+    _, proxy_cls = _device()
+    context = zmq.Context()
+    proxy = proxy_cls(context, url, timeout=600000)
     try:
         for which, n in [(k, _WARMUP) for k in _KINDS] + [(kind, calls)]:
             if which == "echo":
@@ -118,17 +139,17 @@ def _worker(transport: str, kind: str, calls: int) -> None:
                 for _ in range(n):
                     if proxy.small(2, 3, scale=0.5) != {"sum": 5, "scale": 0.5}:
                         raise AssertionError("small")
+        proxy.stop_server()
     finally:
         proxy.close()
-        server.stop_server()
-        thread.join()
         context.term()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
-def count(src: Path, pure: bool, transport: str, kind: str, calls: int) -> int:
-    """Total instructions (callgrind, all threads) of one worker run with
-    framerpc imported from ``src``."""
+def count(
+    src: Path, pure: bool, transport: str, side: str, kind: str, calls: int
+) -> int:
+    """Total instructions (callgrind, all threads) of ``side`` ("client"
+    or "server") in one run of a pair with framerpc imported from ``src``."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "callgrind.out")
         # one OpenBLAS thread: its idle workers' spinning is counted too
@@ -141,18 +162,35 @@ def count(src: Path, pure: bool, transport: str, kind: str, calls: int) -> int:
         env.pop("FRAMERPC_PURE", None)
         if pure:
             env["FRAMERPC_PURE"] = "1"
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            __file__,
-            "--worker",
-            transport,
-            kind,
-            str(calls),
-        ]
-        subprocess.run(command, env=env, check=True, capture_output=True)
+        grind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        url = f"ipc://{folder}/echo.sock" if transport == "ipc" else "tcp://127.0.0.1"
+        serve = [sys.executable, __file__, "--worker", "server", url]
+        server = subprocess.Popen(
+            (grind if side == "server" else []) + serve,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            bound = server.stdout.readline().strip()
+            if not bound:
+                raise RuntimeError("the server process did not start")
+            call = [sys.executable, __file__, "--worker", "client", bound, kind]
+            subprocess.run(
+                (grind if side == "client" else []) + call + [str(calls)],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            server.wait(600)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
         match = _TOTALS.search(Path(out).read_bytes())
     if match is None:
         raise RuntimeError("no totals in callgrind's output")
@@ -161,31 +199,47 @@ def count(src: Path, pure: bool, transport: str, kind: str, calls: int) -> int:
 
 def per_call(
     src: Path, pure: bool, transport: str, calls: int, kinds: list[str], jobs: int
-) -> dict[str, float]:
-    """Instructions of one call of each of ``kinds``, on both sides: the
-    difference of a run with ``calls`` of that kind and one with none
-    (``jobs`` runs at a time)."""
-    runs = [("echo", 0)] + [(kind, calls) for kind in kinds]
+) -> dict[str, dict[str, float]]:
+    """Instructions of one call of each of ``kinds``, by side ("client",
+    "server"): the difference of a run with ``calls`` of that kind and one
+    with none (``jobs`` runs at a time)."""
+    runs = [
+        (side, kind, n)
+        for side in ("client", "server")
+        for kind, n in [("echo", 0)] + [(k, calls) for k in kinds]
+    ]
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-        totals = list(pool.map(lambda run: count(src, pure, transport, *run), runs))
+        totals = dict(
+            zip(
+                runs,
+                pool.map(lambda run: count(src, pure, transport, *run), runs),
+                strict=True,
+            )
+        )
     return {
-        kind: (total - totals[0]) / calls
-        for kind, total in zip(kinds, totals[1:], strict=True)
+        kind: {
+            side: (totals[(side, kind, calls)] - totals[(side, "echo", 0)]) / calls
+            for side in ("client", "server")
+        }
+        for kind in kinds
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", type=Path, help="another checkout's folder")
-    parser.add_argument("--transport", choices=("ipc", "inproc"), default="ipc")
+    parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--engines", default="compiled,pure")
     parser.add_argument("--kinds", default="echo,small", help="and/or frame")
     parser.add_argument("--jobs", type=int, default=2, help="valgrinds at a time")
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        if args.worker[0] == "server":
+            _serve(args.worker[1])
+        else:
+            _call(args.worker[1], args.worker[2], int(args.worker[3]))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed", file=sys.stderr)
@@ -195,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         base = args.baseline.resolve()
         checkouts["baseline"] = base / "src" if (base / "src").is_dir() else base
     print(
-        f"instructions per call, client and server together, {args.transport}, "
+        f"instructions per call (client + server), {args.transport}, "
         f"{args.calls} calls; ratio = this / baseline"
     )
+    kinds = args.kinds.split(",")
     for engine in args.engines.split(","):
-        kinds = args.kinds.split(",")
         rows = {
             name: per_call(
                 src, engine == "pure", args.transport, args.calls, kinds, args.jobs
@@ -207,11 +261,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, src in checkouts.items()
         }
         for kind in kinds:
-            cells = "  ".join(f"{name} {row[kind]:9.0f}" for name, row in rows.items())
+            cells, totals = [], {}
+            for name, row in rows.items():
+                client, server = row[kind]["client"], row[kind]["server"]
+                totals[name] = client + server
+                cells.append(
+                    f"{name} {client:7.0f} + {server:7.0f} = {totals[name]:7.0f}"
+                )
             ratio = ""
-            if "baseline" in rows:
-                ratio = f"  ratio {rows['this'][kind] / rows['baseline'][kind]:.4f}"
-            print(f"{engine:9s} {kind:6s} {cells}{ratio}", flush=True)
+            if "baseline" in totals:
+                ratio = f"  ratio {totals['this'] / totals['baseline']:.4f}"
+            print(f"{engine:9s} {kind:6s} {'  '.join(cells)}{ratio}", flush=True)
     return 0
 
 
