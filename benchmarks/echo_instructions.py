@@ -146,10 +146,17 @@ def _call(url: str, kind: str, calls: int) -> None:
 
 
 def count(
-    src: Path, pure: bool, transport: str, side: str, kind: str, calls: int
+    src: Path,
+    pure: bool,
+    transport: str,
+    side: str,
+    kind: str,
+    calls: int,
+    keep: Path | None = None,
 ) -> int:
     """Total instructions (callgrind, all threads) of ``side`` ("client"
-    or "server") in one run of a pair with framerpc imported from ``src``."""
+    or "server") in one run of a pair with framerpc imported from ``src``;
+    callgrind's output is copied into ``keep`` when given."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "callgrind.out")
         # one OpenBLAS thread: its idle workers' spinning is counted too
@@ -191,6 +198,10 @@ def count(
                 server.wait()
             if server.stdout is not None:
                 server.stdout.close()
+        if keep is not None:
+            engine = "pure" if pure else "compiled"
+            name = f"{src.parent.name}-{engine}-{side}-{kind}-{calls}.callgrind"
+            shutil.copyfile(out, keep / name)
         match = _TOTALS.search(Path(out).read_bytes())
     if match is None:
         raise RuntimeError("no totals in callgrind's output")
@@ -198,7 +209,13 @@ def count(
 
 
 def per_call(
-    src: Path, pure: bool, transport: str, calls: int, kinds: list[str], jobs: int
+    src: Path,
+    pure: bool,
+    transport: str,
+    calls: int,
+    kinds: list[str],
+    jobs: int,
+    keep: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Instructions of one call of each of ``kinds``, by side ("client",
     "server"): the difference of a run with ``calls`` of that kind and one
@@ -212,7 +229,7 @@ def per_call(
         totals = dict(
             zip(
                 runs,
-                pool.map(lambda run: count(src, pure, transport, *run), runs),
+                pool.map(lambda run: count(src, pure, transport, *run, keep), runs),
                 strict=True,
             )
         )
@@ -234,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="compiled,pure")
     parser.add_argument("--kinds", default="echo,small", help="and/or frame")
     parser.add_argument("--jobs", type=int, default=2, help="valgrinds at a time")
+    parser.add_argument(
+        "--keep", type=Path, help="keep callgrind's outputs here (callgrind_annotate)"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         if args.worker[0] == "server":
@@ -256,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     for engine in args.engines.split(","):
         rows = {
             name: per_call(
-                src, engine == "pure", args.transport, args.calls, kinds, args.jobs
+                src,
+                engine == "pure",
+                args.transport,
+                args.calls,
+                kinds,
+                args.jobs,
+                args.keep,
             )
             for name, src in checkouts.items()
         }
