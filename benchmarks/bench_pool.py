@@ -19,105 +19,23 @@ Frames: 5.76 MB (1200x800x3 uint16) and 24.9 MB (2160x3840x3 uint8), the
 demo's. The systems take turns within each round (round-robin, so that
 load changes hit all of them alike); each cell is the median over all
 rounds of the milliseconds per fetch. ``FRAMERPC_PURE=1`` measures the
-pure-Python engine (the server processes inherit it).
+pure-Python engine (the server processes inherit it). The servers are
+``_frame_servers``' (shared with ``bench_shm.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import multiprocessing as mp
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-_SRC = Path(__file__).resolve().parent.parent / "src"
-if importlib.util.find_spec("framerpc") is None and (_SRC / "framerpc").is_dir():
-    sys.path.insert(0, str(_SRC))  # a source checkout without install
+import numpy as np
+import zmq
+from _frame_servers import SIZES, BenchProxy, servers
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
-
-from framerpc import FramePool, RPCClient, RPCServer  # noqa: E402
-
-SIZES: dict[str, tuple[tuple[int, ...], Any]] = {
-    "5.76 MB": ((1200, 800, 3), np.uint16),
-    "24.9 MB": ((2160, 3840, 3), np.uint8),
-}
 SYSTEMS = ("raw pyzmq", "framerpc plain", "framerpc pool")
-POOL_DEPTH = 4
-
-
-class BenchAPI:
-    def plain(self, kind: str) -> tuple:
-        raise NotImplementedError
-
-    def pooled(self, kind: str) -> tuple:
-        raise NotImplementedError
-
-
-@RPCClient.register_interface(BenchAPI)
-class BenchProxy(BenchAPI, RPCClient):
-    pass
-
-
-def _bind_url(transport: str, folder: str, name: str) -> str:
-    if transport == "tcp":
-        return "tcp://127.0.0.1"
-    return f"ipc://{folder}/{name}.sock"
-
-
-def _raw_server(transport: str, folder: str, urls: Any) -> None:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REP)
-    url = _bind_url(transport, folder, "raw")
-    if transport == "tcp":
-        sock.bind(url + ":0")
-    else:
-        sock.bind(url)
-    frames = {kind: np.ones(shape, dtype) for kind, (shape, dtype) in SIZES.items()}
-    urls.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-    while True:
-        request = sock.recv()
-        if request == b"stop":
-            sock.send(b"")
-            break
-        sock.send_multipart([b"header", frames[request.decode()]], copy=False)
-    sock.close()
-    ctx.term()
-
-
-def _framerpc_server(transport: str, folder: str, urls: Any) -> None:
-    class BenchCamera(BenchAPI, RPCServer):
-        def __init__(self, ctx: zmq.Context, url: str) -> None:
-            self._plain = {k: np.ones(s, d) for k, (s, d) in SIZES.items()}
-            self._pools = {
-                k: FramePool(s, d, POOL_DEPTH) for k, (s, d) in SIZES.items()
-            }
-            for pool in self._pools.values():  # touch every page once
-                frames = [pool.acquire(0) for _ in range(pool.depth)]
-                for frame in frames:
-                    frame[...] = 1
-                del frames
-            RPCServer.__init__(self, ctx, url)
-
-        @RPCServer.register_method_buffer(timeout=30000)
-        def plain(self, kind: str) -> tuple:
-            return self._plain[kind], {}
-
-        @RPCServer.register_method_buffer(timeout=30000)
-        def pooled(self, kind: str) -> tuple:
-            return self._pools[kind].acquire(timeout=5), {}
-
-    ctx = zmq.Context()
-    camera = BenchCamera(ctx, _bind_url(transport, folder, "framerpc"))
-    urls.put(camera.url)
-    camera.serve_forever()  # until a STOP_SERVER request
-    ctx.term()
 
 
 def _time_raw(sock: zmq.Socket, kind: str, calls: int) -> list[float]:
@@ -150,15 +68,7 @@ def _time_framerpc(proxy: Any, method: str, kind: str, calls: int) -> list[float
 
 def run(transport: str, rounds: int, calls: int) -> dict[str, dict[str, float]]:
     """Median ms per fetch, by system and frame size, on ``transport``."""
-    spawn = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="bench-pool-") as folder:
-        urls = spawn.Queue()
-        raw = spawn.Process(target=_raw_server, args=(transport, folder, urls))
-        raw.start()
-        raw_url = urls.get(timeout=60)
-        server = spawn.Process(target=_framerpc_server, args=(transport, folder, urls))
-        server.start()
-        framerpc_url = urls.get(timeout=60)
+    with servers(transport, "bench-pool-") as (raw_url, framerpc_url):
         ctx = zmq.Context()
         sock = ctx.socket(zmq.REQ)
         sock.connect(raw_url)
@@ -186,8 +96,6 @@ def run(transport: str, rounds: int, calls: int) -> dict[str, dict[str, float]]:
             proxy.stop_server()
             proxy.close()
             ctx.term()
-            raw.join(30)
-            server.join(30)
     return {
         system: {
             kind: 1000 * statistics.median(samples[(system, kind)]) for kind in SIZES

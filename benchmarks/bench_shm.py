@@ -25,111 +25,29 @@ through shared memory (a server with ``shm_threshold=0``) and through the
 socket, to place ``SocketOptions.shm_threshold``.
 ``FRAMERPC_PURE=1`` measures the pure engine (the processes inherit it).
 Targets (issue 14): pool frame <= 2x echo and < 0.5 ms; plain array
-<= 0.6x raw pyzmq over ipc://.
+<= 0.6x raw pyzmq over ipc://. The servers are ``_frame_servers``'
+(shared with ``bench_pool.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import multiprocessing as mp
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-_SRC = Path(__file__).resolve().parent.parent / "src"
-if importlib.util.find_spec("framerpc") is None and (_SRC / "framerpc").is_dir():
-    sys.path.insert(0, str(_SRC))  # a source checkout without install
+import numpy as np
+import zmq
+from _frame_servers import SIZES, BenchProxy, servers
 
-import numpy as np  # noqa: E402
-import zmq  # noqa: E402
+from framerpc import RPCClient, RPCServer
+from framerpc.transport import DEFAULT_OPTIONS
 
-from framerpc import FramePool, RPCClient, RPCServer  # noqa: E402
-from framerpc.transport import DEFAULT_OPTIONS  # noqa: E402
-
-SIZES: dict[str, tuple[tuple[int, ...], Any]] = {
-    "5.76 MB": ((1200, 800, 3), np.uint16),
-    "24.9 MB": ((2160, 3840, 3), np.uint8),
-}
 SYSTEMS = ("echo", "raw pyzmq", "pool shm", "plain shm", "pool socket", "plain socket")
-POOL_DEPTH = 4
-
-
-class BenchAPI:
-    def echo(self, value: int) -> int:
-        raise NotImplementedError
-
-    def plain(self, kind: str) -> tuple:
-        raise NotImplementedError
-
-    def pooled(self, kind: str) -> tuple:
-        raise NotImplementedError
-
-
-@RPCClient.register_interface(BenchAPI)
-class BenchProxy(BenchAPI, RPCClient):
-    pass
-
-
-def _bind_url(transport: str, folder: str, name: str) -> str:
-    if transport == "tcp":
-        return "tcp://127.0.0.1"
-    return f"ipc://{folder}/{name}.sock"
-
-
-def _raw_server(transport: str, folder: str, urls: Any) -> None:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REP)
-    url = _bind_url(transport, folder, "raw")
-    sock.bind(url + ":0" if transport == "tcp" else url)
-    frames = {kind: np.ones(shape, dtype) for kind, (shape, dtype) in SIZES.items()}
-    urls.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-    while True:
-        request = sock.recv()
-        if request == b"stop":
-            sock.send(b"")
-            break
-        sock.send_multipart([b"header", frames[request.decode()]], copy=False)
-    sock.close()
-    ctx.term()
-
-
-def _framerpc_server(transport: str, folder: str, urls: Any) -> None:
-    class BenchCamera(BenchAPI, RPCServer):
-        def __init__(self, ctx: zmq.Context, url: str) -> None:
-            self._plain = {k: np.ones(s, d) for k, (s, d) in SIZES.items()}
-            self._pools = {
-                k: FramePool(s, d, POOL_DEPTH) for k, (s, d) in SIZES.items()
-            }
-            for pool in self._pools.values():  # touch every page once
-                frames = [pool.acquire(0) for _ in range(pool.depth)]
-                for frame in frames:
-                    frame[...] = 1
-                del frames
-            RPCServer.__init__(self, ctx, url)
-
-        @RPCServer.register_method_json
-        def echo(self, value: int) -> int:
-            return value
-
-        @RPCServer.register_method_buffer(timeout=30000)
-        def plain(self, kind: str) -> tuple:
-            return self._plain[kind], {}
-
-        @RPCServer.register_method_buffer(timeout=30000)
-        def pooled(self, kind: str) -> tuple:
-            return self._pools[kind].acquire(timeout=5), {}
-
-    ctx = zmq.Context()
-    camera = BenchCamera(ctx, _bind_url(transport, folder, "framerpc"))
-    urls.put(camera.url)
-    camera.serve_forever()  # until a STOP_SERVER request
-    ctx.term()
 
 
 def _time(call: Any, calls: int, check: Any = None) -> list[float]:
@@ -202,20 +120,12 @@ def _client(raw_url: str, url: str, rounds: int, calls: int, out: Any) -> None:
 def run_pair(transport: str, rounds: int, calls: int) -> dict[str, list[float]]:
     """Samples (s) of one process pair on ``transport``."""
     spawn = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="bench-shm-") as folder:
-        urls = spawn.Queue()
-        raw = spawn.Process(target=_raw_server, args=(transport, folder, urls))
-        raw.start()
-        raw_url = urls.get(timeout=60)
-        server = spawn.Process(target=_framerpc_server, args=(transport, folder, urls))
-        server.start()
-        url = urls.get(timeout=60)
+    with servers(transport, "bench-shm-") as (raw_url, url):
         out = spawn.Queue()
         client = spawn.Process(target=_client, args=(raw_url, url, rounds, calls, out))
         client.start()
         samples = out.get(timeout=600)
-        for process in (client, raw, server):
-            process.join(30)
+        client.join(30)
     return samples
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -149,6 +150,43 @@ def test_a_client_killed_with_sigkill_gets_its_slots_reclaimed(
         frame, _ = proxy.plain(3)
         assert in_shared_memory(frame) and np.all(frame == 3)
         del frame
+
+
+def test_a_busy_server_reclaims_the_slots_of_a_killed_client(
+    ctx, shm_url, serve
+) -> None:
+    # another client's calls keep the serve loop from ever idling: it
+    # still checks its shared-memory clients every few messages
+    camera = serve(ShmCamera(ctx, shm_url))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CLIENT, camera.url], stdout=subprocess.PIPE, text=True
+    )
+    stop, calls = threading.Event(), [0]
+
+    def keep_busy() -> None:
+        with ShmCameraProxy(ctx, camera.url) as proxy:
+            while not stop.is_set():
+                assert proxy.ping() == 1
+                calls[0] += 1
+
+    busy = threading.Thread(target=keep_busy)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        busy.start()
+        assert wait_until(lambda: calls[0] > 0)
+        child.send_signal(signal.SIGKILL)
+        child.wait(20)
+        assert wait_until(lambda: camera.stats["shm_reclaimed"] == 2)
+        assert wait_until(lambda: camera.pool.available == DEPTH)
+    finally:
+        stop.set()
+        if busy.is_alive():
+            busy.join(20)
+        if child.poll() is None:
+            child.kill()
+            child.wait(20)
+        child.stdout.close()
+    assert calls[0] > 0
 
 
 _SERVER = """
