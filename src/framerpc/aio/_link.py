@@ -33,7 +33,7 @@ from ..rpc import callpath
 from ..wire.messages import Reply, Request
 from ._fdwatch import FdWatch
 from ._linkutil import describe, private_context
-from ._loopcalls import SoloWait, fast_loop_calls
+from ._solo import SoloWait
 
 __all__ = ["Link", "describe"]
 
@@ -79,10 +79,6 @@ class Link:
         Socket tuning.
     """
 
-    #: The loop's ``create_future`` and ``time`` (set by ``open``).
-    _new_future: Callable[[], asyncio.Future]
-    _clock: Callable[[], float]
-
     def __init__(self, url: str, options: transport.SocketOptions) -> None:
         self.url = url
         self._options = options
@@ -97,7 +93,7 @@ class Link:
         self._tasks: list[asyncio.Task] = []
         self._busy = asyncio.Event()
         self._busy_set = False  # self._busy.is_set(), without a call
-        self._solo: SoloWait | None = None  # see _loopcalls
+        self._solo: SoloWait | None = None  # see _solo
         # requests sent minus replies read: with none outstanding, no reply
         # can arrive meanwhile, so a send cannot take its wake-up
         self._unanswered = 0
@@ -116,7 +112,6 @@ class Link:
         """Make and connect the socket, in the running loop; ``aclose``
         it even when this raises."""
         loop = self._loop = asyncio.get_running_loop()
-        self._new_future, self._clock = fast_loop_calls(loop)
         # a plain shadow of the user's context: framerpc's own socket list
         # (see _lifecycle), plain sockets for the transport's message I/O
         sock = transport.make_socket(
@@ -132,7 +127,8 @@ class Link:
             )
         sock.connect(self.url)
         self._fdwatch = FdWatch(sock, self._on_readable)
-        self._solo = SoloWait.make(loop, sock)
+        if self._fdwatch.on_loop_reader:  # not with zmq.asyncio's poller
+            self._solo = SoloWait.make(loop, sock)
         if self._watch is not None:
             self._tasks.append(
                 asyncio.create_task(self._watch_peer(), name=f"aio-watch {self.url}")
@@ -152,15 +148,15 @@ class Link:
         when the call ends without its request sent."""
         if self._closed or self._loop is None:
             raise RuntimeError(f"client of {self.url} is closed")
-        # hot path: no turn of an idle loop (_loopcalls), else two
-        if _running_loop() is not self._loop:  # its sockets live there
+        loop = self._loop
+        if asyncio.get_running_loop() is not loop:  # its sockets live there
             raise RuntimeError(
                 f"client of {self.url} belongs to another event loop: "
                 "use it from the loop it was opened in"
             )
-        future = self._new_future()
+        future = loop.create_future()
         watch = self._watch
-        started = self._clock()
+        started = loop.time()
         deadline = None if timeout is None else started + timeout / 1000
         entry = _Pending(future, deadline)
         # registered before the send: the deadline timer sees sends waiting
@@ -195,7 +191,7 @@ class Link:
             ) from None
         except PeerLostError as exc:
             what = describe(request) if request is not None else repr(method)
-            waited = self._clock() - started
+            waited = loop.time() - started
             raise PeerLostError(
                 f"no reply to {what} after {waited:.1f} s: {exc}"
             ) from None
@@ -437,7 +433,6 @@ class Link:
 
 
 _read_reply = callpath.read_reply
-_running_loop = asyncio.get_running_loop
 
 
 class _Expired(Exception):

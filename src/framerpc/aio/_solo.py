@@ -1,12 +1,8 @@
-"""Shortcuts of the asyncio client's hot path on asyncio's own loops.
+"""A shortcut of the asyncio client's hot path on asyncio's own loops.
 
 Two turns of an asyncio loop, the least a reply read by a loop callback
 takes to reach the awaiting task, cost 40k instructions in Python 3.11's
-pure-Python loop (a sync call: 35k in all), and a Python frame each for
-``loop.create_future()`` and ``loop.time()``.
-
-``fast_loop_calls``: what those two methods do, without the frame, when
-the loop keeps asyncio's own.
+pure-Python loop (callgrind; a whole sync call: 34k).
 
 ``SoloWait``: a call that is the loop's only business (nothing ready to
 run, no timer due) waits for its reply in ``zmq_poll`` on its socket and
@@ -25,40 +21,21 @@ the Windows proactor), selectors without a descriptor, and debug mode
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-__all__ = ["SoloWait", "fast_loop_calls"]
+__all__ = ["SoloWait"]
 
 _log = logging.getLogger(__name__)
 
 _POLLIN = int(zmq.POLLIN)
 #: Least time (s) before the loop's next timer worth a solo wait.
 _MIN_WAIT_S = 0.001
-
-
-def fast_loop_calls(
-    loop: asyncio.AbstractEventLoop,
-) -> tuple[Callable[[], asyncio.Future], Callable[[], float]]:
-    """``loop.create_future`` and ``loop.time``, or equivalents of them
-    with no Python frame when ``loop`` keeps asyncio's own."""
-    kind = type(loop)
-    base = asyncio.BaseEventLoop
-    new_future: Callable[[], asyncio.Future] = loop.create_future
-    if getattr(kind, "create_future", None) is base.create_future:
-        # what BaseEventLoop.create_future returns: asyncio.Future(loop=loop)
-        new_future = functools.partial(asyncio.Future, loop=loop)
-    clock: Callable[[], float] = loop.time
-    if getattr(kind, "time", None) is base.time:
-        clock = time.monotonic  # BaseEventLoop.time's own clock
-    return new_future, clock
 
 
 class SoloWait:
