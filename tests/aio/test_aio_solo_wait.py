@@ -79,17 +79,26 @@ def test_calls_on_an_idle_loop_complete_in_the_solo_wait(
     assert done[0] >= 1
 
 
-def test_a_timer_due_during_a_call_runs(ctx, server, blocking_polls) -> None:
+@pytest.mark.parametrize("purged", [False, True])
+def test_a_timer_due_during_a_call_runs(ctx, server, blocking_polls, purged) -> None:
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
             assert cam._link._solo is not None
+            loop = asyncio.get_running_loop()
+            if purged:
+                # many cancelled timers: the loop's next turn replaces its
+                # heap of timers with a new list (the wait must see that one)
+                for handle in [loop.call_later(60, print) for _ in range(300)]:
+                    handle.cancel()
+                await asyncio.sleep(0)
             assert await cam.add(1, 1) == 2  # wakes the peer watch
             blocking_polls.clear()
-            loop = asyncio.get_running_loop()
             # block() has no timeout: only the timer's callback releases it
             loop.call_later(0.05, server.release.set)
             assert await cam.block() is True
             assert blocking_polls, "block() did not wait in the solo wait"
+            # never past the timer (ms): the wait read the loop's timers
+            assert max(blocking_polls) <= 50
 
     run(main())
 

@@ -53,8 +53,8 @@ class SoloWait:
     """
 
     def __init__(self, loop: Any, sock: zmq.Socket, selector_fd: int) -> None:
+        self._loop = loop
         self._ready = loop._ready  # callbacks to run in the next turn
-        self._scheduled = loop._scheduled  # the timers, a heap
         self._clock = loop.time
         self._items: list[Any] = [(sock, _POLLIN), (selector_fd, _POLLIN)]
         self._sock = sock
@@ -86,13 +86,15 @@ class SoloWait:
         and ``read()`` the socket whenever it is readable. Returns when
         done, or as soon as the loop has anything to do (the caller then
         awaits as usual)."""
-        items, ready, scheduled = self._items, self._ready, self._scheduled
+        items, ready, loop = self._items, self._ready, self._loop
         sock, poll = self._sock, zmq.zmq_poll
         try:
             while not done():
-                if ready:
+                if ready or loop._stopping:
                     return
                 timeout_ms = -1
+                # the timers' heap (a new list after a purge of cancelled ones)
+                scheduled = loop._scheduled
                 if scheduled:
                     left = scheduled[0].when() - self._clock()
                     if left < _MIN_WAIT_S:
