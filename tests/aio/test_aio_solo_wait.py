@@ -27,12 +27,7 @@ from framerpc.aio import client as aio_client
 
 @pytest.fixture
 def blocking_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The solo waits that blocked in zmq_poll (their timeouts, ms), with
-    the client's periodic tasks (peer watch, restarts) slowed to one turn
-    in 30 s: the first call wakes the watch, the next ones find the loop
-    idle with no timer due before 30 s."""
-    monkeypatch.setattr(_link, "_WATCH_S", 30.0)
-    monkeypatch.setattr(aio_client, "_WATCH_S", 30.0)
+    """The solo waits that blocked in zmq_poll (their timeouts, ms)."""
     waits: list[int] = []
     real = zmq.zmq_poll
 
@@ -43,6 +38,17 @@ def blocking_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(zmq, "zmq_poll", poll)
     return waits
+
+
+async def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once connected (the send retries of a connection still being made
+    use the same period): the client's periodic tasks (peer watch,
+    restarts) slowed to one turn in 30 s. The next call wakes the watch,
+    the ones after it find the loop idle, no timer due before 30 s."""
+    monkeypatch.setattr(_link, "_WATCH_S", 30.0)
+    monkeypatch.setattr(aio_client, "_WATCH_S", 30.0)
+    # their sleeps begun before end first (the loop runs timers in order)
+    await asyncio.sleep(0.3)
 
 
 def _count_solo_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -67,6 +73,7 @@ def test_calls_on_an_idle_loop_complete_in_the_solo_wait(
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
             assert cam._link._solo is not None
+            await _quiet(monkeypatch)
             for i in range(20):
                 assert await cam.add(i, 1) == i + 1
             frame, info = await cam.grab([64, 32], "uint16")
@@ -80,10 +87,13 @@ def test_calls_on_an_idle_loop_complete_in_the_solo_wait(
 
 
 @pytest.mark.parametrize("purged", [False, True])
-def test_a_timer_due_during_a_call_runs(ctx, server, blocking_polls, purged) -> None:
+def test_a_timer_due_during_a_call_runs(
+    ctx, server, blocking_polls, purged, monkeypatch
+) -> None:
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
             assert cam._link._solo is not None
+            await _quiet(monkeypatch)
             loop = asyncio.get_running_loop()
             if purged:
                 # many cancelled timers: the loop's next turn replaces its
@@ -105,7 +115,7 @@ def test_a_timer_due_during_a_call_runs(ctx, server, blocking_polls, purged) -> 
 
 @pytest.mark.parametrize("source", ["threadsafe", "reader"])
 def test_the_loop_is_given_back_for_other_work(
-    ctx, server, source, blocking_polls
+    ctx, server, source, blocking_polls, monkeypatch
 ) -> None:
     left, right = socket.socketpair()
     worker: list[threading.Thread] = []
@@ -116,6 +126,7 @@ def test_the_loop_is_given_back_for_other_work(
             Camera, server.url, context=ctx, timeout=60_000
         ) as cam:
             assert cam._link._solo is not None
+            await _quiet(monkeypatch)
             # wakes the peer watch (a property: the client's timeout)
             assert await cam.gain == 1
             loop = asyncio.get_running_loop()
@@ -166,11 +177,12 @@ def test_the_loop_is_given_back_for_other_work(
 
 
 def test_a_call_cancelled_in_the_solo_wait_drops_its_late_reply(
-    ctx, server, blocking_polls
+    ctx, server, blocking_polls, monkeypatch
 ) -> None:
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
             assert cam._link._solo is not None
+            await _quiet(monkeypatch)
             assert await cam.add(1, 1) == 2  # wakes the peer watch
             blocking_polls.clear()
             with pytest.raises(TimeoutError):
