@@ -71,6 +71,12 @@ class FdWatch:
             self._task = self._loop.create_task(self._poll_loop())
         self._loop.call_soon(self._ready)  # what came before the watch
 
+    @property
+    def on_loop_reader(self) -> bool:
+        """Whether the loop watches the descriptor itself (``add_reader``),
+        not a ``zmq.asyncio`` polling task."""
+        return self._fd is not None
+
     def _ready(self) -> None:
         sock = self._sock
         try:

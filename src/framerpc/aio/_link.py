@@ -24,15 +24,16 @@ from collections import deque
 from collections.abc import Callable
 
 import zmq
-import zmq.asyncio
 
 from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
 from .._ratelog import RateLimitedLog
 from ..errors import PeerLostError, ProtocolError
 from ..rpc import callpath
-from ..wire.messages import Reply, Request, RPCEvents
+from ..wire.messages import Reply, Request
 from ._fdwatch import FdWatch
+from ._linkutil import describe, private_context
+from ._solo import SoloWait
 
 __all__ = ["Link", "describe"]
 
@@ -91,6 +92,8 @@ class Link:
         self._watch: PeerWatch | None = None
         self._tasks: list[asyncio.Task] = []
         self._busy = asyncio.Event()
+        self._busy_set = False  # self._busy.is_set(), without a call
+        self._solo: SoloWait | None = None  # see _solo
         # requests sent minus replies read: with none outstanding, no reply
         # can arrive meanwhile, so a send cannot take its wake-up
         self._unanswered = 0
@@ -108,7 +111,7 @@ class Link:
     def open(self, context: zmq.Context) -> None:
         """Make and connect the socket, in the running loop; ``aclose``
         it even when this raises."""
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         # a plain shadow of the user's context: framerpc's own socket list
         # (see _lifecycle), plain sockets for the transport's message I/O
         sock = transport.make_socket(
@@ -124,6 +127,8 @@ class Link:
             )
         sock.connect(self.url)
         self._fdwatch = FdWatch(sock, self._on_readable)
+        if self._fdwatch.on_loop_reader:  # not with zmq.asyncio's poller
+            self._solo = SoloWait.make(loop, sock)
         if self._watch is not None:
             self._tasks.append(
                 asyncio.create_task(self._watch_peer(), name=f"aio-watch {self.url}")
@@ -170,8 +175,13 @@ class Link:
                 await self._send_later(message, entry, future)
             entry.sent = True
             self._in_flight += 1
-            if watch is not None and not self._busy.is_set():
+            if watch is not None and not self._busy_set:
+                self._busy_set = True
                 self._busy.set()
+            if self._solo is not None and len(self._pending) == 1:
+                self._solo.wait(future.done, self._on_readable)  # loop idle
+            # the reply is no result of the future: the loop's handle that
+            # wakes this task holds the future until the turn ends
             await future
             return entry.reply  # type: ignore[return-value]
         except _Expired:
@@ -367,6 +377,7 @@ class Link:
                 del entry, exc
                 lost.clear()
             if not self._pending:
+                self._busy_set = False
                 self._busy.clear()
 
     def _lost_calls(self, watch: PeerWatch) -> list[tuple[_Pending, PeerLostError]]:
@@ -410,6 +421,7 @@ class Link:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
+        self._solo = None
         if self._fdwatch is not None:
             self._fdwatch.close_now()  # before the socket closes
             self._fdwatch = None
@@ -425,19 +437,3 @@ _read_reply = callpath.read_reply
 
 class _Expired(Exception):
     """A call's timer fired (becomes the TimeoutError that names the call)."""
-
-
-def private_context(context: zmq.Context) -> zmq.Context:
-    """framerpc's shadow of ``context`` (see ``_lifecycle``), plain even
-    when ``context`` is a ``zmq.asyncio`` one."""
-    if isinstance(context, zmq.asyncio.Context):
-        context = zmq.Context.shadow(context.underlying)
-    return _lifecycle.private_context(context)
-
-
-def describe(request: Request) -> str:
-    if request.method:
-        return repr(request.method)
-    if request.event in (RPCEvents.PROPERTY_GET, RPCEvents.PROPERTY_SET):
-        return f"property {request.name!r}"
-    return f"the {request.event} request"
