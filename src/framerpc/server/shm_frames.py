@@ -56,6 +56,7 @@ from ..transport import SocketOptions
 from ..transport import shm as segments
 from ..wire import messages
 from ..wire import shm as wire_shm
+from .shm_arena import Arena
 
 __all__ = ["ShmServer"]
 
@@ -123,8 +124,7 @@ class ShmServer:
         self._free_ids: list[int] = []
         self._next_id = 0
         self._generations = itertools.count(1)
-        self._arena_free: dict[int, list[segments.Segment]] = {}
-        self._arena_bytes = 0
+        self._arena = Arena(self.max_bytes)
         self._next_sweep = 0.0
         self._next_drop = 0.0
         self._sock = sock
@@ -243,9 +243,9 @@ class ShmServer:
                 return self._hand_out(
                     owner, client, segment, offset, value, value, None
                 )
-        segment = self._arena_take(value.nbytes)
+        segment = self._arena.take(value.nbytes)
         if segment is None:
-            self._fallback("arena full (%d bytes)", self._arena_bytes)
+            self._fallback("arena full (%d bytes)", self._arena.bytes)
             return None
         target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
             value.shape
@@ -287,31 +287,6 @@ class ShmServer:
             "shared memory exhausted, reply sent over the socket: " + why, *args
         )
 
-    def _arena_take(self, nbytes: int) -> segments.Segment | None:
-        size = segments.round_pages(nbytes)
-        free = self._arena_free.get(size)
-        if free:
-            return free.pop()
-        # make room: segments of other sizes nobody holds go first
-        for other, spare in list(self._arena_free.items()):
-            while spare and self._arena_bytes + size > self.max_bytes:
-                self._drop_arena(spare.pop())
-            if not spare:
-                del self._arena_free[other]
-        if self._arena_bytes + size > self.max_bytes:
-            return None
-        try:
-            segment = segments.Segment(size)
-        except OSError as exc:
-            _log.info("no shared-memory segment of %d bytes: %s", size, exc)
-            return None
-        self._arena_bytes += segment.size
-        return segment
-
-    def _drop_arena(self, segment: segments.Segment) -> None:
-        self._arena_bytes -= segment.size
-        segment.close()
-
     # -- releases and reclaiming -------------------------------------------
 
     def release(self, identity: Any, value: list) -> None:
@@ -341,8 +316,7 @@ class ShmServer:
         if client is not None:
             client.slots.discard(slot)
         if handout.arena is not None:
-            segment = handout.arena
-            self._arena_free.setdefault(segment.size, []).append(segment)
+            self._arena.give_back(handout.arena)
         handout.holder = None  # a pool frame's slot goes back with it
         self._free_ids.append(slot)
 
@@ -412,10 +386,7 @@ class ShmServer:
             self.forget(identity)
         if self.signals is not None:
             self.signals.close()
-        for spare in self._arena_free.values():
-            for segment in spare:
-                self._drop_arena(segment)
-        self._arena_free.clear()
+        self._arena.close()
 
     def stats(self) -> dict[str, int]:
         """The counters ``RPCServer.stats`` adds (see there)."""

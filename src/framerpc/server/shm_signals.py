@@ -46,6 +46,7 @@ from ..transport import shm as segments
 from ..wire import framing
 from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
+from .shm_arena import Arena
 
 if TYPE_CHECKING:
     from .fanout import Fanout, _Subscriber
@@ -104,8 +105,7 @@ class ShmSignals:
         self._generations = itertools.count(1)
         self._held: dict[bytes, int] = {}  # RPC identity -> references held
         self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
-        self._arena_free: dict[int, list[segments.Segment]] = {}
-        self._arena_bytes = 0
+        self._arena = Arena(self.max_bytes)
         self._lock = threading.Lock()
         self._fallback_log = RateLimitedLog(_log)
         self.refs = 0
@@ -256,9 +256,9 @@ class ShmSignals:
                     placed[2].pool = pool
                     self._pinned[pool] = pinned + 1
                     return placed  # 0 copies
-        segment = self._arena_take(value.nbytes)
+        segment = self._arena.take(value.nbytes)
         if segment is None:
-            self._fallback("signal arena full (%d bytes)", self._arena_bytes)
+            self._fallback("signal arena full (%d bytes)", self._arena.bytes)
             return None
         target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
             value.shape
@@ -297,28 +297,6 @@ class ShmSignals:
         self._fallback_log.warning(
             "shared memory for signals exhausted, frames sent: " + why, *args
         )
-
-    def _arena_take(self, nbytes: int) -> segments.Segment | None:
-        size = segments.round_pages(nbytes)
-        free = self._arena_free.get(size)
-        if free:
-            return free.pop()
-        for other, spare in list(self._arena_free.items()):
-            while spare and self._arena_bytes + size > self.max_bytes:
-                segment = spare.pop()
-                self._arena_bytes -= segment.size
-                segment.close()
-            if not spare:
-                del self._arena_free[other]
-        if self._arena_bytes + size > self.max_bytes:
-            return None
-        try:
-            segment = segments.Segment(size)
-        except OSError as exc:
-            _log.info("no shared-memory segment of %d bytes: %s", size, exc)
-            return None
-        self._arena_bytes += segment.size
-        return segment
 
     # -- releases (serving thread) --------------------------------------------
 
@@ -361,7 +339,7 @@ class ShmSignals:
     def _free(self, number: int) -> None:
         slot = self._slots.pop(number)
         if slot.arena is not None:
-            self._arena_free.setdefault(slot.arena.size, []).append(slot.arena)
+            self._arena.give_back(slot.arena)
         if slot.pool:
             left = self._pinned.pop(slot.pool) - 1
             if left:
@@ -407,11 +385,7 @@ class ShmSignals:
             for number in list(self._slots):
                 self._slots[number].holders.clear()
                 self._free(number)
-            for spare in self._arena_free.values():
-                for segment in spare:
-                    self._arena_bytes -= segment.size
-                    segment.close()
-            self._arena_free.clear()
+            self._arena.close()
 
     def stats(self) -> dict[str, int]:
         """The counters ``RPCServer.stats`` adds (see there)."""

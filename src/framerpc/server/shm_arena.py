@@ -1,0 +1,74 @@
+"""``Arena``: the shared-memory segments plain arrays are copied into, for
+buffer replies (``shm_frames``) and for signals (``shm_signals``), each
+server side its own, reused by size and bounded in bytes.
+
+A segment is taken for one array and given back when every holder
+released it; segments of other sizes that nobody holds are closed first
+when a new size would exceed the bound. Not thread-safe: each owner
+calls it under its own lock or from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..transport import shm as segments
+
+__all__ = ["Arena"]
+
+_log = logging.getLogger(__name__)
+
+
+class Arena:
+    """Segments of at most ``max_bytes`` in all (see the module).
+
+    Attributes
+    ----------
+    max_bytes : int
+        The bound (``SocketOptions.shm_max_bytes``).
+    bytes : int
+        The bytes of all open segments, held or free.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._free: dict[int, list[segments.Segment]] = {}
+
+    def take(self, nbytes: int) -> segments.Segment | None:
+        """A segment of at least ``nbytes``, or None when the bound (or the
+        host) leaves no room."""
+        size = segments.round_pages(nbytes)
+        free = self._free.get(size)
+        if free:
+            return free.pop()
+        # make room: segments of other sizes nobody holds go first
+        for other, spare in list(self._free.items()):
+            while spare and self.bytes + size > self.max_bytes:
+                self._drop(spare.pop())
+            if not spare:
+                del self._free[other]
+        if self.bytes + size > self.max_bytes:
+            return None
+        try:
+            segment = segments.Segment(size)
+        except OSError as exc:
+            _log.info("no shared-memory segment of %d bytes: %s", size, exc)
+            return None
+        self.bytes += segment.size
+        return segment
+
+    def give_back(self, segment: segments.Segment) -> None:
+        """``segment`` is held by nobody any more: free for the next take."""
+        self._free.setdefault(segment.size, []).append(segment)
+
+    def close(self) -> None:
+        """Unlink the free segments (held ones are given back first)."""
+        for spare in self._free.values():
+            for segment in spare:
+                self._drop(segment)
+        self._free.clear()
+
+    def _drop(self, segment: segments.Segment) -> None:
+        self.bytes -= segment.size
+        segment.close()
