@@ -22,7 +22,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..client import shm as shared
-from ..client import shm_retry
 from ..wire.messages import Reply, Request, RPCEvents
 from . import _shm_signals
 
@@ -50,7 +49,6 @@ class AioShm(shared.Leases):
         self._client = client
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self.retry = shm_retry.HandshakeRetry()
         self._retrying: asyncio.Task | None = None
 
     async def handshake(self) -> bool | None:
@@ -95,14 +93,6 @@ class AioShm(shared.Leases):
         tasks = self._client._tasks
         if task in tasks:
             tasks.remove(task)
-
-    def goodbye(self, sock: Any) -> None:
-        """``Leases.goodbye`` to a server that said yes; to one that has not
-        (yet), the queued releases only."""
-        if self.retry.accepted:
-            super().goodbye(sock)
-        else:
-            self.flush(sock)
 
     async def _hello(self) -> bool | None:
         """One handshake: whether the server said yes, None when it did not

@@ -95,6 +95,8 @@ class Leases:
         self.cache = segments.AttachCache()
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
         self._live: weakref.WeakSet[_Lease] = weakref.WeakSet()  # not released
+        #: The handshake's outcome and back-off (``shm_retry``).
+        self.retry = shm_retry.HandshakeRetry()
 
     def _leased(self) -> None:
         """Called at each array made (the release timer starts here)."""
@@ -178,12 +180,12 @@ class Leases:
 
     def goodbye(self, sock: Any) -> None:
         """At close (under the client's lock): send the queued releases and,
-        when no array of ours is alive any more, an empty release, which
-        tells the server it may forget this client. With arrays alive the
-        server keeps their slots until this process ends (they stay
-        correct)."""
+        when no array of ours is alive any more and the server said yes to
+        the handshake, an empty release, which tells the server it may
+        forget this client. With arrays alive the server keeps their slots
+        until this process ends (they stay correct)."""
         self.flush(sock)
-        if self._live or self.pending:
+        if self._live or self.pending or not self.retry.accepted:
             return
         try:
             transport.send_frames(sock, [b"", *wire_shm.encode_release([])], _NOBLOCK)
@@ -211,7 +213,6 @@ class ShmLink(Leases):
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._timer_lock = threading.Lock()
-        self.retry = shm_retry.HandshakeRetry()
 
     def handshake(self) -> bool | None:
         """Shake hands (again, after a reconnection: the server then moves
@@ -238,14 +239,6 @@ class ShmLink(Leases):
             self.close()  # this thread ends with it
         elif answer and client._signal_receiver is not None:
             shm_signals.claim(client)  # a late yes: signals' arrays too
-
-    def goodbye(self, sock: Any) -> None:
-        """``Leases.goodbye`` to a server that said yes; to one that has not
-        (yet), the queued releases only."""
-        if self.retry.accepted:
-            super().goodbye(sock)
-        else:
-            self.flush(sock)
 
     def _leased(self) -> None:
         if self._timer is None:
