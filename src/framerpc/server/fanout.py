@@ -42,16 +42,9 @@ budget shared by all lets one stalled subscriber stop the others. Here
 - A subscriber that leaves shows up as a bare ``b"\\x00"`` that does not
   say who. libzmq frees what its queue held when the socket is next used
   (an emission, ``stats``): its tracked bytes come back. Its record is
-  found with ``TOPICS_COUNT`` (``fanout_probe``) at the next arrival: after
-  a departure is read libzmq has no last pipe to probe with.
-  Each arrival probes every prefix on the new pipe to refuse a second
-  ``b""`` from a pipe that has a prefix already (one prefix, one bound per
-  connection): O(records) per arrival, so a read of the input stops after
-  ``READ_WORK`` records probed and the serve loop answers others before
-  the next one (issue 11). A handshake token may thus be emitted while
-  subscriptions are still queued: it reaches only pipes with a prefix,
-  so never one whose subscription was not read; that client sends its
-  handshake again (every 20 ms) and gets a later token.
+  found at the next arrival or once the input is read; a second ``b""``
+  from a pipe that has a prefix is ignored (``fanout_probe`` says how,
+  and why a read stops after ``READ_WORK`` records probed).
 """
 
 from __future__ import annotations
@@ -215,6 +208,11 @@ class SignalFanouts:
             total += fanout.held()
         return total
 
+    def close(self) -> None:
+        """Close what the fanouts opened themselves (under the lock)."""
+        for fanout in self.fanouts:
+            fanout.close()
+
     def drop_for_all(self, reason: str) -> None:
         self.dropped_for_all += 1
         self._warn_all.warning(
@@ -250,6 +248,8 @@ class Fanout:
         self.ignored = 0
         self._probe = True  # TOPICS_COUNT works (libzmq >= 4.3.5)
         self._read_at = 0.0  # monotonic time of the next read before emitting
+        self._probe_url: str | None = None  # inproc endpoint of the finder
+        self._finder: fanout_probe.Finder | None = None
         self.shm: Any = None  # shm_signals.ShmSignals: references for some
 
     def __iter__(self) -> Iterator[_Subscriber]:
@@ -260,17 +260,16 @@ class Fanout:
 
     # -- input ---------------------------------------------------------------
     def read_input(self, most: int = READ_MAX, work: int = READ_WORK) -> bool:
-        """Read up to ``most`` messages of the socket's input, or until
-        about ``work`` records were probed (an arrival probes each record):
-        new subscribers get their prefix, departures are noted. True when
-        input may be left
-        for the next call (the serve loop answers others in between)."""
+        """Read up to ``most`` input messages or until about ``work``
+        records were probed (an arrival probes each): new subscribers get
+        their prefix, departures are noted. True when input may be left."""
         sock = self.sock
         spent = 0
         for _ in range(most):
-            if spent >= work:
+            if spent and spent >= work:  # one message at least
                 return True
             if not sock.getsockopt(_EVENTS) & _POLLIN:
+                fanout_probe.find_departed(self, work - spent)
                 return False
             message = sock.recv(_NOBLOCK)
             spent += 1
@@ -278,14 +277,22 @@ class Fanout:
                 spent += self._arrived()
             elif message == b"\x00":
                 spent += self._cancelled()
-            else:
+            elif message == fanout_probe.PROBE_MESSAGE and self._finder is not None:
+                self._finder.scanning = True  # its pipe is the last one read
+                spent += self._finder.step(work - spent)
+            elif message != fanout_probe.PROBE_GONE:
                 self.ignored += 1
         return True
+
+    def close(self) -> None:
+        """Close the departure finder's pipe, if open."""
+        if self._finder is not None:
+            self._finder.close()
 
     def _arrived(self) -> int:
         # probe each prefix on the new pipe (the last one read): its own
         # prefix is a second b"" from it; then departed records, if any
-        # (the new pipe is live: what _resolve needs); the records probed
+        # (the new pipe is live); returns the records probed
         probed = 0
         if self._probe and self.subscribers:
             sock = self.sock

@@ -13,7 +13,18 @@ private prefix is held by its pipe alone, so:
   to P raises the count (:func:`gone`);
 - a departure does not lower the count (libzmq 4.3.5 forgets the pipe
   without counting its topics down), and leaves no last pipe: records
-  of departed subscribers are found only once a live pipe was read.
+  of departed subscribers are found at the next arrival (its pipe is
+  live), or by a :class:`Finder` once the input is read.
+
+An arrival probes every record on the new pipe to refuse a second ``b""``
+from a pipe that has a prefix already (one prefix, one bound per
+connection): O(records) per arrival, O(N^2) for N joining at once. So a
+read of the input (``Fanout.read_input``) stops after ``READ_WORK``
+records probed, and the serve loop answers other clients before the next
+read. A handshake token may thus be emitted while subscriptions are still
+queued: it reaches only pipes with a prefix, so never one whose
+subscription was not read, and that client sends its handshake again
+(every 20 ms) and gets a later token.
 
 Each function restores what it changed before it returns; the caller holds
 the signal lock and sends nothing in between.
@@ -21,12 +32,13 @@ the signal lock and sends nothing in between.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import zmq
 
-__all__ = ["count", "gone", "holds_one", "last_pipe_live"]
+__all__ = ["Finder", "find_departed", "count", "gone", "holds_one", "last_pipe_live"]
 
 _TOPICS = int(zmq.TOPICS_COUNT)
 _SUBSCRIBE = int(zmq.SUBSCRIBE)
@@ -93,3 +105,66 @@ def _own(sock: zmq.Socket, prefix: bytes, before: int) -> None:
     if count(sock) == before - 1:
         sock.setsockopt(_SUBSCRIBE, prefix)
 
+
+#: What the finder's own pipe sends to become the XPUB's last pipe, and
+#: what the XPUB reads once that pipe is closed.
+PROBE_MESSAGE = b"\x01" + _MARK + b"-finder"
+PROBE_GONE = b"\x00" + _MARK + b"-finder"
+
+
+class Finder:
+    """Finds the records of departed subscribers while the server is idle.
+
+    A departure leaves the XPUB without a last pipe, so the fan-out
+    connects a pipe of its own (an XSUB over ``inproc://``, open only while
+    departures are looked for) whose message makes it the last pipe, then
+    checks each record with :func:`gone`, ``work`` records a step.
+    """
+
+    def __init__(self, fan: Any) -> None:
+        if fan._probe_url is None:
+            fan._probe_url = f"inproc://framerpc-fanout-{uuid.uuid4().hex}"
+            fan.sock.bind(fan._probe_url)
+        self.fan = fan
+        self.base = fan.unresolved  # departures this pass accounts for
+        self.sock = fan.sock.context.socket(zmq.XSUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(fan._probe_url)
+        self.scanning = False  # True once its message was read
+        self._unseen: Iterator[Any] = iter(list(fan.subscribers.values()))
+        self.sock.send(PROBE_MESSAGE)
+
+    def step(self, work: int) -> int:
+        """Look at up to ``work`` records; the number looked at."""
+        fan, xpub = self.fan, self.fan.sock
+        if not last_pipe_live(xpub):  # a departure was read since: again
+            self.scanning = False
+            self.sock.send(PROBE_MESSAGE)
+            return 1
+        work = max(1, work)
+        found, seen = gone(xpub, self._unseen, work)
+        for sub in found:
+            if sub.ident in fan.subscribers:
+                fan._forget(sub)
+        if seen < work:  # every record looked at
+            fan.unresolved = max(0, fan.unresolved - self.base)
+            self.close()
+        return seen
+
+    def close(self) -> None:
+        if self.fan._finder is self:
+            self.fan._finder = None
+        self.sock.close(linger=0)
+
+
+def find_departed(fan: Any, work: int) -> None:
+    """``fan``'s input was read: look for departed records (about ``work``
+    of them) with a pipe of its own."""
+    finder = fan._finder
+    try:
+        if finder is not None and finder.scanning:
+            finder.step(work)
+        elif finder is None and fan.unresolved and fan._probe and work > 0:
+            fan._finder = Finder(fan)
+    except zmq.ZMQError:  # closing: records stay, bytes came back
+        pass
