@@ -8,13 +8,13 @@ after a departure's bare ``b"\\x00"`` (then both are no-ops), and
 private prefix is held by its pipe alone, so:
 
 - the last pipe holds prefix P when unsubscribing it from P lowers the
-  count (:func:`holds_one`: one option set and one read per record);
+  count (``holds_one``: one option set and one read per record);
 - nobody holds P (its subscriber left) when subscribing a live last pipe
-  to P raises the count (:func:`gone`);
+  to P raises the count (``gone``);
 - a departure does not lower the count (libzmq 4.3.5 forgets the pipe
   without counting its topics down), and leaves no last pipe: records
   of departed subscribers are found at the next arrival (its pipe is
-  live), or by a :class:`Finder` once the input is read.
+  live), or by a ``Finder`` once the input is read.
 
 An arrival probes every record on the new pipe to refuse a second ``b""``
 from a pipe that has a prefix already (one prefix, one bound per
@@ -118,7 +118,7 @@ class Finder:
     A departure leaves the XPUB without a last pipe, so the fan-out
     connects a pipe of its own (an XSUB over ``inproc://``, open only while
     departures are looked for) whose message makes it the last pipe, then
-    checks each record with :func:`gone`, ``work`` records a step.
+    checks each record with ``gone``, ``work`` records a step.
     """
 
     def __init__(self, fan: Any) -> None:
