@@ -128,21 +128,29 @@ class Finder:
         self.fan = fan
         self.base = fan.unresolved  # departures this pass accounts for
         self.sock = fan.sock.context.socket(zmq.XSUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(fan._probe_url)
         self.scanning = False  # True once its message was read
         self._unseen: Iterator[Any] = iter(list(fan.subscribers.values()))
-        self.sock.send(PROBE_MESSAGE)
+        try:
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.connect(fan._probe_url)
+            self.sock.send(PROBE_MESSAGE, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.sock.close(linger=0)
+            raise
 
     def step(self, work: int) -> int:
         """Look at up to ``work`` records; the number looked at."""
         fan, xpub = self.fan, self.fan.sock
-        if not last_pipe_live(xpub):  # a departure was read since: again
-            self.scanning = False
-            self.sock.send(PROBE_MESSAGE)
+        try:
+            if not last_pipe_live(xpub):  # a departure was read since: again
+                self.scanning = False
+                self.sock.send(PROBE_MESSAGE, zmq.NOBLOCK)
+                return 1
+            work = max(1, work)
+            found, seen = gone(xpub, self._unseen, work)
+        except zmq.ZMQError:  # closing, or its pipe full: another pass later
+            self.close()
             return 1
-        work = max(1, work)
-        found, seen = gone(xpub, self._unseen, work)
         for sub in found:
             if sub.ident in fan.subscribers:
                 fan._forget(sub)
