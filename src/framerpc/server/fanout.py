@@ -37,17 +37,14 @@ budget shared by all lets one stalled subscriber stop the others. Here
   the serve loop is idle and when ``stats`` is read, a bounded number of
   messages at a time, with ``MAXMSGSIZE`` small (an XPUB keeps every
   message a peer sends until it is read; a bigger one disconnects that
-  peer). A subscriber's queue is
-  empty until its subscription was read: the native handshake's token is
-  an emission, so it reaches a new subscriber only after that.
+  peer). A subscriber's queue is empty until its subscription was read:
+  the handshake's token is an emission, it reaches it only after that.
 - A subscriber that leaves shows up as a bare ``b"\\x00"`` that does not
   say who. libzmq frees what its queue held when the socket is next used
-  (an emission, ``stats``): its tracked bytes come back; its record is
-  found and forgotten when the next subscriber arrives, by probing each
-  prefix with ``TOPICS_COUNT`` on the new pipe (a prefix without a pipe
-  counts as a new topic). The same probe finds a
-  second ``b""`` from a pipe that has a prefix already (ignored: one
-  prefix, one bound per connection).
+  (an emission, ``stats``): its tracked bytes come back. Its record is
+  found at the next arrival or once the input is read; a second ``b""``
+  from a pipe that has a prefix is ignored (``fanout_probe`` says how,
+  and why a read stops after ``READ_WORK`` records probed).
 """
 
 from __future__ import annotations
@@ -64,6 +61,7 @@ from .._ratelog import RateLimitedLog
 from ..errors import SerializationError
 from ..wire import framing, json_codec
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
+from . import fanout_probe
 
 __all__ = ["SignalFanouts", "Fanout", "json_prefix", "native_prefix"]
 
@@ -73,7 +71,6 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-_TOPICS = int(zmq.TOPICS_COUNT)
 _SUBSCRIBE = int(zmq.SUBSCRIBE)
 _UNSUBSCRIBE = int(zmq.UNSUBSCRIBE)
 #: Largest message a peer may send on a signal socket (a subscription is
@@ -83,6 +80,10 @@ _UNSUBSCRIBE = int(zmq.UNSUBSCRIBE)
 MAX_INPUT = 4096
 #: Most input messages read at a time (before an emission, or ``stats``).
 READ_MAX = 4096
+#: Records probed at most by one read of the input (an arrival probes
+#: every record, 2 socket options each): a few ms, then the serve loop
+#: answers other clients before the next read (issue 11).
+READ_WORK = 1024
 #: Shortest time (s) between two reads of the input before emissions.
 READ_INTERVAL = 0.005
 #: The header of a native emission up to the subscriber id: a map of 7
@@ -207,6 +208,11 @@ class SignalFanouts:
             total += fanout.held()
         return total
 
+    def close(self) -> None:
+        """Close what the fanouts opened themselves (under the lock)."""
+        for fanout in self.fanouts:
+            fanout.close()
+
     def drop_for_all(self, reason: str) -> None:
         self.dropped_for_all += 1
         self._warn_all.warning(
@@ -242,6 +248,8 @@ class Fanout:
         self.ignored = 0
         self._probe = True  # TOPICS_COUNT works (libzmq >= 4.3.5)
         self._read_at = 0.0  # monotonic time of the next read before emitting
+        self._probe_url: str | None = None  # inproc endpoint of the finder
+        self._finder: fanout_probe.Finder | None = None
         self.shm: Any = None  # shm_signals.ShmSignals: references for some
 
     def __iter__(self) -> Iterator[_Subscriber]:
@@ -251,31 +259,54 @@ class Fanout:
         return sum(sub.release() for sub in self.subscribers.values())
 
     # -- input ---------------------------------------------------------------
-    def read_input(self, most: int = READ_MAX) -> None:
-        """Read up to ``most`` messages of the socket's input: new
-        subscribers get their prefix, departures are noted."""
+    def read_input(self, most: int = READ_MAX, work: int = READ_WORK) -> bool:
+        """Read up to ``most`` input messages or until about ``work``
+        records were probed (an arrival probes each): new subscribers get
+        their prefix, departures are noted. True when input may be left."""
         sock = self.sock
+        spent = 0
         for _ in range(most):
+            if spent and spent >= work:  # one message at least
+                return True
             if not sock.getsockopt(_EVENTS) & _POLLIN:
-                return
+                fanout_probe.find_departed(self, work - spent)
+                return False
             message = sock.recv(_NOBLOCK)
+            spent += 1
             if message == b"\x01":
-                self._arrived()
+                spent += self._arrived()
             elif message == b"\x00":
-                self._cancelled()
-            else:
+                spent += self._cancelled()
+            elif message == fanout_probe.PROBE_MESSAGE and self._finder is not None:
+                self._finder.scanning = True  # its pipe is the last one read
+                spent += self._finder.step(work - spent)
+            elif message != fanout_probe.PROBE_GONE:
                 self.ignored += 1
+        return True
 
-    def _count(self) -> int:
-        return int(self.sock.getsockopt(_TOPICS))
+    def close(self) -> None:
+        """Close the departure finder's pipe, if open."""
+        if self._finder is not None:
+            self._finder.close()
 
-    def _arrived(self) -> None:
+    def _arrived(self) -> int:
         # probe each prefix on the new pipe (the last one read): its own
-        # prefix (a second b"" from it), or one with no pipe (gone)
+        # prefix is a second b"" from it; then departed records, if any
+        # (the new pipe is live); returns the records probed
+        probed = 0
         if self._probe and self.subscribers:
+            sock = self.sock
             try:
-                if self._probe_all():
-                    return
+                if fanout_probe.holds_one(sock, self.subscribers.values()):
+                    self.ignored += 1
+                    return len(self.subscribers)
+                probed = len(self.subscribers)
+                if self.unresolved:  # all looked at: the new pipe is live
+                    subs = list(self.subscribers.values())
+                    for sub in fanout_probe.gone(sock, iter(subs), probed)[0]:
+                        self._forget(sub)
+                    self.unresolved = 0
+                    probed *= 2
             except zmq.ZMQError:  # no TOPICS_COUNT: records stay, bytes come back
                 self._probe = False
         ident = self._next_id
@@ -283,42 +314,23 @@ class Fanout:
         prefix = self._prefix(ident)
         self.sock.setsockopt(_SUBSCRIBE, prefix)
         self.subscribers[ident] = _Subscriber(ident, prefix)
+        return probed
 
-    def _probe_all(self) -> bool:
-        """Forget subscribers whose pipe is gone; True when the last pipe
-        read already has a prefix."""
-        sock = self.sock
-        count = self._count
-        for sub in list(self.subscribers.values()):
-            before = count()
-            sock.setsockopt(_UNSUBSCRIBE, sub.prefix)
-            if count() == before - 1:  # the new pipe held it: a duplicate
-                sock.setsockopt(_SUBSCRIBE, sub.prefix)
-                self.ignored += 1
-                return True
-            sock.setsockopt(_SUBSCRIBE, sub.prefix)
-            gone = count() == before + 1  # nobody held it
-            sock.setsockopt(_UNSUBSCRIBE, sub.prefix)
-            if gone:
-                self._forget(sub)
-        self.unresolved = 0
-        return False
-
-    def _cancelled(self) -> None:
-        # a pipe that cancelled b"" (its pipe is the last one read) or that
-        # left (no pipe): find the former now, the latter at the next arrival
+    def _cancelled(self) -> int:
+        # a pipe that cancelled b"" (its pipe is the last one read: find its
+        # record now) or that left (no last pipe: found at the next arrival)
         if self._probe:
-            sock = self.sock
             try:
-                for sub in list(self.subscribers.values()):
-                    before = self._count()
-                    sock.setsockopt(_UNSUBSCRIBE, sub.prefix)
-                    if self._count() == before - 1:
+                if fanout_probe.last_pipe_live(self.sock):
+                    sub = fanout_probe.holds_one(self.sock, self.subscribers.values())
+                    if sub is not None:
+                        self.sock.setsockopt(_UNSUBSCRIBE, sub.prefix)
                         self._forget(sub)
-                        return
+                        return len(self.subscribers)
             except zmq.ZMQError:
                 self._probe = False
         self.unresolved += 1
+        return 0
 
     def _forget(self, sub: _Subscriber) -> None:
         del self.subscribers[sub.ident]

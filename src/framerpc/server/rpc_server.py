@@ -307,6 +307,7 @@ class RPCServer(
 
             stop_handler(self._zmq_context)  # it would not stop at ETERM
         with self._signal_lock:  # emitting threads use them only under it
+            self._signal_budget.close()  # the fanouts' own pipes
             for sock in (self._signal_socket, self._legacy_signal_socket):
                 _lifecycle.close_socket(sock, linger)
         if self._stream_hub is not None:  # streams: its thread closes its sockets
@@ -397,6 +398,7 @@ class RPCServer(
             self._stream_hub.close()
         transport.close_quietly(self._socket)
         with self._signal_lock:
+            self._signal_budget.close()  # the fanouts' own pipes
             transport.close_quietly(self._signal_socket)
             transport.close_quietly(self._legacy_signal_socket)
 
