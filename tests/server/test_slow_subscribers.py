@@ -281,7 +281,11 @@ def test_frames_of_25_mb_go_on_reaching_the_reader(ctx, subscribers):
         bound = DEFAULT_OPTIONS.signal_buffer_bytes
         assert 0 < stats["signal_bytes_in_flight"] <= bound
         assert stats["dropped_signals_for_all"] == 0
-        assert stats["dropped_signals_for_some"] >= count - 2
+        # the server keeps two frames for it (its bound); the stalled
+        # subscriber's side absorbs one or two more (its RCVHWM of 1 and the
+        # one its decoder read before the queue was full), as the transfer's
+        # timing goes: at least one of five is dropped (CI had 2 drops)
+        assert stats["dropped_signals_for_some"] >= 1
     finally:
         server.stop_server()
 
