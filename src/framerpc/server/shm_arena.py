@@ -11,10 +11,14 @@ calls it under its own lock or from one thread.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import numpy as np
+
+from ..pool import _Lease
 from ..transport import shm as segments
 
-__all__ = ["Arena"]
+__all__ = ["Arena", "pool_frame_at"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,3 +76,23 @@ class Arena:
     def _drop(self, segment: segments.Segment) -> None:
         self.bytes -= segment.size
         segment.close()
+
+
+def pool_frame_at(value: np.ndarray) -> tuple[Any, segments.Segment, int] | None:
+    """``(lease, segment, offset)`` when ``value`` is a ``FramePool`` frame
+    lying whole in its pool's shared segment while the camera can still
+    acquire another (so it may go by reference, with no copy); else None.
+    """
+    base = value.base
+    if (
+        type(base) is _Lease
+        and base._segment is not None
+        and value.flags.c_contiguous
+        and base._free is not None
+        and base._free.qsize() > 0  # the camera can still acquire
+    ):
+        segment = base._segment
+        offset = int(value.ctypes.data) - segment.address
+        if 0 <= offset and offset + value.nbytes <= segment.size:
+            return base, segment, offset
+    return None

@@ -51,12 +51,11 @@ import zmq
 
 from .. import _lifecycle
 from .._ratelog import RateLimitedLog
-from ..pool import _Lease
 from ..transport import SocketOptions
 from ..transport import shm as segments
 from ..wire import messages
 from ..wire import shm as wire_shm
-from .shm_arena import Arena
+from .shm_arena import Arena, pool_frame_at
 
 __all__ = ["ShmServer"]
 
@@ -228,21 +227,11 @@ class ShmServer:
         if len(client.slots) >= self.max_slots:
             self._fallback("client holds %d slots", len(client.slots))
             return None
-        base = value.base
-        if (
-            type(base) is _Lease
-            and base._segment is not None
-            and value.flags.c_contiguous
-            and base._free is not None
-            and base._free.qsize() > 0  # the camera can still acquire
-        ):
-            segment = base._segment
-            offset = int(value.ctypes.data) - segment.address
-            if 0 <= offset and offset + value.nbytes <= segment.size:
-                # zero copies: the frame itself stays out until released
-                return self._hand_out(
-                    owner, client, segment, offset, value, value, None
-                )
+        pooled = pool_frame_at(value)
+        if pooled is not None:
+            _, segment, offset = pooled
+            # zero copies: the frame itself stays out until released
+            return self._hand_out(owner, client, segment, offset, value, value, None)
         segment = self._arena.take(value.nbytes)
         if segment is None:
             self._fallback("arena full (%d bytes)", self._arena.bytes)

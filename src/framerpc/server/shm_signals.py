@@ -41,12 +41,11 @@ import numpy as np
 import zmq
 
 from .._ratelog import RateLimitedLog
-from ..pool import _Lease
 from ..transport import shm as segments
 from ..wire import framing
 from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
-from .shm_arena import Arena
+from .shm_arena import Arena, pool_frame_at
 
 if TYPE_CHECKING:
     from .fanout import Fanout, _Subscriber
@@ -235,27 +234,19 @@ class ShmSignals:
         return refs, slots
 
     def _place(self, value: np.ndarray) -> tuple[dict, int, _Slot] | None:
-        base = value.base
-        if (
-            type(base) is _Lease
-            and base._segment is not None
-            and value.flags.c_contiguous
-            and base._free is not None
-            and base._free.qsize() > 0  # the camera can still acquire
-        ):
-            segment = base._segment
-            offset = int(value.ctypes.data) - segment.address
-            pool = id(base._free)
+        pooled = pool_frame_at(value)
+        if pooled is not None:
+            lease, segment, offset = pooled
+            pool = id(lease._free)
             # at most half its slots (the camera keeps the rest, however
             # long subscribers hold frames): beyond, one copy
             depth = segment.size // segments.round_pages(value.nbytes)
             pinned = self._pinned.get(pool, 0)
-            if 0 <= offset and offset + value.nbytes <= segment.size:
-                if pinned < depth // 2:
-                    placed = self._slot(segment, offset, value, value, None)
-                    placed[2].pool = pool
-                    self._pinned[pool] = pinned + 1
-                    return placed  # 0 copies
+            if pinned < depth // 2:
+                placed = self._slot(segment, offset, value, value, None)
+                placed[2].pool = pool
+                self._pinned[pool] = pinned + 1
+                return placed  # 0 copies
         segment = self._arena.take(value.nbytes)
         if segment is None:
             self._fallback("signal arena full (%d bytes)", self._arena.bytes)
