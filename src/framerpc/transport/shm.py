@@ -309,7 +309,21 @@ def attach(name: str) -> Attached:
     owner = parse_name(name)
     if owner is None or owner[0] != os.getuid():
         raise ValueError(f"not a shared-memory segment of this user: {name[:80]!r}")
-    # O_NONBLOCK: a FIFO of that name must not wait for a writer
+    fd, info = _open_private(name)
+    try:
+        if info.st_size <= 0:
+            raise OSError(f"segment {name} is empty")
+        view = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return Attached(name, view, info.st_size)
+
+
+def _open_private(name: str) -> tuple[int, os.stat_result]:
+    """Open ``/dev/shm/name`` read-only with its status; OSError unless it
+    is a regular ``0600`` file of this user. ``O_NONBLOCK``: opening a FIFO
+    named by a peer must not wait for a writer (it would stop a serve loop
+    for good); ``O_NOFOLLOW``: no symlink."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     fd = os.open(os.path.join(SHM_DIR, name), flags)
     try:
@@ -318,13 +332,12 @@ def attach(name: str) -> Attached:
             not stat.S_ISREG(info.st_mode)
             or info.st_uid != os.getuid()
             or stat.S_IMODE(info.st_mode) != 0o600
-            or info.st_size <= 0
         ):
             raise OSError(f"segment {name} is not a 0600 file of this user")
-        view = mmap.mmap(fd, info.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
-    finally:
+    except BaseException:
         os.close(fd)
-    return Attached(name, view, info.st_size)
+        raise
+    return fd, info
 
 
 def _exists(name: str) -> bool:
@@ -373,21 +386,12 @@ class AttachCache:
 def read_probe(name: str, size: int) -> bytes | None:
     """The first ``size`` bytes of a peer's probe segment, or None when
     it cannot be opened (another host, another user) or is not a ``0600``
-    regular file. ``O_NONBLOCK``: opening a FIFO named by a peer must not
-    wait for a writer (it would stop the serve loop for good)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    regular file (``_open_private``)."""
     try:
-        fd = os.open(os.path.join(SHM_DIR, name), flags)
+        fd, _ = _open_private(name)
     except OSError:
         return None
     try:
-        info = os.fstat(fd)
-        if (
-            not stat.S_ISREG(info.st_mode)
-            or info.st_uid != os.getuid()
-            or stat.S_IMODE(info.st_mode) != 0o600
-        ):
-            return None
         return os.pread(fd, size, 0)
     except OSError:
         return None
