@@ -85,25 +85,35 @@ def test_a_reply_in_the_backlog_keeps_its_slot_and_a_dropped_one_returns_it(
     camera = make_camera("tcp://127.0.0.1", pool, options=options)
     link = stalling_link(_port(camera.url))
     client = _hold_a_reply_open(ctx, camera, link, "fresh")
+    seqs = [7]  # the replies kept for the client, in order; 7 is in the link
+
+    def ask(other: CameraProxy) -> None:
+        seqs.append(seqs[-1] + 1)
+        client.send(len(seqs) + 1, "fresh", seqs[-1])
+        calls = len(seqs)
+        assert wait_until(lambda: camera.calls == calls)
+        assert other.ping() == 1  # that reply is handled
+
     try:
         with CameraProxy(ctx, camera.url, timeout=20000) as other:
-            sent = 1
             # more requests until one reply waits in the backlog (libzmq's
             # queue of one message and its send in progress hold the others)
             while camera.stats["reply_backlog"] == 0:
-                assert sent < pool.depth - 1, "no reply went to the backlog"
-                sent += 1
-                client.send(1 + sent, "fresh", 6 + sent)
-                assert wait_until(lambda n=sent: camera.calls == n)
-                assert other.ping() == 1  # that reply is handled
-            assert _free(pool) == pool.depth - sent
-            client.send(100, "fresh", 100)  # over the backlog's byte bound
-            assert wait_until(lambda: camera.calls == sent + 1)
-            assert other.ping() == 1
+                assert len(seqs) < pool.depth - 1, "no reply went to the backlog"
+                ask(other)
+            assert _free(pool) == pool.depth - len(seqs)
+            # Then more until one is over the backlog's byte bound. Usually
+            # the next one is; but libzmq learns late that its queue has room
+            # (its reader's count comes as a command), so the backlog may
+            # have moved on into libzmq meanwhile and the next one is kept.
+            while camera.stats["dropped_replies"] == 0:
+                assert len(seqs) < pool.depth - 1, "no reply was dropped"
+                ask(other)
             assert camera.stats["dropped_replies"] == 1
-            assert _free(pool) == pool.depth - sent  # the dropped one is back
+            seqs.pop()  # the newest: dropped when added
+            assert _free(pool) == pool.depth - len(seqs)  # the dropped one is back
         link.resume()
-        for seq in range(7, 7 + sent):
+        for seq in seqs:
             frame, info = client.reply()
             assert info["seq"] == seq and _check(frame, seq)
         del frame
