@@ -64,6 +64,7 @@ from . import fanout_probe
 from .fanout_subscriber import (
     _JSON_DIGITS,
     _NATIVE_HEAD,
+    Fence,
     _Subscriber,
     encode_native,
     json_prefix,
@@ -355,9 +356,10 @@ class Fanout:
         big_head = sizes[0] >= owner.track_min
         last = len(rest)
         grain = owner.grain
+        fence = Fence()
         for sub in subs:
             if counted and sub.held + nbytes > limit:
-                if sub.release() + nbytes > limit:
+                if sub.release() + nbytes > limit and fence.over(sub, nbytes, limit):
                     owner.drop_for_one(
                         sub,
                         f"{sub.held} B still held for it, an emission of "
