@@ -138,6 +138,15 @@ class Child:
         sock.connect(self.url)
         return sock
 
+    def _subscriber(self, rcvhwm: int | None = None) -> zmq.Socket:
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        if rcvhwm is not None:
+            sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.signal_url)
+        return sub
+
     def call(self, sock: zmq.Socket, name: str, args: list) -> Any:
         from framerpc import protocol
 
@@ -178,17 +187,28 @@ def _hello(child: Child, sock: zmq.Socket, probe: Any, nonce: bytes) -> bool:
     return protocol.decode_reply(sock.recv_multipart()[1:]).value == {"shm": True}
 
 
+def _shm_dealer(child: Child) -> tuple[zmq.Socket, bool]:
+    """A new dealer that shook hands with a fresh probe segment of this
+    process (closed after: the server reads it during the handshake), and
+    whether the server said yes. The caller closes the socket."""
+    nonce = os.urandom(32)
+    probe = _probe_segment(nonce)
+    sock = child._dealer()
+    try:
+        return sock, _hello(child, sock, probe, nonce)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        probe.close()
+
+
 def attack_hello_flood(child: Child) -> dict:
     accepted = 0
     for _ in range(3000):  # a new token each: 3,000 clients to the server
-        nonce = os.urandom(32)
-        probe = _probe_segment(nonce)
-        sock = child._dealer()
-        try:
-            accepted += _hello(child, sock, probe, nonce)
-        finally:
-            sock.close()
-            probe.close()
+        sock, said_yes = _shm_dealer(child)
+        sock.close()
+        accepted += said_yes
     return {"accepted": accepted}
 
 
@@ -196,28 +216,22 @@ def attack_hold(child: Child) -> dict:
     from framerpc import protocol
     from framerpc.wire import shm as wire_shm
 
-    nonce = os.urandom(32)
-    probe = _probe_segment(nonce)
     refs = socket_replies = 0
     held: list[zmq.Socket] = []
-    try:
-        for _ in range(8):
-            sock = child._dealer()
-            held.append(sock)
-            _hello(child, sock, probe, nonce)
-            for _ in range(16):
-                child.rid += 1
-                sock.send_multipart(
-                    [b"", *protocol.encode_call(child.rid, "plain", [16 * MIB], {})]
-                )
-                assert sock.poll(60000)
-                value = protocol.decode_reply(sock.recv_multipart(copy=False)[1:]).value
-                if wire_shm.is_ref(value):
-                    refs += 1
-                else:
-                    socket_replies += 1
-    finally:
-        probe.close()
+    for _ in range(8):
+        sock, _said_yes = _shm_dealer(child)
+        held.append(sock)
+        for _ in range(16):
+            child.rid += 1
+            sock.send_multipart(
+                [b"", *protocol.encode_call(child.rid, "plain", [16 * MIB], {})]
+            )
+            assert sock.poll(60000)
+            value = protocol.decode_reply(sock.recv_multipart(copy=False)[1:]).value
+            if wire_shm.is_ref(value):
+                refs += 1
+            else:
+                socket_replies += 1
     child._held = held  # type: ignore[attr-defined]
     return {"refs": refs, "socket_replies": socket_replies}
 
@@ -225,18 +239,14 @@ def attack_hold(child: Child) -> dict:
 def attack_release_flood(child: Child) -> dict:
     from framerpc.wire import shm as wire_shm
 
-    nonce = os.urandom(32)
-    probe = _probe_segment(nonce)
-    sock = child._dealer()
+    sock, _said_yes = _shm_dealer(child)
     try:
-        _hello(child, sock, probe, nonce)
         pairs = [(slot, 1) for slot in range(wire_shm.MAX_RELEASES)]
         frames = [b"", *wire_shm.encode_release(pairs)]
         for _ in range(20000):
             sock.send_multipart(frames)
         child.call(sock, "echo", ["after"])  # all read
     finally:
-        probe.close()
         sock.close()
     return {}
 
@@ -244,11 +254,8 @@ def attack_release_flood(child: Child) -> dict:
 def attack_rl_huge(child: Child) -> dict:
     from framerpc import protocol
 
-    nonce = os.urandom(32)
-    probe = _probe_segment(nonce)
-    sock = child._dealer()
+    sock, _said_yes = _shm_dealer(child)
     try:
-        _hello(child, sock, probe, nonce)
         pairs = [[i, 1] for i in range(1_000_000)]
         head = msgpack.packb(
             {
@@ -265,7 +272,6 @@ def attack_rl_huge(child: Child) -> dict:
         assert sock.poll(60000)
         reply = protocol.decode_reply(sock.recv_multipart()[1:])
     finally:
-        probe.close()
         sock.close()
     return {"answer": "ok" if reply.ok else reply.error[:60]}
 
@@ -273,13 +279,7 @@ def attack_rl_huge(child: Child) -> dict:
 def attack_fanout_churn(child: Child) -> dict:
     subscribed = 0
     for _ in range(60):
-        socks = []
-        for _ in range(50):
-            sub = child.ctx.socket(zmq.SUB)
-            sub.setsockopt(zmq.LINGER, 0)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(child.signal_url)
-            socks.append(sub)
+        socks = [child._subscriber() for _ in range(50)]
         for sub in socks:
             subscribed += bool(sub.poll(10000))
             sub.close()
@@ -288,14 +288,7 @@ def attack_fanout_churn(child: Child) -> dict:
 
 
 def attack_fanout_many(child: Child) -> dict:
-    socks = []
-    for _ in range(SUBSCRIBERS):
-        sub = child.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 10)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(child.signal_url)
-        socks.append(sub)
+    socks = [child._subscriber(rcvhwm=10) for _ in range(SUBSCRIBERS)]
     got = sum(bool(sub.poll(20000)) for sub in socks)
     peak = child.probe()["subscribers"]
     for sub in socks:
@@ -305,14 +298,9 @@ def attack_fanout_many(child: Child) -> dict:
 
 
 def _fresh_client_gets_shm(child: Child) -> bool:
-    nonce = os.urandom(32)
-    probe = _probe_segment(nonce)
-    sock = child._dealer()
-    try:
-        return _hello(child, sock, probe, nonce)
-    finally:
-        probe.close()
-        sock.close()
+    sock, said_yes = _shm_dealer(child)
+    sock.close()
+    return said_yes
 
 
 def measure(name: str) -> dict:

@@ -23,6 +23,7 @@ pytest_plugins = [
     "bad_input_helpers",
     "curve_keys",
     "dead_peer_helpers",
+    "fanout_helpers",
     "frame_pool_helpers",
     "legacy_peers",
     "router_dealer",

@@ -10,13 +10,38 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from shm_helpers import ShmCamera
 
+from framerpc.client import shm_retry
 from framerpc.transport import shm as segments
+from framerpc.wire import shm as wire_shm
 
 #: The client's timeout (ms), hence its handshake's: the server's first
 #: SHM_HELLO is held until the client has given up on it.
 TIMEOUT_MS = 1000
+
+
+def serve_held(
+    serve: Callable,
+    camera: ShmCamera,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Callable[[Any], dict] | None = None,
+    first_s: float = 0.05,
+) -> tuple[threading.Event, list[int]]:
+    """Serve ``camera`` (the ``serve`` fixture) with its first SHM_HELLO
+    held (``hold_first_hello``, ``answer`` for the later ones), a client's
+    first retry due ``first_s`` after it gave up. Returns the event that
+    releases the held hello and the one-item hello count."""
+    monkeypatch.setattr(shm_retry, "FIRST_S", first_s)
+    serve(camera)
+    return hold_first_hello(camera, answer)
+
+
+def say_no(_identity: Any) -> dict:
+    """An ``answer`` for ``serve_held``: a final no (``shm=False``, an
+    older server)."""
+    return wire_shm.hello_reply(False)
 
 
 def hold_first_hello(

@@ -12,14 +12,14 @@ from conftest import wait_until
 from shm_helpers import ShmCamera, ShmCameraAPI, in_shared_memory, needs_shm
 from shm_retry_helpers import (
     TIMEOUT_MS,
-    hold_first_hello,
     hold_first_hello_until_given_up,
+    say_no,
+    serve_held,
 )
 from shm_signal_helpers import SignalCamera, SignalCameraAPI
 
 import framerpc.aio
 from framerpc.client import shm_retry
-from framerpc.wire import shm as wire_shm
 
 pytestmark = needs_shm
 
@@ -27,9 +27,8 @@ pytestmark = needs_shm
 def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
-    camera = serve(ShmCamera(ctx, shm_url))
-    release, hellos = hold_first_hello(camera)
+    camera = ShmCamera(ctx, shm_url)
+    release, hellos = serve_held(serve, camera, monkeypatch)
 
     async def main() -> None:
         async with framerpc.aio.connect(
@@ -56,11 +55,8 @@ def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
 def test_a_final_no_after_a_timeout_is_never_asked_again(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
-    camera = serve(ShmCamera(ctx, shm_url))
-    release, hellos = hold_first_hello(
-        camera, answer=lambda _identity: wire_shm.hello_reply(False)
-    )
+    camera = ShmCamera(ctx, shm_url)
+    release, hellos = serve_held(serve, camera, monkeypatch, answer=say_no)
 
     async def main() -> None:
         async with framerpc.aio.connect(
@@ -85,9 +81,9 @@ def test_a_final_no_after_a_timeout_is_never_asked_again(
 def test_closing_while_a_retry_waits_cancels_it(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shm_retry, "FIRST_S", 3600.0)  # never due here
-    camera = serve(ShmCamera(ctx, shm_url))
-    release, _hellos = hold_first_hello(camera)
+    camera = ShmCamera(ctx, shm_url)
+    # the retry is never due here
+    release, _hellos = serve_held(serve, camera, monkeypatch, first_s=3600.0)
 
     async def main() -> None:
         cam = await framerpc.aio.connect(

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from conftest import wait_until
 from shm_helpers import ShmCamera, ShmCameraProxy, in_shared_memory, needs_shm
-from shm_retry_helpers import TIMEOUT_MS, hold_first_hello
+from shm_retry_helpers import TIMEOUT_MS, say_no, serve_held
 from shm_signal_helpers import SignalCamera, SignalCameraProxy
 
 from framerpc.client import shm_retry
-from framerpc.wire import shm as wire_shm
 
 
 def test_the_back_off_doubles_up_to_its_cap_and_an_answer_resets_it(
@@ -43,9 +42,8 @@ def test_the_back_off_doubles_up_to_its_cap_and_an_answer_resets_it(
 def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
-    camera = serve(ShmCamera(ctx, shm_url))
-    release, hellos = hold_first_hello(camera)
+    camera = ShmCamera(ctx, shm_url)
+    release, hellos = serve_held(serve, camera, monkeypatch)
     with ShmCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS) as proxy:
         release.set()  # the constructor has given up on its handshake
         link = proxy._shm
@@ -66,11 +64,8 @@ def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
 def test_a_final_no_after_a_timeout_is_never_asked_again(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
-    camera = serve(ShmCamera(ctx, shm_url))
-    release, hellos = hold_first_hello(
-        camera, answer=lambda _identity: wire_shm.hello_reply(False)
-    )
+    camera = ShmCamera(ctx, shm_url)
+    release, hellos = serve_held(serve, camera, monkeypatch, answer=say_no)
     with ShmCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS) as proxy:
         release.set()
         link = proxy._shm
@@ -93,9 +88,9 @@ def test_a_final_no_after_a_timeout_is_never_asked_again(
 def test_closing_while_a_retry_waits_ends_the_links_thread(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shm_retry, "FIRST_S", 3600.0)  # never due here
-    camera = serve(ShmCamera(ctx, shm_url))
-    release, hellos = hold_first_hello(camera)
+    camera = ShmCamera(ctx, shm_url)
+    # the retry is never due here
+    release, hellos = serve_held(serve, camera, monkeypatch, first_s=3600.0)
     proxy = ShmCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS)
     try:
         release.set()
@@ -115,9 +110,8 @@ def test_a_late_yes_brings_the_signal_arrays_to_shared_memory_too(
 ) -> None:
     """Found at the merge of the retry and signal claims: a client accepted
     only by a retry kept its signals' arrays on the socket."""
-    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
-    camera = serve(SignalCamera(ctx, shm_url))
-    release, _ = hold_first_hello(camera)
+    camera = SignalCamera(ctx, shm_url)
+    release, _ = serve_held(serve, camera, monkeypatch)
     with SignalCameraProxy(ctx, camera.url, timeout=TIMEOUT_MS) as proxy:
         release.set()
         assert camera.stats["shm_signal_bound"] == 0

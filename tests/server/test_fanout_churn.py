@@ -14,6 +14,7 @@ import pytest
 import zmq
 from conftest import wait_until
 from devices import CameraServer
+from fanout_helpers import subscribe
 
 from framerpc import protocol
 from framerpc.server import fanout as fanout_module
@@ -21,22 +22,8 @@ from framerpc.server import fanout as fanout_module
 JOINING = 300
 
 
-@pytest.fixture
-def socks(ctx: zmq.Context) -> Iterator[list[zmq.Socket]]:
-    made: list[zmq.Socket] = []
-    yield made
-    for sock in made:
-        sock.close(linger=0)
-
-
 def _subs(ctx, made, url: str, count: int) -> list[zmq.Socket]:
-    for _ in range(count):
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(url)
-        made.append(sock)
-    return made[-count:]
+    return [subscribe(ctx, made, url) for _ in range(count)]
 
 
 @pytest.fixture

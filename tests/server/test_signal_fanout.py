@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
-import pytest
 import zmq
 from conftest import wait_until
+from fanout_helpers import subscribe as _sub
 
 from framerpc import protocol
 from framerpc.server import RPCServer
@@ -26,28 +25,6 @@ SENTINEL = b"end"
 class Publisher(RPCServer):
     data = RPCSignal(bytes)
     text = RPCSignal(str)
-
-
-@pytest.fixture
-def socks(ctx: zmq.Context) -> Iterator[list[zmq.Socket]]:
-    made: list[zmq.Socket] = []
-    yield made
-    for sock in made:
-        sock.close(linger=0)
-
-
-def _sub(ctx, made, url: str, stalled: bool = False, kind: int = zmq.SUB):
-    sock = ctx.socket(kind)
-    made.append(sock)
-    if stalled:
-        sock.setsockopt(zmq.RCVHWM, 1)
-        sock.setsockopt(zmq.RCVBUF, 4096)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 600_000)
-    if kind == zmq.SUB:
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(url)
-    return sock
 
 
 def _records(server: Publisher, json_socket: bool = False) -> list:

@@ -12,11 +12,11 @@ and the message its connection is writing).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import zmq
 from conftest import wait_until
+from fanout_helpers import subscribe as _subscribe
 
 from framerpc import protocol
 from framerpc.server import RPCServer
@@ -29,30 +29,6 @@ SENTINEL = b"end"
 
 class Publisher(RPCServer):
     data = RPCSignal(bytes)
-
-
-@pytest.fixture
-def subscribers(ctx: zmq.Context) -> Iterator[list[zmq.Socket]]:
-    made: list[zmq.Socket] = []
-    yield made
-    for sock in made:
-        sock.close(linger=0)
-
-
-def _subscribe(ctx, made, url: str, stalled: bool) -> zmq.Socket:
-    sock = ctx.socket(zmq.SUB)
-    made.append(sock)
-    if stalled:  # takes almost nothing off the server's queue
-        sock.setsockopt(zmq.RCVHWM, 1)
-        sock.setsockopt(zmq.RCVBUF, 4096)
-        # heartbeats keep the server from timing it out (it reads nothing,
-        # not even the server's pings), a long timeout keeps it from timing
-        # the server out: stalled, not dead, however long the test takes
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 600_000)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(url)
-    return sock
 
 
 def _payload_of(sock: zmq.Socket) -> bytes:
@@ -108,15 +84,15 @@ def _released(server: Publisher, records: list) -> None:
     assert wait_until(reader_clear, timeout=20)
 
 
-def _run(ctx, subscribers, options: SocketOptions, count: int):
+def _run(ctx, socks, options: SocketOptions, count: int):
     """A stalled and a reading subscriber; the reader keeps up, checked
     emission by emission (numbered payloads). Returns the settled stats,
     the stalled one's record and the largest bytes it was seen to hold."""
     server = Publisher(ctx, "tcp://127.0.0.1", options=options)
     try:
         url = server._inventory()["signal_url"]
-        stalled = _subscribe(ctx, subscribers, url, stalled=True)
-        fast = _subscribe(ctx, subscribers, url, stalled=False)
+        stalled = _subscribe(ctx, socks, url, stalled=True)
+        fast = _subscribe(ctx, socks, url, stalled=False)
         _sync(server, [stalled, fast])
         records = _fanout_subs(server)
         assert len(records) == 2
@@ -139,11 +115,11 @@ def _run(ctx, subscribers, options: SocketOptions, count: int):
         server.stop_server()
 
 
-def test_stalled_subscriber_stays_under_the_default_bound(ctx, subscribers):
+def test_stalled_subscriber_stays_under_the_default_bound(ctx, socks):
     """100 KB payloads, 80 MB in all: the stalled subscriber holds at most
     the default 64 MB, the reader gets every emission."""
     count = 800
-    stats, dropped, peak, kept = _run(ctx, subscribers, DEFAULT_OPTIONS, count)
+    stats, dropped, peak, kept = _run(ctx, socks, DEFAULT_OPTIONS, count)
     bound = DEFAULT_OPTIONS.signal_buffer_bytes
     assert 0 < peak <= bound
     assert 0 < stats["signal_bytes_in_flight"] <= bound
@@ -156,15 +132,15 @@ def test_stalled_subscriber_stays_under_the_default_bound(ctx, subscribers):
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc", "inproc"])
 def test_drops_are_counted_for_the_stalled_subscriber_alone(
-    ctx, subscribers, transport, tmp_path
+    ctx, socks, transport, tmp_path
 ):
     bound = 4 << 20
     options = SocketOptions(signal_buffer_bytes=bound)
     server = Publisher(ctx, _url(transport, tmp_path), options=options)
     try:
         url = server._inventory()["signal_url"]
-        stalled = _subscribe(ctx, subscribers, url, stalled=True)
-        fast = _subscribe(ctx, subscribers, url, stalled=False)
+        stalled = _subscribe(ctx, socks, url, stalled=True)
+        fast = _subscribe(ctx, socks, url, stalled=False)
         _sync(server, [stalled, fast])
         first, second = _fanout_subs(server)
         count = 200  # 20 MB, 5 times the bound
@@ -187,11 +163,11 @@ def test_drops_are_counted_for_the_stalled_subscriber_alone(
         server.stop_server()
 
 
-def test_emission_larger_than_the_bound_is_dropped_for_all(ctx, subscribers):
+def test_emission_larger_than_the_bound_is_dropped_for_all(ctx, socks):
     options = SocketOptions(signal_buffer_bytes=1 << 20)
     server = Publisher(ctx, "inproc://too-large", options=options)
     try:
-        sub = _subscribe(ctx, subscribers, server._inventory()["signal_url"], False)
+        sub = _subscribe(ctx, socks, server._inventory()["signal_url"], False)
         _sync(server, [sub])
         half = b"h" * (512 << 10)  # fits: small frames take at most 1/8
         server.data.emit(half)
@@ -260,14 +236,14 @@ def _keep_up(sock: zmq.Socket, got: list[bytes], count: int) -> None:
     assert len(got) == count, "the reading subscriber missed an emission"
 
 
-def test_frames_of_25_mb_go_on_reaching_the_reader(ctx, subscribers):
+def test_frames_of_25_mb_go_on_reaching_the_reader(ctx, socks):
     """Camera frames to a stalled subscriber: it holds what its bound
     takes (two frames of 24.9 MB), the reader gets every frame."""
     server = Publisher(ctx, "tcp://127.0.0.1")
     try:
         url = server._inventory()["signal_url"]
-        stalled = _subscribe(ctx, subscribers, url, stalled=True)
-        fast = _subscribe(ctx, subscribers, url, stalled=False)
+        stalled = _subscribe(ctx, socks, url, stalled=True)
+        fast = _subscribe(ctx, socks, url, stalled=False)
         _sync(server, [stalled, fast])
         records = _fanout_subs(server)
         count = 5

@@ -263,8 +263,11 @@ class Link:
             self._arm(upcoming)
 
     def _try_send(self, message: list) -> bool:
+        sock = self._socket
+        if sock is None:  # aclose() ran while the call waited
+            raise RuntimeError(f"client of {self.url} was closed during a call")
         try:
-            transport.send_frames(self._socket, message, _NOBLOCK)
+            transport.send_frames(sock, message, _NOBLOCK)
         except zmq.Again:  # not connected (IMMEDIATE) or the queue is full
             return False
         # a send may take the wake-up of a reply that came meanwhile (one

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,9 +58,18 @@ import zmq
 
 from .._ratelog import RateLimitedLog
 from ..errors import SerializationError
-from ..wire import framing, json_codec
-from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
+from ..wire import json_codec
+from ..wire.messages import SignalEmission
 from . import fanout_probe
+from .fanout_subscriber import (
+    _JSON_DIGITS,
+    _NATIVE_HEAD,
+    Fence,
+    _Subscriber,
+    encode_native,
+    json_prefix,
+    native_prefix,
+)
 
 __all__ = ["SignalFanouts", "Fanout", "json_prefix", "native_prefix"]
 
@@ -86,68 +94,9 @@ READ_MAX = 4096
 READ_WORK = 1024
 #: Shortest time (s) between two reads of the input before emissions.
 READ_INTERVAL = 0.005
-#: The header of a native emission up to the subscriber id: a map of 7
-#: keys whose first is "_", a bin of 4 bytes.
-_NATIVE_HEAD = b"\x87\xa1_\xc4\x04"
-_ID_PLACEHOLDER = b"\0\0\0\0"
-_JSON_DIGITS = 12
 #: A subscriber's emissions are tracked once per ``limit / GRAINS`` bytes:
 #: it may be counted as holding that much more than libzmq holds for it.
 GRAINS = 32
-_WHITESPACE = b" \t\n\r"
-
-
-def native_prefix(ident: int) -> bytes:
-    """The first bytes of every native emission to subscriber ``ident``."""
-    return _NATIVE_HEAD + ident.to_bytes(4, "big")
-
-
-def json_prefix(ident: int) -> bytes:
-    """JSON whitespace naming subscriber ``ident`` (12 base-4 digits)."""
-    digits = bytearray(_JSON_DIGITS)
-    for index in range(_JSON_DIGITS - 1, -1, -1):
-        digits[index] = _WHITESPACE[ident & 3]
-        ident >>= 2
-    return bytes(digits)
-
-
-def encode_native(emission: SignalEmission) -> list:
-    """Frames of a native emission whose header starts with a placeholder
-    subscriber id (the first ``len(native_prefix(0))`` bytes, replaced per
-    subscriber)."""
-    header = {
-        "_": _ID_PLACEHOLDER,
-        "v": PROTOCOL_VERSION,
-        "e": RPCEvents.EMIT_SIGNAL.value,
-        "s": emission.name,
-        "x": emission.args,
-        "q": emission.seq,  # sigseq: nil when not numbered, 7 keys always
-        "ep": emission.epoch,
-    }
-    return framing.encode(header)
-
-
-class _Subscriber:
-    """What the server knows of one subscriber: ``held`` bytes libzmq may
-    still hold for it, the ``pending`` trackers and the bytes each stands
-    for (its emission and the untracked ones before it), the ``tail`` of
-    untracked bytes sent since the last tracker, ``dropped`` emissions."""
-
-    __slots__ = ("dropped", "held", "ident", "pending", "prefix", "tail")
-
-    def __init__(self, ident: int, prefix: bytes) -> None:
-        self.ident = ident
-        self.prefix = prefix
-        self.pending: deque = deque()  # (tracker, nbytes), oldest first
-        self.held = 0
-        self.tail = 0
-        self.dropped = 0
-
-    def release(self) -> int:
-        pending = self.pending
-        while pending and pending[0][0].done:
-            self.held -= pending.popleft()[1]
-        return self.held
 
 
 class SignalFanouts:
@@ -407,9 +356,10 @@ class Fanout:
         big_head = sizes[0] >= owner.track_min
         last = len(rest)
         grain = owner.grain
+        fence = Fence()
         for sub in subs:
             if counted and sub.held + nbytes > limit:
-                if sub.release() + nbytes > limit:
+                if sub.release() + nbytes > limit and fence.over(sub, nbytes, limit):
                     owner.drop_for_one(
                         sub,
                         f"{sub.held} B still held for it, an emission of "

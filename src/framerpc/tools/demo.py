@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from ..client.rpc_client import RPCClient
+from .._proxies import closing, connect
+from ..client.rpc_client import NoResult, RPCClient
 from ..pool import FramePool
 from ..property import RPCProperty
 from ..registry import DeviceRegistry, list_devices
@@ -96,7 +97,7 @@ class DemoCamera(PooledCamera, RPCServer):
     def __init__(self, context: zmq.Context, url: str, **kwargs) -> None:
         self._exposure = 1000
         self._count = 0
-        self._frames = {
+        self._frames: dict[str, np.ndarray] = {
             kind: np.ascontiguousarray(
                 np.broadcast_to(np.arange(shape[1], dtype=dtype)[None, :, None], shape)
             )
@@ -155,8 +156,9 @@ def fetch_frames(camera: Camera, kind: str, count: int) -> tuple[float, float]:
     nbytes = 0
     start = time.perf_counter()
     for _ in range(count):
-        result = camera.grab(kind)
-        if not result:
+        # a proxy with raise_errors=False answers a remote failure with NoResult
+        result: tuple | NoResult = camera.grab(kind)
+        if isinstance(result, NoResult):
             raise RuntimeError(f"grab failed: {result.error}")
         frame, _info = result
         if frame.shape != shape or frame.dtype != dtype:
@@ -252,7 +254,7 @@ def _checked(grab: Callable[[], Any], shape: tuple, dtype: type) -> np.ndarray:
 
 
 def _fetch_report(
-    camera: DemoCamera, proxy: CameraProxy, socket: CameraProxy, frames: int
+    camera: DemoCamera, proxy: PooledCamera, socket: PooledCamera, frames: int
 ) -> list[str]:
     """A line per kind of fetch: rate and the path each frame took."""
     fetches: list[tuple[str, str, Callable[[], Any]]] = [
@@ -307,9 +309,16 @@ def run_demo(
         device_type, address = devices[name]
         out(f"found {name!r} ({device_type}) at {address} through the registry")
         off = dataclasses.replace(DEFAULT_OPTIONS, shm=False)
+        # connect(): a CameraProxy that a type checker sees as the (abstract)
+        # interface; raise_errors=False as CameraProxy's default, so that a
+        # failed grab is reported, not raised
         with (
-            CameraProxy(context, address) as proxy,
-            CameraProxy(context, address, options=off) as socket,
+            closing(
+                connect(PooledCamera, context, address, raise_errors=False)
+            ) as proxy,
+            closing(
+                connect(PooledCamera, context, address, raise_errors=False, options=off)
+            ) as socket,
         ):
             seen: list[int] = []
             proxy.frame_ready.connect(seen.append)

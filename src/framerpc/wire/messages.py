@@ -36,11 +36,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from ..errors import ProtocolError
 from . import framing
+from .header import (
+    KEY_ARGS,
+    KEY_ERROR,
+    KEY_EVENT,
+    KEY_ID,
+    KEY_INFO,
+    KEY_KWARGS,
+    KEY_METHOD,
+    KEY_OK,
+    KEY_TRACEBACK,
+    KEY_VALUE,
+    KEY_VERSION,
+    PROTOCOL_VERSION,
+    SYNC_SIGNAL,
+    RegistryEvents,
+    RPCEvents,
+    check_version,
+    is_legacy_frame,
+)
+from .header import decode_header as _decode_header
 from .peek import peek_header, peek_request_id
 
 __all__ = [
@@ -80,54 +99,6 @@ __all__ = [
     "peek_request_id",
 ]
 
-#: Wire version of the native protocol. Never reuse a number.
-PROTOCOL_VERSION = 1
-#: Signal name of the subscription handshake (no attribute can be named "").
-SYNC_SIGNAL = ""
-
-# -- header keys (the table above), shared with the call path ------------
-# framerpc.rpc builds and checks call and reply headers with these names.
-KEY_VERSION = "v"
-KEY_EVENT = "e"
-KEY_ID = "i"
-KEY_METHOD = "m"
-KEY_ARGS = "a"
-KEY_KWARGS = "k"
-KEY_VALUE = "x"
-KEY_OK = "ok"
-KEY_ERROR = "er"
-KEY_TRACEBACK = "tb"
-KEY_INFO = "in"
-
-
-class RPCEvents(StrEnum):
-    """Kinds of request a client sends to an ``RPCServer``."""
-
-    GET_INVENTORY = "GET_INVENTORY"
-    INIT_SIGNALS_HANDLING = "INIT_SIGNALS_HANDLING"
-    METHOD_CALL = "METHOD_CALL"
-    PROPERTY_GET = "PROPERTY_GET"
-    PROPERTY_SET = "PROPERTY_SET"
-    STOP_SERVER = "STOP_SERVER"
-    EMIT_SIGNAL = "EMIT_SIGNAL"
-    SHM_HELLO = "SHM_HELLO"  # shared memory (wire.shm): same-host handshake,
-    SHM_RELEASE = "SHM_RELEASE"  # the client's one-way release of slots,
-    SHM_SUBSCRIBER = "SHM_SUBSCRIBER"  # its claim of a signal subscriber
-
-
-class RegistryEvents(StrEnum):
-    """Kinds of message exchanged with a ``DeviceRegistry``."""
-
-    REGISTER = "REGISTER"
-    UNREGISTER = "UNREGISTER"
-    CHECK_ALIVE = "CHECK_ALIVE"
-    LIST_DEVICES = "LIST_DEVICES"
-    REGISTER_ACK = "REGISTER_ACK"
-    ACK = "ACK"
-    DEVICES = "DEVICES"
-    UNSUPPORTED = "UNSUPPORTED"
-
-
 # Fields each request event must carry, with their wire key and type. Not
 # METHOD_CALL: framerpc.rpc checks its fields (the call path's one check,
 # compiled and pure), and encode_call writes them.
@@ -145,14 +116,6 @@ _REQUEST_FIELDS: dict[RPCEvents, tuple[tuple[str, str, type | None], ...]] = {
 
 # Wire name -> event, for a dict lookup instead of an enum call per request.
 _REQUEST_EVENTS = {e.value: e for e in RPCEvents if e is not RPCEvents.EMIT_SIGNAL}
-
-
-def is_legacy_frame(frame: bytes | memoryview) -> bool:
-    """Tell whether frame 0 belongs to the older JSON protocol.
-
-    A JSON object starts with ``{`` (0x7b); a msgpack map never does.
-    """
-    return len(frame) > 0 and frame[0] == 0x7B
 
 
 # Request and Reply are not frozen: a frozen dataclass sets each field
@@ -212,30 +175,6 @@ class RegistryMessage:
     event: RegistryEvents
     payload: dict
     request_id: int = 0
-
-
-def _decode_header(
-    frames: Sequence,
-    max_frames: int,
-    max_header: int,
-    max_objects: int = framing.MAX_OBJECTS,
-    max_depth: int = framing.MAX_DEPTH,
-) -> dict:
-    return check_version(
-        framing.decode(frames, max_frames, max_header, max_objects, max_depth)
-    )
-
-
-def check_version(header: dict) -> dict:
-    """``header``, if it has this side's version; else ProtocolError."""
-    version = header.get("v")
-    # type first: comparing an array (or True, 1.0) to an int is no check
-    if type(version) is not int or version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"unsupported protocol version {version!r} "
-            f"(this side speaks {PROTOCOL_VERSION})"
-        )
-    return header
 
 
 def encode_request(request: Request) -> list:
