@@ -30,8 +30,11 @@ def _inside(frame: np.ndarray) -> bool:
     """Whether the client's memory of ``frame`` lies in its mapped segment."""
     mapping = frame.base._map
     address = frame.__array_interface__["data"][0]
-    return mapping.address <= address <= address + frame.nbytes <= (
-        mapping.address + mapping.size
+    return (
+        mapping.address
+        <= address
+        <= address + frame.nbytes
+        <= (mapping.address + mapping.size)
     )
 
 
@@ -65,9 +68,7 @@ def test_a_hoarding_client_reaches_its_share_and_others_keep_shared_memory(
 
 
 def test_a_share_below_one_frame_still_allows_one(ctx, shm_url, serve) -> None:
-    camera = serve(
-        ShmCamera(ctx, shm_url, options=options(shm_client_share=0.001))
-    )
+    camera = serve(ShmCamera(ctx, shm_url, options=options(shm_client_share=0.001)))
     with ShmCameraProxy(ctx, camera.url) as proxy:
         first, _ = proxy.plain(1)
         second, _ = proxy.plain(2)
@@ -81,9 +82,7 @@ def test_a_share_below_one_frame_still_allows_one(ctx, shm_url, serve) -> None:
         del third, second
 
 
-def test_a_share_of_one_lets_a_client_take_the_whole_arena(
-    ctx, shm_url, serve
-) -> None:
+def test_a_share_of_one_lets_a_client_take_the_whole_arena(ctx, shm_url, serve) -> None:
     camera = serve(
         ShmCamera(
             ctx, shm_url, options=options(shm_max_bytes=4 * FRAME, shm_client_share=1)
