@@ -221,7 +221,7 @@ class ShmLink(Leases):
         thread then tries again later (``shm_retry``)."""
         answer = _hello(self._client, self.token)
         self.retry.answered(answer)
-        if answer is None:
+        if answer is None or self.retry.claims_due:  # claims: shm_signals
             self._start_timer()
         return answer
 
@@ -258,6 +258,8 @@ class ShmLink(Leases):
         while not self._stop.wait(_FLUSH_S):
             if self.retry.wait() == 0:  # a handshake without an answer
                 self._retry()
+            if self.retry.claims_due and not client._lock.locked():
+                shm_signals.reclaim(client)  # a new handshake: a new claim
             if not self.pending or not client._lock.acquire(blocking=False):
                 continue  # a call in flight flushes them itself
             try:

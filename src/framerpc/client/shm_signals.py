@@ -15,6 +15,14 @@ client's next call or by the link's timer, as buffer replies are.
 
 An older server answers the claim with an error, a server with ``shm``
 off with ``false``: the signals keep today's frames, silently.
+
+After a handshake again that the server answered yes (a restarted or
+reconnected server, ``client.shm_retry``), the subscription is a new one
+for that server, with a new id, and claimed by nobody: the link's timer
+thread (``ShmLink``) then calls ``reclaim``, which learns the new id (the
+emission of a handshake token names it, ``inventory._sync_signals``) and
+claims it, up to ``shm_retry.CLAIM_TRIES`` times, while no call is in
+flight. ``claim`` meanwhile declines (it would name the old id).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents, SignalEmission
 
-__all__ = ["SignalShm", "accepted", "claim"]
+__all__ = ["SignalShm", "accepted", "claim", "reclaim"]
 
 _log = logging.getLogger(__name__)
 
@@ -122,7 +130,40 @@ def accepted(reply: Any) -> bool:
 def claim(client: Any) -> bool:
     """Claim ``client``'s signal subscriber for references (see the
     module); whether the server bound it. Called once the client has its
-    shared-memory link and its signal receiver is subscribed."""
+    shared-memory link and its signal receiver is subscribed; False
+    without asking while claims after a handshake again are due
+    (``reclaim`` makes them)."""
+    link = client._shm
+    if link is not None and link.retry.claims_due:
+        return False
+    return _claim(client)
+
+
+def reclaim(client: Any) -> bool:
+    """One of the claims due after a handshake again (see the module):
+    learn the subscription's new id, then claim it; whether it is bound.
+    The timer thread calls it (not the receiver: its thread dispatches
+    the token and the nonce)."""
+    link, receiver = client._shm, client._signal_receiver
+    if link is None or not link.retry.claims_due:
+        return False
+    if receiver is None or client._closed:
+        link.retry.claims_due = 0
+        return False
+    link.retry.claims_due -= 1
+    receiver.subscriber = None  # the old server's id
+    try:
+        client._sync_signals()  # the token's emission names the new one
+    except (TimeoutError, RuntimeError) as exc:
+        _log.debug("signal subscription of %s not back: %s", client.url, exc)
+        return False
+    if _claim(client):
+        link.retry.claims_due = 0
+        return True
+    return False
+
+
+def _claim(client: Any) -> bool:
     link, receiver = client._shm, client._signal_receiver
     if link is None or receiver is None or receiver.subscriber is None:
         return False

@@ -1,0 +1,68 @@
+"""A signal subscription claimed for shared memory again after its server
+restarted on the same address (issue 14): the new server binds the
+client's new subscription, and a signal's array is mapped on its segment
+again instead of coming as a frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import wait_until
+from devices import bind_again
+from shm_helpers import SHAPE, in_shared_memory, needs_shm
+from shm_retry_helpers import TIMEOUT_MS, hold_first_hello_until_given_up
+from shm_signal_helpers import SignalCamera, SignalCameraProxy, bound
+
+from framerpc.client import shm_retry
+
+pytestmark = needs_shm
+
+
+def test_a_restarted_server_gets_the_subscription_claimed_again(
+    ctx, tmp_path, serve
+) -> None:
+    url = f"ipc://{tmp_path}/cam.sock"
+    first = serve(SignalCamera(ctx, url))
+    with SignalCameraProxy(ctx, first.url) as proxy:
+        assert bound(proxy) and first.stats["shm_signal_bound"] == 1
+        first.emit_plain(1)
+        kept, seq = proxy.next()
+        assert seq == 1 and in_shared_memory(kept)
+        first.close()
+        second = serve(bind_again(lambda: SignalCamera(ctx, url)))
+        # the client shakes hands again, learns its new subscriber id and
+        # claims it
+        assert wait_until(lambda: second.stats["shm_signal_bound"] == 1)
+        second.emit_plain(2)
+        frame, seq = proxy.next()
+        assert seq == 2 and frame.shape == SHAPE and np.all(frame == 2)
+        assert in_shared_memory(frame)  # not a frame: the new server's segment
+        assert frame.base._map.name != kept.base._map.name
+        stats = second.stats
+        assert stats["shm_signal_refs"] == 1 and stats["shm_signal_fallbacks"] == 0
+        assert np.all(kept == 1)  # the old mapping lives on
+        del frame, kept
+        assert wait_until(lambda: second.stats["shm_signal_slots_held"] == 0)
+
+
+def test_a_restarted_server_busy_at_the_new_handshake_gets_it_claimed_too(
+    ctx, tmp_path, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new handshake times out, a retry gets the yes: the retry's own
+    claim declines (it would name the old id), the claims after a yes
+    again bind the subscription."""
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    url = f"ipc://{tmp_path}/cam.sock"
+    first = serve(SignalCamera(ctx, url))
+    with SignalCameraProxy(ctx, first.url, timeout=TIMEOUT_MS) as proxy:
+        assert first.stats["shm_signal_bound"] == 1
+        first.close()
+        second = bind_again(lambda: SignalCamera(ctx, url))
+        hold_first_hello_until_given_up(second)
+        serve(second)
+        assert wait_until(lambda: second.stats["shm_signal_bound"] == 1)
+        assert proxy._shm is not None and proxy._shm.retry.claims_due == 0
+        second.emit_plain(4)
+        frame, seq = proxy.next()
+        assert seq == 4 and np.all(frame == 4) and in_shared_memory(frame)
+        del frame
