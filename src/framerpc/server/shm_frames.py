@@ -58,7 +58,7 @@ from ..transport import SocketOptions
 from ..transport import shm as segments
 from ..wire import messages
 from ..wire import shm as wire_shm
-from .shm_arena import Arena, pool_frame_at
+from .shm_arena import Arena, first_generation, pool_frame_at
 from .shm_share import Share, share_limit
 
 __all__ = ["ShmServer"]
@@ -129,7 +129,7 @@ class ShmServer:
         self._handouts: dict[int, _Handout] = {}
         self._free_ids: list[int] = []
         self._next_id = 0
-        self._generations = itertools.count(1)
+        self._generations = itertools.count(first_generation())
         self._arena = Arena(self.max_bytes)
         self._next_sweep = 0.0
         self._next_drop = 0.0

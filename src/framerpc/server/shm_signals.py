@@ -48,7 +48,7 @@ from ..transport import shm as segments
 from ..wire import framing
 from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
-from .shm_arena import Arena, pool_frame_at
+from .shm_arena import Arena, first_generation, pool_frame_at
 from .shm_share import copy_bytes, within
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class ShmSignals:
         self._slots: dict[int, _Slot] = {}
         self._free_ids: list[int] = []
         self._next_id = wire_shm.SIGNAL_SLOT_BASE
-        self._generations = itertools.count(1)
+        self._generations = itertools.count(first_generation())
         self._held: dict[bytes, int] = {}  # RPC identity -> references held
         self._bytes: dict[bytes, int] = {}  # RPC identity -> copies' bytes held
         self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held

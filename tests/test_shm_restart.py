@@ -1,7 +1,7 @@
-"""A signal subscription claimed for shared memory again after its server
-restarted on the same address (issue 14): the new server binds the
-client's new subscription, and a signal's array is mapped on its segment
-again instead of coming as a frame."""
+"""Shared memory across a server restarted on the same address (issue 14):
+the client's signal subscription is claimed again (a signal's array is
+mapped on the new server's segment instead of coming as a frame), and the
+release of an array of the old server cannot free a slot of the new one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import wait_until
 from devices import bind_again
-from shm_helpers import SHAPE, in_shared_memory, needs_shm
+from shm_helpers import SHAPE, ShmCamera, ShmCameraProxy, in_shared_memory, needs_shm
 from shm_retry_helpers import TIMEOUT_MS, hold_first_hello_until_given_up
 from shm_signal_helpers import SignalCamera, SignalCameraProxy, bound
 
@@ -61,8 +61,35 @@ def test_a_restarted_server_busy_at_the_new_handshake_gets_it_claimed_too(
         hold_first_hello_until_given_up(second)
         serve(second)
         assert wait_until(lambda: second.stats["shm_signal_bound"] == 1)
-        assert proxy._shm is not None and proxy._shm.retry.claims_due == 0
+        link = proxy._shm
+        assert link is not None
+        assert wait_until(lambda: link.retry.claims_due == 0)  # bound: no more
         second.emit_plain(4)
         frame, seq = proxy.next()
         assert seq == 4 and np.all(frame == 4) and in_shared_memory(frame)
         del frame
+
+
+def test_releasing_an_old_servers_array_leaves_the_new_servers_slot(
+    ctx, tmp_path, serve
+) -> None:
+    """Both servers numbered their first handout slot 0, generation 1: the
+    release of the old array freed the new server's slot while the client
+    read the new one (its memory could be refilled under it)."""
+    url = f"ipc://{tmp_path}/cam.sock"
+    first = serve(ShmCamera(ctx, url))
+    with ShmCameraProxy(ctx, first.url) as proxy:
+        kept, _ = proxy.plain(1)
+        assert in_shared_memory(kept)
+        first.close()
+        second = serve(bind_again(lambda: ShmCamera(ctx, url)))
+        assert wait_until(lambda: len(second._shm.clients) == 1)
+        frame, _ = proxy.plain(2)
+        assert in_shared_memory(frame) and np.all(frame == 2)
+        del kept  # its release goes to the new server
+        assert proxy.ping() == 1  # with this call at the latest
+        stats = second.stats
+        assert stats["shm_slots_held"] == 1 and stats["shm_bogus_releases"] == 1
+        assert np.all(frame == 2)
+        del frame
+        assert wait_until(lambda: second.stats["shm_slots_held"] == 0)
