@@ -16,7 +16,8 @@ reconnected server: ``client.shm_retry``), the subscription is a new one
 with a new id: the link's ``on_again`` (set by the first ``claim``) starts
 a task that learns the new id (the client's ``_sync_signals``) and claims
 it, up to ``shm_retry.CLAIM_TRIES`` times, as the sync client's
-``reclaim``; ``claim`` meanwhile declines.
+``reclaim`` (with the signal slots the client holds: ``held``); so does
+an emission naming another subscriber id. ``claim`` meanwhile declines.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 import weakref
 from typing import Any
 
-from ..client.shm_signals import SignalShm, accepted
+from ..client.shm_signals import SignalShm, accepted, held
 from ..wire.messages import Request, RPCEvents
 
 __all__ = ["claim"]
@@ -89,18 +90,19 @@ async def _reclaim(client: Any, link: Any) -> None:
         except (TimeoutError, RuntimeError) as exc:
             _log.debug("signal subscription of %s not back: %s", client.url, exc)
             continue
-        if await _claim(client):
+        if await _claim(client, again=True):
             break
     retry.claims_due = 0
 
 
-async def _claim(client: Any) -> bool:
+async def _claim(client: Any, again: bool = False) -> bool:
     link, hub = client._shm, client._signal_hub
     if link is None or hub is None or hub.subscriber is None:
         return False
     shm = SignalShm(link, link.send_releases)
     hub.shm = shm  # before the claim: the nonce comes through it
-    if not await _ask(client, [hub.subscriber]):
+    ident = hub.subscriber
+    if not await _ask(client, [ident]):
         hub.shm = None
         return False
     loop = asyncio.get_running_loop()
@@ -109,9 +111,12 @@ async def _claim(client: Any) -> bool:
         nonce = shm.take_nonce()
         if nonce is None:
             await asyncio.sleep(_POLL_S)
-        elif await _ask(client, [nonce]):  # only ours is accepted
-            _log.debug("signal arrays from %s may use shared memory", client.url)
-            return True
+        else:  # only ours is accepted; a claim again lists what we hold
+            slots = held(link) if again else None
+            if await _ask(client, [nonce] if slots is None else [nonce, slots]):
+                shm.claimed = ident
+                _log.debug("signal arrays from %s may use shared memory", client.url)
+                return True
     _log.debug("signal subscription of %s not bound", client.url)
     return False
 

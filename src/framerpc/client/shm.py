@@ -213,6 +213,7 @@ class ShmLink(Leases):
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._timer_lock = threading.Lock()
+        self.retry.on_again = self._start_timer  # it makes the claims due
 
     def handshake(self) -> bool | None:
         """Shake hands (again, after a reconnection: the server then moves
@@ -221,7 +222,7 @@ class ShmLink(Leases):
         thread then tries again later (``shm_retry``)."""
         answer = _hello(self._client, self.token)
         self.retry.answered(answer)
-        if answer is None or self.retry.claims_due:  # claims: shm_signals
+        if answer is None:
             self._start_timer()
         return answer
 

@@ -19,11 +19,12 @@ anyway.
 
 A yes after an earlier yes (a handshake again after a restarted or
 reconnected server) means the client's signal subscription is a new one
-for that server, with a new id, and not claimed (``client.shm_signals``):
-``claims_due`` then asks for ``CLAIM_TRIES`` claims, each of which first
-learns the subscription's new id, until one is bound; ``on_again`` tells
-the asyncio client to start them (the sync client's timer thread looks at
-``claims_due`` itself).
+for that server, with a new id, and not claimed (``client.shm_signals``);
+so do emissions naming another subscriber id than the claimed one (the
+signal socket alone reconnected). ``claims_due`` then asks for
+``CLAIM_TRIES`` claims, each of which first learns the subscription's new
+id, until one is bound; ``on_again`` wakes the link's thread or task that
+makes them.
 """
 
 from __future__ import annotations
@@ -95,10 +96,15 @@ class HandshakeRetry:
         self.tries = 0
         self._delay = FIRST_S
         if answer and self._said_yes:  # a new subscription to claim
-            self.claims_due = CLAIM_TRIES
-            if self.on_again is not None:
-                self.on_again()
+            self.claim_again()
         self._said_yes = self._said_yes or answer
+
+    def claim_again(self) -> None:
+        """The signal subscription is a new one (a yes again, or another
+        subscriber id in the emissions): ask for its claims."""
+        self.claims_due = CLAIM_TRIES
+        if self.on_again is not None:
+            self.on_again()
 
     def wait(self) -> float | None:
         """Seconds until the next try is due (0 when due); None when no

@@ -24,17 +24,29 @@ camera) without.
   as a whole (its arrays that may be copied), so a holder may end up to
   one emission past its share when a pool frame had to be copied.
 
+- **Signal references lost with a pipe**: a subscription that vanished
+  while its client stayed connected (a reconnection of the signal
+  socket alone) leaves the references sent to it that never arrived. The
+  server cannot tell them from the ones the client holds; the client's
+  claim of its new subscription lists the signal slots it holds, and
+  ``unheld`` names the others sent to it before that claim's nonce (the
+  client decoded every reference sent before the nonce before it saw the
+  nonce: one pipe, in order), which are taken back.
+
 Not thread-safe: each owner uses it under its own lock or from one thread.
 """
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterator
 from typing import Any
 
 from ..transport import shm as segments
+from ..wire import shm as wire_shm
 from .shm_arena import pool_frame_at
 
-__all__ = ["Share", "copy_bytes", "share_limit", "within"]
+__all__ = ["Share", "copy_bytes", "share_limit", "unheld", "within"]
 
 
 def share_limit(max_bytes: int, fraction: float) -> int:
@@ -100,3 +112,21 @@ def within(held: int, more: int, limit: int) -> bool:
     """Whether a holder of ``held`` bytes of copies may take ``more``: up
     to ``limit``, or anything while it holds none."""
     return not held or not more or held + more <= limit
+
+
+def unheld(
+    slots: dict[int, Any], identity: bytes, held: Any, marker: int
+) -> Iterator[tuple[int, int]]:
+    """``(slot number, references)`` that ``identity`` holds among
+    ``slots`` (signal slots: ``generation``, ``holders``) of generations
+    below ``marker`` beyond what ``held`` (a claim's ``[[slot,
+    generation], ...]``, one pair per array alive) lists; nothing when
+    ``held`` is malformed (it may not be whole)."""
+    pairs, bad = wire_shm.parse_releases(held)
+    if bad:
+        return
+    keep = collections.Counter(pairs)
+    for number, slot in list(slots.items()):
+        count = slot.holders.get(identity, 0) - keep[(number, slot.generation)]
+        if count > 0 and slot.generation < marker:
+            yield number, count

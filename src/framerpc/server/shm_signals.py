@@ -21,11 +21,12 @@ the slot is free when none is left. References come back without a
 release when the send is refused (a full queue) or when ``ShmServer``
 forgets the holder (goodbye, process ended, unreachable). A subscriber
 that departs loses its binding; the references it was sent stay with its
-connection (the client may hold those arrays) until released or the
-client is forgotten. A subscriber holding ``shm_max_slots`` references
-or its share of the arena, or a full arena, gets today's frames
-(``shm_signal_fallbacks``), as does everyone else (other hosts, JSON,
-unclaimed, ``shm`` off on either side).
+connection until released, the client forgotten, or its claim of a new
+subscription says it does not hold them (``shm_share.unheld``). A
+subscriber holding ``shm_max_slots`` references or its share of the
+arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
+as does everyone else (other hosts, JSON, unclaimed, ``shm`` off on
+either side).
 
 Threads: ``publish`` runs in an emitting thread under the server's
 signal lock, ``claim``, ``release`` and ``forget`` in the serving thread;
@@ -49,7 +50,7 @@ from ..wire import framing
 from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
 from .shm_arena import Arena, first_generation, pool_frame_at
-from .shm_share import copy_bytes, within
+from .shm_share import copy_bytes, unheld, within
 
 if TYPE_CHECKING:
     from .fanout import Fanout, _Subscriber
@@ -102,7 +103,8 @@ class ShmSignals:
         self.share = shm.share  # bytes of copies one holder may hold
         #: fan-out subscriber id -> the RPC identity that claimed it
         self.claims: dict[int, bytes] = {}
-        self._pending: dict[bytes, tuple[int, bytes]] = {}  # nonce -> claim
+        #: nonce -> (subscriber id, identity, generation at its sending)
+        self._pending: dict[bytes, tuple[int, bytes, int]] = {}
         self._slots: dict[int, _Slot] = {}
         self._free_ids: list[int] = []
         self._next_id = wire_shm.SIGNAL_SLOT_BASE
@@ -119,14 +121,16 @@ class ShmSignals:
         self.returned = 0
         self.bogus = 0
         self.reclaimed = 0
+        self.lost = 0  # references taken back at a claim again (never got)
         fanout.shm = self  # attached to both
         shm.signals = self
 
     # -- claims (serving thread) -------------------------------------------
 
     def claim(self, identity: bytes, value: Any) -> dict:
-        """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals")."""
-        item = value[0] if type(value) is list and len(value) == 1 else None
+        """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals"): ``[id]``,
+        ``[nonce]``, or ``[nonce, held]`` (a claim again: see ``_settle``)."""
+        item = value[0] if type(value) is list and 1 <= len(value) <= 2 else None
         if identity not in self._shm.clients or item is None:
             return _NO
         if type(item) is int:
@@ -141,8 +145,16 @@ class ShmSignals:
             if entry[0] not in self._fanout.subscribers:  # left meanwhile
                 return _NO
             self.claims[entry[0]] = identity
+            if len(value) == 2:
+                self._settle(identity, value[1], entry[2])
         _log.debug("subscriber %d bound to client %s", entry[0], identity.hex())
         return _YES
+
+    def _settle(self, identity: bytes, held: Any, marker: int) -> None:
+        """Take back what a claim again says was lost (``shm_share``)."""
+        for number, count in unheld(self._slots, identity, held, marker):
+            self.lost += count
+            self._take_back(number, identity, count)
 
     def _send_nonce(self, identity: bytes, ident: int) -> bool:
         nonce = secrets.token_bytes(_NONCE)
@@ -159,10 +171,12 @@ class ShmSignals:
                 fanout.sock.send(sub.prefix + head, _NOBLOCK)
             except zmq.ZMQError:  # its queue is full, or closing
                 return False
+            # slots of lower generations went out before the nonce
+            marker = next(self._generations)
         with self._lock:
             while len(self._pending) >= _MAX_PENDING:
                 del self._pending[next(iter(self._pending))]
-            self._pending[nonce] = (ident, identity)
+            self._pending[nonce] = (ident, identity, marker)
         return True
 
     def departed(self, ident: int) -> None:
@@ -408,6 +422,7 @@ class ShmSignals:
             "shm_signal_bogus": self.bogus,
             "shm_signal_slots_held": len(self._slots),
             "shm_signal_bound": len(self.claims),
+            "shm_signal_lost": self.lost,
         }
 
 
