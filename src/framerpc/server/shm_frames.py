@@ -241,14 +241,15 @@ class ShmServer:
             share.pin(value)  # at most half the pool per client (shm_share)
             # zero copies: the frame itself stays out until released
             return self._hand_out(owner, client, segment, offset, value, value, None)
-        if not share.may_copy(value.nbytes, self.share):
-            self._fallback("client holds %d bytes of copies", share.bytes)
+        held = share.bytes  # its share: one copy always (shm_share)
+        if held and held + value.nbytes > self.share:
+            self._fallback("client holds %d bytes of copies", held)
             return None
         segment = self._arena.take(value.nbytes)
         if segment is None:
             self._fallback("arena full (%d bytes)", self._arena.bytes)
             return None
-        share.bytes += segment.size
+        share.bytes = held + segment.size
         target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
             value.shape
         )

@@ -6,7 +6,8 @@ camera) without.
 - **Copies** (plain arrays, in an ``Arena``): a client may hold at most
   ``shm_client_share`` of ``shm_max_bytes`` (a quarter by default: 64 MiB
   of 256 MiB, two 24.9 MB frames) in segments, counted by segment size
-  (whole pages). A client holding no copy may always take one, however
+  (whole pages; ``ShmServer._place`` checks it: its hot path). A client
+  holding no copy may always take one, however
   large, if the arena has room: its share is at least one frame. Beyond
   its share its arrays go over the socket (counted as any fallback) while
   the other clients still get shared memory; its releases give the share
@@ -73,11 +74,6 @@ class Share:
     def __init__(self) -> None:
         self.bytes = 0
         self.pins: dict[int, int] = {}
-
-    def may_copy(self, nbytes: int, limit: int) -> bool:
-        """Whether a copy of ``nbytes`` stays within ``limit`` (or is the
-        only copy held: one frame always fits the share)."""
-        return not self.bytes or self.bytes + segments.round_pages(nbytes) <= limit
 
     def may_pin(self, lease: Any, segment: Any, nbytes: int) -> bool:
         """Whether one more frame of ``lease``'s pool (its slots of
