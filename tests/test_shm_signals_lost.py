@@ -34,6 +34,14 @@ def _ghost_of(proxy: SignalCameraProxy, camera: SignalCamera) -> tuple:
     ghost = proxy.context.socket(zmq.SUB)
     ghost.setsockopt(zmq.SUBSCRIBE, b"")
     ghost.setsockopt(zmq.LINGER, 0)
+    try:
+        return ghost, _bind(ghost, proxy, camera)
+    except BaseException:
+        ghost.close()
+        raise
+
+
+def _bind(ghost: zmq.Socket, proxy: SignalCameraProxy, camera: SignalCamera) -> int:
     ghost.connect(proxy._signal_receiver.url)
     ident = None
 
@@ -48,14 +56,15 @@ def _ghost_of(proxy: SignalCameraProxy, camera: SignalCamera) -> tuple:
     assert client_shm_signals._ask(proxy, [ident])  # the nonce goes to ghost
 
     def nonce() -> bytes | None:
-        while ghost.poll(1000):
+        while ghost.poll(20000):  # a ceiling: the nonce is on its way
             emission = protocol.decode_signal(ghost.recv_multipart(copy=False))
             if emission.name == protocol.SYNC_SIGNAL:
                 return emission.args[0]
         return None
 
     assert client_shm_signals._ask(proxy, [nonce()])
-    return ghost, ident
+    assert ident is not None
+    return ident
 
 
 def test_references_lost_with_a_vanished_subscription_come_back_at_the_claim(
