@@ -5,10 +5,13 @@ again."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from aio_helpers import run, until
 from conftest import wait_until
+from devices import bind_again
 from shm_helpers import ShmCamera, ShmCameraAPI, in_shared_memory, needs_shm
 from shm_retry_helpers import (
     TIMEOUT_MS,
@@ -120,5 +123,35 @@ def test_a_late_yes_brings_the_signal_arrays_to_shared_memory_too(
             frame, seq = await anext(frames)
             assert seq == 7 and np.all(frame == 7) and in_shared_memory(frame)
             del frame
+
+    run(main())
+
+
+def test_a_restarted_server_busy_at_the_new_handshake_gets_it_claimed_too(
+    ctx, tmp_path, serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry's own claim declines (it would name the old subscriber
+    id): the claims of a yes again bind the new subscription."""
+    monkeypatch.setattr(shm_retry, "FIRST_S", 0.05)
+    url = f"ipc://{tmp_path}/cam.sock"
+    first = serve(SignalCamera(ctx, url))
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            SignalCameraAPI, url, context=ctx, timeout=TIMEOUT_MS
+        ) as cam:
+            frames = cam.frame_ready.subscribe()
+            assert first.stats["shm_signal_bound"] == 1
+            await asyncio.to_thread(first.close)
+            second = bind_again(lambda: SignalCamera(ctx, url))
+            hold_first_hello_until_given_up(second)
+            serve(second)
+            await until(lambda: second.stats["shm_signal_bound"] == 1)
+            await until(lambda: cam._shm.retry.claims_due == 0)  # bound: no more
+            second.emit_plain(4)
+            frame, seq = await anext(frames)
+            assert seq == 4 and np.all(frame == 4) and in_shared_memory(frame)
+            del frame
+            frames.close()
 
     run(main())

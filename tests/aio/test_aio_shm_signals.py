@@ -5,8 +5,11 @@ slots come back once collected; the off switch keeps the socket."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 from aio_helpers import run, until
+from devices import bind_again
 from shm_helpers import DTYPE, SHAPE, in_shared_memory, needs_shm, options
 from shm_signal_helpers import SignalCamera, SignalCameraAPI
 
@@ -84,6 +87,34 @@ def test_the_off_switch_keeps_the_socket(ctx, shm_url, serve) -> None:
             frame, seq = await anext(frames)
             assert seq == 2 and np.all(frame == 2) and not in_shared_memory(frame)
             assert camera.stats["shm_signal_refs"] == 0
+            frames.close()
+
+    run(main())
+
+
+def test_a_restarted_server_gets_the_subscription_claimed_again(
+    ctx, tmp_path, serve
+) -> None:
+    url = f"ipc://{tmp_path}/cam.sock"
+    first = serve(SignalCamera(ctx, url))
+
+    async def main() -> None:
+        async with framerpc.aio.connect(SignalCameraAPI, url, context=ctx) as cam:
+            frames = cam.frame_ready.subscribe()
+            assert first.stats["shm_signal_bound"] == 1
+            await asyncio.to_thread(first.close)
+            second = serve(bind_again(lambda: SignalCamera(ctx, url)))
+            # a new handshake, the new subscriber id learned, claimed again
+            await until(lambda: second.stats["shm_signal_bound"] == 1)
+            second.emit_plain(3)
+            frame, seq = await anext(frames)
+            assert seq == 3 and frame.shape == SHAPE and np.all(frame == 3)
+            assert in_shared_memory(frame)  # mapped again, not a frame
+            stats = second.stats
+            assert stats["shm_signal_refs"] == 1
+            assert stats["shm_signal_fallbacks"] == 0
+            del frame
+            await until(lambda: second.stats["shm_signal_slots_held"] == 0)
             frames.close()
 
     run(main())

@@ -38,6 +38,22 @@ def test_the_back_off_doubles_up_to_its_cap_and_an_answer_resets_it(
     assert not retry.accepted and retry.wait() is None
 
 
+def test_a_yes_after_an_earlier_yes_asks_for_the_signal_claims_again() -> None:
+    retry = shm_retry.HandshakeRetry()
+    again: list[int] = []
+    retry.on_again = lambda: again.append(retry.claims_due)
+    retry.answered(None)  # busy at connect
+    retry.answered(True)  # a late first yes: the client claims as usual
+    assert retry.claims_due == 0 and again == []
+    retry.answered(None)  # restarted, busy at the new handshake
+    retry.answered(True)  # a yes again: a new subscription to claim
+    assert retry.claims_due == shm_retry.CLAIM_TRIES
+    assert again == [shm_retry.CLAIM_TRIES]
+    retry.claims_due = 0  # claimed
+    retry.answered(False)  # a no asks for nothing
+    assert retry.claims_due == 0 and len(again) == 1
+
+
 @needs_shm
 def test_a_client_whose_handshake_timed_out_ends_up_on_shared_memory(
     ctx, shm_url, serve, monkeypatch: pytest.MonkeyPatch

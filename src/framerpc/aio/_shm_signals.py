@@ -10,15 +10,24 @@ The hub then decodes emissions with a ``SignalShm`` over the proxy's
 mapped on the server's segment, released when collected (sent at once
 after the emission's callbacks and iterators took it, else by the loop
 timer or with the next call).
+
+After a handshake again that the server answered yes (a restarted or
+reconnected server: ``client.shm_retry``), the subscription is a new one
+with a new id: the link's ``on_again`` (set by the first ``claim``) starts
+a task that learns the new id (the client's ``_sync_signals``) and claims
+it, up to ``shm_retry.CLAIM_TRIES`` times, as the sync client's
+``reclaim`` (with the signal slots the client holds: ``held``); so does
+an emission naming another subscriber id. ``claim`` meanwhile declines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
-from ..client.shm_signals import SignalShm, accepted
+from ..client.shm_signals import SignalShm, accepted, held
 from ..wire.messages import Request, RPCEvents
 
 __all__ = ["claim"]
@@ -29,17 +38,71 @@ _log = logging.getLogger(__name__)
 _NONCE_WAIT_S = 2.0
 #: How often (s) the claim looks for the nonce meanwhile.
 _POLL_S = 0.005
+#: link -> its claims' task after a handshake again (one at a time)
+_reclaiming: weakref.WeakKeyDictionary[Any, asyncio.Task] = weakref.WeakKeyDictionary()
 
 
 async def claim(client: Any) -> bool:
     """Claim ``client``'s signal subscription for references (see the
-    module); whether the server bound it."""
+    module); whether the server bound it. False without asking while
+    claims after a handshake again are due (their task makes them)."""
+    link = client._shm
+    if link is None:
+        return False
+    link.retry.on_again = lambda: _reclaim_soon(client, link)
+    if link.retry.claims_due:
+        return False
+    return await _claim(client)
+
+
+def _reclaim_soon(client: Any, link: Any) -> None:
+    """The link's handshake was answered yes again: start the task of its
+    claims (in the loop; see the module)."""
+    if client._shm is not link or link._closed or link in _reclaiming:
+        return
+    task = client._loop.create_task(
+        _reclaim(client, link), name=f"aio-shm-claim {client.url}"
+    )
+    _reclaiming[link] = task
+    client._tasks.append(task)  # aclose cancels it
+    task.add_done_callback(lambda done: _reclaimed(client, link, done))
+
+
+def _reclaimed(client: Any, link: Any, task: asyncio.Task) -> None:
+    if _reclaiming.get(link) is task:
+        del _reclaiming[link]
+    if task in client._tasks:
+        client._tasks.remove(task)
+
+
+async def _reclaim(client: Any, link: Any) -> None:
+    """Learn the subscription's new id, then claim it, until bound or the
+    tries are spent."""
+    retry = link.retry
+    while retry.claims_due > 0 and client._shm is link:
+        hub = client._signal_hub
+        if hub is None:
+            break
+        retry.claims_due -= 1
+        hub.subscriber = None  # the old server's id
+        try:
+            await client._sync_signals()  # the token's emission names it
+        except (TimeoutError, RuntimeError) as exc:
+            _log.debug("signal subscription of %s not back: %s", client.url, exc)
+            continue
+        if await _claim(client, again=True):
+            break
+    retry.claims_due = 0
+
+
+async def _claim(client: Any, again: bool = False) -> bool:
     link, hub = client._shm, client._signal_hub
     if link is None or hub is None or hub.subscriber is None:
         return False
     shm = SignalShm(link, link.send_releases)
     hub.shm = shm  # before the claim: the nonce comes through it
-    if not await _ask(client, [hub.subscriber]):
+    ident = hub.subscriber
+    if not await _ask(client, [ident]):
         hub.shm = None
         return False
     loop = asyncio.get_running_loop()
@@ -48,9 +111,12 @@ async def claim(client: Any) -> bool:
         nonce = shm.take_nonce()
         if nonce is None:
             await asyncio.sleep(_POLL_S)
-        elif await _ask(client, [nonce]):  # only ours is accepted
-            _log.debug("signal arrays from %s may use shared memory", client.url)
-            return True
+        else:  # only ours is accepted; a claim again lists what we hold
+            slots = held(link) if again else None
+            if await _ask(client, [nonce] if slots is None else [nonce, slots]):
+                shm.claimed = ident
+                _log.debug("signal arrays from %s may use shared memory", client.url)
+                return True
     _log.debug("signal subscription of %s not bound", client.url)
     return False
 

@@ -213,6 +213,7 @@ class ShmLink(Leases):
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._timer_lock = threading.Lock()
+        self.retry.on_again = self._start_timer  # it makes the claims due
 
     def handshake(self) -> bool | None:
         """Shake hands (again, after a reconnection: the server then moves
@@ -258,6 +259,8 @@ class ShmLink(Leases):
         while not self._stop.wait(_FLUSH_S):
             if self.retry.wait() == 0:  # a handshake without an answer
                 self._retry()
+            if self.retry.claims_due and not client._lock.locked():
+                shm_signals.reclaim(client)  # a new handshake: a new claim
             if not self.pending or not client._lock.acquire(blocking=False):
                 continue  # a call in flight flushes them itself
             try:

@@ -15,6 +15,19 @@ client's next call or by the link's timer, as buffer replies are.
 
 An older server answers the claim with an error, a server with ``shm``
 off with ``false``: the signals keep today's frames, silently.
+
+After a handshake again that the server answered yes (a restarted or
+reconnected server, ``client.shm_retry``), the subscription is a new one
+for that server, with a new id, and claimed by nobody: the link's timer
+thread (``ShmLink``) then calls ``reclaim``, which learns the new id (the
+emission of a handshake token names it, ``inventory._sync_signals``) and
+claims it, up to ``shm_retry.CLAIM_TRIES`` times, while no call is in
+flight. ``claim`` meanwhile declines (it would name the old id). So does
+an emission that names another subscriber id than the bound one: the
+signal socket alone reconnected (its connection dropped, the RPC one did
+not). Such a claim lists the signal slots the client holds (``held``):
+the server takes back the references it sent the vanished subscription
+that never arrived.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from typing import Any
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents, SignalEmission
 
-__all__ = ["SignalShm", "accepted", "claim"]
+__all__ = ["SignalShm", "accepted", "claim", "held", "reclaim"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +68,8 @@ class SignalShm:
         self._send = send
         self._nonces: collections.deque[bytes] = collections.deque(maxlen=8)
         self._arrived = threading.Event()
+        #: the subscriber id the server bound (set by a claim that succeeded)
+        self.claimed: int | None = None
 
     def decode(self, frames: list) -> SignalEmission:
         """An emission with its references resolved (``wire.shm``).
@@ -65,6 +80,11 @@ class SignalShm:
             A malformed emission or reference, or a segment that cannot be
             mapped (the references' slots are released all the same).
         """
+        if self.claimed is not None:  # a new subscription: claim it again
+            ident = wire_shm.subscriber_of(frames[0].buffer)
+            if ident is not None and ident != self.claimed:
+                self.claimed = None
+                self.leases.retry.claim_again()
         emission, refs = wire_shm.decode_signal(frames)
         args = emission.args
         failed = None
@@ -122,7 +142,59 @@ def accepted(reply: Any) -> bool:
 def claim(client: Any) -> bool:
     """Claim ``client``'s signal subscriber for references (see the
     module); whether the server bound it. Called once the client has its
-    shared-memory link and its signal receiver is subscribed."""
+    shared-memory link and its signal receiver is subscribed; False
+    without asking while claims after a handshake again are due
+    (``reclaim`` makes them)."""
+    link = client._shm
+    if link is not None and link.retry.claims_due:
+        return False
+    return _claim(client)
+
+
+def reclaim(client: Any) -> bool:
+    """One of the claims due after a handshake again (see the module):
+    learn the subscription's new id, then claim it; whether it is bound.
+    The timer thread calls it (not the receiver: its thread dispatches
+    the token and the nonce)."""
+    link, receiver = client._shm, client._signal_receiver
+    if link is None or not link.retry.claims_due:
+        return False
+    if receiver is None or client._closed:
+        link.retry.claims_due = 0
+        return False
+    link.retry.claims_due -= 1
+    receiver.subscriber = None  # the old server's id
+    try:
+        client._sync_signals()  # the token's emission names the new one
+    except (TimeoutError, RuntimeError) as exc:
+        _log.debug("signal subscription of %s not back: %s", client.url, exc)
+        return False
+    if _claim(client, again=True):
+        link.retry.claims_due = 0
+        return True
+    return False
+
+
+def held(leases: Any) -> list[list[int]] | None:
+    """The signal slots ``leases`` holds (arrays alive, releases queued),
+    as a claim again lists them (``server.shm_share.unheld``); None when
+    they are too many for one message (the server then takes nothing back).
+    """
+    for _ in range(8):  # a lease collected meanwhile changes the sets
+        try:
+            pairs = [lease._slot for lease in list(leases._live)]
+            pairs += list(leases.pending)
+            break
+        except RuntimeError:
+            continue
+    else:
+        return None
+    base = wire_shm.SIGNAL_SLOT_BASE
+    slots = [[slot, generation] for slot, generation in pairs if slot >= base]
+    return slots if len(slots) <= wire_shm.MAX_RELEASES else None
+
+
+def _claim(client: Any, again: bool = False) -> bool:
     link, receiver = client._shm, client._signal_receiver
     if link is None or receiver is None or receiver.subscriber is None:
         return False
@@ -139,7 +211,10 @@ def claim(client: Any) -> bool:
         nonce = shm.next_nonce(left)
         if nonce is None:
             break
-        if _ask(client, [nonce]):
+        # a claim again: what we hold, once every earlier emission was read
+        slots = held(link) if again else None
+        if _ask(client, [nonce] if slots is None else [nonce, slots]):
+            shm.claimed = ident
             _log.debug("signal arrays from %s may use shared memory", client.url)
             return True
     _log.debug("signal subscriber of %s not bound", client.url)

@@ -365,7 +365,8 @@ class RPCServer(
             ``shm_slots_held`` now. Signals (``server.shm_signals``, with
             shared memory on): ``shm_signal_refs``, ``shm_signal_copies``,
             ``shm_signal_fallbacks``, ``shm_signal_refused``,
-            ``shm_signal_bogus``, ``shm_signal_slots_held``, ``shm_signal_bound``.
+            ``shm_signal_bogus``, ``shm_signal_slots_held``, ``shm_signal_bound``,
+            ``shm_signal_lost``.
         """
         backlog = self._backlog
         with self._signal_lock:

@@ -11,6 +11,7 @@ calls it under its own lock or from one thread.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from ..pool import _Lease
 from ..transport import shm as segments
 
-__all__ = ["Arena", "pool_frame_at"]
+__all__ = ["Arena", "first_generation", "pool_frame_at"]
 
 _log = logging.getLogger(__name__)
 
@@ -96,3 +97,11 @@ def pool_frame_at(value: np.ndarray) -> tuple[Any, segments.Segment, int] | None
         if 0 <= offset and offset + value.nbytes <= segment.size:
             return base, segment, offset
     return None
+
+
+def first_generation() -> int:
+    """Where a server's handout generations start: at random (below 2**52),
+    not at 1, so that a release a client sends for an array of a server
+    that restarted since (the same slot and generation numbers) cannot
+    free a slot of the new one that the client holds in another array."""
+    return secrets.randbits(52) + 1

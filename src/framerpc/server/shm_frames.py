@@ -7,9 +7,10 @@ or more as a reference into a segment of ``/dev/shm``:
 - a frame of a ``FramePool`` whose slots lie in shared memory is referred
   to where it is (zero copies); the server keeps the frame (hence its
   pool slot) until the client releases it, so it cannot be refilled
-  while the client reads it. When the pool has no free slot left, the
-  frame is copied instead (as below) and its slot returns at once: clients
-  holding frames never starve the camera of slots;
+  while the client reads it. When the pool has no free slot left, or the
+  client holds half its slots already (``shm_share``), the frame is
+  copied instead (as below) and its slot returns at once: clients holding
+  frames never starve the camera of slots;
 - any other array is copied once into a server-owned segment (the
   arena), one segment per slot, reused for arrays of the same size.
 
@@ -17,7 +18,9 @@ Each handout is a slot number and a generation, owned by the client
 (routing id) it was sent to until that client releases it. A release
 that names a slot the sender does not hold, or an old generation, is
 ignored and counted. Bounds: ``shm_max_slots`` handouts per client,
-``shm_max_bytes`` of arena segments in all, ``_MAX_CLIENTS`` clients.
+``shm_max_bytes`` of arena segments in all, of which one client may hold
+its share (``shm_client_share``, see ``shm_share``), ``_MAX_CLIENTS``
+clients.
 When a bound is hit the reply goes over the socket as it always did
 (counted in ``stats["shm_fallbacks"]``, logged at most once a second):
 shared memory never blocks or fails a call.
@@ -55,7 +58,8 @@ from ..transport import SocketOptions
 from ..transport import shm as segments
 from ..wire import messages
 from ..wire import shm as wire_shm
-from .shm_arena import Arena, pool_frame_at
+from .shm_arena import Arena, first_generation, pool_frame_at
+from .shm_share import Share, share_limit
 
 __all__ = ["ShmServer"]
 
@@ -74,7 +78,7 @@ _PROBE = wire_shm.encode_probe()
 
 
 class _Client:
-    __slots__ = ("local", "lost_at", "pid", "slots", "start", "token")
+    __slots__ = ("local", "lost_at", "pid", "share", "slots", "start", "token")
 
     def __init__(
         self, pid: int, start: int, token: bytes = b"", local: bool = True
@@ -86,6 +90,7 @@ class _Client:
         self.token = token  # names the client across reconnections
         self.slots: set[int] = set()
         self.lost_at: float | None = None  # when a probe first failed
+        self.share = Share()  # its copies' bytes and pool frames (shm_share)
 
 
 class _Handout:
@@ -118,11 +123,13 @@ class ShmServer:
         self.threshold = options.shm_threshold
         self.max_bytes = options.shm_max_bytes
         self.max_slots = options.shm_max_slots
+        #: bytes of copies one client may hold (``shm_share``)
+        self.share = share_limit(self.max_bytes, options.shm_client_share)
         self.clients: dict[bytes, _Client] = {}
         self._handouts: dict[int, _Handout] = {}
         self._free_ids: list[int] = []
         self._next_id = 0
-        self._generations = itertools.count(1)
+        self._generations = itertools.count(first_generation())
         self._arena = Arena(self.max_bytes)
         self._next_sweep = 0.0
         self._next_drop = 0.0
@@ -228,14 +235,21 @@ class ShmServer:
             self._fallback("client holds %d slots", len(client.slots))
             return None
         pooled = pool_frame_at(value)
-        if pooled is not None:
+        share = client.share
+        if pooled is not None and share.may_pin(*pooled[:2], value.nbytes):
             _, segment, offset = pooled
+            share.pin(value)  # at most half the pool per client (shm_share)
             # zero copies: the frame itself stays out until released
             return self._hand_out(owner, client, segment, offset, value, value, None)
+        held = share.bytes  # its share: one copy always (shm_share)
+        if held and held + value.nbytes > self.share:
+            self._fallback("client holds %d bytes of copies", held)
+            return None
         segment = self._arena.take(value.nbytes)
         if segment is None:
             self._fallback("arena full (%d bytes)", self._arena.bytes)
             return None
+        share.bytes = held + segment.size
         target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
             value.shape
         )
@@ -304,6 +318,10 @@ class ShmServer:
         client = self.clients.get(handout.owner)
         if client is not None:
             client.slots.discard(slot)
+            if handout.arena is not None:
+                client.share.bytes -= handout.arena.size
+            elif handout.holder is not None:
+                client.share.unpin(handout.holder)
         if handout.arena is not None:
             self._arena.give_back(handout.arena)
         handout.holder = None  # a pool frame's slot goes back with it

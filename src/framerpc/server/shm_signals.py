@@ -11,7 +11,9 @@ Then each top-level argument array of ``shm_threshold`` bytes or more of
 an emission is placed once for all bound subscribers: a ``FramePool``
 frame in shared memory is referred to in place (no copy) for at most half
 the pool's slots at a time, any other array is copied once into this
-module's arena (bounded by ``shm_max_bytes``, as the replies' arena).
+module's arena (bounded by ``shm_max_bytes``, as the replies' arena;
+each holder counted the whole segment against its share,
+``shm_client_share``, see ``shm_share``).
 Each slot counts its holders (RPC connections, once per reference sent);
 each release (``rl`` or ``SHM_RELEASE``, routed here by
 ``ShmServer.release`` for slots from ``SIGNAL_SLOT_BASE``) takes one off;
@@ -19,10 +21,12 @@ the slot is free when none is left. References come back without a
 release when the send is refused (a full queue) or when ``ShmServer``
 forgets the holder (goodbye, process ended, unreachable). A subscriber
 that departs loses its binding; the references it was sent stay with its
-connection (the client may hold those arrays) until released or the
-client is forgotten. A subscriber holding ``shm_max_slots`` references
-or a full arena gets today's frames (``shm_signal_fallbacks``), as does
-everyone else (other hosts, JSON, unclaimed, ``shm`` off on either side).
+connection until released, the client forgotten, or its claim of a new
+subscription says it does not hold them (``shm_share.unheld``). A
+subscriber holding ``shm_max_slots`` references or its share of the
+arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
+as does everyone else (other hosts, JSON, unclaimed, ``shm`` off on
+either side).
 
 Threads: ``publish`` runs in an emitting thread under the server's
 signal lock, ``claim``, ``release`` and ``forget`` in the serving thread;
@@ -45,7 +49,8 @@ from ..transport import shm as segments
 from ..wire import framing
 from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
-from .shm_arena import Arena, pool_frame_at
+from .shm_arena import Arena, first_generation, pool_frame_at
+from .shm_share import copy_bytes, unheld, within
 
 if TYPE_CHECKING:
     from .fanout import Fanout, _Subscriber
@@ -95,14 +100,17 @@ class ShmSignals:
         self.threshold = shm.threshold
         self.max_bytes = shm.max_bytes
         self.max_slots = shm.max_slots
+        self.share = shm.share  # bytes of copies one holder may hold
         #: fan-out subscriber id -> the RPC identity that claimed it
         self.claims: dict[int, bytes] = {}
-        self._pending: dict[bytes, tuple[int, bytes]] = {}  # nonce -> claim
+        #: nonce -> (subscriber id, identity, generation at its sending)
+        self._pending: dict[bytes, tuple[int, bytes, int]] = {}
         self._slots: dict[int, _Slot] = {}
         self._free_ids: list[int] = []
         self._next_id = wire_shm.SIGNAL_SLOT_BASE
-        self._generations = itertools.count(1)
+        self._generations = itertools.count(first_generation())
         self._held: dict[bytes, int] = {}  # RPC identity -> references held
+        self._bytes: dict[bytes, int] = {}  # RPC identity -> copies' bytes held
         self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
         self._arena = Arena(self.max_bytes)
         self._lock = threading.Lock()
@@ -113,14 +121,16 @@ class ShmSignals:
         self.returned = 0
         self.bogus = 0
         self.reclaimed = 0
+        self.lost = 0  # references taken back at a claim again (never got)
         fanout.shm = self  # attached to both
         shm.signals = self
 
     # -- claims (serving thread) -------------------------------------------
 
     def claim(self, identity: bytes, value: Any) -> dict:
-        """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals")."""
-        item = value[0] if type(value) is list and len(value) == 1 else None
+        """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals"): ``[id]``,
+        ``[nonce]``, or ``[nonce, held]`` (a claim again: see ``_settle``)."""
+        item = value[0] if type(value) is list and 1 <= len(value) <= 2 else None
         if identity not in self._shm.clients or item is None:
             return _NO
         if type(item) is int:
@@ -135,8 +145,16 @@ class ShmSignals:
             if entry[0] not in self._fanout.subscribers:  # left meanwhile
                 return _NO
             self.claims[entry[0]] = identity
+            if len(value) == 2:
+                self._settle(identity, value[1], entry[2])
         _log.debug("subscriber %d bound to client %s", entry[0], identity.hex())
         return _YES
+
+    def _settle(self, identity: bytes, held: Any, marker: int) -> None:
+        """Take back what a claim again says was lost (``shm_share``)."""
+        for number, count in unheld(self._slots, identity, held, marker):
+            self.lost += count
+            self._take_back(number, identity, count)
 
     def _send_nonce(self, identity: bytes, ident: int) -> bool:
         nonce = secrets.token_bytes(_NONCE)
@@ -153,10 +171,12 @@ class ShmSignals:
                 fanout.sock.send(sub.prefix + head, _NOBLOCK)
             except zmq.ZMQError:  # its queue is full, or closing
                 return False
+            # slots of lower generations went out before the nonce
+            marker = next(self._generations)
         with self._lock:
             while len(self._pending) >= _MAX_PENDING:
                 del self._pending[next(iter(self._pending))]
-            self._pending[nonce] = (ident, identity)
+            self._pending[nonce] = (ident, identity, marker)
         return True
 
     def departed(self, ident: int) -> None:
@@ -183,6 +203,7 @@ class ShmSignals:
             return subs
         with self._lock:
             claims, held, cap = self.claims, self._held, self.max_slots
+            copied = copy_bytes(args, big)  # what its copies may take
             targets, rest = [], []
             for sub in subs:
                 who = claims.get(sub.ident)
@@ -190,6 +211,9 @@ class ShmSignals:
                     rest.append(sub)
                 elif held.get(who, 0) + len(big) > cap:
                     self._fallback("a subscriber holds %d slots", held.get(who, 0))
+                    rest.append(sub)
+                elif not within(self._bytes.get(who, 0), copied, self.share):
+                    self._fallback("a subscriber holds %d bytes", self._bytes[who])
                     rest.append(sub)
                 else:
                     targets.append((sub, who))
@@ -201,8 +225,11 @@ class ShmSignals:
             for slot in slots:
                 for _, who in targets:
                     slot[1].holders[who] = slot[1].holders.get(who, 0) + 1
+            size = sum(slot.arena.size for _, slot in slots if slot.arena)
             for _, who in targets:
                 held[who] = held.get(who, 0) + len(slots)
+                if size:
+                    self._bytes[who] = self._bytes.get(who, 0) + size
         xmap = wire_shm.make_signal_args(args, refs)
         frames = framing.encode(_header_dict(emission, xmap))
         before = [sub.dropped for sub, _ in targets]
@@ -324,6 +351,10 @@ class ShmSignals:
             self._held[owner] = held
         else:
             self._held.pop(owner, None)
+        if slot.arena is not None:
+            left = self._bytes.pop(owner, 0) - slot.arena.size * count
+            if left > 0:
+                self._bytes[owner] = left
         if not slot.holders:
             self._free(number)
 
@@ -362,6 +393,8 @@ class ShmSignals:
             for ident, who in list(self.claims.items()):
                 if who == old:
                     self.claims[ident] = new
+            if old in self._bytes:
+                self._bytes[new] = self._bytes.pop(old)
             if old in self._held:
                 self._held[new] = self._held.pop(old)
                 for slot in self._slots.values():
@@ -373,6 +406,7 @@ class ShmSignals:
         with self._lock:
             self.claims.clear()
             self._held.clear()
+            self._bytes.clear()
             for number in list(self._slots):
                 self._slots[number].holders.clear()
                 self._free(number)
@@ -388,6 +422,7 @@ class ShmSignals:
             "shm_signal_bogus": self.bogus,
             "shm_signal_slots_held": len(self._slots),
             "shm_signal_bound": len(self.claims),
+            "shm_signal_lost": self.lost,
         }
 
 

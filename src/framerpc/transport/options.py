@@ -133,6 +133,14 @@ class SocketOptions:
         Most replies one client may hold in shared memory before it
         releases them (default 16); beyond it its replies go over the
         socket (counted).
+    shm_client_share : float
+        Largest part of ``shm_max_bytes`` one client may hold in copies at
+        a time (default 0.25: 64 MiB, two 24.9 MB frames), so that a
+        client keeping what it fetched leaves shared memory to the others;
+        a client holding no copy may always take one, however large.
+        Beyond it its replies go over the socket (counted). The same share
+        bounds each subscriber in the signals' arena. 1 lets one client
+        take the whole arena (a single consumer that keeps many frames).
     """
 
     linger_ms: int = 200
@@ -160,6 +168,7 @@ class SocketOptions:
     shm_threshold: int = 256 << 10
     shm_max_bytes: int = 256 << 20
     shm_max_slots: int = 16
+    shm_client_share: float = 0.25
 
     @property
     def dead_peer_ms(self) -> int | None:
