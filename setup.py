@@ -63,6 +63,13 @@ if not _pure:
                 ["ext/_callpath.pyx"],
                 depends=["src/framerpc/transport/_zmqio.pxd"],
             ),
+            # the shared-memory hot path: arrays made through numpy's C API
+            Extension(
+                "framerpc.wire._shmpath",
+                ["ext/_shmpath.pyx"],
+                include_dirs=[numpy.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            ),
         ],
         # where cimport finds framerpc/transport/_zmqio.pxd (_zmqio's declarations)
         include_path=["src"],

@@ -53,7 +53,7 @@ from .. import _lifecycle
 from .._ratelog import RateLimitedLog
 from ..transport import SocketOptions
 from ..transport import shm as segments
-from ..wire import messages
+from ..wire import messages, shmpath
 from ..wire import shm as wire_shm
 from .shm_arena import Arena, pool_frame_at
 
@@ -217,13 +217,15 @@ class ShmServer:
             and type(value) is np.ndarray
             and value.nbytes >= self.threshold
         ):
-            ref = self._place(bytes(identity), client, value)
-            if ref is not None:
+            placed = self._place(bytes(identity), client, value)
+            if placed is not None:  # the reference (wire_shm.make_ref's)
                 self.replies += 1
-                return messages.encode_result(request_id, ref, info)
+                return shmpath.ref_reply(request_id, *placed, info)
         return messages.encode_result(request_id, value, info, buffer_reply=True)
 
-    def _place(self, owner: bytes, client: _Client, value: np.ndarray) -> dict | None:
+    def _place(
+        self, owner: bytes, client: _Client, value: np.ndarray
+    ) -> tuple[str, int, np.ndarray, int, int] | None:
         if len(client.slots) >= self.max_slots:
             self._fallback("client holds %d slots", len(client.slots))
             return None
@@ -236,10 +238,7 @@ class ShmServer:
         if segment is None:
             self._fallback("arena full (%d bytes)", self._arena.bytes)
             return None
-        target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
-            value.shape
-        )
-        np.copyto(target, value, casting="no")
+        shmpath.copy_into(segment, value)
         self.copies += 1
         return self._hand_out(owner, client, segment, 0, value, None, segment)
 
@@ -252,7 +251,7 @@ class ShmServer:
         value: np.ndarray,
         holder: Any,
         arena: Any,
-    ) -> dict:
+    ) -> tuple[str, int, np.ndarray, int, int]:
         if self._free_ids:
             slot = self._free_ids.pop()
         else:
@@ -260,15 +259,7 @@ class ShmServer:
         generation = next(self._generations)
         self._handouts[slot] = _Handout(owner, generation, holder, arena)
         client.slots.add(slot)
-        return wire_shm.make_ref(
-            segment.name,
-            offset,
-            value.nbytes,
-            slot,
-            generation,
-            value.dtype,
-            value.shape,
-        )
+        return segment.name, offset, value, slot, generation
 
     def _fallback(self, why: str, *args: Any) -> None:
         self.fallbacks += 1
@@ -284,7 +275,7 @@ class ShmServer:
         if type(value) is list and not value:  # goodbye: the client closed
             self.forget(owner)
             return
-        pairs, bad = wire_shm.parse_releases(value)
+        pairs, bad = shmpath.parse_releases(value)
         self.bogus_releases += bad
         if self.signals is not None:  # signal slots: shm_signals' own
             pairs = self.signals.release(owner, pairs)
