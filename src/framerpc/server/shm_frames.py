@@ -211,21 +211,53 @@ class ShmServer:
         value, info = result
         if self.clients:  # also here: the asyncio serve loop has no tick
             self.tick()
-        client = self.clients.get(bytes(identity)) if self.clients else None
+        owner = bytes(identity) if self.clients else b""
+        client = self.clients.get(owner) if self.clients else None
         if (
             client is not None
             and type(value) is np.ndarray
             and value.nbytes >= self.threshold
+            and not value.dtype.hasobject  # pointers: the socket path refuses
         ):
-            placed = self._place(bytes(identity), client, value)
-            if placed is not None:  # the reference (wire_shm.make_ref's)
-                self.replies += 1
-                return shmpath.ref_reply(request_id, *placed, info)
+            placed = self._place(owner, client, value)
+            if placed is not None:
+                return self._refer(request_id, value, info, *placed)
         return messages.encode_result(request_id, value, info, buffer_reply=True)
+
+    def _refer(
+        self,
+        request_id: int,
+        value: np.ndarray,
+        info: dict,
+        name: str,
+        offset: int,
+        slot: int,
+        generation: int,
+        arena: segments.Segment | None,
+    ) -> list:
+        """The reply naming ``slot`` (``wire_shm.make_ref``'s reference),
+        with a plain array's one copy into ``arena`` made last: the work
+        before it runs on caches that a copy of megabytes would evict. A
+        reply that cannot be made frees the slot."""
+        try:
+            frames = shmpath.ref_reply(
+                request_id, name, offset, value, slot, generation, info
+            )
+            if arena is not None:
+                shmpath.copy_into(arena, value)
+                self.copies += 1
+        except BaseException:  # an info dict msgpack refuses
+            self._free(slot)
+            raise
+        self.replies += 1
+        return frames
 
     def _place(
         self, owner: bytes, client: _Client, value: np.ndarray
-    ) -> tuple[str, int, np.ndarray, int, int] | None:
+    ) -> tuple[str, int, int, int, segments.Segment | None] | None:
+        """A slot for ``value``: its segment's name, the offset, the slot,
+        its generation and the arena segment to copy it into (None: a pool
+        frame, referred to in place); None when a bound is hit."""
         if len(client.slots) >= self.max_slots:
             self._fallback("client holds %d slots", len(client.slots))
             return None
@@ -233,14 +265,12 @@ class ShmServer:
         if pooled is not None:
             _, segment, offset = pooled
             # zero copies: the frame itself stays out until released
-            return self._hand_out(owner, client, segment, offset, value, value, None)
+            return (*self._hand_out(owner, client, segment, offset, value, None), None)
         segment = self._arena.take(value.nbytes)
         if segment is None:
             self._fallback("arena full (%d bytes)", self._arena.bytes)
             return None
-        shmpath.copy_into(segment, value)
-        self.copies += 1
-        return self._hand_out(owner, client, segment, 0, value, None, segment)
+        return (*self._hand_out(owner, client, segment, 0, None, segment), segment)
 
     def _hand_out(
         self,
@@ -248,10 +278,9 @@ class ShmServer:
         client: _Client,
         segment: segments.Segment,
         offset: int,
-        value: np.ndarray,
         holder: Any,
         arena: Any,
-    ) -> tuple[str, int, np.ndarray, int, int]:
+    ) -> tuple[str, int, int, int]:
         if self._free_ids:
             slot = self._free_ids.pop()
         else:
@@ -259,7 +288,7 @@ class ShmServer:
         generation = next(self._generations)
         self._handouts[slot] = _Handout(owner, generation, holder, arena)
         client.slots.add(slot)
-        return segment.name, offset, value, slot, generation
+        return segment.name, offset, slot, generation
 
     def _fallback(self, why: str, *args: Any) -> None:
         self.fallbacks += 1
