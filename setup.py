@@ -1,7 +1,8 @@
 """Build script: metadata lives in pyproject.toml; this file adds the
 compiled framing layer ``framerpc.wire._framing``, the compiled message
-I/O ``framerpc.transport._zmqio`` and the compiled call path
-``framerpc.rpc._callpath`` from ext/.
+I/O ``framerpc.transport._zmqio``, the compiled call path
+``framerpc.rpc._callpath`` and the compiled shared-memory hot path
+``framerpc.wire._shmpath`` from ext/.
 
 ``FRAMERPC_PURE=1`` (or true/yes/on) at build time skips it (a pure install needs no
 compiler); a failed compilation is fatal, so a broken build never ships
@@ -62,6 +63,13 @@ if not _pure:
                 "framerpc.rpc._callpath",
                 ["ext/_callpath.pyx"],
                 depends=["src/framerpc/transport/_zmqio.pxd"],
+            ),
+            # the shared-memory hot path: arrays made through numpy's C API
+            Extension(
+                "framerpc.wire._shmpath",
+                ["ext/_shmpath.pyx"],
+                include_dirs=[numpy.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
         ],
         # where cimport finds framerpc/transport/_zmqio.pxd (_zmqio's declarations)

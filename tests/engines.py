@@ -22,6 +22,7 @@ def _compiled_built() -> bool:
         importlib.import_module("framerpc.wire._framing")
         importlib.import_module("framerpc.transport._zmqio")
         importlib.import_module("framerpc.rpc._callpath")
+        importlib.import_module("framerpc.wire._shmpath")
     except ImportError:
         return False
     return True

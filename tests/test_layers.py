@@ -84,6 +84,7 @@ EXT_MODULES = {
     "_framing.pyx": "framerpc.wire._framing",
     "_zmqio.pyx": "framerpc.transport._zmqio",
     "_callpath.pyx": "framerpc.rpc._callpath",
+    "_shmpath.pyx": "framerpc.wire._shmpath",
 }
 
 

@@ -13,10 +13,11 @@ is asked again later, the client on the socket meanwhile
 (``framerpc.client.shm_retry``: when, and why no call waits for it).
 
 A reference becomes a read-only numpy array over the segment, mapped
-read-only (``PROT_READ``). The array's base is a ``_Lease``: when the
-array and every view of it are gone, the lease queues its slot for
-release. Queued releases go out, batched, with the client's next call
-(in its header), or within ``_FLUSH_S`` from a timer thread in a message
+read-only (``PROT_READ``). The array's base is a lease
+(``framerpc.wire.shmpath``, compiled or pure): when the array and every
+view of it are gone, the lease queues its slot for release. Queued
+releases go out, batched, with the client's next call (in its header),
+or within ``_FLUSH_S`` from a timer thread in a message
 of their own, whichever is first.
 
 ``Leases`` (the arrays, their releases, the goodbye) and the handshake's
@@ -31,16 +32,15 @@ import collections
 import logging
 import secrets
 import threading
-import weakref
 from typing import Any
 
 import numpy as np
 import zmq
 
 from .. import transport
-from ..errors import ProtocolError
 from ..transport import shm as segments
 from ..wire import shm as wire_shm
+from ..wire import shmpath
 from ..wire.messages import Request, RPCEvents
 from . import shm_retry, shm_signals
 
@@ -61,27 +61,8 @@ _FLUSH_S = 0.2
 _NOBLOCK = int(zmq.NOBLOCK)
 
 
-class _Lease:
-    """The base of one received array: queues the slot's release when the
-    array and all its views are gone."""
-
-    __slots__ = ("__array_interface__", "__weakref__", "_map", "_pending", "_slot")
-
-    def __init__(
-        self,
-        mapped: segments.Attached,
-        interface: dict,
-        slot: tuple[int, int],
-        pending: collections.deque,
-    ) -> None:
-        self._map = mapped  # keeps the segment mapped while the array lives
-        self._slot = slot
-        self._pending = pending
-        self.__array_interface__ = interface
-
-    def __del__(self) -> None:
-        # any thread, on garbage collection: deque.append needs no lock
-        self._pending.append(self._slot)
+#: The base of every received array (the live engine's).
+_Lease = shmpath.Lease
 
 
 class Leases:
@@ -94,7 +75,7 @@ class Leases:
         self.token = secrets.token_bytes(16)
         self.cache = segments.AttachCache()
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
-        self._live: weakref.WeakSet[_Lease] = weakref.WeakSet()  # not released
+        self._live = shmpath.Tally()  # leases alive (their arrays)
         #: The handshake's outcome and back-off (``shm_retry``).
         self.retry = shm_retry.HandshakeRetry()
 
@@ -110,27 +91,8 @@ class Leases:
             A malformed reference, or a segment that cannot be mapped or
             is too small for it (its slot is released all the same).
         """
-        ref = wire_shm.parse_ref(value)
-        slot = (ref.slot, ref.generation)
-        try:
-            mapped = self.cache.get(ref.segment)
-        except (OSError, ValueError) as exc:
-            self.pending.append(slot)
-            raise ProtocolError(f"cannot map shared-memory reply: {exc}") from None
-        if ref.offset + ref.nbytes > mapped.size:
-            self.pending.append(slot)
-            raise ProtocolError("shared-memory reply beyond its segment")
-        interface = {
-            "version": 3,
-            "shape": ref.shape,
-            "typestr": ref.dtype.str,
-            "data": (mapped.address + ref.offset, True),  # read-only
-            "strides": None,
-        }
         self._leased()
-        lease = _Lease(mapped, interface, slot, self.pending)
-        self._live.add(lease)
-        return np.asarray(lease)
+        return shmpath.resolve(value, self.cache.get, self.pending, self._live)
 
     def take(self) -> list[tuple[int, int]]:
         """The queued releases, at most ``MAX_RELEASES`` (a request carries
@@ -146,15 +108,7 @@ class Leases:
         """Frames of a METHOD_CALL carrying the queued releases, and those
         (taken: ``untake`` them if the call is not sent; put back here
         when an argument cannot be encoded)."""
-        pairs = self.take()
-        try:
-            frames = wire_shm.encode_call_releasing(
-                request_id, method, args, kwargs, pairs
-            )
-        except Exception:  # an argument msgpack refuses
-            self.untake(pairs)
-            raise
-        return frames, pairs
+        return shmpath.call_frames(request_id, method, args, kwargs, self.pending)
 
     def untake(self, pairs: list[tuple[int, int]]) -> None:
         """Queue ``pairs`` (taken, then not sent) again, first in line."""

@@ -56,7 +56,7 @@ from .. import _lifecycle
 from .._ratelog import RateLimitedLog
 from ..transport import SocketOptions
 from ..transport import shm as segments
-from ..wire import messages
+from ..wire import messages, shmpath
 from ..wire import shm as wire_shm
 from .shm_arena import Arena, first_generation, pool_frame_at
 from .shm_share import Share, share_limit
@@ -218,19 +218,53 @@ class ShmServer:
         value, info = result
         if self.clients:  # also here: the asyncio serve loop has no tick
             self.tick()
-        client = self.clients.get(bytes(identity)) if self.clients else None
+        owner = bytes(identity) if self.clients else b""
+        client = self.clients.get(owner) if self.clients else None
         if (
             client is not None
             and type(value) is np.ndarray
             and value.nbytes >= self.threshold
+            and not value.dtype.hasobject  # pointers: the socket path refuses
         ):
-            ref = self._place(bytes(identity), client, value)
-            if ref is not None:
-                self.replies += 1
-                return messages.encode_result(request_id, ref, info)
+            placed = self._place(owner, client, value)
+            if placed is not None:
+                return self._refer(request_id, value, info, *placed)
         return messages.encode_result(request_id, value, info, buffer_reply=True)
 
-    def _place(self, owner: bytes, client: _Client, value: np.ndarray) -> dict | None:
+    def _refer(
+        self,
+        request_id: int,
+        value: np.ndarray,
+        info: dict,
+        name: str,
+        offset: int,
+        slot: int,
+        generation: int,
+        arena: segments.Segment | None,
+    ) -> list:
+        """The reply naming ``slot`` (``wire_shm.make_ref``'s reference),
+        with a plain array's one copy into ``arena`` made last: the work
+        before it runs on caches that a copy of megabytes would evict. A
+        reply that cannot be made frees the slot."""
+        try:
+            frames = shmpath.ref_reply(
+                request_id, name, offset, value, slot, generation, info
+            )
+            if arena is not None:
+                shmpath.copy_into(arena, value)
+                self.copies += 1
+        except BaseException:  # an info dict msgpack refuses
+            self._free(slot)
+            raise
+        self.replies += 1
+        return frames
+
+    def _place(
+        self, owner: bytes, client: _Client, value: np.ndarray
+    ) -> tuple[str, int, int, int, segments.Segment | None] | None:
+        """A slot for ``value``: its segment's name, the offset, the slot,
+        its generation and the arena segment to copy it into (None: a pool
+        frame, referred to in place); None when a bound is hit."""
         if len(client.slots) >= self.max_slots:
             self._fallback("client holds %d slots", len(client.slots))
             return None
@@ -240,7 +274,7 @@ class ShmServer:
             _, segment, offset = pooled
             share.pin(value)  # at most half the pool per client (shm_share)
             # zero copies: the frame itself stays out until released
-            return self._hand_out(owner, client, segment, offset, value, value, None)
+            return (*self._hand_out(owner, client, segment, offset, value, None), None)
         held = share.bytes  # its share: one copy always (shm_share)
         if held and held + value.nbytes > self.share:
             self._fallback("client holds %d bytes of copies", held)
@@ -250,12 +284,7 @@ class ShmServer:
             self._fallback("arena full (%d bytes)", self._arena.bytes)
             return None
         share.bytes = held + segment.size
-        target = np.frombuffer(segment.map, value.dtype, value.size).reshape(
-            value.shape
-        )
-        np.copyto(target, value, casting="no")
-        self.copies += 1
-        return self._hand_out(owner, client, segment, 0, value, None, segment)
+        return (*self._hand_out(owner, client, segment, 0, None, segment), segment)
 
     def _hand_out(
         self,
@@ -263,10 +292,9 @@ class ShmServer:
         client: _Client,
         segment: segments.Segment,
         offset: int,
-        value: np.ndarray,
         holder: Any,
         arena: Any,
-    ) -> dict:
+    ) -> tuple[str, int, int, int]:
         if self._free_ids:
             slot = self._free_ids.pop()
         else:
@@ -274,15 +302,7 @@ class ShmServer:
         generation = next(self._generations)
         self._handouts[slot] = _Handout(owner, generation, holder, arena)
         client.slots.add(slot)
-        return wire_shm.make_ref(
-            segment.name,
-            offset,
-            value.nbytes,
-            slot,
-            generation,
-            value.dtype,
-            value.shape,
-        )
+        return segment.name, offset, slot, generation
 
     def _fallback(self, why: str, *args: Any) -> None:
         self.fallbacks += 1
@@ -298,7 +318,7 @@ class ShmServer:
         if type(value) is list and not value:  # goodbye: the client closed
             self.forget(owner)
             return
-        pairs, bad = wire_shm.parse_releases(value)
+        pairs, bad = shmpath.parse_releases(value)
         self.bogus_releases += bad
         if self.signals is not None:  # signal slots: shm_signals' own
             pairs = self.signals.release(owner, pairs)

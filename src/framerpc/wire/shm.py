@@ -114,6 +114,9 @@ MAX_RELEASES = 1024
 #: and clients number their requests from 0 up, so no call matches it.
 PROBE_ID = -2
 _MAX_DIMS = 32
+#: Bound of the bytes of a shape's nonzero dimensions: a zero dimension
+#: makes nbytes 0 whatever the others are, but numpy refuses huge ones.
+_MAX_SPAN = 1 << 62
 #: The first slot number of signal references (replies' are below).
 SIGNAL_SLOT_BASE = 1 << 32
 #: How a native emission's header starts: a map of 7 keys, "_": bin 4.
@@ -248,11 +251,20 @@ def parse_ref(value: dict) -> ShmRef:
         kind = np.dtype(dtype) if type(dtype) is str and len(dtype) < 16 else None
     except TypeError:
         kind = None
-    if kind is None or kind.hasobject or kind.fields is not None:
+    if (
+        kind is None
+        or kind.hasobject
+        or kind.fields is not None
+        or kind.subdtype is not None  # "(2,)<i4": an array's dtype never is
+        or kind.itemsize == 0
+    ):
         raise ProtocolError(f"bad dtype in a shared-memory reference: {dtype!r}")
-    count = 1
+    count = span = 1
     for d in shape:
         count *= d
+        span *= d or 1
+    if span * kind.itemsize > _MAX_SPAN:
+        raise ProtocolError("a shared-memory reference needs a shape of ints")
     if count * kind.itemsize != nbytes:
         raise ProtocolError("shared-memory reference: shape and dtype != nbytes")
     return ShmRef(segment, offset, nbytes, slot, generation, kind, tuple(shape))

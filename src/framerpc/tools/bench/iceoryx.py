@@ -14,6 +14,12 @@ blocking receive, so each side waits on an event service of its own, as
 iceoryx2's event-based examples do: the client notifies "<name>/request"
 after sending, the server "<name>/response" after answering. The waits are
 bounded (``_POLL``) so that a stop is noticed and nothing blocks forever.
+Both sides block, as framerpc's do; neither spins a core: ``strace -c -f``
+of an echo run shows, per call and side, one ``sendto`` (the notify), a
+``setsockopt`` (the wait's timeout) and a blocking ``recvfrom`` on the
+event's unix datagram socket plus one that finds it empty (``EAGAIN``),
+no ``sched_yield`` or busy loop; the CPU time per call is about the wall
+time, as for one side working at a time.
 
 Every server gets a fresh service name (the "URL" ``iox2:<name>`` that
 ``systems.server_url`` makes for the "shm" transport), so runs never

@@ -1,0 +1,183 @@
+"""Pure-Python twin of the compiled shared-memory hot path
+``framerpc.wire._shmpath`` (chosen by ``framerpc.wire.shmpath``; same
+names, same behaviour, tests/wire/test_shmpath_parity.py runs both).
+
+What a same-host buffer reply costs besides its one copy (issue 14): on
+the client, a reference (``framerpc.wire.shm``) becoming a read-only
+array whose base is a ``Lease`` that queues the slot's release when the
+array and its views are gone, and a call carrying the queued releases;
+on the server, the reply naming the slot and the releases read back.
+No I/O: the client passes the function that maps a segment by name.
+"""
+
+from __future__ import annotations
+
+import collections
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ProtocolError
+from . import framing
+from .messages import (
+    KEY_ARGS,
+    KEY_EVENT,
+    KEY_ID,
+    KEY_INFO,
+    KEY_KWARGS,
+    KEY_METHOD,
+    KEY_OK,
+    KEY_VALUE,
+    KEY_VERSION,
+    PROTOCOL_VERSION,
+)
+from .shm import KEY_RELEASES, MAX_RELEASES, REF_KEY, parse_ref
+from .shm import parse_releases as parse_releases
+
+__all__ = [
+    "Lease",
+    "Tally",
+    "call_frames",
+    "copy_into",
+    "parse_releases",
+    "ref_reply",
+    "resolve",
+]
+
+
+class Tally:
+    """The leases of one client still alive (``len``): the goodbye waits
+    for none (``client.shm.Leases.goodbye``)."""
+
+    __slots__ = ("_live",)
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[Lease] = weakref.WeakSet()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, lease: Lease) -> None:
+        self._live.add(lease)
+
+
+class Lease:
+    """The base of one received array: queues the slot's release when the
+    array and all its views are gone."""
+
+    __slots__ = ("__array_interface__", "__weakref__", "_map", "_pending", "_slot")
+
+    def __init__(
+        self,
+        mapped: Any,
+        interface: dict,
+        slot: tuple[int, int],
+        pending: collections.deque,
+    ) -> None:
+        self._map = mapped  # keeps the segment mapped while the array lives
+        self._slot = slot
+        self._pending = pending
+        self.__array_interface__ = interface
+
+    def __del__(self) -> None:
+        # any thread, on garbage collection: deque.append needs no lock
+        self._pending.append(self._slot)
+
+
+def resolve(
+    value: dict, lookup: Callable[[str], Any], pending: collections.deque, tally: Tally
+) -> np.ndarray:
+    """The read-only array the reference ``value`` names, on the mapping
+    ``lookup(segment)`` returns (``.address``, ``.size``); its release goes
+    to ``pending`` when it is collected.
+
+    Raises
+    ------
+    ProtocolError
+        A malformed reference, or a segment that cannot be mapped
+        (``lookup`` raised OSError or ValueError) or is too small for it;
+        then its slot is queued for release all the same.
+    """
+    ref = parse_ref(value)
+    slot = (ref.slot, ref.generation)
+    try:
+        mapped = lookup(ref.segment)
+    except (OSError, ValueError) as exc:
+        pending.append(slot)
+        raise ProtocolError(f"cannot map shared-memory reply: {exc}") from None
+    if ref.offset + ref.nbytes > mapped.size:
+        pending.append(slot)
+        raise ProtocolError("shared-memory reply beyond its segment")
+    interface = {
+        "version": 3,
+        "shape": ref.shape,
+        "typestr": ref.dtype.str,
+        "data": (mapped.address + ref.offset, True),  # read-only
+        "strides": None,
+    }
+    lease = Lease(mapped, interface, slot, pending)
+    tally.add(lease)
+    return np.asarray(lease)
+
+
+def call_frames(
+    request_id: int, method: str, args: list, kwargs: dict, pending: collections.deque
+) -> tuple[list, list[tuple[int, int]]]:
+    """Frames of a METHOD_CALL carrying up to ``MAX_RELEASES`` releases
+    taken from ``pending`` (key ``rl``, see ``framerpc.wire.shm``), and
+    those pairs; when an argument cannot be encoded they are put back,
+    first in line, and the error raised."""
+    pairs: list[tuple[int, int]] = []
+    while pending and len(pairs) < MAX_RELEASES:
+        pairs.append(pending.popleft())
+    try:
+        frames = framing.encode(
+            {
+                KEY_VERSION: PROTOCOL_VERSION,
+                KEY_EVENT: "METHOD_CALL",
+                KEY_ID: request_id,
+                KEY_METHOD: method,
+                KEY_ARGS: args,
+                KEY_KWARGS: kwargs,
+                KEY_RELEASES: [[s, g] for s, g in pairs],
+            }
+        )
+    except Exception:  # an argument msgpack refuses
+        pending.extendleft(reversed(pairs))
+        raise
+    return frames, pairs
+
+
+def ref_reply(
+    request_id: int,
+    segment: str,
+    offset: int,
+    value: np.ndarray,
+    slot: int,
+    generation: int,
+    info: dict,
+) -> list:
+    """Frames of a buffer reply whose array ``value`` lies at ``offset``
+    in ``segment`` under ``slot``: the same bytes as
+    ``messages.encode_result(request_id, shm.make_ref(...), info)``."""
+    ref = [segment, offset, value.nbytes, slot, generation, value.dtype.str]
+    ref.append(list(value.shape))
+    return framing.encode(
+        {
+            KEY_VERSION: PROTOCOL_VERSION,
+            KEY_ID: request_id,
+            KEY_OK: True,
+            KEY_VALUE: {REF_KEY: ref},
+            KEY_INFO: info,
+        }
+    )
+
+
+def copy_into(segment: Any, value: np.ndarray) -> None:
+    """Copy ``value``'s elements, in C order, to the start of ``segment``
+    (a writable mapping: ``.map``, at least ``value.nbytes`` long): the one
+    copy of a plain array's reply."""
+    target = np.frombuffer(segment.map, value.dtype, value.size).reshape(value.shape)
+    np.copyto(target, value, casting="no")
