@@ -30,7 +30,8 @@ from framerpc.wire.messages import (
     KEY_VERSION,
     PROTOCOL_VERSION,
 )
-from framerpc.wire.shm import KEY_RELEASES, MAX_RELEASES, REF_KEY, parse_ref
+from framerpc.wire.shm import (KEY_RELEASES, MAX_RELEASES, REF_KEY, SIGNAL_SLOT_BASE,
+                               parse_ref)
 from framerpc.wire._shmpath_py import copy_into as _copy_into_py
 
 __all__ = ["Lease", "Tally", "call_frames", "copy_into", "parse_releases", "ref_reply",
@@ -47,6 +48,7 @@ cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray
 
 cdef object _encode = encode
 cdef object _parse_ref = parse_ref
+cdef object _SIGNAL_SLOT_BASE = SIGNAL_SLOT_BASE
 cdef object _np_dtype = np.dtype
 cdef object _PROTOCOL_VERSION = PROTOCOL_VERSION
 cdef str _K_VERSION = KEY_VERSION
@@ -75,12 +77,21 @@ cdef enum:
 
 
 cdef class Tally:
-    """The leases of one client still alive (``len``)."""
+    """The leases of one client still alive (``len``), and the signal slots
+    among them (``signal_slots``)."""
 
     cdef Py_ssize_t live
+    cdef set signals
+
+    def __cinit__(self):
+        self.signals = set()
 
     def __len__(self):
         return self.live
+
+    def signal_slots(self):
+        """See ``framerpc.wire._shmpath_py.Tally.signal_slots``."""
+        return list(self.signals)
 
 
 @cython.no_gc_clear  # the release must survive a collection of a cycle
@@ -95,11 +106,14 @@ cdef class Lease:
     cdef readonly object _slot
     cdef object _pending
     cdef Tally _tally
+    cdef bint _signal
 
     def __dealloc__(self):
         # any thread, on garbage collection: deque.append needs no lock
         if self._tally is not None:
             self._tally.live -= 1
+            if self._signal:
+                self._tally.signals.discard(self._slot)
         if self._pending is not None:
             self._pending.append(self._slot)
 
@@ -179,6 +193,9 @@ def resolve(value, lookup, pending, Tally tally):
     lease._pending = pending
     lease._tally = tally
     tally.live += 1
+    if slot >= _SIGNAL_SLOT_BASE:  # a signal's: a claim again lists it
+        lease._signal = True
+        tally.signals.add(pair)
     cnp.Py_INCREF(kind)  # PyArray_NewFromDescr steals it
     # no NPY_ARRAY_WRITEABLE: read-only, and the lease offers no writable
     # buffer, so numpy refuses to make it writable later

@@ -80,6 +80,25 @@ def test_a_reference_becomes_a_read_only_array_on_the_mapping(engine, mapping):
     assert list(pending) == [(3, 9)] and len(tally) == 0
 
 
+def test_the_tally_lists_the_signal_slots_alive(engine, mapping):
+    # a claim again names them (client.shm_signals.held): the compiled tally
+    # once only counted, and the re-claim after a server restart failed
+    pending: collections.deque = collections.deque()
+    tally = engine["Tally"]()
+    signal_slot = wire_shm.SIGNAL_SLOT_BASE + 5
+    reply = engine["resolve"](_ref(), lambda name: mapping, pending, tally)
+    signal = engine["resolve"](
+        _ref(slot=signal_slot), lambda name: mapping, pending, tally
+    )
+    assert tally.signal_slots() == [(signal_slot, 9)]  # not the reply's slot
+    del signal
+    gc.collect()
+    assert tally.signal_slots() == [] and len(tally) == 1
+    del reply
+    gc.collect()
+    assert len(tally) == 0
+
+
 def test_zero_dimensions_and_empty_arrays_resolve_alike(mapping):
     for ref in (
         _ref(shape=[], nbytes=2),

@@ -182,7 +182,7 @@ def held(leases: Any) -> list[list[int]] | None:
     """
     for _ in range(8):  # a lease collected meanwhile changes the sets
         try:
-            pairs = [lease._slot for lease in list(leases._live)]
+            pairs = leases._live.signal_slots()
             pairs += list(leases.pending)
             break
         except RuntimeError:

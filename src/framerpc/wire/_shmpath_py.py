@@ -33,7 +33,7 @@ from .messages import (
     KEY_VERSION,
     PROTOCOL_VERSION,
 )
-from .shm import KEY_RELEASES, MAX_RELEASES, REF_KEY, parse_ref
+from .shm import KEY_RELEASES, MAX_RELEASES, REF_KEY, SIGNAL_SLOT_BASE, parse_ref
 from .shm import parse_releases as parse_releases
 
 __all__ = [
@@ -61,6 +61,18 @@ class Tally:
 
     def add(self, lease: Lease) -> None:
         self._live.add(lease)
+
+    def signal_slots(self) -> list[tuple[int, int]]:
+        """The (slot, generation) pairs of the signal arrays alive (slots
+        from ``SIGNAL_SLOT_BASE``): a claim again lists them.
+
+        Raises
+        ------
+        RuntimeError
+            A lease was collected meanwhile (another thread): try again.
+        """
+        pairs = [lease._slot for lease in list(self._live)]
+        return [pair for pair in pairs if pair[0] >= SIGNAL_SLOT_BASE]
 
 
 class Lease:
