@@ -13,6 +13,7 @@ import selectors
 import socket
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,16 +28,25 @@ from framerpc.aio import client as aio_client
 
 @pytest.fixture
 def blocking_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The solo waits that blocked in zmq_poll (their timeouts, ms)."""
+    """The solo waits that blocked in poll (their timeouts, ms), of the
+    clients connected after this fixture."""
     waits: list[int] = []
-    real = zmq.zmq_poll
+    make = _solo._poller
+    assert make is not None
 
-    def poll(items: Any, timeout: int = -1) -> Any:
-        if timeout != 0:
-            waits.append(timeout)
-        return real(items, timeout)
+    class Poller:
+        def __init__(self) -> None:
+            self._poller = make()  # type: ignore[misc]
 
-    monkeypatch.setattr(zmq, "zmq_poll", poll)
+        def register(self, fd: int, mask: int) -> None:
+            self._poller.register(fd, mask)
+
+        def poll(self, timeout: int = -1) -> Any:
+            if timeout != 0:
+                waits.append(timeout)
+            return self._poller.poll(timeout)
+
+    monkeypatch.setattr(_solo, "_poller", Poller)
     return waits
 
 
@@ -57,9 +67,9 @@ def _count_solo_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     done = [0]
     real = _solo.SoloWait.wait
 
-    def wait(self: Any, finished: Any, read: Any) -> None:
-        real(self, finished, read)
-        done[0] += bool(finished())
+    def wait(self: Any, entry: Any, read: Any) -> None:
+        real(self, entry, read)
+        done[0] += entry.reply is not None
 
     monkeypatch.setattr(_solo.SoloWait, "wait", wait)
     return done
@@ -111,6 +121,46 @@ def test_a_timer_due_during_a_call_runs(
             assert max(blocking_polls) <= 50
 
     run(main())
+
+
+def test_the_wait_reads_the_timers_after_a_purge(monkeypatch) -> None:
+    # asyncio replaces its heap of timers with a new list when it purges
+    # many cancelled ones: a wait that kept the list it saw when it was
+    # made would read only the cancelled timers (60 s) and miss the next
+    # one (50 ms), keeping the loop past it
+    timeouts: list[int] = []
+
+    class Poller:  # records each wait's timeout; nothing ever arrives
+        def register(self, fd: int, mask: int) -> None:
+            pass
+
+        def poll(self, timeout: int = -1) -> list:
+            timeouts.append(timeout)
+            return []
+
+    monkeypatch.setattr(_solo, "_poller", Poller)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        try:
+            solo = _solo.SoloWait.make(loop, sock)
+            assert solo is not None
+            heap = loop._scheduled  # type: ignore[attr-defined]
+            for handle in [loop.call_later(60, print) for _ in range(300)]:
+                handle.cancel()
+            await asyncio.sleep(0)  # the next turn purges them
+            assert loop._scheduled is not heap  # type: ignore[attr-defined]
+            loop.call_later(0.05, print)
+            entry = SimpleNamespace(reply=None, future=None)
+            solo.wait(entry, lambda: None)
+            assert len(timeouts) == 1 and 0 <= timeouts[0] <= 50
+        finally:
+            sock.close(0)
+            context.term()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("source", ["threadsafe", "reader"])
