@@ -3,7 +3,8 @@ reply outside the loop (``_solo.SoloWait``), and gives the loop back
 as soon as anything else needs it: a timer due, a callback from another
 thread, another descriptor the loop watches. Each of those tests would
 hang (the server waits for what the loop must do) if the wait kept the
-loop.
+loop. The wait polls the socket's edge-triggered descriptor, as the
+loop's reader does: no message may be left waiting without a wake-up.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aio_helpers import run
 from devices import Camera
 
 import framerpc.aio
-from framerpc.aio import _link, _solo
+from framerpc.aio import _fdwatch, _link, _solo
 from framerpc.aio import client as aio_client
 
 
@@ -161,6 +162,46 @@ def test_the_wait_reads_the_timers_after_a_purge(monkeypatch) -> None:
             context.term()
 
     asyncio.run(main())
+
+
+def test_a_message_seen_by_the_send_check_is_read() -> None:
+    # the socket's wake-up (ZMQ_FD) is edge-triggered: the ZMQ_EVENTS check
+    # for calls waiting to send takes the wake-up of a message that came
+    # after the reader's drain, so the reader must run again for it (the
+    # solo wait, like the loop, relies on no message waiting unsignaled)
+    left, right = socket.socketpair()  # a descriptor that stays quiet
+    reads: list[int] = []
+
+    class Sock:  # ZMQ_EVENTS answers in turn; then nothing is there
+        closed = False
+        events = [zmq.POLLIN | zmq.POLLOUT]
+
+        def getsockopt(self, option: int) -> int:
+            if option == zmq.FD:
+                return right.fileno()
+            return int(self.events.pop(0)) if self.events else 0
+
+    async def main() -> None:
+        watch = _fdwatch.FdWatch(Sock(), lambda: reads.append(1))  # type: ignore[arg-type]
+        try:
+            await asyncio.sleep(0)  # its first read, of what came before
+            assert len(reads) == 1
+            waiting = asyncio.ensure_future(watch.writable(30))
+            await asyncio.sleep(0)  # a call waits for room to send
+            watch._ready()  # the descriptor was readable: drain, then check
+            assert len(reads) == 2
+            await asyncio.wait_for(waiting, 30)  # POLLOUT: room to send
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert len(reads) == 3  # and POLLIN: the message read after it
+        finally:
+            watch.close_now()
+
+    try:
+        asyncio.run(main())
+    finally:
+        left.close()
+        right.close()
 
 
 @pytest.mark.parametrize("source", ["threadsafe", "reader"])
