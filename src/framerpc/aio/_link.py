@@ -276,7 +276,7 @@ class Link(SendWaits):
         sock = self._socket
         if sock is None:
             return
-        read = _read_reply
+        read, idle = _read_reply, _read_idle
         pending = self._pending
         try:
             # one C call per message (compiled engine): receive, delimiter
@@ -284,7 +284,7 @@ class Link(SendWaits):
             # fd's wake-up as a ZMQ_EVENTS check would, and costs no more
             for _ in range(_BATCH):
                 try:
-                    reply = read(sock)
+                    reply = (read if self._unanswered else idle)(sock)
                 except ProtocolError as exc:
                     if self._unanswered:
                         self._unanswered -= 1
@@ -406,20 +406,22 @@ class Link(SendWaits):
         _lifecycle.close_socket(sock, linger)
 
 
+_read_reply = callpath.read_reply
 if callpath.IMPLEMENTATION == "compiled":
-    _read_reply = callpath.read_reply
+    _read_idle = _read_reply
 else:
-    _POLL_IN = [int(zmq.POLLIN)]
+    _POLLIN = int(zmq.POLLIN)
 
-    def _read_reply(sock: zmq.Socket) -> Reply | None:
-        """The pure engine's ``read_reply``, asked first whether a message is
-        there: its receive that finds none raises ``zmq.Again`` inside
-        pyzmq, 30k instructions (callgrind) at the end of every drain;
-        ``zmq_poll`` with no timeout takes 3k and re-arms ``ZMQ_FD`` alike
-        (it checks ``ZMQ_EVENTS``)."""
-        if not zmq.zmq_poll([(sock, _POLL_IN[0])], 0):
+    def _read_idle(sock: zmq.Socket) -> Reply | None:
+        """The pure engine's ``read_reply`` when every request is answered
+        (the end of a solo call's drain): asked first whether a message is
+        there. Its receive that finds none raises ``zmq.Again`` inside
+        pyzmq, 30k instructions (callgrind); ``zmq_poll`` with no timeout
+        takes 3k and re-arms ``ZMQ_FD`` alike (it checks ``ZMQ_EVENTS``).
+        With replies due, a receive is the likelier to find one."""
+        if not zmq.zmq_poll([(sock, _POLLIN)], 0):
             return None
-        return callpath.read_reply(sock)
+        return _read_reply(sock)
 
 
 class _Expired(Exception):
