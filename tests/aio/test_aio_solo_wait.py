@@ -3,7 +3,8 @@ reply outside the loop (``_solo.SoloWait``), and gives the loop back
 as soon as anything else needs it: a timer due, a callback from another
 thread, another descriptor the loop watches. Each of those tests would
 hang (the server waits for what the loop must do) if the wait kept the
-loop.
+loop. The wait polls the socket's edge-triggered descriptor, as the
+loop's reader does: no message may be left waiting without a wake-up.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import selectors
 import socket
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,22 +23,31 @@ from aio_helpers import run
 from devices import Camera
 
 import framerpc.aio
-from framerpc.aio import _link, _solo
+from framerpc.aio import _fdwatch, _link, _solo
 from framerpc.aio import client as aio_client
 
 
 @pytest.fixture
 def blocking_polls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The solo waits that blocked in zmq_poll (their timeouts, ms)."""
+    """The solo waits that blocked in poll (their timeouts, ms), of the
+    clients connected after this fixture."""
     waits: list[int] = []
-    real = zmq.zmq_poll
+    make = _solo._poller
+    assert make is not None
 
-    def poll(items: Any, timeout: int = -1) -> Any:
-        if timeout != 0:
-            waits.append(timeout)
-        return real(items, timeout)
+    class Poller:
+        def __init__(self) -> None:
+            self._poller = make()  # type: ignore[misc]
 
-    monkeypatch.setattr(zmq, "zmq_poll", poll)
+        def register(self, fd: int, mask: int) -> None:
+            self._poller.register(fd, mask)
+
+        def poll(self, timeout: int = -1) -> Any:
+            if timeout != 0:
+                waits.append(timeout)
+            return self._poller.poll(timeout)
+
+    monkeypatch.setattr(_solo, "_poller", Poller)
     return waits
 
 
@@ -57,9 +68,9 @@ def _count_solo_replies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     done = [0]
     real = _solo.SoloWait.wait
 
-    def wait(self: Any, finished: Any, read: Any) -> None:
-        real(self, finished, read)
-        done[0] += bool(finished())
+    def wait(self: Any, entry: Any, read: Any) -> None:
+        real(self, entry, read)
+        done[0] += entry.reply is not None
 
     monkeypatch.setattr(_solo.SoloWait, "wait", wait)
     return done
@@ -111,6 +122,86 @@ def test_a_timer_due_during_a_call_runs(
             assert max(blocking_polls) <= 50
 
     run(main())
+
+
+def test_the_wait_reads_the_timers_after_a_purge(monkeypatch) -> None:
+    # asyncio replaces its heap of timers with a new list when it purges
+    # many cancelled ones: a wait that kept the list it saw when it was
+    # made would read only the cancelled timers (60 s) and miss the next
+    # one (50 ms), keeping the loop past it
+    timeouts: list[int] = []
+
+    class Poller:  # records each wait's timeout; nothing ever arrives
+        def register(self, fd: int, mask: int) -> None:
+            pass
+
+        def poll(self, timeout: int = -1) -> list:
+            timeouts.append(timeout)
+            return []
+
+    monkeypatch.setattr(_solo, "_poller", Poller)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        try:
+            solo = _solo.SoloWait.make(loop, sock)
+            assert solo is not None
+            heap = loop._scheduled  # type: ignore[attr-defined]
+            for handle in [loop.call_later(60, print) for _ in range(300)]:
+                handle.cancel()
+            await asyncio.sleep(0)  # the next turn purges them
+            assert loop._scheduled is not heap  # type: ignore[attr-defined]
+            loop.call_later(0.05, print)
+            entry = SimpleNamespace(reply=None, future=None)
+            solo.wait(entry, lambda: None)
+            assert len(timeouts) == 1 and 0 <= timeouts[0] <= 50
+        finally:
+            sock.close(0)
+            context.term()
+
+    asyncio.run(main())
+
+
+def test_a_message_seen_by_the_send_check_is_read() -> None:
+    # the socket's wake-up (ZMQ_FD) is edge-triggered: the ZMQ_EVENTS check
+    # for calls waiting to send takes the wake-up of a message that came
+    # after the reader's drain, so the reader must run again for it (the
+    # solo wait, like the loop, relies on no message waiting unsignaled)
+    left, right = socket.socketpair()  # a descriptor that stays quiet
+    reads: list[int] = []
+
+    class Sock:  # ZMQ_EVENTS answers in turn; then nothing is there
+        closed = False
+        events = [zmq.POLLIN | zmq.POLLOUT]
+
+        def getsockopt(self, option: int) -> int:
+            if option == zmq.FD:
+                return right.fileno()
+            return int(self.events.pop(0)) if self.events else 0
+
+    async def main() -> None:
+        watch = _fdwatch.FdWatch(Sock(), lambda: reads.append(1))  # type: ignore[arg-type]
+        try:
+            await asyncio.sleep(0)  # its first read, of what came before
+            assert len(reads) == 1
+            waiting = asyncio.ensure_future(watch.writable(30))
+            await asyncio.sleep(0)  # a call waits for room to send
+            watch._ready()  # the descriptor was readable: drain, then check
+            assert len(reads) == 2
+            await asyncio.wait_for(waiting, 30)  # POLLOUT: room to send
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert len(reads) == 3  # and POLLIN: the message read after it
+        finally:
+            watch.close_now()
+
+    try:
+        asyncio.run(main())
+    finally:
+        left.close()
+        right.close()
 
 
 @pytest.mark.parametrize("source", ["threadsafe", "reader"])

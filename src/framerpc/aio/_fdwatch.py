@@ -84,11 +84,15 @@ class FdWatch:
                 return
             self._on_readable()
             waiters = self._send_waiters
-            if waiters and int(sock.getsockopt(_EVENTS)) & _POLLOUT:
-                self._send_waiters = []
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+            if waiters:
+                events = int(sock.getsockopt(_EVENTS))
+                if events & _POLLIN:  # came after the drain: this check took
+                    self._loop.call_soon(self._ready)  # its wake-up, read it
+                if events & _POLLOUT:
+                    self._send_waiters = []
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
         except zmq.ZMQError as exc:  # closed under us, or the context ended
             _log.debug("socket watch stopped: %s", exc)
             self._stop_watching()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -33,6 +34,7 @@ from ..rpc import callpath
 from ..wire.messages import Reply, Request
 from ._fdwatch import FdWatch
 from ._linkutil import describe, private_context
+from ._linkwait import SendWaits
 from ._solo import SoloWait
 
 __all__ = ["Link", "describe"]
@@ -54,13 +56,14 @@ MAX_IN_FLIGHT = 10_000
 
 
 class _Pending:
-    """A call in flight: its future, its deadline (loop time, None: no
-    timeout) and what the peer watch needs."""
+    """A call in flight: its future (None until the call awaits: a call
+    answered in the solo wait never needs one), its deadline (loop time,
+    None: no timeout) and what the peer watch needs."""
 
     __slots__ = ("deadline", "endless", "future", "mark", "reply", "sent")
 
-    def __init__(self, future: asyncio.Future, deadline: float | None) -> None:
-        self.future = future
+    def __init__(self, deadline: float | None) -> None:
+        self.future: asyncio.Future | None = None
         self.deadline = deadline
         self.mark = 0
         self.endless = deadline is None
@@ -68,7 +71,7 @@ class _Pending:
         self.reply: Reply | None = None
 
 
-class Link:
+class Link(SendWaits):
     """The request socket of one client (see the module).
 
     Parameters
@@ -87,6 +90,7 @@ class Link:
         self._timer_at = 0.0
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] = time.monotonic  # the loop's time
         self._socket: zmq.Socket | None = None
         self._fdwatch: FdWatch | None = None
         self._watch: PeerWatch | None = None
@@ -112,6 +116,8 @@ class Link:
         """Make and connect the socket, in the running loop; ``aclose``
         it even when this raises."""
         loop = self._loop = asyncio.get_running_loop()
+        if type(loop).time is not asyncio.BaseEventLoop.time:  # not monotonic()
+            self._clock = loop.time
         # a plain shadow of the user's context: framerpc's own socket list
         # (see _lifecycle), plain sockets for the transport's message I/O
         sock = transport.make_socket(
@@ -154,32 +160,42 @@ class Link:
                 f"client of {self.url} belongs to another event loop: "
                 "use it from the loop it was opened in"
             )
-        future = loop.create_future()
         watch = self._watch
-        started = loop.time()
+        started = self._clock()
         deadline = None if timeout is None else started + timeout / 1000
-        entry = _Pending(future, deadline)
+        entry = _Pending(deadline)
+        pending = self._pending
         # registered before the send: the deadline timer sees sends waiting
-        self._pending[rid] = entry
+        pending[rid] = entry
         try:
             if deadline is not None and (
                 self._timer is None or deadline < self._timer_at
             ):
                 self._arm(deadline)
             message = [b"", *frames]
-            if self._in_flight >= self._limit or self._slot_waiters:
-                await self._wait_slot(future)
             if watch is not None:
                 entry.mark = watch.mark()
-            if not self._try_send(message):
-                await self._send_later(message, entry, future)
+            if (
+                self._in_flight >= self._limit
+                or self._slot_waiters
+                or not self._try_send(message)
+            ):
+                await self._send_slowly(message, entry)  # makes the future
             entry.sent = True
             self._in_flight += 1
             if watch is not None and not self._busy_set:
                 self._busy_set = True
                 self._busy.set()
-            if self._solo is not None and len(self._pending) == 1:
-                self._solo.wait(future.done, self._on_readable)  # loop idle
+            future = entry.future
+            if future is None:  # no await yet: no other code ran meanwhile
+                solo = self._solo
+                if solo is not None and len(pending) == 1:  # loop idle
+                    solo.wait(entry, self._on_readable)
+                    if entry.reply is not None:
+                        return entry.reply  # no future, no turn of the loop
+                future = entry.future  # set by a failure in the wait
+                if future is None:
+                    future = entry.future = loop.create_future()
             # the reply is no result of the future: the loop's handle that
             # wakes this task holds the future until the turn ends
             await future
@@ -204,36 +220,6 @@ class Link:
             elif unsent is not None:
                 unsent()
 
-    async def _wait_slot(self, future: asyncio.Future) -> None:
-        """Wait, in turn, until fewer than ``MAX_IN_FLIGHT`` calls are in
-        flight, or until the call's timer fires (``_Expired``)."""
-        while True:
-            slot = self._loop.create_future()  # type: ignore[union-attr]
-            self._slot_waiters.append(slot)
-            try:
-                await asyncio.wait((slot, future), return_when=asyncio.FIRST_COMPLETED)
-                if future.done():
-                    future.result()  # raises _Expired, or the closing error
-                if self._closed:
-                    raise RuntimeError(f"client of {self.url} was closed during a call")
-            except BaseException:
-                if not slot.done():
-                    slot.cancel()
-                    self._slot_waiters.remove(slot)
-                elif not slot.cancelled():
-                    self._free_slot()  # its turn goes to the next in line
-                raise
-            if self._in_flight < self._limit:
-                return
-
-    def _free_slot(self) -> None:
-        """A call ended: the first call waiting for a slot may send."""
-        while self._slot_waiters:
-            slot = self._slot_waiters.popleft()
-            if not slot.done():
-                slot.set_result(None)
-                return
-
     def _arm(self, deadline: float) -> None:
         """Have ``_expire_due`` run at ``deadline`` (loop time).
 
@@ -252,11 +238,12 @@ class Link:
         now = self._loop.time()  # type: ignore[union-attr]
         upcoming: float | None = None
         for entry in self._pending.values():
-            deadline = entry.deadline
-            if deadline is None or entry.future.done():
+            deadline, future = entry.deadline, entry.future
+            # (no future: a call between its start and its first await)
+            if deadline is None or future is None or future.done():
                 continue
             if deadline <= now:
-                entry.future.set_exception(_Expired())
+                future.set_exception(_Expired())
             elif upcoming is None or deadline < upcoming:
                 upcoming = deadline
         if upcoming is not None:
@@ -286,38 +273,13 @@ class Link:
         if (self._unanswered or self._pending) and self._fdwatch is not None:
             self._fdwatch.kick()
 
-    async def _send_later(
-        self, message: list, entry: _Pending, future: asyncio.Future
-    ) -> None:
-        """Wait for room to send (or a connection) until the call's timer
-        fires; a call without timeout gives up after the dead-peer bound."""
-        watch = self._watch
-        while True:
-            if future.done():
-                future.result()  # raises _Expired
-            writable = asyncio.ensure_future(
-                self._fdwatch.writable(_WATCH_S)  # type: ignore[union-attr]
-            )
-            done, _ = await asyncio.wait(
-                (writable, future), return_when=asyncio.FIRST_COMPLETED
-            )
-            if writable not in done:
-                writable.cancel()
-            if self._closed:
-                raise RuntimeError(f"client of {self.url} was closed during a call")
-            if self._try_send(message):
-                return
-            if watch is not None:
-                watch.check(entry.mark, False, entry.endless)
-                entry.mark = watch.mark()
-
     def _on_readable(self) -> None:
         """The one reader (run by the socket's FdWatch): hand each reply to
         the future of its call; drops late and malformed ones."""
         sock = self._socket
         if sock is None:
             return
-        read = _read_reply
+        read, idle = _read_reply, _read_idle
         pending = self._pending
         try:
             # one C call per message (compiled engine): receive, delimiter
@@ -325,7 +287,7 @@ class Link:
             # fd's wake-up as a ZMQ_EVENTS check would, and costs no more
             for _ in range(_BATCH):
                 try:
-                    reply = read(sock)
+                    reply = (read if self._unanswered else idle)(sock)
                 except ProtocolError as exc:
                     if self._unanswered:
                         self._unanswered -= 1
@@ -338,11 +300,18 @@ class Link:
                 if self._unanswered:
                     self._unanswered -= 1
                 entry = pending.pop(reply.request_id, None)
-                if entry is None or entry.future.done():
+                if entry is None:
+                    _log.debug("dropped a late reply to request %s", reply.request_id)
+                    continue
+                future = entry.future
+                if future is None:  # its call is in the solo wait
+                    entry.reply = reply
+                    continue
+                if future.done():
                     _log.debug("dropped a late reply to request %s", reply.request_id)
                     continue
                 entry.reply = reply
-                entry.future.set_result(None)
+                future.set_result(None)
             # the rest next turn: a flood must not starve the loop
             self._fdwatch.kick()  # type: ignore[union-attr]
         except zmq.ZMQError as exc:  # the socket closed or the context ended
@@ -375,8 +344,7 @@ class Link:
                     await asyncio.sleep(_WATCH_S / 2)
                     self._fdwatch.drain()
                 for entry, exc in lost:
-                    if not entry.future.done():
-                        entry.future.set_exception(exc)
+                    self._fail(entry, exc)
                 del entry, exc
                 lost.clear()
             if not self._pending:
@@ -397,9 +365,15 @@ class Link:
 
     def _fail_all(self, exc: BaseException) -> None:
         for entry in list(self._pending.values()):
-            if not entry.future.done():
-                entry.future.set_exception(exc)
+            self._fail(entry, exc)
         self._pending.clear()
+
+    def _fail(self, entry: _Pending, exc: BaseException) -> None:
+        future = entry.future
+        if future is None:  # a call in the solo wait: it awaits this one
+            future = entry.future = self._loop.create_future()  # type: ignore[union-attr]
+        if not future.done():
+            future.set_exception(exc)
 
     async def aclose(self) -> None:
         """Fail the calls in flight (``RuntimeError``), stop the tasks,
@@ -436,6 +410,21 @@ class Link:
 
 
 _read_reply = callpath.read_reply
+if callpath.IMPLEMENTATION == "compiled":
+    _read_idle = _read_reply
+else:
+    _POLLIN = int(zmq.POLLIN)
+
+    def _read_idle(sock: zmq.Socket) -> Reply | None:
+        """The pure engine's ``read_reply`` when every request is answered
+        (the end of a solo call's drain): asked first whether a message is
+        there. Its receive that finds none raises ``zmq.Again`` inside
+        pyzmq, 30k instructions (callgrind); ``zmq_poll`` with no timeout
+        takes 3k and re-arms ``ZMQ_FD`` alike (it checks ``ZMQ_EVENTS``).
+        With replies due, a receive is the likelier to find one."""
+        if not zmq.zmq_poll([(sock, _POLLIN)], 0):
+            return None
+        return _read_reply(sock)
 
 
 class _Expired(Exception):
