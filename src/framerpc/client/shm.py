@@ -97,7 +97,8 @@ class Leases:
     def take(self) -> list[tuple[int, int]]:
         """The queued releases, at most ``MAX_RELEASES`` (a request carries
         them, see ``wire.shm.encode_call_releasing``)."""
-        pending, batch = self.pending, list[tuple[int, int]]()
+        pending = self.pending
+        batch: list[tuple[int, int]] = []  # not list[...](): a generic alias per call
         while pending and len(batch) < wire_shm.MAX_RELEASES:
             batch.append(pending.popleft())
         return batch
