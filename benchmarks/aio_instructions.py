@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import echo_instructions as base
@@ -79,58 +76,8 @@ def count(
 ) -> int:
     """Total instructions (callgrind, all threads) of the ``client``
     ("sync" or "aio") process in one run with framerpc from ``src``."""
-    with tempfile.TemporaryDirectory() as folder:
-        out = os.path.join(folder, "callgrind.out")
-        env = dict(
-            os.environ,
-            PYTHONPATH=str(src),
-            PYTHONHASHSEED="0",
-            OPENBLAS_NUM_THREADS="1",
-        )
-        env.pop("FRAMERPC_PURE", None)
-        if pure:
-            env["FRAMERPC_PURE"] = "1"
-        url = f"ipc://{folder}/echo.sock" if transport == "ipc" else "tcp://127.0.0.1"
-        server = subprocess.Popen(
-            [sys.executable, base.__file__, "--worker", "server", url],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            bound = server.stdout.readline().strip()
-            if not bound:
-                raise RuntimeError("the server process did not start")
-            subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    f"--callgrind-out-file={out}",
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    client,
-                    bound,
-                    kind,
-                    str(calls),
-                ],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-            server.wait(600)
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-            if server.stdout is not None:
-                server.stdout.close()
-        match = base._TOTALS.search(Path(out).read_bytes())
-    if match is None:
-        raise RuntimeError("no totals in callgrind's output")
-    return int(match[1])
+    worker = [sys.executable, __file__, "--worker", client]
+    return base.count(src, pure, transport, "client", kind, calls, client=worker)
 
 
 def main(argv: list[str] | None = None) -> int:

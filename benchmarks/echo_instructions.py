@@ -157,10 +157,13 @@ def count(
     kind: str,
     calls: int,
     keep: Path | None = None,
+    client: list[str] | None = None,
 ) -> int:
     """Total instructions (callgrind, all threads) of ``side`` ("client"
     or "server") in one run of a pair with framerpc imported from ``src``;
-    callgrind's output is copied into ``keep`` when given."""
+    callgrind's output is copied into ``keep`` when given. ``client`` is
+    the client worker's command before its url, kind and calls (default:
+    this module's sync client)."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "callgrind.out")
         # one OpenBLAS thread: its idle workers' spinning is counted too
@@ -188,7 +191,9 @@ def count(
             bound = server.stdout.readline().strip()
             if not bound:
                 raise RuntimeError("the server process did not start")
-            call = [sys.executable, __file__, "--worker", "client", bound, kind]
+            if client is None:
+                client = [sys.executable, __file__, "--worker", "client"]
+            call = [*client, bound, kind]
             subprocess.run(
                 (grind if side == "client" else []) + call + [str(calls)],
                 env=env,
