@@ -1,4 +1,5 @@
-"""Boolean environment variables (``FRAMERPC_PURE``), read one way everywhere.
+"""Boolean environment variables (``FRAMERPC_PURE``), read one way everywhere,
+and the choice between a compiled engine and its pure twin that follows.
 
 Self-contained (standard library only): ``setup.py`` loads this file by
 path at build time, before framerpc or its dependencies are importable.
@@ -12,6 +13,7 @@ import logging
 import os
 import warnings
 from types import ModuleType
+from typing import Any
 
 __all__ = [
     "TRUE_WORDS",
@@ -20,6 +22,8 @@ __all__ = [
     "env_flag",
     "pure_requested",
     "choose_engine",
+    "engine_names",
+    "follow_engine",
 ]
 
 #: Accepted spellings, compared case-insensitively after stripping blanks.
@@ -86,3 +90,32 @@ def choose_engine(
     except ImportError as exc:
         log.debug("%s unavailable, using its pure twin: %s", compiled, exc)
         return pure, "pure"
+
+
+def engine_names(module: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """``names`` as the engine module ``module`` defines them.
+
+    Raises
+    ------
+    ImportError
+        That module is not built (or not importable).
+    """
+    engine = importlib.import_module(module)
+    return {key: getattr(engine, key) for key in names}
+
+
+def follow_engine(
+    leader: str, engines: dict[str, str], names: tuple[str, ...], log: logging.Logger
+) -> tuple[dict[str, Any], str]:
+    """``names`` of the compiled engine of ``engines`` ("compiled" and
+    "pure" module paths) when ``leader`` (the implementation of the engine
+    this one calls into) is "compiled" and it is built, else of the pure
+    one; and which ("compiled" or "pure")."""
+    if leader == "compiled":
+        try:
+            return engine_names(engines["compiled"], names), "compiled"
+        except ImportError as exc:
+            log.debug(
+                "%s unavailable, using its pure twin: %s", engines["compiled"], exc
+            )
+    return engine_names(engines["pure"], names), "pure"

@@ -11,11 +11,11 @@ does.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from .. import transport
+from .._env import engine_names, follow_engine
 
 __all__ = [
     "Channel",
@@ -48,22 +48,14 @@ def select_engine(name: str) -> dict[str, Any]:
     KeyError
         ``name`` is not an engine.
     """
-    module = importlib.import_module(_ENGINES[name])
-    return {key: getattr(module, key) for key in PUBLIC_API}
+    return engine_names(_ENGINES[name], PUBLIC_API)
 
 
 #: Which call path is live: "compiled" or "pure". Follows
 #: ``transport.IO_IMPLEMENTATION`` (itself following the framing engine).
-IMPLEMENTATION = "pure"
-_names: dict[str, Any] | None = None
-if transport.IO_IMPLEMENTATION == "compiled":
-    try:
-        _names = select_engine("compiled")
-        IMPLEMENTATION = "compiled"
-    except ImportError as exc:
-        _log.debug("compiled call path unavailable, using pure Python: %s", exc)
-if _names is None:
-    _names = select_engine("pure")
+_names, IMPLEMENTATION = follow_engine(
+    transport.IO_IMPLEMENTATION, _ENGINES, PUBLIC_API, _log
+)
 
 if TYPE_CHECKING:  # both engines have the pure one's signatures
     from ._callpath_py import WAIT_SLICE_MS, Channel, Responder, call_fields, read_reply

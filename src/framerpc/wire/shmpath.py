@@ -9,11 +9,11 @@ framing does (``FRAMERPC_PURE`` unset, everything built).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import _shmpath_py, framing
+from .._env import engine_names, follow_engine
+from . import framing
 
 __all__ = [
     "IMPLEMENTATION",
@@ -53,21 +53,13 @@ def select_engine(name: str) -> dict[str, Any]:
     KeyError
         ``name`` is not an engine.
     """
-    module = importlib.import_module(_ENGINES[name])
-    return {key: getattr(module, key) for key in PUBLIC_API}
+    return engine_names(_ENGINES[name], PUBLIC_API)
 
 
 #: Which engine is live: "compiled" or "pure".
-IMPLEMENTATION = "pure"
-_names: dict[str, Any] | None = None
-if framing.IMPLEMENTATION == "compiled":
-    try:
-        _names = select_engine("compiled")
-        IMPLEMENTATION = "compiled"
-    except ImportError as exc:
-        _log.debug("compiled shared-memory path unavailable: %s", exc)
-if _names is None:
-    _names = {key: getattr(_shmpath_py, key) for key in PUBLIC_API}
+_names, IMPLEMENTATION = follow_engine(
+    framing.IMPLEMENTATION, _ENGINES, PUBLIC_API, _log
+)
 
 if TYPE_CHECKING:  # both engines have the pure one's signatures
     from ._shmpath_py import (
