@@ -20,20 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProtocolError
-from . import framing
-from .messages import (
-    KEY_ARGS,
-    KEY_EVENT,
-    KEY_ID,
-    KEY_INFO,
-    KEY_KWARGS,
-    KEY_METHOD,
-    KEY_OK,
-    KEY_VALUE,
-    KEY_VERSION,
-    PROTOCOL_VERSION,
+from .messages import encode_result
+from .shm import (
+    MAX_RELEASES,
+    SIGNAL_SLOT_BASE,
+    encode_call_releasing,
+    make_ref,
+    parse_ref,
 )
-from .shm import KEY_RELEASES, MAX_RELEASES, REF_KEY, SIGNAL_SLOT_BASE, parse_ref
 from .shm import parse_releases as parse_releases
 
 __all__ = [
@@ -145,17 +139,7 @@ def call_frames(
     while pending and len(pairs) < MAX_RELEASES:
         pairs.append(pending.popleft())
     try:
-        frames = framing.encode(
-            {
-                KEY_VERSION: PROTOCOL_VERSION,
-                KEY_EVENT: "METHOD_CALL",
-                KEY_ID: request_id,
-                KEY_METHOD: method,
-                KEY_ARGS: args,
-                KEY_KWARGS: kwargs,
-                KEY_RELEASES: [[s, g] for s, g in pairs],
-            }
-        )
+        frames = encode_call_releasing(request_id, method, args, kwargs, pairs)
     except Exception:  # an argument msgpack refuses
         pending.extendleft(reversed(pairs))
         raise
@@ -173,18 +157,12 @@ def ref_reply(
 ) -> list:
     """Frames of a buffer reply whose array ``value`` lies at ``offset``
     in ``segment`` under ``slot``: the same bytes as
-    ``messages.encode_result(request_id, shm.make_ref(...), info)``."""
-    ref = [segment, offset, value.nbytes, slot, generation, value.dtype.str]
-    ref.append(list(value.shape))
-    return framing.encode(
-        {
-            KEY_VERSION: PROTOCOL_VERSION,
-            KEY_ID: request_id,
-            KEY_OK: True,
-            KEY_VALUE: {REF_KEY: ref},
-            KEY_INFO: info,
-        }
+    ``messages.encode_result(request_id, shm.make_ref(...), info)``, which
+    this twin is."""
+    ref = make_ref(
+        segment, offset, value.nbytes, slot, generation, value.dtype, value.shape
     )
+    return encode_result(request_id, ref, info)
 
 
 def copy_into(segment: Any, value: np.ndarray) -> None:
