@@ -101,6 +101,15 @@ def in_shared_memory(array: np.ndarray) -> bool:
     return type(array.base) is client_shm._Lease
 
 
+def inside_its_mapping(array: np.ndarray) -> bool:
+    """Whether the memory of a client's shared-memory ``array`` lies inside
+    the segment its lease mapped (no copy on the client)."""
+    mapping = array.base._map
+    address = array.__array_interface__["data"][0]
+    end = address + array.nbytes
+    return mapping.address <= address and end <= mapping.address + mapping.size
+
+
 @pytest.fixture(params=["tcp", "ipc"])
 def shm_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     """A same-host server URL: tcp 127.0.0.1 or ipc:// in tmp_path."""

@@ -14,6 +14,7 @@ from shm_helpers import (
     ShmCamera,
     ShmCameraProxy,
     in_shared_memory,
+    inside_its_mapping,
     needs_shm,
     options,
 )
@@ -24,18 +25,6 @@ pytestmark = needs_shm
 FRAME = int(np.prod(SHAPE)) * 2  # 1 MiB: whole pages
 # an arena of 16 frames: a quarter (the default share) is 4 of them
 ARENA = options(shm_max_bytes=16 * FRAME)
-
-
-def _inside(frame: np.ndarray) -> bool:
-    """Whether the client's memory of ``frame`` lies in its mapped segment."""
-    mapping = frame.base._map
-    address = frame.__array_interface__["data"][0]
-    return (
-        mapping.address
-        <= address
-        <= address + frame.nbytes
-        <= (mapping.address + mapping.size)
-    )
 
 
 def test_a_hoarding_client_reaches_its_share_and_others_keep_shared_memory(
@@ -55,7 +44,8 @@ def test_a_hoarding_client_reaches_its_share_and_others_keep_shared_memory(
         assert stats["shm_fallbacks"] == 2 and stats["shm_copies"] == 4
         # the arena has room: another client still gets shared memory
         frame, _ = other.plain(7)
-        assert in_shared_memory(frame) and _inside(frame) and np.all(frame == 7)
+        assert in_shared_memory(frame) and inside_its_mapping(frame)
+        assert np.all(frame == 7)
         assert camera.stats["shm_fallbacks"] == 2
         del frame
         # the hoarder's releases give its share back
@@ -131,7 +121,7 @@ def test_a_subscriber_keeping_signal_copies_reaches_its_share_alone(
             camera.emit_plain(seq)
             kept.append(keeper.next())
             frame, got = other.next()  # dropped at once: it holds nothing
-            assert got == seq and in_shared_memory(frame) and _inside(frame)
+            assert got == seq and in_shared_memory(frame) and inside_its_mapping(frame)
             del frame
         assert all(np.all(frame == seq) for frame, seq in kept)
         assert [in_shared_memory(frame) for frame, _ in kept] == [True] * 4 + [
