@@ -217,3 +217,23 @@ def test_helpers_close_their_sockets(ctx, reg, monkeypatch):
     unregister_device(ctx, reg.url, dev_uuid)
     assert len(made) == 5
     assert all(sock.closed for sock in made)
+
+
+class _TerminatingContext:
+    """A context being terminated by another thread: ``zmq_socket()`` fails
+    with ETERM, which pyzmq raises as a plain ZMQError."""
+
+    def socket(self, kind: int) -> zmq.Socket:
+        raise zmq.ZMQError(zmq.ETERM)
+
+
+def test_link_tick_on_a_terminating_context_stops_quietly(caplog):
+    # the serve loop stops on ETERM; a logged "registry link error: Context
+    # was terminated" was seen at shutdown (test_shutdown_order)
+    link = RegistryLink(_TerminatingContext(), "inproc://reg", "cam", "dev", "x", 0.3)  # type: ignore[arg-type]
+    link.uuid = "registered-before"
+    with caplog.at_level(logging.WARNING, logger="framerpc"):
+        with pytest.raises(zmq.ZMQError) as info:
+            link.tick(now=1e9)
+    assert info.value.errno == zmq.ETERM
+    assert not caplog.records

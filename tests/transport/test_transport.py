@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-
 import pytest
 import zmq
 
@@ -137,29 +135,3 @@ def test_recv_frames_raises_again_without_message(ctx):
             transport.recv_frames(sock, zmq.NOBLOCK)
     finally:
         sock.close()
-
-
-class _TerminatingContext:
-    """A context whose zmq_socket() fails as during a term() in another
-    thread: pyzmq raises a plain ZMQError with ETERM there."""
-
-    def socket(self, kind: int) -> zmq.Socket:
-        raise zmq.ZMQError(zmq.ETERM)
-
-
-def test_make_socket_on_a_terminating_context_raises_context_terminated():
-    # callers stop quietly on ContextTerminated (the registry link, the serve
-    # loop); a plain ZMQError was logged as a fault at shutdown
-    with pytest.raises(zmq.ContextTerminated):
-        transport.make_socket(_TerminatingContext(), zmq.DEALER)  # type: ignore[arg-type]
-
-
-def test_make_socket_keeps_other_errors():
-    class Failing:
-        def socket(self, kind: int) -> zmq.Socket:
-            raise zmq.ZMQError(errno.EMFILE)
-
-    with pytest.raises(zmq.ZMQError) as info:
-        transport.make_socket(Failing(), zmq.DEALER)  # type: ignore[arg-type]
-    assert info.value.errno == errno.EMFILE
-    assert not isinstance(info.value, zmq.ContextTerminated)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import zmq
 
-from .. import transport
+from .. import _lifecycle, transport
 from ..errors import ProtocolError
 from ..transport.keys import Security
 from ..wire import json_codec as legacy
@@ -159,9 +159,10 @@ class RegistryLink:
                 RegistryEvents.CHECK_ALIVE,
                 {"uuid": self.uuid, "alive_timeout": self.alive_timeout},
             )
-        except zmq.ContextTerminated:
-            raise  # term() or destroy(): the serve loop stops quietly
         except zmq.ZMQError as exc:
+            # ETERM also as a plain ZMQError (pyzmq's when zmq_socket() fails)
+            if _lifecycle.is_context_terminated(exc):
+                raise  # term() or destroy(): the serve loop stops quietly
             # The serve loop must go on; a fresh socket may do better.
             _log.warning("registry link error: %s", exc)
             self._reset_socket()

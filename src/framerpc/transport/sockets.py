@@ -33,21 +33,9 @@ def make_socket(
     ------
     ValueError
         A heartbeat option is out of libzmq's range.
-    zmq.ContextTerminated
-        The context is being terminated.
     """
     _check_heartbeat(options)
-    try:
-        sock = context.socket(kind)
-    except zmq.ContextTerminated:
-        raise
-    except zmq.ZMQError as exc:
-        # pyzmq raises a plain ZMQError when zmq_socket() fails, also with
-        # ETERM (a term() or destroy() in another thread): callers that stop
-        # quietly on ContextTerminated would log it as a fault instead.
-        if exc.errno == zmq.ETERM:
-            raise zmq.ContextTerminated() from exc
-        raise
+    sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, options.linger_ms)
     sock.setsockopt(zmq.SNDHWM, options.hwm)
     sock.setsockopt(zmq.RCVHWM, options.hwm)
