@@ -212,6 +212,33 @@ def test_the_slots_of_an_ended_process_are_reclaimed() -> None:
         server.close()
 
 
+def test_reclaimed_slots_are_counted_once_they_are_free(monkeypatch) -> None:
+    # stats are read from other threads: one that sees shm_reclaimed grow
+    # must see those slots out of shm_slots_held (test_shm_frozen saw 1 held
+    # after 2 reclaimed under load)
+    server = _server(shm_threshold=1)
+    seen = []
+    free = server._free
+
+    def watched(slot: int) -> None:
+        free(slot)
+        stats = server.stats()
+        seen.append((stats["shm_reclaimed"], stats["shm_slots_held"]))
+
+    try:
+        assert _hello(server, b"alive")
+        for request_id in (1, 2):
+            server.reply(b"alive", request_id, (np.ones(100, np.uint8), {}))
+        monkeypatch.setattr(server, "_free", watched)
+        server.forget(b"alive")
+        # never a count of reclaimed slots while they are still held
+        assert all(reclaimed + held <= 2 for reclaimed, held in seen), seen
+        stats = server.stats()
+        assert stats["shm_reclaimed"] == 2 and stats["shm_slots_held"] == 0
+    finally:
+        server.close()
+
+
 def _foreign_probe(pid: int) -> str:
     """A probe holding NONCE, named as one made by process ``pid`` of
     another pid namespace (a container sharing /dev/shm)."""

@@ -402,9 +402,12 @@ class ShmServer:
         client = self.clients.pop(identity, None)
         if client is None:
             return
-        self.reclaimed += len(client.slots)
-        for slot in list(client.slots):
+        slots = list(client.slots)
+        for slot in slots:
             self._free(slot)
+        # counted once they are free: stats read from another thread that
+        # sees the count sees the slots back
+        self.reclaimed += len(slots)
         _log.debug("reclaimed the shared-memory slots of %s", identity.hex())
 
     def close(self) -> None:
