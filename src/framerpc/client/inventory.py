@@ -55,6 +55,7 @@ class InventoryMixin:
     _restart_watcher: RestartWatcher | None
     _watch: PeerWatch | None
     _shm: ShmLink | None
+
     if TYPE_CHECKING:  # CallsMixin's
 
         def _request(
