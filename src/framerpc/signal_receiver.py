@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import zmq
@@ -254,7 +254,8 @@ class RPCSignalReceiver(threading.Thread):
             emission = protocol.decode_signal(frames)
         else:  # arrays may come as references into shared memory
             emission = self.shm.decode(frames)
-        name, args = emission.name, emission.args
+        name = emission.name
+        args: Sequence[Any] = emission.args  # validate_args makes a tuple of it
         if name == protocol.SYNC_SIGNAL:
             self.subscriber = wire_shm.subscriber_of(first)
             if args and type(args[0]) is bytes and self.shm is not None:

@@ -90,8 +90,8 @@ def _same_literal(value: Any, allowed: Any) -> bool:
 
 def _ndarray_dtype(args: tuple[Any, ...]) -> Any:
     """Return the scalar type demanded by ``ndarray[shape, dtype[X]]``, or None."""
-    scalar = get_args(args[1]) if len(args) >= 2 else ()
-    scalar = _resolve(scalar[0]) if scalar else None
+    dtype_args = get_args(args[1]) if len(args) >= 2 else ()
+    scalar = _resolve(dtype_args[0]) if dtype_args else None
     return scalar if isinstance(scalar, type) and scalar is not Any else None
 
 
@@ -229,7 +229,9 @@ def _coerce(value: Any, type_: Any) -> Any:
         return tuple(map(coerce_to_generic, items, args))
     if issubclass(origin, cabc.Mapping) and len(args) == 2:
         pairs = value if isinstance(value, cabc.Mapping) else dict(_items(value))
-        factory = dict if inspect.isabstract(origin) else origin
+        factory: cabc.Callable[..., Any] = (
+            dict if inspect.isabstract(origin) else origin
+        )
         return factory(
             (coerce_to_generic(k, args[0]), coerce_to_generic(v, args[1]))
             for k, v in pairs.items()
@@ -260,7 +262,8 @@ def _coerce_plain(value: Any, cls: type) -> Any:
             raise ValueError('expected a bool, 0/1 or "true"/"false"')
         return _BOOL_VALUES[key]
     if issubclass(cls, (int, np.integer)) and isinstance(value, numbers.Number):
-        if int(value) != value:  # int() itself rejects nan, inf and complex
+        # int() itself rejects nan, inf and complex (a Number has no __int__)
+        if int(typing.cast(Any, value)) != value:
             raise ValueError("would lose the fractional part")
     elif issubclass(cls, str):
         if isinstance(value, (bytes, bytearray)):

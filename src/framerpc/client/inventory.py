@@ -24,6 +24,8 @@ from .restart import RestartWatcher
 if TYPE_CHECKING:
     import zmq
 
+    from .shm import ShmLink
+
 __all__ = ["InventoryMixin"]
 
 _log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class InventoryMixin:
     _signal_receiver: RPCSignalReceiver | None
     _restart_watcher: RestartWatcher | None
     _watch: PeerWatch | None
+    _shm: ShmLink | None
 
     if TYPE_CHECKING:  # CallsMixin's
 

@@ -17,6 +17,16 @@ __all__ = ["DiscoveryMixin"]
 class DiscoveryMixin:
     """RPCServer's discovery and inventory (see ``RPCServer``)."""
 
+    # set by RPCServer.__init__ (the tables empty, for _discover to fill)
+    name: str
+    _json_methods: dict[str, int | None]
+    _buffer_methods: dict[str, int | None]
+    _rpc_properties: dict[str, RPCProperty]
+    _signals: dict[str, RPCSignal]
+    _signal_url: str
+    _signal_port: int | None
+    _stream_hub: _streamhub.StreamHub | None
+
     def _discover(self) -> None:
         attrs: dict[str, Any] = {}
         for klass in reversed(type(self).__mro__):

@@ -4,6 +4,8 @@ and binding its JSON signal socket at the first INIT_SIGNALS_HANDLING."""
 from __future__ import annotations
 
 import logging
+import threading
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -13,6 +15,11 @@ from ..wire import json_codec
 from ..wire.messages import RPCEvents
 from .dispatch import _clip
 
+if TYPE_CHECKING:
+    from .._ratelog import RateLimitedLog
+    from ..wire.messages import Reply, Request
+    from .fanout import Fanout, SignalFanouts
+
 __all__ = ["JsonBranchMixin"]
 
 _log = logging.getLogger(__name__)
@@ -20,6 +27,33 @@ _log = logging.getLogger(__name__)
 
 class JsonBranchMixin:
     """RPCServer's JSON branch (see ``RPCServer``)."""
+
+    # set by RPCServer.__init__
+    url: str
+    _zmq_context: zmq.Context
+    _options: transport.SocketOptions
+    _limits: tuple[int, int, int, int]
+    _refusals: RateLimitedLog
+    _json_methods: dict[str, int | None]
+    _buffer_methods: dict[str, int | None]
+    _signal_lock: threading.Lock
+    _signal_port: int | None
+    _signal_budget: SignalFanouts
+    _legacy_signal_socket: zmq.Socket | None
+    _legacy_signal_fanout: Fanout | None
+    _legacy_signal_port: int | None
+
+    if TYPE_CHECKING:  # DiscoveryMixin's, DispatchMixin's, ServeLoopMixin's
+
+        def _inventory(self) -> dict: ...
+
+        def _execute(self, request: Request) -> tuple[Reply, bool]: ...
+
+        def _send(
+            self, envelope: list, frames: list, request_id: int | None = None
+        ) -> None: ...
+
+        def _stop_after_grace(self) -> None: ...
 
     def _handle_legacy(self, envelope: list, body: list) -> None:
         """Answer a request of the older JSON protocol, as its tables say."""
@@ -83,6 +117,7 @@ class JsonBranchMixin:
                 self._signal_budget.fanouts.remove(legacy)
                 _log.warning("cannot bind the JSON signal socket: %s", exc)
                 raise _NoSignalPort(f"cannot bind a signal socket: {exc}") from exc
+            assert port is not None  # on tcp://, as the server is (_signal_port)
             self._legacy_signal_socket, self._legacy_signal_port = sock, port
             self._legacy_signal_fanout = legacy
             return port

@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zmq
+
+    from .. import transport
+    from ..registry import RegistryLink
 
 __all__ = ["RegistrationMixin"]
 
 
 class RegistrationMixin:
     """RPCServer's registry glue (see ``RPCServer``)."""
+
+    # set by RPCServer.__init__
+    url: str
+    alive_timeout: int
+    name: str
+    uuid: str | None
+    registry_addr: str
+    _zmq_context: zmq.Context
+    _options: transport.SocketOptions
+    _registry_link: RegistryLink | None
+    _terminated: bool
 
     def register_to_registry(
         self,

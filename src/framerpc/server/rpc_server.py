@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Self
+from typing import Self
 
 import zmq
 
@@ -134,7 +134,7 @@ class RPCServer(
         self.uuid: str | None = None
         self.name = ""
         self.registry_addr = ""
-        self._registry_link: Any = None
+        self._registry_link = None
         self._json_methods, self._buffer_methods = {}, {}
         self._rpc_properties: dict[str, RPCProperty] = {}
         self._signals: dict[str, RPCSignal] = {}

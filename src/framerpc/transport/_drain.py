@@ -96,8 +96,9 @@ def load(path: str | None = None) -> Callable[[zmq.Socket], bool] | None:
     def drain(sock: zmq.Socket) -> bool:
         iov = (_Iovec * _MAX_BATCH)()
         # (base, len) pairs as one array: pointers and sizes without a
-        # Python object per part
-        pairs = np.frombuffer(iov, dtype=np.uintp).reshape(_MAX_BATCH, 2)
+        # Python object per part (through a memoryview of the same memory:
+        # numpy's frombuffer is typed for buffers, not ctypes arrays)
+        pairs = np.frombuffer(memoryview(iov), dtype=np.uintp).reshape(_MAX_BATCH, 2)
         count = ctypes.c_size_t()
         more = ctypes.c_int()
         more_size = ctypes.c_size_t()

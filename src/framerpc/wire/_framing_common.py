@@ -118,9 +118,9 @@ def encode_leaf(value: Any, buffers: list, limit: int, walk: Callable) -> Any:
         return walk(list(value), buffers, limit)
     if isinstance(value, dict):
         return walk(dict(value), buffers, limit)
-    kind = type(value)
+    cls = type(value)
     raise SerializationError(
-        f"values of type {kind.__module__}.{kind.__qualname__} cannot be sent: "
+        f"values of type {cls.__module__}.{cls.__qualname__} cannot be sent: "
         "use None, bool, int, float, str, bytes, list, tuple, dict or a numpy array"
     )
 

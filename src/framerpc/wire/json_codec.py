@@ -135,8 +135,9 @@ def decode_request(
     if len(frames) != 1:
         raise ProtocolError(f"a JSON request is one frame, got {len(frames)}")
     message = loads(frames[0], max_size, max_objects, max_depth)
+    wanted: Any = message.get("event")  # any JSON value: the lookup refuses others
     try:
-        event = RPCEvents(message.get("event"))
+        event = RPCEvents(wanted)
     except ValueError:
         raise ProtocolError(f"unknown event {message.get('event')!r}") from None
     if event is RPCEvents.METHOD_CALL:
@@ -391,8 +392,9 @@ def decode_registry(frames: Sequence) -> RegistryMessage:
     if len(frames) != 1:
         raise ProtocolError(f"a JSON registry message is one frame, got {len(frames)}")
     message = loads(frames[0])
+    wanted: Any = message.get("event")  # any JSON value: the lookup refuses others
     try:
-        event = RegistryEvents(message.get("event"))
+        event = RegistryEvents(wanted)
     except ValueError:
         raise ProtocolError(
             f"unknown registry event {message.get('event')!r}"

@@ -258,7 +258,8 @@ def request_from_fields(header: dict, event: RPCEvents) -> Request:
                 f"got {type(value).__name__}"
             )
         values[attr] = value
-    return Request(event, header.get("i"), **values)
+    request_id: Any = header.get("i")  # any value: Request refuses a non-int
+    return Request(event, request_id, **values)
 
 
 def encode_reply(reply: Reply, buffer_reply: bool = False) -> list:

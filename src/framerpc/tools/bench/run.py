@@ -250,10 +250,11 @@ def _run_pair(
                     None if a is None or b is None else b - a
                     for a, b in zip(started, _cpu(server, client), strict=True)
                 ]
-                if None not in used:  # the whole phase: warm-up calls too
+                server_ns, client_ns = used  # the whole phase: warm-up calls too
+                if server_ns is not None and client_ns is not None:
                     total = results.cpu.setdefault(key, [0, 0, 0])
-                    total[0] += used[0]
-                    total[1] += used[1]
+                    total[0] += server_ns
+                    total[1] += client_ns
                     total[2] += calls[name]
                 if counted:  # which path the phase's frames took
                     paths = results.paths.setdefault(key, [0, 0, 0, 0])
