@@ -230,3 +230,54 @@ def test_a_terminated_context_is_refused_not_used():
     with pytest.raises(zmq.ZMQError):
         CameraProxy(context, "tcp://127.0.0.1:1")
     assert list(context._sockets) == []
+
+
+def test_destroy_waits_for_a_socket_being_made_and_refuses_later_ones():
+    # destroy() closes the hooks, then terminates: a framerpc socket made in
+    # another thread meanwhile used the freed libzmq context (an abort, about
+    # once in 1,000 proxies in destroy_while_connecting). The hook's close
+    # now waits for a socket being made, and later ones get ETERM.
+    from framerpc import _lifecycle
+
+    ctx = zmq.Context()
+    shadow = _lifecycle.private_context(ctx)
+    hook = _lifecycle.DestroyHook(ctx, "test", lambda linger: None)
+    inside, go = threading.Event(), threading.Event()
+    destroyed = threading.Event()
+    made: list = []
+
+    class SlowSocket(zmq.Socket):
+        def __init__(self, *args, **kwargs):
+            inside.set()
+            go.wait(30)
+            if destroyed.is_set():  # the bug: the context is gone, do not touch it
+                raise zmq.ZMQError(zmq.ETERM)
+            super().__init__(*args, **kwargs)
+
+    def maker() -> None:
+        sock = shadow.socket(zmq.PAIR, socket_class=SlowSocket)
+        made.append(sock)
+        sock.close(linger=0)  # as an owner does on seeing the stop
+
+    def destroyer() -> None:
+        ctx.destroy(linger=0)
+        destroyed.set()
+
+    making = threading.Thread(target=maker)
+    making.start()
+    assert inside.wait(30)
+    destroying = threading.Thread(target=destroyer)
+    destroying.start()
+    try:
+        # blocked in the hook until the socket is made (without the lock it
+        # terminated the context at once: nothing else was open)
+        assert not destroyed.wait(0.3)
+    finally:
+        go.set()
+        making.join(30)
+        destroying.join(30)
+    assert not making.is_alive() and not destroying.is_alive()
+    assert destroyed.is_set() and len(made) == 1 and hook.closed
+    with pytest.raises(zmq.ZMQError) as refused:
+        shadow.socket(zmq.PAIR)
+    assert refused.value.errno == zmq.ETERM

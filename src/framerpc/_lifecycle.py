@@ -23,6 +23,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -41,13 +42,36 @@ _shadows_lock = threading.Lock()
 class _Shadow(zmq.Context):
     """A shadow that is closed when the context it shadows is: a shadow's
     own ``closed`` stays False, and a socket made after ``term()`` would
-    use the freed libzmq context."""
+    use the freed libzmq context.
 
-    _framerpc_user: zmq.Context  # annotated: pyzmq's setattr allows it
+    Its sockets are made under a lock that ``destroy()`` takes too (through
+    the first ``DestroyHook`` it closes) before it terminates the context,
+    and none is made after: ``closed`` is only set once ``zmq_ctx_term``
+    has returned, and a socket made in between, in another thread, used the
+    freed context (``Invalid argument (src/mutex.hpp:125)``, an abort, about
+    once in 1,000 proxies made while ``destroy()`` ran).
+    """
+
+    # annotated: pyzmq's setattr allows them
+    _framerpc_user: zmq.Context
+    _framerpc_lock: threading.Lock
+    _framerpc_shut: bool  # destroy() began: no socket any more
 
     @property
     def closed(self) -> bool:  # type: ignore[override]
         return bool(self._framerpc_user.closed)
+
+    def socket(self, *args: Any, **kwargs: Any) -> Any:
+        """``zmq.Context.socket``, or ETERM once ``destroy()`` began."""
+        with self._framerpc_lock:
+            if self._framerpc_shut:
+                raise zmq.ZMQError(zmq.ETERM)
+            return super().socket(*args, **kwargs)
+
+    def shut(self) -> None:
+        """No socket from now on; one being made is finished first."""
+        with self._framerpc_lock:
+            self._framerpc_shut = True
 
 
 def private_context(context: zmq.Context) -> zmq.Context:
@@ -71,6 +95,8 @@ def private_context(context: zmq.Context) -> zmq.Context:
                 return shadow
         shadow = _Shadow(shadow=context)
         shadow._framerpc_user = context
+        shadow._framerpc_lock = threading.Lock()
+        shadow._framerpc_shut = False
         # default socket options set on the context apply to ours as before
         user_options = getattr(context, "sockopts", None)
         if isinstance(user_options, dict):
@@ -80,6 +106,15 @@ def private_context(context: zmq.Context) -> zmq.Context:
         for stale in [k for k, (_, s) in _shadows.items() if s() is None]:
             del _shadows[stale]
         return shadow
+
+
+def _shadow_of(context: zmq.Context | None) -> _Shadow | None:
+    """The shadow ``private_context`` made of ``context``, if alive."""
+    with _shadows_lock:
+        entry = _shadows.get(id(context))
+    if entry is None or entry[0]() is not context:
+        return None
+    return entry[1]()
 
 
 def close_socket(sock: zmq.Socket | None, linger: int | None = None) -> None:
@@ -147,6 +182,9 @@ class DestroyHook:
         if self.closed:
             return
         self.release()
+        shadow = _shadow_of(self._context())
+        if shadow is not None:  # before term(): see _Shadow
+            shadow.shut()
         try:
             self._on_destroy(self._linger if linger is None else linger)
         except Exception:  # destroy() must go on to term() whatever happens
