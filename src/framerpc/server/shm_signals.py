@@ -17,12 +17,20 @@ each holder counted the whole segment against its share,
 Each slot counts its holders (RPC connections, once per reference sent);
 each release (``rl`` or ``SHM_RELEASE``, routed here by
 ``ShmServer.release`` for slots from ``SIGNAL_SLOT_BASE``) takes one off;
-the slot is free when none is left. References come back without a
-release when the send is refused (a full queue) or when ``ShmServer``
-forgets the holder (goodbye, process ended, unreachable). A subscriber
-that departs loses its binding; the references it was sent stay with its
-connection until released, the client forgotten, or its claim of a new
-subscription says it does not hold them (``shm_share.unheld``). A
+the slot is free when none is left (``shm_signal_holders``). References
+come back without a release when the send is refused (a full queue),
+when ``ShmServer`` forgets the holder (goodbye, process ended,
+unreachable), and when the fan-out finds their subscriber departed (its
+client still connected: a viewer that closed its subscription, a signal
+connection that dropped): found when the fan-out's input is next read,
+that is when the serve loop is idle, before an emission (at most every
+``fanout.READ_INTERVAL``) or when ``stats`` is read (``fanout``,
+``fanout_probe``; never without ``TOPICS_COUNT``, libzmq < 4.3.5). The
+arrays the client still has of them then no longer hold their slots;
+its later releases for them are ignored. References sent to a
+subscription that vanished unnoticed come back at the latest when the
+client's claim of its new one says it does not hold them
+(``shm_share.unheld``). A
 subscriber holding ``shm_max_slots`` references or its share of the
 arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
 as does everyone else (other hosts, JSON, unclaimed, ``shm`` off on
@@ -51,6 +59,8 @@ from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
 from .shm_arena import Arena, first_generation, pool_frame_at
 from .shm_share import copy_bytes, unheld, within
+from .shm_signal_holders import Holders
+from .shm_signal_holders import Slot as _Slot
 
 if TYPE_CHECKING:
     from .fanout import Fanout, _Subscriber
@@ -66,17 +76,6 @@ _MAX_PENDING = 64
 _NONCE = 16
 _NO = wire_shm.hello_reply(False)
 _YES = wire_shm.hello_reply(True)
-
-
-class _Slot:
-    __slots__ = ("arena", "frame", "generation", "holders", "pool")
-
-    def __init__(self, generation: int, frame: Any, arena: Any) -> None:
-        self.generation = generation
-        self.frame = frame  # a pool frame (keeps its pool slot out) or None
-        self.pool = 0  # id() of the frame's pool's free list (counted pins)
-        self.arena = arena  # an arena segment, back to the free list after
-        self.holders: dict[bytes, int] = {}  # RPC identity -> references
 
 
 class ShmSignals:
@@ -105,12 +104,13 @@ class ShmSignals:
         self.claims: dict[int, bytes] = {}
         #: nonce -> (subscriber id, identity, generation at its sending)
         self._pending: dict[bytes, tuple[int, bytes, int]] = {}
-        self._slots: dict[int, _Slot] = {}
+        self._holders = Holders(self._free)
+        self._slots = self._holders.slots  # number -> _Slot
         self._free_ids: list[int] = []
         self._next_id = wire_shm.SIGNAL_SLOT_BASE
         self._generations = itertools.count(first_generation())
-        self._held: dict[bytes, int] = {}  # RPC identity -> references held
-        self._bytes: dict[bytes, int] = {}  # RPC identity -> copies' bytes held
+        self._held = self._holders.held  # RPC identity -> references held
+        self._bytes = self._holders.bytes  # RPC identity -> copies' bytes held
         self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
         self._arena = Arena(self.max_bytes)
         self._lock = threading.Lock()
@@ -120,7 +120,6 @@ class ShmSignals:
         self.fallbacks = 0
         self.returned = 0
         self.bogus = 0
-        self.reclaimed = 0
         self.lost = 0  # references taken back at a claim again (never got)
         fanout.shm = self  # attached to both
         shm.signals = self
@@ -146,15 +145,15 @@ class ShmSignals:
                 return _NO
             self.claims[entry[0]] = identity
             if len(value) == 2:
-                self._settle(identity, value[1], entry[2])
+                self._settle(identity, value[1], entry[2], entry[0])
         _log.debug("subscriber %d bound to client %s", entry[0], identity.hex())
         return _YES
 
-    def _settle(self, identity: bytes, held: Any, marker: int) -> None:
+    def _settle(self, identity: bytes, held: Any, marker: int, ident: int) -> None:
         """Take back what a claim again says was lost (``shm_share``)."""
         for number, count in unheld(self._slots, identity, held, marker):
             self.lost += count
-            self._take_back(number, identity, count)
+            self._holders.take_back(number, identity, count, keep=ident)
 
     def _send_nonce(self, identity: bytes, ident: int) -> bool:
         nonce = secrets.token_bytes(_NONCE)
@@ -180,9 +179,18 @@ class ShmSignals:
         return True
 
     def departed(self, ident: int) -> None:
-        """A subscriber left (the fanout forgot it): unbind it."""
+        """A subscriber left (the fanout forgot it, under the signal lock):
+        unbind it, take back the references its client did not release."""
         with self._lock:
             self.claims.pop(ident, None)
+            who, taken = self._holders.departed(ident)
+        if taken:
+            _log.debug(
+                "subscriber %d left: %d signal references of client %s taken back",
+                ident,
+                taken,
+                who.hex() if who else "?",
+            )
 
     # -- emissions (an emitting thread, under the signal lock) ---------------
 
@@ -222,14 +230,7 @@ class ShmSignals:
             refs, slots = self._place_all(args, big)
             if refs is None:
                 return subs
-            for slot in slots:
-                for _, who in targets:
-                    slot[1].holders[who] = slot[1].holders.get(who, 0) + 1
-            size = sum(slot.arena.size for _, slot in slots if slot.arena)
-            for _, who in targets:
-                held[who] = held.get(who, 0) + len(slots)
-                if size:
-                    self._bytes[who] = self._bytes.get(who, 0) + size
+            self._holders.give(slots, [(sub.ident, who) for sub, who in targets])
         xmap = wire_shm.make_signal_args(args, refs)
         frames = framing.encode(_header_dict(emission, xmap))
         before = [sub.dropped for sub, _ in targets]
@@ -239,7 +240,7 @@ class ShmSignals:
                 if sub.dropped != dropped:  # refused: its references come back
                     self.returned += 1
                     for number, _ in slots:
-                        self._take_back(number, who, 1)
+                        self._holders.take_back(number, who, 1, sub.ident)
                 else:
                     self.refs += len(slots)
         return rest
@@ -328,35 +329,9 @@ class ShmSignals:
                 if number < wire_shm.SIGNAL_SLOT_BASE:
                     rest.append((number, generation))
                     continue
-                slot = self._slots.get(number)
-                if (
-                    slot is None
-                    or slot.generation != generation
-                    or owner not in slot.holders
-                ):
-                    self.bogus += 1
-                    continue
-                self._take_back(number, owner, 1)
+                if not self._holders.release(owner, number, generation):
+                    self.bogus += 1  # stale: its subscriber departed, say
         return rest
-
-    def _take_back(self, number: int, owner: bytes, count: int) -> None:
-        slot = self._slots[number]
-        left = slot.holders[owner] - count
-        if left > 0:
-            slot.holders[owner] = left
-        else:
-            del slot.holders[owner]
-        held = self._held.get(owner, 0) - count
-        if held > 0:
-            self._held[owner] = held
-        else:
-            self._held.pop(owner, None)
-        if slot.arena is not None:
-            left = self._bytes.pop(owner, 0) - slot.arena.size * count
-            if left > 0:
-                self._bytes[owner] = left
-        if not slot.holders:
-            self._free(number)
 
     def _free(self, number: int) -> None:
         slot = self._slots.pop(number)
@@ -379,13 +354,7 @@ class ShmSignals:
         with self._lock:
             for ident in [i for i, who in self.claims.items() if who == identity]:
                 del self.claims[ident]
-            if identity not in self._held:
-                return
-            for number, slot in list(self._slots.items()):
-                count = slot.holders.get(identity)
-                if count:
-                    self.reclaimed += count
-                    self._take_back(number, identity, count)
+            self._holders.forget(identity)
 
     def rename(self, old: bytes, new: bytes) -> None:
         """A client reconnected (``ShmServer``): its references move along."""
@@ -393,27 +362,19 @@ class ShmSignals:
             for ident, who in list(self.claims.items()):
                 if who == old:
                     self.claims[ident] = new
-            if old in self._bytes:
-                self._bytes[new] = self._bytes.pop(old)
-            if old in self._held:
-                self._held[new] = self._held.pop(old)
-                for slot in self._slots.values():
-                    if old in slot.holders:
-                        slot.holders[new] = slot.holders.pop(old)
+            self._holders.rename(old, new)
 
     def close(self) -> None:
         """Drop every slot and unlink the arena (the server stopped)."""
         with self._lock:
             self.claims.clear()
-            self._held.clear()
-            self._bytes.clear()
-            for number in list(self._slots):
-                self._slots[number].holders.clear()
-                self._free(number)
+            self._holders.clear()
             self._arena.close()
 
     def stats(self) -> dict[str, int]:
         """The counters ``RPCServer.stats`` adds (see there)."""
+        # read first: a count seen means its slots are out of slots_held
+        reclaimed = self._holders.reclaimed
         return {
             "shm_signal_refs": self.refs,
             "shm_signal_copies": self.copies,
@@ -423,6 +384,7 @@ class ShmSignals:
             "shm_signal_slots_held": len(self._slots),
             "shm_signal_bound": len(self.claims),
             "shm_signal_lost": self.lost,
+            "shm_signal_reclaimed": reclaimed,
         }
 
 
