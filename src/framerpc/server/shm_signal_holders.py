@@ -141,6 +141,14 @@ class Holders:
         if not slot.holders:
             self._free(number)
 
+    def withdraw(self, number: int, slot: Slot, sub: int) -> None:
+        """Take back the reference of ``slot`` (number ``number``) sent to
+        subscriber ``sub``, if it has it still (a refused send: meanwhile
+        the serving thread may have forgotten or renamed its client)."""
+        owner = slot.subs.get(sub)
+        if owner is not None and self.slots.get(number) is slot:
+            self.take_back(number, owner, 1, sub)
+
     def release(self, owner: bytes, number: int, generation: int) -> bool:
         """One release of ``owner`` for ``(number, generation)``; False
         when it names a slot ``owner`` does not hold."""
@@ -150,18 +158,18 @@ class Holders:
         self.take_back(number, owner, 1)
         return True
 
-    def departed(self, sub: int) -> tuple[bytes | None, int]:
-        """Subscriber ``sub`` left: take back the references sent to it
-        that were not released; its client and how many."""
-        owner, taken = None, 0
+    def departed(self, sub: int, owner: bytes) -> int:
+        """Subscriber ``sub`` of client ``owner`` left: take back the
+        references sent to it that were not released; how many."""
+        if owner not in self.held:  # nothing to look for (churn: cheap)
+            return 0
+        taken = 0
         for number, slot in list(self.slots.items()):
-            who = slot.subs.get(sub)
-            if who is not None:
-                owner = who
+            if slot.subs.get(sub) == owner:
                 taken += 1
-                self.take_back(number, who, 1, sub)
+                self.take_back(number, owner, 1, sub)
         self.reclaimed += taken  # once free (stats read unlocked)
-        return owner, taken
+        return taken
 
     def forget(self, identity: bytes) -> None:
         """Take back every reference ``identity`` holds."""

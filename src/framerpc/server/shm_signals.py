@@ -182,14 +182,14 @@ class ShmSignals:
         """A subscriber left (the fanout forgot it, under the signal lock):
         unbind it, take back the references its client did not release."""
         with self._lock:
-            self.claims.pop(ident, None)
-            who, taken = self._holders.departed(ident)
+            who = self.claims.pop(ident, None)  # none sent to it unless bound
+            taken = self._holders.departed(ident, who) if who else 0
         if taken:
             _log.debug(
                 "subscriber %d left: %d signal references of client %s taken back",
                 ident,
                 taken,
-                who.hex() if who else "?",
+                who.hex(),
             )
 
     # -- emissions (an emitting thread, under the signal lock) ---------------
@@ -236,11 +236,11 @@ class ShmSignals:
         before = [sub.dropped for sub, _ in targets]
         self._fanout._send_each(frames, len(_HEAD_PREFIX), [s for s, _ in targets])
         with self._lock:
-            for (sub, who), dropped in zip(targets, before, strict=True):
+            for (sub, _), dropped in zip(targets, before, strict=True):
                 if sub.dropped != dropped:  # refused: its references come back
                     self.returned += 1
-                    for number, _ in slots:
-                        self._holders.take_back(number, who, 1, sub.ident)
+                    for number, slot in slots:
+                        self._holders.withdraw(number, slot, sub.ident)
                 else:
                     self.refs += len(slots)
         return rest

@@ -49,7 +49,9 @@ Signals
     reference). Every other emission's ``x`` is a list. Signal slots are
     numbered from ``SIGNAL_SLOT_BASE``; several subscribers may hold the
     same slot, and each releases it like a reply's (``rl``,
-    ``SHM_RELEASE``) on its RPC connection.
+    ``SHM_RELEASE``) on its RPC connection. A subscription the server
+    finds departed gives back the references sent to it (its client's
+    later releases of them are ignored).
 Probe
     About once a second the server sends each client that holds slots a
     reply to request ``PROBE_ID`` (-2, an id no request has; ``ok``, no
