@@ -6,7 +6,11 @@ frames keeps them, and the dropped client's late releases free nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import numpy as np
+import pytest
 from conftest import wait_until
 from shm_helpers import in_shared_memory, needs_shm
 from shm_signal_helpers import SignalCamera, SignalCameraProxy, bound
@@ -106,6 +110,35 @@ def test_a_stale_release_frees_nothing_the_other_holder_has(
         del kept
         assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 0)
         assert wait_until(lambda: camera.pool.available == camera.pool.depth)
+
+
+@pytest.mark.parametrize("loop", ["thread", "asyncio"])
+def test_an_idle_server_finds_the_departure_unasked(ctx, shm_url, serve, loop) -> None:
+    # nothing is emitted and stats are not read: only the serve loop's
+    # idle turns (serve_forever's, or ``await server.serve()``'s) find it
+    camera = SignalCamera(ctx, shm_url)
+    if loop == "thread":
+        serve(camera)
+        thread = None
+    else:
+        thread = threading.Thread(target=lambda: asyncio.run(camera.serve()))
+        thread.start()
+    depth = camera.pool.depth
+    try:
+        with SignalCameraProxy(ctx, camera.url) as proxy:
+            assert bound(proxy)
+            camera.emit_pool(2)
+            frame, seq = proxy.next()
+            assert seq == 2 and in_shared_memory(frame)
+            assert camera.pool.available == depth - 1
+            _drop_signals(proxy)
+            assert wait_until(lambda: camera.pool.available == depth, 30)
+            del frame
+    finally:
+        if thread is not None:
+            camera.stop_server()
+            thread.join(20)
+            assert not thread.is_alive()
 
 
 def _churn(camera: SignalCamera, proxy: SignalCameraProxy) -> None:

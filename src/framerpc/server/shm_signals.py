@@ -22,23 +22,27 @@ come back without a release when the send is refused (a full queue),
 when ``ShmServer`` forgets the holder (goodbye, process ended,
 unreachable), and when the fan-out finds their subscriber departed (its
 client still connected: a viewer that closed its subscription, a signal
-connection that dropped): found when the fan-out's input is next read,
-that is when the serve loop is idle, before an emission (at most every
-``fanout.READ_INTERVAL``) or when ``stats`` is read (``fanout``,
-``fanout_probe``; never without ``TOPICS_COUNT``, libzmq < 4.3.5). The
-arrays the client still has of them then no longer hold their slots;
-its later releases for them are ignored. References sent to a
+connection that dropped): found after two reads of the fan-out's input
+(the first starts a ``fanout_probe.Finder``, the second reads its probe;
+more with over ``fanout.READ_WORK`` subscribers) or at the next
+subscriber's arrival; the input is read when the serve loop is idle,
+before an emission (at most every ``fanout.READ_INTERVAL``) and when
+``stats`` is read (never found without ``TOPICS_COUNT``, libzmq < 4.3.5).
+The arrays the client still has of them then no longer hold their
+slots; its later releases for them are ignored. References sent to a
 subscription that vanished unnoticed come back at the latest when the
 client's claim of its new one says it does not hold them
-(``shm_share.unheld``). A
-subscriber holding ``shm_max_slots`` references or its share of the
+(``shm_share.unheld``). A subscriber
+holding ``shm_max_slots`` references or its share of the
 arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
 as does everyone else (other hosts, JSON, unclaimed, ``shm`` off on
 either side).
 
 Threads: ``publish`` runs in an emitting thread under the server's
-signal lock, ``claim``, ``release`` and ``forget`` in the serving thread;
-a lock of its own guards the slots.
+signal lock, ``claim``, ``release`` and ``forget`` in the serving thread,
+``departed`` under the signal lock in the thread that read the input;
+a lock of its own guards the slots (taken after the signal lock, never
+before).
 """
 
 from __future__ import annotations
