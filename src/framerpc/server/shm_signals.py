@@ -25,9 +25,10 @@ client still connected: a viewer that closed its subscription, a signal
 connection that dropped): found after two reads of the fan-out's input
 (the first starts a ``fanout_probe.Finder``, the second reads its probe;
 more with over ``fanout.READ_WORK`` subscribers) or at the next
-subscriber's arrival; the input is read when the serve loop is idle,
-before an emission (at most every ``fanout.READ_INTERVAL``) and when
-``stats`` is read (never found without ``TOPICS_COUNT``, libzmq < 4.3.5).
+subscriber's arrival; the input is read when ``serve_forever`` is idle
+(0.1 s without a request), every 0.1 s turn of ``await serve()``, before
+an emission (at most every ``fanout.READ_INTERVAL``) and when ``stats``
+is read (never found without ``TOPICS_COUNT``, libzmq < 4.3.5).
 The arrays the client still has of them then no longer hold their
 slots; its later releases for them are ignored. References sent to a
 subscription that vanished unnoticed come back at the latest when the
