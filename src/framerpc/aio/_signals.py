@@ -305,6 +305,10 @@ class SignalHub:
         await self._fdwatch.aclose()  # its polling task ends first
         self.close_now()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.shm is not None:  # the client's word on what it holds
+            word = self.shm.ended()
+            if word is not None:
+                await word
 
     def close_now(self, linger: int | None = None) -> None:
         """``aclose`` without waiting for the callback tasks to end (for

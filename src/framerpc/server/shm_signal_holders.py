@@ -1,8 +1,8 @@
 """Who holds a signal's shared-memory slot (issue 14, ``shm_signals``):
 each reference sent to a claimed fan-out subscriber, counted for the
 client that releases it (its RPC connection) and remembered per
-subscriber, so that a subscriber that departs gives back what its client
-never released.
+subscriber, so that the client's word on a subscription that ended takes
+back what was sent to it and never received.
 
 - A slot's ``holders`` counts references per client: the caps and shares
   (``shm_max_slots``, ``shm_share``) are per client, and a release names
@@ -13,14 +13,12 @@ never released.
   its newest entry: a client reads one signal connection at a time, and a
   subscription of it that vanished before the server noticed is older
   than the one it reads.
-- A subscriber found departed (``departed``) loses every entry it has:
-  those references come back, counted in ``reclaimed``, even if the
-  client still has the arrays (they no longer hold the slot: it may be
-  reused). The client's releases for them come later and name a slot it
-  no longer holds (ignored, counted as bogus by the caller): they free
-  nothing another client holds. (Had a newer subscription of the same
-  client been sent that slot too, the client got it through one of the
-  two only, and its one release takes the one reference left.)
+- A subscriber that departs takes nothing back by itself: its client may
+  still hold the arrays (a viewer that closed its subscription keeps its
+  last frames), and a slot given back would be refilled under them. The
+  client's word (``ended``: the subscription ended, these are the signal
+  arrays I hold) takes back that subscriber's references beyond those it
+  lists, counted in ``reclaimed``: sent, never received.
 - A client forgotten (``forget``) loses them all.
 
 Not thread-safe: ``ShmSignals`` uses it under its own lock.
@@ -28,10 +26,14 @@ Not thread-safe: ``ShmSignals`` uses it under its own lock.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Holders", "Slot"]
+__all__ = ["MAX_GONE", "Holders", "Slot"]
+
+#: Most departed subscribers remembered for their client's word.
+MAX_GONE = 4096
 
 
 class Slot:
@@ -80,8 +82,8 @@ class Holders:
         RPC identity -> bytes of the copies' segments it holds (each
         reference counts its whole segment).
     reclaimed : int
-        References taken back from departed subscribers and forgotten
-        clients.
+        References taken back at a client's word on a subscription that
+        ended, and from forgotten clients.
     """
 
     def __init__(self, free: Callable[[int], None]) -> None:
@@ -89,6 +91,8 @@ class Holders:
         self.held: dict[bytes, int] = {}
         self.bytes: dict[bytes, int] = {}
         self.reclaimed = 0
+        #: departed subscriber id -> its client, until the client's word
+        self.gone: dict[int, bytes] = {}
         self._free = free
 
     def give(
@@ -158,14 +162,28 @@ class Holders:
         self.take_back(number, owner, 1)
         return True
 
-    def departed(self, sub: int, owner: bytes) -> int:
-        """Subscriber ``sub`` of client ``owner`` left: take back the
-        references sent to it that were not released; how many."""
-        if owner not in self.held:  # nothing to look for (churn: cheap)
+    def left(self, sub: int, owner: bytes) -> None:
+        """Subscriber ``sub`` of client ``owner`` departed: remember it for
+        the client's word (the oldest forgotten beyond ``MAX_GONE``: their
+        references then stay until the client goes)."""
+        while len(self.gone) >= MAX_GONE:
+            del self.gone[next(iter(self.gone))]
+        self.gone[sub] = owner
+
+    def ended(self, sub: int, owner: bytes, keep: Counter | None) -> int:
+        """Client ``owner`` says its subscription ``sub`` ended and it holds
+        the ``[slot, generation]`` pairs ``keep`` counts (None: it did not
+        say, nothing is taken back): take back the references sent to
+        ``sub`` beyond those; how many."""
+        self.gone.pop(sub, None)
+        if keep is None or owner not in self.held:
             return 0
         taken = 0
         for number, slot in list(self.slots.items()):
-            if slot.subs.get(sub) == owner:
+            if slot.subs.get(sub) != owner:
+                continue
+            # more references than arrays alive: this one never arrived
+            if slot.holders[owner] > keep[(number, slot.generation)]:
                 taken += 1
                 self.take_back(number, owner, 1, sub)
         self.reclaimed += taken  # once free (stats read unlocked)
@@ -173,6 +191,8 @@ class Holders:
 
     def forget(self, identity: bytes) -> None:
         """Take back every reference ``identity`` holds."""
+        for sub in [sub for sub, who in self.gone.items() if who == identity]:
+            del self.gone[sub]
         if identity not in self.held:
             return
         for number, slot in list(self.slots.items()):
@@ -183,6 +203,9 @@ class Holders:
 
     def rename(self, old: bytes, new: bytes) -> None:
         """Client ``old`` is now ``new`` (a reconnection)."""
+        for sub, who in self.gone.items():
+            if who == old:
+                self.gone[sub] = new
         if old in self.bytes:
             self.bytes[new] = self.bytes.pop(old)
         if old not in self.held:
@@ -199,6 +222,7 @@ class Holders:
         """Nobody holds anything: free every slot (the server stopped)."""
         self.held.clear()
         self.bytes.clear()
+        self.gone.clear()
         for number in list(self.slots):
             slot = self.slots[number]
             slot.holders.clear()

@@ -18,36 +18,34 @@ Each slot counts its holders (RPC connections, once per reference sent);
 each release (``rl`` or ``SHM_RELEASE``, routed here by
 ``ShmServer.release`` for slots from ``SIGNAL_SLOT_BASE``) takes one off;
 the slot is free when none is left (``shm_signal_holders``). References
-come back without a release when the send is refused (a full queue),
+come back without a release when the send is refused (a full queue) and
 when ``ShmServer`` forgets the holder (goodbye, process ended,
-unreachable), and when the fan-out finds their subscriber departed (its
-client still connected: a viewer that closed its subscription, a signal
-connection that dropped): found after two reads of the fan-out's input
-(the first starts a ``fanout_probe.Finder``, the second reads its probe;
-more with over ``fanout.READ_WORK`` subscribers) or at the next
-subscriber's arrival; the input is read when ``serve_forever`` is idle
-(0.1 s without a request), every 0.1 s turn of ``await serve()``, before
-an emission (at most every ``fanout.READ_INTERVAL``) and when ``stats``
-is read (never found without ``TOPICS_COUNT``, libzmq < 4.3.5).
-The arrays the client still has of them then no longer hold their
-slots; its later releases for them are ignored. References sent to a
-subscription that vanished unnoticed come back at the latest when the
-client's claim of its new one says it does not hold them
-(``shm_share.unheld``). A subscriber
-holding ``shm_max_slots`` references or its share of the
-arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
+unreachable). A subscriber that departs (found by the fan-out) is only
+unbound: its client, still connected, may hold the arrays sent to it (a
+viewer that closed its subscription keeps its last frames), and a slot
+given back would be refilled under them. The client's word takes back
+the rest: when its subscription ends while it stays connected, it sends
+``SHM_SUBSCRIBER`` with ``[SUBSCRIPTION_ENDED, id, held]`` (``ended``),
+and the references sent to that subscriber beyond the arrays ``held``
+lists (sent, never received) come back (``shm_signal_reclaimed``).
+References sent to a subscription that vanished unnoticed come back as
+well when the client's claim of its new one says it does not hold them
+(``shm_share.unheld``). Until then they count against its slots and
+share. A subscriber holding ``shm_max_slots`` references or its share of
+the arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
 as does everyone else (other hosts, JSON, unclaimed, ``shm`` off on
 either side).
 
 Threads: ``publish`` runs in an emitting thread under the server's
-signal lock, ``claim``, ``release`` and ``forget`` in the serving thread,
-``departed`` under the signal lock in the thread that read the input;
-a lock of its own guards the slots (taken after the signal lock, never
-before).
+signal lock, ``claim`` (and ``ended``), ``release`` and ``forget`` in the
+serving thread, ``departed`` under the signal lock in the thread that
+read the input; a lock of its own guards the slots (taken after the
+signal lock, never before).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import secrets
@@ -109,6 +107,7 @@ class ShmSignals:
         self.claims: dict[int, bytes] = {}
         #: nonce -> (subscriber id, identity, generation at its sending)
         self._pending: dict[bytes, tuple[int, bytes, int]] = {}
+        self._bad_word = RateLimitedLog(_log)
         self._holders = Holders(self._free)
         self._slots = self._holders.slots  # number -> _Slot
         self._free_ids: list[int] = []
@@ -134,8 +133,12 @@ class ShmSignals:
     def claim(self, identity: bytes, value: Any) -> dict:
         """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals"): ``[id]``,
         ``[nonce]``, or ``[nonce, held]`` (a claim again: see ``_settle``)."""
-        item = value[0] if type(value) is list and 1 <= len(value) <= 2 else None
-        if identity not in self._shm.clients or item is None:
+        if identity not in self._shm.clients or type(value) is not list:
+            return _NO
+        if len(value) == 3 and value[0] == wire_shm.SUBSCRIPTION_ENDED:
+            return self.ended(identity, value)
+        item = value[0] if 1 <= len(value) <= 2 else None
+        if item is None:
             return _NO
         if type(item) is int:
             return _YES if self._send_nonce(identity, item) else _NO
@@ -185,17 +188,45 @@ class ShmSignals:
 
     def departed(self, ident: int) -> None:
         """A subscriber left (the fanout forgot it, under the signal lock):
-        unbind it, take back the references its client did not release."""
+        unbind it. Its references stay until its client's releases, its
+        word (``ended``) or its end: it may hold the arrays still."""
         with self._lock:
-            who = self.claims.pop(ident, None)  # none sent to it unless bound
-            taken = self._holders.departed(ident, who) if who else 0
-        if taken:
-            _log.debug(
-                "subscriber %d left: %d signal references of client %s taken back",
-                ident,
-                taken,
-                who.hex(),
+            who = self.claims.pop(ident, None)
+            if who is not None:  # its client's word may still name it
+                self._holders.left(ident, who)
+
+    def ended(self, identity: bytes, value: list) -> dict:
+        """The word ``[SUBSCRIPTION_ENDED, id, held]``: subscription ``id``
+        ended, its client holds ``held`` (``[[slot, generation], ...]``,
+        nil: too many to list). Unbind it, take back its references beyond
+        ``held`` (none if nil); a malformed word or one naming a subscriber
+        of another connection changes nothing (``{"shm": false}``)."""
+        ident, held = value[1], value[2]
+        pairs, bad = ([], 0) if held is None else wire_shm.parse_releases(held)
+        keep = None if held is None else collections.Counter(pairs)
+        with self._lock:
+            own = type(ident) is int and identity in (
+                self.claims.get(ident),
+                self._holders.gone.get(ident),
             )
+            if bad or not own:
+                self.bogus += 1
+                self._bad_word.warning(
+                    "ignored the end of signal subscriber %r of client %s: "
+                    "malformed or not its own",
+                    ident,
+                    identity.hex(),
+                )
+                return _NO
+            self.claims.pop(ident, None)
+            taken = self._holders.ended(ident, identity, keep)
+        _log.debug(
+            "subscriber %d of client %s ended: %d signal references taken back",
+            ident,
+            identity.hex(),
+            taken,
+        )
+        return _YES
 
     # -- emissions (an emitting thread, under the signal lock) ---------------
 
@@ -335,7 +366,7 @@ class ShmSignals:
                     rest.append((number, generation))
                     continue
                 if not self._holders.release(owner, number, generation):
-                    self.bogus += 1  # stale: its subscriber departed, say
+                    self.bogus += 1
         return rest
 
     def _free(self, number: int) -> None:

@@ -89,6 +89,7 @@ __all__ = [
     "MAX_RELEASES",
     "PROBE_ID",
     "SIGNAL_SLOT_BASE",
+    "SUBSCRIPTION_ENDED",
     "decode_signal",
     "make_signal_args",
     "subscriber_of",
@@ -121,6 +122,9 @@ _MAX_DIMS = 32
 _MAX_SPAN = 1 << 62
 #: The first slot number of signal references (replies' are below).
 SIGNAL_SLOT_BASE = 1 << 32
+#: The first item of ``SHM_SUBSCRIBER``'s ``x`` when a subscription ended
+#: (``[SUBSCRIPTION_ENDED, id, held]``, see "Signals").
+SUBSCRIPTION_ENDED = "ended"
 #: How a native emission's header starts: a map of 7 keys, "_": bin 4.
 _SIGNAL_HEAD = b"\x87\xa1_\xc4\x04"
 #: The key of a signal's arguments when ``x`` is a map (see above).
