@@ -28,6 +28,12 @@ signal socket alone reconnected (its connection dropped, the RPC one did
 not). Such a claim lists the signal slots the client holds (``held``):
 the server takes back the references it sent the vanished subscription
 that never arrived.
+
+When the receiver stops while the client stays open (its subscription
+alone closed), its thread sends, once the SUB socket is closed, the
+client's word (``word``: ``[SUBSCRIPTION_ENDED, id, held]``): the server
+takes back what it sent that subscription beyond the arrays the client
+holds, which keep their slots. ``close`` sends goodbye instead.
 """
 
 from __future__ import annotations

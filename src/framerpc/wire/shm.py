@@ -49,9 +49,18 @@ Signals
     reference). Every other emission's ``x`` is a list. Signal slots are
     numbered from ``SIGNAL_SLOT_BASE``; several subscribers may hold the
     same slot, and each releases it like a reply's (``rl``,
-    ``SHM_RELEASE``) on its RPC connection. A subscription the server
-    finds departed gives back the references sent to it (its client's
-    later releases of them are ignored).
+    ``SHM_RELEASE``) on its RPC connection. A subscriber that departs is
+    unbound and nothing more: its client may still hold the arrays sent
+    to it, whose slots are never taken back under it. A client whose
+    subscription ended while it stays connected sends ``SHM_SUBSCRIBER``
+    with ``x = [SUBSCRIPTION_ENDED, id, held]`` (``held``: ``[slot,
+    generation]`` once per signal array it holds, nil if over
+    ``MAX_RELEASES``): the server unbinds subscriber ``id`` if it is (or
+    was) bound to that connection and takes back the references sent to
+    it beyond ``held`` (sent, never received; none if ``held`` is nil),
+    replying ``{"shm": true}``; a malformed word, or one naming another
+    connection's subscriber, changes nothing (``false``). A server
+    without it answers ``false`` (3 items are no claim) or ``ok=false``.
 Probe
     About once a second the server sends each client that holds slots a
     reply to request ``PROBE_ID`` (-2, an id no request has; ``ok``, no
