@@ -8,6 +8,10 @@ when the client goes; a departure alone frees nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import zlib
 
@@ -21,6 +25,8 @@ from framerpc.client import shm_signals as client_shm_signals
 from framerpc.wire import shm as wire_shm
 
 pytestmark = needs_shm
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def _stop_signals(proxy: SignalCameraProxy, word: bool = True) -> None:
@@ -207,3 +213,46 @@ def test_a_word_on_another_clients_subscription_frees_nothing(
         del kept
         assert owner.ping() == 1 and other.ping() == 1
         _all_slots_back(camera)
+
+
+_DEPARTS = """
+import sys, time, zmq
+sys.path.insert(0, sys.argv[2])
+from shm_signal_helpers import SignalCameraProxy, bound
+ctx = zmq.Context()
+client = SignalCameraProxy(ctx, sys.argv[1], timeout=20000)
+print("bound" if bound(client) else "not bound", flush=True)
+held = [client.next(), client.next()]
+receiver = client._signal_receiver
+receiver.shm._end = None  # departs without its word
+receiver.stop()
+receiver.join(10)
+print("departed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_departed_subscriber_s_client_that_dies_gives_its_slots_back(
+    ctx, shm_url, serve
+) -> None:
+    camera = serve(SignalCamera(ctx, shm_url))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _DEPARTS, camera.url, _TESTS],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "bound"
+        camera.emit_pool(1)
+        camera.emit_pool(2)
+        assert child.stdout.readline().strip() == "departed"
+        assert wait_until(lambda: camera.stats["shm_signal_bound"] == 0, 30)
+        stats = camera.stats
+        assert stats["shm_signal_slots_held"] == 2
+        assert stats["shm_signal_reclaimed"] == 0
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(20)
+        child.stdout.close()
+    assert wait_until(lambda: camera.stats["shm_signal_reclaimed"] == 2, 30)
+    _all_slots_back(camera)
