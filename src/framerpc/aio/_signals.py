@@ -298,7 +298,9 @@ class SignalHub:
             )
 
     async def aclose(self) -> None:
-        """Stop the reader and callback tasks, end the iterators, close."""
+        """Stop the reader and callback tasks, end the iterators, close;
+        then, if the proxy stays open, tell its server which signal arrays
+        it still holds (``aio._shm_signals``)."""
         if self.closed:
             return
         tasks = list(self._tasks)
