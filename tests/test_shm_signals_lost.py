@@ -1,9 +1,10 @@
 """Signal references sent to a subscription that vanished while its client
-stayed connected (issue 14, ``server.shm_share.unheld``): the client's
-claim of its new subscription lists the signal slots it holds, and the
-server takes back the references that never reached it, leaving those it
-holds; an emission that names another subscriber id than the bound one
-asks for that claim."""
+stayed connected, before the server found it departed (issue 14,
+``server.shm_share.unheld``; once found, ``test_shm_signals_dropped``):
+the client's claim of its new subscription lists the signal slots it
+holds, and the server takes back the references that never reached it,
+leaving those it holds; an emission that names another subscriber id
+than the bound one asks for that claim."""
 
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def test_references_lost_with_a_vanished_subscription_come_back_at_the_claim(
     camera = serve(SignalCamera(ctx, shm_url))
     with SignalCameraProxy(ctx, camera.url) as proxy:
         assert bound(proxy)
+        # the ghost stays open until the claim: the server has not found
+        # it departed (that would take its references back at once)
         ghost, _ = _ghost_of(proxy, camera)
         try:
             assert camera.stats["shm_signal_bound"] == 2
@@ -83,14 +86,20 @@ def test_references_lost_with_a_vanished_subscription_come_back_at_the_claim(
                 while got == _SMALL:  # those that found the ghost's subscription
                     frame, got = proxy.next()
                 held.append(frame)
+            assert all(
+                in_shared_memory(f) and np.all(f == i) for i, f in enumerate(held)
+            )
+            stats = camera.stats
+            assert stats["shm_signal_slots_held"] == 3
+            assert stats["shm_signal_lost"] == 0
+            proxy._shm.retry.claim_again()  # as a new subscriber id would
+            assert wait_until(lambda: camera.stats["shm_signal_lost"] == 3)
+            assert wait_until(lambda: proxy._shm.retry.claims_due == 0)
         finally:
-            ghost.close()  # its references never reach the client
-        assert all(in_shared_memory(f) and np.all(f == i) for i, f in enumerate(held))
-        stats = camera.stats
-        assert stats["shm_signal_slots_held"] == 3 and stats["shm_signal_lost"] == 0
-        proxy._shm.retry.claim_again()  # as a new subscriber id would
-        assert wait_until(lambda: camera.stats["shm_signal_lost"] == 3)
-        assert wait_until(lambda: proxy._shm.retry.claims_due == 0)
+            ghost.close()  # its references never reached the client
+        # its departure finds nothing left to take back
+        assert wait_until(lambda: camera.stats["shm_signal_bound"] == 1)
+        assert camera.stats["shm_signal_reclaimed"] == 0
         # the references the client holds stay until it lets them go
         assert camera.stats["shm_signal_slots_held"] == 3
         assert all(np.all(f == i) for i, f in enumerate(held))

@@ -147,6 +147,11 @@ class RPCSignalReceiver(threading.Thread):
             self._close_monitor()  # confirm_connection without wait_connected
             transport.close_quietly(self._server_monitor)
             transport.close_quietly(sock)
+            if self.shm is not None:  # ended: the client's word on what it holds
+                try:
+                    self.shm.ended()
+                except Exception as exc:  # the slots stay until the client goes
+                    _log.debug("no word on the end of %s: %s", self.url, exc)
 
     def stop(self) -> None:
         """Ask the thread to stop; it closes its socket within 0.1 s."""

@@ -18,6 +18,10 @@ a task that learns the new id (the client's ``_sync_signals``) and claims
 it, up to ``shm_retry.CLAIM_TRIES`` times, as the sync client's
 ``reclaim`` (with the signal slots the client holds: ``held``); so does
 an emission naming another subscriber id. ``claim`` meanwhile declines.
+
+The hub closed alone (``signal_hub.aclose()``, the proxy open) sends the
+server the client's word on what it still holds (``_end``), as the sync
+client's receiver does when it stops.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import weakref
 from typing import Any
 
-from ..client.shm_signals import SignalShm, accepted, held
+from ..client.shm_signals import SignalShm, accepted, held, word
 from ..wire.messages import Request, RPCEvents
 
 __all__ = ["claim"]
@@ -99,7 +103,7 @@ async def _claim(client: Any, again: bool = False) -> bool:
     link, hub = client._shm, client._signal_hub
     if link is None or hub is None or hub.subscriber is None:
         return False
-    shm = SignalShm(link, link.send_releases)
+    shm = SignalShm(link, link.send_releases, lambda shm: _end(client, link, hub, shm))
     hub.shm = shm  # before the claim: the nonce comes through it
     ident = hub.subscriber
     if not await _ask(client, [ident]):
@@ -119,6 +123,18 @@ async def _claim(client: Any, again: bool = False) -> bool:
                 return True
     _log.debug("signal subscription of %s not bound", client.url)
     return False
+
+
+async def _end(client: Any, link: Any, hub: Any, shm: SignalShm) -> None:
+    """The hub closed alone (``signal_hub.aclose()``), the proxy stays
+    open: send the word on what the client holds (``client.shm_signals``,
+    ``word``), bounded by its timeout. Not when the proxy closes (its
+    goodbye gives everything back)."""
+    if client._signal_hub is hub and client._shm is link and shm.claimed is not None:
+        try:
+            await _ask(client, word(shm.claimed, link))
+        except Exception as exc:  # the slots stay until the client goes
+            _log.debug("no word on the end of %s's signals: %s", client.url, exc)
 
 
 async def _ask(client: Any, value: list) -> bool:

@@ -298,13 +298,19 @@ class SignalHub:
             )
 
     async def aclose(self) -> None:
-        """Stop the reader and callback tasks, end the iterators, close."""
+        """Stop the reader and callback tasks, end the iterators, close;
+        then, if the proxy stays open, tell its server which signal arrays
+        it still holds (``aio._shm_signals``)."""
         if self.closed:
             return
         tasks = list(self._tasks)
         await self._fdwatch.aclose()  # its polling task ends first
         self.close_now()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.shm is not None:  # the client's word on what it holds
+            word = self.shm.ended()
+            if word is not None:
+                await word
 
     def close_now(self, linger: int | None = None) -> None:
         """``aclose`` without waiting for the callback tasks to end (for

@@ -163,6 +163,9 @@ async def serve(server: RPCServer) -> None:
             if failure:
                 raise failure[0]
             server._keep_time(watchdog)  # the sync serve loop's
+            # as the sync loop when idle: departed signal subscribers are
+            # found (their bytes, their shared-memory slots come back)
+            server._signals_idle()
     except zmq.ZMQError as exc:
         if not _lifecycle.is_context_terminated(exc):
             raise

@@ -28,6 +28,12 @@ signal socket alone reconnected (its connection dropped, the RPC one did
 not). Such a claim lists the signal slots the client holds (``held``):
 the server takes back the references it sent the vanished subscription
 that never arrived.
+
+When the receiver stops while the client stays open (its subscription
+alone closed), its thread sends, once the SUB socket is closed, the
+client's word (``word``: ``[SUBSCRIPTION_ENDED, id, held]``): the server
+takes back what it sent that subscription beyond the arrays the client
+holds, which keep their slots. ``close`` sends goodbye instead.
 """
 
 from __future__ import annotations
@@ -61,11 +67,20 @@ class SignalShm:
     send : callable, optional
         Sends the queued releases now if it can, without blocking
         (``flush`` calls it).
+    end : callable, optional
+        Called with this object once the subscription ended while its
+        client stays connected (``ended``): it sends the client's word.
     """
 
-    def __init__(self, leases: Any, send: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        leases: Any,
+        send: Callable[[], None] | None = None,
+        end: Callable[[SignalShm], Any] | None = None,
+    ) -> None:
         self.leases = leases
         self._send = send
+        self._end = end
         self._nonces: collections.deque[bytes] = collections.deque(maxlen=8)
         self._arrived = threading.Event()
         #: the subscriber id the server bound (set by a claim that succeeded)
@@ -104,6 +119,13 @@ class SignalShm:
         a pool frame's slot goes back to the camera that soon)."""
         if self.leases.pending and self._send is not None:
             self._send()
+
+    def ended(self) -> Any:
+        """The subscription ended (its socket closed: nothing more is
+        read): what ``end`` returns (an awaitable for the asyncio client),
+        once; None after, or when it was never bound."""
+        end, self._end = self._end, None
+        return end(self) if end is not None and self.claimed is not None else None
 
     def nonce(self, value: bytes) -> None:
         """A nonce the server sent this subscription (receiver thread)."""
@@ -198,7 +220,11 @@ def _claim(client: Any, again: bool = False) -> bool:
     link, receiver = client._shm, client._signal_receiver
     if link is None or receiver is None or receiver.subscriber is None:
         return False
-    shm = SignalShm(link, lambda: _send_releases(client, link))
+    shm = SignalShm(
+        link,
+        lambda: _send_releases(client, link),
+        lambda shm: _end(client, link, receiver, shm),
+    )
     receiver.shm = shm  # before the claim: the nonce comes through it
     ident = receiver.subscriber
     if not _ask(client, [ident]):
@@ -219,6 +245,24 @@ def _claim(client: Any, again: bool = False) -> bool:
             return True
     _log.debug("signal subscriber of %s not bound", client.url)
     return False  # receiver.shm stays: a reference can come only if bound
+
+
+def word(ident: int, leases: Any) -> list:
+    """``SHM_SUBSCRIBER``'s ``x`` saying subscription ``ident`` ended and
+    the client holds the signal arrays of ``leases`` (``held``; nil when
+    too many: the server then only unbinds it)."""
+    return [wire_shm.SUBSCRIPTION_ENDED, ident, held(leases)]
+
+
+def _end(client: Any, link: Any, receiver: Any, shm: SignalShm) -> None:
+    """The receiver's subscription ended (its thread, its socket closed):
+    send the word if the client stays open (``close`` says goodbye
+    instead), bounded by its timeout; if it is lost, the server keeps the
+    slots until the client goes."""
+    if client._closed or client._signal_receiver is not receiver:
+        return
+    if client._shm is link and shm.claimed is not None:
+        _ask(client, word(shm.claimed, link))
 
 
 def _send_releases(client: Any, link: Any) -> None:

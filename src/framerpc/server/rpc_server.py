@@ -366,7 +366,9 @@ class RPCServer(
             shared memory on): ``shm_signal_refs``, ``shm_signal_copies``,
             ``shm_signal_fallbacks``, ``shm_signal_refused``,
             ``shm_signal_bogus``, ``shm_signal_slots_held``, ``shm_signal_bound``,
-            ``shm_signal_lost``.
+            ``shm_signal_lost``, ``shm_signal_reclaimed`` (references taken
+            back at a client's word on a subscription that ended, and from
+            ended or lost clients).
         """
         backlog = self._backlog
         with self._signal_lock:

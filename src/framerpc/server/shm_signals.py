@@ -17,24 +17,35 @@ each holder counted the whole segment against its share,
 Each slot counts its holders (RPC connections, once per reference sent);
 each release (``rl`` or ``SHM_RELEASE``, routed here by
 ``ShmServer.release`` for slots from ``SIGNAL_SLOT_BASE``) takes one off;
-the slot is free when none is left. References come back without a
-release when the send is refused (a full queue) or when ``ShmServer``
-forgets the holder (goodbye, process ended, unreachable). A subscriber
-that departs loses its binding; the references it was sent stay with its
-connection until released, the client forgotten, or its claim of a new
-subscription says it does not hold them (``shm_share.unheld``). A
-subscriber holding ``shm_max_slots`` references or its share of the
-arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
+the slot is free when none is left (``shm_signal_holders``). References
+come back without a release when the send is refused (a full queue) and
+when ``ShmServer`` forgets the holder (goodbye, process ended,
+unreachable). A subscriber that departs (found by the fan-out) is only
+unbound: its client, still connected, may hold the arrays sent to it (a
+viewer that closed its subscription keeps its last frames), and a slot
+given back would be refilled under them. The client's word takes back
+the rest: when its subscription ends while it stays connected, it sends
+``SHM_SUBSCRIBER`` with ``[SUBSCRIPTION_ENDED, id, held]`` (``ended``),
+and the references sent to that subscriber beyond the arrays ``held``
+lists (sent, never received) come back (``shm_signal_reclaimed``).
+References sent to a subscription that vanished unnoticed come back as
+well when the client's claim of its new one says it does not hold them
+(``shm_share.unheld``). Until then they count against its slots and
+share. A subscriber holding ``shm_max_slots`` references or its share of
+the arena, or a full arena, gets today's frames (``shm_signal_fallbacks``),
 as does everyone else (other hosts, JSON, unclaimed, ``shm`` off on
 either side).
 
 Threads: ``publish`` runs in an emitting thread under the server's
-signal lock, ``claim``, ``release`` and ``forget`` in the serving thread;
-a lock of its own guards the slots.
+signal lock, ``claim`` (and ``ended``), ``release`` and ``forget`` in the
+serving thread, ``departed`` under the signal lock in the thread that
+read the input; a lock of its own guards the slots (taken after the
+signal lock, never before).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import secrets
@@ -51,6 +62,8 @@ from ..wire import shm as wire_shm
 from ..wire.messages import PROTOCOL_VERSION, RPCEvents, SignalEmission
 from .shm_arena import Arena, first_generation, pool_frame_at
 from .shm_share import copy_bytes, unheld, within
+from .shm_signal_holders import Holders
+from .shm_signal_holders import Slot as _Slot
 
 if TYPE_CHECKING:
     from .fanout import Fanout, _Subscriber
@@ -66,17 +79,6 @@ _MAX_PENDING = 64
 _NONCE = 16
 _NO = wire_shm.hello_reply(False)
 _YES = wire_shm.hello_reply(True)
-
-
-class _Slot:
-    __slots__ = ("arena", "frame", "generation", "holders", "pool")
-
-    def __init__(self, generation: int, frame: Any, arena: Any) -> None:
-        self.generation = generation
-        self.frame = frame  # a pool frame (keeps its pool slot out) or None
-        self.pool = 0  # id() of the frame's pool's free list (counted pins)
-        self.arena = arena  # an arena segment, back to the free list after
-        self.holders: dict[bytes, int] = {}  # RPC identity -> references
 
 
 class ShmSignals:
@@ -105,12 +107,14 @@ class ShmSignals:
         self.claims: dict[int, bytes] = {}
         #: nonce -> (subscriber id, identity, generation at its sending)
         self._pending: dict[bytes, tuple[int, bytes, int]] = {}
-        self._slots: dict[int, _Slot] = {}
+        self._bad_word = RateLimitedLog(_log)
+        self._holders = Holders(self._free)
+        self._slots = self._holders.slots  # number -> _Slot
         self._free_ids: list[int] = []
         self._next_id = wire_shm.SIGNAL_SLOT_BASE
         self._generations = itertools.count(first_generation())
-        self._held: dict[bytes, int] = {}  # RPC identity -> references held
-        self._bytes: dict[bytes, int] = {}  # RPC identity -> copies' bytes held
+        self._held = self._holders.held  # RPC identity -> references held
+        self._bytes = self._holders.bytes  # RPC identity -> copies' bytes held
         self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
         self._arena = Arena(self.max_bytes)
         self._lock = threading.Lock()
@@ -120,7 +124,6 @@ class ShmSignals:
         self.fallbacks = 0
         self.returned = 0
         self.bogus = 0
-        self.reclaimed = 0
         self.lost = 0  # references taken back at a claim again (never got)
         fanout.shm = self  # attached to both
         shm.signals = self
@@ -130,8 +133,12 @@ class ShmSignals:
     def claim(self, identity: bytes, value: Any) -> dict:
         """Answer ``SHM_SUBSCRIBER`` (``wire.shm``, "Signals"): ``[id]``,
         ``[nonce]``, or ``[nonce, held]`` (a claim again: see ``_settle``)."""
-        item = value[0] if type(value) is list and 1 <= len(value) <= 2 else None
-        if identity not in self._shm.clients or item is None:
+        if identity not in self._shm.clients or type(value) is not list:
+            return _NO
+        if len(value) == 3 and value[0] == wire_shm.SUBSCRIPTION_ENDED:
+            return self.ended(identity, value)
+        item = value[0] if 1 <= len(value) <= 2 else None
+        if item is None:
             return _NO
         if type(item) is int:
             return _YES if self._send_nonce(identity, item) else _NO
@@ -146,15 +153,15 @@ class ShmSignals:
                 return _NO
             self.claims[entry[0]] = identity
             if len(value) == 2:
-                self._settle(identity, value[1], entry[2])
+                self._settle(identity, value[1], entry[2], entry[0])
         _log.debug("subscriber %d bound to client %s", entry[0], identity.hex())
         return _YES
 
-    def _settle(self, identity: bytes, held: Any, marker: int) -> None:
+    def _settle(self, identity: bytes, held: Any, marker: int, ident: int) -> None:
         """Take back what a claim again says was lost (``shm_share``)."""
         for number, count in unheld(self._slots, identity, held, marker):
             self.lost += count
-            self._take_back(number, identity, count)
+            self._holders.take_back(number, identity, count, keep=ident)
 
     def _send_nonce(self, identity: bytes, ident: int) -> bool:
         nonce = secrets.token_bytes(_NONCE)
@@ -180,9 +187,46 @@ class ShmSignals:
         return True
 
     def departed(self, ident: int) -> None:
-        """A subscriber left (the fanout forgot it): unbind it."""
+        """A subscriber left (the fanout forgot it, under the signal lock):
+        unbind it. Its references stay until its client's releases, its
+        word (``ended``) or its end: it may hold the arrays still."""
         with self._lock:
+            who = self.claims.pop(ident, None)
+            if who is not None:  # its client's word may still name it
+                self._holders.left(ident, who)
+
+    def ended(self, identity: bytes, value: list) -> dict:
+        """The word ``[SUBSCRIPTION_ENDED, id, held]``: subscription ``id``
+        ended, its client holds ``held`` (``[[slot, generation], ...]``,
+        nil: too many to list). Unbind it, take back its references beyond
+        ``held`` (none if nil); a malformed word or one naming a subscriber
+        of another connection changes nothing (``{"shm": false}``)."""
+        ident, held = value[1], value[2]
+        pairs, bad = ([], 0) if held is None else wire_shm.parse_releases(held)
+        keep = None if held is None else collections.Counter(pairs)
+        with self._lock:
+            own = type(ident) is int and identity in (
+                self.claims.get(ident),
+                self._holders.gone.get(ident),
+            )
+            if bad or not own:
+                self.bogus += 1
+                self._bad_word.warning(
+                    "ignored the end of signal subscriber %r of client %s: "
+                    "malformed or not its own",
+                    ident,
+                    identity.hex(),
+                )
+                return _NO
             self.claims.pop(ident, None)
+            taken = self._holders.ended(ident, identity, keep)
+        _log.debug(
+            "subscriber %d of client %s ended: %d signal references taken back",
+            ident,
+            identity.hex(),
+            taken,
+        )
+        return _YES
 
     # -- emissions (an emitting thread, under the signal lock) ---------------
 
@@ -222,24 +266,17 @@ class ShmSignals:
             refs, slots = self._place_all(args, big)
             if refs is None:
                 return subs
-            for slot in slots:
-                for _, who in targets:
-                    slot[1].holders[who] = slot[1].holders.get(who, 0) + 1
-            size = sum(slot.arena.size for _, slot in slots if slot.arena)
-            for _, who in targets:
-                held[who] = held.get(who, 0) + len(slots)
-                if size:
-                    self._bytes[who] = self._bytes.get(who, 0) + size
+            self._holders.give(slots, [(sub.ident, who) for sub, who in targets])
         xmap = wire_shm.make_signal_args(args, refs)
         frames = framing.encode(_header_dict(emission, xmap))
         before = [sub.dropped for sub, _ in targets]
         self._fanout._send_each(frames, len(_HEAD_PREFIX), [s for s, _ in targets])
         with self._lock:
-            for (sub, who), dropped in zip(targets, before, strict=True):
+            for (sub, _), dropped in zip(targets, before, strict=True):
                 if sub.dropped != dropped:  # refused: its references come back
                     self.returned += 1
-                    for number, _ in slots:
-                        self._take_back(number, who, 1)
+                    for number, slot in slots:
+                        self._holders.withdraw(number, slot, sub.ident)
                 else:
                     self.refs += len(slots)
         return rest
@@ -328,35 +365,9 @@ class ShmSignals:
                 if number < wire_shm.SIGNAL_SLOT_BASE:
                     rest.append((number, generation))
                     continue
-                slot = self._slots.get(number)
-                if (
-                    slot is None
-                    or slot.generation != generation
-                    or owner not in slot.holders
-                ):
+                if not self._holders.release(owner, number, generation):
                     self.bogus += 1
-                    continue
-                self._take_back(number, owner, 1)
         return rest
-
-    def _take_back(self, number: int, owner: bytes, count: int) -> None:
-        slot = self._slots[number]
-        left = slot.holders[owner] - count
-        if left > 0:
-            slot.holders[owner] = left
-        else:
-            del slot.holders[owner]
-        held = self._held.get(owner, 0) - count
-        if held > 0:
-            self._held[owner] = held
-        else:
-            self._held.pop(owner, None)
-        if slot.arena is not None:
-            left = self._bytes.pop(owner, 0) - slot.arena.size * count
-            if left > 0:
-                self._bytes[owner] = left
-        if not slot.holders:
-            self._free(number)
 
     def _free(self, number: int) -> None:
         slot = self._slots.pop(number)
@@ -379,13 +390,7 @@ class ShmSignals:
         with self._lock:
             for ident in [i for i, who in self.claims.items() if who == identity]:
                 del self.claims[ident]
-            if identity not in self._held:
-                return
-            for number, slot in list(self._slots.items()):
-                count = slot.holders.get(identity)
-                if count:
-                    self.reclaimed += count
-                    self._take_back(number, identity, count)
+            self._holders.forget(identity)
 
     def rename(self, old: bytes, new: bytes) -> None:
         """A client reconnected (``ShmServer``): its references move along."""
@@ -393,27 +398,19 @@ class ShmSignals:
             for ident, who in list(self.claims.items()):
                 if who == old:
                     self.claims[ident] = new
-            if old in self._bytes:
-                self._bytes[new] = self._bytes.pop(old)
-            if old in self._held:
-                self._held[new] = self._held.pop(old)
-                for slot in self._slots.values():
-                    if old in slot.holders:
-                        slot.holders[new] = slot.holders.pop(old)
+            self._holders.rename(old, new)
 
     def close(self) -> None:
         """Drop every slot and unlink the arena (the server stopped)."""
         with self._lock:
             self.claims.clear()
-            self._held.clear()
-            self._bytes.clear()
-            for number in list(self._slots):
-                self._slots[number].holders.clear()
-                self._free(number)
+            self._holders.clear()
             self._arena.close()
 
     def stats(self) -> dict[str, int]:
         """The counters ``RPCServer.stats`` adds (see there)."""
+        # read first: a count seen means its slots are out of slots_held
+        reclaimed = self._holders.reclaimed
         return {
             "shm_signal_refs": self.refs,
             "shm_signal_copies": self.copies,
@@ -423,6 +420,7 @@ class ShmSignals:
             "shm_signal_slots_held": len(self._slots),
             "shm_signal_bound": len(self.claims),
             "shm_signal_lost": self.lost,
+            "shm_signal_reclaimed": reclaimed,
         }
 
 

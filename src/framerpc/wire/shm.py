@@ -49,7 +49,18 @@ Signals
     reference). Every other emission's ``x`` is a list. Signal slots are
     numbered from ``SIGNAL_SLOT_BASE``; several subscribers may hold the
     same slot, and each releases it like a reply's (``rl``,
-    ``SHM_RELEASE``) on its RPC connection.
+    ``SHM_RELEASE``) on its RPC connection. A subscriber that departs is
+    unbound and nothing more: its client may still hold the arrays sent
+    to it, whose slots are never taken back under it. A client whose
+    subscription ended while it stays connected sends ``SHM_SUBSCRIBER``
+    with ``x = [SUBSCRIPTION_ENDED, id, held]`` (``held``: ``[slot,
+    generation]`` once per signal array it holds, nil if over
+    ``MAX_RELEASES``): the server unbinds subscriber ``id`` if it is (or
+    was) bound to that connection and takes back the references sent to
+    it beyond ``held`` (sent, never received; none if ``held`` is nil),
+    replying ``{"shm": true}``; a malformed word, or one naming another
+    connection's subscriber, changes nothing (``false``). A server
+    without it answers ``false`` (3 items are no claim) or ``ok=false``.
 Probe
     About once a second the server sends each client that holds slots a
     reply to request ``PROBE_ID`` (-2, an id no request has; ``ok``, no
@@ -87,6 +98,7 @@ __all__ = [
     "MAX_RELEASES",
     "PROBE_ID",
     "SIGNAL_SLOT_BASE",
+    "SUBSCRIPTION_ENDED",
     "decode_signal",
     "make_signal_args",
     "subscriber_of",
@@ -119,6 +131,9 @@ _MAX_DIMS = 32
 _MAX_SPAN = 1 << 62
 #: The first slot number of signal references (replies' are below).
 SIGNAL_SLOT_BASE = 1 << 32
+#: The first item of ``SHM_SUBSCRIBER``'s ``x`` when a subscription ended
+#: (``[SUBSCRIPTION_ENDED, id, held]``, see "Signals").
+SUBSCRIPTION_ENDED = "ended"
 #: How a native emission's header starts: a map of 7 keys, "_": bin 4.
 _SIGNAL_HEAD = b"\x87\xa1_\xc4\x04"
 #: The key of a signal's arguments when ``x`` is a map (see above).
