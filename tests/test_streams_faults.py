@@ -20,8 +20,11 @@ from framerpc.wire import streams as _streamproto
 
 # -- faults ------------------------------------------------------------------
 
+# a bound below the proxy's own 1 s interval (the point of the first test),
+# with room for a live subscriber's ping thread (Python, every 100 ms) on a
+# loaded machine: at 300 ms it was once swept as silent in a full pure run
 FAST_HEARTBEAT = SocketOptions(
-    heartbeat_ivl_ms=100, heartbeat_timeout_ms=300, heartbeat_ttl_ms=300
+    heartbeat_ivl_ms=100, heartbeat_timeout_ms=800, heartbeat_ttl_ms=800
 )
 
 
