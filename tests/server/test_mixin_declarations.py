@@ -37,7 +37,14 @@ def _misdeclared(server: RPCServer) -> list[str]:
 def test_the_mixins_declare_what_they_use():
     # the check below would pass on no declaration at all
     owners = {key.partition(".")[0] for key in _declarations(RPCServer)}
-    assert {"DiscoveryMixin", "RegistrationMixin", "JsonBranchMixin"} <= owners
+    assert {
+        "DiscoveryMixin",
+        "RegistrationMixin",
+        "JsonBranchMixin",
+        "DispatchMixin",
+        "PublishingMixin",
+        "ServeLoopMixin",
+    } <= owners
 
 
 def test_each_declared_attribute_is_set_and_may_be_what_it_holds(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -15,6 +15,11 @@ from ..wire import messages
 from ..wire import shm as wire_shm
 from ..wire.messages import Reply, Request, RPCEvents
 
+if TYPE_CHECKING:
+    from ..property import RPCProperty
+    from ..rpc import callpath
+    from .shm_frames import ShmServer
+
 __all__ = ["DispatchMixin"]
 
 _log = logging.getLogger(__name__)
@@ -22,6 +27,25 @@ _log = logging.getLogger(__name__)
 
 class DispatchMixin:
     """RPCServer's native dispatch (see ``RPCServer``)."""
+
+    # set by RPCServer.__init__
+    allow_remote_stop: bool
+    _options: transport.SocketOptions
+    _message: list | None
+    _stop_granted: bool
+    _json_methods: dict[str, int | None]
+    _buffer_methods: dict[str, int | None]
+    _async_methods: set[str]
+    _rpc_properties: dict[str, RPCProperty]
+    _sequencer: _sigseq.Sequencer
+    _shm: ShmServer
+    _responder: callpath.Responder
+
+    if TYPE_CHECKING:  # DiscoveryMixin's, PublishingMixin's
+
+        def _inventory(self) -> dict: ...
+
+        def _publish_signal(self, name: str, *args: Any) -> None: ...
 
     def _dispatch(self, request: Request) -> list:
         """Frames of the reply to a native request (the Responder answers

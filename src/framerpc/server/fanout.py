@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import zmq
 
@@ -213,11 +213,13 @@ class Fanout:
         records were probed (an arrival probes each): new subscribers get
         their prefix, departures are noted. True when input may be left."""
         sock = self.sock
+        # EVENTS is an int option (pyzmq types get() as int | bytes)
+        events = cast("Callable[[int], int]", sock.getsockopt)
         spent = 0
         for _ in range(most):
             if spent and spent >= work:  # one message at least
                 return True
-            if not sock.getsockopt(_EVENTS) & _POLLIN:
+            if not events(_EVENTS) & _POLLIN:
                 fanout_probe.find_departed(self, work - spent)
                 return False
             message = sock.recv(_NOBLOCK)

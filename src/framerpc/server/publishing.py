@@ -5,13 +5,18 @@ older clients' socket once one asked."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from .. import transport
 from ..wire.messages import SignalEmission
 from . import fanout
+
+if TYPE_CHECKING:
+    import threading
+
+    from .. import _sigseq
 
 __all__ = ["PublishingMixin"]
 
@@ -27,6 +32,14 @@ _SIGNAL_TRACK_MIN = 4096
 
 class PublishingMixin:
     """RPCServer's signal publishing (see ``RPCServer``)."""
+
+    # set by RPCServer.__init__
+    _signal_lock: threading.Lock
+    _signal_socket: zmq.Socket | None
+    _sequencer: _sigseq.Sequencer
+    _signal_budget: fanout.SignalFanouts
+    _signal_fanout: fanout.Fanout
+    _legacy_signal_fanout: fanout.Fanout | None
 
     def _publish_signal(self, name: str, *args: Any) -> None:
         with self._signal_lock:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -18,6 +18,14 @@ from ..wire import framing, messages
 from ..wire.messages import Reply, RPCEvents
 from ..wire.shm import KEY_RELEASES
 from .dispatch import _clip
+
+if TYPE_CHECKING:
+    from .._ratelog import RateLimitedLog
+    from ..registry import RegistryLink
+    from ..rpc import callpath
+    from ..wire.messages import Request
+    from . import outbox
+    from .shm_frames import ShmServer
 
 __all__ = ["ServeLoopMixin"]
 
@@ -45,6 +53,39 @@ _SHM_TICK_EVERY = 16
 
 class ServeLoopMixin:
     """RPCServer's serve loop (see ``RPCServer``)."""
+
+    # set by RPCServer.__init__
+    url: str
+    name: str
+    uuid: str | None
+    _async_methods: set[str]
+    _socket: zmq.Socket
+    _responder: callpath.Responder
+    _backlog: outbox.ReplyBacklog
+    _watchdog: sdnotify.Watchdog
+    _shm: ShmServer
+    _registry_link: RegistryLink | None
+    _limits: tuple[int, int, int, int]
+    _refusals: RateLimitedLog
+    _serving: threading.Lock
+    _serving_ident: int | None
+    _ready: threading.Event
+    _message: list | None
+    _stopping: bool
+    _stop_at: float | None
+    _stop_granted: bool
+    _terminated: bool
+    _dead: bool
+
+    if TYPE_CHECKING:  # RPCServer's and the sibling mixins' methods
+
+        def _shutdown(self) -> None: ...
+
+        def _signals_idle(self) -> None: ...
+
+        def _handle_legacy(self, envelope: list, body: list) -> None: ...
+
+        def _dispatch(self, request: Request) -> list: ...
 
     def _keep_time(self, watchdog: Any) -> None:
         """Once a turn of a serve loop (this one and ``framerpc.aio``'s):
@@ -169,6 +210,7 @@ class ServeLoopMixin:
                 self._serving.release()
 
     def _handle(self, frames: list) -> None:
+        split: int | None  # None: no empty delimiter
         # [identity, b"", ...] from a DEALER or REQ peer is the common case
         if len(frames) > 2 and len(frames[1]) == 0:
             split = 1

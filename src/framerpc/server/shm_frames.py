@@ -268,6 +268,7 @@ class ShmServer:
         if len(client.slots) >= self.max_slots:
             self._fallback("client holds %d slots", len(client.slots))
             return None
+        segment: segments.Segment | None  # None: the arena is full
         pooled = pool_frame_at(value)
         share = client.share
         if pooled is not None and share.may_pin(*pooled[:2], value.nbytes):

@@ -298,6 +298,7 @@ class ShmSignals:
         return refs, slots
 
     def _place(self, value: np.ndarray) -> tuple[dict, int, _Slot] | None:
+        segment: segments.Segment | None  # None: the arena is full
         pooled = pool_frame_at(value)
         if pooled is not None:
             lease, segment, offset = pooled
