@@ -3,8 +3,12 @@ plain arrays to same-host clients through shared memory."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -116,3 +120,21 @@ def shm_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "tcp":
         return "tcp://127.0.0.1"
     return f"ipc://{tmp_path}/shm.sock"
+
+
+@contextlib.contextmanager
+def child_process(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python -c script *args`` with its stdout a text pipe; at exit it is
+    killed (SIGKILL, which also ends a stopped one) unless it ended, reaped,
+    and its pipe closed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(20)
+        assert child.stdout is not None
+        child.stdout.close()

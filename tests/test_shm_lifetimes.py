@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -19,6 +17,7 @@ from shm_helpers import (
     DEPTH,
     ShmCamera,
     ShmCameraProxy,
+    child_process,
     in_shared_memory,
     needs_shm,
     options,
@@ -131,17 +130,10 @@ def test_a_client_killed_with_sigkill_gets_its_slots_reclaimed(
     ctx, shm_url, serve
 ) -> None:
     camera = serve(ShmCamera(ctx, shm_url))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CLIENT, camera.url], stdout=subprocess.PIPE, text=True
-    )
-    try:
+    with child_process(_CLIENT, camera.url) as child:
         assert child.stdout.readline().strip() == "held"
         assert camera.stats["shm_slots_held"] == 2
         assert camera.pool.available == DEPTH - 2
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(20)
-        child.stdout.close()
     assert wait_until(lambda: camera.stats["shm_reclaimed"] == 2)
     assert camera.stats["shm_slots_held"] == 0
     assert wait_until(lambda: camera.pool.available == DEPTH)
@@ -158,9 +150,6 @@ def test_a_busy_server_reclaims_the_slots_of_a_killed_client(
     # another client's calls keep the serve loop from ever idling: it
     # still checks its shared-memory clients every few messages
     camera = serve(ShmCamera(ctx, shm_url))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CLIENT, camera.url], stdout=subprocess.PIPE, text=True
-    )
     stop, calls = threading.Event(), [0]
 
     def keep_busy() -> None:
@@ -170,22 +159,19 @@ def test_a_busy_server_reclaims_the_slots_of_a_killed_client(
                 calls[0] += 1
 
     busy = threading.Thread(target=keep_busy)
-    try:
-        assert child.stdout.readline().strip() == "held"
-        busy.start()
-        assert wait_until(lambda: calls[0] > 0)
-        child.send_signal(signal.SIGKILL)
-        child.wait(20)
-        assert wait_until(lambda: camera.stats["shm_reclaimed"] == 2)
-        assert wait_until(lambda: camera.pool.available == DEPTH)
-    finally:
-        stop.set()
-        if busy.is_alive():
-            busy.join(20)
-        if child.poll() is None:
-            child.kill()
+    with child_process(_CLIENT, camera.url) as child:
+        try:
+            assert child.stdout.readline().strip() == "held"
+            busy.start()
+            assert wait_until(lambda: calls[0] > 0)
+            child.send_signal(signal.SIGKILL)
             child.wait(20)
-        child.stdout.close()
+            assert wait_until(lambda: camera.stats["shm_reclaimed"] == 2)
+            assert wait_until(lambda: camera.pool.available == DEPTH)
+        finally:
+            stop.set()
+            if busy.is_alive():
+                busy.join(20)
     assert calls[0] > 0
 
 
@@ -203,12 +189,7 @@ time.sleep(60)
 def test_a_server_killed_with_sigkill_leaves_no_segment_after_the_next_start(
     ctx, tmp_path, monkeypatch
 ) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, f"ipc://{tmp_path}/killed.sock", _TESTS],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with child_process(_SERVER, f"ipc://{tmp_path}/killed.sock", _TESTS) as child:
         url = child.stdout.readline().strip()
         with ShmCameraProxy(ctx, url) as proxy:
             pooled, info = proxy.grab_pool(1)
@@ -222,11 +203,6 @@ def test_a_server_killed_with_sigkill_leaves_no_segment_after_the_next_start(
             # what the client holds stays readable: its mapping lives on
             assert np.all(pooled == 1) and np.all(plain == 2)
             del pooled, plain
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-            child.wait(20)
-        child.stdout.close()
     assert all(os.path.exists(f"/dev/shm/{name}") for name in names)
     # the next framerpc process's first segment sweeps the leftovers
     monkeypatch.setattr(segments, "_stale_done", False)

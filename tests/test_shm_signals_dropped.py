@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
 import zlib
 
 import numpy as np
 import pytest
 from conftest import wait_until
-from shm_helpers import in_shared_memory, needs_shm
+from shm_helpers import child_process, in_shared_memory, needs_shm
 from shm_signal_helpers import SignalCamera, SignalCameraProxy, bound
 
 from framerpc.client import shm_signals as client_shm_signals
@@ -236,12 +233,7 @@ def test_a_departed_subscriber_s_client_that_dies_gives_its_slots_back(
     ctx, shm_url, serve
 ) -> None:
     camera = serve(SignalCamera(ctx, shm_url))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _DEPARTS, camera.url, _TESTS],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with child_process(_DEPARTS, camera.url, _TESTS) as child:
         assert child.stdout.readline().strip() == "bound"
         camera.emit_pool(1)
         camera.emit_pool(2)
@@ -250,9 +242,5 @@ def test_a_departed_subscriber_s_client_that_dies_gives_its_slots_back(
         stats = camera.stats
         assert stats["shm_signal_slots_held"] == 2
         assert stats["shm_signal_reclaimed"] == 0
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(20)
-        child.stdout.close()
     assert wait_until(lambda: camera.stats["shm_signal_reclaimed"] == 2, 30)
     _all_slots_back(camera)

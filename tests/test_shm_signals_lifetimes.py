@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
 from conftest import wait_until
-from shm_helpers import in_shared_memory, needs_shm, options
+from shm_helpers import child_process, in_shared_memory, needs_shm, options
 from shm_signal_helpers import SignalCamera, SignalCameraProxy, bound
 
 from framerpc.client import shm_signals as client_shm_signals
@@ -140,22 +138,13 @@ time.sleep(60)
 
 def test_a_killed_subscriber_gives_its_slots_back(ctx, shm_url, serve) -> None:
     camera = serve(SignalCamera(ctx, shm_url))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CLIENT, camera.url, _TESTS],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with child_process(_CLIENT, camera.url, _TESTS) as child:
         assert child.stdout.readline().strip() == "bound"
         camera.emit_plain(1)
         camera.emit_pool(2)
         assert child.stdout.readline().strip() == "held"
         assert camera.stats["shm_signal_slots_held"] == 2
         assert camera.pool.available == 3
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(20)
-        child.stdout.close()
     assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 0)
     assert wait_until(lambda: camera.pool.available == 4)
     assert wait_until(lambda: camera.stats["shm_signal_bound"] == 0)
@@ -166,12 +155,7 @@ def test_a_frozen_subscriber_gives_its_slots_back(ctx, shm_url, serve) -> None:
     # it holds signal slots only, which the server's probes must cover
     fast = options(heartbeat_ivl_ms=250, heartbeat_timeout_ms=1250)
     camera = serve(SignalCamera(ctx, shm_url, options=fast))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CLIENT, camera.url, _TESTS],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with child_process(_CLIENT, camera.url, _TESTS) as child:
         assert child.stdout.readline().strip() == "bound"
         camera.emit_plain(1)
         camera.emit_pool(2)
@@ -182,10 +166,6 @@ def test_a_frozen_subscriber_gives_its_slots_back(ctx, shm_url, serve) -> None:
         assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 0, 30)
         assert child.poll() is None
         assert wait_until(lambda: camera.pool.available == 4)
-    finally:
-        child.send_signal(signal.SIGKILL)  # also ends a stopped process
-        child.wait(20)
-        child.stdout.close()
 
 
 def test_a_second_client_cannot_claim_another_clients_subscriber(
