@@ -47,8 +47,12 @@ if not _pure:
             Extension(
                 "framerpc.wire._framing",
                 ["ext/_framing.pyx"],
-                # included by _framing.pyx: an edit to either rebuilds it
-                depends=["ext/_packer.pxi", "ext/_unpacker.pxi"],
+                # included by _framing.pyx: an edit to any rebuilds it
+                depends=[
+                    "ext/_packer.pxi",
+                    "ext/_unpacker.pxi",
+                    "ext/_ndarray_new.pxi",
+                ],
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),
@@ -68,6 +72,7 @@ if not _pure:
             Extension(
                 "framerpc.wire._shmpath",
                 ["ext/_shmpath.pyx"],
+                depends=["ext/_ndarray_new.pxi"],
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),

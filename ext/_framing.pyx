@@ -82,11 +82,7 @@ cdef object _resolve_ext = resolve_ext
 cdef object _ExtType = msgpack.ExtType
 cdef object _np_dtype = np.dtype
 
-cdef extern from "numpy/arrayobject.h":
-    # declared here: numpy's Cython declarations leave it commented out
-    object PyArray_NewFromDescr(PyTypeObject *subtype, cnp.dtype descr, int nd,
-                                cnp.npy_intp *dims, cnp.npy_intp *strides,
-                                void *data, int flags, PyObject *obj)
+include "_ndarray_new.pxi"
 
 cnp.import_array()
 cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray

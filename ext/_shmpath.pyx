@@ -37,11 +37,7 @@ from framerpc.wire._shmpath_py import copy_into as _copy_into_py
 __all__ = ["Lease", "Tally", "call_frames", "copy_into", "parse_releases", "ref_reply",
            "resolve"]
 
-cdef extern from "numpy/arrayobject.h":
-    # declared here: numpy's Cython declarations leave it commented out
-    object PyArray_NewFromDescr(PyTypeObject *subtype, cnp.dtype descr, int nd,
-                                cnp.npy_intp *dims, cnp.npy_intp *strides,
-                                void *data, int flags, PyObject *obj)
+include "_ndarray_new.pxi"
 
 cnp.import_array()
 cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray
