@@ -88,11 +88,9 @@ def private_context(context: zmq.Context) -> zmq.Context:
         return context
     with _shadows_lock:
         key = id(context)
-        entry = _shadows.get(key)
-        if entry is not None:
-            user, shadow = entry[0](), entry[1]()
-            if user is context and shadow is not None:
-                return shadow
+        live = _live_shadow(context)
+        if live is not None:
+            return live
         shadow = _Shadow(shadow=context)
         shadow._framerpc_user = context
         shadow._framerpc_lock = threading.Lock()
@@ -108,10 +106,10 @@ def private_context(context: zmq.Context) -> zmq.Context:
         return shadow
 
 
-def _shadow_of(context: zmq.Context | None) -> _Shadow | None:
-    """The shadow ``private_context`` made of ``context``, if alive."""
-    with _shadows_lock:
-        entry = _shadows.get(id(context))
+def _live_shadow(context: zmq.Context | None) -> _Shadow | None:
+    """The shadow ``private_context`` made of ``context``, if alive (the
+    caller holds ``_shadows_lock``)."""
+    entry = _shadows.get(id(context))
     if entry is None or entry[0]() is not context:
         return None
     return entry[1]()
@@ -182,7 +180,8 @@ class DestroyHook:
         if self.closed:
             return
         self.release()
-        shadow = _shadow_of(self._context())
+        with _shadows_lock:
+            shadow = _live_shadow(self._context())
         if shadow is not None:  # before term(): see _Shadow
             shadow.shut()
         try:
