@@ -134,6 +134,44 @@ def test_references_lost_in_flight_come_back_at_the_word(ctx, shm_url, serve) ->
         _all_slots_back(camera)
 
 
+def test_stopping_the_receiver_closes_the_subscription_alone(
+    ctx, shm_url, serve, caplog
+) -> None:
+    # the older API's way (docs/guides/frames.md): proxy._signal_receiver
+    # .stop(), no join; the proxy stays usable, and a handshake again
+    # later (a restarted server) claims no subscription for it
+    camera = serve(SignalCamera(ctx, shm_url))
+    entered, go_on = threading.Event(), threading.Event()
+
+    def block(frame: np.ndarray, seq: int) -> None:
+        if seq == 10:
+            entered.set()
+            go_on.wait(20)
+
+    with SignalCameraProxy(ctx, camera.url) as proxy:
+        assert bound(proxy)
+        proxy.keep = False
+        proxy.frame_ready.connect(block)
+        camera.emit_plain(10)
+        assert entered.wait(20)
+        for seq in (11, 12):  # sent, never read
+            camera.emit_plain(seq)
+        proxy._signal_receiver.stop()
+        go_on.set()
+        assert wait_until(lambda: camera.stats["shm_signal_reclaimed"] == 2)
+        assert proxy.ping() == 1
+        assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 0)
+        assert not proxy._signal_receiver.is_alive()
+        link = proxy._shm
+        link.retry.claim_again()  # as after a handshake again
+        assert wait_until(lambda: link.retry.claims_due == 0)
+        assert not client_shm_signals.claim(proxy)
+        assert proxy.ping() == 1
+        stats = camera.stats
+        assert stats["shm_signal_bound"] == 0 and stats["shm_signal_bogus"] == 0
+        assert "not confirmed" not in caplog.text
+
+
 class _GatedAPI:
     def wait_gate(self) -> int:
         raise NotImplementedError

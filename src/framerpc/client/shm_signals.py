@@ -195,7 +195,7 @@ def reclaim(client: Any) -> bool:
     learn the subscription's new id, then claim it; whether it is bound.
     The timer thread calls it (not the receiver: its thread dispatches
     the token and the nonce)."""
-    link, receiver = client._shm, client._signal_receiver
+    link, receiver = client._shm, _receiving(client)
     if link is None or not link.retry.claims_due:
         return False
     if receiver is None or client._closed:
@@ -234,7 +234,7 @@ def held(leases: Any) -> list[list[int]] | None:
 
 
 def _claim(client: Any, again: bool = False) -> bool:
-    link, receiver = client._shm, client._signal_receiver
+    link, receiver = client._shm, _receiving(client)
     if link is None or receiver is None or receiver.subscriber is None:
         return False
     shm = SignalShm(
@@ -262,6 +262,15 @@ def _claim(client: Any, again: bool = False) -> bool:
             return True
     _log.debug("signal subscriber of %s not bound", client.url)
     return False  # receiver.shm stays: a reference can come only if bound
+
+
+def _receiving(client: Any) -> Any:
+    """``client``'s signal receiver, None if it has none or it was stopped
+    (its subscription alone closed: nothing to claim any more)."""
+    receiver = client._signal_receiver
+    if receiver is None or receiver._stop_flag.is_set() or not receiver.is_alive():
+        return None
+    return receiver
 
 
 def word(ident: int, leases: Any) -> list:
