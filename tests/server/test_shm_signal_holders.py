@@ -3,6 +3,7 @@ per subscriber it was sent to (issue 14), without sockets."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from types import SimpleNamespace
 
@@ -96,3 +97,50 @@ def test_a_refused_send_is_withdrawn_once_whatever_happened_meanwhile() -> None:
     assert freed == [1] and holders.reclaimed == 1
     holders.withdraw(number, slot, 8)  # the slot is gone: nothing
     assert holders.held == {} and holders.slots == {}
+
+
+def test_any_order_of_releases_and_the_word_frees_all_and_nothing_early() -> None:
+    # one client, one subscription at a time: its releases and its word
+    # (what it holds, read at any moment after its socket closed) reach
+    # the server in any order
+    for seed in range(300):
+        rnd = random.Random(seed)
+        holders, _ = _holders()
+        sub, is_open, bound, numbers = 7, True, True, iter(range(1, 10_000))
+        unread: list[tuple[int, int]] = []  # sent to the open subscription
+        alive: list[tuple[int, int]] = []  # arrays the client holds
+        sent: list[tuple] = []  # to the server, in flight, in any order
+        for _ in range(80):
+            roll = rnd.random()
+            if roll < 0.3 and bound:  # an emission to the subscription
+                number = next(numbers)
+                holders.give([_slot(holders, number)], [(sub, A)])
+                if is_open:
+                    unread.append((number, number * 10))
+            elif roll < 0.5 and unread:  # received
+                alive.append(unread.pop(0))
+            elif roll < 0.7 and alive:  # let go: its release goes out
+                sent.append(("release", alive.pop(rnd.randrange(len(alive)))))
+            elif roll < 0.8 and is_open:  # the socket closes: the word
+                unread.clear()
+                is_open = False
+                sent.append(("ended", sub, Counter(alive)))
+            elif roll < 0.85 and not bound:  # a new subscription, claimed
+                sub, is_open, bound = sub + 1, True, True
+            if sent and rnd.random() < 0.5:  # the server reads one
+                message = sent.pop(rnd.randrange(len(sent)))
+                if message[0] == "release":
+                    holders.release(A, *message[1])
+                else:
+                    bound = False
+                    holders.ended(message[1], A, message[2])
+            for number, generation in alive:  # never freed under the client
+                assert holders.slots[number].generation == generation, seed
+        for number, generation in alive + [m[1] for m in sent if m[0] == "release"]:
+            holders.release(A, number, generation)
+        for message in sent:
+            if message[0] == "ended":
+                holders.ended(message[1], A, message[2])
+        if is_open:
+            holders.ended(sub, A, Counter())
+        assert holders.slots == {} and holders.held == {}, seed
