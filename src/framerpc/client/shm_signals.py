@@ -221,8 +221,11 @@ def held(leases: Any) -> list[list[int]] | None:
     """
     for _ in range(8):  # a lease collected meanwhile changes the sets
         try:
-            pairs = leases._live.signal_slots()
-            pairs += list(leases.pending)
+            # the queue first: a lease collected in between moves from the
+            # arrays alive to the queue, and listed twice it would keep a
+            # reference no release frees; missed, its release frees it
+            pairs = list(leases.pending)
+            pairs += leases._live.signal_slots()
             break
         except RuntimeError:
             continue
