@@ -130,6 +130,49 @@ def test_a_call_that_cannot_be_sent_keeps_the_queued_releases(
         assert camera.stats["shm_slots_held"] == 0
 
 
+class _Unsent:
+    """A proxy's channel whose next request is not sent in time (as when
+    the connection is down: ``Channel._send``'s error), then the real one."""
+
+    def __init__(self, channel: object) -> None:
+        self.real = channel
+        self.refused = 0
+
+    def request(self, frames: list, request_id: int, timeout: int | None) -> object:
+        if not self.refused:
+            self.refused += 1
+            raise TimeoutError("no send to the server in time")
+        return self.real.request(frames, request_id, timeout)  # type: ignore[attr-defined]
+
+
+def test_a_call_not_sent_in_time_keeps_the_queued_releases(
+    ctx, shm_url, serve, monkeypatch
+) -> None:
+    # the releases that ride in a call whose request never went out were
+    # lost: their slots stayed held until the client ended
+    from framerpc.client import shm as client_shm
+
+    monkeypatch.setattr(client_shm, "_FLUSH_S", 60.0)  # no timer flush
+    camera = serve(ShmCamera(ctx, shm_url))
+    with ShmCameraProxy(ctx, camera.url) as proxy:
+        frame, _ = proxy.plain(1)
+        del frame
+        assert len(proxy._shm.pending) == 1
+        channel = proxy._channel
+        proxy._channel = unsent = _Unsent(channel)
+        try:
+            with pytest.raises(TimeoutError, match="not connected"):
+                proxy.plain(2)
+        finally:
+            proxy._channel = channel
+        assert unsent.refused == 1
+        assert len(proxy._shm.pending) == 1
+        assert camera.stats["shm_slots_held"] == 1
+        assert proxy.ping() == 1
+        assert camera.stats["shm_slots_held"] == 0
+        assert camera.stats["shm_bogus_releases"] == 0
+
+
 def test_too_many_slots_held_falls_back_to_the_socket(ctx, shm_url, serve) -> None:
     camera = serve(ShmCamera(ctx, shm_url, options=options(shm_max_slots=2)))
     with ShmCameraProxy(ctx, camera.url) as proxy:

@@ -18,6 +18,7 @@ from conftest import wait_until
 from shm_helpers import child_process, in_shared_memory, needs_shm
 from shm_signal_helpers import SignalCamera, SignalCameraProxy, bound
 
+from framerpc import RPCClient, RPCServer
 from framerpc.client import shm_signals as client_shm_signals
 from framerpc.wire import shm as wire_shm
 
@@ -131,6 +132,116 @@ def test_references_lost_in_flight_come_back_at_the_word(ctx, shm_url, serve) ->
         del held
         assert proxy.ping() == 1
         _all_slots_back(camera)
+
+
+def test_stopping_the_receiver_closes_the_subscription_alone(
+    ctx, shm_url, serve, caplog
+) -> None:
+    # the older API's way (docs/guides/frames.md): proxy._signal_receiver
+    # .stop(), no join; the proxy stays usable, and a handshake again
+    # later (a restarted server) claims no subscription for it
+    camera = serve(SignalCamera(ctx, shm_url))
+    entered, go_on = threading.Event(), threading.Event()
+
+    def block(frame: np.ndarray, seq: int) -> None:
+        if seq == 10:
+            entered.set()
+            go_on.wait(20)
+
+    with SignalCameraProxy(ctx, camera.url) as proxy:
+        assert bound(proxy)
+        proxy.keep = False
+        proxy.frame_ready.connect(block)
+        camera.emit_plain(10)
+        assert entered.wait(20)
+        for seq in (11, 12):  # sent, never read
+            camera.emit_plain(seq)
+        proxy._signal_receiver.stop()
+        go_on.set()
+        assert wait_until(lambda: camera.stats["shm_signal_reclaimed"] == 2)
+        assert proxy.ping() == 1
+        assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 0)
+        assert not proxy._signal_receiver.is_alive()
+        link = proxy._shm
+        link.retry.claim_again()  # as after a handshake again
+        assert wait_until(lambda: link.retry.claims_due == 0)
+        assert not client_shm_signals.claim(proxy)
+        assert proxy.ping() == 1
+        stats = camera.stats
+        assert stats["shm_signal_bound"] == 0 and stats["shm_signal_bogus"] == 0
+        assert "not confirmed" not in caplog.text
+
+
+class _GatedAPI:
+    def wait_gate(self) -> int:
+        raise NotImplementedError
+
+
+class _GatedCamera(_GatedAPI, SignalCamera):
+    """A camera whose ``wait_gate`` returns once ``gate`` is set."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        self.entered, self.gate = threading.Event(), threading.Event()
+        SignalCamera.__init__(self, *args, **kw)  # type: ignore[arg-type]
+
+    @RPCServer.register_method_json(timeout=None)
+    def wait_gate(self) -> int:
+        self.entered.set()
+        self.gate.wait(30)
+        return 2
+
+
+@RPCClient.register_interface(_GatedAPI)
+class _GatedProxy(_GatedAPI, SignalCameraProxy):
+    pass
+
+
+def test_the_word_waits_for_a_call_in_flight(ctx, shm_url, serve) -> None:
+    # the receiver ends while another thread's call holds the proxy's lock
+    # longer than the proxy's timeout: the word used to be dropped, and
+    # what was sent and never read stayed held until the proxy closed
+    camera = serve(_GatedCamera(ctx, shm_url))
+    entered, go_on = threading.Event(), threading.Event()
+
+    def block(frame: np.ndarray, seq: int) -> None:
+        if seq == 10:  # the receiver reads nothing more meanwhile
+            entered.set()
+            go_on.wait(20)
+
+    with _GatedProxy(ctx, camera.url, timeout=1000) as proxy:
+        assert bound(proxy)
+        held = _hold_pool_frames(camera, proxy)
+        sums = _sums(held)
+        proxy.keep = False
+        proxy.frame_ready.connect(block)
+        camera.emit_plain(10)
+        assert entered.wait(20)
+        for seq in (11, 12, 13):  # sent, never read
+            camera.emit_plain(seq)
+        call = threading.Thread(target=proxy.wait_gate)
+        call.start()
+        try:
+            assert camera.entered.wait(20)  # the call holds the lock
+            receiver = proxy._signal_receiver
+            receiver.stop()
+            go_on.set()
+            receiver.join(10)  # it does not wait for the call
+            assert not receiver.is_alive()
+        finally:
+            go_on.set()
+            camera.gate.set()
+            call.join(20)
+        assert not call.is_alive()
+        assert wait_until(lambda: camera.stats["shm_signal_reclaimed"] == 3)
+        assert wait_until(lambda: camera.stats["shm_signal_slots_held"] == 2)
+        stats = camera.stats
+        assert stats["shm_signal_bound"] == 0 and stats["shm_signal_bogus"] == 0
+        _refill_pool(camera)
+        assert _sums(held) == sums
+        del held
+        assert proxy.ping() == 1
+        _all_slots_back(camera)
+        assert camera.stats["shm_signal_reclaimed"] == 3
 
 
 @pytest.mark.parametrize("loop", ["thread", "asyncio"])

@@ -3,6 +3,7 @@ per subscriber it was sent to (issue 14), without sockets."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from types import SimpleNamespace
 
@@ -72,8 +73,30 @@ def test_a_release_takes_the_newest_subscription_of_its_client() -> None:
     assert holders.held == {A: 2}
     assert holders.release(A, 1, 10)
     assert holders.slots[1].subs == {7: A}
-    assert holders.ended(9, A, Counter()) == 0  # its one reference was released
-    assert holders.ended(7, A, Counter()) == 1 and freed == [1]
+    # the word on 9 takes back the older 7's reference too (it stayed
+    # held until the client went when the release came first)
+    assert holders.ended(9, A, Counter()) == 1 and freed == [1]
+    assert holders.held == {}
+
+
+def test_the_word_takes_back_an_older_subscription_s_whatever_the_order() -> None:
+    # 7 vanished unnoticed (its SUB connection dropped), 9 is the one the
+    # client read; slot 1 went to both, slot 2 to 7 alone
+    for release_first in (True, False):
+        holders, freed = _holders()
+        claims = {7: A, 8: B, 9: A}
+        holders.give([_slot(holders, 1)], [(7, A), (8, B), (9, A)])
+        holders.give([_slot(holders, 2)], [(7, A)])
+        if release_first:
+            assert holders.release(A, 1, 10)
+        keep = Counter() if release_first else Counter({(1, 10): 1})
+        assert holders.ended(9, A, keep, claims) == 2
+        assert claims == {8: B}  # 7 unbound too: nothing more sent to it
+        if not release_first:  # the array the client holds keeps its slot
+            assert holders.slots[1].holders == {A: 1, B: 1}
+            assert holders.release(A, 1, 10)
+        assert holders.slots[1].holders == {B: 1} and freed == [2]
+        assert holders.held == {B: 1} and holders.gone == {}
 
 
 def test_a_claim_again_takes_back_the_other_subscriptions_first() -> None:
@@ -96,3 +119,70 @@ def test_a_refused_send_is_withdrawn_once_whatever_happened_meanwhile() -> None:
     assert freed == [1] and holders.reclaimed == 1
     holders.withdraw(number, slot, 8)  # the slot is gone: nothing
     assert holders.held == {} and holders.slots == {}
+
+
+def _one_client(seed: int) -> None:
+    """One run of the test below: assert as it goes."""
+    rnd = random.Random(seed)
+    holders, _ = _holders()
+    claims: dict[int, bytes] = {7: A}
+    sub, is_open, numbers = 7, True, iter(range(1, 10_000))
+    unread: list[tuple[int, int]] = []  # sent to the open subscription
+    alive: list[tuple[int, int]] = []  # arrays the client holds
+    sent: list[tuple] = []  # to the server, in flight
+    word_read = [False]
+
+    def read_one() -> None:
+        message = rnd.choice(
+            [m for m in sent if m[0] == "ended" or not m[2] or word_read[0]]
+        )
+        sent.remove(message)
+        if message[0] == "release":
+            holders.release(A, *message[1])
+        else:
+            holders.ended(message[1], A, message[2], claims)
+            word_read[0] = True
+
+    for _ in range(80):
+        roll = rnd.random()
+        if roll < 0.3 and claims:  # an emission to the bound ones
+            number = next(numbers)
+            holders.give([_slot(holders, number)], list(claims.items()))
+            if is_open and sub in claims:
+                unread.append((number, number * 10))
+        elif roll < 0.45 and unread:  # received
+            alive.append(unread.pop(0))
+        elif roll < 0.6 and alive:  # let go: its release goes out
+            pair = alive.pop(rnd.randrange(len(alive)))
+            sent.append(("release", pair, not is_open))
+        elif roll < 0.65 and is_open:  # the connection drops, comes back
+            sub += 1  # what it queued before may still be read
+            claims[sub] = A  # claimed again; the old one may stay bound
+        elif roll < 0.7 and len(claims) > 1:  # the server sees one go
+            old = min(claims)
+            holders.left(old, claims.pop(old))
+        elif roll < 0.75 and is_open:  # the socket closes: the word
+            unread.clear()
+            is_open = False
+            sent.append(("ended", sub, Counter(alive)))
+        if sent and rnd.random() < 0.5:  # the server reads one
+            read_one()
+        for number, generation in alive:  # never freed under the client
+            assert holders.slots[number].generation == generation, seed
+    if is_open:
+        is_open = False
+        sent.append(("ended", sub, Counter(alive)))
+    sent += [("release", pair, True) for pair in alive]
+    while sent:
+        read_one()
+    assert holders.slots == {} and holders.held == {}, seed
+
+
+def test_releases_and_the_word_in_any_order_free_all_and_nothing_early() -> None:
+    # one client, one signal socket: its connection may drop and come back
+    # (a new subscriber, claimed again, while the server may not have seen
+    # the old one depart); its messages reach the server in any order,
+    # except that a release sent after the word goes after it (the client
+    # lists what it holds and sends the word under its lock)
+    for seed in range(400):
+        _one_client(seed)

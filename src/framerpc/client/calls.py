@@ -117,10 +117,15 @@ class CallsMixin:
                 shm = self._shm
                 if shm is not None and shm.pending:  # released slots ride along
                     request_id = next(self._ids)
-                    frames, _ = shm.call_frames(
+                    frames, taken = shm.call_frames(
                         request_id, method_name, list(args), kwargs
                     )
-                    reply = self._channel.request(frames, request_id, remaining)
+                    try:
+                        reply = self._channel.request(frames, request_id, remaining)
+                    except TimeoutError as exc:
+                        if str(exc).startswith("no send"):  # never went out
+                            shm.untake(taken)  # else their slots stay held
+                        raise
                 else:
                     reply = self._channel.call(
                         next(self._ids), method_name, list(args), kwargs, remaining

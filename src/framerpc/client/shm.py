@@ -216,6 +216,8 @@ class ShmLink(Leases):
                 self._retry()
             if self.retry.claims_due and not client._lock.locked():
                 shm_signals.reclaim(client)  # a new handshake: a new claim
+            if not client._lock.locked():  # a word a call in flight delayed
+                shm_signals.send_due(client, self)
             if not self.pending or not client._lock.acquire(blocking=False):
                 continue  # a call in flight flushes them itself
             try:

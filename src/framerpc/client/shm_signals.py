@@ -33,7 +33,12 @@ When the receiver stops while the client stays open (its subscription
 alone closed), its thread sends, once the SUB socket is closed, the
 client's word (``word``: ``[SUBSCRIPTION_ENDED, id, held]``): the server
 takes back what it sent that subscription beyond the arrays the client
-holds, which keep their slots. ``close`` sends goodbye instead.
+holds, which keep their slots. ``close`` sends goodbye instead. A call
+in flight holds the proxy's lock, maybe for long: the receiver then
+leaves the word due and ends; the link's timer thread sends it once no
+call holds the lock (``send_due``), listing what the client holds then
+(after the SUB socket closed, that only shrinks). A word the socket
+could not send (not connected) is tried ``_WORD_TRIES`` times.
 """
 
 from __future__ import annotations
@@ -42,18 +47,30 @@ import collections
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..wire import messages
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents, SignalEmission
 
-__all__ = ["SignalShm", "accepted", "claim", "held", "reclaim"]
+__all__ = ["SignalShm", "accepted", "claim", "held", "reclaim", "send_due"]
 
 _log = logging.getLogger(__name__)
 
 #: Longest wait (s) for the server's nonce on the signal socket.
 _NONCE_WAIT_S = 2.0
+#: Longest wait (s) of the receiver's end for the proxy's lock (a release
+#: flush, a short call) before it leaves its word to the timer thread.
+_WORD_LOCK_S = 0.05
+#: Tries of a word the socket could not send (not connected).
+_WORD_TRIES = 5
+#: link -> {subscriber id: tries left} of the words not sent yet
+_due: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
+_due_lock = threading.Lock()
+#: What ``_send_word`` did.
+_SENT, _BUSY, _UNSENT = "sent", "busy", "unsent"
 
 
 class SignalShm:
@@ -178,7 +195,7 @@ def reclaim(client: Any) -> bool:
     learn the subscription's new id, then claim it; whether it is bound.
     The timer thread calls it (not the receiver: its thread dispatches
     the token and the nonce)."""
-    link, receiver = client._shm, client._signal_receiver
+    link, receiver = client._shm, _receiving(client)
     if link is None or not link.retry.claims_due:
         return False
     if receiver is None or client._closed:
@@ -204,8 +221,11 @@ def held(leases: Any) -> list[list[int]] | None:
     """
     for _ in range(8):  # a lease collected meanwhile changes the sets
         try:
-            pairs = leases._live.signal_slots()
-            pairs += list(leases.pending)
+            # the queue first: a lease collected in between moves from the
+            # arrays alive to the queue, and listed twice it would keep a
+            # reference no release frees; missed, its release frees it
+            pairs = list(leases.pending)
+            pairs += leases._live.signal_slots()
             break
         except RuntimeError:
             continue
@@ -217,7 +237,7 @@ def held(leases: Any) -> list[list[int]] | None:
 
 
 def _claim(client: Any, again: bool = False) -> bool:
-    link, receiver = client._shm, client._signal_receiver
+    link, receiver = client._shm, _receiving(client)
     if link is None or receiver is None or receiver.subscriber is None:
         return False
     shm = SignalShm(
@@ -247,6 +267,15 @@ def _claim(client: Any, again: bool = False) -> bool:
     return False  # receiver.shm stays: a reference can come only if bound
 
 
+def _receiving(client: Any) -> Any:
+    """``client``'s signal receiver, None if it has none or it was stopped
+    (its subscription alone closed: nothing to claim any more)."""
+    receiver = client._signal_receiver
+    if receiver is None or receiver._stop_flag.is_set() or not receiver.is_alive():
+        return None
+    return receiver
+
+
 def word(ident: int, leases: Any) -> list:
     """``SHM_SUBSCRIBER``'s ``x`` saying subscription ``ident`` ended and
     the client holds the signal arrays of ``leases`` (``held``; nil when
@@ -257,12 +286,63 @@ def word(ident: int, leases: Any) -> list:
 def _end(client: Any, link: Any, receiver: Any, shm: SignalShm) -> None:
     """The receiver's subscription ended (its thread, its socket closed):
     send the word if the client stays open (``close`` says goodbye
-    instead), bounded by its timeout; if it is lost, the server keeps the
-    slots until the client goes."""
+    instead); while a call holds the proxy's lock, leave it due for the
+    link's timer thread (``send_due``): the receiver ends at once."""
     if client._closed or client._signal_receiver is not receiver:
         return
-    if client._shm is link and shm.claimed is not None:
-        _ask(client, word(shm.claimed, link))
+    ident = shm.claimed
+    if client._shm is not link or ident is None:
+        return
+    if _send_word(client, link, ident, _WORD_LOCK_S) != _SENT:
+        with _due_lock:
+            _due.setdefault(link, {})[ident] = _WORD_TRIES
+        link._start_timer()  # it may not run yet: no array was received
+
+
+def send_due(client: Any, link: Any) -> None:
+    """Send the words ``link`` left due (see the module) while no call
+    holds ``client``'s lock; the link's timer thread calls it each tick."""
+    with _due_lock:
+        due = dict(_due.get(link, ()))
+    for ident, tries in due.items():
+        done = _send_word(client, link, ident, 0)
+        if done == _BUSY:
+            return  # a call in flight: at a later tick
+        with _due_lock:
+            left = _due.get(link, {})
+            if done == _UNSENT and tries > 1:
+                left[ident] = tries - 1
+            else:  # sent (answered or not: the server reads it), or given up
+                left.pop(ident, None)
+
+
+def _send_word(client: Any, link: Any, ident: int, wait: float) -> str:
+    """Send the word on subscription ``ident`` if the proxy's lock comes
+    within ``wait`` s (``_BUSY`` if not); ``_UNSENT`` when the socket
+    could not send it (not connected), else ``_SENT``. It lists what the
+    client holds when it goes (under the lock: no release in between)."""
+    lock = client._lock
+    if not lock.acquire(timeout=wait):
+        return _BUSY
+    try:
+        if client._closed or client._shm is not link:
+            return _SENT  # goodbye instead, or no shared memory any more
+        request = Request(
+            RPCEvents.SHM_SUBSCRIBER, next(client._ids), value=word(ident, link)
+        )
+        frames = messages.encode_request(request)
+        reply = client._channel.request(frames, request.request_id, client._timeout)
+    except TimeoutError as exc:  # PeerLostError too
+        _log.debug("word on the signals of %s: %s", client.url, exc)
+        return _UNSENT if str(exc).startswith("no send") else _SENT
+    except RuntimeError as exc:  # closed meanwhile: goodbye instead
+        _log.debug("word on the signals of %s: %s", client.url, exc)
+        return _SENT
+    finally:
+        lock.release()
+    if not accepted(reply):
+        _log.debug("word on the signals of %s refused: %s", client.url, reply)
+    return _SENT
 
 
 def _send_releases(client: Any, link: Any) -> None:

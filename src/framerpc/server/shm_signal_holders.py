@@ -18,7 +18,11 @@ back what was sent to it and never received.
   last frames), and a slot given back would be refilled under them. The
   client's word (``ended``: the subscription ended, these are the signal
   arrays I hold) takes back that subscriber's references beyond those it
-  lists, counted in ``reclaimed``: sent, never received.
+  lists, counted in ``reclaimed``: sent, never received. With them go
+  those of the client's older subscribers (lower ids), bound or departed:
+  a client has one signal socket, closed now, and an older subscriber is
+  a connection of that socket that dropped (``claim`` again); whether a
+  release came before the word or after, nothing it sent them stays.
 - A client forgotten (``forget``) loses them all.
 
 Not thread-safe: ``ShmSignals`` uses it under its own lock.
@@ -170,22 +174,38 @@ class Holders:
             del self.gone[next(iter(self.gone))]
         self.gone[sub] = owner
 
-    def ended(self, sub: int, owner: bytes, keep: Counter | None) -> int:
+    def ended(
+        self,
+        sub: int,
+        owner: bytes,
+        keep: Counter | None,
+        claims: dict[int, bytes] | None = None,
+    ) -> int:
         """Client ``owner`` says its subscription ``sub`` ended and it holds
         the ``[slot, generation]`` pairs ``keep`` counts (None: it did not
-        say, nothing is taken back): take back the references sent to
-        ``sub`` beyond those; how many."""
+        say, nothing is taken back): unbind it (``claims``: subscriber id
+        -> client) with the client's older subscribers (see the module),
+        and take back the references sent to them beyond those; how many."""
+        if claims is not None:
+            older = [s for s, who in claims.items() if who == owner and s < sub]
+            for ident in [sub, *older]:
+                claims.pop(ident, None)
         self.gone.pop(sub, None)
         if keep is None or owner not in self.held:
             return 0
+        for ident in [s for s, who in self.gone.items() if who == owner and s < sub]:
+            del self.gone[ident]
         taken = 0
         for number, slot in list(self.slots.items()):
-            if slot.subs.get(sub) != owner:
-                continue
-            # more references than arrays alive: this one never arrived
-            if slot.holders[owner] > keep[(number, slot.generation)]:
+            # sub's references first, then those of its older subscribers
+            # (a newer one's, none from framerpc, may still arrive: kept)
+            mine = [s for s, who in slot.subs.items() if who == owner and s <= sub]
+            mine.sort(key=lambda s: s != sub)
+            # more references than arrays alive: these never arrived
+            extra = len(mine) - keep[(number, slot.generation)]
+            for ident in mine[: max(0, extra)]:
                 taken += 1
-                self.take_back(number, owner, 1, sub)
+                self.take_back(number, owner, 1, ident)
         self.reclaimed += taken  # once free (stats read unlocked)
         return taken
 

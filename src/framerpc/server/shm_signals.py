@@ -218,8 +218,7 @@ class ShmSignals:
                     identity.hex(),
                 )
                 return _NO
-            self.claims.pop(ident, None)
-            taken = self._holders.ended(ident, identity, keep)
+            taken = self._holders.ended(ident, identity, keep, self.claims)
         _log.debug(
             "subscriber %d of client %s ended: %d signal references taken back",
             ident,

@@ -58,6 +58,8 @@ Signals
     ``MAX_RELEASES``): the server unbinds subscriber ``id`` if it is (or
     was) bound to that connection and takes back the references sent to
     it beyond ``held`` (sent, never received; none if ``held`` is nil),
+    with those of the connection's older subscribers (lower ids: a
+    client has one signal socket, whose earlier connections dropped),
     replying ``{"shm": true}``; a malformed word, or one naming another
     connection's subscriber, changes nothing (``false``). A server
     without it answers ``false`` (3 items are no claim) or ``ok=false``.
