@@ -15,6 +15,7 @@ import zmq
 from .. import transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
+from ..rpc.callpath import never_sent
 from ..wire import json_codec, messages
 from ..wire.messages import Reply, Request, RPCEvents
 
@@ -123,7 +124,7 @@ class CallsMixin:
                     try:
                         reply = self._channel.request(frames, request_id, remaining)
                     except TimeoutError as exc:
-                        if str(exc).startswith("no send"):  # never went out
+                        if never_sent(exc):
                             shm.untake(taken)  # else their slots stay held
                         raise
                 else:
@@ -243,7 +244,7 @@ class CallsMixin:
         waited = time.monotonic() - started
         if isinstance(exc, PeerLostError):
             return PeerLostError(f"no reply to {what} after {waited:.1f} s: {exc}")
-        detail = " (not connected)" if str(exc).startswith("no send") else ""
+        detail = " (not connected)" if never_sent(exc) else ""
         limit = waited if timeout is None else timeout / 1000
         return TimeoutError(
             f"no reply to {what} from {self.url} within {limit:g} s{detail}"

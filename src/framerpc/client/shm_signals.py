@@ -51,6 +51,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..rpc.callpath import never_sent
 from ..wire import messages
 from ..wire import shm as wire_shm
 from ..wire.messages import Request, RPCEvents, SignalEmission
@@ -334,7 +335,7 @@ def _send_word(client: Any, link: Any, ident: int, wait: float) -> str:
         reply = client._channel.request(frames, request.request_id, client._timeout)
     except TimeoutError as exc:  # PeerLostError too
         _log.debug("word on the signals of %s: %s", client.url, exc)
-        return _UNSENT if str(exc).startswith("no send") else _SENT
+        return _UNSENT if never_sent(exc) else _SENT
     except RuntimeError as exc:  # closed meanwhile: goodbye instead
         _log.debug("word on the signals of %s: %s", client.url, exc)
         return _SENT

@@ -24,6 +24,7 @@ __all__ = [
     "IMPLEMENTATION",
     "read_reply",
     "call_fields",
+    "never_sent",
     "select_engine",
 ]
 
@@ -36,6 +37,12 @@ _ENGINES = {
     "compiled": "framerpc.rpc._callpath",
     "pure": "framerpc.rpc._callpath_py",
 }
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``Channel``'s "no send to URL in time": the
+    request never left (not connected), so what it carried is not lost."""
+    return isinstance(exc, TimeoutError) and str(exc).startswith("no send")
 
 
 def select_engine(name: str) -> dict[str, Any]:
