@@ -42,6 +42,7 @@ from ..transport import shm as segments
 from ..wire import shm as wire_shm
 from ..wire import shmpath
 from ..wire.messages import Request, RPCEvents
+from . import lane as lanes
 from . import shm_retry, shm_signals
 
 __all__ = [
@@ -307,4 +308,6 @@ def _hello(client: Any, token: bytes) -> bool | None:
         return None
     finally:
         probe.close()
-    return hello_accepted(reply, client.url)
+    accepted = hello_accepted(reply, client.url)
+    lanes.adopt(client, reply.value if accepted else None)  # or drop the old
+    return accepted

@@ -138,6 +138,9 @@ class Channel:
         each request, checked at each wait slice that passes without a
         reply, so that a call whose server went away raises
         ``PeerLostError``. None: no such check.
+    lane : ClientLane or None
+        A same-host lane (``framerpc.client.lane``): ``request`` and
+        ``call`` go through its ``request`` first (``exchange`` never).
     """
 
     def __init__(self, sock: zmq.Socket, url: str) -> None:
@@ -149,6 +152,7 @@ class Channel:
         self._mark = 0
         # a flood of bad replies logs at most one line a second
         self._bad_replies = RateLimitedLog(_log)
+        self.lane: Any = None
 
     def reset(self, sock: zmq.Socket) -> None:
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -182,6 +186,10 @@ class Channel:
         RuntimeError
             ``closed`` was set.
         """
+        if self.lane is not None:  # same host: the lane (framerpc.client.lane)
+            reply = self.lane.request(self, frames, request_id, timeout)
+            if reply is not None:
+                return reply
         deadline = _deadline(timeout)
         if self.watch is not None:
             self._mark = self.watch.mark()
@@ -339,8 +347,10 @@ class Responder:
         self.shm_release: Any = None  # set with shm
         self.shm_threshold = 0
 
-    def handle(self, frames: list) -> bool:
-        """Answer ``frames`` if it is the common request; see the class."""
+    def handle(self, frames: list, lane: Callable | None = None) -> bool:
+        """Answer ``frames`` if it is the common request; see the class.
+        ``lane``: ``(envelope, frames, request_id)`` sends the reply instead
+        of the socket (a same-host lane's request, ``server.lane``)."""
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
@@ -392,6 +402,9 @@ class Responder:
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         envelope = frames[:2]
+        if lane is not None:
+            lane(envelope, out, request_id)
+            return True
         message = envelope + out
         try:
             send_frames(self.sock, message, _NOBLOCK)
