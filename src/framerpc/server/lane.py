@@ -89,6 +89,8 @@ class LaneServer:
         self._poller: zmq.Poller | None = None
         self._refusals = RateLimitedLog(_log)
         self.path = ""
+        #: The only user whose processes may connect (``SO_PEERCRED``).
+        self.uid = os.getuid()
         #: Requests received on the lane, replies sent on it, replies
         #: that went over ZeroMQ instead, connections refused or dropped.
         self.calls = 0
@@ -206,7 +208,7 @@ class LaneServer:
             )
         except OSError:
             uid = -1
-        if uid != os.getuid() or len(self._conns) >= MAX_CONNECTIONS:
+        if uid != self.uid or len(self._conns) >= MAX_CONNECTIONS:
             self.refused += 1
             self._refusals.warning(
                 "refused a lane connection (uid %s, %d connections)",

@@ -257,7 +257,8 @@ class ServeLoopMixin:
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.
-            if messages.is_legacy_frame(body[0].buffer):
+            # memoryview: a zmq.Frame's or a lane packet's (server.lane)
+            if messages.is_legacy_frame(memoryview(body[0])):
                 self._handle_legacy(envelope, body)
                 return
             exc = ProtocolError(_clip(str(exc)))  # may quote the hostile bytes
