@@ -71,9 +71,7 @@ def test_a_request_too_large_for_a_packet_goes_over_zeromq(
 def test_the_option_off_keeps_every_call_on_zeromq(
     ctx, tmp_path, serve, server_options, client_options
 ) -> None:
-    device = serve(
-        LaneDevice(ctx, f"ipc://{tmp_path}/d.sock", options=server_options)
-    )
+    device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock", options=server_options))
     with LaneProxy(ctx, device.url, options=client_options) as proxy:
         assert proxy._channel.lane is None
         assert proxy.echo(5) == 5

@@ -34,7 +34,7 @@ def device(ctx, tmp_path, serve):
     client identity that does not exist (``device.fake``: lane id, token)."""
     device = LaneDevice(ctx, f"ipc://{tmp_path}/d.sock")
     assert device._lane.start()  # before serving: no race on the offers
-    path, lane_id, token = device._lane.offer(b"\x00fake")
+    _, lane_id, token = device._lane.offer(b"\x00fake")
     device.fake = (lane_id, token)
     return serve(device)
 
@@ -179,4 +179,3 @@ def _still_serves(device) -> None:
         assert proxy._channel.lane is not None
         assert proxy.echo("ok") == "ok"
     assert lane_stats(device)["lane_calls"] == before + 1
-

@@ -22,13 +22,15 @@ import socket
 import time
 from typing import Any
 
+import msgpack
 import zmq
 
 from .. import transport
 from ..errors import ProtocolError
 from ..transport import lane as packets
 from ..wire import messages
-from ..wire.messages import Reply
+from ..wire import shm as wire_shm
+from ..wire.messages import KEY_EVENT, KEY_VERSION, PROTOCOL_VERSION, Reply, RPCEvents
 
 __all__ = ["ClientLane", "adopt", "drop"]
 
@@ -41,6 +43,14 @@ _ACK_WAIT_MS = 2000
 _SLICE_MS = 100
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
+#: How every METHOD_CALL header starts, after its map's size (both engines
+#: encode ``v`` then ``e`` first: ``wire.messages.encode_call``).
+_CALL = (
+    msgpack.packb(KEY_VERSION)
+    + msgpack.packb(PROTOCOL_VERSION)
+    + msgpack.packb(KEY_EVENT)
+    + msgpack.packb(RPCEvents.METHOD_CALL.value)
+)
 
 
 class ClientLane:
@@ -92,7 +102,7 @@ class ClientLane:
         RuntimeError
             ``channel.closed`` was set.
         """
-        if self.fd < 0:
+        if self.fd < 0 or not _is_call(frames[0]):
             return None
         packet = packets.encode(frames)
         if packet is None:
@@ -135,6 +145,22 @@ class ClientLane:
             if watch is not None:
                 watch.check(mark, True, deadline is None)
 
+    def send(self, frames: list) -> bool:
+        """Send the one-way message ``frames`` (releases) on the lane;
+        whether it went (else the caller sends it over ZeroMQ)."""
+        packet = packets.encode(frames) if self.fd >= 0 else None
+        if packet is None:
+            return False
+        try:
+            self.sock.sendmsg(packet, (), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            _log.debug("lane to %s closed: %s", self.url, exc)
+            self.close()
+            return False
+        return True
+
     def _poller_of(self, zsock: Any) -> zmq.Poller:
         # one poller while the ZeroMQ socket stays (reset replaces it)
         poller = self._poller
@@ -170,6 +196,15 @@ class ClientLane:
         return None
 
 
+def _is_call(header: Any) -> bool:
+    """Whether the header frame ``header`` is a METHOD_CALL's: only method
+    calls take the lane (STOP_SERVER's authorisation reads the CURVE key of
+    the ZeroMQ connection; properties and handshakes stay there too)."""
+    if type(header) is not bytes:
+        header = bytes(memoryview(header)[: len(_CALL) + 1])
+    return header.startswith(_CALL, 1)
+
+
 def _zmq_body(zsock: Any) -> list | None:
     """The body of the message waiting on the DEALER ``zsock`` (after its
     delimiter); None when there is none or it has no delimiter."""
@@ -201,6 +236,19 @@ def adopt(client: Any, answer: Any) -> None:
         client._lock.release()
     if old is not None:
         old.close()
+
+
+def flush(leases: Any, client: Any) -> None:
+    """Send ``leases``' queued releases on ``client``'s lane, if it has
+    one (the caller holds the client's lock): on the path of the calls, a
+    call cannot overtake a release sent before it. What the lane does not
+    take stays queued (for ZeroMQ)."""
+    lane = client._channel.lane
+    while lane is not None and leases.pending:
+        batch = leases.take()
+        if not lane.send(wire_shm.encode_release(batch)):
+            leases.untake(batch)
+            return
 
 
 def drop(client: Any) -> None:

@@ -182,6 +182,12 @@ class ShmLink(Leases):
             self._start_timer()
         return answer
 
+    def flush(self, sock: Any) -> None:
+        """``Leases.flush``, on the client's same-host lane first when it
+        has one (``client.lane``: a call cannot overtake the release)."""
+        lanes.flush(self, self._client)
+        super().flush(sock)
+
     def _retry(self) -> None:
         """The timer thread's handshake retry, while no call holds the
         client's lock (else at a later tick); a final no (an older server,

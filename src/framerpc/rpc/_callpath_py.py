@@ -139,8 +139,7 @@ class Channel:
         reply, so that a call whose server went away raises
         ``PeerLostError``. None: no such check.
     lane : ClientLane or None
-        A same-host lane (``framerpc.client.lane``): ``request`` and
-        ``call`` go through its ``request`` first (``exchange`` never).
+        Same host: ``request`` and ``call`` try its ``request`` first.
     """
 
     def __init__(self, sock: zmq.Socket, url: str) -> None:
@@ -186,10 +185,9 @@ class Channel:
         RuntimeError
             ``closed`` was set.
         """
-        if self.lane is not None:  # same host: the lane (framerpc.client.lane)
-            reply = self.lane.request(self, frames, request_id, timeout)
-            if reply is not None:
-                return reply
+        lane = self.lane  # same host: framerpc.client.lane, or None
+        if lane and (reply := lane.request(self, frames, request_id, timeout)):
+            return reply
         deadline = _deadline(timeout)
         if self.watch is not None:
             self._mark = self.watch.mark()
@@ -348,9 +346,7 @@ class Responder:
         self.shm_threshold = 0
 
     def handle(self, frames: list, lane: Callable | None = None) -> bool:
-        """Answer ``frames`` if it is the common request; see the class.
-        ``lane``: ``(envelope, frames, request_id)`` sends the reply instead
-        of the socket (a same-host lane's request, ``server.lane``)."""
+        """Answer ``frames`` (see the class); ``lane`` replies if given."""
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
@@ -402,9 +398,8 @@ class Responder:
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         envelope = frames[:2]
-        if lane is not None:
-            lane(envelope, out, request_id)
-            return True
+        if lane is not None:  # a same-host lane's request (server.lane)
+            return lane(envelope, out, request_id) or True
         message = envelope + out
         try:
             send_frames(self.sock, message, _NOBLOCK)

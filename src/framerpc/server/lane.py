@@ -55,7 +55,7 @@ _POLLIN = int(zmq.POLLIN)
 class _Conn:
     """One accepted lane connection; ``identity`` None until its HELLO."""
 
-    __slots__ = ("sock", "fd", "identity")
+    __slots__ = ("fd", "identity", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -183,10 +183,11 @@ class LaneServer:
                 poller.register(self._listener.fileno(), _POLLIN)
             for fd in self._conns:
                 poller.register(fd, _POLLIN)
-        router = self._router
+        router, routed = self._router, False
         for item, _ in poller.poll(timeout_ms):
-            if item is router:
-                return _recv_router(router), None
+            if item is router:  # after the lane's: what was sent on the
+                routed = True  # lane first came first (ZeroMQ is slower)
+                continue
             conn = self._conns.get(item)
             if conn is not None:
                 frames = self._read(conn)
@@ -194,6 +195,8 @@ class LaneServer:
                     return frames, _Reply(self, conn)
             elif self._listener is not None and item == self._listener.fileno():
                 self._accept()
+        if routed:
+            return _recv_router(router), None
         raise zmq.Again()
 
     def _accept(self) -> None:
@@ -203,7 +206,7 @@ class LaneServer:
         except OSError:
             return
         try:
-            pid, uid, gid = _PEERCRED.unpack(
+            _, uid, _ = _PEERCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )
         except OSError:
@@ -236,13 +239,16 @@ class LaneServer:
             self._drop(conn)
             return None
         if len(packet) > packets.MAX_PACKET:
-            return self._refuse(conn, "a packet over the bound")
+            self._refuse(conn, "a packet over the bound")
+            return None
         if conn.identity is None:
-            return self._hello(conn, packet)
+            self._hello(conn, packet)
+            return None
         try:
             body = packets.decode(packet)
         except ValueError as exc:
-            return self._refuse(conn, str(exc))
+            self._refuse(conn, str(exc))
+            return None
         self.calls += 1
         return [conn.identity, b"", *body]
 
@@ -250,15 +256,15 @@ class LaneServer:
         parsed = packets.parse_hello(packet)
         offer = self._offers.get(parsed[0]) if parsed is not None else None
         if parsed is None or offer is None:
-            return self._refuse(conn, "no valid hello")
-        if not hmac.compare_digest(offer[1], parsed[1]):
-            return self._refuse(conn, "a wrong token")
-        conn.identity = offer[0]
-        try:
-            conn.sock.send(packets.ACK)
-        except OSError:
-            self._drop(conn)
-        return None
+            self._refuse(conn, "no valid hello")
+        elif not hmac.compare_digest(offer[1], parsed[1]):
+            self._refuse(conn, "a wrong token")
+        else:
+            conn.identity = offer[0]
+            try:
+                conn.sock.send(packets.ACK)
+            except OSError:
+                self._drop(conn)
 
     def _refuse(self, conn: _Conn, why: str) -> None:
         self.refused += 1
@@ -301,7 +307,7 @@ class LaneServer:
 class _Reply:
     """The Responder's reply callable for one lane request."""
 
-    __slots__ = ("lane", "conn")
+    __slots__ = ("conn", "lane")
 
     def __init__(self, lane: LaneServer, conn: _Conn) -> None:
         self.lane, self.conn = lane, conn

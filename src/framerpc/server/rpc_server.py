@@ -41,10 +41,10 @@ from .decorators import DecoratorsMixin
 from .discovery import DiscoveryMixin
 from .dispatch import DispatchMixin, _check_buffer_result
 from .json_branch import JsonBranchMixin
+from .lane import LaneServer
 from .publishing import PublishingMixin, _signal_budget
 from .registration import RegistrationMixin
 from .serve_loop import ServeLoopMixin
-from .lane import LaneServer
 from .shm_frames import ShmServer
 from .shm_signals import ShmSignals
 
