@@ -4,6 +4,7 @@ packet over ZeroMQ; the switches; threads, timeouts, a restart."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import numpy as np
@@ -13,6 +14,7 @@ from devices import bind_again
 from lane_helpers import LaneDevice, LaneProxy, lane_stats, needs_lane
 from shm_helpers import in_shared_memory, options, shm_url  # noqa: F401
 
+from framerpc import RPCServer
 from framerpc.transport import lane as packets
 
 pytestmark = needs_lane
@@ -129,3 +131,39 @@ def test_a_restarted_server_gets_a_new_lane(ctx, tmp_path, serve) -> None:
         assert proxy._channel.lane is not old_lane and old_lane.closed
         assert proxy.echo(2) == 2
         assert lane_stats(second)["lane_calls"] >= 1
+
+
+def test_requests_other_than_calls_stay_on_zeromq(ctx, tmp_path, serve) -> None:
+    device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock"))
+    with LaneProxy(ctx, device.url) as proxy:
+        assert proxy._reload_inventory() is not None  # inventory, handshake
+        assert lane_stats(device)["lane_calls"] == 0
+        assert proxy._channel.lane is not None  # the new handshake's lane
+        assert wait_until(lambda: lane_stats(device)["lane_connections"] == 1)
+        assert proxy.echo(1) == 1
+        assert lane_stats(device)["lane_calls"] == 1
+
+
+def test_a_broken_lane_leaves_the_calls_on_zeromq(ctx, tmp_path, serve) -> None:
+    device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock"))
+    with LaneProxy(ctx, device.url) as proxy:
+        lane = proxy._channel.lane
+        lane.sock.shutdown(socket.SHUT_RDWR)  # as if the server had closed it
+        assert proxy.echo("a") == "a"
+        assert lane.closed
+        assert proxy.echo("b") == "b"
+        assert lane_stats(device)["lane_calls"] == 0
+        assert wait_until(lambda: lane_stats(device)["lane_connections"] == 0)
+
+
+class _AsyncDevice(LaneDevice):
+    @RPCServer.register_method_json
+    async def later(self) -> int:
+        return 1
+
+
+def test_a_server_served_by_asyncio_offers_no_lane(ctx, tmp_path, serve) -> None:
+    device = serve(_AsyncDevice(ctx, f"ipc://{tmp_path}/d.sock"))
+    with LaneProxy(ctx, device.url) as proxy:
+        assert proxy._shm is not None and proxy._channel.lane is None
+        assert proxy.echo(2) == 2
