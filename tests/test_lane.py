@@ -15,6 +15,7 @@ from lane_helpers import LaneDevice, LaneProxy, lane_stats, needs_lane
 from shm_helpers import in_shared_memory, options, shm_url  # noqa: F401
 
 from framerpc import RPCServer
+from framerpc.server import lane as server_lane
 from framerpc.transport import lane as packets
 
 pytestmark = needs_lane
@@ -167,3 +168,23 @@ def test_a_server_served_by_asyncio_offers_no_lane(ctx, tmp_path, serve) -> None
     with LaneProxy(ctx, device.url) as proxy:
         assert proxy._shm is not None and proxy._channel.lane is None
         assert proxy.echo(2) == 2
+
+
+def test_the_lane_is_polled_only_while_lane_clients_may_use_it(
+    ctx, tmp_path, serve, monkeypatch
+) -> None:
+    """Without lane clients the serve loop keeps its blocking receive on
+    the ROUTER (what a remote client's call costs stays as it was)."""
+    monkeypatch.setattr(server_lane, "_EXPECT_S", 0.2)
+    device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock"))
+    with LaneProxy(ctx, device.url, options=options(lane=False)) as remote:
+        assert remote.echo(1) == 1
+        assert wait_until(lambda: not device._lane.active)  # its offer expired
+        with LaneProxy(ctx, device.url) as local:
+            assert device._lane.active and local.echo(2) == 2
+            assert remote.echo(3) == 3
+        assert wait_until(lambda: not device._lane.active)
+        assert remote.echo(4) == 4
+        with LaneProxy(ctx, device.url) as again:  # an offer polls again
+            assert again._channel.lane is not None and again.echo(5) == 5
+        assert lane_stats(device)["lane_calls"] == 2

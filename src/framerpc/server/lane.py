@@ -29,6 +29,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,9 @@ MAX_CONNECTIONS = 64
 #: Most offers kept (one per client identity that shook hands); the
 #: oldest goes first (its client, if it has not connected yet, keeps ZeroMQ).
 MAX_OFFERS = 256
+#: How long (s) after an offer the serve loop polls the lane (the client
+#: connects within its acknowledgement wait, ``client.lane``).
+_EXPECT_S = 5.0
 _PEERCRED = struct.Struct("3i")
 _POLLIN = int(zmq.POLLIN)
 
@@ -88,6 +92,12 @@ class LaneServer:
         self._ids = itertools.count(secrets.randbelow(1 << 30))
         self._poller: zmq.Poller | None = None
         self._refusals = RateLimitedLog(_log)
+        self._expect_until = 0.0
+        #: Whether the serve loop polls the lane (and the ROUTER) instead
+        #: of a blocking receive on the ROUTER alone: while connections
+        #: are open or an offer is recent (``tick``), so that a server
+        #: without lane clients pays nothing for the lane.
+        self.active = False
         self.path = ""
         #: The only user whose processes may connect (``SO_PEERCRED``).
         self.uid = os.getuid()
@@ -155,9 +165,17 @@ class LaneServer:
         token = secrets.token_bytes(packets.TOKEN_BYTES)
         self._offers[lane_id] = (identity, token)
         self._by_identity[identity] = lane_id
+        self._expect_until = time.monotonic() + _EXPECT_S
+        self.active = True
         return [self.path, lane_id, token]
 
     # -- serving -----------------------------------------------------------
+
+    def tick(self) -> None:
+        """Now and then (the serve loop's shared-memory ticks): stop
+        polling once no connection is open and no offer is recent."""
+        if self.active and not self._conns:
+            self.active = time.monotonic() < self._expect_until
 
     def receive(self, timeout_ms: int) -> tuple[list, Any]:
         """Wait up to ``timeout_ms`` for a message on the ROUTER or the

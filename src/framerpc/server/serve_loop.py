@@ -139,8 +139,8 @@ class ServeLoopMixin:
             ):
                 try:
                     if not backlog.pending:
-                        if lane is None:
-                            frames = transport.recv_frames(sock)
+                        if lane is None or not lane.active:
+                            frames, via = transport.recv_frames(sock), None
                         else:
                             frames, via = lane.receive(int(_POLL_S * 1000))
                     else:  # replies wait for room: retry sending them often
@@ -149,10 +149,10 @@ class ServeLoopMixin:
                         else:
                             flush_wait = min(2 * flush_wait, int(_POLL_S * 1000))
                         frames = None
-                        if lane is not None:
+                        if lane is not None and lane.active:
                             frames, via = lane.receive(flush_wait)
                         elif sock.poll(flush_wait, zmq.POLLIN):
-                            frames = transport.recv_frames(sock, zmq.NOBLOCK)
+                            frames, via = transport.recv_frames(sock, zmq.NOBLOCK), None
                 except zmq.Again:
                     frames = None
                     self._signals_idle()  # departures free their bytes
@@ -183,6 +183,8 @@ class ServeLoopMixin:
                     shm_skip = _SHM_TICK_EVERY
                     if shm.clients:
                         shm.tick()
+                    if lane is not None:  # polled while lane clients are
+                        lane.tick()
                 link = self._registry_link
                 if link is not None:
                     link.tick()
