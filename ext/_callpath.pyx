@@ -164,6 +164,7 @@ cdef class Channel:
     cdef public str url
     cdef public bint closed
     cdef public object watch
+    cdef public object lane
     cdef int _rcvtimeo
     cdef object _mark
     cdef object _bad_replies
@@ -177,6 +178,7 @@ cdef class Channel:
         self._mark = 0
         # a flood of bad replies logs at most one line a second
         self._bad_replies = RateLimitedLog(_log)
+        self.lane = None
 
     def reset(self, sock):
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -196,6 +198,10 @@ cdef class Channel:
         return self._request(frames, request_id, timeout)
 
     cdef _request(self, list frames, request_id, timeout):
+        if self.lane is not None:  # same host: the lane (framerpc.client.lane)
+            reply = self.lane.request(self, frames, request_id, timeout)
+            if reply is not None:
+                return reply
         cdef double deadline = _deadline(timeout)
         if self.watch is not None:
             self._mark = self.watch.mark()
@@ -316,7 +322,7 @@ cdef class Responder:
         self.shm_release = None
         self.shm_threshold = 0
 
-    def handle(self, list frames):
+    def handle(self, list frames, lane=None):
         """Answer ``frames`` if it is the common request; see the class."""
         cdef dict header
         cdef tuple fields
@@ -369,6 +375,9 @@ cdef class Responder:
                                    _K_INFO: result[1]})
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
+        if lane is not None:  # a same-host lane's request (server.lane)
+            lane(frames[:2], out, request_id)
+            return True
         message = frames[:2] + out
         try:
             # without blocking: the server keeps what a full queue refuses

@@ -37,14 +37,19 @@ _PATIENT = options(heartbeat_ivl_ms=1000, heartbeat_timeout_ms=59000)
 
 
 def _send_release(proxy: RPCClient, value: list) -> None:
-    """Send a raw SHM_RELEASE on ``proxy``'s socket, then a call behind it:
-    once the call returns, the server has handled the release."""
+    """Send a raw SHM_RELEASE on ``proxy``'s socket, then a call behind it
+    on that socket (not the same-host lane, which may overtake it): once
+    the call returns, the server has handled the release."""
     frames = wire_shm.encode_release([])
     header = framing.decode(frames)
     header["x"] = value
     with proxy._lock:
         proxy.socket.send_multipart([b"", *framing.encode(header)])
-    assert proxy.ping() == 1
+        lane, proxy._channel.lane = proxy._channel.lane, None
+    try:
+        assert proxy.ping() == 1
+    finally:
+        proxy._channel.lane = lane
 
 
 def test_a_release_cannot_free_another_clients_slot(ctx, shm_url, serve) -> None:

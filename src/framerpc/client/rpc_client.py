@@ -34,6 +34,7 @@ from ..rpc import callpath
 from ..signal import RPCSignal
 from ..signal_receiver import RPCSignalReceiver
 from ..wire.messages import Request, RPCEvents
+from . import lane as _lanes
 from . import shm as _shmlink
 from . import shm_signals as _shmsig
 from . import streams as _streamsub
@@ -239,6 +240,7 @@ class RPCClient(InventoryMixin, CallsMixin):
         if shm is not None:  # its timer thread takes the lock
             shm.close()
         with self._lock:  # wait for a call in flight to notice _closed
+            _lanes.drop(self)  # the same-host lane (client.lane)
             if shm is not None:  # the releases queued so far, and goodbye
                 shm.goodbye(self.socket)
             if self._watch is not None:

@@ -42,6 +42,7 @@ from ..transport import shm as segments
 from ..wire import shm as wire_shm
 from ..wire import shmpath
 from ..wire.messages import Request, RPCEvents
+from . import lane as lanes
 from . import shm_retry, shm_signals
 
 __all__ = [
@@ -181,6 +182,12 @@ class ShmLink(Leases):
             self._start_timer()
         return answer
 
+    def flush(self, sock: Any) -> None:
+        """``Leases.flush``, on the client's same-host lane first when it
+        has one (``client.lane``: a call cannot overtake the release)."""
+        lanes.flush(self, self._client)
+        super().flush(sock)
+
     def _retry(self) -> None:
         """The timer thread's handshake retry, while no call holds the
         client's lock (else at a later tick); a final no (an older server,
@@ -309,4 +316,6 @@ def _hello(client: Any, token: bytes) -> bool | None:
         return None
     finally:
         probe.close()
-    return hello_accepted(reply, client.url)
+    accepted = hello_accepted(reply, client.url)
+    lanes.adopt(client, reply.value if accepted else None)  # or drop the old
+    return accepted

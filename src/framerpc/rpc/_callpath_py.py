@@ -138,6 +138,8 @@ class Channel:
         each request, checked at each wait slice that passes without a
         reply, so that a call whose server went away raises
         ``PeerLostError``. None: no such check.
+    lane : ClientLane or None
+        Same host: ``request`` and ``call`` try its ``request`` first.
     """
 
     def __init__(self, sock: zmq.Socket, url: str) -> None:
@@ -149,6 +151,7 @@ class Channel:
         self._mark = 0
         # a flood of bad replies logs at most one line a second
         self._bad_replies = RateLimitedLog(_log)
+        self.lane: Any = None
 
     def reset(self, sock: zmq.Socket) -> None:
         """Use ``sock`` from now on (after replacing a stuck socket)."""
@@ -182,6 +185,9 @@ class Channel:
         RuntimeError
             ``closed`` was set.
         """
+        lane = self.lane  # same host: framerpc.client.lane, or None
+        if lane and (reply := lane.request(self, frames, request_id, timeout)):
+            return reply
         deadline = _deadline(timeout)
         if self.watch is not None:
             self._mark = self.watch.mark()
@@ -339,8 +345,8 @@ class Responder:
         self.shm_release: Any = None  # set with shm
         self.shm_threshold = 0
 
-    def handle(self, frames: list) -> bool:
-        """Answer ``frames`` if it is the common request; see the class."""
+    def handle(self, frames: list, lane: Callable | None = None) -> bool:
+        """Answer ``frames`` (see the class); ``lane`` replies if given."""
         if len(frames) < 3 or len(frames[1]) != 0:
             return False
         try:
@@ -392,6 +398,8 @@ class Responder:
         except Exception as exc:  # a failing method or a result msgpack refuses
             out = self.failed(request_id, name, exc)
         envelope = frames[:2]
+        if lane is not None:  # a same-host lane's request (server.lane)
+            return lane(envelope, out, request_id) or True
         message = envelope + out
         try:
             send_frames(self.sock, message, _NOBLOCK)

@@ -18,6 +18,7 @@ from ..wire.messages import Reply, Request, RPCEvents
 if TYPE_CHECKING:
     from ..property import RPCProperty
     from ..rpc import callpath
+    from .lane import LaneServer
     from .shm_frames import ShmServer
 
 __all__ = ["DispatchMixin"]
@@ -39,6 +40,7 @@ class DispatchMixin:
     _rpc_properties: dict[str, RPCProperty]
     _sequencer: _sigseq.Sequencer
     _shm: ShmServer
+    _lane: LaneServer | None
     _responder: callpath.Responder
 
     if TYPE_CHECKING:  # DiscoveryMixin's, PublishingMixin's
@@ -110,6 +112,11 @@ class DispatchMixin:
             self._responder.shm_release = self._shm.release
             self._responder.shm_threshold = self._shm.threshold
             self._responder.shm = self._shm.reply
+        lane = self._lane  # a same-host lane for its calls (server.lane)
+        if lane is not None and answer.get(wire_shm.REF_KEY) is True:
+            offer = lane.offer(identity)
+            if offer is not None:
+                answer = {**answer, "lane": offer}
         return answer
 
     def _shm_subscriber(self, request: Request) -> dict:

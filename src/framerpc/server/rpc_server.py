@@ -41,6 +41,7 @@ from .decorators import DecoratorsMixin
 from .discovery import DiscoveryMixin
 from .dispatch import DispatchMixin, _check_buffer_result
 from .json_branch import JsonBranchMixin
+from .lane import LaneServer
 from .publishing import PublishingMixin, _signal_budget
 from .registration import RegistrationMixin
 from .serve_loop import ServeLoopMixin
@@ -203,6 +204,12 @@ class RPCServer(
         self._shm = ShmServer(options, self._socket)  # same-host shared memory
         if self._shm.enabled:  # and references in signals (shm_signals)
             ShmSignals(self._shm, self._signal_fanout, self._signal_lock)
+        # same-host calls over a Unix socket (server.lane), with shm only
+        self._lane = (
+            LaneServer(self._socket, self._send)
+            if self._shm.enabled and options.lane
+            else None
+        )
         # answers plain method calls; _handle_body takes everything else
         # with the same envelope, _handle the other envelopes
         self._responder = callpath.Responder(
@@ -333,6 +340,9 @@ class RPCServer(
                 self._backlog.clear("the server stopped")
             self._close_sockets()
             self._shm.close()  # unlinks its segments
+            lane = getattr(self, "_lane", None)
+            if lane is not None:  # and the lane's socket, its directory
+                lane.close()
             hook = getattr(self, "_destroy_hook", None)
             if hook is not None:
                 hook.release()
@@ -362,7 +372,11 @@ class RPCServer(
             ``shm_fallbacks`` sent over the socket because a bound was hit,
             ``shm_bogus_releases`` ignored, ``shm_reclaimed`` slots taken
             back from clients that ended or whose connection was lost,
-            ``shm_slots_held`` now. Signals (``server.shm_signals``, with
+            ``shm_slots_held`` now. Same-host lane (``server.lane``):
+            ``lane_calls`` received on it, ``lane_replies`` sent on it,
+            ``lane_zmq_replies`` to lane calls sent over ZeroMQ (too large
+            for a packet), ``lane_refused`` connections refused or closed,
+            ``lane_connections`` now. Signals (``server.shm_signals``, with
             shared memory on): ``shm_signal_refs``, ``shm_signal_copies``,
             ``shm_signal_fallbacks``, ``shm_signal_refused``,
             ``shm_signal_bogus``, ``shm_signal_slots_held``, ``shm_signal_bound``,
@@ -384,6 +398,7 @@ class RPCServer(
             "dropped_signals_for_some": dropped_signals - for_all,
             "signal_bytes_in_flight": in_flight,
             **self._shm.stats(),
+            **(self._lane.stats() if self._lane is not None else {}),
         }
 
     @property

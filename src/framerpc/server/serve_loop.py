@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..rpc import callpath
     from ..wire.messages import Request
     from . import outbox
+    from .lane import LaneServer
     from .shm_frames import ShmServer
 
 __all__ = ["ServeLoopMixin"]
@@ -64,6 +65,7 @@ class ServeLoopMixin:
     _backlog: outbox.ReplyBacklog
     _watchdog: sdnotify.Watchdog
     _shm: ShmServer
+    _lane: LaneServer | None
     _registry_link: RegistryLink | None
     _limits: tuple[int, int, int, int]
     _refusals: RateLimitedLog
@@ -127,6 +129,9 @@ class ServeLoopMixin:
             # the systemd watchdog: a tick per message only when it is on
             watchdog = self._watchdog if self._watchdog.enabled else None
             shm, shm_skip = self._shm, 0
+            # same-host lane (server.lane): polls the ROUTER and the lane
+            lane = self._lane if self._lane is not None and self._lane.start() else None
+            via = None  # the lane's reply callable of a lane request
             self._ready.set()
             # a plain attribute: Event.is_set() is a Python call per message
             while not self._stopping and (
@@ -134,15 +139,20 @@ class ServeLoopMixin:
             ):
                 try:
                     if not backlog.pending:
-                        frames = transport.recv_frames(sock)
+                        if lane is None or not lane.active:
+                            frames, via = transport.recv_frames(sock), None
+                        else:
+                            frames, via = lane.receive(int(_POLL_S * 1000))
                     else:  # replies wait for room: retry sending them often
                         if backlog.flush():
                             flush_wait = _FLUSH_WAIT_MS
                         else:
                             flush_wait = min(2 * flush_wait, int(_POLL_S * 1000))
                         frames = None
-                        if sock.poll(flush_wait, zmq.POLLIN):
-                            frames = transport.recv_frames(sock, zmq.NOBLOCK)
+                        if lane is not None and lane.active:
+                            frames, via = lane.receive(flush_wait)
+                        elif sock.poll(flush_wait, zmq.POLLIN):
+                            frames, via = transport.recv_frames(sock, zmq.NOBLOCK), None
                 except zmq.Again:
                     frames = None
                     self._signals_idle()  # departures free their bytes
@@ -155,7 +165,7 @@ class ServeLoopMixin:
                         # a client with replies waiting takes the general
                         # path, which queues its reply behind them (order)
                         if (backlog.pending and backlog.holds(frames)) or not respond(
-                            frames
+                            frames, via
                         ):
                             self._handle(frames)
                     except Exception as exc:  # a bug here must not end serving
@@ -173,6 +183,8 @@ class ServeLoopMixin:
                     shm_skip = _SHM_TICK_EVERY
                     if shm.clients:
                         shm.tick()
+                    if lane is not None:  # polled while lane clients are
+                        lane.tick()
                 link = self._registry_link
                 if link is not None:
                     link.tick()
@@ -247,7 +259,8 @@ class ServeLoopMixin:
         except ProtocolError as exc:
             # JSON never parses as msgpack (``{`` is an int followed by
             # extra data): testing for it here keeps it off the hot path.
-            if messages.is_legacy_frame(body[0].buffer):
+            # memoryview: a zmq.Frame's or a lane packet's (server.lane)
+            if messages.is_legacy_frame(memoryview(body[0])):
                 self._handle_legacy(envelope, body)
                 return
             exc = ProtocolError(_clip(str(exc)))  # may quote the hostile bytes

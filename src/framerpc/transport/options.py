@@ -141,6 +141,13 @@ class SocketOptions:
         Beyond it its replies go over the socket (counted). The same share
         bounds each subscriber in the signals' arena. 1 lets one client
         take the whole arena (a single consumer that keeps many frames).
+    lane : bool
+        Same-host lane (Linux; with ``shm`` on both sides): a sync
+        client's method calls go over a Unix ``SOCK_SEQPACKET`` socket of
+        the server, offered at the shared-memory handshake, instead of its
+        ZeroMQ connection (each libzmq message wakes two I/O threads; a
+        packet wakes only the reader). Messages over 64 KiB still go over
+        ZeroMQ. False on either side: every call goes over ZeroMQ.
     """
 
     linger_ms: int = 200
@@ -169,6 +176,7 @@ class SocketOptions:
     shm_max_bytes: int = 256 << 20
     shm_max_slots: int = 16
     shm_client_share: float = 0.25
+    lane: bool = True
 
     @property
     def dead_peer_ms(self) -> int | None:
