@@ -238,54 +238,39 @@ class ShmServer:
         request_id: int,
         info: dict,
     ) -> list | None:
-        """The reply referring to ``value`` in a slot: a pool frame where
-        it lies, any other array copied into an arena segment; None when
-        a bound is hit."""
+        """The reply naming a new slot of ``owner`` (``wire_shm.make_ref``'s
+        reference) for ``value``: a pool frame where it lies, held until
+        released; any other array copied into an arena segment, last: the
+        work before it runs on caches that a copy of megabytes would evict.
+        None when a bound is hit. A reply that cannot be made frees the
+        slot. (One function: a Python call per reply costs more than the
+        code it would share.)"""
         slots = client.slots
         if len(slots) >= self.max_slots:
             self._fallback("client holds %d slots", len(slots))
             return None
         share = client.share
         nbytes = value.nbytes
+        pooled = None
         if type(value.base) is _PoolLease:  # a FramePool's frame (else no call)
             pooled = pool_frame_at(value)
-            if pooled is not None and share.may_pin(*pooled[:2], nbytes):
-                _, segment, offset = pooled
-                share.pin(value)  # at most half the pool per client (shm_share)
-                # zero copies: the frame itself stays out until released
-                return self._hand_out(
-                    owner, slots, segment.name, offset, value, None, request_id, info
-                )
-        held = share.bytes  # its share: one copy always (shm_share)
-        if held and held + nbytes > self.share:
-            self._fallback("client holds %d bytes of copies", held)
-            return None
-        arena = self._arena.take(nbytes)
-        if arena is None:
-            self._fallback("arena full (%d bytes)", self._arena.bytes)
-            return None
-        share.bytes = held + arena.size
-        return self._hand_out(
-            owner, slots, arena.name, 0, value, arena, request_id, info
-        )
-
-    def _hand_out(
-        self,
-        owner: bytes,
-        slots: set[int],
-        name: str,
-        offset: int,
-        value: np.ndarray,
-        arena: segments.Segment | None,
-        request_id: int,
-        info: dict,
-    ) -> list:
-        """The reply naming a new slot of ``owner`` (``wire_shm.make_ref``'s
-        reference) for ``value`` at ``offset`` in segment ``name``: a pool
-        frame (``arena`` None) is held until released; a plain array is
-        copied into ``arena``, last: the work before it runs on caches
-        that a copy of megabytes would evict. A reply that cannot be made
-        frees the slot."""
+        arena: segments.Segment | None = None
+        if pooled is not None and share.may_pin(*pooled[:2], nbytes):
+            _, segment, offset = pooled
+            name = segment.name
+            share.pin(value)  # at most half the pool per client (shm_share)
+            holder: np.ndarray | None = value  # zero copies: it stays out
+        else:
+            held = share.bytes  # its share: one copy always (shm_share)
+            if held and held + nbytes > self.share:
+                self._fallback("client holds %d bytes of copies", held)
+                return None
+            arena = self._arena.take(nbytes)
+            if arena is None:
+                self._fallback("arena full (%d bytes)", self._arena.bytes)
+                return None
+            share.bytes = held + arena.size
+            name, offset, holder = arena.name, 0, None
         free_ids = self._free_ids
         if free_ids:
             slot = free_ids.pop()
@@ -293,12 +278,7 @@ class ShmServer:
             slot = self._next_id
             self._next_id = slot + 1
         generation = next(self._generations)
-        self._handouts[slot] = (
-            owner,
-            generation,
-            None if arena is not None else value,
-            arena,
-        )
+        self._handouts[slot] = (owner, generation, holder, arena)
         slots.add(slot)
         try:
             frames = shmpath.ref_reply(
