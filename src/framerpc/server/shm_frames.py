@@ -252,7 +252,7 @@ class ShmServer:
         share = client.share
         nbytes = value.nbytes
         pooled = None
-        if type(value.base) is _PoolLease:  # a FramePool's frame (else no call)
+        if type(value.base) is _PoolLease:  # only then can it be a pool frame
             pooled = pool_frame_at(value)
         arena: segments.Segment | None = None
         if pooled is not None and share.may_pin(*pooled[:2], nbytes):
