@@ -35,7 +35,7 @@ from framerpc.wire.shm import (KEY_RELEASES, MAX_RELEASES, REF_KEY, SIGNAL_SLOT_
 from framerpc.wire._shmpath_py import copy_into as _copy_into_py
 
 __all__ = ["Lease", "Tally", "call_frames", "copy_into", "parse_releases", "ref_reply",
-           "resolve"]
+           "resolve", "split_releases"]
 
 include "_ndarray_new.pxi"
 
@@ -70,6 +70,11 @@ cdef long long _MAX_SPAN = 1LL << 62
 cdef dict _dtypes = {}
 cdef enum:
     _MAX_CACHED_DTYPES = 64
+# a sent array's dtype.str by its descriptor's address: numpy formats the
+# string anew at each read (printf: about 1k instructions a reply); each
+# entry keeps its dtype alive, so an address cannot name another one.
+# Bounded: arrays of ever new dtypes (structured ones) miss it.
+cdef dict _typestrs = {}
 
 
 cdef class Tally:
@@ -238,14 +243,55 @@ def call_frames(request_id, method, args, kwargs, pending):
 def ref_reply(request_id, str segment, offset, cnp.ndarray value, slot, generation,
               info):
     """See ``framerpc.wire._shmpath_py.ref_reply``."""
+    cdef Py_ssize_t i
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(value)
+    shape = [dims[i] for i in range(cnp.PyArray_NDIM(value))]
     return _encode({
         _K_VERSION: _PROTOCOL_VERSION,
         _K_ID: request_id,
         _K_OK: True,
         _K_VALUE: {_REF_KEY: [segment, offset, cnp.PyArray_NBYTES(value), slot,
-                              generation, value.dtype.str, list((<object>value).shape)]},
+                              generation, _typestr(value), shape]},
         _K_INFO: info,
     })
+
+
+cdef str _typestr(cnp.ndarray value):
+    """``value.dtype.str``, cached (``_typestrs``)."""
+    descr = <object>cnp.PyArray_DESCR(value)
+    key = <Py_ssize_t><PyObject *>descr
+    entry = _typestrs.get(key)
+    if entry is not None and (<tuple>entry)[0] is descr:
+        return <str>(<tuple>entry)[1]
+    text = descr.str
+    if len(_typestrs) < _MAX_CACHED_DTYPES:
+        _typestrs[key] = (descr, text)
+    return text
+
+
+def split_releases(value):
+    """See ``framerpc.wire._shmpath_py.split_releases``."""
+    cdef list replies = []
+    cdef list signals = []
+    cdef Py_ssize_t bad = 0, i, n
+    if type(value) is not list:
+        return [], [], 1
+    n = len(<list>value)
+    if n > _MAX_RELEASES:
+        bad = n - _MAX_RELEASES
+        n = _MAX_RELEASES
+    for i in range(n):
+        item = (<list>value)[i]
+        if (type(item) is list and len(<list>item) == 2
+                and type((<list>item)[0]) is int and type((<list>item)[1]) is int):
+            slot = (<list>item)[0]
+            if slot < _SIGNAL_SLOT_BASE:
+                replies.append((slot, (<list>item)[1]))
+            else:
+                signals.append((slot, (<list>item)[1]))
+        else:
+            bad += 1
+    return replies, signals, bad
 
 
 def parse_releases(value):

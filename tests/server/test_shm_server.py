@@ -338,3 +338,35 @@ def test_the_general_path_reads_a_calls_releases(tmp_path) -> None:
     finally:
         camera.close()
         ctx.term()
+
+
+def test_a_release_routes_reply_and_signal_slots_to_their_tables(tmp_path) -> None:
+    # one release names a reply's slot, a signal slot nobody holds and one
+    # of each that no table has: each table frees or refuses its own
+    from shm_helpers import ShmCamera
+
+    ctx = zmq.Context()
+    camera = ShmCamera(ctx, f"ipc://{tmp_path}/split.sock")
+    plain = _server(shm_threshold=1)  # no signals: their slots are bogus
+    try:
+        shm = camera._shm
+        assert shm.signals is not None and _hello(shm, b"peer")
+        ref = _ref(shm.reply(b"peer", 1, (np.ones(shm.threshold, np.uint8), {})))
+        signal = wire_shm.SIGNAL_SLOT_BASE + 7
+        shm.release(
+            b"peer",
+            [[signal, 1], [ref.slot, ref.generation], [ref.slot + 9, 1], "junk"],
+        )
+        stats = shm.stats()
+        assert stats["shm_slots_held"] == 0
+        assert stats["shm_bogus_releases"] == 2  # the unknown reply slot, junk
+        assert stats["shm_signal_bogus"] == 1
+        assert _hello(plain, b"peer")
+        mine = _ref(plain.reply(b"peer", 1, (np.ones(1 << 16, np.uint8), {})))
+        plain.release(b"peer", [[signal, 1], [mine.slot, mine.generation]])
+        assert plain.stats()["shm_slots_held"] == 0
+        assert plain.stats()["shm_bogus_releases"] == 1
+    finally:
+        plain.close()
+        camera.close()
+        ctx.term()

@@ -228,6 +228,24 @@ def test_a_reference_reply_has_the_bytes_of_encode_result(engine, info):
     assert wire_shm.parse_ref(reply.value).shape == (5, 6)
 
 
+def test_a_reference_reply_names_each_dtype_as_dtype_str(engine):
+    # the compiled twin caches dtype.str by descriptor: byte orders, new
+    # structured dtypes (more than its cache holds) and the same dtypes
+    # again all name what numpy says
+    kinds = ["<u2", ">u2", "|u1", "<f8", ">c16", "|b1", "<M8[ms]", "<U3"]
+    kinds += [np.dtype([("a", "<u1"), ("b", f"<u{n}")]) for n in (1, 2, 4, 8)] * 20
+    for kind in kinds * 2:
+        value = np.zeros((2, 3), kind)
+        frames = engine["ref_reply"](1, "s", 0, value, 1, 1, {})
+        assert wire_shm.parse_ref(messages.decode_reply(frames).value).dtype.str == (
+            value.dtype.str
+        )
+        expected = messages.encode_result(
+            1, wire_shm.make_ref("s", 0, value.nbytes, 1, 1, value.dtype, (2, 3)), {}
+        )
+        assert [bytes(f) for f in frames] == [bytes(f) for f in expected]
+
+
 RELEASES = [
     [[1, 2], [3, 4]],
     [],
@@ -236,6 +254,9 @@ RELEASES = [
     "not a list",
     {"a": 1},
     [[i, i] for i in range(wire_shm.MAX_RELEASES + 3)],
+    [[wire_shm.SIGNAL_SLOT_BASE, 1], [2, 3], "x", [wire_shm.SIGNAL_SLOT_BASE - 1, 4]],
+    [[wire_shm.SIGNAL_SLOT_BASE + i, i] for i in range(wire_shm.MAX_RELEASES + 1)],
+    [[1 << 70, 1], [-1, 2], [7, 1 << 70]],
 ]
 
 
@@ -243,6 +264,17 @@ RELEASES = [
 def test_releases_parse_alike(engine, index):
     value = RELEASES[index]
     assert engine["parse_releases"](value) == wire_shm.parse_releases(value)
+
+
+@pytest.mark.parametrize("index", range(len(RELEASES)))
+def test_releases_split_by_slot_kind_alike(engine, index):
+    value = RELEASES[index]
+    pairs, bad = wire_shm.parse_releases(value)
+    replies, signals, split_bad = engine["split_releases"](value)
+    base = wire_shm.SIGNAL_SLOT_BASE
+    assert replies == [pair for pair in pairs if pair[0] < base]
+    assert signals == [pair for pair in pairs if pair[0] >= base]
+    assert split_bad == bad
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from .. import transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
 from ..rpc.callpath import never_sent
-from ..wire import json_codec, messages
+from ..wire import json_codec, messages, shmpath
 from ..wire.messages import Reply, Request, RPCEvents
 
 __all__ = ["CallsMixin", "NoResult"]
@@ -118,8 +118,9 @@ class CallsMixin:
                 shm = self._shm
                 if shm is not None and shm.pending:  # released slots ride along
                     request_id = next(self._ids)
-                    frames, taken = shm.call_frames(
-                        request_id, method_name, list(args), kwargs
+                    # shmpath's, not Leases.call_frames: a Python call less
+                    frames, taken = shmpath.call_frames(
+                        request_id, method_name, list(args), kwargs, shm.pending
                     )
                     try:
                         reply = self._channel.request(frames, request_id, remaining)

@@ -22,6 +22,9 @@ from ..transport import shm as segments
 __all__ = ["Arena", "first_generation", "pool_frame_at"]
 
 _log = logging.getLogger(__name__)
+#: A page: segments are whole pages (``segments.round_pages``, inlined
+#: in ``Arena.take``, the hot path).
+_PAGE = segments.round_pages(1)
 
 
 class Arena:
@@ -43,7 +46,7 @@ class Arena:
     def take(self, nbytes: int) -> segments.Segment | None:
         """A segment of at least ``nbytes``, or None when the bound (or the
         host) leaves no room."""
-        size = segments.round_pages(nbytes)
+        size = -(-nbytes // _PAGE) * _PAGE or _PAGE  # segments.round_pages
         free = self._free.get(size)
         if free:
             return free.pop()
@@ -65,7 +68,11 @@ class Arena:
 
     def give_back(self, segment: segments.Segment) -> None:
         """``segment`` is held by nobody any more: free for the next take."""
-        self._free.setdefault(segment.size, []).append(segment)
+        free = self._free.get(segment.size)
+        if free is None:  # not setdefault: no list made per call
+            self._free[segment.size] = [segment]
+        else:
+            free.append(segment)
 
     def close(self) -> None:
         """Unlink the free segments (held ones are given back first)."""

@@ -54,6 +54,7 @@ import zmq
 
 from .. import _lifecycle
 from .._ratelog import RateLimitedLog
+from ..pool import _Lease as _PoolLease
 from ..transport import SocketOptions
 from ..transport import shm as segments
 from ..wire import messages, shmpath
@@ -93,16 +94,6 @@ class _Client:
         self.share = Share()  # its copies' bytes and pool frames (shm_share)
 
 
-class _Handout:
-    __slots__ = ("arena", "generation", "holder", "owner")
-
-    def __init__(self, owner: bytes, generation: int, holder: Any, arena: Any) -> None:
-        self.owner = owner
-        self.generation = generation
-        self.holder = holder  # a pool frame (keeps its slot out) or None
-        self.arena = arena  # the arena segment, back to the free list after
-
-
 class ShmServer:
     """A server's shared-memory clients, slots and arena (see the module).
 
@@ -126,7 +117,11 @@ class ShmServer:
         #: bytes of copies one client may hold (``shm_share``)
         self.share = share_limit(self.max_bytes, options.shm_client_share)
         self.clients: dict[bytes, _Client] = {}
-        self._handouts: dict[int, _Handout] = {}
+        # slot -> (owner, generation, holder, arena): the client it went
+        # to, a pool frame that stays out until released (or None), the
+        # arena segment that goes back to the free list after (or None);
+        # a tuple, not an object: one fewer Python call per reply
+        self._handouts: dict[int, tuple[bytes, int, Any, Any]] = {}
         self._free_ids: list[int] = []
         self._next_id = 0
         self._generations = itertools.count(first_generation())
@@ -205,7 +200,7 @@ class ShmServer:
                 if self.signals is not None:
                     self.signals.rename(old, identity)
                 for slot in client.slots:
-                    self._handouts[slot].owner = identity
+                    self._handouts[slot] = (identity, *self._handouts[slot][1:])
                 return client
         return None
 
@@ -216,36 +211,75 @@ class ShmServer:
         ``identity`` (a frame or bytes): a reference when it can be one,
         else today's frames. ``result`` was checked already."""
         value, info = result
-        if self.clients:  # also here: the asyncio serve loop has no tick
-            self.tick()
-        owner = bytes(identity) if self.clients else b""
-        client = self.clients.get(owner) if self.clients else None
-        if (
-            client is not None
-            and type(value) is np.ndarray
-            and value.nbytes >= self.threshold
-            and not value.dtype.hasobject  # pointers: the socket path refuses
-        ):
-            placed = self._place(owner, client, value)
-            if placed is not None:
-                return self._refer(request_id, value, info, *placed)
+        clients = self.clients
+        if clients:
+            # also here: the asyncio serve loop has no tick (its clock
+            # test inlined: a Python call per reply less)
+            if time.monotonic() >= self._next_sweep:
+                self.tick()
+            owner = bytes(identity)
+            client = clients.get(owner)
+            if (
+                client is not None
+                and type(value) is np.ndarray
+                and value.nbytes >= self.threshold
+                and not value.dtype.hasobject  # pointers: the socket path refuses
+            ):
+                frames = self._place(owner, client, value, request_id, info)
+                if frames is not None:
+                    return frames
         return messages.encode_result(request_id, value, info, buffer_reply=True)
 
-    def _refer(
+    def _place(
         self,
-        request_id: int,
+        owner: bytes,
+        client: _Client,
         value: np.ndarray,
+        request_id: int,
         info: dict,
-        name: str,
-        offset: int,
-        slot: int,
-        generation: int,
-        arena: segments.Segment | None,
-    ) -> list:
-        """The reply naming ``slot`` (``wire_shm.make_ref``'s reference),
-        with a plain array's one copy into ``arena`` made last: the work
-        before it runs on caches that a copy of megabytes would evict. A
-        reply that cannot be made frees the slot."""
+    ) -> list | None:
+        """The reply naming a new slot of ``owner`` (``wire_shm.make_ref``'s
+        reference) for ``value``: a pool frame where it lies, held until
+        released; any other array copied into an arena segment, last: the
+        work before it runs on caches that a copy of megabytes would evict.
+        None when a bound is hit. A reply that cannot be made frees the
+        slot. (One function: a Python call per reply costs more than the
+        code it would share.)"""
+        slots = client.slots
+        if len(slots) >= self.max_slots:
+            self._fallback("client holds %d slots", len(slots))
+            return None
+        share = client.share
+        nbytes = value.nbytes
+        pooled = None
+        if type(value.base) is _PoolLease:  # only then can it be a pool frame
+            pooled = pool_frame_at(value)
+        arena: segments.Segment | None = None
+        if pooled is not None and share.may_pin(*pooled[:2], nbytes):
+            _, segment, offset = pooled
+            name = segment.name
+            share.pin(value)  # at most half the pool per client (shm_share)
+            holder: np.ndarray | None = value  # zero copies: it stays out
+        else:
+            held = share.bytes  # its share: one copy always (shm_share)
+            if held and held + nbytes > self.share:
+                self._fallback("client holds %d bytes of copies", held)
+                return None
+            arena = self._arena.take(nbytes)
+            if arena is None:
+                self._fallback("arena full (%d bytes)", self._arena.bytes)
+                return None
+            share.bytes = held + arena.size
+            name, offset, holder = arena.name, 0, None
+        free_ids = self._free_ids
+        if free_ids:
+            slot = free_ids.pop()
+        else:
+            slot = self._next_id
+            self._next_id = slot + 1
+        generation = next(self._generations)
+        self._handouts[slot] = (owner, generation, holder, arena)
+        slots.add(slot)
         try:
             frames = shmpath.ref_reply(
                 request_id, name, offset, value, slot, generation, info
@@ -258,52 +292,6 @@ class ShmServer:
             raise
         self.replies += 1
         return frames
-
-    def _place(
-        self, owner: bytes, client: _Client, value: np.ndarray
-    ) -> tuple[str, int, int, int, segments.Segment | None] | None:
-        """A slot for ``value``: its segment's name, the offset, the slot,
-        its generation and the arena segment to copy it into (None: a pool
-        frame, referred to in place); None when a bound is hit."""
-        if len(client.slots) >= self.max_slots:
-            self._fallback("client holds %d slots", len(client.slots))
-            return None
-        segment: segments.Segment | None  # None: the arena is full
-        pooled = pool_frame_at(value)
-        share = client.share
-        if pooled is not None and share.may_pin(*pooled[:2], value.nbytes):
-            _, segment, offset = pooled
-            share.pin(value)  # at most half the pool per client (shm_share)
-            # zero copies: the frame itself stays out until released
-            return (*self._hand_out(owner, client, segment, offset, value, None), None)
-        held = share.bytes  # its share: one copy always (shm_share)
-        if held and held + value.nbytes > self.share:
-            self._fallback("client holds %d bytes of copies", held)
-            return None
-        segment = self._arena.take(value.nbytes)
-        if segment is None:
-            self._fallback("arena full (%d bytes)", self._arena.bytes)
-            return None
-        share.bytes = held + segment.size
-        return (*self._hand_out(owner, client, segment, 0, None, segment), segment)
-
-    def _hand_out(
-        self,
-        owner: bytes,
-        client: _Client,
-        segment: segments.Segment,
-        offset: int,
-        holder: Any,
-        arena: Any,
-    ) -> tuple[str, int, int, int]:
-        if self._free_ids:
-            slot = self._free_ids.pop()
-        else:
-            slot, self._next_id = self._next_id, self._next_id + 1
-        generation = next(self._generations)
-        self._handouts[slot] = _Handout(owner, generation, holder, arena)
-        client.slots.add(slot)
-        return segment.name, offset, slot, generation
 
     def _fallback(self, why: str, *args: Any) -> None:
         self.fallbacks += 1
@@ -319,33 +307,34 @@ class ShmServer:
         if type(value) is list and not value:  # goodbye: the client closed
             self.forget(owner)
             return
-        pairs, bad = shmpath.parse_releases(value)
-        self.bogus_releases += bad
-        if self.signals is not None:  # signal slots: shm_signals' own
-            pairs = self.signals.release(owner, pairs)
+        pairs, signal_pairs, bad = shmpath.split_releases(value)
+        if bad:
+            self.bogus_releases += bad
+        if signal_pairs:
+            if self.signals is not None:  # signal slots: shm_signals' own
+                self.signals.release(owner, signal_pairs)
+            else:  # no such slot here: refused below
+                pairs += signal_pairs
+        handouts = self._handouts
         for slot, generation in pairs:
-            handout = self._handouts.get(slot)
-            if (
-                handout is None
-                or handout.owner != owner
-                or handout.generation != generation
-            ):
+            handout = handouts.get(slot)
+            if handout is None or handout[0] != owner or handout[1] != generation:
                 self.bogus_releases += 1
                 continue
             self._free(slot)
 
     def _free(self, slot: int) -> None:
-        handout = self._handouts.pop(slot)
-        client = self.clients.get(handout.owner)
+        # a pool frame (holder) goes back to its pool with the tuple
+        owner, _, holder, arena = self._handouts.pop(slot)
+        client = self.clients.get(owner)
         if client is not None:
             client.slots.discard(slot)
-            if handout.arena is not None:
-                client.share.bytes -= handout.arena.size
-            elif handout.holder is not None:
-                client.share.unpin(handout.holder)
-        if handout.arena is not None:
-            self._arena.give_back(handout.arena)
-        handout.holder = None  # a pool frame's slot goes back with it
+            if arena is not None:
+                client.share.bytes -= arena.size
+            elif holder is not None:
+                client.share.unpin(holder)
+        if arena is not None:
+            self._arena.give_back(arena)
         self._free_ids.append(slot)
 
     def tick(self) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "parse_releases",
     "ref_reply",
     "resolve",
+    "split_releases",
 ]
 
 
@@ -163,6 +164,19 @@ def ref_reply(
         segment, offset, value.nbytes, slot, generation, value.dtype, value.shape
     )
     return encode_result(request_id, ref, info)
+
+
+def split_releases(
+    value: list,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+    """``parse_releases(value)``'s pairs split by slot: those of replies
+    (below ``SIGNAL_SLOT_BASE``) and those of signals, each in their
+    order, and the count of malformed items (or beyond ``MAX_RELEASES``);
+    the server frees each kind in its own table."""
+    pairs, bad = parse_releases(value)
+    replies = [pair for pair in pairs if pair[0] < SIGNAL_SLOT_BASE]
+    signals = [pair for pair in pairs if pair[0] >= SIGNAL_SLOT_BASE]
+    return replies, signals, bad
 
 
 def copy_into(segment: Any, value: np.ndarray) -> None:

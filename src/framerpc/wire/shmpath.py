@@ -25,6 +25,7 @@ __all__ = [
     "ref_reply",
     "resolve",
     "select_engine",
+    "split_releases",
 ]
 
 _log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ PUBLIC_API = (
     "parse_releases",
     "ref_reply",
     "resolve",
+    "split_releases",
 )
 
 _ENGINES = {"compiled": "framerpc.wire._shmpath", "pure": "framerpc.wire._shmpath_py"}
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # both engines have the pure one's signatures
         parse_releases,
         ref_reply,
         resolve,
+        split_releases,
     )
 else:
     Lease = _names["Lease"]
@@ -79,3 +82,4 @@ else:
     parse_releases = _names["parse_releases"]
     ref_reply = _names["ref_reply"]
     resolve = _names["resolve"]
+    split_releases = _names["split_releases"]
