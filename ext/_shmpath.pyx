@@ -44,7 +44,7 @@ cdef extern from "_parcopy.h" nogil:
     void pc_copy(char *dst, const char *src, size_t n)
     int pc_hold()
     int pc_release()
-    void pc_configure(size_t threshold, size_t chunk, int spin, int mode)
+    void pc_configure(size_t threshold, size_t chunk, int spin, int mode, int avoid)
     void pc_read(unsigned long *out)
 
 cnp.import_array()
@@ -313,24 +313,27 @@ def release_copier():
 
 
 _STAT_NAMES = ("holders", "alive", "started", "jobs", "joined", "chunks",
-               "worker_chunks", "alone", "slept", "threshold", "chunk", "spin")
+               "worker_chunks", "alone", "slept", "threshold", "chunk", "spin", "avoid",
+               "same_cpu", "moved")
 
 
 def copier_stats():
     """See ``framerpc.wire._shmpath_py.copier_stats``: the worker's state,
     counters and settings."""
-    cdef unsigned long out[12]
+    cdef unsigned long out[15]
     pc_read(out)
     return {name: out[i] for i, name in enumerate(_STAT_NAMES)}
 
 
-def _copier_configure(size_t threshold=0, size_t chunk=0, int spin=-1, int mode=-1):
+def _copier_configure(size_t threshold=0, size_t chunk=0, int spin=-1, int mode=-1,
+                      int avoid=-1):
     """Tests and benchmarks only (not while a copy runs): the smallest
     copy split, the chunk in bytes, the caller's spin before it sleeps,
-    and the mode (0 split, 1 the worker copies everything, 2 never the
-    worker); 0 or -1 keeps a setting."""
+    the mode (0 split, 1 the worker copies everything, 2 never the
+    worker) and whether the worker is kept off the caller's CPU (1 or 0);
+    0 or -1 keeps a setting."""
     if chunk and chunk < 64:
         raise ValueError(f"chunk {chunk} is under 64 bytes")
     if mode > 2:
         raise ValueError(f"mode {mode} is not 0, 1 or 2")
-    pc_configure(threshold, chunk, spin, mode)
+    pc_configure(threshold, chunk, spin, mode, avoid)

@@ -209,8 +209,11 @@ def copier_stats() -> dict[str, int]:
     never here) and ``started``; the split copies (``jobs``), those the
     worker joined, their ``chunks`` and the ``worker_chunks``; big copies
     made ``alone`` (no worker, or another copy was using it); the waits
-    that ``slept`` for the worker; the settings ``threshold``, ``chunk``
-    and ``spin`` (0 here)."""
+    that ``slept`` for the worker; the settings ``threshold``, ``chunk``,
+    ``spin`` and ``avoid`` (the worker kept off the caller's CPU); the jobs
+    the worker joined on the caller's CPU (``same_cpu``) and the times it
+    was ``moved`` off it. All 0 here."""
     names = ("alive", "started", "jobs", "joined", "chunks", "worker_chunks",
-             "alone", "slept", "threshold", "chunk", "spin")
+             "alone", "slept", "threshold", "chunk", "spin", "avoid", "same_cpu",
+             "moved")
     return {"holders": _holders, **dict.fromkeys(names, 0)}
