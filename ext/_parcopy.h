@@ -34,6 +34,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -123,11 +124,12 @@ static inline size_t pc_take_chunks(void)
     }
 }
 
-static void *pc_worker(void *unused)
+static void *pc_worker(void *first)
 {
-    int seen = PC_LOAD(&pc.posted), now, expected;
+    /* the jobs posted before pthread_create are not its; one posted after
+     * (even before this thread first runs) is */
+    int seen = (int)(intptr_t)first, now, expected;
     size_t taken;
-    (void)unused;
     PC_STORE(&pc.tid, (int)syscall(SYS_gettid));
     for (;;) {
         while ((now = PC_LOAD(&pc.posted)) == seen) {
@@ -163,6 +165,8 @@ static void pc_after_fork_child(void)
     pc.waiting = 0;
     pc.stop = 0;
     pc.refused = 0;
+    pc.tid = 0; /* the parent's worker: never move it from here */
+    pc.barred_cpu = -1;
 }
 
 /* Start the worker if someone holds the copier (call under life). */
@@ -194,7 +198,8 @@ static void pc_start_locked(void)
     /* signals go to Python's threads, never to this one */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&pc.thread, &attr, pc_worker, NULL);
+    rc = pthread_create(&pc.thread, &attr, pc_worker,
+                        (void *)(intptr_t)PC_LOAD(&pc.posted));
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
