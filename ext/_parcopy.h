@@ -221,6 +221,7 @@ static void pc_stop_locked(void)
     pc_futex_wake(&pc.posted);
     pthread_join(pc.thread, NULL);
     PC_STORE(&pc.alive, 0);
+    PC_STORE(&pc.tid, 0);
 }
 
 /* One more user: big copies may use the worker. Returns the users. */
@@ -269,21 +270,27 @@ static inline void pc_wait_done(void)
 
 /* Keep the worker off the caller's CPU: a futex wake may queue it there
  * (behind the caller, or preempting it), so the two would share one CPU.
- * One sched_setaffinity when the caller's CPU changed (under busy). */
+ * One sched_setaffinity when the caller's CPU changed (under busy; and
+ * under life, so that the thread id is the running worker's, never one
+ * the kernel gave again after it was joined). */
 static inline void pc_bar(int cpu)
 {
     cpu_set_t others;
-    int tid = PC_LOAD(&pc.tid);
-    if (cpu == pc.barred_cpu || cpu < 0 || tid == 0 || !CPU_ISSET(cpu, &pc.allowed))
+    int tid;
+    if (cpu == pc.barred_cpu || cpu < 0)
         return;
-    others = pc.allowed;
-    CPU_CLR(cpu, &others);
-    if (CPU_COUNT(&others) == 0)
-        return;
-    if (sched_setaffinity(tid, sizeof others, &others) == 0) {
-        pc.barred_cpu = cpu;
-        PC_COUNT(&pc.moved);
+    pthread_mutex_lock(&pc.life);
+    tid = PC_LOAD(&pc.tid);
+    if (pc.alive && tid != 0 && CPU_ISSET(cpu, &pc.allowed)) {
+        others = pc.allowed;
+        CPU_CLR(cpu, &others);
+        if (CPU_COUNT(&others) > 0
+                && sched_setaffinity(tid, sizeof others, &others) == 0) {
+            pc.barred_cpu = cpu;
+            PC_COUNT(&pc.moved);
+        }
     }
+    pthread_mutex_unlock(&pc.life);
 }
 
 /* Copy n bytes from src to dst (not overlapping), split with the worker
@@ -314,10 +321,13 @@ static void pc_copy(char *dst, const char *src, size_t n)
     pc.caller_cpu = sched_getcpu();
     if (pc.avoid)
         pc_bar(pc.caller_cpu);
-    else if (pc.barred_cpu != -1 && PC_LOAD(&pc.tid) != 0) {
+    else if (pc.barred_cpu != -1) {
         /* tests and benchmarks: back to every CPU */
-        sched_setaffinity(PC_LOAD(&pc.tid), sizeof pc.allowed, &pc.allowed);
+        pthread_mutex_lock(&pc.life);
+        if (pc.alive && PC_LOAD(&pc.tid) != 0)
+            sched_setaffinity(PC_LOAD(&pc.tid), sizeof pc.allowed, &pc.allowed);
         pc.barred_cpu = -1;
+        pthread_mutex_unlock(&pc.life);
     }
     __atomic_fetch_add(&pc.chunks, pc.nchunks, __ATOMIC_RELAXED);
     __atomic_store_n(&pc.next, 0, __ATOMIC_RELAXED);
