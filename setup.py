@@ -72,7 +72,8 @@ if not _pure:
             Extension(
                 "framerpc.wire._shmpath",
                 ["ext/_shmpath.pyx"],
-                depends=["ext/_ndarray_new.pxi"],
+                # _parcopy.h: the copy split with a worker pthread
+                depends=["ext/_ndarray_new.pxi", "ext/_parcopy.h"],
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             ),

@@ -34,10 +34,18 @@ from framerpc.wire.shm import (KEY_RELEASES, MAX_RELEASES, REF_KEY, SIGNAL_SLOT_
                                parse_ref)
 from framerpc.wire._shmpath_py import copy_into as _copy_into_py
 
-__all__ = ["Lease", "Tally", "call_frames", "copy_into", "parse_releases", "ref_reply",
-           "resolve", "split_releases"]
+__all__ = ["Lease", "Tally", "call_frames", "copier_stats", "copy_into", "hold_copier",
+           "parse_releases", "ref_reply", "release_copier", "resolve", "split_releases"]
 
 include "_ndarray_new.pxi"
+
+# the one copy split between the caller and a worker thread (see the header)
+cdef extern from "_parcopy.h" nogil:
+    void pc_copy(char *dst, const char *src, size_t n)
+    int pc_hold()
+    int pc_release()
+    void pc_configure(size_t threshold, size_t chunk, int spin, int mode, int avoid)
+    void pc_read(unsigned long *out)
 
 cnp.import_array()
 cdef PyTypeObject *_ndarray_type = <PyTypeObject *>cnp.ndarray
@@ -315,8 +323,9 @@ def parse_releases(value):
 
 
 def copy_into(segment, cnp.ndarray value):
-    """See ``framerpc.wire._shmpath_py.copy_into``: one ``memcpy`` without
-    the GIL for a C-contiguous array of plain data, else numpy's copy."""
+    """See ``framerpc.wire._shmpath_py.copy_into``: without the GIL for a
+    C-contiguous array of plain data (a big one split between this thread
+    and the worker thread, ``ext/_parcopy.h``), else numpy's copy."""
     cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(value)
     cdef char *dst
     cdef char *src
@@ -327,4 +336,50 @@ def copy_into(segment, cnp.ndarray value):
     dst = <char *><uintptr_t>(<object>segment.address)
     src = <char *>cnp.PyArray_DATA(value)
     with nogil:
-        memcpy(dst, src, nbytes)
+        pc_copy(dst, src, nbytes)  # a big one split with the worker thread
+
+
+def hold_copier():
+    """See ``framerpc.wire._shmpath_py.hold_copier``: big copies may use
+    the worker thread (started on the first one, on 2 or more CPUs).
+    Returns the holders."""
+    cdef int users
+    with nogil:
+        users = pc_hold()
+    return users
+
+
+def release_copier():
+    """See ``framerpc.wire._shmpath_py.release_copier``: the last release
+    stops and joins the worker thread. Returns the holders left."""
+    cdef int users
+    with nogil:
+        users = pc_release()  # joins: the worker may be ending a chunk
+    return users
+
+
+_STAT_NAMES = ("holders", "alive", "started", "jobs", "joined", "chunks",
+               "worker_chunks", "alone", "slept", "threshold", "chunk", "spin", "avoid",
+               "same_cpu", "moved")
+
+
+def copier_stats():
+    """See ``framerpc.wire._shmpath_py.copier_stats``: the worker's state,
+    counters and settings."""
+    cdef unsigned long out[15]
+    pc_read(out)
+    return {name: out[i] for i, name in enumerate(_STAT_NAMES)}
+
+
+def _copier_configure(size_t threshold=0, size_t chunk=0, int spin=-1, int mode=-1,
+                      int avoid=-1):
+    """Tests and benchmarks only (not while a copy runs): the smallest
+    copy split, the chunk in bytes, the caller's spin before it sleeps,
+    the mode (0 split, 1 the worker copies everything, 2 never the
+    worker) and whether the worker is kept off the caller's CPU (1 or 0);
+    0 or -1 keeps a setting."""
+    if chunk and chunk < 64:
+        raise ValueError(f"chunk {chunk} is under 64 bytes")
+    if mode > 2:
+        raise ValueError(f"mode {mode} is not 0, 1 or 2")
+    pc_configure(threshold, chunk, spin, mode, avoid)

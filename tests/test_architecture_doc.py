@@ -81,7 +81,9 @@ def test_every_module_under_src_framerpc_is_in_the_architecture_page():
 
 def test_every_compiled_source_in_ext_is_in_the_architecture_page():
     doc = DOC.read_text()
-    sources = sorted(p.name for p in [*EXT.glob("*.pyx"), *EXT.glob("*.pxi")])
+    sources = sorted(
+        p.name for p in [*EXT.glob("*.pyx"), *EXT.glob("*.pxi"), *EXT.glob("*.h")]
+    )
     assert "_callpath.pyx" in sources
     assert [name for name in sources if f"ext/{name}" not in doc] == []
 

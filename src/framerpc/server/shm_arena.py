@@ -18,6 +18,7 @@ import numpy as np
 
 from ..pool import _Lease
 from ..transport import shm as segments
+from ..wire import shmpath
 
 __all__ = ["Arena", "first_generation", "pool_frame_at"]
 
@@ -42,6 +43,10 @@ class Arena:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._free: dict[int, list[segments.Segment]] = {}
+        # the copies into this arena may split with a worker thread, which
+        # lives while an arena is open (joined at the last close)
+        self._copier = True
+        shmpath.hold_copier()
 
     def take(self, nbytes: int) -> segments.Segment | None:
         """A segment of at least ``nbytes``, or None when the bound (or the
@@ -80,6 +85,9 @@ class Arena:
             for segment in spare:
                 self._drop(segment)
         self._free.clear()
+        if self._copier:
+            self._copier = False
+            shmpath.release_copier()
 
     def _drop(self, segment: segments.Segment) -> None:
         self.bytes -= segment.size

@@ -13,6 +13,7 @@ No I/O: the client passes the function that maps a segment by name.
 from __future__ import annotations
 
 import collections
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -34,9 +35,12 @@ __all__ = [
     "Lease",
     "Tally",
     "call_frames",
+    "copier_stats",
     "copy_into",
+    "hold_copier",
     "parse_releases",
     "ref_reply",
+    "release_copier",
     "resolve",
     "split_releases",
 ]
@@ -185,3 +189,45 @@ def copy_into(segment: Any, value: np.ndarray) -> None:
     copy of a plain array's reply."""
     target = np.frombuffer(segment.map, value.dtype, value.size).reshape(value.shape)
     np.copyto(target, value, casting="no")
+
+
+# The compiled engine splits a big copy with a worker thread that exists
+# while someone holds the copier; here numpy copies alone, and only the
+# holders are counted (same answers, no thread).
+_holders = 0
+_holders_lock = threading.Lock()
+
+
+def hold_copier() -> int:
+    """One more holder (each server arena): while any, the compiled engine
+    may split a big ``copy_into`` with its worker thread, started on the
+    first one in a process allowed on 2 or more CPUs. Returns the holders.
+    """
+    global _holders
+    with _holders_lock:
+        _holders += 1
+        return _holders
+
+
+def release_copier() -> int:
+    """One holder fewer (never below 0); the compiled engine stops and
+    joins its worker thread at the last. Returns the holders left."""
+    global _holders
+    with _holders_lock:
+        _holders = max(0, _holders - 1)
+        return _holders
+
+
+def copier_stats() -> dict[str, int]:
+    """The copier's state: ``holders``; ``alive`` (the worker thread runs:
+    never here) and ``started``; the split copies (``jobs``), those the
+    worker joined, their ``chunks`` and the ``worker_chunks``; big copies
+    made ``alone`` (no worker, or another copy was using it); the waits
+    that ``slept`` for the worker; the settings ``threshold``, ``chunk``,
+    ``spin`` and ``avoid`` (the worker kept off the caller's CPU); the jobs
+    the worker joined on the caller's CPU (``same_cpu``) and the times it
+    was ``moved`` off it. All 0 here."""
+    names = ("alive", "started", "jobs", "joined", "chunks", "worker_chunks",
+             "alone", "slept", "threshold", "chunk", "spin", "avoid", "same_cpu",
+             "moved")
+    return {"holders": _holders, **dict.fromkeys(names, 0)}

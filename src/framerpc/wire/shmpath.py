@@ -20,9 +20,12 @@ __all__ = [
     "Lease",
     "Tally",
     "call_frames",
+    "copier_stats",
     "copy_into",
+    "hold_copier",
     "parse_releases",
     "ref_reply",
+    "release_copier",
     "resolve",
     "select_engine",
     "split_releases",
@@ -35,9 +38,12 @@ PUBLIC_API = (
     "Lease",
     "Tally",
     "call_frames",
+    "copier_stats",
     "copy_into",
+    "hold_copier",
     "parse_releases",
     "ref_reply",
+    "release_copier",
     "resolve",
     "split_releases",
 )
@@ -68,9 +74,12 @@ if TYPE_CHECKING:  # both engines have the pure one's signatures
         Lease,
         Tally,
         call_frames,
+        copier_stats,
         copy_into,
+        hold_copier,
         parse_releases,
         ref_reply,
+        release_copier,
         resolve,
         split_releases,
     )
@@ -79,6 +88,9 @@ else:
     Tally = _names["Tally"]
     call_frames = _names["call_frames"]
     copy_into = _names["copy_into"]
+    copier_stats = _names["copier_stats"]
+    hold_copier = _names["hold_copier"]
+    release_copier = _names["release_copier"]
     parse_releases = _names["parse_releases"]
     ref_reply = _names["ref_reply"]
     resolve = _names["resolve"]
