@@ -228,7 +228,9 @@ def big_copy(seed):
 EXPECT = shmpath.IMPLEMENTATION == "compiled" and len(os.sched_getaffinity(0)) >= 2
 """
 
-_FORK = _CHILD_PRELUDE + """
+_FORK = (
+    _CHILD_PRELUDE
+    + """
 shmpath.hold_copier()
 big_copy(1)
 assert copier_threads() == EXPECT, copier_threads()
@@ -253,8 +255,11 @@ shmpath.release_copier()
 assert copier_threads() == 0 and shmpath.copier_stats()["alive"] == 0
 print("ok", shmpath.copier_stats()["started"])
 """
+)
 
-_ONE_CPU = _CHILD_PRELUDE + """
+_ONE_CPU = (
+    _CHILD_PRELUDE
+    + """
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 shmpath.hold_copier()
 big_copy(1)
@@ -264,8 +269,11 @@ assert copier_threads() == 0 and stats["alive"] == 0 and stats["started"] == 0, 
 shmpath.release_copier()
 print("ok", stats["started"])
 """
+)
 
-_SERVERS = _CHILD_PRELUDE + """
+_SERVERS = (
+    _CHILD_PRELUDE
+    + """
 sys.path.insert(0, sys.argv[1])
 import zmq
 from shm_helpers import ShmCamera, ShmCameraProxy, in_shared_memory
@@ -293,6 +301,7 @@ assert copier_threads() == 0 and stats["alive"] == 0 and stats["holders"] == 0, 
 ctx.term()
 print("ok", started)
 """
+)
 
 
 def _run_child(script: str, *args: str) -> str:
@@ -326,4 +335,3 @@ def test_a_process_pinned_to_one_cpu_never_starts_the_worker():
 def test_no_worker_thread_remains_after_the_servers_close():
     started = "1" if _expect_worker() else "0"
     assert _run_child(_SERVERS, str(TESTS)).split() == ["ok", started]
-

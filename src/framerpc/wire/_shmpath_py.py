@@ -227,7 +227,20 @@ def copier_stats() -> dict[str, int]:
     ``spin`` and ``avoid`` (the worker kept off the caller's CPU); the jobs
     the worker joined on the caller's CPU (``same_cpu``) and the times it
     was ``moved`` off it. All 0 here."""
-    names = ("alive", "started", "jobs", "joined", "chunks", "worker_chunks",
-             "alone", "slept", "threshold", "chunk", "spin", "avoid", "same_cpu",
-             "moved")
+    names = (
+        "alive",
+        "started",
+        "jobs",
+        "joined",
+        "chunks",
+        "worker_chunks",
+        "alone",
+        "slept",
+        "threshold",
+        "chunk",
+        "spin",
+        "avoid",
+        "same_cpu",
+        "moved",
+    )
     return {"holders": _holders, **dict.fromkeys(names, 0)}
