@@ -322,10 +322,11 @@ def parse_releases(value):
     return pairs, bad
 
 
-def copy_into(segment, cnp.ndarray value):
+def copy_into(segment, cnp.ndarray value, bint split=True):
     """See ``framerpc.wire._shmpath_py.copy_into``: without the GIL for a
     C-contiguous array of plain data (a big one split between this thread
-    and the worker thread, ``ext/_parcopy.h``), else numpy's copy."""
+    and the worker thread, ``ext/_parcopy.h``, unless ``split`` is false),
+    else numpy's copy."""
     cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(value)
     cdef char *dst
     cdef char *src
@@ -336,7 +337,10 @@ def copy_into(segment, cnp.ndarray value):
     dst = <char *><uintptr_t>(<object>segment.address)
     src = <char *>cnp.PyArray_DATA(value)
     with nogil:
-        pc_copy(dst, src, nbytes)  # a big one split with the worker thread
+        if split:
+            pc_copy(dst, src, nbytes)  # a big one split with the worker thread
+        else:
+            memcpy(dst, src, nbytes)
 
 
 def hold_copier():

@@ -331,6 +331,43 @@ def test_a_process_pinned_to_one_cpu_never_starts_the_worker():
     assert _run_child(_ONE_CPU).split() == ["ok", "0"]
 
 
+_NO_THREAD = (
+    _CHILD_PRELUDE
+    + """
+sys.path.insert(0, sys.argv[1])
+import threading
+import zmq
+from framerpc.transport import SocketOptions
+from shm_helpers import ShmCamera, ShmCameraProxy, in_shared_memory
+
+ctx = zmq.Context()
+camera = ShmCamera(ctx, "tcp://127.0.0.1", options=SocketOptions(shm_copy_thread=False))
+thread = threading.Thread(target=camera.serve_forever)
+thread.start()
+camera.plain_frame = np.zeros((2048, 1024), np.uint16)  # 4 MiB: would split
+with ShmCameraProxy(ctx, camera.url, timeout=20000) as proxy:
+    for n in range(3):
+        frame, _ = proxy.plain(n + 7)
+        assert in_shared_memory(frame) and np.all(frame == n + 7)
+        del frame
+stats = shmpath.copier_stats()
+assert copier_threads() == 0 and stats["started"] == 0, stats
+assert stats["jobs"] == 0 and stats["holders"] == 0, stats
+camera.stop_server()
+thread.join(20)
+camera.close()
+ctx.term()
+print("ok")
+"""
+)
+
+
+@needs_shm
+def test_a_server_without_the_copy_thread_copies_alone():
+    # SocketOptions(shm_copy_thread=False): one thread fewer, whole copies
+    assert _run_child(_NO_THREAD, str(TESTS)).split() == ["ok"]
+
+
 @needs_shm
 def test_no_worker_thread_remains_after_the_servers_close():
     started = "1" if _expect_worker() else "0"

@@ -35,18 +35,24 @@ class Arena:
     ----------
     max_bytes : int
         The bound (``SocketOptions.shm_max_bytes``).
+    split : bool
+        Whether big copies into this arena may use the compiled engine's
+        worker thread (``SocketOptions.shm_copy_thread``): pass it to
+        ``shmpath.copy_into``.
     bytes : int
         The bytes of all open segments, held or free.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, split: bool = True) -> None:
         self.max_bytes = max_bytes
+        self.split = split
         self.bytes = 0
         self._free: dict[int, list[segments.Segment]] = {}
-        # the copies into this arena may split with a worker thread, which
-        # lives while an arena is open (joined at the last close)
-        self._copier = True
-        shmpath.hold_copier()
+        # the worker thread of split copies lives while an arena that
+        # splits is open (joined at the last close)
+        self._copier = split
+        if split:
+            shmpath.hold_copier()
 
     def take(self, nbytes: int) -> segments.Segment | None:
         """A segment of at least ``nbytes``, or None when the bound (or the

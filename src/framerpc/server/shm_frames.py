@@ -103,7 +103,7 @@ class ShmServer:
     ----------
     options : SocketOptions
         ``shm``, ``shm_threshold``, ``shm_max_bytes``, ``shm_max_slots``,
-        and the heartbeat bound ``dead_peer_ms``.
+        ``shm_copy_thread``, and the heartbeat bound ``dead_peer_ms``.
     sock : zmq.Socket, optional
         The server's ROUTER (``ROUTER_MANDATORY``), to probe the clients
         holding slots; without it only ended processes are reclaimed.
@@ -125,7 +125,8 @@ class ShmServer:
         self._free_ids: list[int] = []
         self._next_id = 0
         self._generations = itertools.count(first_generation())
-        self._arena = Arena(self.max_bytes)
+        self._arena = Arena(self.max_bytes, options.shm_copy_thread)
+        self._split = options.shm_copy_thread
         self._next_sweep = 0.0
         self._next_drop = 0.0
         self._sock = sock
@@ -285,7 +286,7 @@ class ShmServer:
                 request_id, name, offset, value, slot, generation, info
             )
             if arena is not None:
-                shmpath.copy_into(arena, value)
+                shmpath.copy_into(arena, value, self._split)
                 self.copies += 1
         except BaseException:  # an info dict msgpack refuses
             self._free(slot)

@@ -116,7 +116,7 @@ class ShmSignals:
         self._held = self._holders.held  # RPC identity -> references held
         self._bytes = self._holders.bytes  # RPC identity -> copies' bytes held
         self._pinned: dict[int, int] = {}  # pool (free list id) -> slots held
-        self._arena = Arena(self.max_bytes)
+        self._arena = Arena(self.max_bytes, split=False)  # np.copyto: no worker
         self._lock = threading.Lock()
         self._fallback_log = RateLimitedLog(_log)
         self.refs = 0

@@ -183,10 +183,11 @@ def split_releases(
     return replies, signals, bad
 
 
-def copy_into(segment: Any, value: np.ndarray) -> None:
+def copy_into(segment: Any, value: np.ndarray, split: bool = True) -> None:
     """Copy ``value``'s elements, in C order, to the start of ``segment``
     (a writable mapping: ``.map``, at least ``value.nbytes`` long): the one
-    copy of a plain array's reply."""
+    copy of a plain array's reply. ``split`` (compiled engine: whether a
+    big copy may use the worker thread) changes nothing here."""
     target = np.frombuffer(segment.map, value.dtype, value.size).reshape(value.shape)
     np.copyto(target, value, casting="no")
 
