@@ -420,6 +420,8 @@ def test_watch_runs_until_ctrl_c(stage):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a hang below aborts it: its threads' stacks then say where
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         with selectors.DefaultSelector() as selector:
@@ -427,7 +429,13 @@ def test_watch_runs_until_ctrl_c(stage):
             assert selector.select(timeout=PROCESS_WAIT_S), "no emission shown"
         assert process.stdout.readline().startswith("tick\t")
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=PROCESS_WAIT_S) == 0
+        try:
+            status = process.wait(timeout=PROCESS_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            process.wait(timeout=PROCESS_WAIT_S)
+            pytest.fail(f"watch hung after Ctrl-C:\n{process.stderr.read()}")
+        assert status == 0
         assert process.stderr.read() == ""
     finally:
         if process.poll() is None:
