@@ -87,10 +87,14 @@ def legacy_server(ctx: zmq.Context) -> Iterator[LegacyServer]:
 
 @pytest.fixture(params=["auto", "legacy"])
 def old_proxy(request, legacy_server, connect) -> LegacyCameraProxy:
-    """A proxy of the older server, detected or told."""
+    """A proxy of the older server, detected or told. Its timeout bounds the
+    handshake's requests (a ceiling for a loaded machine); the methods'
+    timeouts are the server's."""
     if request.param == "auto":
-        return connect(legacy_server.url, LegacyCameraProxy)
-    return connect(legacy_server.url, LegacyCameraProxy, protocol="legacy")
+        return connect(legacy_server.url, LegacyCameraProxy, timeout=10_000)
+    return connect(
+        legacy_server.url, LegacyCameraProxy, protocol="legacy", timeout=10_000
+    )
 
 
 def test_auto_detects_an_older_server(legacy_server, connect):
