@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -86,10 +87,14 @@ def legacy_server(ctx: zmq.Context) -> Iterator[LegacyServer]:
 
 @pytest.fixture(params=["auto", "legacy"])
 def old_proxy(request, legacy_server, connect) -> LegacyCameraProxy:
-    """A proxy of the older server, detected or told."""
+    """A proxy of the older server, detected or told. Its timeout bounds the
+    handshake's requests (a ceiling for a loaded machine); the methods'
+    timeouts are the server's."""
     if request.param == "auto":
-        return connect(legacy_server.url, LegacyCameraProxy)
-    return connect(legacy_server.url, LegacyCameraProxy, protocol="legacy")
+        return connect(legacy_server.url, LegacyCameraProxy, timeout=10_000)
+    return connect(
+        legacy_server.url, LegacyCameraProxy, protocol="legacy", timeout=10_000
+    )
 
 
 def test_auto_detects_an_older_server(legacy_server, connect):
@@ -196,15 +201,61 @@ def test_buffer_calls_to_an_older_server(old_proxy):
     assert "RuntimeError" in failed.traceback
 
 
-def test_timeout_then_the_late_reply_is_never_returned(old_proxy):
+def _handled_in_order(server: LegacyServer, first: tuple, then: tuple) -> bool:
+    """Whether ``server`` read the call ``first`` (method, args) before
+    ``then``: a REP peer sends each reply before it reads the next request."""
+    calls = [
+        (r.get("method"), r.get("params", {}).get("args"))
+        for r in list(server.requests)
+    ]
+    return first in calls and then in calls and calls.index(first) < calls.index(then)
+
+
+def test_timeout_then_the_late_reply_is_never_returned(
+    old_proxy, legacy_server, monkeypatch
+):
     """``sleep`` has a 100 ms timeout; JSON carries no request id, so the
-    client must make sure the late reply cannot answer the next call."""
-    with pytest.raises(TimeoutError):
-        old_proxy.sleep(0.4)
-    assert old_proxy.echo("next") == "next"
-    with pytest.raises(TimeoutError):
-        old_proxy.execute("sleep", {"args": [0.3]})
-    assert old_proxy.add(20, 22) == 42
+    client must make sure the late reply cannot answer the next call.
+
+    The server's ``sleep`` replies only when the test lets it, after the
+    call timed out: late however slow the machine (a real sleep could end
+    within the timeout, or still run through the next call's). Proven when
+    the server sent that late reply before it read the next call; a request
+    that reached it only after the next one (the machine stalled past the
+    timeout) proves nothing, and the step is tried again."""
+    gates: dict[int, threading.Event] = {}
+
+    def held(token: int) -> int:
+        gate = gates.get(token)
+        if gate is not None:
+            gate.wait(30)  # a ceiling: set by the test once the call timed out
+        return token
+
+    monkeypatch.setitem(legacy_server.json_methods, "sleep", (held, 100))
+    calls = {
+        "method": lambda token: old_proxy.sleep(token),
+        "execute": lambda token: old_proxy.execute("sleep", {"args": [token]}),
+    }
+    tokens = iter(range(1, 1000))
+    try:
+        for kind, call in calls.items():
+            for _ in range(10):
+                token = next(tokens)
+                gates[token] = threading.Event()
+                with pytest.raises(TimeoutError):
+                    call(token)
+                gates[token].set()  # the late reply goes out now
+                follow = f"next after {kind} {token}"
+                assert old_proxy.echo(follow) == follow
+                if _handled_in_order(
+                    legacy_server, ("sleep", [token]), ("echo", [follow])
+                ):
+                    break
+            else:
+                raise AssertionError(f"no {kind} call reached the server in time")
+    finally:
+        for gate in gates.values():
+            gate.set()
 
 
 def test_properties_of_an_older_server(old_proxy, legacy_server):

@@ -11,31 +11,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import pytest
 from aio_helpers import run, until
-from devices import Camera, CameraServer
+from devices import BLOCK_LIMIT_S, Camera, CameraServer
 from test_dead_peers import child  # noqa: F401 - the fixture
 
 import framerpc.aio
 from framerpc.aio._link import Link
 
 
-def test_timeout_then_late_reply_dropped(ctx, server, caplog) -> None:
+def test_timeout_then_late_reply_dropped(ctx, server, caplog, monkeypatch) -> None:
     caplog.set_level(logging.DEBUG, logger="framerpc.aio._link")
+    # sleep() is registered with timeout=100 ms; it replies only once the
+    # call timed out (a real sleep could end first on a stalled loop)
+    timed_out = threading.Event()
+
+    def held(seconds: float) -> float:
+        timed_out.wait(BLOCK_LIMIT_S)  # a ceiling: the test sets it
+        return seconds
+
+    monkeypatch.setattr(server, "sleep", held)
 
     async def main() -> None:
         async with framerpc.aio.connect(Camera, server.url, context=ctx) as cam:
-            # sleep() is registered with timeout=100 ms and sleeps 0.5 s
             with pytest.raises(TimeoutError, match="no reply to 'sleep'") as caught:
                 await cam.sleep(0.5)
             assert type(caught.value) is TimeoutError
+            timed_out.set()
             # served after the sleep: its late reply comes first, and is dropped
             assert await cam.echo("next") == "next"
             assert not cam._pending
 
-    run(main())
+    try:
+        run(main())
+    finally:
+        timed_out.set()
     assert any("dropped a late reply" in r.message for r in caplog.records)
 
 

@@ -13,6 +13,7 @@ import pytest
 import zmq
 from conftest import finishes_within, wait_until
 from devices import (
+    BLOCK_LIMIT_S,
     Camera,
     CameraProxy,
     CameraServer,
@@ -22,6 +23,7 @@ from devices import (
 
 from framerpc.client import NoResult, RPCClient
 from framerpc.signal import UntypedSignal
+from framerpc.transport import SocketOptions
 
 # -- the interface / server / proxy pattern ------------------------------------
 
@@ -134,16 +136,41 @@ def test_invalid_url_raises_and_closes_the_socket(ctx):
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
-def test_method_timeout_then_late_reply_is_discarded(tcp_camera, connect):
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "zmq"])
+def test_method_timeout_then_late_reply_is_discarded(
+    tcp_camera, connect, monkeypatch, lane
+):
     """``sleep`` has a 100 ms timeout; its late reply must never be returned
-    to the next call."""
-    proxy = connect(tcp_camera.url)
-    with pytest.raises(TimeoutError):
-        proxy.sleep(0.4)
-    assert proxy.echo("next") == "next"
-    with pytest.raises(TimeoutError):
-        proxy.execute("sleep", {"args": [0.3]})
-    assert proxy.add(20, 22) == 42
+    to the next call. The server's ``sleep`` replies only once the call
+    timed out, so it is late however slow the machine (a real sleep could
+    end within the timeout, or run on through the next call's timeout), and
+    it goes out before the next call's reply, on the same connection (the
+    same-host lane takes the calls when it is on)."""
+    gates: dict[float, threading.Event] = {}
+
+    def held(seconds: float) -> float:
+        tcp_camera.calls.append(f"sleep {seconds}")
+        gates[seconds].wait(BLOCK_LIMIT_S)  # a ceiling: the test sets it
+        return seconds
+
+    monkeypatch.setattr(tcp_camera, "sleep", held)
+    proxy = connect(tcp_camera.url, options=SocketOptions(lane=lane))
+    calls = {
+        0.4: proxy.sleep,
+        0.3: lambda seconds: proxy.execute("sleep", {"args": [seconds]}),
+    }
+    try:
+        for seconds, call in calls.items():
+            gates[seconds] = threading.Event()
+            with pytest.raises(TimeoutError):
+                call(seconds)
+            gates[seconds].set()  # the late reply goes out now
+            assert proxy.echo(f"after {seconds}") == f"after {seconds}"
+            # served in that order: the late reply came first
+            assert tcp_camera.calls[-2:] == [f"sleep {seconds}", "echo"]
+    finally:
+        for gate in gates.values():
+            gate.set()
 
 
 # -- signals ------------------------------------------------------------------

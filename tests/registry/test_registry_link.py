@@ -9,6 +9,7 @@ Helpers shared by tests/registry/test_registry*.py are in registry_helpers.py.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -237,3 +238,35 @@ def test_link_tick_on_a_terminating_context_stops_quietly(caplog):
             link.tick(now=1e9)
     assert info.value.errno == zmq.ETERM
     assert not caplog.records
+
+
+def _sees_the_term(sock: zmq.Socket) -> bool:
+    """Whether ``sock`` has seen its context terminating (ETERM on use)."""
+    try:
+        sock.poll(0)
+    except zmq.ContextTerminated:
+        return True
+    return False
+
+
+def test_link_close_on_a_terminating_context_closes_its_socket():
+    # Once a socket has seen term() begin, setsockopt(LINGER) fails with
+    # ETERM; close() raised it before closing, the socket stayed open and
+    # term() waited for it forever (test_shutdown_order[destroy_registered]).
+    context = zmq.Context()
+    link = RegistryLink(context, "inproc://nobody", "cam", "dev", "x", 0.3)
+    link.uuid = "registered-before"
+    link.tick(now=1e9)  # a check-in: the link's socket exists
+    sock = link._sock
+    assert sock is not None
+    terminating = threading.Thread(target=context.term)
+    terminating.start()
+    try:
+        # as the serve loop's sockets do before it closes the link
+        assert wait_until(lambda: _sees_the_term(sock), WAIT)
+        link.close()
+        terminating.join(WAIT)
+        assert sock.closed and not terminating.is_alive()
+    finally:
+        sock.close(linger=0)  # lets term() return if close() did not
+        terminating.join(WAIT)

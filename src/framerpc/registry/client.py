@@ -13,7 +13,7 @@ import time
 
 import zmq
 
-from .. import transport
+from .. import _lifecycle, transport
 from ..errors import ProtocolError
 from ..transport.keys import Security
 from ..wire import json_codec as legacy
@@ -38,10 +38,12 @@ class AliveCheckState(enum.Enum):
 
 
 def _close_now(sock: zmq.Socket | None) -> None:
-    """Close without linger: an unanswered request must not arrive later."""
-    if sock is not None and not sock.closed:
-        sock.setsockopt(zmq.LINGER, 0)
-        transport.close_quietly(sock)
+    """Close without linger: an unanswered request must not arrive later.
+
+    Closes even once the context is terminating, when setting LINGER fails
+    with ETERM: a socket left open would block ``term()`` for ever.
+    """
+    _lifecycle.close_socket(sock, 0)
 
 
 def _decode_reply(frames: list) -> RegistryMessage:
