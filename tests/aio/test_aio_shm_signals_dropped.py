@@ -17,7 +17,7 @@ from shm_signal_helpers import SignalCamera, SignalCameraAPI
 
 import framerpc.aio
 from framerpc import RPCServer
-from framerpc.aio import _link
+from framerpc.aio import _link, _shm_signals
 from framerpc.client.shm_signals import _WORD_TRIES
 
 pytestmark = needs_shm
@@ -159,3 +159,32 @@ def test_a_word_the_socket_cannot_send_is_tried_a_bounded_number_of_times(
     assert len(said) == 1 + _WORD_TRIES + 1  # the first try, again, given up
     assert said[-1].endswith(" not sent")
     assert not any(s.endswith(" not sent") for s in said[:-1])
+
+
+def test_a_closed_signal_hub_is_never_claimed_again(
+    ctx, shm_url, serve, caplog
+) -> None:
+    # a handshake again later (a restarted server) claims no subscription
+    # for a hub closed alone: it sent handshake tokens to it, each waited
+    # for 2 s and logged "not confirmed", 5 times (the sync receiver's
+    # case: test_stopping_the_receiver_closes_the_subscription_alone)
+    camera = serve(SignalCamera(ctx, shm_url))
+
+    async def main() -> None:
+        async with framerpc.aio.connect(
+            SignalCameraAPI, camera.url, context=ctx
+        ) as cam:
+            hub = cam.signal_hub
+            assert hub.shm is not None and hub.subscriber is not None
+            await hub.aclose()
+            await until(lambda: camera.stats["shm_signal_bound"] == 0)
+            link = cam._shm
+            link.retry.claim_again()  # as after a handshake again
+            await until(lambda: link.retry.claims_due == 0)
+            assert not await _shm_signals.claim(cam)
+            assert await cam.ping() == 1
+            stats = camera.stats
+            assert stats["shm_signal_bound"] == 0 and stats["shm_signal_bogus"] == 0
+
+    run(main())
+    assert "not confirmed" not in caplog.text

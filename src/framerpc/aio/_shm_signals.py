@@ -21,7 +21,8 @@ an emission naming another subscriber id. ``claim`` meanwhile declines.
 
 The hub closed alone (``signal_hub.aclose()``, the proxy open) sends the
 server the client's word on what it still holds (``_end``), as the sync
-client's receiver does when it stops. Calls overlap, so only the bound on
+client's receiver does when it stops, and is never claimed again (a
+handshake again claims nothing for it). Calls overlap, so only the bound on
 calls in flight (``_link.MAX_IN_FLIGHT``) can leave it no turn: it is not
 sent then (a release going out meanwhile would pass it), nor when the
 socket could not send it within the timeout (not connected, its queue
@@ -93,7 +94,7 @@ async def _reclaim(client: Any, link: Any) -> None:
     retry = link.retry
     while retry.claims_due > 0 and client._shm is link:
         hub = client._signal_hub
-        if hub is None:
+        if hub is None or hub.closed:  # closed alone: nothing to claim
             break
         retry.claims_due -= 1
         hub.subscriber = None  # the old server's id
@@ -109,7 +110,7 @@ async def _reclaim(client: Any, link: Any) -> None:
 
 async def _claim(client: Any, again: bool = False) -> bool:
     link, hub = client._shm, client._signal_hub
-    if link is None or hub is None or hub.subscriber is None:
+    if link is None or hub is None or hub.closed or hub.subscriber is None:
         return False
     shm = SignalShm(link, link.send_releases, lambda shm: _end(client, link, hub, shm))
     hub.shm = shm  # before the claim: the nonce comes through it
