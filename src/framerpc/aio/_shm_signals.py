@@ -22,9 +22,9 @@ an emission naming another subscriber id. ``claim`` meanwhile declines.
 The hub closed alone (``signal_hub.aclose()``, the proxy open) sends the
 server the client's word on what it still holds (``_end``), as the sync
 client's receiver does when it stops, and is never claimed again (a
-handshake again claims nothing for it). Calls overlap, so only the bound on
-calls in flight (``_link.MAX_IN_FLIGHT``) can leave it no turn: it is not
-sent then (a release going out meanwhile would pass it), nor when the
+handshake again claims nothing for it). Calls overlap, so only the bound
+on calls in flight (``_link.MAX_IN_FLIGHT``) can leave the word no turn:
+it is not sent then (a release going out meanwhile would pass it), nor when the
 socket could not send it within the timeout (not connected, its queue
 full). A task of the client then sends it once a turn is free, at the
 link's timer ticks, listing what the client holds then; a word the socket
