@@ -24,11 +24,12 @@ server the client's word on what it still holds (``_end``), as the sync
 client's receiver does when it stops, and is never claimed again (a
 handshake again claims nothing for it). Calls overlap, so only the bound
 on calls in flight (``_link.MAX_IN_FLIGHT``) can leave the word no turn:
-it is not sent then (a release going out meanwhile would pass it), nor when the
-socket could not send it within the timeout (not connected, its queue
-full). A task of the client then sends it once a turn is free, at the
-link's timer ticks, listing what the client holds then; a word the socket
-could not send is tried ``_WORD_TRIES`` times, as the sync client's.
+it is not sent then (a release going out meanwhile would pass it), nor
+is it when the socket could not send it within the timeout (not
+connected, its queue full). A task of the client then tries it every
+``_FLUSH_S`` (the release timer's pace) once a turn is free, listing what
+the client holds then; a word the socket could not send is tried
+``_WORD_TRIES`` times, as the sync client's.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ async def _end(client: Any, link: Any, hub: Any, shm: SignalShm) -> None:
 
 
 async def _send_later(client: Any, link: Any, ident: int) -> None:
-    """The word, at the link's timer ticks while the client keeps its
-    shared memory, until sent or ``_WORD_TRIES`` sends failed."""
+    """The word, tried every ``_FLUSH_S`` while the client keeps its
+    shared memory, until sent or ``_WORD_TRIES`` sends failed (no turn
+    is no try: the calls in flight end, or the client closes)."""
     tries = _WORD_TRIES
     while tries > 0:
         await asyncio.sleep(shared._FLUSH_S)
