@@ -21,7 +21,15 @@ an emission naming another subscriber id. ``claim`` meanwhile declines.
 
 The hub closed alone (``signal_hub.aclose()``, the proxy open) sends the
 server the client's word on what it still holds (``_end``), as the sync
-client's receiver does when it stops.
+client's receiver does when it stops, and is never claimed again (a
+handshake again claims nothing for it). Calls overlap, so only the bound
+on calls in flight (``_link.MAX_IN_FLIGHT``) can leave the word no turn:
+it is not sent then (a release going out meanwhile would pass it), nor
+is it when the socket could not send it within the timeout (not
+connected, its queue full). A task of the client then tries it every
+``_FLUSH_S`` (the release timer's pace) once a turn is free, listing what
+the client holds then; a word the socket could not send is tried
+``_WORD_TRIES`` times, as the sync client's.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ import logging
 import weakref
 from typing import Any
 
-from ..client.shm_signals import SignalShm, accepted, held, word
+from ..client import shm as shared
+from ..client.shm_signals import _WORD_TRIES, SignalShm, accepted, held, word
+from ..wire import messages
 from ..wire.messages import Request, RPCEvents
 
 __all__ = ["claim"]
@@ -85,7 +95,7 @@ async def _reclaim(client: Any, link: Any) -> None:
     retry = link.retry
     while retry.claims_due > 0 and client._shm is link:
         hub = client._signal_hub
-        if hub is None:
+        if hub is None or hub.closed:  # closed alone: nothing to claim
             break
         retry.claims_due -= 1
         hub.subscriber = None  # the old server's id
@@ -101,7 +111,7 @@ async def _reclaim(client: Any, link: Any) -> None:
 
 async def _claim(client: Any, again: bool = False) -> bool:
     link, hub = client._shm, client._signal_hub
-    if link is None or hub is None or hub.subscriber is None:
+    if link is None or hub is None or hub.closed or hub.subscriber is None:
         return False
     shm = SignalShm(link, link.send_releases, lambda shm: _end(client, link, hub, shm))
     hub.shm = shm  # before the claim: the nonce comes through it
@@ -128,13 +138,75 @@ async def _claim(client: Any, again: bool = False) -> bool:
 async def _end(client: Any, link: Any, hub: Any, shm: SignalShm) -> None:
     """The hub closed alone (``signal_hub.aclose()``), the proxy stays
     open: send the word on what the client holds (``client.shm_signals``,
-    ``word``), bounded by its timeout. Not when the proxy closes (its
-    goodbye gives everything back)."""
-    if client._signal_hub is hub and client._shm is link and shm.claimed is not None:
-        try:
-            await _ask(client, word(shm.claimed, link))
-        except Exception as exc:  # the slots stay until the client goes
-            _log.debug("no word on the end of %s's signals: %s", client.url, exc)
+    ``word``), bounded by its timeout; without a turn or unsent, leave it
+    to a task (see the module). Not when the proxy closes (its goodbye
+    gives everything back)."""
+    ident = shm.claimed
+    if client._signal_hub is not hub or client._shm is not link or ident is None:
+        return
+    try:
+        if await _send_word(client, link, ident):
+            return
+        task = client._loop.create_task(
+            _send_later(client, link, ident), name=f"aio-shm-word {client.url}"
+        )
+        client._tasks.append(task)  # aclose cancels it
+        task.add_done_callback(lambda done: _forget(client, done))
+    except Exception as exc:  # the slots stay until the client goes
+        _log.debug("no word on the end of %s's signals: %s", client.url, exc)
+
+
+async def _send_later(client: Any, link: Any, ident: int) -> None:
+    """The word, tried every ``_FLUSH_S`` while the client keeps its
+    shared memory, until sent or ``_WORD_TRIES`` sends failed (no turn
+    is no try: the calls in flight end, or the client closes)."""
+    tries = _WORD_TRIES
+    while tries > 0:
+        await asyncio.sleep(shared._FLUSH_S)
+        if client._shm is not link or link._closed:
+            return  # goodbye instead, or no shared memory any more
+        sent = await _send_word(client, link, ident)
+        if sent:
+            return
+        if sent is False:
+            tries -= 1
+    _log.debug("word on the signals of %s not sent", client.url)
+
+
+async def _send_word(client: Any, link: Any, ident: int) -> bool | None:
+    """Send the word on subscription ``ident``: None without a turn (no
+    try), False when the socket could not send it within the timeout,
+    else True (answered or not: the server reads it). It lists what the
+    client holds when it is made, and goes at once (no release in
+    between) unless the socket cannot take it, a release neither.
+    """
+    calls = client._link
+    if calls._in_flight >= calls._limit or calls._slot_waiters:
+        return None
+    request = Request(
+        RPCEvents.SHM_SUBSCRIBER, next(client._ids), value=word(ident, link)
+    )
+    unsent: list[bool] = []
+    try:
+        reply = await client._exchange(
+            messages.encode_request(request),
+            request.request_id,
+            client._timeout,
+            request.method,
+            request,
+            lambda: unsent.append(True),
+        )
+    except (TimeoutError, RuntimeError) as exc:  # PeerLostError too
+        _log.debug("word on the signals of %s: %s", client.url, exc)
+        return not unsent
+    if not accepted(reply):
+        _log.debug("word on the signals of %s refused: %s", client.url, reply)
+    return True
+
+
+def _forget(client: Any, task: asyncio.Task) -> None:
+    if task in client._tasks:
+        client._tasks.remove(task)
 
 
 async def _ask(client: Any, value: list) -> bool:
