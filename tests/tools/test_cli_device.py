@@ -412,6 +412,10 @@ def test_parse_value_prefers_json():
         cli_device.parse_value("x")
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="uses SIGINT")
 def test_watch_runs_until_ctrl_c(stage):
     stage.start_ticking()
@@ -422,6 +426,10 @@ def test_watch_runs_until_ctrl_c(stage):
         text=True,
         # a hang below aborts it: its threads' stacks then say where
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        # Ctrl-C as in a terminal: a test run started in the background by
+        # a non-interactive shell inherits SIGINT ignored, and so would
+        # the child (it hung in such CI runs: its main thread still waiting)
+        preexec_fn=_sigint_default,
     )
     try:
         with selectors.DefaultSelector() as selector:
