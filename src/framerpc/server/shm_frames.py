@@ -126,7 +126,6 @@ class ShmServer:
         self._next_id = 0
         self._generations = itertools.count(first_generation())
         self._arena = Arena(self.max_bytes, options.shm_copy_thread)
-        self._split = options.shm_copy_thread
         self._next_sweep = 0.0
         self._next_drop = 0.0
         self._sock = sock
@@ -286,7 +285,7 @@ class ShmServer:
                 request_id, name, offset, value, slot, generation, info
             )
             if arena is not None:
-                shmpath.copy_into(arena, value, self._split)
+                shmpath.copy_into(arena, value, self._arena.split)
                 self.copies += 1
         except BaseException:  # an info dict msgpack refuses
             self._free(slot)
