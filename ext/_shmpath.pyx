@@ -277,6 +277,12 @@ cdef str _typestr(cnp.ndarray value):
     return text
 
 
+cdef inline bint _is_pair(object item):
+    """Whether ``item`` is a release's ``[slot, generation]`` of ints."""
+    return (type(item) is list and len(<list>item) == 2
+            and type((<list>item)[0]) is int and type((<list>item)[1]) is int)
+
+
 def split_releases(value):
     """See ``framerpc.wire._shmpath_py.split_releases``."""
     cdef list replies = []
@@ -290,8 +296,7 @@ def split_releases(value):
         n = _MAX_RELEASES
     for i in range(n):
         item = (<list>value)[i]
-        if (type(item) is list and len(<list>item) == 2
-                and type((<list>item)[0]) is int and type((<list>item)[1]) is int):
+        if _is_pair(item):
             slot = (<list>item)[0]
             if slot < _SIGNAL_SLOT_BASE:
                 replies.append((slot, (<list>item)[1]))
@@ -314,8 +319,7 @@ def parse_releases(value):
         n = _MAX_RELEASES
     for i in range(n):
         item = (<list>value)[i]
-        if (type(item) is list and len(<list>item) == 2
-                and type((<list>item)[0]) is int and type((<list>item)[1]) is int):
+        if _is_pair(item):
             pairs.append(((<list>item)[0], (<list>item)[1]))
         else:
             bad += 1
