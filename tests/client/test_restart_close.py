@@ -13,7 +13,11 @@ import threading
 
 import pytest
 import zmq
+from conftest import wait_until
 from dead_peer_device import ProbeProxy, ProbeServer
+
+#: Bound (s) of each wait below; generous, as CI machines are shared.
+WAIT_S = 20
 
 
 def test_inventory_read_after_close_logs_nothing(caplog: pytest.LogCaptureFixture):
@@ -32,3 +36,36 @@ def test_inventory_read_after_close_logs_nothing(caplog: pytest.LogCaptureFixtur
         server.stop_server()
         thread.join(30)
         context.term()
+
+
+def _sees_the_term(sock: zmq.Socket) -> bool:
+    """Whether ``sock`` has seen its context terminating (ETERM on use)."""
+    try:
+        sock.poll(0)
+    except zmq.ContextTerminated:
+        return True
+    return False
+
+
+def test_socket_reset_on_a_terminating_context_closes_the_old_socket(tcp_camera):
+    # A call that timed out replaces its socket (_reset_socket). Once the
+    # socket has seen term() begin, setsockopt(LINGER) fails with ETERM: the
+    # reset raised it before closing, and term() waited for that socket
+    # forever (the registry link's bug, fixed there before).
+    from devices import CameraProxy
+
+    context = zmq.Context()
+    proxy = CameraProxy(context, tcp_camera.url)
+    sock = proxy.socket
+    terminating = threading.Thread(target=context.term)
+    terminating.start()
+    try:
+        assert wait_until(lambda: _sees_the_term(sock), WAIT_S)
+        with pytest.raises(zmq.ZMQError):  # no new socket on a dying context
+            proxy._reset_socket()
+        terminating.join(WAIT_S)
+        assert sock.closed and not terminating.is_alive()
+    finally:
+        sock.close(linger=0)  # lets term() return if the reset did not
+        terminating.join(WAIT_S)
+        proxy.close()

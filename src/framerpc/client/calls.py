@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from .. import transport
+from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
 from ..rpc.callpath import never_sent
@@ -278,10 +278,11 @@ class CallsMixin:
 
     def _reset_socket(self) -> None:
         """Replace the socket, dropping what it holds (caller holds the lock)."""
-        self.socket.setsockopt(zmq.LINGER, 0)
         if self._watch is not None:
             self._watch.close()
-        transport.close_quietly(self.socket)
+        # closes even when setting LINGER fails (ETERM: a context being
+        # terminated would otherwise wait for this socket forever)
+        _lifecycle.close_socket(self.socket, 0)
         self.socket = self._make_socket()
         self._channel.reset(self.socket)
         self._watch_socket()
