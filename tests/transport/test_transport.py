@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import zmq
 
@@ -60,6 +62,25 @@ def test_options_are_applied(ctx):
     finally:
         server.close()
         client.close()
+
+
+@pytest.mark.parametrize(
+    "refused", [{"hwm": -5}, {"linger_ms": -7}, {"reconnect_ivl_ms": -3}]
+)
+def test_an_option_libzmq_refuses_leaves_no_socket_open(refused):
+    # make_socket raised with the socket still open: the context's term()
+    # then waited for it for ever (a typo in SocketOptions hung shutdown)
+    # until the error is dropped (its traceback holds make_socket's frame)
+    context = zmq.Context()
+    with pytest.raises(zmq.ZMQError) as refusal:
+        transport.make_socket(context, zmq.DEALER, transport.SocketOptions(**refused))
+    terminating = threading.Thread(target=context.term, daemon=True)
+    terminating.start()
+    terminating.join(10)
+    hung = terminating.is_alive()
+    del refusal  # lets term() return if the socket was left open
+    terminating.join(10)
+    assert not hung
 
 
 @pytest.mark.parametrize(
@@ -135,3 +156,32 @@ def test_recv_frames_raises_again_without_message(ctx):
             transport.recv_frames(sock, zmq.NOBLOCK)
     finally:
         sock.close()
+
+
+class _TerminatesAfterOneSocket:
+    """A context that term() reaches between two sockets: the first is
+    made, the next raises ETERM (as pyzmq does)."""
+
+    def __init__(self, context: zmq.Context) -> None:
+        self.context = context
+        self.made: list[zmq.Socket] = []
+
+    def socket(self, kind: int) -> zmq.Socket:
+        if self.made:
+            raise zmq.ZMQError(zmq.ETERM)
+        self.made.append(self.context.socket(kind))
+        return self.made[-1]
+
+
+def test_a_waker_made_as_the_context_terminates_leaves_no_socket_open(ctx):
+    # its PULL stayed open when the PUSH could not be made: term() waited
+    # for it for ever
+    from framerpc.transport.waker import Waker
+
+    context = _TerminatesAfterOneSocket(ctx)
+    with pytest.raises(zmq.ZMQError):
+        Waker(context)  # type: ignore[arg-type]
+    try:
+        assert context.made[0].closed
+    finally:
+        context.made[0].close(linger=0)

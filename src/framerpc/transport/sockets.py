@@ -33,9 +33,27 @@ def make_socket(
     ------
     ValueError
         A heartbeat option is out of libzmq's range.
+    zmq.ZMQError
+        libzmq refused an option (EINVAL: a negative ``hwm``, say) or the
+        context is being terminated; the socket is closed.
     """
     _check_heartbeat(options)
     sock = context.socket(kind)
+    try:
+        _configure(sock, kind, options, server)
+    except BaseException:
+        # an option libzmq refuses (EINVAL) or a context being terminated
+        # (ETERM): a socket left open would make term() wait for ever
+        sock.close(linger=0)
+        close_quietly(sock)  # and its CURVE lease, if it got one
+        raise
+    return sock
+
+
+def _configure(
+    sock: zmq.Socket, kind: int, options: SocketOptions, server: bool
+) -> None:
+    """Set ``make_socket``'s options on ``sock``."""
     sock.setsockopt(zmq.LINGER, options.linger_ms)
     sock.setsockopt(zmq.SNDHWM, options.hwm)
     sock.setsockopt(zmq.RCVHWM, options.hwm)
@@ -58,21 +76,16 @@ def make_socket(
     if server:
         sock.setsockopt(zmq.MAXMSGSIZE, options.max_message_size)
     if options.security is not None:
-        try:
-            if server:
-                lease = apply_server(sock, options.security)
-                if lease is not None:
-                    _leases[sock] = lease
-            else:
-                apply_client(sock, options.security)
-        except BaseException:
-            sock.close(linger=0)
-            raise
+        if server:
+            lease = apply_server(sock, options.security)
+            if lease is not None:
+                _leases[sock] = lease
+        else:
+            apply_client(sock, options.security)
     if kind == zmq.DEALER:
         # Queue requests only on completed connections: a call to a server
         # that is down times out instead of being delivered much later.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-    return sock
 
 
 def _check_heartbeat(options: SocketOptions) -> None:

@@ -23,15 +23,22 @@ class Waker:
 
     def __init__(self, context: zmq.Context) -> None:
         address = f"inproc://framerpc-wake-{uuid.uuid4().hex}"
-        self.socket = context.socket(zmq.PULL)
-        self._push: zmq.Socket | None = context.socket(zmq.PUSH)
         self._lock = threading.Lock()
-        for sock in (self.socket, self._push):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 1)
-            sock.setsockopt(zmq.RCVHWM, 1)
-        self.socket.bind(address)
-        self._push.connect(address)
+        self._push: zmq.Socket | None = None
+        self.socket = context.socket(zmq.PULL)
+        try:
+            self._push = context.socket(zmq.PUSH)
+            for sock in (self.socket, self._push):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, 1)
+                sock.setsockopt(zmq.RCVHWM, 1)
+            self.socket.bind(address)
+            self._push.connect(address)
+        except BaseException:
+            # ETERM (a context being terminated): open sockets would make
+            # its term() wait for ever
+            self.close()
+            raise
 
     def wake(self) -> None:
         """Queue a wake-up unless one is queued; never blocks or raises."""
