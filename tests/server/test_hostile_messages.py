@@ -128,7 +128,9 @@ def _refused_while_served(
 ) -> tuple[list[bytes], float]:
     """Send ``frame``, then a call from another client at once; both must
     be answered. Returns the reply to ``frame`` and the server CPU spent."""
-    proxy = CameraProxy(ctx, served.server.url)
+    # the handshake's wait as generous as the others' (its default, 1 s, was
+    # missed on a loaded CI machine); echo keeps its method's own timeout
+    proxy = CameraProxy(ctx, served.server.url, timeout=REPLY_WAIT_MS)
     try:
         assert proxy.echo("warm") == "warm"
         sock = raw(served.server.url)
