@@ -364,3 +364,59 @@ def test_server_keeps_serving_after_a_client_vanishes_mid_call(
     tcp_camera.release.set()
     proxy = connect(tcp_camera.url)
     assert proxy.echo("still here") == "still here"
+
+
+class _SlowRelay:
+    """A registry 1.3 s away: each request waits that long before it is
+    passed on to the real registry at ``target`` (answers pass at once)."""
+
+    DELAY_S = 1.3
+
+    def __init__(self, ctx: zmq.Context, target: str) -> None:
+        self.front = ctx.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.LINGER, 0)
+        self.url = f"inproc://slow-relay-{id(self)}"
+        self.front.bind(self.url)
+        self.back = ctx.socket(zmq.DEALER)
+        self.back.setsockopt(zmq.LINGER, 0)
+        self.back.connect(target)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        while not self.stopped.is_set():
+            ready = dict(poller.poll(50))
+            if self.front in ready:
+                message = self.front.recv_multipart()
+                self.stopped.wait(self.DELAY_S)
+                self.back.send_multipart(message)
+            if self.back in ready:
+                self.front.send_multipart(self.back.recv_multipart())
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(10)
+        self.front.close()
+        self.back.close()
+
+
+def test_register_to_registry_waits_as_long_as_told(ctx):
+    # its wait was a fixed 1 s: a registry over a slow link (or on a
+    # loaded host) could not be registered with at all
+    registry = _registry(ctx, "slow-registry")
+    relay = _SlowRelay(ctx, registry.url)
+    server = CameraServer(ctx, "tcp://127.0.0.1")
+    try:
+        with pytest.raises(TimeoutError):
+            server.register_to_registry("camera", "cam", relay.url, timeout=200)
+        name = server.register_to_registry("camera", "cam", relay.url, timeout=20000)
+        assert name == "cam" and registry.get_devices()["cam"][1] == server.url
+    finally:
+        server.close()
+        relay.close()
+        registry.stop()
+        registry.join(timeout=5)

@@ -37,6 +37,7 @@ class RegistrationMixin:
         registry_url: str,
         overwrite: bool = True,
         *,
+        timeout: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> str:
         """Register this server with a ``DeviceRegistry``.
@@ -54,6 +55,9 @@ class RegistrationMixin:
             The registry's URL, e.g. ``tcp://host:5555``.
         overwrite : bool
             Take the name from a device already holding it.
+        timeout : int
+            How long to wait for the registry's answer (ms, default 1000);
+            a registry across a slow link or on a loaded host may need more.
         clock : callable
             Monotonic time in seconds that schedules the check-ins (default
             ``time.monotonic``); tests pass a clock they move by hand.
@@ -66,7 +70,7 @@ class RegistrationMixin:
         Raises
         ------
         TimeoutError
-            The registry did not answer.
+            The registry did not answer within ``timeout`` ms.
         """
         from ..registry import RegistryLink
 
@@ -82,7 +86,7 @@ class RegistrationMixin:
             clock=clock,
         )
         try:
-            self.name, self.uuid = link.register()
+            self.name, self.uuid = link.register(timeout)
         except BaseException:
             link.close()
             raise
