@@ -75,6 +75,7 @@ def fetch_while_refilling(
     on_written: Callable[[np.ndarray, int], None] | None = None,
     on_frame: Callable[[np.ndarray], str | None] | None = None,
     while_writing: Callable[[], None] | None = None,
+    min_distinct: int = 0,
 ) -> NeverTorn:
     """The never-torn harness: a writer refills ``pool`` as fast as it can,
     each frame filled with its sequence number and handed to ``publish``,
@@ -93,6 +94,11 @@ def fetch_while_refilling(
         a client fetched (e.g. where its memory lies).
     while_writing : callable, optional
         Called once the clients are done, the writer still running.
+    min_distinct : int
+        Clients go on fetching after ``count`` (up to 50 times as many)
+        until more than this many different frames were fetched: on a
+        loaded machine the writer may be scheduled so rarely that ``count``
+        fetches see only a few frames, which would test no refill.
     """
     first = pool.acquire()
     first[...] = 1
@@ -102,6 +108,7 @@ def fetch_while_refilling(
     written = [1]
     bad: list[str] = []
     fetched: list[int] = []
+    distinct: set[int] = set()
 
     def writer() -> None:
         seq = 1
@@ -122,13 +129,16 @@ def fetch_while_refilling(
         try:
             with connect() as proxy:
                 checked = Rechecked(bad)
-                for _ in range(count):
+                for done in range(50 * count):
+                    if done >= count and len(distinct) > min_distinct:
+                        break
                     frame, info = getattr(proxy, method)()
                     problem = on_frame(frame) if on_frame is not None else None
                     if problem is not None:
                         bad.append(problem)
                     checked.check(frame, info["seq"])
                     fetched.append(info["seq"])
+                    distinct.add(info["seq"])
                     del frame
                 checked.clear()
         except Exception as exc:  # reported by the caller's assertion

@@ -55,6 +55,7 @@ def test_pool_frames_are_never_torn(ctx, url, make_camera):
             "grab",
             on_written=emit_every_tenth,
             while_writing=lambda: wait_until(lambda: bool(signalled), timeout=20),
+            min_distinct=3 * pool.depth,
         )
     finally:
         listener.close()
@@ -62,10 +63,10 @@ def test_pool_frames_are_never_torn(ctx, url, make_camera):
     assert signalled, "no signal arrived"
     bad += seen.bad
     assert not bad, bad[:5]
-    assert len(seen.fetched) == 180
+    assert len(seen.fetched) >= 180
     # the slots were reused many times over while the clients fetched
     assert seen.written > 3 * pool.depth
-    assert len(set(seen.fetched)) > pool.depth
+    assert len(set(seen.fetched)) > 3 * pool.depth
 
 
 # -- today's behaviour of a plain array (why the pool exists) ---------------
