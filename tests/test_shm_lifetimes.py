@@ -208,8 +208,10 @@ def test_a_server_killed_with_sigkill_leaves_no_segment_after_the_next_start(
             # what the client holds stays readable: its mapping lives on
             assert np.all(pooled == 1) and np.all(plain == 2)
             del pooled, plain
-    assert all(os.path.exists(f"/dev/shm/{name}") for name in names)
-    # the next framerpc process's first segment sweeps the leftovers
+    # No check that both are still there: any framerpc process of this user
+    # sweeps them, and a parallel test worker's server did so first once
+    # (the suite under load); what must hold is that none is left after
+    # the next framerpc process's first segment:
     monkeypatch.setattr(segments, "_stale_done", False)
     segments.Segment(1).close()
     assert not any(os.path.exists(f"/dev/shm/{name}") for name in names)
