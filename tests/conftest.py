@@ -76,6 +76,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 20.0) -> bool:
     return bool(condition())
 
 
+def sees_the_term(sock: zmq.Socket) -> bool:
+    """Whether ``sock`` has seen its context terminating (ETERM on use)."""
+    try:
+        sock.poll(0)
+    except zmq.ContextTerminated:
+        return True
+    return False
+
+
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context]:
     """A fresh context, terminated at the end (fails loudly if a socket leaks)."""

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import sees_the_term, wait_until
 from dead_peer_device import ProbeProxy, ProbeServer
 
 #: Bound (s) of each wait below; generous, as CI machines are shared.
@@ -38,15 +38,6 @@ def test_inventory_read_after_close_logs_nothing(caplog: pytest.LogCaptureFixtur
         context.term()
 
 
-def _sees_the_term(sock: zmq.Socket) -> bool:
-    """Whether ``sock`` has seen its context terminating (ETERM on use)."""
-    try:
-        sock.poll(0)
-    except zmq.ContextTerminated:
-        return True
-    return False
-
-
 def test_socket_reset_on_a_terminating_context_closes_the_old_socket(tcp_camera):
     # A call that timed out replaces its socket (_reset_socket). Once the
     # socket has seen term() begin, setsockopt(LINGER) fails with ETERM: the
@@ -60,7 +51,7 @@ def test_socket_reset_on_a_terminating_context_closes_the_old_socket(tcp_camera)
     terminating = threading.Thread(target=context.term)
     terminating.start()
     try:
-        assert wait_until(lambda: _sees_the_term(sock), WAIT_S)
+        assert wait_until(lambda: sees_the_term(sock), WAIT_S)
         with pytest.raises(zmq.ZMQError):  # no new socket on a dying context
             proxy._reset_socket()
         terminating.join(WAIT_S)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import zmq
-from conftest import finishes_within, wait_until
+from conftest import finishes_within, sees_the_term, wait_until
 from devices import bind_again
 from manual_clock import ManualClock
 from registry_helpers import WAIT, inproc_url, sentinel_list
@@ -240,15 +240,6 @@ def test_link_tick_on_a_terminating_context_stops_quietly(caplog):
     assert not caplog.records
 
 
-def _sees_the_term(sock: zmq.Socket) -> bool:
-    """Whether ``sock`` has seen its context terminating (ETERM on use)."""
-    try:
-        sock.poll(0)
-    except zmq.ContextTerminated:
-        return True
-    return False
-
-
 def test_link_close_on_a_terminating_context_closes_its_socket():
     # Once a socket has seen term() begin, setsockopt(LINGER) fails with
     # ETERM; close() raised it before closing, the socket stayed open and
@@ -263,7 +254,7 @@ def test_link_close_on_a_terminating_context_closes_its_socket():
     terminating.start()
     try:
         # as the serve loop's sockets do before it closes the link
-        assert wait_until(lambda: _sees_the_term(sock), WAIT)
+        assert wait_until(lambda: sees_the_term(sock), WAIT)
         link.close()
         terminating.join(WAIT)
         assert sock.closed and not terminating.is_alive()
