@@ -56,6 +56,20 @@ class LateReplyCamera(CameraServer):
         super()._handle_body(envelope, body, decoded)
 
 
+class SilentStopCamera(CameraServer):
+    """Never answers STOP_SERVER; ``asked`` is set when one arrives."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked = threading.Event()
+
+    def _handle_body(self, envelope: list, body: list, decoded: object) -> None:
+        if type(decoded) is dict and decoded.get(KEY_EVENT) == _STOP:
+            self.asked.set()
+            return
+        super()._handle_body(envelope, body, decoded)
+
+
 def open_client_ends(port: int) -> int:
     """Connections to 127.0.0.1:``port`` whose client end is still open
     (ESTABLISHED, or CLOSE_WAIT: the peer closed, this end not yet)."""
