@@ -80,11 +80,20 @@ class Link(SendWaits):
         The server's URL.
     options : SocketOptions
         Socket tuning.
+    immediate : bool
+        Whether the socket has ``ZMQ_IMMEDIATE`` (queues requests only on
+        a live connection; needed by ``PeerWatch``). Without it, a reply
+        not read yet outlives a connection the server closes right after
+        it (``stop_server``), and there is no ``PeerWatch``: only the
+        calls' timeouts bound them.
     """
 
-    def __init__(self, url: str, options: transport.SocketOptions) -> None:
+    def __init__(
+        self, url: str, options: transport.SocketOptions, *, immediate: bool = True
+    ) -> None:
         self.url = url
         self._options = options
+        self._immediate = immediate
         self._pending: dict[int, _Pending] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -108,6 +117,11 @@ class Link(SendWaits):
         self._bad_replies = RateLimitedLog(_log)
 
     @property
+    def closed(self) -> bool:
+        """Whether ``aclose`` or ``close_now`` ran."""
+        return self._closed
+
+    @property
     def watch(self) -> PeerWatch | None:
         """The socket's ``PeerWatch`` (None for inproc://)."""
         return self._watch
@@ -126,7 +140,9 @@ class Link(SendWaits):
         self._socket = sock
         # room for the reply of every call in flight (see MAX_IN_FLIGHT)
         sock.setsockopt(zmq.RCVHWM, max(self._limit, self._options.hwm))
-        if not self.url.startswith("inproc://"):  # cannot go away alone
+        if not self._immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 0)
+        elif not self.url.startswith("inproc://"):  # cannot go away alone
             fresh_ms = self._options.reconnect_ivl_ms // 2  # see PeerWatch
             self._watch = PeerWatch(
                 sock, self.url, self._options.dead_peer_ms, fresh_ms
@@ -375,13 +391,13 @@ class Link(SendWaits):
         if not future.done():
             future.set_exception(exc)
 
-    async def aclose(self) -> None:
+    async def aclose(self, linger: int | None = None) -> None:
         """Fail the calls in flight (``RuntimeError``), stop the tasks,
-        close the socket; idempotent."""
+        close the socket (with ``linger`` ms, None: its own); idempotent."""
         tasks = self._tasks
         if self._fdwatch is not None:
             await self._fdwatch.aclose()  # its polling task ends first
-        self.close_now()
+        self.close_now(linger)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -91,6 +91,7 @@ class AsyncClient:
         self._ids = itertools.count(random.randrange(1 << 30))
         self._link = Link(url, options)
         self._exchange = self._link.exchange
+        self._stop_link: Link | None = None  # of a stop_server() in progress
         self._tasks: list[asyncio.Task] = []
         self._json_methods: dict[str, int | None] = {}
         self._buffer_methods: dict[str, int | None] = {}
@@ -285,14 +286,37 @@ class AsyncClient:
 
     async def stop_server(self) -> bool:
         """Ask the server to stop (waits about a second at most); whether
-        it acknowledged."""
+        it acknowledged.
+
+        The request goes on a socket of its own, without ``ZMQ_IMMEDIATE``
+        (as the sync client's, see ``RPCClient._stop_request``): the server
+        closes the connection right after acknowledging, and on the
+        client's socket libzmq then drops a reply not read yet (a loop
+        busy for the server's 0.2 s grace lost the acknowledgement).
+        """
+        request = Request(RPCEvents.STOP_SERVER, next(self._ids))
+        link = self._stop_link = Link(self.url, self._options, immediate=False)
         try:
-            reply = await self._request(
-                Request(RPCEvents.STOP_SERVER, next(self._ids)), _STOP_WAIT_MS
+            if self._link.closed or self._loop is None:
+                raise RuntimeError(f"client of {self.url} is closed")
+            if asyncio.get_running_loop() is not self._loop:  # as Link.exchange
+                raise RuntimeError(
+                    f"client of {self.url} belongs to another event loop: "
+                    "use it from the loop it was opened in"
+                )
+            link.open(self.context)
+            frames = protocol.encode_request(request)
+            reply = await link.exchange(
+                frames, request.request_id, _STOP_WAIT_MS, request.method, request
             )
         except (TimeoutError, RuntimeError) as exc:
             _log.warning("stop_server: %s", exc)
             return False
+        finally:
+            self._stop_link = None
+            # linger 0: a request still queued (no server) must not stop a
+            # server that comes up later
+            await link.aclose(0)
         return reply.ok
 
     def _failed(self, reply: Reply) -> NoResult:
@@ -373,6 +397,8 @@ class AsyncClient:
             shm.close()
             shm.goodbye_now()
         await self._link.aclose()
+        if self._stop_link is not None:  # its stop_server() returns False
+            self._stop_link.close_now(0)
         if self._destroy_hook is not None:
             self._destroy_hook.release()
 
@@ -405,6 +431,8 @@ class AsyncClient:
         if shm is not None:
             shm.close()
         self._link.close_now(linger, "stopped: its context was destroyed")
+        if self._stop_link is not None:
+            self._stop_link.close_now(0, "stopped: its context was destroyed")
 
     @property
     def _pending(self) -> dict:

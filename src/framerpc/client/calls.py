@@ -15,6 +15,7 @@ import zmq
 from .. import _lifecycle, transport
 from .._peerwatch import PeerWatch
 from ..errors import PeerLostError, ProtocolError, RemoteError
+from ..rpc import callpath
 from ..rpc.callpath import never_sent
 from ..wire import json_codec, messages, shmpath
 from ..wire.messages import Reply, Request, RPCEvents
@@ -62,6 +63,7 @@ class CallsMixin:
     _options: transport.SocketOptions
     _ids: itertools.count[int]
     _channel: Any
+    _stop_channel: Any  # the Channel of a stop_server() in progress, or None
     _json_methods: dict[str, int | None]
     _buffer_methods: dict[str, int | None]
     _watch: PeerWatch | None
@@ -180,6 +182,45 @@ class CallsMixin:
             if self._closed:
                 raise RuntimeError(f"client of {self.url} is closed")
             return self._channel.request(frames, request.request_id, remaining)
+        except TimeoutError as exc:
+            raise self._no_reply(exc, what, timeout, started) from None
+        finally:
+            self._lock.release()
+
+    def _stop_request(self, request: Request, timeout: int) -> Reply:
+        """The native STOP_SERVER exchange, on a socket of its own made
+        without ``ZMQ_IMMEDIATE``.
+
+        The server closes its connection right after acknowledging (a grace
+        of 0.2 s). On the client's socket (``ZMQ_IMMEDIATE``) libzmq ends the
+        connection's pipe when the connection drops, and with it a reply not
+        read yet: a thread not scheduled within the grace (a loaded machine)
+        lost the acknowledgement of a server that did stop. Without
+        ``ZMQ_IMMEDIATE`` the pipe outlives the connection, as the older
+        protocol's socket does (``_make_socket``). Same options, CURVE keys
+        included, so the server authorises the request as the client's own.
+        No ``PeerWatch``: the disconnect that follows the acknowledgement
+        must not fail the call; ``timeout`` bounds it (ms).
+        """
+        frames = messages.encode_request(request)
+        what = _describe(request)
+        started = time.monotonic()
+        remaining = self._lock_within(timeout, started, what)
+        try:
+            if self._closed:
+                raise RuntimeError(f"client of {self.url} is closed")
+            sock = transport.make_socket(self._zmq_context, zmq.DEALER, self._options)
+            try:
+                sock.setsockopt(zmq.IMMEDIATE, 0)
+                sock.connect(self.url)
+                # close() and context.destroy() end it as a call in flight
+                self._stop_channel = callpath.Channel(sock, self.url)
+                return self._stop_channel.request(frames, request.request_id, remaining)
+            finally:
+                self._stop_channel = None
+                # linger 0: a request still queued (no server) must not
+                # stop a server that comes up later
+                sock.close(linger=0)
         except TimeoutError as exc:
             raise self._no_reply(exc, what, timeout, started) from None
         finally:

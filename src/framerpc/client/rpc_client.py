@@ -182,6 +182,7 @@ class RPCClient(InventoryMixin, CallsMixin):
             self._destroy_hook.release()
             raise
         self._channel = callpath.Channel(self.socket, url)
+        self._stop_channel = None
         self._watch: PeerWatch | None = None
         self._shm: _shmlink.ShmLink | None = None
         try:
@@ -209,10 +210,12 @@ class RPCClient(InventoryMixin, CallsMixin):
         bool
             Whether the server acknowledged the request.
         """
+        request = Request(RPCEvents.STOP_SERVER, next(self._ids))
         try:
-            reply = self._request(
-                Request(RPCEvents.STOP_SERVER, next(self._ids)), _STOP_WAIT_MS
-            )
+            if self._protocol == "native":
+                reply = self._stop_request(request, _STOP_WAIT_MS)
+            else:  # the older protocol's socket keeps an unread reply
+                reply = self._request(request, _STOP_WAIT_MS)
         except (TimeoutError, RuntimeError) as exc:
             _log.warning("stop_server: %s", exc)
             return False
@@ -223,7 +226,7 @@ class RPCClient(InventoryMixin, CallsMixin):
         watcher), then close the socket; idempotent. Afterwards
         ``context.term()`` does not wait for this proxy."""
         self._closed = True
-        self._channel.closed = True  # a call in flight raises RuntimeError
+        self._interrupt_calls()
         _streamsub.close_all(self)  # streams: end and join the subscriptions
         receiver, self._signal_receiver = self._signal_receiver, None
         watcher, self._restart_watcher = self._restart_watcher, None
@@ -255,7 +258,7 @@ class RPCClient(InventoryMixin, CallsMixin):
             self._closed = True
             if not self._constructed:
                 return  # __init__ owns the sockets and closes them itself
-        self._channel.closed = True  # a call in flight ends within 0.1 s
+        self._interrupt_calls()  # a call in flight ends within 0.1 s
         _streamsub.close_all(self, wait=False)  # streams: they close their sockets
         # The threads close their own sockets at their next turn or at the
         # ETERM of the term() that follows; never started, they close now.
@@ -275,6 +278,13 @@ class RPCClient(InventoryMixin, CallsMixin):
                 name=f"RPCClient-close({self.url})",
                 daemon=True,
             ).start()
+
+    def _interrupt_calls(self) -> None:
+        """Make a call in flight raise RuntimeError at its next wait slice."""
+        self._channel.closed = True
+        stopping = self._stop_channel  # stop_server() has its own socket
+        if stopping is not None:
+            stopping.closed = True
 
     def _close_after_call(self, linger: int | None) -> None:
         with self._lock:

@@ -37,8 +37,10 @@ _POLL_S = 0.1
 #: Most routing frames before the empty delimiter (REQ through proxies).
 _MAX_ENVELOPE = 8
 #: How long (s) the server keeps serving after answering STOP_SERVER: a
-#: client's DEALER (IMMEDIATE) drops a reply it has not read yet when the
-#: connection closes, so closing at once loses the acknowledgement.
+#: DEALER with ZMQ_IMMEDIATE drops a reply it has not read yet when the
+#: connection closes, so closing at once loses the acknowledgement. This
+#: version's clients send STOP_SERVER on a socket without it (their
+#: ``_stop_request``), which keeps the reply; older ones need the grace.
 _STOP_GRACE_S = 0.2
 #: Wait (ms) of the serve loop while replies wait for a client's queue: a
 #: ROUTER cannot tell when one peer has room again (its POLLOUT means "some
