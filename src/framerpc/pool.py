@@ -98,15 +98,17 @@ class _Lease:
         interface: dict[str, Any],
         give_back: Callable[[int], None],
         segment: Any = None,
+        free: Any = None,
     ) -> None:
         self._storage = storage  # the memory outlives the pool if need be
         self._index = index
         self._give_back = give_back
         # shm: the pool's shared segment (None: private memory); a server
         # sends a same-host client a reference into it instead of a copy,
-        # while the pool's free slots (``_free``) are not all gone
+        # while the pool's free slots (``free``, whose ``put`` is
+        # ``give_back``) are not all gone
         self._segment = segment
-        self._free = getattr(give_back, "__self__", None)
+        self._free = free
         self.__array_interface__ = interface
 
     def __del__(self) -> None:
@@ -269,12 +271,14 @@ class FramePool:
             index = self._free.get_nowait()
         except queue.Empty:
             index = self._wait(wait)
+        free = self._free
         lease = _Lease(
             self._slots[index],
             index,
             self._interfaces[index],
-            self._free.put,
+            free.put,
             self._segment,
+            free,
         )
         return np.asarray(lease)
 

@@ -255,10 +255,10 @@ class ShmServer:
         if type(value.base) is _PoolLease:  # only then can it be a pool frame
             pooled = pool_frame_at(value)
         arena: segments.Segment | None = None
-        if pooled is not None and share.may_pin(*pooled[:2], nbytes):
+        # at most half the pool per client (shm_share)
+        if pooled is not None and share.pin(pooled[0], pooled[1], nbytes):
             _, segment, offset = pooled
             name = segment.name
-            share.pin(value)  # at most half the pool per client (shm_share)
             holder: np.ndarray | None = value  # zero copies: it stays out
         else:
             held = share.bytes  # its share: one copy always (shm_share)
