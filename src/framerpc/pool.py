@@ -64,6 +64,7 @@ import numpy.typing as npt
 
 from . import transport
 from .transport import shm
+from .wire import shmpath
 
 __all__ = ["DEFAULT_ACQUIRE_TIMEOUT_S", "FramePool"]
 
@@ -228,6 +229,7 @@ class FramePool:
             }
             for slot in self._slots
         ]
+        self._addresses = [int(slot.ctypes.data) for slot in self._slots]
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(self.depth):
             self._free.put(index)
@@ -280,7 +282,9 @@ class FramePool:
             self._segment,
             free,
         )
-        return np.asarray(lease)
+        # the array of the interface, made without reading it (compiled)
+        address = self._addresses[index]
+        return shmpath.lease_array(lease, self.dtype, self.shape, address)
 
     def _wait(self, wait: float) -> int:
         deadline = time.monotonic() + wait
