@@ -77,6 +77,7 @@ DEFAULT_ACQUIRE_TIMEOUT_S = 10.0
 # the compiled engine got back from libzmq (it does so only on its next
 # send or receive, at least every 100 ms in a server's loop).
 _WAIT_SLICE_S = 0.005
+_INF = math.inf
 
 
 class _Lease:
@@ -268,7 +269,12 @@ class FramePool:
         ValueError
             A negative, infinite or NaN timeout.
         """
-        wait = self.timeout if timeout is None else _check_timeout(timeout)
+        if timeout is None:
+            wait = self.timeout
+        elif (type(timeout) is int or type(timeout) is float) and 0 <= timeout < _INF:
+            wait = timeout  # _check_timeout's test, inlined: every frame's path
+        else:
+            wait = _check_timeout(timeout)
         try:
             index = self._free.get_nowait()
         except queue.Empty:

@@ -316,17 +316,25 @@ class ShmServer:
             else:  # no such slot here: refused below
                 pairs += signal_pairs
         handouts = self._handouts
+        client = self.clients.get(owner)
         for slot, generation in pairs:
             handout = handouts.get(slot)
             if handout is None or handout[0] != owner or handout[1] != generation:
                 self.bogus_releases += 1
                 continue
-            self._free(slot)
+            del handouts[slot]
+            self._freed(slot, client, handout[2], handout[3])
 
     def _free(self, slot: int) -> None:
-        # a pool frame (holder) goes back to its pool with the tuple
         owner, _, holder, arena = self._handouts.pop(slot)
-        client = self.clients.get(owner)
+        self._freed(slot, self.clients.get(owner), holder, arena)
+
+    def _freed(
+        self, slot: int, client: _Client | None, holder: Any, arena: Any
+    ) -> None:
+        """The rest of freeing ``slot`` once out of the handouts (``release``
+        calls it with what it looked up already: one call per slot less).
+        A pool frame (``holder``) goes back to its pool with the tuple."""
         if client is not None:
             client.slots.discard(slot)
             if arena is not None:
