@@ -217,7 +217,8 @@ class ShmServer:
             # test inlined: a Python call per reply less)
             if time.monotonic() >= self._next_sweep:
                 self.tick()
-            owner = bytes(identity)
+            # bytes(b) parses its arguments (1k instructions) to return b
+            owner = identity if type(identity) is bytes else bytes(identity)
             client = clients.get(owner)
             if (
                 client is not None
@@ -303,7 +304,7 @@ class ShmServer:
 
     def release(self, identity: Any, value: list) -> None:
         """A client's ``SHM_RELEASE``: free the slots it names that it holds."""
-        owner = bytes(identity)
+        owner = identity if type(identity) is bytes else bytes(identity)
         if type(value) is list and not value:  # goodbye: the client closed
             self.forget(owner)
             return
