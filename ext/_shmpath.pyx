@@ -73,6 +73,9 @@ cdef str _METHOD_CALL = "METHOD_CALL"
 cdef enum:
     _MAX_DIMS = 32
 cdef long long _MAX_SPAN = 1LL << 62
+# the same bound as an int object: a shape item (an int object) compared
+# with the C one became a new int object at each comparison
+cdef object _MAX_SPAN_INT = _MAX_SPAN
 # checked dtypes by their wire string: np.dtype(str) parses it every call;
 # bounded, as a peer may send ever new strings
 cdef dict _dtypes = {}
@@ -158,7 +161,8 @@ def resolve(value, lookup, pending, Tally tally):
     cdef long long count = 1, span = 1, d, limit
     cdef uintptr_t address
     cdef Lease lease
-    fields = value.get(_REF_KEY) if type(value) is dict else None
+    # typed: a C dict lookup, not a call of the method get
+    fields = (<dict>value).get(_REF_KEY) if type(value) is dict else None
     if type(fields) is not list or len(<list>fields) != 7:
         _parse_ref(value)  # raises what is wrong
     segment, offset, nbytes, slot, generation, dtype, shape = <list>fields
@@ -175,7 +179,7 @@ def resolve(value, lookup, pending, Tally tally):
     limit = _MAX_SPAN // kind.itemsize
     for i in range(ndim):
         item = (<list>shape)[i]
-        if type(item) is not int or item < 0 or item > _MAX_SPAN:
+        if type(item) is not int or item < 0 or item > _MAX_SPAN_INT:
             return _checked(value)
         d = item
         dims[i] = <cnp.npy_intp>d
