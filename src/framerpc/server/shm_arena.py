@@ -117,10 +117,11 @@ def pool_frame_at(value: np.ndarray) -> tuple[Any, segments.Segment, int] | None
         or not value.flags.c_contiguous
     ):
         return None
-    # An array based on a lease was made by numpy from the lease's
-    # interface (a lease exports no buffer: nothing else bases an array
-    # on it), so its data lies where the interface says; ``value.ctypes``
-    # costs a microsecond a frame (it imports and builds a helper).
+    # An array based on a lease lies where the lease's interface says:
+    # ``acquire`` made it there (``shmpath.lease_array``), or numpy did from
+    # that interface (a lease exports no buffer: nothing else bases an
+    # array on it). ``value.ctypes`` costs a microsecond a frame (it
+    # imports and builds a helper).
     offset = base.__array_interface__["data"][0] - segment.address
     if 0 <= offset and offset + value.nbytes <= segment.size:
         return base, segment, offset
