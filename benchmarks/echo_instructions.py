@@ -2,7 +2,8 @@
 
     python benchmarks/echo_instructions.py [--baseline PATH] [--transport ipc]
                                            [--calls 5000] [--engines compiled,pure]
-                                           [--kinds echo,small,frame] [--jobs 2]
+                                           [--kinds echo,small,frame,pool,array]
+                                           [--jobs 2]
 
 Timing runs on a loaded 2-CPU VM cannot show a 3% change of a 50 us call;
 an instruction count can. A server process and a client process talk over
@@ -36,6 +37,15 @@ counts as one instruction a byte, 262k; ``--keep`` and
 of both sides (measured at f9aa627: about 62k client, 51k server; with
 the compiled ``wire._shmpath``, 2000 calls: 17k client, 44k server,
 against 61k and 55k at 53c895a in the same run).
+
+``pool`` and ``array`` are the bench's same-host fetches (``framerpc
+bench``'s grab_pooled and grab): a 24.9 MB ``FramePool`` frame referred
+to where it lies, and a plain 5.76 MB array copied once into shared
+memory. Each is counted against a run of the same warm-ups (echo, small
+and a few of its own kind), not echo's: the copy worker's spin varies
+under valgrind by thousands of instructions a copy. Its figure is the
+whole call (compare it with echo's); use a few hundred calls, an array
+call is millions of instructions of memcpy.
 
 ``--baseline PATH`` also counts another checkout (its ``src`` folder, with
 its extensions built: ``python setup.py build_ext --inplace -q`` there),
@@ -308,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--engines", default="compiled,pure")
-    parser.add_argument("--kinds", default="echo,small", help="and/or frame")
+    parser.add_argument("--kinds", default="echo,small", help="and/or frame,pool,array")
     parser.add_argument("--jobs", type=int, default=2, help="valgrinds at a time")
     parser.add_argument(
         "--keep", type=Path, help="keep callgrind's outputs here (callgrind_annotate)"
