@@ -2,7 +2,8 @@
 
     python benchmarks/echo_instructions.py [--baseline PATH] [--transport ipc]
                                            [--calls 5000] [--engines compiled,pure]
-                                           [--kinds echo,small,frame] [--jobs 2]
+                                           [--kinds echo,small,frame,pool,array]
+                                           [--jobs 2]
 
 Timing runs on a loaded 2-CPU VM cannot show a 3% change of a 50 us call;
 an instruction count can. A server process and a client process talk over
@@ -37,6 +38,15 @@ of both sides (measured at f9aa627: about 62k client, 51k server; with
 the compiled ``wire._shmpath``, 2000 calls: 17k client, 44k server,
 against 61k and 55k at 53c895a in the same run).
 
+``pool`` and ``array`` are the bench's same-host fetches (``framerpc
+bench``'s grab_pooled and grab): a 24.9 MB ``FramePool`` frame referred
+to where it lies, and a plain 5.76 MB array copied once into shared
+memory. Each is counted against a run of the same warm-ups (echo, small
+and a few of its own kind), not echo's: the copy worker's spin varies
+under valgrind by thousands of instructions a copy. Its figure is the
+whole call (compare it with echo's); use a few hundred calls, an array
+call is millions of instructions of memcpy.
+
 ``--baseline PATH`` also counts another checkout (its ``src`` folder, with
 its extensions built: ``python setup.py build_ext --inplace -q`` there),
 imported through ``PYTHONPATH``; the table shows both and their ratio.
@@ -55,14 +65,32 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["count", "main"]
 
 _SRC = Path(__file__).resolve().parent.parent / "src"
 _KINDS = ("echo", "small", "frame")
+#: Kinds of megabytes (``--kinds``), warmed up alone: the copy worker's
+#: spin (``ext/_parcopy.h``) varies under valgrind by thousands of
+#: instructions a copy, which other kinds' warm-ups would add.
+_BIG = ("pool", "array")
 _FRAME = 256 << 10
+#: The bench's 24.9 MB frame (``pool``, a FramePool's) and its 5.76 MB
+#: one (``array``, a plain array: one copy into shared memory).
+_POOL_SHAPE = (2160, 3840, 3)
+_ARRAY_SHAPE = (1200, 800, 3)
 _WARMUP = 300
 _TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+
+
+def _warmups(kind: str) -> list[tuple[str, int]]:
+    """The warm-up calls before ``calls`` of ``kind``: every kind of
+    ``_KINDS``, or for a big kind echo, small and a few of it (a copy of
+    megabytes is millions of instructions under valgrind)."""
+    if kind in _BIG:
+        return [("echo", _WARMUP), ("small", _WARMUP), (kind, 30)]
+    return [(k, _WARMUP) for k in _KINDS]
 
 
 def _device() -> tuple[type, type]:
@@ -84,9 +112,17 @@ def _device() -> tuple[type, type]:
         def frame(self) -> tuple:
             raise NotImplementedError
 
+        def pooled(self) -> tuple:
+            raise NotImplementedError
+
+        def array(self) -> tuple:
+            raise NotImplementedError
+
     class Server(Device, RPCServer):
         def __init__(self, context: zmq.Context, url: str) -> None:
             self._frame = np.arange(_FRAME, dtype=np.uint32).astype(np.uint8)
+            self._array = np.ones(_ARRAY_SHAPE, np.uint16)
+            self._pool: Any = None  # made at the first pooled call (100 MB)
             RPCServer.__init__(self, context, url)
 
         @RPCServer.register_method_json
@@ -100,6 +136,20 @@ def _device() -> tuple[type, type]:
         @RPCServer.register_method_buffer
         def frame(self) -> tuple:
             return self._frame, {}
+
+        @RPCServer.register_method_buffer
+        def pooled(self) -> tuple:
+            if self._pool is None:  # as the bench's grab_pooled
+                from framerpc import FramePool
+
+                self._pool = FramePool(_POOL_SHAPE, np.uint8, 4)
+            frame = self._pool.acquire(timeout=5)
+            return frame, {"shape": list(frame.shape), "dtype": frame.dtype.str}
+
+        @RPCServer.register_method_buffer
+        def array(self) -> tuple:
+            frame = self._array
+            return frame, {"shape": list(frame.shape), "dtype": frame.dtype.str}
 
     @RPCClient.register_interface(Device)
     class Proxy(Device, RPCClient):
@@ -130,7 +180,7 @@ def _call(url: str, kind: str, calls: int) -> None:
     context = zmq.Context()
     proxy = proxy_cls(context, url, timeout=600000)
     try:
-        for which, n in [(k, _WARMUP) for k in _KINDS] + [(kind, calls)]:
+        for which, n in [*_warmups(kind), (kind, calls)]:
             if which == "echo":
                 for _ in range(n):
                     if proxy.echo("abcdefghij") != "abcdefghij":
@@ -139,6 +189,12 @@ def _call(url: str, kind: str, calls: int) -> None:
                 for _ in range(n):
                     if proxy.frame()[0].nbytes != _FRAME:
                         raise AssertionError("frame")
+            elif which in ("pool", "array"):
+                fetch = proxy.pooled if which == "pool" else proxy.array
+                shape = _POOL_SHAPE if which == "pool" else _ARRAY_SHAPE
+                for _ in range(n):
+                    if fetch()[0].shape != shape:
+                        raise AssertionError(which)
             else:
                 for _ in range(n):
                     if proxy.small(2, 3, scale=0.5) != {"sum": 5, "scale": 0.5}:
@@ -229,10 +285,13 @@ def per_call(
     """Instructions of one call of each of ``kinds``, by side ("client",
     "server"): the difference of a run with ``calls`` of that kind and one
     with none (``jobs`` runs at a time)."""
+    zero = {kind: kind if kind in _BIG else "echo" for kind in kinds}  # same warm-ups
     runs = [
         (side, kind, n)
         for side in ("client", "server")
-        for kind, n in [("echo", 0)] + [(k, calls) for k in kinds]
+        for kind, n in dict.fromkeys(
+            [(zero[k], 0) for k in kinds] + [(k, calls) for k in kinds]
+        )
     ]
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
         totals = dict(
@@ -244,7 +303,7 @@ def per_call(
         )
     return {
         kind: {
-            side: (totals[(side, kind, calls)] - totals[(side, "echo", 0)]) / calls
+            side: (totals[(side, kind, calls)] - totals[(side, zero[kind], 0)]) / calls
             for side in ("client", "server")
         }
         for kind in kinds
@@ -258,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--engines", default="compiled,pure")
-    parser.add_argument("--kinds", default="echo,small", help="and/or frame")
+    parser.add_argument("--kinds", default="echo,small", help="and/or frame,pool,array")
     parser.add_argument("--jobs", type=int, default=2, help="valgrinds at a time")
     parser.add_argument(
         "--keep", type=Path, help="keep callgrind's outputs here (callgrind_annotate)"

@@ -35,7 +35,7 @@ from framerpc.wire.shm import (KEY_RELEASES, MAX_RELEASES, REF_KEY, SIGNAL_SLOT_
 from framerpc.wire._shmpath_py import copy_into as _copy_into_py
 
 __all__ = ["Lease", "Tally", "call_frames", "copier_stats", "copy_into", "hold_copier",
-           "parse_releases", "ref_reply", "release_copier", "resolve", "split_releases"]
+           "lease_array", "parse_releases", "ref_reply", "release_copier", "resolve", "split_releases"]
 
 include "_ndarray_new.pxi"
 
@@ -73,6 +73,9 @@ cdef str _METHOD_CALL = "METHOD_CALL"
 cdef enum:
     _MAX_DIMS = 32
 cdef long long _MAX_SPAN = 1LL << 62
+# the same bound as an int object: a shape item (an int object) compared
+# with the C one became a new int object at each comparison
+cdef object _MAX_SPAN_INT = _MAX_SPAN
 # checked dtypes by their wire string: np.dtype(str) parses it every call;
 # bounded, as a peer may send ever new strings
 cdef dict _dtypes = {}
@@ -158,7 +161,8 @@ def resolve(value, lookup, pending, Tally tally):
     cdef long long count = 1, span = 1, d, limit
     cdef uintptr_t address
     cdef Lease lease
-    fields = value.get(_REF_KEY) if type(value) is dict else None
+    # typed: a C dict lookup, not a call of the method get
+    fields = (<dict>value).get(_REF_KEY) if type(value) is dict else None
     if type(fields) is not list or len(<list>fields) != 7:
         _parse_ref(value)  # raises what is wrong
     segment, offset, nbytes, slot, generation, dtype, shape = <list>fields
@@ -175,7 +179,7 @@ def resolve(value, lookup, pending, Tally tally):
     limit = _MAX_SPAN // kind.itemsize
     for i in range(ndim):
         item = (<list>shape)[i]
-        if type(item) is not int or item < 0 or item > _MAX_SPAN:
+        if type(item) is not int or item < 0 or item > _MAX_SPAN_INT:
             return _checked(value)
         d = item
         dims[i] = <cnp.npy_intp>d
@@ -275,6 +279,25 @@ cdef str _typestr(cnp.ndarray value):
     if len(_typestrs) < _MAX_CACHED_DTYPES:
         _typestrs[key] = (descr, text)
     return text
+
+
+def lease_array(lease, cnp.dtype kind, tuple shape, Py_ssize_t address):
+    """See ``framerpc.wire._shmpath_py.lease_array``: made through numpy's
+    C API (numpy reading the lease's interface dict cost 5k instructions a
+    frame, this under 1k); numpy's ``asarray`` beyond ``_MAX_DIMS``."""
+    cdef cnp.npy_intp dims[_MAX_DIMS]
+    cdef Py_ssize_t i, ndim = len(shape)
+    if ndim > _MAX_DIMS:
+        return np.asarray(lease)
+    for i in range(ndim):
+        dims[i] = <cnp.npy_intp>shape[i]
+    cnp.Py_INCREF(kind)  # PyArray_NewFromDescr steals it
+    arr = PyArray_NewFromDescr(
+        _ndarray_type, kind, <int>ndim, dims, NULL, <void *><uintptr_t>address,
+        cnp.NPY_ARRAY_CARRAY, NULL)
+    cnp.Py_INCREF(lease)  # PyArray_SetBaseObject steals it
+    cnp.PyArray_SetBaseObject(<cnp.ndarray>arr, lease)
+    return arr
 
 
 cdef inline bint _is_pair(object item):

@@ -64,6 +64,7 @@ import numpy.typing as npt
 
 from . import transport
 from .transport import shm
+from .wire import shmpath
 
 __all__ = ["DEFAULT_ACQUIRE_TIMEOUT_S", "FramePool"]
 
@@ -76,6 +77,7 @@ DEFAULT_ACQUIRE_TIMEOUT_S = 10.0
 # the compiled engine got back from libzmq (it does so only on its next
 # send or receive, at least every 100 ms in a server's loop).
 _WAIT_SLICE_S = 0.005
+_INF = math.inf
 
 
 class _Lease:
@@ -98,15 +100,17 @@ class _Lease:
         interface: dict[str, Any],
         give_back: Callable[[int], None],
         segment: Any = None,
+        free: Any = None,
     ) -> None:
         self._storage = storage  # the memory outlives the pool if need be
         self._index = index
         self._give_back = give_back
         # shm: the pool's shared segment (None: private memory); a server
         # sends a same-host client a reference into it instead of a copy,
-        # while the pool's free slots (``_free``) are not all gone
+        # while the pool's free slots (``free``, whose ``put`` is
+        # ``give_back``) are not all gone
         self._segment = segment
-        self._free = getattr(give_back, "__self__", None)
+        self._free = free
         self.__array_interface__ = interface
 
     def __del__(self) -> None:
@@ -226,6 +230,7 @@ class FramePool:
             }
             for slot in self._slots
         ]
+        self._addresses = [int(slot.ctypes.data) for slot in self._slots]
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(self.depth):
             self._free.put(index)
@@ -264,19 +269,28 @@ class FramePool:
         ValueError
             A negative, infinite or NaN timeout.
         """
-        wait = self.timeout if timeout is None else _check_timeout(timeout)
+        if timeout is None:
+            wait = self.timeout
+        elif (type(timeout) is int or type(timeout) is float) and 0 <= timeout < _INF:
+            wait = timeout  # _check_timeout's test, inlined: every frame's path
+        else:
+            wait = _check_timeout(timeout)
         try:
             index = self._free.get_nowait()
         except queue.Empty:
             index = self._wait(wait)
+        free = self._free
         lease = _Lease(
             self._slots[index],
             index,
             self._interfaces[index],
-            self._free.put,
+            free.put,
             self._segment,
+            free,
         )
-        return np.asarray(lease)
+        # the array of the interface, made without reading it (compiled)
+        address = self._addresses[index]
+        return shmpath.lease_array(lease, self.dtype, self.shape, address)
 
     def _wait(self, wait: float) -> int:
         deadline = time.monotonic() + wait

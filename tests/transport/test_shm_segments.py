@@ -151,6 +151,27 @@ def test_the_attach_cache_is_bounded() -> None:
             segment.close()
 
 
+def test_the_attach_cache_lookup_is_get() -> None:
+    """``lookup`` (what the client hands resolve) attaches on a miss,
+    under the same bound, and raises what ``attach`` raises."""
+    segments = [shm.Segment(4096) for _ in range(3)]
+    cache = shm.AttachCache(limit=2)
+    try:
+        first = cache.lookup(segments[0].name)
+        assert first is cache.get(segments[0].name) and len(cache) == 1
+        for segment in segments[1:]:
+            assert cache.lookup(segment.name).name == segment.name
+        assert len(cache) == 2
+        name = segments[0].name
+        missing = name[:-1] + ("1" if name.endswith("0") else "0")
+        with pytest.raises(OSError):  # no such segment
+            cache.lookup(missing)
+        assert len(cache) == 2
+    finally:
+        for segment in segments:
+            segment.close()
+
+
 def test_the_attach_cache_forgets_unlinked_segments() -> None:
     gone, kept, new = shm.Segment(4096), shm.Segment(4096), shm.Segment(4096)
     cache = shm.AttachCache()

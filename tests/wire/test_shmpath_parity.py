@@ -3,7 +3,8 @@ pure twin (``framerpc.wire._shmpath_py``) behave the same: a reference
 becomes the same read-only array (or the same ``ProtocolError``, its slot
 released when the segment is missing or too small), the lease queues its
 release when the array and its views are gone, the call and the reply
-carry the same bytes, releases parse alike and the copy lands the same.
+carry the same bytes, releases parse alike, the copy lands the same and a
+FramePool lease becomes the same writable array.
 
 The compiled half is skipped (with the reason) when it is not built.
 """
@@ -300,3 +301,51 @@ def test_an_object_array_is_never_copied_as_pointers(engine):
     value = np.array([object(), object()], dtype=object)
     with pytest.raises(ValueError):
         engine["copy_into"](_Mapping(4096), value)
+
+
+class _PoolLease:
+    """A ``FramePool`` lease's shape: an array interface over memory it
+    keeps, and a flag set when it is collected."""
+
+    def __init__(self, storage: np.ndarray, shape: tuple, kind: np.dtype) -> None:
+        self.storage = storage
+        self.gone: list[bool] = []
+        self.__array_interface__ = {
+            "version": 3,
+            "shape": shape,
+            "typestr": kind.str,
+            "data": (storage.ctypes.data, False),
+            "strides": None,
+        }
+
+    def __del__(self) -> None:
+        self.gone.append(True)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((2160, 3840, 3), "|u1"), ((7,), ">f8"), ((0, 5), "<u2"), ((), "<i4")],
+    ids=["frame", "big-endian", "empty", "scalar"],
+)
+def test_a_lease_array_is_its_interface_writable_based_on_the_lease(
+    engine, shape, dtype
+):
+    kind = np.dtype(dtype)
+    storage = np.zeros(max(1, int(np.prod(shape)) * kind.itemsize), np.uint8)
+    lease = _PoolLease(storage, shape, kind)
+    gone = lease.gone
+    arr = engine["lease_array"](lease, kind, shape, storage.ctypes.data)
+    expected = np.asarray(lease)
+    assert arr.shape == expected.shape and arr.dtype == expected.dtype
+    assert arr.ctypes.data == storage.ctypes.data  # no copy
+    assert arr.flags.writeable and arr.flags.c_contiguous and arr.flags.aligned
+    assert arr.base is lease
+    arr[...] = 1
+    assert np.array_equal(expected, np.ones(shape, kind))
+    view = arr.reshape(-1)[1:] if arr.size else arr.reshape(-1)
+    del lease, arr, expected
+    gc.collect()
+    assert not gone  # a view keeps the lease
+    del view
+    gc.collect()
+    assert gone == [True]

@@ -77,7 +77,7 @@ class Leases:
         self.cache = segments.AttachCache()
         self.pending: collections.deque[tuple[int, int]] = collections.deque()
         self._live = shmpath.Tally()  # leases alive (their arrays)
-        self._lookup = self.cache.get  # bound once: resolve's hot path
+        self._lookup = self.cache.lookup  # a hit: no Python call
         #: The handshake's outcome and back-off (``shm_retry``).
         self.retry = shm_retry.HandshakeRetry()
 

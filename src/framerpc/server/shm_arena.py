@@ -106,17 +106,25 @@ def pool_frame_at(value: np.ndarray) -> tuple[Any, segments.Segment, int] | None
     acquire another (so it may go by reference, with no copy); else None.
     """
     base = value.base
+    if type(base) is not _Lease:
+        return None
+    segment = base._segment
+    free = base._free
     if (
-        type(base) is _Lease
-        and base._segment is not None
-        and value.flags.c_contiguous
-        and base._free is not None
-        and base._free.qsize() > 0  # the camera can still acquire
+        segment is None
+        or free is None
+        or not free.qsize()  # the camera can still acquire
+        or not value.flags.c_contiguous
     ):
-        segment = base._segment
-        offset = int(value.ctypes.data) - segment.address
-        if 0 <= offset and offset + value.nbytes <= segment.size:
-            return base, segment, offset
+        return None
+    # An array based on a lease lies where the lease's interface says:
+    # ``acquire`` made it there (``shmpath.lease_array``), or numpy did from
+    # that interface (a lease exports no buffer: nothing else bases an
+    # array on it). ``value.ctypes`` costs a microsecond a frame (it
+    # imports and builds a helper).
+    offset = base.__array_interface__["data"][0] - segment.address
+    if 0 <= offset and offset + value.nbytes <= segment.size:
+        return base, segment, offset
     return None
 
 

@@ -217,7 +217,8 @@ class ShmServer:
             # test inlined: a Python call per reply less)
             if time.monotonic() >= self._next_sweep:
                 self.tick()
-            owner = bytes(identity)
+            # bytes(b) parses its arguments (1k instructions) to return b
+            owner = identity if type(identity) is bytes else bytes(identity)
             client = clients.get(owner)
             if (
                 client is not None
@@ -255,10 +256,10 @@ class ShmServer:
         if type(value.base) is _PoolLease:  # only then can it be a pool frame
             pooled = pool_frame_at(value)
         arena: segments.Segment | None = None
-        if pooled is not None and share.may_pin(*pooled[:2], nbytes):
+        # at most half the pool per client (shm_share)
+        if pooled is not None and share.pin(pooled[0], pooled[1], nbytes):
             _, segment, offset = pooled
             name = segment.name
-            share.pin(value)  # at most half the pool per client (shm_share)
             holder: np.ndarray | None = value  # zero copies: it stays out
         else:
             held = share.bytes  # its share: one copy always (shm_share)
@@ -303,7 +304,7 @@ class ShmServer:
 
     def release(self, identity: Any, value: list) -> None:
         """A client's ``SHM_RELEASE``: free the slots it names that it holds."""
-        owner = bytes(identity)
+        owner = identity if type(identity) is bytes else bytes(identity)
         if type(value) is list and not value:  # goodbye: the client closed
             self.forget(owner)
             return
@@ -316,17 +317,25 @@ class ShmServer:
             else:  # no such slot here: refused below
                 pairs += signal_pairs
         handouts = self._handouts
+        client = self.clients.get(owner)
         for slot, generation in pairs:
             handout = handouts.get(slot)
             if handout is None or handout[0] != owner or handout[1] != generation:
                 self.bogus_releases += 1
                 continue
-            self._free(slot)
+            del handouts[slot]
+            self._freed(slot, client, handout[2], handout[3])
 
     def _free(self, slot: int) -> None:
-        # a pool frame (holder) goes back to its pool with the tuple
         owner, _, holder, arena = self._handouts.pop(slot)
-        client = self.clients.get(owner)
+        self._freed(slot, self.clients.get(owner), holder, arena)
+
+    def _freed(
+        self, slot: int, client: _Client | None, holder: Any, arena: Any
+    ) -> None:
+        """The rest of freeing ``slot`` once out of the handouts (``release``
+        calls it with what it looked up already: one call per slot less).
+        A pool frame (``holder``) goes back to its pool with the tuple."""
         if client is not None:
             client.slots.discard(slot)
             if arena is not None:

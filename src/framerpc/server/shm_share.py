@@ -49,6 +49,8 @@ from .shm_arena import pool_frame_at
 
 __all__ = ["Share", "copy_bytes", "share_limit", "unheld", "within"]
 
+_PAGE = segments.round_pages(1)
+
 
 def share_limit(max_bytes: int, fraction: float) -> int:
     """Bytes of copies one client may hold (``fraction`` of ``max_bytes``;
@@ -75,16 +77,18 @@ class Share:
         self.bytes = 0
         self.pins: dict[int, int] = {}
 
-    def may_pin(self, lease: Any, segment: Any, nbytes: int) -> bool:
-        """Whether one more frame of ``lease``'s pool (its slots of
-        ``nbytes`` in ``segment``) leaves the camera half its slots."""
-        depth = segment.size // segments.round_pages(nbytes)
-        return self.pins.get(id(lease._free), 0) < depth // 2
-
-    def pin(self, frame: Any) -> None:
-        """A pool frame (its base a pool lease) is now held."""
-        pool = id(frame.base._free)
-        self.pins[pool] = self.pins.get(pool, 0) + 1
+    def pin(self, lease: Any, segment: Any, nbytes: int) -> bool:
+        """Count one more frame of ``lease``'s pool (its slots of ``nbytes``
+        in ``segment``) as held, if that leaves the camera half its slots;
+        whether it did (one call: the check and the count are on every
+        pool frame's path)."""
+        pool = id(lease._free)
+        pins = self.pins.get(pool, 0)
+        # segments.round_pages inlined: depth = segment.size // slot stride
+        if pins >= segment.size // (-(-nbytes // _PAGE) * _PAGE or _PAGE) // 2:
+            return False
+        self.pins[pool] = pins + 1
+        return True
 
     def unpin(self, frame: Any) -> None:
         """A pool frame held (``pin``) is given back."""

@@ -45,6 +45,7 @@ import stat
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -344,6 +345,17 @@ def _exists(name: str) -> bool:
     return os.path.exists(os.path.join(SHM_DIR, name))
 
 
+class _Maps(dict[str, Attached]):
+    """An ``AttachCache``'s mappings by name; a missing one is attached
+    (``AttachCache._attach``), so that a hit is one C-level lookup."""
+
+    __slots__ = ("cache",)
+    cache: AttachCache
+
+    def __missing__(self, name: str) -> Attached:
+        return self.cache._attach(name)
+
+
 class AttachCache:
     """The segments a client mapped, by name, at most ``limit`` of them.
 
@@ -352,20 +364,28 @@ class AttachCache:
     segment was unlinked meanwhile (the server closed it or is gone), so
     the cache does not keep their memory. ``close`` forgets all of them.
     Thread-safe.
+
+    Attributes
+    ----------
+    lookup : callable
+        ``get`` without a Python call on a hit (``dict.__getitem__`` of
+        the mappings): what ``wire.shmpath.resolve`` is given, on every
+        received array's path.
     """
 
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
-        self._maps: dict[str, Attached] = {}
+        self._maps = _Maps()
+        self._maps.cache = self
         self._lock = threading.Lock()
+        self.lookup: Callable[[str], Attached] = self._maps.__getitem__
 
     def get(self, name: str) -> Attached:
         """The mapping of ``name``, attached on first use (see ``attach``)."""
-        # a hit without the lock: one dict read is atomic (the GIL), and
-        # the lock's two calls were a tenth of a reference's cost
-        found = self._maps.get(name)
-        if found is not None:
-            return found
+        # a hit without the lock: one dict read is atomic (the GIL)
+        return self._maps[name]
+
+    def _attach(self, name: str) -> Attached:
         found = attach(name)
         with self._lock:
             for old in [n for n in self._maps if not _exists(n)]:

@@ -38,6 +38,7 @@ __all__ = [
     "copier_stats",
     "copy_into",
     "hold_copier",
+    "lease_array",
     "parse_releases",
     "ref_reply",
     "release_copier",
@@ -168,6 +169,14 @@ def ref_reply(
         segment, offset, value.nbytes, slot, generation, value.dtype, value.shape
     )
     return encode_result(request_id, ref, info)
+
+
+def lease_array(lease: Any, kind: np.dtype, shape: tuple, address: int) -> np.ndarray:
+    """The writable C-contiguous array of ``kind`` and ``shape`` over the
+    memory at ``address`` that a ``FramePool`` lease describes (its
+    ``__array_interface__``), with the lease as its base: numpy's
+    ``asarray`` of the lease here, which reads and parses that interface."""
+    return np.asarray(lease)
 
 
 def split_releases(

@@ -23,6 +23,7 @@ __all__ = [
     "copier_stats",
     "copy_into",
     "hold_copier",
+    "lease_array",
     "parse_releases",
     "ref_reply",
     "release_copier",
@@ -41,6 +42,7 @@ PUBLIC_API = (
     "copier_stats",
     "copy_into",
     "hold_copier",
+    "lease_array",
     "parse_releases",
     "ref_reply",
     "release_copier",
@@ -77,6 +79,7 @@ if TYPE_CHECKING:  # both engines have the pure one's signatures
         copier_stats,
         copy_into,
         hold_copier,
+        lease_array,
         parse_releases,
         ref_reply,
         release_copier,
@@ -91,6 +94,7 @@ else:
     copier_stats = _names["copier_stats"]
     hold_copier = _names["hold_copier"]
     release_copier = _names["release_copier"]
+    lease_array = _names["lease_array"]
     parse_releases = _names["parse_releases"]
     ref_reply = _names["ref_reply"]
     resolve = _names["resolve"]
