@@ -91,6 +91,9 @@ class LaneServer:
         self._by_identity: dict[bytes, int] = {}
         self._ids = itertools.count(secrets.randbelow(1 << 30))
         self._poller: zmq.Poller | None = None
+        # the turns left of the current round (``_poll``): lane fds, the
+        # listener's fd, the ROUTER last
+        self._ready: collections.deque = collections.deque()
         self._refusals = RateLimitedLog(_log)
         self._expect_until = 0.0
         #: Whether the serve loop polls the lane (and the ROUTER) instead
@@ -146,6 +149,7 @@ class LaneServer:
         self._offers.clear()
         self._by_identity.clear()
         self._poller = None
+        self._ready.clear()
         self.path = ""
 
     # -- offers ----------------------------------------------------------
@@ -193,6 +197,40 @@ class LaneServer:
         zmq.Again
             Nothing arrived.
         """
+        router, ready = self._router, self._ready
+        polled = False
+        while True:
+            if not ready:
+                if polled:
+                    raise zmq.Again()
+                ready.extend(self._poll(timeout_ms))
+                polled = True
+                continue
+            item = ready.popleft()
+            if item is router:
+                try:
+                    return _recv_router(router), None
+                except zmq.Again:  # a stale turn (the loop read it meanwhile)
+                    continue
+            conn = self._conns.get(item)
+            if conn is not None:
+                frames = self._read(conn)
+                if frames is not None:
+                    return frames, _Reply(self, conn)
+            elif self._listener is not None and item == self._listener.fileno():
+                self._accept()
+
+    def _poll(self, timeout_ms: int) -> list:
+        """One round: what is readable now (waiting up to ``timeout_ms``),
+        each lane connection once, then the ROUTER. ``receive`` takes one
+        message from each before polling again, so that a peer that keeps
+        its lane full gets one turn per round like every other: before,
+        the lane always came first, and a client flooding it (one-way
+        releases, 4.8 kB each) left the ZeroMQ clients 63 echo calls in
+        4 s (p99 0.95 s) and a second lane client a median of 109 ms.
+        The lane before the ROUTER: what a client sent on its lane before
+        a message over ZeroMQ is handled first (its one-way release, then
+        a call too large for a packet)."""
         poller = self._poller
         if poller is None:
             poller = self._poller = zmq.Poller()
@@ -201,21 +239,15 @@ class LaneServer:
                 poller.register(self._listener.fileno(), _POLLIN)
             for fd in self._conns:
                 poller.register(fd, _POLLIN)
-        router, routed = self._router, False
+        router, items, routed = self._router, [], False
         for item, _ in poller.poll(timeout_ms):
-            if item is router:  # after the lane's: what was sent on the
-                routed = True  # lane first came first (ZeroMQ is slower)
-                continue
-            conn = self._conns.get(item)
-            if conn is not None:
-                frames = self._read(conn)
-                if frames is not None:
-                    return frames, _Reply(self, conn)
-            elif self._listener is not None and item == self._listener.fileno():
-                self._accept()
-        if routed:
-            return _recv_router(router), None
-        raise zmq.Again()
+            if item is router:
+                routed = True
+            else:
+                items.append(item)
+        if routed:  # its turn last
+            items.append(router)
+        return items
 
     def _accept(self) -> None:
         assert self._listener is not None
