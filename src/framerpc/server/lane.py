@@ -10,9 +10,11 @@ handshake's yes offers each client a lane id and a random token
 received the offer. Its packets are then answered as if they had come
 from that identity over ZeroMQ: the Responder's reply goes back as one
 packet when it fits, else over ZeroMQ (the client waits on both).
-Anything else (another user, a wrong token, a packet over the bound or
-malformed, more connections than ``MAX_CONNECTIONS``) closes that
-connection, logged at most once a second; the server goes on serving.
+Anything else (another user, a wrong token, an offer used already, a
+packet over the bound or malformed, more connections than
+``MAX_CONNECTIONS``) closes that connection, logged at most once a
+second; the server goes on serving. A full table makes room by closing
+its oldest connection still without a hello; only bound ones refuse.
 
 Used from the serving thread only; ``stats`` from any.
 """
@@ -43,8 +45,9 @@ __all__ = ["LaneServer", "MAX_CONNECTIONS", "MAX_OFFERS"]
 
 _log = logging.getLogger(__name__)
 
-#: Most lane connections a server keeps (bound or not yet); beyond it new
-#: ones are closed (their clients keep ZeroMQ).
+#: Most lane connections a server keeps (bound or not yet); beyond it the
+#: oldest not yet bound is closed, or when all are bound the new one (its
+#: client keeps ZeroMQ).
 MAX_CONNECTIONS = 64
 #: Most offers kept (one per client identity that shook hands); the
 #: oldest goes first (its client, if it has not connected yet, keeps ZeroMQ).
@@ -261,6 +264,8 @@ class LaneServer:
             )
         except OSError:
             uid = -1
+        if uid == self.uid and len(self._conns) >= MAX_CONNECTIONS:
+            self._make_room()
         if uid != self.uid or len(self._conns) >= MAX_CONNECTIONS:
             self.refused += 1
             self._refusals.warning(
@@ -275,6 +280,19 @@ class LaneServer:
         self._conns[conn.fd] = conn
         if self._poller is not None:
             self._poller.register(conn.fd, _POLLIN)
+
+    def _make_room(self) -> None:
+        """Table full: close the oldest connection that has not sent its
+        hello yet, if any. Before, connections that never sent one stayed
+        until their peer closed them: 64 of them (a process of the same
+        user connecting and keeping quiet) kept every later client off the
+        lane for as long as they stayed open. A client sends its hello as
+        soon as it connected, and each round reads it (``_poll``) while
+        the listener accepts one connection: it is not the oldest for long."""
+        for conn in self._conns.values():  # in the order they were accepted
+            if conn.identity is None:
+                self._refuse(conn, "no hello before the table filled")
+                return
 
     def _read(self, conn: _Conn) -> list | None:
         """The frames of a request packet of ``conn`` (None: it was a
@@ -310,6 +328,10 @@ class LaneServer:
         elif not hmac.compare_digest(offer[1], parsed[1]):
             self._refuse(conn, "a wrong token")
         else:
+            # one connection per offer: a token cannot bind many
+            del self._offers[parsed[0]]
+            if self._by_identity.get(offer[0]) == parsed[0]:
+                del self._by_identity[offer[0]]
             conn.identity = offer[0]
             try:
                 conn.sock.send(packets.ACK)
