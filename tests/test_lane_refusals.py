@@ -30,12 +30,15 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture
 def device(ctx, tmp_path, serve):
-    """A served LaneDevice whose lane listens, with an offer made to a
-    client identity that does not exist (``device.fake``: lane id, token)."""
+    """A served LaneDevice whose lane listens, with offers made to two
+    client identities that do not exist (``device.fake``, ``device.fake2``:
+    lane id, token)."""
     device = LaneDevice(ctx, f"ipc://{tmp_path}/d.sock")
     assert device._lane.start()  # before serving: no race on the offers
     _, lane_id, token = device._lane.offer(b"\x00fake")
     device.fake = (lane_id, token)
+    _, lane_id, token = device._lane.offer(b"\x00fake2")
+    device.fake2 = (lane_id, token)
     return serve(device)
 
 
@@ -142,11 +145,42 @@ def test_another_user_cannot_reach_the_lane_socket(device) -> None:
 
 def test_connections_beyond_the_bound_are_closed(device, monkeypatch) -> None:
     monkeypatch.setattr(server_lane, "MAX_CONNECTIONS", 2)
-    with raw_lane(device) as one, raw_lane(device) as two, raw_lane(device) as three:
-        assert closed_by_peer(three)
+    with raw_lane(device) as one, raw_lane(device) as two:
+        for sock, offer in ((one, device.fake), (two, device.fake2)):
+            sock.send(packets.hello(*offer))
+            assert sock.recv(16) == packets.ACK
+        with raw_lane(device) as three:  # every one bound: the new one goes
+            assert closed_by_peer(three)
+        one.send(b"")  # a zero-length packet: the server reads it as the end
+        assert closed_by_peer(one)
+    assert lane_stats(device)["lane_refused"] == 1
+    _still_serves(device)
+
+
+def test_a_full_table_closes_its_oldest_connection_without_a_hello(
+    device, monkeypatch
+) -> None:
+    """Connections that never say hello cannot keep the lane from later
+    clients: before, they stayed until their peer closed them, and the
+    client below got no lane."""
+    monkeypatch.setattr(server_lane, "MAX_CONNECTIONS", 2)
+    with raw_lane(device) as one, raw_lane(device) as two:
+        assert wait_until(lambda: lane_stats(device)["lane_connections"] == 2)
+        with LaneProxy(device.context, device.url) as proxy:
+            assert proxy._channel.lane is not None
+            assert proxy.echo(5) == 5
+            assert proxy._channel.lane.sent >= 1
+        assert closed_by_peer(one)  # the oldest silent one made room
+        two.send(packets.hello(*device.fake))  # the other is still there
+        assert two.recv(16) == packets.ACK
+    assert lane_stats(device)["lane_refused"] == 1
+
+
+def test_an_offer_binds_one_connection(device) -> None:
+    with raw_lane(device) as one, raw_lane(device) as two:
         one.send(packets.hello(*device.fake))
         assert one.recv(16) == packets.ACK
-        two.send(b"")  # a zero-length packet: the server reads it as the end
+        two.send(packets.hello(*device.fake))  # before: a second ACK
         assert closed_by_peer(two)
     assert lane_stats(device)["lane_refused"] == 1
     _still_serves(device)
