@@ -38,7 +38,7 @@ def test_calls_go_over_the_lane(ctx, shm_url, serve) -> None:  # noqa: F811
 
 def test_a_reply_too_large_for_a_packet_comes_over_zeromq(ctx, tmp_path, serve) -> None:
     device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock"))
-    size = 2 * packets.MAX_PACKET  # under the shared-memory threshold: a frame
+    size = packets.MAX_PACKET + 1  # under the shared-memory threshold: a frame
     with LaneProxy(ctx, device.url) as proxy:
         blob, info = proxy.blob(size)
         assert info == {"size": size}
@@ -47,6 +47,40 @@ def test_a_reply_too_large_for_a_packet_comes_over_zeromq(ctx, tmp_path, serve) 
         stats = lane_stats(device)
         assert stats["lane_calls"] == 2 and stats["lane_zmq_replies"] == 1
         assert stats["lane_replies"] == 1
+
+
+def test_a_64_kib_frame_comes_back_on_the_lane(ctx, tmp_path, serve) -> None:
+    # With 64 KiB packets, a 64 KiB frame and its header did not fit: the
+    # reply went over ZeroMQ while the client waited on both, and 64 KiB
+    # fetches were 16-43% slower than before the lane existed.
+    device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock"))
+    size = 64 << 10
+    with LaneProxy(ctx, device.url) as proxy:
+        blob, info = proxy.blob(size)
+        assert info == {"size": size}
+        assert bytes(blob) == bytes(range(256)) * (size // 256)
+        stats = lane_stats(device)
+        assert stats["lane_replies"] == 1 and stats["lane_zmq_replies"] == 0
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        ["/nowhere", 1, b"t" * packets.TOKEN_BYTES],  # a server of the 64 KiB lane
+        ["/nowhere", 1, b"t" * packets.TOKEN_BYTES, 64 << 10],
+        ["/nowhere", 1, b"t" * packets.TOKEN_BYTES, packets.MAX_PACKET * 2],
+    ],
+    ids=["no-bound", "smaller-bound", "larger-bound"],
+)
+def test_an_offer_of_another_packet_bound_is_not_taken(offer, monkeypatch) -> None:
+    # packets one side sends could be over the other's bound: a lost call
+    from framerpc.client import lane as client_lane
+
+    def refuse(*args):
+        raise AssertionError("connected to an offer of another bound")
+
+    monkeypatch.setattr(client_lane.socket, "socket", refuse)
+    assert client_lane._connect(offer, "ipc://x") is None
 
 
 def test_a_request_too_large_for_a_packet_goes_over_zeromq(

@@ -52,7 +52,7 @@ def _receive(lane: LaneServer) -> list:
 
 def _bound(lane: LaneServer, identity: bytes) -> socket.socket:
     """A lane connection bound to ``identity``, acknowledged."""
-    _, lane_id, token = lane.offer(identity)
+    _, lane_id, token, _ = lane.offer(identity)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.settimeout(20)
     sock.connect(lane.path)

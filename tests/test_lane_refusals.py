@@ -35,9 +35,9 @@ def device(ctx, tmp_path, serve):
     lane id, token)."""
     device = LaneDevice(ctx, f"ipc://{tmp_path}/d.sock")
     assert device._lane.start()  # before serving: no race on the offers
-    _, lane_id, token = device._lane.offer(b"\x00fake")
+    _, lane_id, token, _ = device._lane.offer(b"\x00fake")
     device.fake = (lane_id, token)
-    _, lane_id, token = device._lane.offer(b"\x00fake2")
+    _, lane_id, token, _ = device._lane.offer(b"\x00fake2")
     device.fake2 = (lane_id, token)
     return serve(device)
 

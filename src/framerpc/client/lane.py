@@ -17,6 +17,7 @@ Used under the client's lock only, like the Channel.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
@@ -114,6 +115,8 @@ class ClientLane:
         except BlockingIOError:  # the server is behind: the socket path
             return None
         except OSError as exc:  # the server closed it (restart, refusal)
+            if exc.errno == errno.EMSGSIZE:  # over the send buffer
+                return None
             _log.debug("lane to %s closed: %s", self.url, exc)
             self.close()
             return None
@@ -156,6 +159,8 @@ class ClientLane:
         except BlockingIOError:
             return False
         except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:  # over the send buffer
+                return False
             _log.debug("lane to %s closed: %s", self.url, exc)
             self.close()
             return False
@@ -259,12 +264,15 @@ def drop(client: Any) -> None:
 
 
 def _connect(offer: Any, url: str) -> ClientLane | None:
-    """The lane of ``offer`` (``[path, id, token]``), connected and
-    acknowledged; None when it cannot be."""
+    """The lane of ``offer`` (``[path, id, token, packet bound]``),
+    connected and acknowledged; None when it cannot be. An offer of
+    another bound (or of none: a server of the 64 KiB lane) is not taken:
+    packets one side sends could be over the other's bound."""
     if (
         not packets.AVAILABLE
         or type(offer) is not list
-        or len(offer) != 3
+        or len(offer) != 4
+        or offer[3] != packets.MAX_PACKET
         or type(offer[0]) is not str
         or type(offer[1]) is not int
         or type(offer[2]) is not bytes
@@ -273,8 +281,9 @@ def _connect(offer: Any, url: str) -> ClientLane | None:
     ):
         _log.debug("ignored a malformed lane offer from %s", url)
         return None
-    path, lane_id, token = offer
+    path, lane_id, token, _ = offer
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    packets.size_buffers(sock)
     try:
         sock.settimeout(_ACK_WAIT_MS / 1000)
         sock.connect(path)

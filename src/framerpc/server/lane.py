@@ -22,6 +22,7 @@ Used from the serving thread only; ``stats`` from any.
 from __future__ import annotations
 
 import collections
+import errno
 import hmac
 import itertools
 import logging
@@ -158,8 +159,9 @@ class LaneServer:
     # -- offers ----------------------------------------------------------
 
     def offer(self, identity: bytes) -> list | None:
-        """``[path, lane id, token]`` for the client of routing id
-        ``identity`` (a new one at each handshake); None when not listening."""
+        """``[path, lane id, token, packet bound]`` for the client of
+        routing id ``identity`` (a new one at each handshake); None when not
+        listening."""
         if self._listener is None:
             return None
         old = self._by_identity.pop(identity, None)
@@ -174,7 +176,7 @@ class LaneServer:
         self._by_identity[identity] = lane_id
         self._expect_until = time.monotonic() + _EXPECT_S
         self.active = True
-        return [self.path, lane_id, token]
+        return [self.path, lane_id, token, packets.MAX_PACKET]
 
     # -- serving -----------------------------------------------------------
 
@@ -276,6 +278,7 @@ class LaneServer:
             sock.close()
             return
         sock.setblocking(False)
+        packets.size_buffers(sock)
         conn = _Conn(sock)
         self._conns[conn.fd] = conn
         if self._poller is not None:
@@ -359,9 +362,10 @@ class LaneServer:
                 return
             except BlockingIOError:  # the client does not read the lane
                 self.replies -= 1
-            except OSError:  # the client went: ZeroMQ tells the rest
+            except OSError as exc:
                 self.replies -= 1
-                self._drop(conn)
+                if exc.errno != errno.EMSGSIZE:  # the client went: ZeroMQ
+                    self._drop(conn)  # tells the rest (EMSGSIZE: too big)
         self.zmq_replies += 1
         self._send(envelope, frames, request_id)
 
