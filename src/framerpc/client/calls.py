@@ -204,11 +204,8 @@ class CallsMixin:
         """
         frames = messages.encode_request(request)
         what = _describe(request)
-        started = time.monotonic()
-        remaining = self._lock_within(timeout, started, what)
+        started, remaining = self._lock_open(timeout, what)
         try:
-            if self._closed:
-                raise RuntimeError(f"client of {self.url} is closed")
             sock = transport.make_socket(self._zmq_context, zmq.DEALER, self._options)
             try:
                 sock.setsockopt(zmq.IMMEDIATE, 0)
@@ -232,11 +229,8 @@ class CallsMixin:
         """One JSON exchange; a malformed reply becomes a failed Reply."""
         frame = json_codec.encode_request(request)
         what = _describe(request)
-        started = time.monotonic()
-        remaining = self._lock_within(timeout, started, what)
+        started, remaining = self._lock_open(timeout, what)
         try:
-            if self._closed:
-                raise RuntimeError(f"client of {self.url} is closed")
             try:
                 frames = self._channel.exchange([frame], remaining)
             except TimeoutError as exc:  # PeerLostError too
@@ -250,6 +244,22 @@ class CallsMixin:
         except ProtocolError as exc:
             _log.warning("malformed JSON reply from %s: %s", self.url, exc)
             return Reply(0, False, error=f"ProtocolError: {exc}")
+
+    def _lock_open(self, timeout: int | None, what: str) -> tuple[float, int | None]:
+        """``_lock_within`` from now, on a proxy not closed: the start of
+        the call and the time left (ms); the caller releases the lock.
+
+        Raises
+        ------
+        RuntimeError
+            The proxy is closed (the lock is not held then).
+        """
+        started = time.monotonic()
+        remaining = self._lock_within(timeout, started, what)
+        if self._closed:
+            self._lock.release()
+            raise RuntimeError(f"client of {self.url} is closed")
+        return started, remaining
 
     def _lock_within(
         self, timeout: int | None, started: float, what: str
