@@ -286,14 +286,9 @@ class AsyncClient:
 
     async def stop_server(self) -> bool:
         """Ask the server to stop (waits about a second at most); whether
-        it acknowledged.
-
-        The request goes on a socket of its own, without ``ZMQ_IMMEDIATE``
-        (as the sync client's, see ``RPCClient._stop_request``): the server
-        closes the connection right after acknowledging, and on the
-        client's socket libzmq then drops a reply not read yet (a loop
-        busy for the server's 0.2 s grace lost the acknowledgement).
-        """
+        it acknowledged. Sent on a socket of its own without
+        ``ZMQ_IMMEDIATE``, whose unread reply outlives the connection the
+        server closes (see ``RPCClient._stop_request``)."""
         request = Request(RPCEvents.STOP_SERVER, next(self._ids))
         link = self._stop_link = Link(self.url, self._options, immediate=False)
         try:
