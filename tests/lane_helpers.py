@@ -78,6 +78,7 @@ def lane_stats(server: RPCServer) -> dict[str, int]:
 def raw_lane(server: Any) -> socket.socket:
     """A bare connection to ``server``'s lane (the caller closes it)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    packets.size_buffers(sock)  # it may send a packet over the bound
     sock.settimeout(20)
     sock.connect(server._lane.path)
     return sock

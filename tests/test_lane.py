@@ -38,7 +38,7 @@ def test_calls_go_over_the_lane(ctx, shm_url, serve) -> None:  # noqa: F811
 
 def test_a_reply_too_large_for_a_packet_comes_over_zeromq(ctx, tmp_path, serve) -> None:
     device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock"))
-    size = packets.MAX_PACKET + 1  # under the shared-memory threshold: a frame
+    size = packets.MAX_PACKET + 1  # bytes, not an array: a frame, never shared memory
     with LaneProxy(ctx, device.url) as proxy:
         blob, info = proxy.blob(size)
         assert info == {"size": size}
@@ -222,3 +222,21 @@ def test_the_lane_is_polled_only_while_lane_clients_may_use_it(
         with LaneProxy(ctx, device.url) as again:  # an offer polls again
             assert again._channel.lane is not None and again.echo(5) == 5
         assert lane_stats(device)["lane_calls"] == 2
+
+
+def test_the_packet_reader_returns_each_packet_at_its_own_size() -> None:
+    # one buffer of the bound, each packet copied out (a recv of the bound
+    # per packet cost an mmap and an munmap each above 128 KiB)
+    one, two = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with one, two:
+        packets.size_buffers(one)
+        reader = packets.PacketReader()
+        for size in (1, 10, 64 << 10, packets.MAX_PACKET):
+            sent = bytes([size % 251]) * size
+            one.send(sent)
+            got = reader.read(two)
+            assert type(got) is bytes and got == sent
+        one.send(b"\x07" * (packets.MAX_PACKET + 5))
+        assert len(reader.read(two)) == packets.MAX_PACKET + 1  # refused by callers
+        one.close()
+        assert reader.read(two) == b""  # the end of the connection

@@ -67,6 +67,7 @@ class ClientLane:
 
     def __init__(self, sock: socket.socket, url: str) -> None:
         self.sock = sock
+        self._reader = packets.PacketReader()  # read under the proxy's lock
         self.url = url
         self.fd = sock.fileno()
         #: Requests sent on the lane (tests read it).
@@ -181,7 +182,7 @@ class ClientLane:
         """The frames of the packet waiting on the lane; None (and the lane
         closed, waits go on on ZeroMQ alone) at its end or a bad packet."""
         try:
-            packet = self.sock.recv(packets.MAX_PACKET + 1, socket.MSG_DONTWAIT)
+            packet = self._reader.read(self.sock, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return None
         except OSError as exc:

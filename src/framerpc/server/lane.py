@@ -86,6 +86,7 @@ class LaneServer:
     def __init__(self, router: zmq.Socket, send: Callable) -> None:
         self._router = router
         self._send = send
+        self._reader = packets.PacketReader()  # the serving thread's
         self._dir: str | None = None
         self._listener: socket.socket | None = None
         self._conns: dict[int, _Conn] = {}
@@ -301,7 +302,7 @@ class LaneServer:
         """The frames of a request packet of ``conn`` (None: it was a
         hello, nothing, or the connection was dropped)."""
         try:
-            packet = conn.sock.recv(packets.MAX_PACKET + 1)
+            packet = self._reader.read(conn.sock)
         except BlockingIOError:
             return None
         except OSError:

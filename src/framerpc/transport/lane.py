@@ -34,6 +34,7 @@ __all__ = [
     "decode",
     "encode",
     "hello",
+    "PacketReader",
     "parse_hello",
     "size_buffers",
 ]
@@ -42,12 +43,13 @@ __all__ = [
 AVAILABLE = hasattr(socket, "AF_UNIX") and hasattr(socket, "SOCK_SEQPACKET")
 #: Largest packet either side sends or accepts (bytes). A larger request
 #: goes over ZeroMQ, a larger reply too; a larger packet closes the lane.
-#: 192 KiB: a 64 KiB frame and its header fit (with 64 KiB, such a reply
-#: went over ZeroMQ while the client waited on both: 64 KiB fetches 16-43%
-#: slower than before the lane existed). The server's offer carries it, and
-#: a client uses only an offer of its own bound (``size_buffers``: each
-#: socket's send buffer holds one such packet).
-MAX_PACKET = 192 << 10
+#: 256 KiB, the default ``shm_threshold``: every reply below it fits (with
+#: 64 KiB, a 64 KiB frame and its header did not, and went over ZeroMQ
+#: while the client waited on both: 64 KiB fetches were 16-43% slower than
+#: before the lane existed). The server's offer carries it, and a client
+#: uses only an offer of its own bound (``size_buffers``: each socket's
+#: send buffer holds one such packet).
+MAX_PACKET = 256 << 10
 #: Most frames in one message packet.
 MAX_FRAMES = 16
 #: Bytes of the token that binds a lane connection to a client.
@@ -58,6 +60,34 @@ ACK = b"\x00A"
 _HELLO = b"\x00H"
 _HELLO_SIZE = len(_HELLO) + 4 + TOKEN_BYTES
 _U32 = struct.Struct("<I")
+
+
+class PacketReader:
+    """Reads packets into one buffer of ``MAX_PACKET + 1`` bytes and
+    returns each as bytes of its own size (b"" at the end of the
+    connection, or for an empty packet); a packet over ``MAX_PACKET``
+    comes cut at ``MAX_PACKET + 1`` bytes (refuse it). One thread at a
+    time.
+
+    ``socket.recv(MAX_PACKET + 1)`` allocated that much for every packet:
+    over glibc's mmap threshold (128 KiB unless a larger block was freed
+    before), and shrunk by realloc (mremap), which never raises the
+    threshold: an mmap, page faults and an munmap per packet (pinned echo
+    24 -> 47 us with 256 KiB packets). A peek at the length first
+    (``MSG_PEEK | MSG_TRUNC``) cost about 5 us a packet here. The copy out
+    of the buffer costs a few microseconds at 64 KiB.
+    """
+
+    __slots__ = ("_buffer", "_view")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(MAX_PACKET + 1)
+        self._view = memoryview(self._buffer)
+
+    def read(self, sock: socket.socket, flags: int = 0) -> bytes:
+        """The next packet of ``sock`` (``flags`` as ``socket.recv``'s)."""
+        size = sock.recv_into(self._buffer, MAX_PACKET + 1, flags)
+        return self._view[:size].tobytes()
 
 
 def size_buffers(sock: socket.socket) -> None:
