@@ -155,7 +155,7 @@ class SocketOptions:
         client's method calls go over a Unix ``SOCK_SEQPACKET`` socket of
         the server, offered at the shared-memory handshake, instead of its
         ZeroMQ connection (each libzmq message wakes two I/O threads; a
-        packet wakes only the reader). Messages over 64 KiB still go over
+        packet wakes only the reader). Messages over 256 KiB still go over
         ZeroMQ. False on either side: every call goes over ZeroMQ.
     """
 
