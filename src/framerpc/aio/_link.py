@@ -116,10 +116,18 @@ class Link(SendWaits):
         # a flood of bad replies logs at most one line a second
         self._bad_replies = RateLimitedLog(_log)
 
-    @property
-    def closed(self) -> bool:
-        """Whether ``aclose`` or ``close_now`` ran."""
-        return self._closed
+    def check_usable(self) -> asyncio.AbstractEventLoop:
+        """The loop it was opened in; RuntimeError when closed or used from
+        another event loop (its sockets live in that one)."""
+        loop = self._loop
+        if self._closed or loop is None:
+            raise RuntimeError(f"client of {self.url} is closed")
+        if asyncio.get_running_loop() is not loop:
+            raise RuntimeError(
+                f"client of {self.url} belongs to another event loop: "
+                "use it from the loop it was opened in"
+            )
+        return loop
 
     @property
     def watch(self) -> PeerWatch | None:
@@ -168,14 +176,7 @@ class Link(SendWaits):
         """Send a request and wait for the reply carrying ``rid``; errors
         name ``method``, or ``request`` when given. ``unsent`` is called
         when the call ends without its request sent."""
-        if self._closed or self._loop is None:
-            raise RuntimeError(f"client of {self.url} is closed")
-        loop = self._loop
-        if asyncio.get_running_loop() is not loop:  # its sockets live there
-            raise RuntimeError(
-                f"client of {self.url} belongs to another event loop: "
-                "use it from the loop it was opened in"
-            )
+        loop = self.check_usable()
         watch = self._watch
         started = self._clock()
         deadline = None if timeout is None else started + timeout / 1000

@@ -292,13 +292,7 @@ class AsyncClient:
         request = Request(RPCEvents.STOP_SERVER, next(self._ids))
         link = self._stop_link = Link(self.url, self._options, immediate=False)
         try:
-            if self._link.closed or self._loop is None:
-                raise RuntimeError(f"client of {self.url} is closed")
-            if asyncio.get_running_loop() is not self._loop:  # as Link.exchange
-                raise RuntimeError(
-                    f"client of {self.url} belongs to another event loop: "
-                    "use it from the loop it was opened in"
-                )
+            self._link.check_usable()  # the client's: open, on its loop
             link.open(self.context)
             frames = protocol.encode_request(request)
             reply = await link.exchange(
