@@ -56,7 +56,7 @@ import logging
 import math
 import queue
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,6 @@ DEFAULT_ACQUIRE_TIMEOUT_S = 10.0
 # the compiled engine got back from libzmq (it does so only on its next
 # send or receive, at least every 100 ms in a server's loop).
 _WAIT_SLICE_S = 0.005
-_INF = math.inf
 
 
 class _Lease:
@@ -87,7 +86,6 @@ class _Lease:
     __slots__ = (
         "__array_interface__",
         "_free",
-        "_give_back",
         "_index",
         "_segment",
         "_storage",
@@ -98,26 +96,23 @@ class _Lease:
         storage: npt.NDArray[np.uint8],
         index: int,
         interface: dict[str, Any],
-        give_back: Callable[[int], None],
+        free: queue.SimpleQueue[int],
         segment: Any = None,
-        free: Any = None,
     ) -> None:
         self._storage = storage  # the memory outlives the pool if need be
         self._index = index
-        self._give_back = give_back
+        self._free = free  # the pool's free slots: ``index`` goes back there
         # shm: the pool's shared segment (None: private memory); a server
         # sends a same-host client a reference into it instead of a copy,
-        # while the pool's free slots (``free``, whose ``put`` is
-        # ``give_back``) are not all gone
+        # while the pool's free slots are not all gone
         self._segment = segment
-        self._free = free
         self.__array_interface__ = interface
 
     def __del__(self) -> None:
         # Any thread may drop the last reference (the server's, pyzmq's
         # collector, a client's over inproc, the garbage collector):
         # SimpleQueue.put is reentrant and needs no lock.
-        self._give_back(self._index)
+        self._free.put(self._index)
 
 
 class FramePool:
@@ -269,24 +264,17 @@ class FramePool:
         ValueError
             A negative, infinite or NaN timeout.
         """
-        if timeout is None:
-            wait = self.timeout
-        elif (type(timeout) is int or type(timeout) is float) and 0 <= timeout < _INF:
-            wait = timeout  # _check_timeout's test, inlined: every frame's path
-        else:
-            wait = _check_timeout(timeout)
+        wait = self.timeout if timeout is None else _check_timeout(timeout)
         try:
             index = self._free.get_nowait()
         except queue.Empty:
             index = self._wait(wait)
-        free = self._free
         lease = _Lease(
             self._slots[index],
             index,
             self._interfaces[index],
-            free.put,
+            self._free,
             self._segment,
-            free,
         )
         # the array of the interface, made without reading it (compiled)
         address = self._addresses[index]
