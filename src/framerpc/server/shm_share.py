@@ -49,8 +49,6 @@ from .shm_arena import pool_frame_at
 
 __all__ = ["Share", "copy_bytes", "share_limit", "unheld", "within"]
 
-_PAGE = segments.round_pages(1)
-
 
 def share_limit(max_bytes: int, fraction: float) -> int:
     """Bytes of copies one client may hold (``fraction`` of ``max_bytes``;
@@ -84,8 +82,8 @@ class Share:
         pool frame's path)."""
         pool = id(lease._free)
         pins = self.pins.get(pool, 0)
-        # segments.round_pages inlined: depth = segment.size // slot stride
-        if pins >= segment.size // (-(-nbytes // _PAGE) * _PAGE or _PAGE) // 2:
+        depth = segment.size // segments.round_pages(nbytes)  # the slot stride
+        if pins >= depth // 2:
             return False
         self.pins[pool] = pins + 1
         return True
