@@ -19,7 +19,7 @@ from devices import bind_again
 from manual_clock import ManualClock
 from registry_helpers import WAIT, inproc_url, sentinel_list
 
-from framerpc import transport
+from framerpc import _lifecycle, transport
 from framerpc.protocol import RegistryEvents
 from framerpc.registry import (
     AliveCheckState,
@@ -220,24 +220,61 @@ def test_helpers_close_their_sockets(ctx, reg, monkeypatch):
     assert all(sock.closed for sock in made)
 
 
-class _TerminatingContext:
-    """A context being terminated by another thread: ``zmq_socket()`` fails
-    with ETERM, which pyzmq raises as a plain ZMQError."""
-
-    def socket(self, kind: int) -> zmq.Socket:
-        raise zmq.ZMQError(zmq.ETERM)
-
-
 def test_link_tick_on_a_terminating_context_stops_quietly(caplog):
     # the serve loop stops on ETERM; a logged "registry link error: Context
     # was terminated" was seen at shutdown (test_shutdown_order)
-    link = RegistryLink(_TerminatingContext(), "inproc://reg", "cam", "dev", "x", 0.3)  # type: ignore[arg-type]
+    context = zmq.Context()
+    shadow = _lifecycle.private_context(context)
+    shadow.shut()  # as destroy() does: zmq_socket() fails with ETERM
+    link = RegistryLink(context, "inproc://reg", "cam", "dev", "x", 0.3)
     link.uuid = "registered-before"
-    with caplog.at_level(logging.WARNING, logger="framerpc"):
-        with pytest.raises(zmq.ZMQError) as info:
-            link.tick(now=1e9)
-    assert info.value.errno == zmq.ETERM
-    assert not caplog.records
+    try:
+        with caplog.at_level(logging.WARNING, logger="framerpc"):
+            with pytest.raises(zmq.ZMQError) as info:
+                link.tick(now=1e9)
+        assert info.value.errno == zmq.ETERM
+        assert not caplog.records
+    finally:
+        link.close()
+        context.term()
+
+
+def test_helpers_sockets_stay_out_of_the_context_list(monkeypatch):
+    # A helper's socket belongs to its calling thread. In the context's list,
+    # another thread's destroy() closed it under the helper's poll: libzmq
+    # aborted, or term() waited for ever (test_shutdown[destroy_registry_serving]).
+    context = zmq.Context()
+    silent = context.socket(zmq.ROUTER)  # a registry that never answers
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    listed: list[bool] = []
+    real_make_socket = transport.make_socket
+
+    def recording(*args, **kwargs):
+        sock = real_make_socket(*args, **kwargs)
+        listed.append(sock in context._sockets)
+        return sock
+
+    monkeypatch.setattr(transport, "make_socket", recording)
+    errors: list[BaseException] = []
+
+    def lister() -> None:
+        try:
+            list_devices(context, f"tcp://127.0.0.1:{port}", timeout=WAIT * 1000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=lister)
+    thread.start()
+    try:
+        assert wait_until(lambda: listed, WAIT)
+        assert listed == [False]
+        context.destroy(linger=0)  # the helper is polling for its reply
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        assert [getattr(e, "errno", e) for e in errors] == [zmq.ETERM]
+    finally:
+        thread.join()  # the helper's own timeout, when the check failed
+        context.destroy(linger=0)
 
 
 def test_link_close_on_a_terminating_context_closes_its_socket():

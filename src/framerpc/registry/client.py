@@ -86,7 +86,12 @@ def _exchange(
         return max(0, int((deadline - time.monotonic()) * 1000))
 
     frame = legacy.encode_registry(RegistryMessage(event, payload))
-    sock = transport.make_socket(context, zmq.DEALER, _client_options(security))
+    # From the shadow: the caller's thread owns the socket, and another
+    # thread's context.destroy() must not close it under this poll (an
+    # abort in libzmq, or a term() that waits for ever).
+    sock = transport.make_socket(
+        _lifecycle.private_context(context), zmq.DEALER, _client_options(security)
+    )
     try:
         sock.connect(registry_url)
         # IMMEDIATE is set: a DEALER is writable only once connected, so an

@@ -198,7 +198,9 @@ class RegistryLink:
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             options = _client_options(self.security)
-            self._sock = transport.make_socket(self.context, zmq.DEALER, options)
+            self._sock = transport.make_socket(
+                _lifecycle.private_context(self.context), zmq.DEALER, options
+            )
             self._sock.connect(self.registry_url)
         return self._sock
 
