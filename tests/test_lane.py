@@ -161,9 +161,15 @@ def test_a_restarted_server_gets_a_new_lane(ctx, tmp_path, serve) -> None:
         old_lane = proxy._channel.lane
         first.close()
         second = serve(bind_again(lambda: LaneDevice(ctx, url)))
-        # the client reads the inventory again and shakes hands again
-        assert wait_until(lambda: lane_stats(second)["lane_connections"] == 1)
-        assert proxy._channel.lane is not old_lane and old_lane.closed
+        # the client reads the inventory again and shakes hands again; the
+        # server counts the new lane before the client swaps it in (adopt)
+        assert wait_until(
+            lambda: (
+                lane_stats(second)["lane_connections"] == 1
+                and proxy._channel.lane is not old_lane
+                and old_lane.closed
+            )
+        )
         assert proxy.echo(2) == 2
         assert lane_stats(second)["lane_calls"] >= 1
 
