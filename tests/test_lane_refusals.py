@@ -6,6 +6,7 @@ client on ZeroMQ. A client killed during a call frees its connection."""
 from __future__ import annotations
 
 import os
+import signal
 import struct
 
 import pytest
@@ -18,7 +19,7 @@ from lane_helpers import (
     needs_lane,
     raw_lane,
 )
-from shm_helpers import child_process
+from shm_helpers import child_process, options
 
 from framerpc.server import lane as server_lane
 from framerpc.transport import lane as packets
@@ -145,15 +146,70 @@ def test_another_user_cannot_reach_the_lane_socket(device) -> None:
 
 def test_connections_beyond_the_bound_are_closed(device, monkeypatch) -> None:
     monkeypatch.setattr(server_lane, "MAX_CONNECTIONS", 2)
+    url = device.url
+    with LaneProxy(device.context, url) as a, LaneProxy(device.context, url) as b:
+        assert a._channel.lane is not None and b._channel.lane is not None
+        assert wait_until(lambda: lane_stats(device)["lane_connections"] == 2)
+        before = lane_stats(device)["lane_calls"]
+        with raw_lane(device) as three:  # each bound and its client live
+            assert closed_by_peer(three)
+        assert a.echo(1) == 1 and b.echo(2) == 2
+        assert lane_stats(device)["lane_calls"] == before + 2  # on their lanes
+    assert wait_until(lambda: lane_stats(device)["lane_connections"] == 0)
+    with raw_lane(device) as one, raw_lane(device) as two:
+        one.send(packets.hello(*device.fake))
+        assert one.recv(16) == packets.ACK
+        two.send(packets.hello(*device.fake))  # before: a second ACK
+        assert closed_by_peer(two)
+    assert lane_stats(device)["lane_refused"] == 2
+    _still_serves(device)
+
+
+def test_a_full_table_closes_the_lanes_of_clients_gone_from_zeromq(
+    device, monkeypatch
+) -> None:
+    """Bound lanes whose client's ZeroMQ connection is gone (a frozen
+    client's, once its heartbeats timed out) cannot keep later clients off
+    the lane: before, they stayed until their peer closed them. The fake
+    offers' routing ids have no ZeroMQ connection at all."""
+    monkeypatch.setattr(server_lane, "MAX_CONNECTIONS", 2)
     with raw_lane(device) as one, raw_lane(device) as two:
         for sock, offer in ((one, device.fake), (two, device.fake2)):
             sock.send(packets.hello(*offer))
             assert sock.recv(16) == packets.ACK
-        with raw_lane(device) as three:  # every one bound: the new one goes
-            assert closed_by_peer(three)
-        one.send(b"")  # a zero-length packet: the server reads it as the end
-        assert closed_by_peer(one)
-    assert lane_stats(device)["lane_refused"] == 1
+        with LaneProxy(device.context, device.url) as proxy:
+            assert proxy._channel.lane is not None
+            assert proxy.echo(5) == 5
+            assert proxy._channel.lane.sent >= 1
+        assert closed_by_peer(one) and closed_by_peer(two)
+    assert lane_stats(device)["lane_refused"] == 2
+
+
+def test_a_frozen_clients_lane_makes_room_once_its_heartbeats_time_out(
+    ctx, tmp_path, serve, monkeypatch
+) -> None:
+    monkeypatch.setattr(server_lane, "MAX_CONNECTIONS", 1)
+    fast = options(heartbeat_ivl_ms=250, heartbeat_timeout_ms=1250)
+    device = serve(LaneDevice(ctx, f"ipc://{tmp_path}/d.sock", options=fast))
+    script = (
+        f"import sys, time; sys.path.insert(0, {TESTS!r})\n"
+        "import zmq\n"
+        "from lane_helpers import LaneProxy\n"
+        "proxy = LaneProxy(zmq.Context(), sys.argv[1], timeout=20000)\n"
+        "print('lane' if proxy._channel.lane is not None else 'zmq', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+
+    def a_new_client_gets_a_lane() -> bool:
+        with LaneProxy(ctx, device.url) as proxy:
+            return proxy._channel.lane is not None
+
+    with child_process(script, device.url) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "lane"
+        assert not a_new_client_gets_a_lane()  # the table is full
+        child.send_signal(signal.SIGSTOP)  # its lane stays bound
+        assert wait_until(a_new_client_gets_a_lane, 30)
     _still_serves(device)
 
 

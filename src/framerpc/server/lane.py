@@ -14,7 +14,9 @@ Anything else (another user, a wrong token, an offer used already, a
 packet over the bound or malformed, more connections than
 ``MAX_CONNECTIONS``) closes that connection, logged at most once a
 second; the server goes on serving. A full table makes room by closing
-its oldest connection still without a hello; only bound ones refuse.
+its oldest connection still without a hello, else the bound ones whose
+client's ZeroMQ connection is gone (``_make_room``); only a table of
+live bound ones refuses.
 
 Used from the serving thread only; ``stats`` from any.
 """
@@ -38,17 +40,18 @@ from typing import Any
 
 import zmq
 
-from .. import transport
+from .. import _lifecycle, transport
 from .._ratelog import RateLimitedLog
 from ..transport import lane as packets
+from ..wire import shm as wire_shm
 
 __all__ = ["LaneServer", "MAX_CONNECTIONS", "MAX_OFFERS"]
 
 _log = logging.getLogger(__name__)
 
 #: Most lane connections a server keeps (bound or not yet); beyond it the
-#: oldest not yet bound is closed, or when all are bound the new one (its
-#: client keeps ZeroMQ).
+#: oldest not yet bound is closed, else the bound ones whose client is gone,
+#: else the new one (its client keeps ZeroMQ).
 MAX_CONNECTIONS = 64
 #: Most offers kept (one per client identity that shook hands); the
 #: oldest goes first (its client, if it has not connected yet, keeps ZeroMQ).
@@ -56,6 +59,11 @@ MAX_OFFERS = 256
 #: How long (s) after an offer the serve loop polls the lane (the client
 #: connects within its acknowledgement wait, ``client.lane``).
 _EXPECT_S = 5.0
+#: How often (s) at most a full table of bound connections probes their
+#: clients (``_make_room``): a flood of connections costs one round of
+#: probes a second, not one per connection.
+_GONE_SWEEP_S = 1.0
+_PROBE = wire_shm.encode_probe()
 _PEERCRED = struct.Struct("3i")
 _POLLIN = int(zmq.POLLIN)
 
@@ -101,6 +109,7 @@ class LaneServer:
         self._ready: collections.deque = collections.deque()
         self._refusals = RateLimitedLog(_log)
         self._expect_until = 0.0
+        self._next_gone_sweep = 0.0
         #: Whether the serve loop polls the lane (and the ROUTER) instead
         #: of a blocking receive on the ROUTER alone: while connections
         #: are open or an offer is recent (``tick``), so that a server
@@ -287,16 +296,44 @@ class LaneServer:
 
     def _make_room(self) -> None:
         """Table full: close the oldest connection that has not sent its
-        hello yet, if any. Before, connections that never sent one stayed
-        until their peer closed them: 64 of them (a process of the same
-        user connecting and keeping quiet) kept every later client off the
-        lane for as long as they stayed open. A client sends its hello as
-        soon as it connected, and each round reads it (``_poll``) while
-        the listener accepts one connection: it is not the oldest for long."""
+        hello yet; if every one is bound, those whose client's ZeroMQ
+        connection is gone.
+
+        Before, connections that never sent a hello stayed until their
+        peer closed them: 64 of them (a process of the same user connecting
+        and keeping quiet) kept every later client off the lane for as long
+        as they stayed open. A client sends its hello as soon as it
+        connected, and each round reads it (``_poll``) while the listener
+        accepts one connection: it is not the oldest for long. Bound ones
+        of frozen (SIGSTOPped) clients likewise stayed: libzmq drops such a
+        client's ZeroMQ connection when its heartbeats time out, and the
+        probe then finds it gone.
+        """
         for conn in self._conns.values():  # in the order they were accepted
             if conn.identity is None:
                 self._refuse(conn, "no hello before the table filled")
                 return
+        now = time.monotonic()
+        if now < self._next_gone_sweep:
+            return
+        self._next_gone_sweep = now + _GONE_SWEEP_S
+        for conn in list(self._conns.values()):
+            if conn.identity is not None and not self._reachable(conn.identity):
+                self._refuse(conn, "its client's ZeroMQ connection is gone")
+
+    def _reachable(self, identity: bytes) -> bool:
+        """Whether the ROUTER still has a connection of ``identity``: a
+        probe (a reply clients drop) is refused with EHOSTUNREACH
+        (``ROUTER_MANDATORY``) when it has none."""
+        try:
+            self._router.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
+        except zmq.Again:  # its queue is full: the connection is there
+            return True
+        except zmq.ZMQError as exc:
+            if _lifecycle.is_context_terminated(exc):
+                raise
+            return exc.errno != zmq.EHOSTUNREACH
+        return True
 
     def _read(self, conn: _Conn) -> list | None:
         """The frames of a request packet of ``conn`` (None: it was a
