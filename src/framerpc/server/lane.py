@@ -40,10 +40,10 @@ from typing import Any
 
 import zmq
 
-from .. import _lifecycle, transport
+from .. import transport
 from .._ratelog import RateLimitedLog
 from ..transport import lane as packets
-from ..wire import shm as wire_shm
+from .shm_frames import probe
 
 __all__ = ["LaneServer", "MAX_CONNECTIONS", "MAX_OFFERS"]
 
@@ -63,7 +63,6 @@ _EXPECT_S = 5.0
 #: clients (``_make_room``): a flood of connections costs one round of
 #: probes a second, not one per connection.
 _GONE_SWEEP_S = 1.0
-_PROBE = wire_shm.encode_probe()
 _PEERCRED = struct.Struct("3i")
 _POLLIN = int(zmq.POLLIN)
 
@@ -318,22 +317,12 @@ class LaneServer:
             return
         self._next_gone_sweep = now + _GONE_SWEEP_S
         for conn in list(self._conns.values()):
-            if conn.identity is not None and not self._reachable(conn.identity):
+            # ROUTER_MANDATORY refuses a probe for a connection it lost
+            if (
+                conn.identity is not None
+                and probe(self._router, conn.identity) is False
+            ):
                 self._refuse(conn, "its client's ZeroMQ connection is gone")
-
-    def _reachable(self, identity: bytes) -> bool:
-        """Whether the ROUTER still has a connection of ``identity``: a
-        probe (a reply clients drop) is refused with EHOSTUNREACH
-        (``ROUTER_MANDATORY``) when it has none."""
-        try:
-            self._router.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
-        except zmq.Again:  # its queue is full: the connection is there
-            return True
-        except zmq.ZMQError as exc:
-            if _lifecycle.is_context_terminated(exc):
-                raise
-            return exc.errno != zmq.EHOSTUNREACH
-        return True
 
     def _read(self, conn: _Conn) -> list | None:
         """The frames of a request packet of ``conn`` (None: it was a

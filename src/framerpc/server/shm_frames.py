@@ -62,7 +62,7 @@ from ..wire import shm as wire_shm
 from .shm_arena import Arena, first_generation, pool_frame_at
 from .shm_share import Share, share_limit
 
-__all__ = ["ShmServer"]
+__all__ = ["ShmServer", "probe"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +76,26 @@ _TOKEN = 16
 #: off (else one heartbeat bound): the default heartbeat bound.
 _GRACE_S = 4.0
 _PROBE = wire_shm.encode_probe()
+
+
+def probe(sock: zmq.Socket, identity: bytes) -> bool | None:
+    """Send the client of routing id ``identity`` the probe (a reply
+    clients drop) on the ROUTER ``sock`` (``ROUTER_MANDATORY``): whether
+    its connection is there. False when the ROUTER refuses it with
+    EHOSTUNREACH, True when sent or its queue is full, None when the send
+    failed otherwise (logged). ETERM is raised."""
+    try:
+        sock.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
+    except zmq.Again:  # its queue is full: the connection is there
+        return True
+    except zmq.ZMQError as exc:
+        if _lifecycle.is_context_terminated(exc):
+            raise
+        if exc.errno == zmq.EHOSTUNREACH:
+            return False
+        _log.debug("probe of %s failed: %s", identity.hex(), exc)
+        return None
+    return True
 
 
 class _Client:
@@ -178,13 +198,8 @@ class ShmServer:
         for identity, client in list(self.clients.items()):
             if client.slots:
                 continue  # tick's probes and grace apply
-            try:
-                self._sock.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                if _lifecycle.is_context_terminated(exc):
-                    raise
-                if exc.errno == zmq.EHOSTUNREACH:
-                    self.forget(identity)
+            if probe(self._sock, identity) is False:
+                self.forget(identity)
 
     def _reconnected(
         self, identity: bytes, owner: tuple[int, int, int], token: bytes
@@ -370,29 +385,22 @@ class ShmServer:
         """Probe a client holding slots; reclaim them once it has been
         unreachable for ``_grace`` (see the module)."""
         self.probes += 1
-        try:
-            sock.send_multipart([identity, b"", *_PROBE], zmq.NOBLOCK)
-        except zmq.Again:  # its queue is full: the connection is there
-            pass
-        except zmq.ZMQError as exc:
-            if _lifecycle.is_context_terminated(exc):
-                raise
-            if exc.errno != zmq.EHOSTUNREACH:
-                _log.debug("probe of %s failed: %s", identity.hex(), exc)
-                return
-            if client.lost_at is None:
-                client.lost_at = now
-            elif now - client.lost_at >= self._grace:
-                _log.info(
-                    "client %s unreachable for %.1f s: its %d shared-memory "
-                    "slots are reclaimed",
-                    identity.hex(),
-                    now - client.lost_at,
-                    len(client.slots),
-                )
-                self.forget(identity)
+        there = probe(sock, identity)
+        if there is None:
             return
-        client.lost_at = None
+        if there:
+            client.lost_at = None
+        elif client.lost_at is None:
+            client.lost_at = now
+        elif now - client.lost_at >= self._grace:
+            _log.info(
+                "client %s unreachable for %.1f s: its %d shared-memory "
+                "slots are reclaimed",
+                identity.hex(),
+                now - client.lost_at,
+                len(client.slots),
+            )
+            self.forget(identity)
 
     def forget(self, identity: bytes) -> None:
         """Drop a client and reclaim every slot it holds."""
