@@ -109,11 +109,9 @@ def pool_frame_at(value: np.ndarray) -> tuple[Any, segments.Segment, int] | None
     if type(base) is not _Lease:
         return None
     segment = base._segment
-    free = base._free
     if (
         segment is None
-        or free is None
-        or not free.qsize()  # the camera can still acquire
+        or not base._free.qsize()  # the camera can still acquire
         or not value.flags.c_contiguous
     ):
         return None
