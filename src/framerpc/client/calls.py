@@ -217,7 +217,7 @@ class CallsMixin:
                 self._stop_channel = None
                 # linger 0: a request still queued (no server) must not
                 # stop a server that comes up later
-                sock.close(linger=0)
+                _lifecycle.close_socket(sock, 0)
         except TimeoutError as exc:
             raise self._no_reply(exc, what, timeout, started) from None
         finally:
